@@ -1,0 +1,304 @@
+/* vitc autograd: recording (vt_dispatch) and the backward pass (vt_backward). See node.h. */
+#include <stdlib.h>
+#include <string.h>
+#include "node.h"
+
+static _Thread_local int grad_disabled; /* per thread, like torch.no_grad */
+
+int vt_grad_enabled(void) { return !grad_disabled; }
+void vt_set_grad_enabled(int on) { grad_disabled = !on; }
+
+static void meta_of(vt_meta *m, const vt_tensor *t) {
+    m->dtype = t->dtype;
+    m->ndim = t->ndim;
+    memcpy(m->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+}
+
+int vt_save(vt_ctx *c, const vt_tensor *t) {
+    if (!c->save) return VT_OK;
+    if (c->nsaved >= VT_MAX_SAVED) return vt_fail(VT_ERUNTIME, "internal: too many saved tensors");
+    vt_tensor *a = vt_alias(t);
+    if (!a) return vt_last_code();
+    c->saved[c->nsaved++] = a;
+    return VT_OK;
+}
+
+void vt_node_decref(vt_node *n) {
+    if (!n || __atomic_sub_fetch(&n->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
+    for (int i = 0; i < n->nin; i++) {
+        vt_node_decref(n->next[i].node);
+        vt_tensor_decref(n->next[i].leaf);
+    }
+    for (int i = 0; i < n->nsaved; i++) vt_tensor_decref(n->saved[i]);
+    for (int k = 0; k < n->nout; k++) vt_tensor_decref(n->gbuf[k]);
+    free(n);
+}
+
+void vt_node_forget_output(vt_node *n, const vt_tensor *t) {
+    if (t->output_nr >= 0 && t->output_nr < VT_MAX_OUT && n->retained[t->output_nr] == t)
+        n->retained[t->output_nr] = NULL;
+}
+
+int vt_retain_grad(vt_tensor *t) {
+    if (!t->requires_grad)
+        return vt_fail(VT_ERUNTIME, "can't retain_grad on a tensor that has requires_grad=False");
+    if (t->grad_fn) t->grad_fn->retained[t->output_nr] = t;
+    t->retains_grad = 1;
+    return VT_OK;
+}
+
+static void release_ctx(vt_ctx *c) {
+    for (int k = 0; k < c->nout; k++) { vt_tensor_decref(c->out[k]); c->out[k] = NULL; }
+    for (int k = 0; k < c->nsaved; k++) vt_tensor_decref(c->saved[k]);
+    c->nsaved = 0;
+}
+
+int vt_dispatch(int op, int nin, vt_tensor **in, const vt_args *args, int *nout, vt_tensor **out) {
+    static const vt_args no_args;
+    if (op < 0 || op >= vt_nops) return vt_fail(VT_EVALUE, "unknown op id %d", op);
+    const vt_op_info *info = &vt_ops[op];
+    if (nin > VT_MAX_IN) return vt_fail(VT_EVALUE, "%s: too many tensor arguments (%d)", info->name, nin);
+    vt_ctx c;
+    memset(&c, 0, sizeof c);
+    c.op = op;
+    c.nin = nin;
+    c.args = args ? args : &no_args;
+    unsigned needs = 0;
+    for (int i = 0; i < nin; i++) {
+        c.in[i] = in[i];
+        if (in[i] && in[i]->requires_grad) needs |= 1u << i;
+    }
+    c.save = needs && info->backward && vt_grad_enabled();
+    c.needs_input_grad = needs;
+    int st = info->forward(&c);
+    if (st) { release_ctx(&c); return st; }
+    if (c.nout <= 0 || c.nout > VT_MAX_OUT) { release_ctx(&c); return vt_fail(VT_ERUNTIME, "internal: %s made %d outputs", info->name, c.nout); }
+    if (c.save) {
+        vt_node *n = calloc(1, sizeof *n);
+        if (!n) { release_ctx(&c); return vt_fail(VT_ENOMEM, "out of memory recording %s", info->name); }
+        n->refcount = 1; /* dropped below once the outputs hold theirs */
+        n->op = op;
+        n->nin = nin;
+        n->nout = c.nout;
+        n->needs_input_grad = needs;
+        n->args = *c.args;
+        for (int i = 0; i < nin; i++) {
+            if (!in[i]) continue;
+            meta_of(&n->in_meta[i], in[i]);
+            if (!(needs >> i & 1)) continue;
+            if (in[i]->grad_fn) {
+                n->next[i].node = in[i]->grad_fn;
+                n->next[i].output_nr = in[i]->output_nr;
+                __atomic_add_fetch(&in[i]->grad_fn->refcount, 1, __ATOMIC_RELAXED);
+            } else {
+                n->next[i].leaf = in[i];
+                vt_tensor_incref(in[i]);
+            }
+        }
+        n->nsaved = c.nsaved;
+        memcpy(n->saved, c.saved, sizeof(vt_tensor *) * (size_t)c.nsaved);
+        for (int k = 0; k < c.nout; k++) {
+            vt_tensor *o = c.out[k];
+            meta_of(&n->out_meta[k], o);
+            if (o->dtype != VT_FLOAT32) continue; /* indices are not differentiable */
+            o->grad_fn = n;
+            o->output_nr = k;
+            o->requires_grad = 1;
+            __atomic_add_fetch(&n->refcount, 1, __ATOMIC_RELAXED);
+        }
+        vt_node_decref(n);
+    } else {
+        for (int k = 0; k < c.nsaved; k++) vt_tensor_decref(c.saved[k]);
+    }
+    *nout = c.nout;
+    for (int k = 0; k < c.nout; k++) out[k] = c.out[k];
+    return VT_OK;
+}
+
+/* ---- backward ---------------------------------------------------------------------------- */
+
+/* dst += src; dst contiguous float32, same shape */
+static int accumulate_into(vt_tensor *dst, vt_tensor *src) {
+    vt_tensor *s = vt_contiguous(src);
+    if (!s) return vt_last_code();
+    float *d = vt_f32(dst);
+    const float *p = vt_f32(s);
+    int64_t n = vt_numel(dst);
+    #pragma omp parallel for if (n > 65536) schedule(static)
+    for (int64_t i = 0; i < n; i++) d[i] += p[i];
+    vt_tensor_decref(s);
+    return VT_OK;
+}
+
+/* a tensor we may add into in place: nobody else can see its storage */
+static int exclusively_owned(const vt_tensor *t) {
+    return t->refcount == 1 && t->storage->refcount == 1 && vt_is_contiguous(t) && !t->grad_fn;
+}
+
+/* *slot += g, stealing g; *slot may be NULL */
+static int accumulate_slot(vt_tensor **slot, vt_tensor *g) {
+    if (!*slot) { *slot = g; return VT_OK; }
+    if (!exclusively_owned(*slot)) {
+        vt_tensor *c = vt_clone(*slot);
+        if (!c) { vt_tensor_decref(g); return vt_last_code(); }
+        vt_tensor_decref(*slot);
+        *slot = c;
+    }
+    int st = accumulate_into(*slot, g);
+    vt_tensor_decref(g);
+    return st;
+}
+
+/* leaf.grad += g (stealing g); the stored grad is always a private contiguous tensor */
+static int accumulate_leaf(vt_tensor *leaf, vt_tensor *g) {
+    if (leaf->grad) {
+        int st = accumulate_into(leaf->grad, g);
+        vt_tensor_decref(g);
+        return st;
+    }
+    if (!exclusively_owned(g)) {
+        vt_tensor *c = vt_clone(g);
+        vt_tensor_decref(g);
+        if (!c) return vt_last_code();
+        g = c;
+    }
+    leaf->grad = g;
+    return VT_OK;
+}
+
+static int check_grad_shape(const vt_node *n, int i, const vt_tensor *g) {
+    const vt_meta *m = &n->in_meta[i];
+    int ok = g->ndim == m->ndim && g->dtype == VT_FLOAT32;
+    for (int d = 0; ok && d < m->ndim; d++) ok = g->shape[d] == m->shape[d];
+    if (ok) return VT_OK;
+    char b1[128], b2[128];
+    return vt_fail(VT_ERUNTIME, "internal: %s backward gave input %d a gradient of shape %s, expected %s",
+                   vt_ops[n->op].name, i, vt_shape_str(g->ndim, g->shape, b1, sizeof b1),
+                   vt_shape_str(m->ndim, m->shape, b2, sizeof b2));
+}
+
+static void release_saved(vt_node *n) {
+    for (int i = 0; i < n->nsaved; i++) { vt_tensor_decref(n->saved[i]); n->saved[i] = NULL; }
+    n->nsaved = 0;
+    n->released = 1;
+}
+
+typedef struct { vt_node **v; int64_t n, cap; } node_vec;
+static int vec_push(node_vec *s, vt_node *n) {
+    if (s->n == s->cap) {
+        int64_t cap = s->cap ? s->cap * 2 : 256;
+        vt_node **v = realloc(s->v, sizeof *v * (size_t)cap);
+        if (!v) return vt_fail(VT_ENOMEM, "out of memory in backward");
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = n;
+    return VT_OK;
+}
+
+int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
+    if (!root->requires_grad)
+        return vt_fail(VT_ERUNTIME, "element 0 of tensors does not require grad and does not have a grad_fn");
+    if (root->dtype != VT_FLOAT32) return vt_fail(VT_ETYPE, "backward: only float32 tensors have gradients");
+    vt_tensor *g0;
+    if (grad) {
+        if (!vt_same_shape(grad, root) || grad->dtype != VT_FLOAT32) {
+            char b1[128], b2[128];
+            return vt_fail(VT_ESHAPE, "backward: gradient has shape %s (%s), tensor has shape %s (float32)",
+                           vt_shape_str(grad->ndim, grad->shape, b1, sizeof b1), vt_dtype_name(grad->dtype),
+                           vt_shape_str(root->ndim, root->shape, b2, sizeof b2));
+        }
+        vt_tensor_incref(grad);
+        g0 = grad;
+    } else {
+        if (vt_numel(root) != 1)
+            return vt_fail(VT_ERUNTIME, "grad can be implicitly created only for scalar outputs (shape has %lld elements)",
+                           (long long)vt_numel(root));
+        g0 = vt_full(VT_FLOAT32, root->ndim, root->shape, 1.0);
+        if (!g0) return vt_last_code();
+    }
+    if (!root->grad_fn) return accumulate_leaf(root, g0);
+
+    /* collect the graph: iterative DFS marking each node with this pass's stamp */
+    static uint64_t stamp_counter;
+    uint64_t stamp = __atomic_add_fetch(&stamp_counter, 1, __ATOMIC_RELAXED);
+    node_vec all = {0}, ready = {0}, stack = {0};
+    int st = VT_OK;
+    vt_node *start = root->grad_fn;
+    if ((st = vec_push(&stack, start))) goto done;
+    start->visit = stamp;
+    while (stack.n) {
+        vt_node *n = stack.v[--stack.n];
+        if ((st = vec_push(&all, n))) goto done;
+        if (n->released) {
+            st = vt_fail(VT_ERUNTIME, "Trying to backward through the graph a second time (or directly access "
+                         "saved tensors after they have already been freed); specify retain_graph=True "
+                         "the first time");
+            goto done;
+        }
+        for (int i = 0; i < n->nin; i++) {
+            vt_node *m = n->next[i].node;
+            if (m && m->visit != stamp) {
+                m->visit = stamp;
+                if ((st = vec_push(&stack, m))) goto done;
+            }
+        }
+    }
+    for (int64_t j = 0; j < all.n; j++) {
+        all.v[j]->deps = 0;
+        memset(all.v[j]->gbuf, 0, sizeof all.v[j]->gbuf);
+    }
+    for (int64_t j = 0; j < all.n; j++)
+        for (int i = 0; i < all.v[j]->nin; i++)
+            if (all.v[j]->next[i].node) all.v[j]->next[i].node->deps++;
+
+    start->gbuf[root->output_nr] = g0;
+    g0 = NULL;
+    if ((st = vec_push(&ready, start))) goto done;
+    while (ready.n) {
+        vt_node *n = ready.v[--ready.n];
+        int any = 0;
+        for (int k = 0; k < n->nout; k++) {
+            if (!n->gbuf[k]) continue;
+            any = 1;
+            vt_tensor *r = n->retained[k];
+            if (r) {
+                vt_tensor *c = vt_clone(n->gbuf[k]);
+                if (!c) { st = vt_last_code(); goto done; }
+                if ((st = accumulate_leaf(r, c))) goto done;
+            }
+        }
+        vt_tensor *gin[VT_MAX_IN] = {0};
+        if (any) {
+            st = vt_ops[n->op].backward(n, n->gbuf, gin);
+            for (int k = 0; k < n->nout; k++) { vt_tensor_decref(n->gbuf[k]); n->gbuf[k] = NULL; }
+            if (st) { for (int i = 0; i < n->nin; i++) vt_tensor_decref(gin[i]); goto done; }
+        }
+        for (int i = 0; i < n->nin && !st; i++) {
+            vt_tensor *g = gin[i];
+            gin[i] = NULL;
+            if (g && !(n->needs_input_grad >> i & 1)) { vt_tensor_decref(g); g = NULL; }
+            if (g && (st = check_grad_shape(n, i, g))) { vt_tensor_decref(g); break; }
+            vt_edge *e = &n->next[i];
+            if (e->node) {
+                if (g && (st = accumulate_slot(&e->node->gbuf[e->output_nr], g))) break;
+                if (--e->node->deps == 0 && (st = vec_push(&ready, e->node))) break;
+            } else if (e->leaf && g) {
+                if ((st = accumulate_leaf(e->leaf, g))) break;
+            } else {
+                vt_tensor_decref(g);
+            }
+        }
+        for (int i = 0; i < n->nin; i++) vt_tensor_decref(gin[i]);
+        if (st) goto done;
+        if (!retain_graph) release_saved(n);
+    }
+done:
+    vt_tensor_decref(g0);
+    for (int64_t j = 0; j < all.n; j++)
+        for (int k = 0; k < VT_MAX_OUT; k++) { vt_tensor_decref(all.v[j]->gbuf[k]); all.v[j]->gbuf[k] = NULL; }
+    free(all.v);
+    free(ready.v);
+    free(stack.v);
+    return st;
+}

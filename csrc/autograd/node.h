@@ -1,0 +1,102 @@
+/* vitc autograd: the tape.
+ * Every differentiable op is one row of csrc/ops/ops.def: a forward that fills a vt_ctx and a
+ * backward that maps output gradients to input gradients. vt_dispatch() runs the forward and,
+ * when grad mode is on and an input requires grad, records one vt_node (micrograd's idea: each
+ * output remembers its parents and how to send gradients back). vt_backward() sorts the nodes
+ * reachable from a root (iteratively, so deep models do not overflow the stack), runs them in
+ * reverse topological order, accumulates into leaves' .grad and frees saved tensors afterwards
+ * unless retain_graph is set. Ownership: see core/tensor.h rule 4. */
+#ifndef VT_NODE_H
+#define VT_NODE_H
+#include "../core/tensor.h"
+
+#define VT_MAX_IN 16
+#define VT_MAX_OUT 3
+#define VT_MAX_SAVED 8
+#define VT_MAX_IARGS 24
+#define VT_MAX_FARGS 8
+
+/* non-tensor arguments of an op; their layout is documented on the op's row in ops.def */
+typedef struct vt_args {
+    int ni, nf;
+    int64_t i[VT_MAX_IARGS];
+    double f[VT_MAX_FARGS];
+} vt_args;
+
+typedef struct vt_meta {
+    vt_dtype dtype;
+    int ndim;
+    int64_t shape[VT_MAX_DIMS];
+} vt_meta;
+
+/* where an input's gradient goes: the node that made the input, or the leaf tensor itself */
+typedef struct vt_edge {
+    struct vt_node *node; /* owned */
+    int output_nr;
+    vt_tensor *leaf;      /* owned */
+} vt_edge;
+
+/* what a forward sees: inputs (borrowed; NULL for an absent optional input), arguments, and the
+ * outputs and saved tensors it must produce (new references). */
+typedef struct vt_ctx {
+    int op;
+    int nin;
+    vt_tensor *in[VT_MAX_IN];
+    const vt_args *args;
+    int nout;
+    vt_tensor *out[VT_MAX_OUT];
+    int save;            /* nonzero: a node will be recorded, fill saved[] */
+    unsigned needs_input_grad; /* valid when save is set */
+    int nsaved;
+    vt_tensor *saved[VT_MAX_SAVED];
+} vt_ctx;
+
+typedef struct vt_node {
+    int64_t refcount;
+    int op;
+    int nin, nout;
+    vt_edge next[VT_MAX_IN];
+    unsigned needs_input_grad; /* bit i: input i wants a gradient */
+    vt_meta in_meta[VT_MAX_IN], out_meta[VT_MAX_OUT];
+    vt_args args;
+    int nsaved;
+    vt_tensor *saved[VT_MAX_SAVED];
+    int released;                      /* saved tensors freed by a backward */
+    vt_tensor *retained[VT_MAX_OUT];   /* weak: outputs that asked for retain_grad() */
+    /* engine scratch, valid only during vt_backward */
+    int64_t deps;
+    uint64_t visit;
+    vt_tensor *gbuf[VT_MAX_OUT];
+} vt_node;
+
+typedef int (*vt_forward_fn)(vt_ctx *c);
+/* gout[k] is NULL when no gradient reached output k (treat as zeros); fill gin[i] (new refs) for
+ * each input i with (n->needs_input_grad >> i) & 1; leave the others NULL. */
+typedef int (*vt_backward_fn)(vt_node *n, vt_tensor **gout, vt_tensor **gin);
+
+typedef struct vt_op_info {
+    const char *name;
+    vt_forward_fn forward;
+    vt_backward_fn backward; /* NULL: not differentiable */
+} vt_op_info;
+
+extern const vt_op_info vt_ops[];
+extern const int vt_nops;
+
+/* save a detached alias of t into c (no-op returning VT_OK when c->save is 0) */
+int vt_save(vt_ctx *c, const vt_tensor *t);
+
+/* run op `op` on inputs; outputs returned in out[] (new refs), their count in *nout */
+int vt_dispatch(int op, int nin, vt_tensor **in, const vt_args *args, int *nout, vt_tensor **out);
+/* reverse-mode pass from root; grad NULL means ones (root must then be a single element) */
+int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph);
+
+int vt_grad_enabled(void);
+void vt_set_grad_enabled(int on);
+
+void vt_node_decref(vt_node *n);
+void vt_node_forget_output(vt_node *n, const vt_tensor *t);
+/* ask for t.grad to be kept after backward (non-leaf); leaves always keep theirs */
+int vt_retain_grad(vt_tensor *t);
+
+#endif

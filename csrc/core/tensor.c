@@ -1,0 +1,257 @@
+/* vitc core: tensor and storage lifetime, views, contiguous copies. Rules in tensor.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tensor.h"
+#include "../autograd/node.h"
+
+#define VT_MAX_NUMEL ((int64_t)1 << 40)
+
+size_t vt_dtype_size(vt_dtype dt) { return dt == VT_FLOAT32 ? 4 : dt == VT_INT64 ? 8 : 1; }
+const char *vt_dtype_name(vt_dtype dt) {
+    return dt == VT_FLOAT32 ? "float32" : dt == VT_INT64 ? "int64" : dt == VT_BOOL ? "bool" : "?";
+}
+
+int64_t vt_shape_numel(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+int64_t vt_numel(const vt_tensor *t) { return vt_shape_numel(t->ndim, t->shape); }
+
+char *vt_shape_str(int ndim, const int64_t *shape, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "(");
+    for (int i = 0; i < ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, i ? ", %lld" : "%lld", (long long)shape[i]);
+    if (k < n) snprintf(buf + k, n - k, ndim == 1 ? ",)" : ")");
+    return buf;
+}
+
+int vt_check_shape(int ndim, const int64_t *shape, const char *who) {
+    if (ndim < 0 || ndim > VT_MAX_DIMS)
+        return vt_fail(VT_ESHAPE, "%s: %d dimensions, at most %d supported", who, ndim, VT_MAX_DIMS);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return vt_fail(VT_ESHAPE, "%s: negative size %lld in dimension %d", who, (long long)shape[i], i);
+        if (shape[i] > 0 && n > VT_MAX_NUMEL / shape[i])
+            return vt_fail(VT_ESHAPE, "%s: shape too large (more than 2^40 elements)", who);
+        n *= shape[i];
+    }
+    return VT_OK;
+}
+
+int vt_normalize_dim(int64_t *dim, int ndim, const char *who) {
+    int64_t n = ndim ? ndim : 1; /* 0-d tensors accept dim 0 / -1 like PyTorch */
+    if (*dim < -n || *dim >= n)
+        return vt_fail(VT_EINDEX, "%s: dim %lld out of range for a %d-d tensor", who, (long long)*dim, ndim);
+    if (*dim < 0) *dim += n;
+    return VT_OK;
+}
+
+void vt_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        strides[i] = s;
+        s *= shape[i] > 1 ? shape[i] : 1;
+    }
+}
+
+int vt_is_contiguous(const vt_tensor *t) {
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->strides[i] != s) return 0;
+        s *= t->shape[i];
+    }
+    return 1;
+}
+
+int vt_same_shape(const vt_tensor *a, const vt_tensor *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+int vt_broadcast_shapes(int na, const int64_t *sa, int nb, const int64_t *sb, int *nout, int64_t *out,
+                        const char *who) {
+    int n = na > nb ? na : nb;
+    for (int i = 0; i < n; i++) {
+        int64_t da = i < n - na ? 1 : sa[i - (n - na)];
+        int64_t db = i < n - nb ? 1 : sb[i - (n - nb)];
+        if (da != db && da != 1 && db != 1) {
+            char b1[128], b2[128];
+            return vt_fail(VT_ESHAPE, "%s: shapes %s and %s cannot be broadcast together", who,
+                           vt_shape_str(na, sa, b1, sizeof b1), vt_shape_str(nb, sb, b2, sizeof b2));
+        }
+        out[i] = da == 1 ? db : da;
+    }
+    *nout = n;
+    return VT_OK;
+}
+
+void vt_broadcast_strides(const vt_tensor *t, int ndim, const int64_t *shape, int64_t *strides) {
+    int lead = ndim - t->ndim;
+    for (int i = 0; i < ndim; i++) {
+        if (i < lead) strides[i] = 0;
+        else strides[i] = (t->shape[i - lead] == 1 && shape[i] != 1) ? 0 : t->strides[i - lead];
+    }
+}
+
+static vt_tensor *tensor_struct(vt_storage *s, vt_dtype dt, int ndim, const int64_t *shape,
+                                const int64_t *strides, int64_t offset) {
+    vt_tensor *t = calloc(1, sizeof *t);
+    if (!t) return vt_fail_null(VT_ENOMEM, "out of memory allocating a tensor header");
+    t->refcount = 1;
+    t->storage = s;
+    t->offset = offset;
+    t->ndim = ndim;
+    t->dtype = dt;
+    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    if (strides) memcpy(t->strides, strides, sizeof(int64_t) * (size_t)ndim);
+    else vt_contiguous_strides(ndim, shape, t->strides);
+    return t;
+}
+
+vt_tensor *vt_empty(vt_dtype dt, int ndim, const int64_t *shape) {
+    if (vt_check_shape(ndim, shape, "empty")) return NULL;
+    if ((unsigned)dt >= VT_NDTYPES) return vt_fail_null(VT_ETYPE, "unknown dtype %d", (int)dt);
+    size_t nbytes = (size_t)vt_shape_numel(ndim, shape) * vt_dtype_size(dt);
+    vt_storage *s = calloc(1, sizeof *s);
+    if (!s) return vt_fail_null(VT_ENOMEM, "out of memory allocating a storage header");
+    s->refcount = 1;
+    s->nbytes = nbytes;
+    s->data = vt_alloc(nbytes);
+    if (!s->data) { free(s); return NULL; }
+    vt_tensor *t = tensor_struct(s, dt, ndim, shape, NULL, 0);
+    if (!t) vt_storage_decref(s);
+    return t;
+}
+
+vt_tensor *vt_zeros(vt_dtype dt, int ndim, const int64_t *shape) {
+    vt_tensor *t = vt_empty(dt, ndim, shape);
+    if (t) memset(t->storage->data, 0, t->storage->nbytes);
+    return t;
+}
+
+vt_tensor *vt_full(vt_dtype dt, int ndim, const int64_t *shape, double value) {
+    vt_tensor *t = vt_empty(dt, ndim, shape);
+    if (!t) return NULL;
+    int64_t n = vt_numel(t);
+    if (dt == VT_FLOAT32) { float v = (float)value, *p = vt_f32(t); for (int64_t i = 0; i < n; i++) p[i] = v; }
+    else if (dt == VT_INT64) { int64_t v = (int64_t)value, *p = vt_i64(t); for (int64_t i = 0; i < n; i++) p[i] = v; }
+    else memset(t->storage->data, value != 0, (size_t)n);
+    return t;
+}
+
+vt_tensor *vt_empty_like(const vt_tensor *t) { return vt_empty(t->dtype, t->ndim, t->shape); }
+vt_tensor *vt_zeros_like(const vt_tensor *t) { return vt_zeros(t->dtype, t->ndim, t->shape); }
+
+vt_tensor *vt_wrap_foreign(vt_dtype dt, int ndim, const int64_t *shape, void *data,
+                           void (*release)(void *), void *owner) {
+    if (vt_check_shape(ndim, shape, "from_numpy")) return NULL;
+    vt_storage *s = calloc(1, sizeof *s);
+    if (!s) return vt_fail_null(VT_ENOMEM, "out of memory allocating a storage header");
+    s->refcount = 1;
+    s->data = data;
+    s->nbytes = (size_t)vt_shape_numel(ndim, shape) * vt_dtype_size(dt);
+    s->release = release;
+    s->owner = owner;
+    vt_tensor *t = tensor_struct(s, dt, ndim, shape, NULL, 0);
+    if (!t) { s->release = NULL; s->data = NULL; free(s); }
+    return t;
+}
+
+vt_tensor *vt_view_of(const vt_tensor *t, int ndim, const int64_t *shape, const int64_t *strides,
+                      int64_t offset) {
+    if (vt_check_shape(ndim, shape, "view")) return NULL;
+    /* every reachable element must lie inside the storage */
+    int64_t last = offset, numel = vt_shape_numel(ndim, shape);
+    for (int i = 0; i < ndim; i++) {
+        if (strides[i] < 0) return vt_fail_null(VT_EVALUE, "view: negative stride");
+        if (shape[i] > 0) last += (shape[i] - 1) * strides[i];
+    }
+    if (numel > 0 && (offset < 0 || (size_t)(last + 1) * vt_dtype_size(t->dtype) > t->storage->nbytes))
+        return vt_fail_null(VT_ESHAPE, "view: geometry exceeds the storage");
+    vt_tensor *v = tensor_struct(t->storage, t->dtype, ndim, shape, strides, offset);
+    if (v) __atomic_add_fetch(&t->storage->refcount, 1, __ATOMIC_RELAXED);
+    return v;
+}
+
+vt_tensor *vt_alias(const vt_tensor *t) { return vt_view_of(t, t->ndim, t->shape, t->strides, t->offset); }
+
+/* strided copy of any geometry into a contiguous destination buffer */
+static void copy_strided(const vt_tensor *src, void *dst) {
+    int nd = src->ndim;
+    int64_t n = vt_numel(src);
+    size_t es = vt_dtype_size(src->dtype);
+    if (n == 0) return;
+    if (vt_is_contiguous(src)) { memcpy(dst, (char *)src->storage->data + src->offset * es, (size_t)n * es); return; }
+    int64_t inner = nd ? src->shape[nd - 1] : 1, istride = nd ? src->strides[nd - 1] : 1;
+    int64_t rows = n / inner;
+    #pragma omp parallel for if (n > 32768) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t rem = r, off = src->offset;
+        for (int d = nd - 2; d >= 0; d--) { off += (rem % src->shape[d]) * src->strides[d]; rem /= src->shape[d]; }
+        if (es == 4) {
+            const float *s = (const float *)src->storage->data + off; float *o = (float *)dst + r * inner;
+            for (int64_t j = 0; j < inner; j++) o[j] = s[j * istride];
+        } else if (es == 8) {
+            const int64_t *s = (const int64_t *)src->storage->data + off; int64_t *o = (int64_t *)dst + r * inner;
+            for (int64_t j = 0; j < inner; j++) o[j] = s[j * istride];
+        } else {
+            const uint8_t *s = (const uint8_t *)src->storage->data + off; uint8_t *o = (uint8_t *)dst + r * inner;
+            for (int64_t j = 0; j < inner; j++) o[j] = s[j * istride];
+        }
+    }
+}
+
+vt_tensor *vt_clone(const vt_tensor *t) {
+    vt_tensor *c = vt_empty(t->dtype, t->ndim, t->shape);
+    if (c) copy_strided(t, c->storage->data);
+    return c;
+}
+
+vt_tensor *vt_contiguous(vt_tensor *t) {
+    if (vt_is_contiguous(t)) { vt_tensor_incref(t); return t; }
+    return vt_clone(t);
+}
+
+int vt_copy_into(vt_tensor *dst, const vt_tensor *src) {
+    if (!vt_same_shape(dst, src) || dst->dtype != src->dtype)
+        return vt_fail(VT_ESHAPE, "copy: destination and source differ in shape or dtype");
+    if (vt_is_contiguous(dst)) { copy_strided(src, (char *)dst->storage->data + dst->offset * vt_dtype_size(dst->dtype)); return VT_OK; }
+    vt_tensor *tmp = vt_clone(src);
+    if (!tmp) return vt_last_code();
+    /* scatter the contiguous temp into the strided destination */
+    int nd = dst->ndim;
+    int64_t n = vt_numel(dst);
+    size_t es = vt_dtype_size(dst->dtype);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t rem = i, off = dst->offset;
+        for (int d = nd - 1; d >= 0; d--) { off += (rem % dst->shape[d]) * dst->strides[d]; rem /= dst->shape[d]; }
+        memcpy((char *)dst->storage->data + off * es, (char *)tmp->storage->data + i * es, es);
+    }
+    vt_tensor_decref(tmp);
+    return VT_OK;
+}
+
+void vt_tensor_incref(vt_tensor *t) { if (t) __atomic_add_fetch(&t->refcount, 1, __ATOMIC_RELAXED); }
+
+void vt_storage_decref(vt_storage *s) {
+    if (!s || __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
+    if (s->release) s->release(s->owner);
+    else vt_free(s->data, s->nbytes);
+    free(s);
+}
+
+void vt_tensor_decref(vt_tensor *t) {
+    if (!t || __atomic_sub_fetch(&t->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
+    if (t->grad_fn) {
+        vt_node_forget_output(t->grad_fn, t);
+        vt_node_decref(t->grad_fn);
+    }
+    vt_tensor_decref(t->grad);
+    vt_storage_decref(t->storage);
+    free(t);
+}

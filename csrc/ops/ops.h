@@ -1,0 +1,40 @@
+/* vitc ops: every op's forward and backward (declared from ops.def) and the plain kernels the
+ * families share. Kernels named vt_k_* do not record autograd; they return new references
+ * (core/tensor.h rules) or NULL with the error set. */
+#ifndef VT_OPS_H
+#define VT_OPS_H
+#include "../autograd/node.h"
+
+enum {
+#define VT_OP(e, name, fwd, bwd) VT_OP_##e,
+#include "ops.def"
+#undef VT_OP
+    VT_OP_COUNT
+};
+
+#define VT_OP(e, name, fwd, bwd) int fwd(vt_ctx *c);
+#include "ops.def"
+#undef VT_OP
+/* rows of ops that are not differentiable name `vt_nograd` as backward (NULL in the table) */
+#define VT_OP(e, name, fwd, bwd) int bwd(vt_node *n, vt_tensor **gout, vt_tensor **gin);
+#include "ops.def"
+#undef VT_OP
+
+/* ---- shared helpers (defined in the family named in brackets) ---- */
+/* argument access with range checks: fail with VT_EVALUE naming the op when missing */
+int vt_arg_count(const vt_ctx *c, int ni, int nf);                          /* [ops_util] */
+int vt_require_f32(const vt_tensor *t, const char *who, const char *what);  /* [ops_util] */
+int vt_require_dtype(const vt_tensor *t, vt_dtype dt, const char *who, const char *what); /* [ops_util] */
+vt_tensor *vt_k_sum_to(const vt_tensor *g, int ndim, const int64_t *shape); /* [reduce] sum broadcast dims away */
+vt_tensor *vt_k_add(const vt_tensor *a, const vt_tensor *b);   /* [elementwise] broadcasting */
+vt_tensor *vt_k_mul(const vt_tensor *a, const vt_tensor *b);   /* [elementwise] broadcasting */
+vt_tensor *vt_k_scale(const vt_tensor *a, float s);            /* [elementwise] a*s */
+/* C (m,n) = op(A)·op(B) (+ beta·C) for 2-d or batched 3-d float32 views; transposed views go to
+ * BLAS as flags. [blas] */
+vt_tensor *vt_k_matmul(const vt_tensor *a, const vt_tensor *b);
+int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+              int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+vt_tensor *vt_k_reshape(const vt_tensor *t, int ndim, const int64_t *shape); /* [shape] view or copy */
+vt_tensor *vt_k_permute(const vt_tensor *t, const int64_t *dims);            /* [shape] view */
+
+#endif

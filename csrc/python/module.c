@@ -1,0 +1,292 @@
+/* vitc python binding: the _C module. `call` runs any op of the table (csrc/ops/ops.def) by id:
+ * call(op, tensors, ints, floats) with tensors a tuple of Tensor-or-None, ints and floats tuples
+ * of numbers (or None). The package's Python modules give each op its PyTorch-style signature. */
+#include "binding.h"
+#include "../autograd/node.h"
+#include "../core/rng.h"
+#include "../core/threads.h"
+#include "../ops/ops.h"
+
+static PyObject *py_call(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 2 || nargs > 4) return PyErr_Format(PyExc_TypeError, "call(op, tensors, ints=None, floats=None)");
+    int op = (int)PyLong_AsLong(args[0]);
+    if (op == -1 && PyErr_Occurred()) return NULL;
+    if (op < 0 || op >= vt_nops) return PyErr_Format(PyExc_ValueError, "unknown op id %d", op);
+    const char *name = vt_ops[op].name;
+    PyObject *tens = args[1];
+    if (!PyTuple_Check(tens)) return PyErr_Format(PyExc_TypeError, "%s: tensors must be a tuple", name);
+    Py_ssize_t nin = PyTuple_GET_SIZE(tens);
+    if (nin > VT_MAX_IN) return PyErr_Format(PyExc_ValueError, "%s: at most %d tensor arguments, got %zd", name, VT_MAX_IN, nin);
+    vt_tensor *in[VT_MAX_IN];
+    for (Py_ssize_t i = 0; i < nin; i++) {
+        PyObject *o = PyTuple_GET_ITEM(tens, i);
+        if (o == Py_None) { in[i] = NULL; continue; }
+        if (!PyObject_TypeCheck(o, vtpy_TensorBase))
+            return PyErr_Format(PyExc_TypeError, "%s: argument %zd must be a vitc.Tensor, not %.100s", name, i, Py_TYPE(o)->tp_name);
+        if (!(in[i] = ((PyTensor *)o)->t)) return PyErr_Format(PyExc_RuntimeError, "%s: uninitialised tensor", name);
+    }
+    vt_args a;
+    a.ni = a.nf = 0;
+    for (int which = 0; which < 2; which++) {
+        PyObject *seq = nargs > 2 + which ? args[2 + which] : Py_None;
+        if (seq == Py_None) continue;
+        if (!PyTuple_Check(seq)) return PyErr_Format(PyExc_TypeError, "%s: %s must be a tuple", name, which ? "floats" : "ints");
+        Py_ssize_t n = PyTuple_GET_SIZE(seq);
+        if (n > (which ? VT_MAX_FARGS : VT_MAX_IARGS)) return PyErr_Format(PyExc_ValueError, "%s: too many arguments", name);
+        for (Py_ssize_t k = 0; k < n; k++) {
+            PyObject *o = PyTuple_GET_ITEM(seq, k);
+            if (which == 0) {
+                if (!PyLong_Check(o)) return PyErr_Format(PyExc_TypeError, "%s: expected an int, got %.100s", name, Py_TYPE(o)->tp_name);
+                int overflow;
+                a.i[k] = PyLong_AsLongLongAndOverflow(o, &overflow);
+                if (overflow) return PyErr_Format(PyExc_ValueError, "%s: integer argument out of range", name);
+                if (a.i[k] == -1 && PyErr_Occurred()) return NULL;
+            } else {
+                a.f[k] = PyFloat_AsDouble(o);
+                if (a.f[k] == -1.0 && PyErr_Occurred()) {
+                    PyErr_Clear();
+                    return PyErr_Format(PyExc_TypeError, "%s: expected a number, got %.100s", name, Py_TYPE(o)->tp_name);
+                }
+            }
+        }
+        if (which == 0) a.ni = (int)n; else a.nf = (int)n;
+    }
+    vt_tensor *out[VT_MAX_OUT];
+    int nout = 0, st;
+    Py_BEGIN_ALLOW_THREADS
+    st = vt_dispatch(op, (int)nin, in, &a, &nout, out);
+    Py_END_ALLOW_THREADS
+    if (st) return vtpy_raise(st);
+    if (nout == 1) return vtpy_wrap(out[0]);
+    PyObject *tup = PyTuple_New(nout);
+    if (!tup) { for (int k = 0; k < nout; k++) vt_tensor_decref(out[k]); return NULL; }
+    for (int k = 0; k < nout; k++) {
+        PyObject *o = vtpy_wrap(out[k]);
+        if (!o) { for (int j = k + 1; j < nout; j++) vt_tensor_decref(out[j]); Py_DECREF(tup); return NULL; }
+        PyTuple_SET_ITEM(tup, k, o);
+    }
+    return tup;
+}
+
+int vtpy_parse_shape(PyObject *seq, int64_t *shape, const char *who) {
+    PyObject *fast = PySequence_Fast(seq, "shape must be a sequence of ints");
+    if (!fast) { PyErr_Clear(); PyErr_Format(PyExc_TypeError, "%s: shape must be a tuple of ints", who); return -1; }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > VT_MAX_DIMS) { Py_DECREF(fast); PyErr_Format(PyExc_ValueError, "%s: %zd dimensions, at most %d supported", who, n, VT_MAX_DIMS); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyLong_Check(o)) { Py_DECREF(fast); PyErr_Format(PyExc_TypeError, "%s: shape entries must be ints, got %.100s", who, Py_TYPE(o)->tp_name); return -1; }
+        int overflow;
+        shape[i] = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow) { Py_DECREF(fast); PyErr_Format(PyExc_ValueError, "%s: size out of range", who); return -1; }
+    }
+    Py_DECREF(fast);
+    if (vt_check_shape((int)n, shape, who)) { vtpy_raise(vt_last_code()); return -1; }
+    return (int)n;
+}
+
+static int parse_dtype(PyObject *o, vt_dtype *dt) {
+    long v = PyLong_AsLong(o);
+    if ((v == -1 && PyErr_Occurred()) || v < 0 || v >= VT_NDTYPES) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "dtype must be vitc.float32, vitc.int64 or vitc.bool");
+        return -1;
+    }
+    *dt = (vt_dtype)v;
+    return 0;
+}
+
+/* _C.full(shape, dtype_code, value) */
+static PyObject *py_full(PyObject *m, PyObject *args) {
+    PyObject *shp, *dto;
+    double v;
+    if (!PyArg_ParseTuple(args, "OOd:full", &shp, &dto, &v)) return NULL;
+    int64_t shape[VT_MAX_DIMS];
+    vt_dtype dt;
+    int nd = vtpy_parse_shape(shp, shape, "full");
+    if (nd < 0 || parse_dtype(dto, &dt)) return NULL;
+    vt_tensor *t;
+    Py_BEGIN_ALLOW_THREADS
+    t = vt_full(dt, nd, shape, v);
+    Py_END_ALLOW_THREADS
+    return vtpy_wrap(t);
+}
+
+/* _C.empty(shape, dtype_code) */
+static PyObject *py_empty(PyObject *m, PyObject *args) {
+    PyObject *shp, *dto;
+    if (!PyArg_ParseTuple(args, "OO:empty", &shp, &dto)) return NULL;
+    int64_t shape[VT_MAX_DIMS];
+    vt_dtype dt;
+    int nd = vtpy_parse_shape(shp, shape, "empty");
+    if (nd < 0 || parse_dtype(dto, &dt)) return NULL;
+    return vtpy_wrap(vt_empty(dt, nd, shape));
+}
+
+/* _C.random(shape, kind): kind 0 uniform [0,1), 1 standard normal; from the counter RNG */
+static PyObject *py_random(PyObject *m, PyObject *args) {
+    PyObject *shp;
+    int kind;
+    if (!PyArg_ParseTuple(args, "Oi:random", &shp, &kind)) return NULL;
+    int64_t shape[VT_MAX_DIMS];
+    int nd = vtpy_parse_shape(shp, shape, "random");
+    if (nd < 0) return NULL;
+    vt_tensor *t = vt_empty(VT_FLOAT32, nd, shape);
+    if (!t) return vtpy_raise(vt_last_code());
+    Py_BEGIN_ALLOW_THREADS
+    vt_rng_fill(vt_f32(t), vt_numel(t), kind);
+    Py_END_ALLOW_THREADS
+    return vtpy_wrap(t);
+}
+
+static PyObject *py_manual_seed(PyObject *m, PyObject *arg) {
+    unsigned long long s = PyLong_AsUnsignedLongLongMask(arg);
+    if (PyErr_Occurred()) return NULL;
+    vt_rng_seed(s);
+    Py_RETURN_NONE;
+}
+static PyObject *py_rng_state(PyObject *m, PyObject *u) {
+    return Py_BuildValue("(KK)", (unsigned long long)vt_rng_get_seed(), (unsigned long long)vt_rng_get_offset());
+}
+static PyObject *py_set_rng_state(PyObject *m, PyObject *args) {
+    unsigned long long s, o;
+    if (!PyArg_ParseTuple(args, "KK:set_rng_state", &s, &o)) return NULL;
+    vt_rng_set_state(s, o);
+    Py_RETURN_NONE;
+}
+/* reserve n counters of the RNG: returns (seed, base) for ops that take explicit draws */
+static PyObject *py_rng_reserve(PyObject *m, PyObject *arg) {
+    long long n = PyLong_AsLongLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 0) return PyErr_Format(PyExc_ValueError, "rng_reserve: n must be >= 0");
+    uint64_t seed = vt_rng_get_seed(), base = vt_rng_reserve((uint64_t)n);
+    return Py_BuildValue("(KK)", (unsigned long long)seed, (unsigned long long)base);
+}
+
+static PyObject *py_set_num_threads(PyObject *m, PyObject *arg) {
+    if (!PyLong_Check(arg)) return PyErr_Format(PyExc_TypeError, "set_num_threads expects an int, got %.100s", Py_TYPE(arg)->tp_name);
+    int overflow;
+    long long n = PyLong_AsLongLongAndOverflow(arg, &overflow);
+    if (overflow || n < 1 || n > 4096) return PyErr_Format(PyExc_ValueError, "set_num_threads: need 1 <= n <= 4096");
+    if (vt_set_num_threads((int)n)) return vtpy_raise(vt_last_code());
+    Py_RETURN_NONE;
+}
+static PyObject *py_get_num_threads(PyObject *m, PyObject *u) { return PyLong_FromLong(vt_get_num_threads()); }
+
+static PyObject *py_set_grad_enabled(PyObject *m, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    int prev = vt_grad_enabled();
+    vt_set_grad_enabled(on);
+    return PyBool_FromLong(prev);
+}
+static PyObject *py_is_grad_enabled(PyObject *m, PyObject *u) { return PyBool_FromLong(vt_grad_enabled()); }
+
+static PyObject *py_set_tensor_class(PyObject *m, PyObject *cls) {
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, vtpy_TensorBase))
+        return PyErr_Format(PyExc_TypeError, "expected a subclass of _TensorBase");
+    Py_INCREF(cls);
+    Py_XSETREF(vtpy_TensorClass, cls);
+    Py_RETURN_NONE;
+}
+
+/* _C.make_subclass(cls, tensor, requires_grad): a new cls object over an alias of tensor's
+ * data (how Parameter wraps data without a copy) */
+static PyObject *py_make_subclass(PyObject *m, PyObject *args) {
+    PyObject *cls, *src;
+    int rg;
+    if (!PyArg_ParseTuple(args, "OOp:make_subclass", &cls, &src, &rg)) return NULL;
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, vtpy_TensorBase))
+        return PyErr_Format(PyExc_TypeError, "make_subclass: expected a Tensor subclass");
+    vt_tensor *t = vtpy_unwrap(src, "data");
+    if (!t) return NULL;
+    if (rg && t->dtype != VT_FLOAT32) return PyErr_Format(PyExc_RuntimeError, "only float32 tensors can require gradients");
+    vt_tensor *a = vt_alias(t);
+    if (!a) return vtpy_raise(vt_last_code());
+    a->requires_grad = rg;
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    PyTensor *self = (PyTensor *)tp->tp_alloc(tp, 0);
+    if (!self) { vt_tensor_decref(a); return NULL; }
+    self->t = a;
+    a->pyobj = self;
+    return (PyObject *)self;
+}
+
+/* _C.set_data(dst, src): make dst view src's storage (Parameter.data = ...); same shape & dtype */
+static PyObject *py_set_data(PyObject *m, PyObject *args) {
+    PyObject *d, *s;
+    if (!PyArg_ParseTuple(args, "OO:set_data", &d, &s)) return NULL;
+    vt_tensor *dst = vtpy_unwrap(d, "tensor"), *src = vtpy_unwrap(s, "data");
+    if (!dst || !src) return NULL;
+    if (dst->dtype != src->dtype) return PyErr_Format(PyExc_TypeError, "set_data: dtype %s != %s", vt_dtype_name(dst->dtype), vt_dtype_name(src->dtype));
+    __atomic_add_fetch(&src->storage->refcount, 1, __ATOMIC_RELAXED);
+    vt_storage_decref(dst->storage);
+    dst->storage = src->storage;
+    dst->offset = src->offset;
+    dst->ndim = src->ndim;
+    memcpy(dst->shape, src->shape, sizeof dst->shape);
+    memcpy(dst->strides, src->strides, sizeof dst->strides);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_alloc_fail_after(PyObject *m, PyObject *arg) {
+    long long n = PyLong_AsLongLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    vt_alloc_fail_after(n);
+    Py_RETURN_NONE;
+}
+static PyObject *py_alloc_stats(PyObject *m, PyObject *u) {
+    int64_t live, cached, peak;
+    vt_alloc_stats(&live, &cached, &peak);
+    return Py_BuildValue("{s:L,s:L,s:L}", "live", (long long)live, "cached", (long long)cached, "peak", (long long)peak);
+}
+static PyObject *py_empty_cache(PyObject *m, PyObject *u) { vt_alloc_clear_cache(); Py_RETURN_NONE; }
+
+static PyMethodDef module_methods[] = {
+    {"call", (PyCFunction)(void (*)(void))py_call, METH_FASTCALL, "call(op, tensors, ints=None, floats=None)"},
+    {"from_numpy", vtpy_from_numpy, METH_O, "zero-copy tensor over a C-contiguous float32/int64/bool array"},
+    {"full", py_full, METH_VARARGS, "full(shape, dtype_code, value)"},
+    {"empty", py_empty, METH_VARARGS, "empty(shape, dtype_code)"},
+    {"random", py_random, METH_VARARGS, "random(shape, kind): 0 uniform, 1 normal"},
+    {"manual_seed", py_manual_seed, METH_O, "seed the counter RNG (offset reset to 0)"},
+    {"get_rng_state", py_rng_state, METH_NOARGS, "(seed, offset)"},
+    {"set_rng_state", py_set_rng_state, METH_VARARGS, "set_rng_state(seed, offset)"},
+    {"rng_reserve", py_rng_reserve, METH_O, "reserve n counters: (seed, base)"},
+    {"set_num_threads", py_set_num_threads, METH_O, "threads for OpenBLAS and OpenMP"},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, "current thread count"},
+    {"set_grad_enabled", py_set_grad_enabled, METH_O, "turn recording on/off; returns the previous state"},
+    {"is_grad_enabled", py_is_grad_enabled, METH_NOARGS, "whether ops are recorded"},
+    {"_set_tensor_class", py_set_tensor_class, METH_O, "register vitc.Tensor"},
+    {"make_subclass", py_make_subclass, METH_VARARGS, "make_subclass(cls, tensor, requires_grad)"},
+    {"set_data", py_set_data, METH_VARARGS, "set_data(dst, src)"},
+    {"_alloc_fail_after", py_alloc_fail_after, METH_O, "fail the n-th next allocation (tests)"},
+    {"alloc_stats", py_alloc_stats, METH_NOARGS, "allocator bytes: live, cached, peak"},
+    {"empty_cache", py_empty_cache, METH_NOARGS, "free the allocator's cached blocks"},
+    {NULL},
+};
+
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "vitc._C", "vitc C core", -1, module_methods};
+
+PyMODINIT_FUNC PyInit__C(void) {
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m) return NULL;
+    if (vtpy_numpy_init() < 0 || vtpy_tensor_type_init(m) < 0) goto fail;
+    vtpy_IndexError = PyErr_NewException("vitc.IndexError", PyTuple_Pack(2, PyExc_IndexError, PyExc_ValueError), NULL);
+    if (!vtpy_IndexError) goto fail;
+    Py_INCREF(vtpy_IndexError);
+    PyModule_AddObject(m, "IndexError", vtpy_IndexError);
+    PyObject *ops = PyDict_New();
+    if (!ops) goto fail;
+    for (int i = 0; i < vt_nops; i++) {
+        PyObject *v = PyLong_FromLong(i);
+        PyDict_SetItemString(ops, vt_ops[i].name, v);
+        Py_DECREF(v);
+    }
+    PyModule_AddObject(m, "ops", ops);
+    PyModule_AddIntConstant(m, "MAX_DIMS", VT_MAX_DIMS);
+    PyModule_AddIntConstant(m, "MAX_IN", VT_MAX_IN);
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,413 @@
+"""vitc.Tensor: the Python half of the tensor (the C half is vitc._C._TensorBase).
+
+The C side owns data, shape, autograd state; this side adds dtype objects, repr, operators and
+the PyTorch-named methods. Op families (vitc/_ops/*.py) attach their methods with `register`.
+"""
+import numbers
+
+import numpy as np
+
+from . import _C
+
+_OPS = _C.ops
+
+
+class dtype:
+    """A vitc dtype (vitc.float32, vitc.int64, vitc.bool)."""
+
+    __slots__ = ("name", "code", "np", "is_floating_point")
+
+    def __init__(self, name, code, np_dtype, is_float):
+        self.name, self.code, self.np, self.is_floating_point = name, code, np.dtype(np_dtype), is_float
+
+    def __repr__(self):
+        return "vitc." + self.name
+
+    def __reduce__(self):
+        return (_dtype_by_name, (self.name,))
+
+
+float32 = dtype("float32", 0, np.float32, True)
+int64 = dtype("int64", 1, np.int64, False)
+bool_ = dtype("bool", 2, np.bool_, False)
+_DTYPES = (float32, int64, bool_)
+_ALIASES = {"float32": float32, "float": float32, "int64": int64, "long": int64, "bool": bool_}
+
+
+def _dtype_by_name(name):
+    return _ALIASES[name]
+
+
+def as_dtype(d):
+    """A vitc dtype from a vitc dtype, a NumPy dtype/type or a name; TypeError otherwise."""
+    if isinstance(d, dtype):
+        return d
+    if isinstance(d, str) and d in _ALIASES:
+        return _ALIASES[d]
+    try:
+        nd = np.dtype(d)
+    except TypeError:
+        nd = None
+    for t in _DTYPES:
+        if nd is not None and nd == t.np:
+            return t
+    raise TypeError(f"unsupported dtype {d!r}: vitc has float32, int64 and bool")
+
+
+def _call(op, tensors, ints=None, floats=None):
+    return _C.call(_OPS[op], tensors, ints, floats)
+
+
+class Tensor(_C._TensorBase):
+    """A strided view on refcounted storage, float32, int64 or bool, with reverse-mode autograd."""
+
+    __slots__ = ()
+    __array_priority__ = 1000  # numpy scalars defer to our operators
+
+    @property
+    def dtype(self):
+        return _DTYPES[self._dtype_code]
+
+    @property
+    def grad_fn(self):
+        name = self._grad_fn_name  # op name of the recorded node, e.g. "matmulBackward"
+        if name is None:
+            return None
+        return "".join(p[:1].upper() + p[1:] for p in name[:-8].strip("_").split("_")) + "Backward0"
+
+    @property
+    def data(self):
+        return self.detach()
+
+    @data.setter
+    def data(self, value):
+        _C.set_data(self, value)
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.ndim)))
+
+    @property
+    def is_floating_point_(self):
+        return self.dtype.is_floating_point
+
+    def is_floating_point(self):
+        return self.dtype.is_floating_point
+
+    def size(self, dim=None):
+        if dim is None:
+            return self.shape
+        return self.shape[_wrap_dim(dim, self.ndim)]
+
+    def dim(self):
+        return self.ndim
+
+    def stride(self, dim=None):
+        if dim is None:
+            return self._strides
+        return self._strides[_wrap_dim(dim, self.ndim)]
+
+    def element_size(self):
+        return self.dtype.np.itemsize
+
+    def storage_offset(self):
+        return self._offset
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __bool__(self):
+        if self.numel() != 1:
+            raise RuntimeError(f"Boolean value of Tensor with {self.numel()} elements is ambiguous")
+        return bool(self.item())
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype is float32 or self.numel() != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __hash__(self):
+        return id(self)
+
+    def __repr__(self):
+        arr = self.detach().numpy()
+        body = np.array2string(arr, separator=", ", precision=4, threshold=1000, edgeitems=3,
+                               prefix="tensor(", floatmode="maxprec_equal" if arr.size else "maxprec")
+        extras = []
+        if self.dtype is not float32:
+            extras.append(f"dtype={self.dtype!r}")
+        if arr.size == 0 and self.ndim != 1:
+            extras.append(f"size={self.shape}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{self.grad_fn}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    __str__ = __repr__
+
+    def __reduce_ex__(self, proto):
+        arr = self.detach().numpy().copy()
+        return (_rebuild, (arr, self.requires_grad))
+
+    def __deepcopy__(self, memo):
+        t = clone_detached(self)
+        t.requires_grad = self.requires_grad
+        return t
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.detach().numpy()
+        return a.astype(dtype) if dtype is not None else a
+
+    def tolist(self):
+        return self.detach().numpy().tolist()
+
+    def requires_grad_(self, requires_grad=True):
+        self.requires_grad = requires_grad
+        return self
+
+    def zero_(self):
+        return self.fill_(0.0)
+
+    def fill_(self, value):
+        return _call("fill_", (self,), None, (float(value),))
+
+    def copy_(self, src):
+        return _call("copy_", (self, _as_tensor(src, self.dtype)))
+
+    def to(self, dtype_or_device=None, dtype=None, copy=False):
+        d = dtype if dtype is not None else dtype_or_device
+        if d is None or d == "cpu":
+            return self
+        d = as_dtype(d)
+        if d is self.dtype and not copy:
+            return self
+        return _call("to_dtype", (self,), (d.code,))
+
+    def float(self):
+        return self.to(float32)
+
+    def long(self):
+        return self.to(int64)
+
+    def bool(self):
+        return self.to(bool_)
+
+    def cpu(self):
+        return self
+
+
+def _rebuild(arr, requires_grad):
+    t = from_numpy(arr)
+    t.requires_grad = requires_grad
+    return t
+
+
+def _wrap_dim(dim, ndim):
+    n = max(ndim, 1)
+    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    if not -n <= dim < n:
+        raise _C.IndexError(f"dim {dim} out of range for a {ndim}-d tensor")
+    return dim + n if dim < 0 else dim
+
+
+def register(name, fn):
+    """Attach fn as Tensor.<name> (op families call this for their methods)."""
+    setattr(Tensor, name, fn)
+
+
+_C._set_tensor_class(Tensor)
+
+
+# ---- creation -----------------------------------------------------------------------------
+
+def from_numpy(arr):
+    """A tensor sharing arr's memory (C-contiguous float32/int64/bool); others are copied."""
+    return _C.from_numpy(arr)
+
+
+def _size_args(size, who):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    for s in size:
+        if not isinstance(s, numbers.Integral) or isinstance(s, bool):
+            raise TypeError(f"{who}: sizes must be ints, got {type(s).__name__}")
+    return tuple(int(s) for s in size)
+
+
+def _finish(t, requires_grad):
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def empty(*size, dtype=None, requires_grad=False):
+    return _finish(_C.empty(_size_args(size, "empty"), as_dtype(dtype or float32).code), requires_grad)
+
+
+def full(size, fill_value, dtype=None, requires_grad=False):
+    if not isinstance(fill_value, numbers.Number):
+        raise TypeError(f"full: fill_value must be a number, got {type(fill_value).__name__}")
+    if dtype is None:
+        dtype = bool_ if isinstance(fill_value, bool) else int64 if isinstance(fill_value, numbers.Integral) else float32
+    return _finish(_C.full(_size_args((size,) if isinstance(size, numbers.Integral) else size, "full"),
+                           as_dtype(dtype).code, float(fill_value)), requires_grad)
+
+
+def zeros(*size, dtype=None, requires_grad=False):
+    return _finish(_C.full(_size_args(size, "zeros"), as_dtype(dtype or float32).code, 0.0), requires_grad)
+
+
+def ones(*size, dtype=None, requires_grad=False):
+    return _finish(_C.full(_size_args(size, "ones"), as_dtype(dtype or float32).code, 1.0), requires_grad)
+
+
+def zeros_like(t, dtype=None, requires_grad=False):
+    return zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+def ones_like(t, dtype=None, requires_grad=False):
+    return ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, requires_grad=False):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+def rand(*size, requires_grad=False):
+    """Uniform [0, 1) from the counter RNG (vitc.manual_seed)."""
+    return _finish(_C.random(_size_args(size, "rand"), 0), requires_grad)
+
+
+def randn(*size, requires_grad=False):
+    """Standard normal from the counter RNG (vitc.manual_seed)."""
+    return _finish(_C.random(_size_args(size, "randn"), 1), requires_grad)
+
+
+def rand_like(t):
+    return rand(t.shape)
+
+
+def randn_like(t):
+    return randn(t.shape)
+
+
+def arange(start, end=None, step=1, dtype=None, requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    for v in (start, end, step):
+        if not isinstance(v, numbers.Real) or isinstance(v, bool):
+            raise TypeError(f"arange: expected numbers, got {type(v).__name__}")
+    if step == 0:
+        raise ValueError("arange: step must be nonzero")
+    if dtype is None:
+        ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
+        dtype = int64 if ints else float32
+    dtype = as_dtype(dtype)
+    n = max(0, int(np.ceil((end - start) / step)))
+    if n > 2**40:
+        raise ValueError("arange: too many elements")
+    arr = (start + step * np.arange(n, dtype=np.float64)).astype(dtype.np)
+    return _finish(from_numpy(arr), requires_grad)
+
+
+def tensor(data, dtype=None, requires_grad=False):
+    """A new tensor holding a copy of data (nested lists, numbers, NumPy arrays or tensors)."""
+    if isinstance(data, Tensor):
+        arr = data.detach().numpy()
+    else:
+        try:
+            arr = np.array(data)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"tensor: cannot convert {type(data).__name__} to a tensor ({e})") from None
+    if dtype is None:
+        if arr.dtype.kind == "b":
+            dtype = bool_
+        elif arr.dtype.kind in "iu":
+            dtype = int64
+        elif arr.dtype.kind == "f" or arr.size == 0:
+            dtype = float32
+        else:
+            raise TypeError(f"tensor: unsupported data of NumPy dtype {arr.dtype}")
+    dtype = as_dtype(dtype)
+    if arr.dtype.kind not in "biuf" and arr.size:
+        raise TypeError(f"tensor: unsupported data of NumPy dtype {arr.dtype}")
+    arr = np.array(arr, dtype=dtype.np, order="C", copy=True)
+    return _finish(from_numpy(arr), requires_grad)
+
+
+def clone_detached(t):
+    return from_numpy(np.array(t.detach().numpy(), order="C", copy=True))
+
+
+def _as_tensor(x, dtype_hint=None):
+    """Tensor from a tensor, number or array (numbers take dtype_hint or float32)."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, numbers.Number):
+        return full((), x, dtype=dtype_hint or (float32 if not isinstance(x, numbers.Integral) else int64))
+    return tensor(x)
+
+
+# ---- grad mode ----------------------------------------------------------------------------
+
+class _GradMode:
+    _on = None
+
+    def __enter__(self):
+        self._prev = _C.set_grad_enabled(self._on)
+        return self
+
+    def __exit__(self, *exc):
+        _C.set_grad_enabled(self._prev)
+        return False
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            with self.__class__():
+                return fn(*a, **k)
+
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """Context manager / decorator: ops inside record no autograd graph."""
+    _on = False
+
+
+class enable_grad(_GradMode):
+    """Context manager / decorator: turn recording back on inside a no_grad block."""
+    _on = True
+
+
+class set_grad_enabled(_GradMode):
+    def __init__(self, mode):
+        self._on = bool(mode)
+        self._prev = _C.set_grad_enabled(self._on)
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, fn):
+        raise TypeError("set_grad_enabled is not a decorator")
+
+
+def is_grad_enabled():
+    return _C.is_grad_enabled()
