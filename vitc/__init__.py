@@ -3,11 +3,18 @@ from . import _C
 from ._tensor import (Tensor, dtype, float32, int64, bool_ as bool, as_dtype, from_numpy, tensor, empty, zeros,
                       ones, full, zeros_like, ones_like, full_like, rand, randn, rand_like, randn_like, arange,
                       no_grad, enable_grad, set_grad_enabled, is_grad_enabled)
-from ._ops.elementwise import (add, sub, mul, div, pow, neg, exp, log, sqrt, rsqrt, abs, square, clamp, clip,
-                               where, masked_fill, eq, ne, lt, le, gt, ge)
-from ._ops.reduce import sum, mean
-from ._ops.blas import matmul, bmm, mm, linear
-from ._ops.shape import reshape, view, flatten, permute, transpose, t, contiguous
+# one module per op family (csrc/ops/<family>.c); each exports its PyTorch-named functions
+from ._ops.elementwise import *  # noqa: F401,F403
+from ._ops.reduce import *  # noqa: F401,F403
+from ._ops.blas import *  # noqa: F401,F403
+from ._ops.shape import *  # noqa: F401,F403
+from ._ops.indexing import *  # noqa: F401,F403
+from ._ops.activation import *  # noqa: F401,F403
+from ._ops.norm import *  # noqa: F401,F403
+from ._ops.conv import *  # noqa: F401,F403
+from ._ops.loss import *  # noqa: F401,F403
+from ._ops.attention import *  # noqa: F401,F403
+from ._ops.optim_ops import *  # noqa: F401,F403
 
 float = float32
 long = int64

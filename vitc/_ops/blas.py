@@ -1,6 +1,8 @@
 """Matrix products: matmul (torch.matmul semantics), bmm, mm, linear."""
 from .._tensor import Tensor, _call, register
 
+__all__ = ['matmul', 'bmm', 'mm', 'linear']
+
 
 def matmul(input, other):
     if not isinstance(input, Tensor) or not isinstance(other, Tensor):

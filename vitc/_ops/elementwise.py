@@ -1,6 +1,8 @@
 """Elementwise ops: broadcasting arithmetic, unary math, comparisons, where/masked_fill."""
 import numbers
 
+__all__ = ['add', 'sub', 'mul', 'div', 'pow', 'neg', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'square', 'clamp', 'clip', 'where', 'masked_fill', 'eq', 'ne', 'lt', 'le', 'gt', 'ge']
+
 from .._tensor import Tensor, _call, float32, register, tensor as _tensor, bool_
 
 

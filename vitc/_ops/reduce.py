@@ -1,6 +1,8 @@
 """Reductions over dims with keepdim (sum, mean, ...)."""
 import numbers
 
+__all__ = ['sum', 'mean']
+
 from .._tensor import Tensor, _call, register, float32
 
 

@@ -1,6 +1,8 @@
 """Shape ops: reshape/view/flatten, permute/transpose, contiguous."""
 import numbers
 
+__all__ = ['reshape', 'view', 'flatten', 'permute', 'transpose', 't', 'contiguous']
+
 from .._tensor import Tensor, _call, register, _wrap_dim
 
 

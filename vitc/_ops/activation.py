@@ -1,0 +1,2 @@
+"""activation ops (see csrc/ops/)."""
+__all__ = []

@@ -1,0 +1,2 @@
+"""attention ops (see csrc/ops/)."""
+__all__ = []

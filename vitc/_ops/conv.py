@@ -1,0 +1,2 @@
+"""conv ops (see csrc/ops/)."""
+__all__ = []

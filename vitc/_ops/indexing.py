@@ -1,0 +1,2 @@
+"""indexing ops (see csrc/ops/)."""
+__all__ = []

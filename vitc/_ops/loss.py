@@ -1,0 +1,2 @@
+"""loss ops (see csrc/ops/)."""
+__all__ = []

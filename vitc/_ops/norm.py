@@ -1,0 +1,2 @@
+"""norm ops (see csrc/ops/)."""
+__all__ = []

@@ -1,0 +1,2 @@
+"""optim_ops ops (see csrc/ops/)."""
+__all__ = []
