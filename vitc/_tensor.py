@@ -144,8 +144,8 @@ class Tensor(_C._TensorBase):
 
     def __repr__(self):
         arr = self.detach().numpy()
-        body = np.array2string(arr, separator=", ", precision=4, threshold=1000, edgeitems=3,
-                               prefix="tensor(", floatmode="maxprec_equal" if arr.size else "maxprec")
+        body = np.array2string(arr, separator=", ", threshold=1000, edgeitems=3, prefix="tensor(",
+                               formatter=_float_formatter(arr) if arr.dtype == np.float32 else None)
         extras = []
         if self.dtype is not float32:
             extras.append(f"dtype={self.dtype!r}")
@@ -208,6 +208,22 @@ class Tensor(_C._TensorBase):
 
     def cpu(self):
         return self
+
+
+def _float_formatter(arr):
+    """PyTorch's print rules: integers as '1.', else 4 decimals, scientific for wide ranges."""
+    finite = np.abs(arr[np.isfinite(arr)]).astype(np.float64)
+    nz = finite[finite != 0]
+    if finite.size and np.all(finite == np.round(finite)):
+        fmt = "{:.0f}."
+        if nz.size and (nz.max() / nz.min() > 1000.0 or nz.max() > 1e8):
+            fmt = "{:.4e}"
+    elif nz.size and (nz.max() / nz.min() > 1000.0 or nz.max() > 1e8 or nz.min() < 1e-4):
+        fmt = "{:.4e}"
+    else:
+        fmt = "{:.4f}"
+    width = max((len(fmt.format(v)) for v in arr.ravel()[:2000]), default=1)
+    return {"float_kind": lambda v: fmt.format(v).rjust(width)}
 
 
 def _rebuild(arr, requires_grad):

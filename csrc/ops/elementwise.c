@@ -28,7 +28,7 @@ typedef struct { int kind; float c, c2; } fctx;
             for (int64_t i = 0; i < n; i++) { float x = X[i * sx], y = Y[i * sy], z = Z[i * sz]; (void)y; (void)z; O[i * so] = (E); } \
     } while (0)
 
-static void float_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+VT_SIMD_CLONES static void float_row(int64_t n, char **p, const int64_t *s, void *vctx) {
     const fctx *k = vctx;
     float *O = (float *)p[0];
     const float *X = (const float *)p[1];
