@@ -241,6 +241,13 @@ def _wrap_dim(dim, ndim):
     return dim + n if dim < 0 else dim
 
 
+def expect_tensor(x, who, what="input"):
+    """x if it is a Tensor, else a TypeError naming the function and argument."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{who}: {what} must be a vitc.Tensor, got {type(x).__name__}")
+    return x
+
+
 def register(name, fn):
     """Attach fn as Tensor.<name> (op families call this for their methods)."""
     setattr(Tensor, name, fn)
@@ -280,6 +287,8 @@ def full(size, fill_value, dtype=None, requires_grad=False):
         raise TypeError(f"full: fill_value must be a number, got {type(fill_value).__name__}")
     if dtype is None:
         dtype = bool_ if isinstance(fill_value, bool) else int64 if isinstance(fill_value, numbers.Integral) else float32
+    if not isinstance(size, (numbers.Integral, tuple, list)) or isinstance(size, bool):
+        raise TypeError(f"full: size must be an int or a tuple of ints, got {type(size).__name__}")
     return _finish(_C.full(_size_args((size,) if isinstance(size, numbers.Integral) else size, "full"),
                            as_dtype(dtype).code, float(fill_value)), requires_grad)
 
@@ -293,14 +302,17 @@ def ones(*size, dtype=None, requires_grad=False):
 
 
 def zeros_like(t, dtype=None, requires_grad=False):
+    expect_tensor(t, "zeros_like")
     return zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
 
 
 def ones_like(t, dtype=None, requires_grad=False):
+    expect_tensor(t, "ones_like")
     return ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
 
 
 def full_like(t, fill_value, dtype=None, requires_grad=False):
+    expect_tensor(t, "full_like")
     return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
 
 
@@ -315,10 +327,12 @@ def randn(*size, requires_grad=False):
 
 
 def rand_like(t):
+    expect_tensor(t, "rand_like")
     return rand(t.shape)
 
 
 def randn_like(t):
+    expect_tensor(t, "randn_like")
     return randn(t.shape)
 
 
