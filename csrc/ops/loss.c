@@ -1,16 +1,18 @@
 /* vitc ops: losses. Forward and backward of each op side by side.
  *
- * cross_entropy (SPEC §3.2): fused log-softmax + NLL, one pass per row (rows in parallel). Logits
- * (N, K, *) are read in place: row r = (n, s) holds class k at n·K·S + k·S + s (S = prod(*)), so
- * (N, K) is the contiguous fast path and no transpose is materialised. With per-class weights w,
+ * cross_entropy (SPEC §3.2): fused log-softmax + NLL, one row at a time while it sits in cache
+ * (max, Σe^{x−max}, loss), rows in parallel. Logits (N, K, *) are read in place: row r = (n, s)
+ * holds class k at n·K·S + k·S + s (S = prod(*)); (N, K) rows are used directly, strided rows are
+ * gathered into a per-thread buffer, and no transpose is materialised. With per-class weights w,
  * smoothing ε and the row's target distribution q (one-hot of a class index, or given
  * probabilities y), PyTorch's definition is, per row,
- *     loss_r = Σ_k c_k·(lse − x_k),   c_k = w_k·((1−ε)·q_k + ε/K),   lse = log Σ_k e^{x_k};
+ *     loss_r = Σ_k c_k·(lse − x_k),   c_k = w_k·((1−ε)·q_k + ε/K),   lse = log Σ_k e^{x_k}
  * (torch: (1−ε)·nll + ε/K·Σ_k w_k·(−log p_k) for class indices; y ← (1−ε)y + ε/K for
  * probabilities). 'mean' divides by Σ w_{t_r} over non-ignored rows for class indices and by the
  * number of rows for probabilities (as torch). Backward: dx_k = s_r·(p_k·Σ_j c_j − c_k), s_r the
  * upstream gradient of the row (÷ the mean's denominator). Saved: the row max m and log Σ e^{x−m}
- * separately, so p_k = e^{(x_k−m) − log Σ} stays exact for logits of any magnitude.
+ * separately, so p_k = e^{(x_k−m) − log Σ} stays exact for logits of any magnitude. The row
+ * kernels use a vectorisable exp (exp_neg) and SIMD float sums in short blocks totalled in double.
  *
  * nll_loss: loss_r = −w_t·x[r, t]. Pointwise losses (mse, kl_div, bce_with_logits) broadcast
  * their operands, compute in one loop, and reduce in fixed chunks (deterministic, double sums). */
