@@ -5,10 +5,12 @@
  * Derivatives (PyTorch's tools/autograd/derivatives.yaml conventions):
  *   tanh' = 1 − y², sigmoid' = y(1 − y), relu' = [y > 0] (all from the saved output y);
  *   leaky_relu' = [x > 0] + slope·[x <= 0]; silu' = σ(1 + x(1 − σ));
- *   gelu (SPEC §1.5) exact x·Φ(x): Φ(x) + x·φ(x); tanh form ½x(1 + tanh u), u = √(2/π)(x + 0.044715x³):
- *     ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²);
+ *   gelu (SPEC §1.5) exact x·Φ(x): Φ(x) + x·φ(x); tanh form ½x(1 + tanh u) = x·σ(2u),
+ *     u = √(2/π)(x + 0.044715x³): σ(2u) + 2x·σ(2u)(1 − σ(2u))·√(2/π)(1 + 3·0.044715x²);
  *   softmax: dx = y ⊙ (g − Σ g⊙y); log_softmax: dx = g − exp(y)·Σ g (sums over the dim);
  *   dropout / drop path: the same mask and scale as the forward. */
+/* no FP traps are ever enabled; without this the vt_*f math of activation.h does not vectorize */
+#pragma GCC optimize ("no-trapping-math")
 #include <math.h>
 #include <string.h>
 #include "ops_util.h"
@@ -49,12 +51,12 @@ enum {
 
 typedef struct { int kind; float c; } actx;
 
-#define SQRT1_2 0.70710678118654752440f    /* 1/√2 */
 #define INV_SQRT_2PI 0.39894228040143267794f /* 1/√(2π) */
 #define SQRT_2_PI 0.79788456080286535588f   /* √(2/π) */
 #define GELU_K 0.044715f
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* tanh-form GELU as x·σ(2u): ½(1 + tanh u) = σ(2u), which does not cancel for x << 0 */
+static inline float gelu_tanh_sig(float x) { return vt_sigmoidf(2.0f * SQRT_2_PI * (x + GELU_K * x * x * x)); }
 
 #define ALOOP(E)                                                                        \
     do {                                                                                \
@@ -65,7 +67,7 @@ static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
     } while (0)
 
 /* forward kinds read x; backward kinds read x = g and y = the saved tensor */
-static void act_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+VT_SIMD_CLONES static void act_row(int64_t n, char **p, const int64_t *s, void *vctx) {
     const actx *k = vctx;
     float *O = (float *)p[0];
     const float *X = (const float *)p[1];
@@ -74,25 +76,23 @@ static void act_row(int64_t n, char **p, const int64_t *s, void *vctx) {
     int64_t so = s[0] / 4, sx = s[1] / 4, sy = bw ? s[2] / 4 : sx;
     const float c = k->c;
     switch (k->kind) {
-    case A_TANH: ALOOP(tanhf(x)); break;
-    case A_SIGMOID: ALOOP(sigmoidf(x)); break;
+    case A_TANH: ALOOP(vt_tanhf(x)); break;
+    case A_SIGMOID: ALOOP(vt_sigmoidf(x)); break;
     case A_RELU: ALOOP(x < 0.0f ? 0.0f : x); break; /* NaN passes through */
     case A_LEAKY: ALOOP(x > 0.0f ? x : x * c); break;
-    case A_SILU: ALOOP(x * sigmoidf(x)); break;
-    case A_GELU: ALOOP(0.5f * x * erfcf(-x * SQRT1_2)); break; /* erfc: no cancellation in the x << 0 tail */
-    case A_GELU_TANH: ALOOP(0.5f * x * (1.0f + tanhf(SQRT_2_PI * (x + GELU_K * x * x * x)))); break;
+    case A_SILU: ALOOP(x * vt_sigmoidf(x)); break;
+    case A_GELU: ALOOP(x * vt_normcdff(x)); break;
+    case A_GELU_TANH: ALOOP(x * gelu_tanh_sig(x)); break;
     case A_TANH_BW: ALOOP(x * (1.0f - y * y)); break;
     case A_SIGMOID_BW: ALOOP(x * y * (1.0f - y)); break;
     case A_RELU_BW: ALOOP(y > 0.0f ? x : 0.0f); break;
     case A_LEAKY_BW: ALOOP(y > 0.0f ? x : x * c); break;
-    case A_SILU_BW: ALOOP(x * (sigmoidf(y) * (1.0f + y * (1.0f - sigmoidf(y))))); break;
-    case A_GELU_BW:
-        ALOOP(x * (0.5f * erfcf(-y * SQRT1_2) + y * INV_SQRT_2PI * expf(-0.5f * y * y)));
-        break;
-    case A_GELU_TANH_BW:
-        ALOOP(x * ({
-            float t = tanhf(SQRT_2_PI * (y + GELU_K * y * y * y));
-            0.5f * (1.0f + t) + 0.5f * y * (1.0f - t * t) * SQRT_2_PI * (1.0f + 3.0f * GELU_K * y * y);
+    case A_SILU_BW: ALOOP(({ float sg = vt_sigmoidf(y); x * sg * (1.0f + y * (1.0f - sg)); })); break;
+    case A_GELU_BW: ALOOP(({ float gs, cdf = vt_normcdf_gauss(y, &gs); x * (cdf + y * INV_SQRT_2PI * gs); })); break;
+    case A_GELU_TANH_BW: /* s + 2x·s(1−s)·u', s = σ(2u), u' = √(2/π)(1 + 3k x²) */
+        ALOOP(({
+            float sg = gelu_tanh_sig(y);
+            x * (sg + 2.0f * y * sg * (1.0f - sg) * SQRT_2_PI * (1.0f + 3.0f * GELU_K * y * y));
         }));
         break;
     }
@@ -154,98 +154,127 @@ int vt_gelu_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
 
 /* A contiguous tensor seen as (O, R, I) around the softmax dim: element (o, r, i) at
  * (o·R + r)·I + i. I = 1 (the last dim) is the fast path: one row per iteration, max-subtracted,
- * exp written once and rescaled. I > 1 walks blocks of SB columns with per-column max and sum. */
+ * exp written once and rescaled, sums in LANES float accumulators. I > 1 walks blocks of SB
+ * columns with per-column max and sum. */
 #define SB 64
+#define LANES 16
 
 static void geometry(int ndim, const int64_t *shape, int64_t dim, int64_t *O, int64_t *R, int64_t *I) {
     *O = 1, *R = ndim ? shape[dim] : 1, *I = 1;
     for (int d = 0; d < ndim; d++) { if (d < dim) *O *= shape[d]; else if (d > dim) *I *= shape[d]; }
 }
 
+/* max over a row in LANES independent lanes (NaN need not win: it reaches every output
+ * through exp anyway) */
+static inline float row_max(const float *x, int64_t n) {
+    float m[LANES], b = -__builtin_inff();
+    int64_t r = 0;
+    for (int k = 0; k < LANES; k++) m[k] = b;
+    for (; r + LANES <= n; r += LANES)
+        for (int k = 0; k < LANES; k++) m[k] = x[r + k] > m[k] ? x[r + k] : m[k];
+    for (int k = 0; k < LANES; k++) b = m[k] > b ? m[k] : b;
+    for (; r < n; r++) b = x[r] > b ? x[r] : b;
+    return b;
+}
+
+/* Σ f over a row in float lanes */
+#define LANE_SUM(F)                                                                     \
+    ({                                                                                  \
+        float acc_[LANES] = {0}, t_ = 0;                                                \
+        int64_t r = 0;                                                                  \
+        for (; r + LANES <= n; r += LANES)                                              \
+            _Pragma("GCC unroll 1") for (int k = 0; k < LANES; k++) { int64_t i = r + k; acc_[k] += (F); } \
+        for (; r < n; r++) { int64_t i = r; t_ += (F); }                                \
+        for (int k = 0; k < LANES; k++) t_ += acc_[k];                                  \
+        t_;                                                                             \
+    })
+
+/* one row: y = exp(x − max)/Σ, or (x − max) − log Σ */
+VT_SIMD_CLONES static void softmax_row(const float *x, float *y, int64_t n, int log) {
+    float m = row_max(x, n);
+    if (log) {
+        float ls = logf(LANE_SUM(vt_expf(x[i] - m)));
+        for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) - ls;
+    } else {
+        float s = LANE_SUM(y[i] = vt_expf(x[i] - m));
+        float inv = 1.0f / s;
+        for (int64_t i = 0; i < n; i++) y[i] *= inv;
+    }
+}
+
+/* w ≤ SB columns of stride I over R rows: the same per column */
+VT_SIMD_CLONES static void softmax_cols(const float *xb, float *yb, int64_t R, int64_t I, int64_t w, int log) {
+    float m[SB], s[SB];
+    for (int64_t k = 0; k < w; k++) { m[k] = -__builtin_inff(); s[k] = 0; }
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t k = 0; k < w; k++) { float v = xb[r * I + k]; m[k] = v > m[k] ? v : m[k]; }
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t k = 0; k < w; k++) {
+            float e = vt_expf(xb[r * I + k] - m[k]);
+            if (!log) yb[r * I + k] = e;
+            s[k] += e;
+        }
+    if (log) {
+        for (int64_t k = 0; k < w; k++) s[k] = logf(s[k]);
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t k = 0; k < w; k++) yb[r * I + k] = (xb[r * I + k] - m[k]) - s[k];
+    } else {
+        for (int64_t k = 0; k < w; k++) s[k] = 1.0f / s[k];
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t k = 0; k < w; k++) yb[r * I + k] *= s[k];
+    }
+}
+
 static void softmax_fwd(const float *x, float *y, int64_t O, int64_t R, int64_t I, int log) {
     if (I == 1) {
         #pragma omp parallel for if (O * R > 32768) schedule(static)
-        for (int64_t o = 0; o < O; o++) {
-            const float *xr = x + o * R;
-            float *yr = y + o * R;
-            float m = -INFINITY;
-            for (int64_t r = 0; r < R; r++) m = xr[r] > m ? xr[r] : m;
-            double s = 0;
-            if (log) {
-                for (int64_t r = 0; r < R; r++) s += expf(xr[r] - m);
-                float ls = logf((float)s);
-                for (int64_t r = 0; r < R; r++) yr[r] = (xr[r] - m) - ls;
-            } else {
-                for (int64_t r = 0; r < R; r++) { float e = expf(xr[r] - m); yr[r] = e; s += e; }
-                float inv = (float)(1.0 / s);
-                for (int64_t r = 0; r < R; r++) yr[r] *= inv;
-            }
-        }
+        for (int64_t o = 0; o < O; o++) softmax_row(x + o * R, y + o * R, R, log);
         return;
     }
     int64_t nb = (I + SB - 1) / SB;
     #pragma omp parallel for if (O * R * I > 32768) schedule(static)
     for (int64_t u = 0; u < O * nb; u++) {
         int64_t o = u / nb, i0 = (u % nb) * SB, w = I - i0 < SB ? I - i0 : SB;
-        const float *xb = x + o * R * I + i0;
-        float *yb = y + o * R * I + i0;
-        float m[SB], s[SB];
-        for (int64_t k = 0; k < w; k++) { m[k] = -INFINITY; s[k] = 0; }
-        for (int64_t r = 0; r < R; r++)
-            for (int64_t k = 0; k < w; k++) { float v = xb[r * I + k]; m[k] = v > m[k] ? v : m[k]; }
-        for (int64_t r = 0; r < R; r++)
-            for (int64_t k = 0; k < w; k++) {
-                float e = expf(xb[r * I + k] - m[k]);
-                if (!log) yb[r * I + k] = e;
-                s[k] += e;
-            }
-        if (log) {
-            for (int64_t k = 0; k < w; k++) s[k] = logf(s[k]);
-            for (int64_t r = 0; r < R; r++)
-                for (int64_t k = 0; k < w; k++) yb[r * I + k] = (xb[r * I + k] - m[k]) - s[k];
-        } else {
-            for (int64_t k = 0; k < w; k++) s[k] = 1.0f / s[k];
-            for (int64_t r = 0; r < R; r++)
-                for (int64_t k = 0; k < w; k++) yb[r * I + k] *= s[k];
-        }
+        softmax_cols(x + o * R * I + i0, y + o * R * I + i0, R, I, w, log);
     }
+}
+
+/* dx for one row from g and the saved output y */
+VT_SIMD_CLONES static void softmax_bwd_row(const float *g, const float *y, float *dx, int64_t n, int log) {
+    if (log) {
+        float s = LANE_SUM(g[i]);
+        for (int64_t i = 0; i < n; i++) dx[i] = g[i] - vt_expf(y[i]) * s;
+    } else {
+        float s = LANE_SUM(g[i] * y[i]);
+        for (int64_t i = 0; i < n; i++) dx[i] = y[i] * (g[i] - s);
+    }
+}
+
+VT_SIMD_CLONES static void softmax_bwd_cols(const float *gb, const float *yb, float *db, int64_t R, int64_t I,
+                                            int64_t w, int log) {
+    float s[SB];
+    for (int64_t k = 0; k < w; k++) s[k] = 0;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t k = 0; k < w; k++) s[k] += log ? gb[r * I + k] : gb[r * I + k] * yb[r * I + k];
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t k = 0; k < w; k++) {
+            int64_t e = r * I + k;
+            db[e] = log ? gb[e] - vt_expf(yb[e]) * s[k] : yb[e] * (gb[e] - s[k]);
+        }
 }
 
 /* dx from g and the saved output y (all contiguous, same geometry) */
 static void softmax_bwd(const float *g, const float *y, float *dx, int64_t O, int64_t R, int64_t I, int log) {
     if (I == 1) {
         #pragma omp parallel for if (O * R > 32768) schedule(static)
-        for (int64_t o = 0; o < O; o++) {
-            const float *gr = g + o * R, *yr = y + o * R;
-            float *dr = dx + o * R;
-            double s = 0;
-            if (log) {
-                for (int64_t r = 0; r < R; r++) s += gr[r];
-                float sf = (float)s;
-                for (int64_t r = 0; r < R; r++) dr[r] = gr[r] - expf(yr[r]) * sf;
-            } else {
-                for (int64_t r = 0; r < R; r++) s += gr[r] * yr[r];
-                float sf = (float)s;
-                for (int64_t r = 0; r < R; r++) dr[r] = yr[r] * (gr[r] - sf);
-            }
-        }
+        for (int64_t o = 0; o < O; o++) softmax_bwd_row(g + o * R, y + o * R, dx + o * R, R, log);
         return;
     }
     int64_t nb = (I + SB - 1) / SB;
     #pragma omp parallel for if (O * R * I > 32768) schedule(static)
     for (int64_t u = 0; u < O * nb; u++) {
         int64_t o = u / nb, i0 = (u % nb) * SB, w = I - i0 < SB ? I - i0 : SB, base = o * R * I + i0;
-        const float *gb = g + base, *yb = y + base;
-        float *db = dx + base;
-        float s[SB];
-        for (int64_t k = 0; k < w; k++) s[k] = 0;
-        for (int64_t r = 0; r < R; r++)
-            for (int64_t k = 0; k < w; k++) s[k] += log ? gb[r * I + k] : gb[r * I + k] * yb[r * I + k];
-        for (int64_t r = 0; r < R; r++)
-            for (int64_t k = 0; k < w; k++) {
-                int64_t e = r * I + k;
-                db[e] = log ? gb[e] - expf(yb[e]) * s[k] : yb[e] * (gb[e] - s[k]);
-            }
+        softmax_bwd_cols(g + base, y + base, dx + base, R, I, w, log);
     }
 }
 
@@ -317,15 +346,46 @@ static int save_rng(vt_ctx *c, uint64_t seed, uint64_t base) {
     return st;
 }
 
-/* y[j] = keep(j) ? x[j]·scale : 0 over n contiguous elements */
+/* Philox4x32-10 exactly as vt_philox (core/rng.c; Salmon et al. SC'11), for PB consecutive
+ * counters at once in structure-of-arrays form so the rounds vectorize; w[4k + i] = word i of
+ * counter c0 + k. Checked against vt_philox by the tests (dropout vs drop_path masks). */
+#define PB 16
+static inline void philox_batch(uint64_t seed, uint64_t c0, uint32_t *w) {
+    uint32_t a0[PB], a1[PB], a2[PB], a3[PB];
+    for (int k = 0; k < PB; k++) { uint64_t c = c0 + (uint64_t)k; a0[k] = (uint32_t)c; a1[k] = (uint32_t)(c >> 32); a2[k] = a3[k] = 0; }
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    for (int r = 0; r < 10; r++) {
+        _Pragma("GCC unroll 1") /* keep the counter loop for the loop vectorizer */
+        for (int k = 0; k < PB; k++) {
+            uint64_t p0 = (uint64_t)a0[k] * 0xD2511F53u, p1 = (uint64_t)a2[k] * 0xCD9E8D57u;
+            uint32_t y0 = (uint32_t)(p1 >> 32) ^ a1[k] ^ k0, y1 = (uint32_t)p1;
+            uint32_t y2 = (uint32_t)(p0 >> 32) ^ a3[k] ^ k1, y3 = (uint32_t)p0;
+            a0[k] = y0; a1[k] = y1; a2[k] = y2; a3[k] = y3;
+        }
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    for (int k = 0; k < PB; k++) { w[4 * k] = a0[k]; w[4 * k + 1] = a1[k]; w[4 * k + 2] = a2[k]; w[4 * k + 3] = a3[k]; }
+}
+
+/* y[j] = keep(j) ? x[j]·scale : 0 for j in [j0, j1), j0 a multiple of 4·PB */
+VT_SIMD_CLONES static void dropout_span(const float *x, float *y, int64_t j0, int64_t j1, uint64_t seed, uint64_t base,
+                                        uint32_t thr, float scale) {
+    uint32_t w[4 * PB];
+    for (int64_t b = j0; b < j1; b += 4 * PB) {
+        philox_batch(seed, base + (uint64_t)(b / 4), w);
+        int64_t m = j1 - b < 4 * PB ? j1 - b : 4 * PB;
+        for (int64_t i = 0; i < m; i++) y[b + i] = (w[i] >> 8) >= thr ? x[b + i] * scale : 0.0f;
+    }
+}
+
+/* y[j] = keep(j) ? x[j]·scale : 0 over n contiguous elements, in spans of 4096 */
 static void dropout_apply(const float *x, float *y, int64_t n, uint64_t seed, uint64_t base, uint32_t thr, float scale) {
-    int64_t nq = (n + 3) / 4;
+    int64_t nspan = (n + 4095) / 4096;
     #pragma omp parallel for if (n > 32768) schedule(static)
-    for (int64_t q = 0; q < nq; q++) {
-        uint32_t w[4];
-        vt_philox(seed, base + (uint64_t)q, w);
-        int64_t j0 = q * 4, m = n - j0 < 4 ? n - j0 : 4;
-        for (int64_t k = 0; k < m; k++) y[j0 + k] = (w[k] >> 8) >= thr ? x[j0 + k] * scale : 0.0f;
+    for (int64_t s = 0; s < nspan; s++) {
+        int64_t j0 = s * 4096, j1 = j0 + 4096 < n ? j0 + 4096 : n;
+        dropout_span(x, y, j0, j1, seed, base, thr, scale);
     }
 }
 

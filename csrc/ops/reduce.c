@@ -11,10 +11,13 @@
  * Backward formulas follow PyTorch's tools/autograd/derivatives.yaml: var 2(x−μ)/(n−c)·g, std
  * the same over 2σ (0 where σ = 0), logsumexp g·exp(x−lse), amax/amin g/count on ties, max()/min()
  * likewise with NaN counting as a tie of NaN, max/min(dim) all of g to the returned index. */
+/* no FP traps are ever enabled; without this the vt_*f math of activation.h does not vectorize */
+#pragma GCC optimize ("no-trapping-math")
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ops_util.h"
+#include "activation.h" /* vt_expf, VT_SIMD_CLONES */
 
 #define WHO(c) (vt_ops[(c)->op].name)
 
@@ -135,141 +138,269 @@ static int64_t r_chunks(int64_t units, int64_t R, int64_t width) {
     return s < 1 ? 1 : s;
 }
 
-/* ---- sum passes: out[j] = Σ_r f(x[o, r, i]) in double ---------------------------------------- */
+/* ---- the passes ------------------------------------------------------------------------------
+ * Work items are (o, block of up to IB columns, chunk of R). Each pass is a plain loop GCC
+ * vectorizes: rows (I = 1) through LANES independent float accumulators, columns (I > 1) across
+ * the block. Float partial sums are flushed into double every FBLK elements (rows) or FROWS rows
+ * (columns), so precision is that of double accumulation at float speed. */
 
-enum { ACC_X, ACC_SQDEV, ACC_EXP }; /* f = x, (x − c_j)², exp(x − c_j) */
+#define LANES 16
+#define FBLK 1024
+#define FROWS 64
 
-static double row_acc(const float *p, int64_t n, int kind, double c) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t r = 0;
-    if (kind == ACC_X) {
-        for (; r + 4 <= n; r += 4) { a0 += p[r]; a1 += p[r + 1]; a2 += p[r + 2]; a3 += p[r + 3]; }
-        for (; r < n; r++) a0 += p[r];
-    } else if (kind == ACC_SQDEV) {
-        for (; r + 4 <= n; r += 4) {
-            double d0 = p[r] - c, d1 = p[r + 1] - c, d2 = p[r + 2] - c, d3 = p[r + 3] - c;
-            a0 += d0 * d0; a1 += d1 * d1; a2 += d2 * d2; a3 += d3 * d3;
-        }
-        for (; r < n; r++) { double d = p[r] - c; a0 += d * d; }
-    } else {
-        float cf = (float)c;
-        for (; r + 4 <= n; r += 4) {
-            a0 += expf(p[r] - cf); a1 += expf(p[r + 1] - cf); a2 += expf(p[r + 2] - cf); a3 += expf(p[r + 3] - cf);
-        }
-        for (; r < n; r++) a0 += expf(p[r] - cf);
-    }
-    return (a0 + a1) + (a2 + a3);
+enum { ACC_X, ACC_SQDEV, ACC_EXP, ACC_EQ, ACC_EQNAN }; /* f = x, (x − c)², exp(x − c), [x = c], [x = c or both NaN] */
+
+/* sum LANES floats as a tree (vectorizes; no long dependency chain) */
+static inline float lane_sum(float *a) {
+    for (int h = LANES / 2; h; h >>= 1)
+        for (int k = 0; k < h; k++) a[k] += a[k + h];
+    return a[0];
 }
 
-/* acc[k] += f(q[k]) for a block of w columns, rows r0..r1 of stride I */
-static void col_acc(const float *q, int64_t I, int64_t nr, int64_t w, int kind, const double *c, double *acc) {
-    for (int64_t r = 0; r < nr; r++, q += I) {
-        if (kind == ACC_X) for (int64_t k = 0; k < w; k++) acc[k] += q[k];
-        else if (kind == ACC_SQDEV) for (int64_t k = 0; k < w; k++) { double d = q[k] - c[k]; acc[k] += d * d; }
-        else for (int64_t k = 0; k < w; k++) acc[k] += expf(q[k] - (float)c[k]);
+/* four independent streams of LANES accumulators, so consecutive vector adds do not wait on
+ * each other */
+#define ROW_ACC(F)                                                                              \
+    for (int64_t b = 0; b < n; b += FBLK) {                                                     \
+        int64_t m = n - b < FBLK ? n - b : FBLK, r = 0;                                         \
+        const float *q = p + b;                                                                 \
+        float a0[LANES] = {0}, a1[LANES] = {0}, a2[LANES] = {0}, a3[LANES] = {0}, t = 0;        \
+        for (; r + 4 * LANES <= m; r += 4 * LANES)                                              \
+            _Pragma("GCC unroll 1") /* keep the lane loop for the loop vectorizer */            \
+            for (int k = 0; k < LANES; k++) {                                                   \
+                float v;                                                                        \
+                v = q[r + k]; a0[k] += (F);                                                     \
+                v = q[r + LANES + k]; a1[k] += (F);                                             \
+                v = q[r + 2 * LANES + k]; a2[k] += (F);                                         \
+                v = q[r + 3 * LANES + k]; a3[k] += (F);                                         \
+            }                                                                                   \
+        for (; r + LANES <= m; r += LANES)                                                      \
+            _Pragma("GCC unroll 1")                                                             \
+            for (int k = 0; k < LANES; k++) { float v = q[r + k]; a0[k] += (F); }               \
+        for (; r < m; r++) { float v = q[r]; t += (F); }                                        \
+        for (int k = 0; k < LANES; k++) a0[k] += (a1[k] + a2[k]) + a3[k];                       \
+        tot += (double)lane_sum(a0) + t;                                                        \
+    }
+
+/* Σ f(p[r]) over n contiguous elements */
+static inline __attribute__((always_inline)) double row_acc(const float *p, int64_t n, int kind, float c) {
+    double tot = 0;
+    if (kind == ACC_EQNAN && c == c) kind = ACC_EQ;
+    switch (kind) {
+    case ACC_X: ROW_ACC(v); break;
+    case ACC_SQDEV: ROW_ACC((v - c) * (v - c)); break;
+    case ACC_EXP: ROW_ACC(vt_expf(v - c)); break;
+    case ACC_EQ: ROW_ACC(v == c ? 1.0f : 0.0f); break;
+    case ACC_EQNAN: ROW_ACC(v != v ? 1.0f : 0.0f); break;
+    }
+    return tot;
+}
+
+/* out[j] = row_acc of row j, for nrows rows of length n (c[j] per row, or none) */
+VT_SIMD_CLONES static void rows_acc(const float *p, int64_t n, int64_t nrows, int kind, const float *c, double *out) {
+    for (int64_t j = 0; j < nrows; j++) out[j] = row_acc(p + j * n, n, kind, c ? c[j] : 0.0f);
+}
+
+#define COL_ACC(F, CK)                                                                          \
+    for (int64_t r0 = 0; r0 < nr; r0 += FROWS) {                                                \
+        int64_t r1 = nr - r0 < FROWS ? nr : r0 + FROWS;                                         \
+        for (int64_t k = 0; k < w; k++) f[k] = 0;                                               \
+        for (int64_t r = r0; r < r1; r++) {                                                     \
+            const float *row = q + r * I;                                                       \
+            for (int64_t k = 0; k < w; k++) { float v = row[k], ck = (CK); (void)ck; f[k] += (F); } \
+        }                                                                                       \
+        for (int64_t k = 0; k < w; k++) acc[k] += f[k];                                         \
+    }
+
+/* acc[k] += Σ_r f(q[r·I + k]) for k < w, r < nr */
+VT_SIMD_CLONES static void col_acc(const float *q, int64_t I, int64_t nr, int64_t w, int kind, const float *c, double *acc) {
+    float f[IB];
+    switch (kind) {
+    case ACC_X: COL_ACC(v, 0.0f); break; /* c may be NULL */
+    case ACC_SQDEV: COL_ACC((v - ck) * (v - ck), c[k]); break;
+    case ACC_EXP: COL_ACC(vt_expf(v - ck), c[k]); break;
+    case ACC_EQ: COL_ACC(v == ck ? 1.0f : 0.0f, c[k]); break;
+    case ACC_EQNAN: COL_ACC((v == ck) | ((v != v) & (ck != ck)) ? 1.0f : 0.0f, c[k]); break;
     }
 }
 
-static int red_sum(const red3 *v, int kind, const double *c, double *out) {
+/* the work split shared by the passes */
+typedef struct { int64_t nib, units, width, S; } split_t;
+static split_t red_split(const red3 *v) {
+    split_t s;
+    s.nib = (v->I + IB - 1) / IB;
+    s.units = v->O * s.nib;
+    s.width = v->I < IB ? v->I : IB;
+    s.S = r_chunks(s.units, v->R, s.width);
+    return s;
+}
+#define ITEM_DECODE(sp, w)                                                                      \
+    int64_t u = (w) / (sp).S, s = (w) % (sp).S, o = u / (sp).nib, i0 = (u % (sp).nib) * IB;     \
+    int64_t nw = I - i0 < IB ? I - i0 : IB, r0 = R * s / (sp).S, r1 = R * (s + 1) / (sp).S;     \
+    (void)nw; (void)r1
+
+/* rows per work item when whole rows are reduced: enough work to amortize a call */
+static int64_t row_block(int64_t R) { return R >= 4096 ? 1 : 4096 / (R ? R : 1); }
+
+/* out[j] = Σ_r f(x[o, r, i]; c[j]) for every output j = o·I + i (double) */
+static int red_sum(const red3 *v, int kind, const float *c, double *out) {
     int64_t O = v->O, R = v->R, I = v->I, M = O * I;
     if (M == 0) return VT_OK;
-    int64_t nib = (I + IB - 1) / IB, units = O * nib, width = I < IB ? I : IB;
-    int64_t S = r_chunks(units, R, width);
-    double *part = NULL;
-    if (S > 1 && !(part = malloc(sizeof(double) * (size_t)(units * S * width))))
-        return vt_fail(VT_ENOMEM, "reduce: out of memory");
+    split_t sp = red_split(v);
     const float *p = v->p;
+    if (I == 1 && sp.S == 1) { /* whole rows: blocks of rows straight into out */
+        int64_t rb = row_block(R), nb = (O + rb - 1) / rb;
+        #pragma omp parallel for if (M * R > 32768) schedule(static)
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t o0 = b * rb, no = O - o0 < rb ? O - o0 : rb;
+            rows_acc(p + o0 * R, R, no, kind, c ? c + o0 : NULL, out + o0);
+        }
+        return VT_OK;
+    }
+    double *part = calloc((size_t)(sp.units * sp.S * sp.width), sizeof(double));
+    if (!part) return vt_fail(VT_ENOMEM, "reduce: out of memory");
     #pragma omp parallel for if (M * R > 32768) schedule(static)
-    for (int64_t w = 0; w < units * S; w++) {
-        int64_t u = w / S, s = w % S, o = u / nib, i0 = (u % nib) * IB;
-        int64_t nw = I - i0 < IB ? I - i0 : IB, r0 = R * s / S, r1 = R * (s + 1) / S;
-        double *dst = part ? part + w * width : out + o * I + i0;
-        if (I == 1) {
-            dst[0] = row_acc(p + o * R + r0, r1 - r0, kind, c ? c[o] : 0);
-        } else {
-            double acc[IB];
-            memset(acc, 0, sizeof(double) * (size_t)nw);
-            col_acc(p + (o * R + r0) * I + i0, I, r1 - r0, nw, kind, c ? c + o * I + i0 : NULL, acc);
-            memcpy(dst, acc, sizeof(double) * (size_t)nw);
+    for (int64_t w = 0; w < sp.units * sp.S; w++) {
+        ITEM_DECODE(sp, w);
+        double *dst = part + w * sp.width;
+        if (I == 1) rows_acc(p + o * R + r0, r1 - r0, 1, kind, c ? c + o : NULL, dst);
+        else col_acc(p + (o * R + r0) * I + i0, I, r1 - r0, nw, kind, c ? c + o * I + i0 : NULL, dst);
+    }
+    for (int64_t u = 0; u < sp.units; u++) { /* combine the chunks in order */
+        int64_t o = u / sp.nib, i0 = (u % sp.nib) * IB, nw = I - i0 < IB ? I - i0 : IB;
+        for (int64_t k = 0; k < nw; k++) {
+            double t = 0;
+            for (int64_t s = 0; s < sp.S; s++) t += part[(u * sp.S + s) * sp.width + k];
+            out[o * I + i0 + k] = t;
         }
     }
-    if (part) { /* combine the chunks in order */
-        for (int64_t u = 0; u < units; u++) {
-            int64_t o = u / nib, i0 = (u % nib) * IB, nw = I - i0 < IB ? I - i0 : IB;
-            for (int64_t k = 0; k < nw; k++) {
-                double t = 0;
-                for (int64_t s = 0; s < S; s++) t += part[(u * S + s) * width + k];
-                out[o * I + i0 + k] = t;
-            }
-        }
-        free(part);
-    }
+    free(part);
     return VT_OK;
 }
 
-/* ---- extremum pass: best value, first index, number of ties ----------------------------------- */
+/* ---- extremum passes: the value, then the first index holding it ----
+ * NaN beats every number (PyTorch propagates it and returns the first NaN's index). */
 
-/* NaN beats every number (PyTorch propagates it and returns its first index); ties keep the
- * first index and are counted (a NaN best counts the NaNs). */
-typedef struct { float b; int64_t idx, cnt; } ext_t;
-
-static inline __attribute__((always_inline)) void ext_step(ext_t *e, float x, int64_t r, int want_max) {
-    if (x == e->b) e->cnt++;
-    else if (want_max ? x > e->b : x < e->b) { e->b = x; e->idx = r; e->cnt = 1; }
-    else if (x != x && e->b == e->b) { e->b = x; e->idx = r; e->cnt = 1; }
-    else if (x != x) e->cnt++; /* another NaN */
+static inline float better(float a, float b, int want_max) { /* NaN-propagating max/min */
+    if (a != a || b != b) return a != a ? a : b;
+    return want_max ? (a > b ? a : b) : (a < b ? a : b);
 }
 
-static inline void ext_merge(ext_t *a, const ext_t *b, int want_max) {
-    int an = a->b != a->b, bn = b->b != b->b;
-    if (an) { if (bn) a->cnt += b->cnt; return; }
-    if (bn || (want_max ? b->b > a->b : b->b < a->b)) *a = *b;
-    else if (b->b == a->b) a->cnt += b->cnt;
+/* a lane keeps its value unless v beats it; a NaN v always gets in and then stays, since no
+ * comparison with it is true */
+#define BEST_STEP(M, V, CMP) M = ((V) CMP M) | ((V) != (V)) ? (V) : M
+#define ROW_BEST(CMP)                                                                           \
+    for (; r + 4 * LANES <= n; r += 4 * LANES)                                                  \
+        _Pragma("GCC unroll 1")                                                                 \
+        for (int k = 0; k < LANES; k++) {                                                       \
+            BEST_STEP(m0[k], p[r + k], CMP);                                                    \
+            BEST_STEP(m1[k], p[r + LANES + k], CMP);                                            \
+            BEST_STEP(m2[k], p[r + 2 * LANES + k], CMP);                                        \
+            BEST_STEP(m3[k], p[r + 3 * LANES + k], CMP);                                        \
+        }
+
+static inline __attribute__((always_inline)) float row_best(const float *p, int64_t n, int want_max) {
+    float b = want_max ? -__builtin_inff() : __builtin_inff(), m0[LANES], m1[LANES], m2[LANES], m3[LANES];
+    int64_t r = 0;
+    for (int k = 0; k < LANES; k++) m0[k] = m1[k] = m2[k] = m3[k] = b;
+    if (want_max) { ROW_BEST(>); }
+    else { ROW_BEST(<); }
+    for (int k = 0; k < LANES; k++)
+        b = better(b, better(better(m0[k], m1[k], want_max), better(m2[k], m3[k], want_max), want_max), want_max);
+    for (; r < n; r++) b = better(b, p[r], want_max);
+    return b;
 }
 
-static inline __attribute__((always_inline)) ext_t ext_row(const float *p, int64_t r0, int64_t r1, int want_max) {
-    ext_t e = {p[r0], r0, 1};
-    for (int64_t r = r0 + 1; r < r1; r++) ext_step(&e, p[r], r, want_max);
-    return e;
+VT_SIMD_CLONES static void rows_best(const float *p, int64_t n, int64_t nrows, int want_max, float *out) {
+    if (want_max) for (int64_t j = 0; j < nrows; j++) out[j] = row_best(p + j * n, n, 1);
+    else for (int64_t j = 0; j < nrows; j++) out[j] = row_best(p + j * n, n, 0);
 }
 
-static inline __attribute__((always_inline)) void ext_cols(const float *q, int64_t I, int64_t r0, int64_t r1,
-                                                           int64_t w, ext_t *e, int want_max) {
-    for (int64_t k = 0; k < w; k++) { e[k].b = q[r0 * I + k]; e[k].idx = r0; e[k].cnt = 1; }
-    for (int64_t r = r0 + 1; r < r1; r++) {
-        const float *row = q + r * I;
-        for (int64_t k = 0; k < w; k++) ext_step(&e[k], row[k], r, want_max);
+#define COL_BEST(CMP)                                                                           \
+    for (int64_t r = 0; r < nr; r++) {                                                          \
+        const float *row = q + r * I;                                                           \
+        for (int64_t k = 0; k < w; k++) { float v = row[k]; m[k] = (v CMP m[k]) | (v != v) ? v : m[k]; } \
     }
+
+VT_SIMD_CLONES static void col_best(const float *q, int64_t I, int64_t nr, int64_t w, int want_max, float *m) {
+    for (int64_t k = 0; k < w; k++) m[k] = want_max ? -__builtin_inff() : __builtin_inff();
+    if (want_max) COL_BEST(>)
+    else COL_BEST(<)
 }
 
-/* best[j], idx[j] (r index), cnt[j] (ties) for every output j; idx and cnt may be NULL; R >= 1 */
-static int red_ext(const red3 *v, int want_max, float *best, int64_t *idx, int64_t *cnt) {
+/* best[j] = max (or min) over r, NaN-propagating; R >= 1 */
+static int red_best(const red3 *v, int want_max, float *best) {
     int64_t O = v->O, R = v->R, I = v->I, M = O * I;
     if (M == 0) return VT_OK;
-    int64_t nib = (I + IB - 1) / IB, units = O * nib, width = I < IB ? I : IB;
-    int64_t S = r_chunks(units, R, width);
-    ext_t *part = malloc(sizeof(ext_t) * (size_t)(units * S * width));
+    split_t sp = red_split(v);
+    const float *p = v->p;
+    if (I == 1 && sp.S == 1) {
+        int64_t rb = row_block(R), nb = (O + rb - 1) / rb;
+        #pragma omp parallel for if (M * R > 32768) schedule(static)
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t o0 = b * rb, no = O - o0 < rb ? O - o0 : rb;
+            rows_best(p + o0 * R, R, no, want_max, best + o0);
+        }
+        return VT_OK;
+    }
+    float *part = malloc(sizeof(float) * (size_t)(sp.units * sp.S * sp.width));
+    if (!part) return vt_fail(VT_ENOMEM, "reduce: out of memory");
+    #pragma omp parallel for if (M * R > 32768) schedule(static)
+    for (int64_t w = 0; w < sp.units * sp.S; w++) {
+        ITEM_DECODE(sp, w);
+        float *dst = part + w * sp.width;
+        if (I == 1) rows_best(p + o * R + r0, r1 - r0, 1, want_max, dst);
+        else col_best(p + (o * R + r0) * I + i0, I, r1 - r0, nw, want_max, dst);
+    }
+    for (int64_t u = 0; u < sp.units; u++) {
+        int64_t o = u / sp.nib, i0 = (u % sp.nib) * IB, nw = I - i0 < IB ? I - i0 : IB;
+        for (int64_t k = 0; k < nw; k++) {
+            float b = part[u * sp.S * sp.width + k];
+            for (int64_t s = 1; s < sp.S; s++) b = better(b, part[(u * sp.S + s) * sp.width + k], want_max);
+            best[o * I + i0 + k] = b;
+        }
+    }
+    free(part);
+    return VT_OK;
+}
+
+/* idx[j] = first r with x[o, r, i] == c[j] (a NaN c matches the first NaN) */
+static int red_first(const red3 *v, const float *c, int64_t *idx) {
+    int64_t O = v->O, R = v->R, I = v->I, M = O * I;
+    if (M == 0) return VT_OK;
+    split_t sp = red_split(v);
+    int64_t *part = malloc(sizeof(int64_t) * (size_t)(sp.units * sp.S * sp.width));
     if (!part) return vt_fail(VT_ENOMEM, "reduce: out of memory");
     const float *p = v->p;
     #pragma omp parallel for if (M * R > 32768) schedule(static)
-    for (int64_t w = 0; w < units * S; w++) {
-        int64_t u = w / S, s = w % S, o = u / nib, i0 = (u % nib) * IB;
-        int64_t nw = I - i0 < IB ? I - i0 : IB, r0 = R * s / S, r1 = R * (s + 1) / S;
-        ext_t *dst = part + w * width;
-        if (I == 1) dst[0] = want_max ? ext_row(p + o * R, r0, r1, 1) : ext_row(p + o * R, r0, r1, 0);
-        else if (want_max) ext_cols(p + o * R * I + i0, I, r0, r1, nw, dst, 1);
-        else ext_cols(p + o * R * I + i0, I, r0, r1, nw, dst, 0);
+    for (int64_t w = 0; w < sp.units * sp.S; w++) {
+        ITEM_DECODE(sp, w);
+        int64_t *dst = part + w * sp.width;
+        if (I == 1) {
+            const float *row = p + o * R;
+            float t = c[o];
+            int64_t r = r0;
+            if (t == t) while (r < r1 && row[r] != t) r++;
+            else while (r < r1 && row[r] == row[r]) r++;
+            dst[0] = r < r1 ? r : -1;
+        } else {
+            const float *q = p + o * R * I + i0, *ck = c + o * I + i0;
+            for (int64_t k = 0; k < nw; k++) dst[k] = -1;
+            int64_t left = nw;
+            for (int64_t r = r0; r < r1 && left; r++) {
+                const float *row = q + r * I;
+                for (int64_t k = 0; k < nw; k++) {
+                    float x = row[k];
+                    if (dst[k] < 0 && (x == ck[k] || (x != x && ck[k] != ck[k]))) { dst[k] = r; left--; }
+                }
+            }
+        }
     }
-    #pragma omp parallel for if (M * S > 32768) schedule(static)
-    for (int64_t u = 0; u < units; u++) {
-        int64_t o = u / nib, i0 = (u % nib) * IB, nw = I - i0 < IB ? I - i0 : IB;
+    for (int64_t u = 0; u < sp.units; u++) {
+        int64_t o = u / sp.nib, i0 = (u % sp.nib) * IB, nw = I - i0 < IB ? I - i0 : IB;
         for (int64_t k = 0; k < nw; k++) {
-            ext_t e = part[u * S * width + k];
-            for (int64_t s = 1; s < S; s++) ext_merge(&e, &part[(u * S + s) * width + k], want_max);
-            int64_t j = o * I + i0 + k;
-            best[j] = e.b;
-            if (idx) idx[j] = e.idx;
-            if (cnt) cnt[j] = e.cnt;
+            int64_t r = -1;
+            for (int64_t s = 0; s < sp.S && r < 0; s++) r = part[(u * sp.S + s) * sp.width + k];
+            idx[o * I + i0 + k] = r < 0 ? 0 : r; /* always found: c came from these values */
         }
     }
     free(part);
@@ -281,8 +412,25 @@ static int red_ext(const red3 *v, int want_max, float *best, int64_t *idx, int64
 enum { BW_BCAST, BW_DEV, BW_EXP, BW_EQ, BW_EQNAN };
 typedef struct { int kind; float scale; } bwctx;
 
+/* E(xv, av, hv) over a row; contiguous fast paths for the two usual layouts: a and h constant
+ * along the row (reducing the last dims) or all operands contiguous (reducing leading dims) */
+#define BWLOOP(E)                                                                               \
+    do {                                                                                        \
+        if (so == 1 && sx == 1 && sa == 0 && sh == 0) {                                         \
+            const float av = a[0], hv = h[0];                                                   \
+            for (int64_t i = 0; i < n; i++) { float xv = x[i]; o[i] = (E); }                    \
+        } else if (so == 1 && sx == 1 && sa == 1 && sh == 1) {                                  \
+            for (int64_t i = 0; i < n; i++) { float xv = x[i], av = a[i], hv = h[i]; o[i] = (E); } \
+        } else {                                                                                \
+            for (int64_t i = 0; i < n; i++) {                                                   \
+                float xv = x[i * sx], av = a[i * sa], hv = h[i * sh];                           \
+                o[i * so] = (E);                                                                \
+            }                                                                                   \
+        }                                                                                       \
+    } while (0)
+
 /* operands: out, then h (BW_BCAST) or x, a, h; a and h broadcast over the reduced dims */
-static void bw_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+VT_SIMD_CLONES static void bw_row(int64_t n, char **p, const int64_t *s, void *vctx) {
     const bwctx *k = vctx;
     float *o = (float *)p[0];
     int64_t so = s[0] / 4;
@@ -290,21 +438,18 @@ static void bw_row(int64_t n, char **p, const int64_t *s, void *vctx) {
         const float *h = (const float *)p[1];
         int64_t sh = s[1] / 4;
         float sc = k->scale;
-        for (int64_t i = 0; i < n; i++) o[i * so] = h[i * sh] * sc;
+        if (sh == 0 && so == 1) { float v = h[0] * sc; for (int64_t i = 0; i < n; i++) o[i] = v; }
+        else if (sh == 1 && so == 1) for (int64_t i = 0; i < n; i++) o[i] = h[i] * sc;
+        else for (int64_t i = 0; i < n; i++) o[i * so] = h[i * sh] * sc;
         return;
     }
     const float *x = (const float *)p[1], *a = (const float *)p[2], *h = (const float *)p[3];
     int64_t sx = s[1] / 4, sa = s[2] / 4, sh = s[3] / 4;
     switch (k->kind) {
-    case BW_DEV: for (int64_t i = 0; i < n; i++) o[i * so] = (x[i * sx] - a[i * sa]) * h[i * sh]; break;
-    case BW_EXP: for (int64_t i = 0; i < n; i++) o[i * so] = expf(x[i * sx] - a[i * sa]) * h[i * sh]; break;
-    case BW_EQ: for (int64_t i = 0; i < n; i++) o[i * so] = h[i * sh] * (float)(x[i * sx] == a[i * sa]); break;
-    case BW_EQNAN:
-        for (int64_t i = 0; i < n; i++) {
-            float xv = x[i * sx], av = a[i * sa];
-            o[i * so] = h[i * sh] * (float)(av != av ? xv != xv : xv == av);
-        }
-        break;
+    case BW_DEV: BWLOOP((xv - av) * hv); break;
+    case BW_EXP: BWLOOP(vt_expf(xv - av) * hv); break;
+    case BW_EQ: BWLOOP(hv * (float)(xv == av)); break;
+    case BW_EQNAN: BWLOOP(hv * (float)((xv == av) | ((xv != xv) & (av != av)))); break;
     }
 }
 
@@ -424,8 +569,8 @@ int vt_mean_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return sum
 
 /* ---- var / std ----------------------------------------------------------------------------- */
 
-/* Two passes in double: μ = Σx/n, then Σ(x−μ)²/max(0, n−c) (PyTorch's definition; n−c <= 0
- * gives inf or NaN as there). Saves x and μ (keepdim) and, for std, σ (keepdim). */
+/* Two passes, double accumulation: μ = Σx/n, then Σ(x−μ)²/max(0, n−c) (PyTorch's definition;
+ * n−c <= 0 gives inf or NaN as there). Saves x and μ (keepdim) and, for std, σ (keepdim). */
 static int var_like_forward(vt_ctx *c, int is_std) {
     vt_tensor *x = c->in[0];
     VT_TRY(vt_require_f32(x, WHO(c), "input"));
@@ -444,18 +589,16 @@ static int var_like_forward(vt_ctx *c, int is_std) {
         for (int64_t j = 0; j < M; j++) o[j] = m[j] = NAN;
     } else if (M) {
         red3 v;
-        if (!(acc = malloc(sizeof(double) * (size_t)M * 2))) { vt_fail(VT_ENOMEM, "%s: out of memory", WHO(c)); goto fail; }
-        double *mean = acc + M;
+        if (!(acc = malloc(sizeof(double) * (size_t)M))) { vt_fail(VT_ENOMEM, "%s: out of memory", WHO(c)); goto fail; }
         if ((st = red3_plan(x, mask, &v))) goto fail;
-        st = red_sum(&v, ACC_X, NULL, mean);
-        for (int64_t j = 0; j < M && !st; j++) mean[j] /= n;
-        if (!st) st = red_sum(&v, ACC_SQDEV, mean, acc);
+        st = red_sum(&v, ACC_X, NULL, acc);
+        for (int64_t j = 0; j < M && !st; j++) m[j] = (float)(acc[j] / n);
+        if (!st) st = red_sum(&v, ACC_SQDEV, m, acc);
         vt_tensor_decref(v.t);
         if (st) goto fail;
         for (int64_t j = 0; j < M; j++) {
             double var = acc[j] / dof;
             o[j] = (float)(is_std ? sqrt(var) : var);
-            m[j] = (float)mean[j];
         }
         free(acc);
         acc = NULL;
@@ -517,7 +660,7 @@ static int check_nonempty(const vt_ctx *c, const vt_tensor *x, unsigned mask, in
     return VT_OK;
 }
 
-/* values over the dims; saves x, the values and the tie count (keepdim) for the backward */
+/* values over the dims; saves x and the values (keepdim) for the backward */
 static int extreme_forward(vt_ctx *c, int want_max, int all) {
     vt_tensor *x = c->in[0];
     VT_TRY(vt_require_f32(x, WHO(c), "input"));
@@ -526,34 +669,25 @@ static int extreme_forward(vt_ctx *c, int want_max, int all) {
     if (all) mask = x->ndim ? (1u << x->ndim) - 1 : 0;
     else VT_TRY(parse_dims(c, x, 0, &mask, &keepdim));
     VT_TRY(check_nonempty(c, x, mask, all || c->args->i[1] == 0));
-    vt_tensor *out = keep_tensor(x, mask), *cnt = keep_tensor(x, mask);
-    int64_t *ci = NULL;
-    red3 v = {0};
-    if (!out || !cnt) goto fail;
-    int64_t M = vt_numel(out);
-    if (M) {
-        if (!(ci = malloc(sizeof(int64_t) * (size_t)M))) { vt_fail(VT_ENOMEM, "%s: out of memory", WHO(c)); goto fail; }
-        if (red3_plan(x, mask, &v)) goto fail;
-        int st = red_ext(&v, want_max, vt_f32(out), NULL, ci);
-        vt_tensor_decref(v.t);
-        if (st) goto fail;
-        float *cf = vt_f32(cnt), *of = vt_f32(out);
-        /* amax counts x == value (PyTorch: no tie when the value is NaN); max() counts NaNs too */
-        for (int64_t j = 0; j < M; j++) cf[j] = (float)(!all && of[j] != of[j] ? 0 : ci[j]);
-        free(ci);
-        ci = NULL;
+    vt_tensor *out = keep_tensor(x, mask);
+    if (!out) return vt_last_code();
+    if (vt_numel(out)) {
+        red3 v;
+        int st = red3_plan(x, mask, &v);
+        if (!st) {
+            st = red_best(&v, want_max, vt_f32(out));
+            vt_tensor_decref(v.t);
+        }
+        if (st) { vt_tensor_decref(out); return st; }
     }
-    if (vt_save(c, x) || vt_save(c, out) || vt_save(c, cnt)) goto fail;
-    vt_tensor_decref(cnt);
+    if (vt_save(c, x) || vt_save(c, out)) { vt_tensor_decref(out); return vt_last_code(); }
     return out1(c, finish_shape(out, x, mask, keepdim));
-fail:
-    free(ci);
-    if (out) vt_tensor_decref(out);
-    if (cnt) vt_tensor_decref(cnt);
-    return vt_last_code();
 }
 
-/* gin = (g / count) · [x ties the value]: the gradient shared evenly among ties */
+/* gin = (g / count) · [x ties the value]: the gradient shared evenly among ties. amax counts
+ * x == value, so a NaN value has no ties and its gradient is NaN (PyTorch's formula); max()
+ * counts NaN as tying NaN (PyTorch's evenly_distribute_backward). The count is taken here, not
+ * in the forward, so inference does not pay for it. */
 static int extreme_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int all) {
     vt_tensor xm = meta_tensor(&n->in_meta[0]);
     unsigned mask = xm.ndim ? (1u << xm.ndim) - 1 : 0;
@@ -562,17 +696,29 @@ static int extreme_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int a
         int keepdim;
         VT_TRY(parse_dims(&c, &xm, 0, &mask, &keepdim));
     }
+    vt_tensor *x = n->saved[0], *val = n->saved[1];
     vt_tensor *g = grad_keep(n, gout, &xm, mask);
     if (!g) return vt_last_code();
     vt_tensor *h = vt_clone(g);
     vt_tensor_decref(g);
     if (!h) return vt_last_code();
-    float *hp = vt_f32(h);
-    const float *cf = vt_f32(n->saved[2]);
-    for (int64_t j = 0; j < vt_numel(h); j++) hp[j] /= cf[j];
-    gin[0] = bw_map(vt_ops[n->op].name, all ? BW_EQNAN : BW_EQ, 1.0f, n->saved[0], n->saved[1], h);
+    int64_t M = vt_numel(h);
+    double *cnt = malloc(sizeof(double) * (size_t)(M ? M : 1));
+    red3 v;
+    int st = cnt ? red3_plan(x, mask, &v) : vt_fail(VT_ENOMEM, "%s: out of memory", vt_ops[n->op].name);
+    if (!st) {
+        st = red_sum(&v, all ? ACC_EQNAN : ACC_EQ, vt_f32(val), cnt);
+        vt_tensor_decref(v.t);
+    }
+    if (!st) {
+        float *hp = vt_f32(h);
+        for (int64_t j = 0; j < M; j++) hp[j] = (float)(hp[j] / cnt[j]);
+        gin[0] = bw_map(vt_ops[n->op].name, all ? BW_EQNAN : BW_EQ, 1.0f, x, val, h);
+        if (!gin[0]) st = vt_last_code();
+    }
+    free(cnt);
     vt_tensor_decref(h);
-    return gin[0] ? VT_OK : vt_last_code();
+    return st;
 }
 
 int vt_amax_forward(vt_ctx *c) { return extreme_forward(c, 1, 0); }
@@ -595,6 +741,16 @@ static int one_dim(const vt_ctx *c, const vt_tensor *x, unsigned *mask, int *kee
     return VT_OK;
 }
 
+/* the extreme values (val, M floats) and the first index holding each (idx) */
+static int value_and_index(const vt_tensor *x, unsigned mask, int want_max, float *val, int64_t *idx) {
+    red3 v;
+    VT_TRY(red3_plan(x, mask, &v));
+    int st = red_best(&v, want_max, val);
+    if (!st) st = red_first(&v, val, idx);
+    vt_tensor_decref(v.t);
+    return st;
+}
+
 /* values (float) and int64 indices of the extreme along dim; saves the indices */
 static int extreme_dim_forward(vt_ctx *c, int want_max) {
     vt_tensor *x = c->in[0];
@@ -608,13 +764,7 @@ static int extreme_dim_forward(vt_ctx *c, int want_max) {
     int knd = reduced_shape(x, mask, 1, ks);
     vt_tensor *val = vt_empty(VT_FLOAT32, knd, ks), *idx = vt_empty(VT_INT64, knd, ks);
     if (!val || !idx) goto fail;
-    if (vt_numel(val)) {
-        red3 v;
-        if (red3_plan(x, mask, &v)) goto fail;
-        int st = red_ext(&v, want_max, vt_f32(val), vt_i64(idx), NULL);
-        vt_tensor_decref(v.t);
-        if (st) goto fail;
-    }
+    if (vt_numel(val) && value_and_index(x, mask, want_max, vt_f32(val), vt_i64(idx))) goto fail;
     if (vt_save(c, idx)) goto fail;
     /* finish_shape steals its argument, also on failure */
     vt_tensor *v0 = finish_shape(val, x, mask, keepdim), *v1 = finish_shape(idx, x, mask, keepdim);
@@ -685,12 +835,8 @@ static int arg_forward(vt_ctx *c, int want_max) {
     if (!idx) return vt_last_code();
     int64_t M = vt_numel(idx);
     if (M) {
-        red3 v;
         if (!(val = malloc(sizeof(float) * (size_t)M))) { vt_fail(VT_ENOMEM, "%s: out of memory", WHO(c)); goto fail; }
-        if (red3_plan(x, mask, &v)) goto fail;
-        int st = red_ext(&v, want_max, val, vt_i64(idx), NULL);
-        vt_tensor_decref(v.t);
-        if (st) goto fail;
+        if (value_and_index(x, mask, want_max, val, vt_i64(idx))) goto fail;
         free(val);
         val = NULL;
     }
@@ -724,10 +870,10 @@ int vt_logsumexp_forward(vt_ctx *c) {
     } else if (M) {
         red3 v;
         if (!(acc = malloc(sizeof(double) * (size_t)M * 2))) { vt_fail(VT_ENOMEM, "logsumexp: out of memory"); goto fail; }
-        double *mx = acc + M;
+        float *mx = (float *)(acc + M);
         if (red3_plan(x, mask, &v)) goto fail;
-        int st = red_ext(&v, 1, o, NULL, NULL);
-        for (int64_t j = 0; j < M; j++) mx[j] = isinf(o[j]) ? 0.0 : (double)o[j];
+        int st = red_best(&v, 1, o);
+        for (int64_t j = 0; j < M; j++) mx[j] = isinf(o[j]) ? 0.0f : o[j];
         if (!st) st = red_sum(&v, ACC_EXP, mx, acc);
         vt_tensor_decref(v.t);
         if (st) goto fail;

@@ -274,3 +274,14 @@ def test_gelu_bad_approximate_and_args():
         vitc.leaky_relu(vitc.zeros(3), "a")
     with pytest.raises(TypeError):
         vitc.dropout(vitc.zeros(3), "a")
+
+
+@pytest.mark.parametrize("n", [1, 7, 1000, 10001])
+def test_dropout_philox_matches_core_rng(n):
+    """dropout's vectorized Philox and drop_path's (the core's vt_philox) draw the same decision for
+    the same counter: decision j uses word j % 4 of counter base + j / 4."""
+    vitc.manual_seed(77)
+    a = (vitc.dropout(vitc.ones(n), 0.5).numpy() != 0)
+    vitc.manual_seed(77)
+    b = (vitc.drop_path(vitc.ones(n, 1), 0.5, True).numpy()[:, 0] != 0)
+    np.testing.assert_array_equal(a, b)
