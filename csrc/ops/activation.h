@@ -23,7 +23,9 @@ vt_tensor *vt_k_gelu(const vt_tensor *x, int approximate);
 
 /* dispatch on the ISA level (AVX2 + FMA), not on the CPU model: "arch=haswell" clones are
  * only picked on Intel cores of that family */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12
+#if defined(VT_SIMD_CLONES)
+/* given on the command line (e.g. empty, to test the portable code path alone) */
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12
 #define VT_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define VT_SIMD_CLONES __attribute__((target_clones("avx2", "default")))

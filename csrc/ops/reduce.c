@@ -6,7 +6,9 @@
  * over the reduced elements, O and I over the kept ones before and after them. A contiguous input
  * whose reduced dims are adjacent is read in place (R contiguous when I = 1: row reductions;
  * otherwise blocks of I columns); any other input is permuted to (kept, reduced) and copied once.
- * Sums accumulate in double. When there are too few output rows to feed the threads, R is split
+ * Sums run in float lanes flushed to double every 1024 elements (rows) or 64 rows (columns);
+ * extremes in lanes too, then a second pass finds the first index. When there are too few
+ * output rows to feed the threads, R is split
  * into a number of chunks fixed by the shape alone, so results do not depend on the thread count.
  * Backward formulas follow PyTorch's tools/autograd/derivatives.yaml: var 2(x−μ)/(n−c)·g, std
  * the same over 2σ (0 where σ = 0), logsumexp g·exp(x−lse), amax/amin g/count on ties, max()/min()
@@ -142,7 +144,7 @@ static int64_t r_chunks(int64_t units, int64_t R, int64_t width) {
  * Work items are (o, block of up to IB columns, chunk of R). Each pass is a plain loop GCC
  * vectorizes: rows (I = 1) through LANES independent float accumulators, columns (I > 1) across
  * the block. Float partial sums are flushed into double every FBLK elements (rows) or FROWS rows
- * (columns), so precision is that of double accumulation at float speed. */
+ * (columns), so the error does not grow with the length of the reduction. */
 
 #define LANES 16
 #define FBLK 1024

@@ -8,7 +8,18 @@ import torch
 import torch.nn.functional as F
 
 import vitc
+import opcheck
 from opcheck import check_op, rand
+
+
+@pytest.fixture(autouse=True)
+def _own_rng_stream():
+    """Each test starts from opcheck's seed and leaves the shared stream as it found it, so the
+    data of other test files do not depend on whether these ran first."""
+    state = opcheck.RNG.bit_generator.state
+    opcheck.RNG.bit_generator.state = np.random.default_rng(0).bit_generator.state
+    yield
+    opcheck.RNG.bit_generator.state = state
 
 
 def away_from_zero(*shape, low=-3.0, high=3.0, gap=0.05):
@@ -285,3 +296,58 @@ def test_dropout_philox_matches_core_rng(n):
     vitc.manual_seed(77)
     b = (vitc.drop_path(vitc.ones(n, 1), 0.5, True).numpy()[:, 0] != 0)
     np.testing.assert_array_equal(a, b)
+
+
+# ---- allocation failure: MemoryError, nothing leaked ----
+
+def _no_leak_under_oom(fn, shape=(6, 5, 4)):
+    import gc
+    arr = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+    def run():
+        x = vitc.from_numpy(arr.copy()).requires_grad_()
+        (fn(x) * 2.0).sum().backward()
+
+    run()
+    gc.collect()
+    base = vitc._C.alloc_stats()["live"]
+    fails = 0
+    for k in range(40):
+        vitc._C._alloc_fail_after(k)
+        try:
+            run()
+        except MemoryError:
+            fails += 1
+        finally:
+            vitc._C._alloc_fail_after(-1)
+    gc.collect()
+    assert fails > 0
+    assert vitc._C.alloc_stats()["live"] == base
+
+
+@pytest.mark.parametrize("fn", [vitc.gelu, vitc.tanh, lambda x: vitc.softmax(x.transpose(0, 1), 1),
+                                lambda x: vitc.log_softmax(x, 0), lambda x: vitc.dropout(x.transpose(0, 2), 0.3),
+                                lambda x: vitc.drop_path(x, 0.5, True)],
+                         ids=["gelu", "tanh", "softmax", "log_softmax", "dropout", "drop_path"])
+def test_allocation_failure_raises_and_leaks_nothing(fn):
+    _no_leak_under_oom(fn)
+
+
+@pytest.mark.parametrize("vf,tf", [
+    (lambda t: vitc.softmax(t, 1).transpose(0, 1), lambda t: torch.softmax(t, 1).transpose(0, 1)),
+    (lambda t: vitc.log_softmax(t, 0).transpose(1, 2), lambda t: torch.log_softmax(t, 0).transpose(1, 2)),
+    (lambda t: vitc.gelu(t).transpose(0, 2), lambda t: F.gelu(t).transpose(0, 2)),
+    (lambda t: vitc.sigmoid(t).transpose(0, 1), lambda t: torch.sigmoid(t).transpose(0, 1)),
+], ids=["softmax", "log_softmax", "gelu", "sigmoid"])
+def test_noncontiguous_upstream_gradient(vf, tf):
+    check_op(vf, tf, [rand(3, 4, 5, low=-2, high=2)])
+
+
+def test_dropout_noncontiguous_upstream_gradient():
+    a, g = rand(4, 6, low=0.5, high=2.0), rand(6, 4)
+    vitc.manual_seed(8)
+    x = vitc.from_numpy(a.copy()).requires_grad_()
+    y = vitc.dropout(x, 0.5)
+    (y.transpose(0, 1) * vitc.from_numpy(g)).sum().backward()
+    expected = np.where(y.detach().numpy() != 0, 2.0, 0.0).astype(np.float32) * g.T
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-6)

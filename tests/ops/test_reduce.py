@@ -4,7 +4,18 @@ import pytest
 import torch
 
 import vitc
+import opcheck
 from opcheck import check_op, rand
+
+
+@pytest.fixture(autouse=True)
+def _own_rng_stream():
+    """Each test starts from opcheck's seed and leaves the shared stream as it found it, so the
+    data of other test files do not depend on whether these ran first."""
+    state = opcheck.RNG.bit_generator.state
+    opcheck.RNG.bit_generator.state = np.random.default_rng(0).bit_generator.state
+    yield
+    opcheck.RNG.bit_generator.state = state
 
 RNG = np.random.default_rng(7)
 # torch warns when n - correction <= 0 (NaN results are compared on purpose)
@@ -318,3 +329,59 @@ def test_methods_registered():
     for name in ("sum", "mean", "var", "std", "max", "min", "amax", "amin", "argmax", "argmin", "logsumexp"):
         assert callable(getattr(x, name)) and name in vitc._ops.reduce.__all__ and hasattr(vitc, name)
     assert x.logsumexp(1).shape == (3,) and x.amax(0, True).shape == (1, 4) and x.argmax(1).shape == (3,)
+
+
+# ---- allocation failure: MemoryError, nothing leaked ----
+
+def _no_leak_under_oom(fn, shape=(6, 5, 4)):
+    import gc
+    arr = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+    def run():
+        x = vitc.from_numpy(arr.copy()).requires_grad_()
+        (fn(x) * 2.0).sum().backward()
+
+    run()
+    gc.collect()
+    base = vitc._C.alloc_stats()["live"]
+    fails = 0
+    for k in range(40):
+        vitc._C._alloc_fail_after(k)
+        try:
+            run()
+        except MemoryError:
+            fails += 1
+        finally:
+            vitc._C._alloc_fail_after(-1)
+    gc.collect()
+    assert fails > 0
+    assert vitc._C.alloc_stats()["live"] == base
+
+
+@pytest.mark.parametrize("fn", [lambda x: vitc.var(x, (0, 2)), lambda x: vitc.std(x, 1, keepdim=True),
+                                lambda x: vitc.amax(x, 1), vitc.max, lambda x: vitc.max(x, 1).values,
+                                lambda x: vitc.logsumexp(x, -1), lambda x: vitc.mean(x.transpose(0, 2), 0),
+                                lambda x: vitc.argmin(x, 1).float().sum() + x.sum()],
+                         ids=["var", "std", "amax", "max", "max_dim", "logsumexp", "mean", "argmin"])
+def test_allocation_failure_raises_and_leaks_nothing(fn):
+    _no_leak_under_oom(fn)
+
+
+def test_precision_long_reductions():
+    a = (np.random.default_rng(3).random(1_000_000) + 1).astype(np.float32)
+    ref = a.astype(np.float64).sum()
+    assert abs(float(vitc.sum(vitc.from_numpy(a))) - ref) <= 1e-6 * ref
+    b = a.reshape(500, 2000)
+    np.testing.assert_allclose(vitc.var(vitc.from_numpy(b), 1).numpy(), b.astype(np.float64).var(1, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(vitc.sum(vitc.from_numpy(b), 0).numpy(), b.astype(np.float64).sum(0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("vf,tf", [
+    (lambda t: vitc.var(t, 2).transpose(0, 1), lambda t: torch.var(t, 2).transpose(0, 1)),
+    (lambda t: vitc.max(t, 2).values.transpose(0, 1), lambda t: torch.max(t, 2).values.transpose(0, 1)),
+    (lambda t: vitc.amin(t, 1, True).transpose(0, 2), lambda t: torch.amin(t, 1, True).transpose(0, 2)),
+    (lambda t: vitc.logsumexp(t, 0).transpose(0, 1), lambda t: torch.logsumexp(t, 0).transpose(0, 1)),
+    (lambda t: vitc.sum(t, 1).transpose(0, 1), lambda t: torch.sum(t, 1).transpose(0, 1)),
+], ids=["var", "max_dim", "amin", "logsumexp", "sum"])
+def test_noncontiguous_upstream_gradient(vf, tf):
+    check_op(vf, tf, [spaced(3, 4, 5)])
