@@ -1,6 +1,7 @@
 """Activations (csrc/ops/activation.c): tanh, sigmoid, relu, leaky_relu, silu, gelu, softmax,
 log_softmax, dropout and drop_path, with PyTorch's (torch / torch.nn.functional / timm) names,
-signatures and semantics."""
+signatures and semantics. `inplace=` is accepted for signature compatibility; the result is
+always a new tensor (use the return value)."""
 import numbers
 
 __all__ = ['tanh', 'sigmoid', 'relu', 'leaky_relu', 'silu', 'gelu', 'softmax', 'log_softmax', 'dropout',
