@@ -1,5 +1,9 @@
 """Time vitc's fused attention against PyTorch's, forward and forward+backward (a timing script,
-not a test). Usage: PYTHONPATH=. python bench/attention_bench.py [--threads 2] [--reps 20]
+not a test). Usage: PYTHONPATH=. python bench/attention_bench.py [--threads 2] [--reps 20] [--cpu]
+
+Wall-clock at --threads threads (vitc.set_num_threads / torch.set_num_threads), median and best
+of --reps. --cpu adds a second table: one thread each, the calling thread's CPU time
+(time.thread_time), which a busy shared machine disturbs far less than wall-clock.
 
 Shapes: the seed ViT (B=100, T=17, H=8, Dh=64) and DeiT-tiny (B=32, T=197, H=3, Dh=64).
 PyTorch runs (a) explicit ops: reshape(B,T,3,H,Dh) / q@kᵀ·scale / softmax / @v / transpose-reshape,
@@ -31,18 +35,18 @@ def torch_sdpa(qkv, H):
     return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, H * Dh)
 
 
-def best_ms(fn, reps):
+def best_ms(fn, reps, clock=time.perf_counter):
     fn()  # warm up (allocator caches, thread pools)
     fn()
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return 1e3 * float(np.median(times)), 1e3 * min(times)
 
 
-def run(B, T, H, Dh, reps):
+def run(B, T, H, Dh, reps, clock=time.perf_counter):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((B, T, 3 * H * Dh)).astype(np.float32)
     g = rng.standard_normal((B, T, H * Dh)).astype(np.float32)
@@ -79,8 +83,8 @@ def run(B, T, H, Dh, reps):
     print(f"\nB={B} T={T} H={H} Dh={Dh}  (forward {flops / 1e9:.2f} GFLOP, backward ~2x)")
     print(f"{'':22s}{'forward ms':>14s}{'fwd+bwd ms':>14s}   (median / best of {reps})")
     for name, f, fb in rows:
-        fm, fb_ = best_ms(f, reps)
-        bm, bb = best_ms(fb, reps)
+        fm, fb_ = best_ms(f, reps, clock)
+        bm, bb = best_ms(fb, reps, clock)
         print(f"{name:22s}{fm:8.2f} /{fb_:6.2f}{bm:8.2f} /{bb:6.2f}")
 
 
@@ -88,12 +92,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--cpu", action="store_true", help="also time one thread by CPU time")
     a = ap.parse_args()
     vitc.set_num_threads(a.threads)
     torch.set_num_threads(a.threads)
-    print(f"threads: vitc {vitc.get_num_threads()}, torch {torch.get_num_threads()}; torch {torch.__version__}")
+    print(f"== wall-clock, threads: vitc {vitc.get_num_threads()}, torch {torch.get_num_threads()}; "
+          f"torch {torch.__version__}")
     run(100, 17, 8, 64, a.reps)
     run(32, 197, 3, 64, a.reps)
+    if a.cpu:
+        vitc.set_num_threads(1)
+        torch.set_num_threads(1)
+        print("\n== one thread, CPU time of the calling thread")
+        run(100, 17, 8, 64, a.reps, time.thread_time)
+        run(32, 197, 3, 64, a.reps, time.thread_time)
 
 
 if __name__ == "__main__":

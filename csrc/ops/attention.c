@@ -436,6 +436,14 @@ static int team_size(int64_t heads, int64_t flops) {
     return heads < nt ? (int)heads : nt;
 }
 
+/* heads are handed out in chunks (about 16 per thread), not statically: on a busy machine a thread
+ * that loses its core would otherwise hold up the whole op. Each head's arithmetic is the same
+ * whichever thread runs it, so results stay bitwise identical. */
+static int64_t chunk_size(int64_t heads, int nt) {
+    int64_t c = heads / (16 * (int64_t)nt);
+    return c > 0 ? c : 1;
+}
+
 /* pull the next head's rows toward L1 while this one computes: heads are Dh-wide column blocks of
  * rows 3·H·Dh floats apart, a pattern the hardware prefetchers do not follow */
 static void prefetch_rows(const float *p, int64_t rows, int64_t width, int64_t ld) {
@@ -501,10 +509,11 @@ int vt_attention_forward(vt_ctx *c) {
     const float *xp = vt_f32(xc);
     float *op = vt_f32(out), *ap = A ? vt_f32(A) : NULL;
     int64_t sb = xc->strides[0], ldx = xc->strides[1];
+    int64_t chunk = chunk_size(pairs, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float *mine = scr.buf ? scratch_mine(&scr) : NULL;
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, chunk)
         for (int64_t bh = 0; bh < pairs; bh++) {
             if (!T) continue;
             int64_t b = bh / H, hh = bh % H;
@@ -564,10 +573,11 @@ int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     const float *xp = vt_f32(x), *gp = g ? vt_f32(g) : NULL, *gap = ga ? vt_f32(ga) : NULL, *ap = vt_f32(A);
     float *dp = vt_f32(dx);
     int64_t sb = x->strides[0], ldx = x->strides[1];
+    int64_t chunk = chunk_size(pairs, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float *mine = scr.buf ? scratch_mine(&scr) : NULL;
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, chunk)
         for (int64_t bh = 0; bh < pairs; bh++) {
             if (!T) continue;
             int64_t b = bh / H, hh = bh % H;
@@ -711,9 +721,9 @@ int vt_sdpa_forward(vt_ctx *c) {
     vt_tensor *qc = NULL, *kc = NULL, *vc = NULL, *out = NULL, *P = NULL, *rng = NULL;
     scratch_set scr = {0};
     int st = VT_OK;
-    if ((st = sdpa_geometry(&g, q, k, v, mask))) goto done;
-    double scale = c->args->i[1] ? 1.0 / sqrt((double)g.E) : c->args->f[0];
     if (!(qc = unit_last(q)) || !(kc = unit_last(k)) || !(vc = unit_last(v))) goto fail;
+    if ((st = sdpa_geometry(&g, qc, kc, vc, mask))) goto done; /* offsets of the views the kernels read */
+    double scale = c->args->i[1] ? 1.0 / sqrt((double)g.E) : c->args->f[0];
     int64_t shape[VT_MAX_DIMS];
     memcpy(shape, g.bshape, sizeof(int64_t) * (size_t)g.nbd);
     shape[g.nbd] = g.L;
@@ -730,10 +740,11 @@ int vt_sdpa_forward(vt_ctx *c) {
     int nt = team_size(g.nb, g.nb * g.L * g.S * (g.E + g.Ev));
     if (g.nb && g.L && (st = scratch_alloc(&scr, vt_attn_scratch_floats(g.L, g.S, g.E, g.Ev, p > 0.0), nt))) goto done;
     float *op = vt_f32(out), *pp = P ? vt_f32(P) : NULL;
+    int64_t chunk = chunk_size(g.nb, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float *mine = scr.buf ? scratch_mine(&scr) : NULL;
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, chunk)
         for (int64_t bi = 0; bi < g.nb; bi++) {
             if (!g.L) continue;
             vt_attn_head h = sdpa_head(&g, bi, qc, kc, vc, mask, causal, (float)scale, (float)p, seed, base);
@@ -785,10 +796,11 @@ int vt_sdpa_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     const float *gp = vt_f32(gc), *pp = vt_f32(P);
     float *fp[4];
     for (int t = 0; t < 4; t++) fp[t] = full[t] ? vt_f32(full[t]) : NULL;
+    int64_t chunk = chunk_size(g.nb, nt);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float *mine = scr.buf ? scratch_mine(&scr) : NULL;
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, chunk)
         for (int64_t bi = 0; bi < g.nb; bi++) {
             vt_attn_head h = sdpa_head(&g, bi, q, k, v, mask, causal, (float)scale, (float)p, seed, base);
             if (!g.L) { /* no queries: key and value get zero gradients */

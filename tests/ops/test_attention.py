@@ -297,6 +297,25 @@ def test_sdpa_noncontiguous():
              grad_rtol=RTOL, grad_atol=ATOL)
 
 
+def test_sdpa_permuted_views():
+    """views whose copies (last-dim stride != 1) have other batch strides than the originals"""
+    vf, tf = sdpa_pair()
+    bases = [rand(8, 2, 6), rand(8, 2, 7), rand(9, 7, 2)]
+    vl = [vitc.from_numpy(b.copy()) for b in bases]
+    tl = [torch.from_numpy(b.copy()) for b in bases]
+    for t in vl + tl:
+        t.requires_grad_(True) if isinstance(t, torch.Tensor) else setattr(t, "requires_grad", True)
+    views = lambda q, k, v: (q.permute(1, 2, 0), k.permute(1, 2, 0), v.permute(2, 1, 0))
+    vo = vf(*views(*vl))
+    to = tf(*views(*tl))
+    assert_close(vo.detach().numpy(), to.detach().numpy(), RTOL, ATOL, "out")
+    g = rand(*to.shape)
+    vo.backward(vitc.from_numpy(g))
+    to.backward(torch.from_numpy(g))
+    for i, (a, b) in enumerate(zip(vl, tl)):
+        assert_close(a.grad.numpy(), b.grad.numpy(), RTOL, ATOL, f"grad {i}")
+
+
 @pytest.mark.parametrize("scale", [0.25, -1.0])
 def test_sdpa_scale(scale):
     vf, tf = sdpa_pair(scale=scale)
