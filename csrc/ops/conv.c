@@ -1,19 +1,18 @@
 /* vitc ops: 2-d convolution and pooling over NCHW float32 tensors, forward and backward side by
  * side, with torch.nn.functional semantics (output sizes, padding rules, argmax tie-breaking).
  *
- * conv2d = im2col + GEMM. For a chunk of nb images, col (C·kh·kw, nb·P), P = Ho·Wo, holds the
- * input pixel each kernel tap sees at each output position (0 in the padding); group g's output
- * is W_g (O/g, K_g) · col_g (K_g, nb·P), K_g = C/g·kh·kw, through cblas_sgemm. Images are batched
- * into one GEMM only when one image gives too few columns for BLAS to run well; the (O, nb·P)
- * result is then scattered to NCHW. A 1×1 stride-1 unpadded conv needs no col: an image is its
- * own col. Backward saves only x and w and rebuilds col: dW_g = Σ_chunks dY_g·col_gᵀ,
- * dcol_g = W_gᵀ·dY_g followed by col2im (each col entry added back onto the pixel it copied),
- * db = Σ_{n,h,w} dY (PyTorch's convolution_backward).
- *
- * Threads: large GEMMs are threaded by OpenBLAS; im2col/col2im, scatters and the pools are OpenMP
- * loops over rows or planes. Many small per-group GEMMs (depthwise) run in an OpenMP loop over
- * groups instead: OpenBLAS runs a GEMM with m·n·k <= 65536·4 single-threaded (interface/gemm.c),
- * so those concurrent calls never touch its thread pool. */
+ * conv2d = im2col + GEMM. col (C·kh·kw, columns) holds the input pixel each kernel tap sees at
+ * each output position (0 in the padding); group g's output is W_g (O/g, K_g) · col_g, K_g =
+ * C/g·kh·kw, through cblas_sgemm. Work is cut into pieces (conv_job): a block of output rows of
+ * one image, sized so its col stays in cache between im2col and the GEMM, or, for small images,
+ * a chunk of images batched into one GEMM whose (O, nb·P) result is scattered to NCHW. A 1×1
+ * stride-1 unpadded conv needs no col: the image is its own col.
+ * Backward saves only x and w and rebuilds col (PyTorch's convolution_backward):
+ *   dW_g = Σ_pieces dY_g·col_gᵀ;  db = Σ_{n,h,w} dY;
+ *   dx, stride 1: the transposed convolution, a forward conv of dY with W flipped and its in/out
+ *   channels swapped (one GEMM with a long inner dimension, no scatter);
+ *   dx, otherwise: dcol_g = W_gᵀ·dY_g, then col2im adds each col entry back onto its pixel.
+ * Threads: see conv_run. Pools are OpenMP loops over H×W planes. */
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
@@ -136,8 +135,9 @@ static void col2im_add(const conv_geom *g, const float *dcol, int64_t m, int64_t
     }
 }
 
-/* per-group GEMMs c_g = op(a_g)·op(b_g), a_g = a + g·ga etc. With `par`, groups too small for
- * OpenBLAS to thread (m·n·k under its single-thread threshold) run in an OpenMP loop. */
+/* per-group GEMMs c_g = op(a_g)·op(b_g) (+ beta·c_g), a_g = a + g·ga etc. With `par`, groups too
+ * small for OpenBLAS to thread run in an OpenMP loop: OpenBLAS runs a GEMM with
+ * m·n·k <= 65536·4 on the calling thread (interface/gemm.c), so concurrent calls stay apart. */
 typedef struct {
     int ta, tb;
     int64_t m, n, k;
@@ -484,6 +484,65 @@ static void pooled_shape(int ndim, const int64_t *xs, int64_t Ho, int64_t Wo, in
 
 /* ---- max_pool2d --------------------------------------------------------------------------- */
 
+/* running max and its int32 index over one tap's reach [lo, hi) of an output row; inlined with
+ * constant strides so the compiler vectorizes the selects */
+static inline __attribute__((always_inline)) void max_row_idx(const float *restrict xr, int64_t sw, float *restrict y,
+                                                              int32_t *restrict idx, int64_t lo, int64_t hi, int32_t base) {
+    for (int64_t ow = lo; ow < hi; ow++) {
+        float v = xr[ow * sw], m = y[ow];
+        int take = (v > m) | (v != v);
+        y[ow] = take ? v : m;
+        idx[ow] = take ? base + (int32_t)(ow * sw) : idx[ow];
+    }
+}
+
+/* One plane, a whole output row at a time: for each tap (ki, kj) in window order, compare it
+ * with the running max of every output column it reaches, so the inner loop runs over ow without
+ * bounds checks and vectorizes. Indices (ip may be NULL) start at the window's first valid tap;
+ * they are tracked as int32 in the front half of each int64 row (same width as the float mask,
+ * so the select vectorizes too) and widened in place, back to front, when the row is done.
+ * Planes of 2^31 pixels or more take the int64 loop. */
+static void max_pool_plane(const pool_geom *p, const float *xs, int64_t H, int64_t W, float *y, int64_t *ip) {
+    int narrow = H * W <= INT32_MAX;
+    for (int64_t oh = 0; oh < p->Ho; oh++, y += p->Wo, ip = ip ? ip + p->Wo : NULL) {
+        int32_t *i32 = (int32_t *)ip;
+        int64_t h0 = oh * p->sh - p->ph, ki0 = h0 >= 0 ? 0 : (-h0 + p->dh - 1) / p->dh;
+        for (int64_t ow = 0; ow < p->Wo; ow++) {
+            int64_t w0 = ow * p->sw - p->pw, kj0 = w0 >= 0 ? 0 : (-w0 + p->dw - 1) / p->dw;
+            int64_t first = (h0 + ki0 * p->dh) * W + w0 + kj0 * p->dw;
+            y[ow] = -INFINITY;
+            if (ip && narrow) i32[ow] = (int32_t)first;
+            else if (ip) ip[ow] = first;
+        }
+        for (int64_t ki = ki0; ki < p->kh && h0 + ki * p->dh < H; ki++) {
+            int64_t ih = h0 + ki * p->dh;
+            const float *xr = xs + ih * W;
+            for (int64_t kj = 0; kj < p->kw; kj++) {
+                int64_t lo, hi, iw0 = kj * p->dw - p->pw, sw = p->sw;
+                valid_range(iw0, sw, W, p->Wo, &lo, &hi);
+                /* torch's rule: take v when v > max or v is NaN (so the last NaN wins) */
+                if (ip && narrow) {
+                    if (sw == 1) max_row_idx(xr + iw0, 1, y, i32, lo, hi, (int32_t)(ih * W + iw0));
+                    else if (sw == 2) max_row_idx(xr + iw0, 2, y, i32, lo, hi, (int32_t)(ih * W + iw0));
+                    else max_row_idx(xr + iw0, sw, y, i32, lo, hi, (int32_t)(ih * W + iw0));
+                } else if (ip) {
+                    for (int64_t ow = lo; ow < hi; ow++) {
+                        float v = xr[iw0 + ow * sw];
+                        if (v > y[ow] || v != v) { y[ow] = v; ip[ow] = ih * W + iw0 + ow * sw; }
+                    }
+                } else {
+                    for (int64_t ow = lo; ow < hi; ow++) {
+                        float v = xr[iw0 + ow * sw];
+                        y[ow] = (v > y[ow]) | (v != v) ? v : y[ow];
+                    }
+                }
+            }
+        }
+        if (ip && narrow)
+            for (int64_t ow = p->Wo - 1; ow >= 0; ow--) ip[ow] = i32[ow];
+    }
+}
+
 /* per output: the max over the in-bounds taps (padding never wins), first index on ties, a NaN
  * wins (the last NaN's index, as torch's max_pool2d_with_indices), index = ih·W + iw in the plane */
 int vt_max_pool2d_forward(vt_ctx *c) {
@@ -505,29 +564,7 @@ int vt_max_pool2d_forward(vt_ctx *c) {
     float *yp = vt_f32(y);
     int64_t *ip = idx ? vt_i64(idx) : NULL, HW = H * W, OP = p.Ho * p.Wo;
     #pragma omp parallel for if (planes * OP * p.kh * p.kw > 32768) schedule(static)
-    for (int64_t t = 0; t < planes; t++) {
-        const float *xs = xp + t * HW;
-        for (int64_t oh = 0; oh < p.Ho; oh++) {
-            int64_t h0 = oh * p.sh - p.ph, ki0 = h0 >= 0 ? 0 : (-h0 + p.dh - 1) / p.dh;
-            for (int64_t ow = 0; ow < p.Wo; ow++) {
-                int64_t w0 = ow * p.sw - p.pw, kj0 = w0 >= 0 ? 0 : (-w0 + p.dw - 1) / p.dw;
-                int64_t best = (h0 + ki0 * p.dh) * W + w0 + kj0 * p.dw;
-                float m = -INFINITY;
-                for (int64_t ki = ki0; ki < p.kh; ki++) {
-                    int64_t ih = h0 + ki * p.dh;
-                    if (ih >= H) break;
-                    for (int64_t kj = kj0; kj < p.kw; kj++) {
-                        int64_t iw = w0 + kj * p.dw;
-                        if (iw >= W) break;
-                        float v = xs[ih * W + iw];
-                        if (v > m || isnan(v)) { m = v; best = ih * W + iw; }
-                    }
-                }
-                yp[t * OP + oh * p.Wo + ow] = m;
-                if (ip) ip[t * OP + oh * p.Wo + ow] = best;
-            }
-        }
-    }
+    for (int64_t t = 0; t < planes; t++) max_pool_plane(&p, xp + t * HW, H, W, yp + t * OP, ip ? ip + t * OP : NULL);
     vt_tensor_decref(xc);
     xc = NULL;
     c->out[0] = y;
@@ -562,7 +599,10 @@ int vt_max_pool2d_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     float *dx = vt_f32(gin[0]);
     #pragma omp parallel for if (planes * OP > 32768) schedule(static)
     for (int64_t t = 0; t < planes; t++)
-        for (int64_t k = 0; k < OP; k++) dx[t * HW + ip[t * OP + k]] += gp[t * OP + k];
+        for (int64_t k = 0; k < OP; k++) {
+            int64_t i = ip[t * OP + k]; /* outside the plane when a dilated window missed it (-inf) */
+            if (i >= 0 && i < HW) dx[t * HW + i] += gp[t * OP + k];
+        }
     vt_tensor_decref(g);
     return VT_OK;
 }
@@ -571,7 +611,7 @@ int vt_max_pool2d_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
 
 /* torch's avg_pool2d window: [h0, h1) clipped to the input; the divisor counts the window as
  * clipped to the padded input (count_include_pad) or to the input, unless divisor_override */
-typedef struct { int64_t h0, h1, w0, w1; float inv; } avg_window;
+typedef struct { int64_t h0, h1, w0, w1; float div; } avg_window; /* div 0: empty window, output 0 */
 
 static void avg_win(const pool_geom *p, int64_t H, int64_t W, int cip, int64_t divisor, int64_t oh, int64_t ow, avg_window *r) {
     int64_t h0 = oh * p->sh - p->ph, w0 = ow * p->sw - p->pw;
@@ -579,7 +619,38 @@ static void avg_win(const pool_geom *p, int64_t H, int64_t W, int cip, int64_t d
     int64_t padded = (h1 - h0) * (w1 - w0);
     h0 = max64(h0, 0); w0 = max64(w0, 0); h1 = min64(h1, H); w1 = min64(w1, W);
     int64_t d = divisor ? divisor : cip ? padded : (h1 - h0) * (w1 - w0);
-    *r = (avg_window){h0, h1, w0, w1, h0 < h1 && w0 < w1 ? 1.0f / (float)d : 0.0f};
+    *r = (avg_window){h0, h1, w0, w1, h0 < h1 && w0 < w1 ? (float)d : 0.0f};
+}
+
+/* y[lo..hi) += x[ow·sw] (one tap's reach along an output row); inlined with constant strides */
+static inline __attribute__((always_inline)) void add_row(const float *restrict xr, int64_t sw, float *restrict y,
+                                                          int64_t lo, int64_t hi) {
+    for (int64_t ow = lo; ow < hi; ow++) y[ow] += xr[ow * sw];
+}
+
+/* one plane, a row at a time: window sums tap by tap in window order (as torch sums), then the
+ * division by each window's divisor */
+static void avg_pool_plane(const pool_geom *p, const float *xs, int64_t H, int64_t W, int cip, int64_t divisor, float *y) {
+    for (int64_t oh = 0; oh < p->Ho; oh++, y += p->Wo) {
+        memset(y, 0, sizeof(float) * (size_t)p->Wo);
+        for (int64_t ki = 0; ki < p->kh; ki++) {
+            int64_t ih = oh * p->sh - p->ph + ki;
+            if (ih < 0 || ih >= H) continue;
+            for (int64_t kj = 0; kj < p->kw; kj++) {
+                int64_t lo, hi, iw0 = kj - p->pw;
+                valid_range(iw0, p->sw, W, p->Wo, &lo, &hi);
+                const float *xr = xs + ih * W + iw0;
+                if (p->sw == 1) add_row(xr, 1, y, lo, hi);
+                else if (p->sw == 2) add_row(xr, 2, y, lo, hi);
+                else add_row(xr, p->sw, y, lo, hi);
+            }
+        }
+        for (int64_t ow = 0; ow < p->Wo; ow++) {
+            avg_window r;
+            avg_win(p, H, W, cip, divisor, oh, ow, &r);
+            y[ow] = r.div != 0.0f ? y[ow] / r.div : 0.0f;
+        }
+    }
 }
 
 static int avg_args(vt_ctx *c, const vt_tensor *x, int64_t *planes, int64_t *H, int64_t *W, pool_geom *p) {
@@ -604,16 +675,7 @@ int vt_avg_pool2d_forward(vt_ctx *c) {
     float *yp = vt_f32(y);
     int64_t HW = H * W, OP = p.Ho * p.Wo;
     #pragma omp parallel for if (planes * OP * p.kh * p.kw > 32768) schedule(static)
-    for (int64_t t = 0; t < planes; t++)
-        for (int64_t oh = 0; oh < p.Ho; oh++)
-            for (int64_t ow = 0; ow < p.Wo; ow++) {
-                avg_window r;
-                avg_win(&p, H, W, cip, divisor, oh, ow, &r);
-                float s = 0.0f;
-                for (int64_t ih = r.h0; ih < r.h1; ih++)
-                    for (int64_t iw = r.w0; iw < r.w1; iw++) s += xp[t * HW + ih * W + iw];
-                yp[t * OP + oh * p.Wo + ow] = s * r.inv;
-            }
+    for (int64_t t = 0; t < planes; t++) avg_pool_plane(&p, xp + t * HW, H, W, cip, divisor, yp + t * OP);
     vt_tensor_decref(xc);
     c->out[0] = y;
     c->nout = 1;
@@ -642,7 +704,8 @@ int vt_avg_pool2d_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
             for (int64_t ow = 0; ow < p.Wo; ow++) {
                 avg_window r;
                 avg_win(&p, H, W, cip, divisor, oh, ow, &r);
-                float v = gp[t * OP + oh * p.Wo + ow] * r.inv;
+                if (r.div == 0.0f) continue;
+                float v = gp[t * OP + oh * p.Wo + ow] / r.div;
                 for (int64_t ih = r.h0; ih < r.h1; ih++)
                     for (int64_t iw = r.w0; iw < r.w1; iw++) dx[t * HW + ih * W + iw] += v;
             }

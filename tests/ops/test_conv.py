@@ -277,6 +277,18 @@ def test_max_pool2d_ties_and_nan():
     assert_close(vi.numpy(), ti.numpy(), 0, 0, "indices")
 
 
+def test_max_pool2d_window_missing_the_input():
+    """A dilated window whose taps all fall in the padding gives -inf and torch's index, and no
+    gradient (torch 2.x's CPU backward adds it to a pixel of the next plane instead)."""
+    x = rand(2, 2, 3, 3, rng=RNG)
+    check_op(lambda x: vitc.max_pool2d(x, 2, 1, 1, 4, return_indices=True),
+             lambda x: F.max_pool2d(x, 2, 1, 1, 4, return_indices=True), [x], grad=False)
+    v = vitc.from_numpy(x)
+    v.requires_grad = True
+    vitc.max_pool2d(v, 2, 1, 1, 4).sum().backward()
+    assert not v.grad.numpy().any()
+
+
 def test_max_pool2d_large_parallel():
     x = spread(4, 8, 32, 32)
     check_op(lambda x: vitc.max_pool2d(x, 3, 2, 1), lambda x: F.max_pool2d(x, 3, 2, 1), [x], fd=False)
