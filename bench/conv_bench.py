@@ -3,8 +3,9 @@
 
     PYTHONPATH=. python bench/conv_bench.py [--batch 32] [--threads 2] [--repeat 5]
 
-Reports the median time of forward, backward (weight grad only, the stem's case: images need no
-gradient) and backward with the input gradient too. Not a test.
+Reports median times of a no-grad forward, and of the forward and the backward of a training step,
+with the weight gradient only (the stem's case: images need no gradient) and with the input
+gradient too. Wall-clock times: on a shared machine run it more than once. Not a test.
 """
 import argparse
 import time
@@ -26,6 +27,22 @@ def median_ms(fn, repeat):
     return 1e3 * float(np.median(ts))
 
 
+def fwd_bwd_ms(fwd, backward, clear, repeat):
+    """medians of (forward recording the graph, backward), timed separately in each step"""
+    tf, tb = [], []
+    for i in range(repeat + 1):
+        clear()
+        t0 = time.perf_counter()
+        y = fwd()
+        t1 = time.perf_counter()
+        backward(y)
+        t2 = time.perf_counter()
+        if i:  # the first step warms up
+            tf.append(t1 - t0)
+            tb.append(t2 - t1)
+    return 1e3 * float(np.median(tf)), 1e3 * float(np.median(tb))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=32)
@@ -41,19 +58,15 @@ def main():
     conv = dict(stride=2, padding=3)
 
     rows = []
-    for name, lib in (("torch", "t"), ("vitc", "v")):
+    for name in ("torch", "vitc"):
         for xgrad in (False, True):
-            if lib == "t":
+            if name == "torch":
                 xi = torch.from_numpy(x.copy()).requires_grad_(xgrad)
                 wi = torch.from_numpy(w.copy()).requires_grad_(True)
                 fwd = lambda: F.conv2d(xi, wi, None, **conv)
                 gy = torch.ones(fwd().shape)
                 with torch.no_grad():
-                    t_fwd = median_ms(fwd, args.repeat)
-
-                def step():
-                    xi.grad = wi.grad = None
-                    fwd().backward(gy)
+                    t_inf = median_ms(fwd, args.repeat)
             else:
                 xi = vitc.from_numpy(x.copy())
                 xi.requires_grad = xgrad
@@ -62,18 +75,17 @@ def main():
                 fwd = lambda: vitc.conv2d(xi, wi, None, **conv)
                 gy = vitc.ones(*fwd().shape)
                 with vitc.no_grad():
-                    t_fwd = median_ms(fwd, args.repeat)
+                    t_inf = median_ms(fwd, args.repeat)
 
-                def step():
-                    xi.grad = wi.grad = None
-                    fwd().backward(gy)
-            t_step = median_ms(step, args.repeat)
-            rows.append((name, xgrad, t_fwd, t_step - t_fwd, t_step))
+            def clear():
+                xi.grad = wi.grad = None
+            t_fwd, t_bwd = fwd_bwd_ms(fwd, lambda y: y.backward(gy), clear, args.repeat)
+            rows.append((name, xgrad, t_inf, t_fwd, t_bwd))
     print(f"conv2d 7x7/2 p3 3->64, batch {args.batch}, {args.size}x{args.size}, {args.threads} threads "
           f"(median of {args.repeat})")
-    print(f"{'lib':6} {'input grad':10} {'forward ms':>11} {'backward ms':>12} {'fwd+bwd ms':>11}")
-    for name, xgrad, tf, tb, ts in rows:
-        print(f"{name:6} {str(xgrad):10} {tf:11.1f} {tb:12.1f} {ts:11.1f}")
+    print(f"{'lib':6} {'input grad':10} {'no-grad fwd':>11} {'forward ms':>11} {'backward ms':>12} {'fwd+bwd ms':>11}")
+    for name, xgrad, ti, tf, tb in rows:
+        print(f"{name:6} {str(xgrad):10} {ti:11.1f} {tf:11.1f} {tb:12.1f} {tf + tb:11.1f}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ CONV_CASES = [
     (1, 3, 8, 8, 4, 1, 1, 0, 1, 1, True),              # pointwise: the image is its own col
     (3, 4, 7, 9, 6, 1, 1, 0, 1, 2, False),             # pointwise, grouped
     (2, 3, 6, 5, 4, 1, 2, 1, 1, 1, True),              # 1x1 strided + padded (not pointwise)
+    (2, 3, 5, 6, 4, 1, 1, 1, 1, 1, True),              # stride 1, padding > kernel extent: col2im dx
+    (2, 3, 5, 6, 4, 3, 1, (3, 1), 1, 1, False),        # same, in one direction only
     (2, 3, 9, 9, 5, 3, 1, 1, 1, 1, True),
     (3, 3, 10, 11, 4, 3, 2, 1, 1, 1, True),
     (1, 2, 13, 12, 3, 3, 4, 3, 1, 1, True),
