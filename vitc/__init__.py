@@ -19,6 +19,7 @@ from ._ops.optim_ops import *  # noqa: F401,F403
 float = float32
 long = int64
 IndexError = _C.IndexError
+OutOfMemoryError = _C.OutOfMemoryError
 
 
 def manual_seed(seed):

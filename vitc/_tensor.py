@@ -144,8 +144,8 @@ class Tensor(_C._TensorBase):
 
     def __repr__(self):
         arr = self.detach().numpy()
-        body = np.array2string(arr, separator=", ", precision=4, threshold=1000, edgeitems=3,
-                               prefix="tensor(", floatmode="maxprec_equal" if arr.size else "maxprec")
+        body = np.array2string(arr, separator=", ", threshold=1000, edgeitems=3, prefix="tensor(",
+                               formatter=_float_formatter(arr) if arr.dtype == np.float32 else None)
         extras = []
         if self.dtype is not float32:
             extras.append(f"dtype={self.dtype!r}")
@@ -210,6 +210,22 @@ class Tensor(_C._TensorBase):
         return self
 
 
+def _float_formatter(arr):
+    """PyTorch's print rules: integers as '1.', else 4 decimals, scientific for wide ranges."""
+    finite = np.abs(arr[np.isfinite(arr)]).astype(np.float64)
+    nz = finite[finite != 0]
+    if finite.size and np.all(finite == np.round(finite)):
+        fmt = "{:.0f}."
+        if nz.size and (nz.max() / nz.min() > 1000.0 or nz.max() > 1e8):
+            fmt = "{:.4e}"
+    elif nz.size and (nz.max() / nz.min() > 1000.0 or nz.max() > 1e8 or nz.min() < 1e-4):
+        fmt = "{:.4e}"
+    else:
+        fmt = "{:.4f}"
+    width = max((len(fmt.format(v)) for v in arr.ravel()[:2000]), default=1)
+    return {"float_kind": lambda v: fmt.format(v).rjust(width)}
+
+
 def _rebuild(arr, requires_grad):
     t = from_numpy(arr)
     t.requires_grad = requires_grad
@@ -223,6 +239,13 @@ def _wrap_dim(dim, ndim):
     if not -n <= dim < n:
         raise _C.IndexError(f"dim {dim} out of range for a {ndim}-d tensor")
     return dim + n if dim < 0 else dim
+
+
+def expect_tensor(x, who, what="input"):
+    """x if it is a Tensor, else a TypeError naming the function and argument."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{who}: {what} must be a vitc.Tensor, got {type(x).__name__}")
+    return x
 
 
 def register(name, fn):
@@ -264,6 +287,8 @@ def full(size, fill_value, dtype=None, requires_grad=False):
         raise TypeError(f"full: fill_value must be a number, got {type(fill_value).__name__}")
     if dtype is None:
         dtype = bool_ if isinstance(fill_value, bool) else int64 if isinstance(fill_value, numbers.Integral) else float32
+    if not isinstance(size, (numbers.Integral, tuple, list)) or isinstance(size, bool):
+        raise TypeError(f"full: size must be an int or a tuple of ints, got {type(size).__name__}")
     return _finish(_C.full(_size_args((size,) if isinstance(size, numbers.Integral) else size, "full"),
                            as_dtype(dtype).code, float(fill_value)), requires_grad)
 
@@ -277,14 +302,17 @@ def ones(*size, dtype=None, requires_grad=False):
 
 
 def zeros_like(t, dtype=None, requires_grad=False):
+    expect_tensor(t, "zeros_like")
     return zeros(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
 
 
 def ones_like(t, dtype=None, requires_grad=False):
+    expect_tensor(t, "ones_like")
     return ones(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
 
 
 def full_like(t, fill_value, dtype=None, requires_grad=False):
+    expect_tensor(t, "full_like")
     return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
 
 
@@ -299,10 +327,12 @@ def randn(*size, requires_grad=False):
 
 
 def rand_like(t):
+    expect_tensor(t, "rand_like")
     return rand(t.shape)
 
 
 def randn_like(t):
+    expect_tensor(t, "randn_like")
     return randn(t.shape)
 
 

@@ -58,6 +58,8 @@ int vt_dispatch(int op, int nin, vt_tensor **in, const vt_args *args, int *nout,
     if (op < 0 || op >= vt_nops) return vt_fail(VT_EVALUE, "unknown op id %d", op);
     const vt_op_info *info = &vt_ops[op];
     if (nin > VT_MAX_IN) return vt_fail(VT_EVALUE, "%s: too many tensor arguments (%d)", info->name, nin);
+    /* every op's first argument is a tensor; forwards check the rest (vt_need_inputs) */
+    if (nin < 1 || !in[0]) return vt_fail(VT_ETYPE, "%s: the first argument must be a tensor", info->name);
     vt_ctx c;
     memset(&c, 0, sizeof c);
     c.op = op;

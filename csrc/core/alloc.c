@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "tensor.h"
 
 #define VT_ALIGN 64
@@ -48,7 +49,21 @@ static void clear_cache_locked(void) {
     }
 }
 
+/* refuse single requests larger than physical memory: with overcommit they would "succeed" and
+ * the process would be killed when the pages are touched */
+static size_t max_request(void) {
+    static size_t cap;
+    if (!cap) {
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        cap = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : ((size_t)1 << 40);
+    }
+    return cap;
+}
+
 void *vt_alloc(size_t nbytes) {
+    if (nbytes > max_request())
+        return vt_fail_null(VT_ENOMEM, "out of memory: %zu bytes requested, more than this machine's %zu bytes of RAM",
+                            nbytes, max_request());
     size_t size = round_size(nbytes);
     void *p = NULL;
     pthread_mutex_lock(&lock);

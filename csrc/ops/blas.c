@@ -157,6 +157,7 @@ static vt_tensor *unsqueeze(const vt_tensor *t, int pos) {
 }
 
 int vt_matmul_forward(vt_ctx *c) {
+    VT_TRY(vt_need_inputs(c, 2));
     vt_tensor *r = vt_k_matmul(c->in[0], c->in[1]);
     if (!r) return vt_last_code();
     c->out[0] = r;
@@ -217,6 +218,7 @@ done:
 /* ---- linear: y = x·Wᵀ + b (PyTorch layout, W (out, in)) ------------------------------------- */
 
 int vt_linear_forward(vt_ctx *c) {
+    VT_TRY(vt_need_inputs(c, 2));
     vt_tensor *x = c->in[0], *w = c->in[1], *b = c->nin > 2 ? c->in[2] : NULL;
     VT_TRY(vt_require_f32(x, "linear", "input"));
     VT_TRY(vt_require_f32(w, "linear", "weight"));

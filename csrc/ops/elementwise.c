@@ -28,7 +28,7 @@ typedef struct { int kind; float c, c2; } fctx;
             for (int64_t i = 0; i < n; i++) { float x = X[i * sx], y = Y[i * sy], z = Z[i * sz]; (void)y; (void)z; O[i * so] = (E); } \
     } while (0)
 
-static void float_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+VT_SIMD_CLONES static void float_row(int64_t n, char **p, const int64_t *s, void *vctx) {
     const fctx *k = vctx;
     float *O = (float *)p[0];
     const float *X = (const float *)p[1];
@@ -86,6 +86,7 @@ static int out1(vt_ctx *c, vt_tensor *t) {
 }
 
 static int check_float_inputs(vt_ctx *c, int n) {
+    VT_TRY(vt_need_inputs(c, n));
     for (int i = 0; i < n; i++) {
         if (!c->in[i]) return vt_fail(VT_ETYPE, "%s: argument %d is missing", vt_ops[c->op].name, i);
         if (c->in[i]->dtype != VT_FLOAT32)
@@ -274,6 +275,7 @@ static vt_tensor *select_map(const char *who, int mode, float v, const vt_tensor
 }
 
 int vt_where_forward(vt_ctx *c) {
+    VT_TRY(vt_need_inputs(c, 3));
     VT_TRY(vt_require_dtype(c->in[0], VT_BOOL, "where", "condition"));
     VT_TRY(vt_require_f32(c->in[1], "where", "input"));
     VT_TRY(vt_require_f32(c->in[2], "where", "other"));
@@ -291,6 +293,7 @@ int vt_where_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
 }
 
 int vt_masked_fill_forward(vt_ctx *c) {
+    VT_TRY(vt_need_inputs(c, 2));
     VT_TRY(vt_arg_count(c, 0, 1));
     VT_TRY(vt_require_f32(c->in[0], "masked_fill", "input"));
     VT_TRY(vt_require_dtype(c->in[1], VT_BOOL, "masked_fill", "mask"));

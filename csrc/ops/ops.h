@@ -23,6 +23,7 @@ enum {
 /* ---- shared helpers (defined in the family named in brackets) ---- */
 /* argument access with range checks: fail with VT_EVALUE naming the op when missing */
 int vt_arg_count(const vt_ctx *c, int ni, int nf);                          /* [ops_util] */
+int vt_need_inputs(const vt_ctx *c, int n); /* [ops_util] the first n tensor arguments are present */
 int vt_require_f32(const vt_tensor *t, const char *who, const char *what);  /* [ops_util] */
 int vt_require_dtype(const vt_tensor *t, vt_dtype dt, const char *who, const char *what); /* [ops_util] */
 vt_tensor *vt_k_sum_to(const vt_tensor *g, int ndim, const int64_t *shape); /* [reduce] sum broadcast dims away */

@@ -8,6 +8,13 @@ int vt_arg_count(const vt_ctx *c, int ni, int nf) {
     return VT_OK;
 }
 
+int vt_need_inputs(const vt_ctx *c, int n) {
+    if (c->nin < n) return vt_fail(VT_ETYPE, "%s: expected %d tensor arguments, got %d", vt_ops[c->op].name, n, c->nin);
+    for (int i = 0; i < n; i++)
+        if (!c->in[i]) return vt_fail(VT_ETYPE, "%s: tensor argument %d is missing", vt_ops[c->op].name, i);
+    return VT_OK;
+}
+
 int vt_require_dtype(const vt_tensor *t, vt_dtype dt, const char *who, const char *what) {
     if (!t) return vt_fail(VT_ETYPE, "%s: %s is missing", who, what);
     if (t->dtype != dt)

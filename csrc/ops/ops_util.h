@@ -2,6 +2,7 @@
 #ifndef VT_OPS_UTIL_H
 #define VT_OPS_UTIL_H
 #include "ops.h"
+#include "../core/simd.h"
 
 #define VT_MAX_OPERANDS 4
 

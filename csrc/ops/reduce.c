@@ -35,6 +35,11 @@ static int reduced_shape(const vt_tensor *x, unsigned mask, int keepdim, int64_t
     return nd;
 }
 
+/* o[j] += row[j] for j in [0, n): the column-sum inner loop */
+VT_SIMD_CLONES static void add_row(float *o, const float *row, int64_t n) {
+    for (int64_t j = 0; j < n; j++) o[j] += row[j];
+}
+
 /* sum of x over the dims in mask, shaped with kept size-1 dims (keepdim layout) */
 static vt_tensor *sum_keep(const vt_tensor *x, unsigned mask) {
     int nd = x->ndim;
@@ -59,10 +64,7 @@ static vt_tensor *sum_keep(const vt_tensor *x, unsigned mask) {
         #pragma omp parallel for if (R * M > 65536) schedule(static)
         for (int64_t b = 0; b < nblk; b++) {
             int64_t j0 = b * 256, j1 = j0 + 256 < M ? j0 + 256 : M;
-            for (int64_t r = 0; r < R; r++) {
-                const float *row = p + r * M;
-                for (int64_t j = j0; j < j1; j++) o[j] += row[j];
-            }
+            for (int64_t r = 0; r < R; r++) add_row(o + j0, p + r * M + j0, j1 - j0);
         }
         return out;
     }

@@ -14,6 +14,7 @@ typedef struct {
 extern PyTypeObject *vtpy_TensorBase; /* the C base type (heap type) */
 extern PyObject *vtpy_TensorClass;    /* vitc.Tensor, registered by the package at import */
 extern PyObject *vtpy_IndexError;     /* vitc's IndexError (IndexError and ValueError) */
+extern PyObject *vtpy_OutOfMemoryError; /* MemoryError and RuntimeError, like torch's OOM */
 
 /* the Python object for t, stealing the reference to t; NULL (exception set) if t is NULL */
 PyObject *vtpy_wrap(vt_tensor *t);

@@ -2,6 +2,7 @@
 #include "binding.h"
 
 PyObject *vtpy_IndexError;
+PyObject *vtpy_OutOfMemoryError;
 
 PyObject *vtpy_raise(int status) {
     const char *msg = vt_last_error();
@@ -12,7 +13,7 @@ PyObject *vtpy_raise(int status) {
     case VT_EVALUE: type = PyExc_ValueError; break;
     case VT_ETYPE: type = PyExc_TypeError; break;
     case VT_EINDEX: type = vtpy_IndexError; break;
-    case VT_ENOMEM: type = PyExc_MemoryError; break;
+    case VT_ENOMEM: type = vtpy_OutOfMemoryError; break;
     default: type = PyExc_RuntimeError; break;
     }
     PyErr_SetString(type, msg);

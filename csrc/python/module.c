@@ -275,6 +275,10 @@ PyMODINIT_FUNC PyInit__C(void) {
     if (!vtpy_IndexError) goto fail;
     Py_INCREF(vtpy_IndexError);
     PyModule_AddObject(m, "IndexError", vtpy_IndexError);
+    vtpy_OutOfMemoryError = PyErr_NewException("vitc.OutOfMemoryError", PyTuple_Pack(2, PyExc_MemoryError, PyExc_RuntimeError), NULL);
+    if (!vtpy_OutOfMemoryError) goto fail;
+    Py_INCREF(vtpy_OutOfMemoryError);
+    PyModule_AddObject(m, "OutOfMemoryError", vtpy_OutOfMemoryError);
     PyObject *ops = PyDict_New();
     if (!ops) goto fail;
     for (int i = 0; i < vt_nops; i++) {

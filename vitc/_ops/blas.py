@@ -1,5 +1,5 @@
 """Matrix products: matmul (torch.matmul semantics), bmm, mm, linear."""
-from .._tensor import Tensor, _call, register
+from .._tensor import Tensor, _call, expect_tensor, register
 
 __all__ = ['matmul', 'bmm', 'mm', 'linear']
 
@@ -11,6 +11,7 @@ def matmul(input, other):
 
 
 def bmm(input, mat2):
+    expect_tensor(input, "bmm"), expect_tensor(mat2, "bmm", "mat2")
     if input.ndim != 3 or mat2.ndim != 3:
         raise ValueError(f"bmm: expected 3-d tensors, got {input.ndim}-d and {mat2.ndim}-d")
     if input.shape[0] != mat2.shape[0]:
@@ -19,6 +20,7 @@ def bmm(input, mat2):
 
 
 def mm(input, mat2):
+    expect_tensor(input, "mm"), expect_tensor(mat2, "mm", "mat2")
     if input.ndim != 2 or mat2.ndim != 2:
         raise ValueError(f"mm: expected 2-d tensors, got {input.ndim}-d and {mat2.ndim}-d")
     return matmul(input, mat2)

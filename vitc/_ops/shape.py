@@ -3,7 +3,7 @@ import numbers
 
 __all__ = ['reshape', 'view', 'flatten', 'permute', 'transpose', 't', 'contiguous']
 
-from .._tensor import Tensor, _call, register, _wrap_dim
+from .._tensor import Tensor, _call, expect_tensor, register, _wrap_dim
 
 
 def _shape_arg(shape, who):
@@ -30,11 +30,13 @@ def _infer(shape, numel, who):
 
 
 def reshape(input, *shape):
+    expect_tensor(input, "reshape")
     shape = _infer(_shape_arg(shape, "reshape"), input.numel(), "reshape")
     return _call("reshape", (input,), shape)
 
 
 def view(input, *shape):
+    expect_tensor(input, "view")
     """Like reshape but refuses to copy (PyTorch's view contract)."""
     shape = _infer(_shape_arg(shape, "view"), input.numel(), "view")
     out = _call("reshape", (input,), shape)
@@ -44,6 +46,7 @@ def view(input, *shape):
 
 
 def flatten(input, start_dim=0, end_dim=-1):
+    expect_tensor(input, "flatten")
     if input.ndim == 0:
         return reshape(input, 1)
     s, e = _wrap_dim(start_dim, input.ndim), _wrap_dim(end_dim, input.ndim)
@@ -56,6 +59,7 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 
 def permute(input, *dims):
+    expect_tensor(input, "permute")
     dims = _shape_arg(dims, "permute")
     if len(dims) != input.ndim:
         raise ValueError(f"permute: {len(dims)} dims given for a {input.ndim}-d tensor")
@@ -63,6 +67,7 @@ def permute(input, *dims):
 
 
 def transpose(input, dim0, dim1):
+    expect_tensor(input, "transpose")
     n = input.ndim
     if n == 0:
         return input
@@ -73,12 +78,14 @@ def transpose(input, dim0, dim1):
 
 
 def t(input):
+    expect_tensor(input, "t")
     if input.ndim > 2:
         raise ValueError(f"t: expects a tensor with <= 2 dims, got {input.ndim}")
     return transpose(input, 0, 1) if input.ndim == 2 else input
 
 
 def contiguous(input):
+    expect_tensor(input, "contiguous")
     return input if input.is_contiguous() else _call("contiguous", (input,))
 
 
