@@ -24,7 +24,7 @@ def _to_array(key, value):
         raise TypeError(f"save_safetensors: value for {key!r} is a {type(value).__name__}, not a tensor or array")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"save_safetensors: {key!r} has unsupported dtype {arr.dtype}")
-    return np.ascontiguousarray(arr)
+    return np.require(arr, requirements="C")
 
 
 def atomic_write(path, write):
@@ -93,5 +93,5 @@ def load_safetensors(path, as_numpy=False):
             a = a.astype(np.float32)
         elif a.dtype.kind in "iu" and a.dtype != np.int64:
             a = a.astype(np.int64)
-        out[k] = from_numpy(np.ascontiguousarray(a))
+        out[k] = from_numpy(np.require(a, requirements="C"))
     return out

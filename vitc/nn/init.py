@@ -29,7 +29,7 @@ def _number(v, name, who):
 
 def _fill(tensor, arr):
     with no_grad():
-        tensor.copy_(from_numpy(np.ascontiguousarray(arr, dtype=np.float32)))
+        tensor.copy_(from_numpy(np.require(arr, dtype=np.float32, requirements="C")))
     return tensor
 
 

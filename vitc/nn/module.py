@@ -425,7 +425,7 @@ class Module:
             raise RuntimeError(f"Error(s) in loading state_dict for {self._get_name()}:\n\t" + "\n\t".join(errors))
         with no_grad():  # nothing is modified unless every entry is valid
             for key, t, arr in todo:
-                src = from_numpy(np.ascontiguousarray(arr, dtype=t.dtype.np))
+                src = from_numpy(np.require(arr, dtype=t.dtype.np, requirements="C"))
                 if assign:
                     owner_path, _, name = key.rpartition(".")
                     owner = self.get_submodule(owner_path)
