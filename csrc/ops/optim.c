@@ -8,12 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ops_util.h"
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define SEG_START 0
 #define SEG_NUMEL 1
 #define SEG_STEP 2
 #define SEG_ACTIVE 3
 #define CHUNK 16384 /* elements per work item: big parameters split, small ones stay whole */
+/* memory-bound loops: a second thread pays off only for big groups (and costs a lot on a busy machine) */
+#define PAR_MIN (1 << 20)
 
 static int out_alias(vt_ctx *c, const vt_tensor *t) {
     vt_tensor *a = vt_alias(t);
@@ -147,7 +152,7 @@ int vt_sgd_step_forward(vt_ctx *c) {
     const float *g = vt_f32(G);
     int64_t *s = vt_i64(seg);
     const float flr = (float)lr, fmom = (float)mom, fdamp1 = (float)(1.0 - damp), fwd = (float)wd;
-    #pragma omp parallel for if (active_elements(seg) > 32768) schedule(dynamic, 1)
+    #pragma omp parallel for if (active_elements(seg) > PAR_MIN) schedule(dynamic, 1)
     for (int64_t k = 0; k < nitems; k++) {
         const int first = s[4 * w[k].seg + SEG_STEP] == 0;
         for (int64_t i = w[k].lo; i < w[k].hi; i++) {
@@ -170,6 +175,57 @@ int vt_sgd_step_forward(vt_ctx *c) {
  * t = step+1; AdamW: p = p·(1 − lr·wd), Adam: g = g + wd·p (L2);
  * m = lerp(m, g, 1−β1); v = β2·v + (1−β2)·g²; (AMSGrad: v̂max = max(v̂max, v), used for v);
  * p = p − lr/(1−β1^t) · m / (√v / √(1−β2^t) + ε)   (ε added after the square root, as torch). */
+
+typedef struct {
+    float decay, wd, w1, b2, w2, eps;
+    int wd_mode; /* 0 none, 1 L2 (Adam), 2 decoupled (AdamW) */
+    int maximize;
+} adam_k;
+
+/* one contiguous run of a parameter; step_size = lr/(1−β1^t), bc2 = √(1−β2^t).
+ * The SSE2 path (baseline x86-64: libm's sqrtf keeps errno, which stops GCC vectorizing the
+ * scalar loop) evaluates the same float expressions in the same order as the scalar tail. */
+static void adam_row(int64_t lo, int64_t hi, float *p, const float *g, float *m, float *v, float *vm,
+                     const adam_k *k, float step_size, float bc2) {
+    int64_t i = lo;
+#if defined(__SSE2__)
+    const __m128 w1 = _mm_set1_ps(k->w1), b2 = _mm_set1_ps(k->b2), w2 = _mm_set1_ps(k->w2),
+                 eps = _mm_set1_ps(k->eps), nss = _mm_set1_ps(-step_size), vbc2 = _mm_set1_ps(bc2),
+                 decay = _mm_set1_ps(k->decay), wd = _mm_set1_ps(k->wd), sign = _mm_set1_ps(-0.0f);
+    for (; i + 4 <= hi; i += 4) {
+        __m128 gi = _mm_loadu_ps(g + i), pi = _mm_loadu_ps(p + i), mi = _mm_loadu_ps(m + i),
+               vi = _mm_loadu_ps(v + i);
+        if (k->maximize) gi = _mm_xor_ps(gi, sign);
+        if (k->wd_mode == 2) pi = _mm_mul_ps(pi, decay);
+        else if (k->wd_mode == 1) gi = _mm_add_ps(gi, _mm_mul_ps(wd, pi));
+        mi = _mm_add_ps(mi, _mm_mul_ps(w1, _mm_sub_ps(gi, mi)));
+        vi = _mm_add_ps(_mm_mul_ps(vi, b2), _mm_mul_ps(_mm_mul_ps(w2, gi), gi));
+        _mm_storeu_ps(m + i, mi);
+        _mm_storeu_ps(v + i, vi);
+        if (vm) {
+            __m128 mx = _mm_loadu_ps(vm + i);
+            mx = _mm_max_ps(vi, mx); /* (vi > mx) ? vi : mx, as the scalar tail */
+            _mm_storeu_ps(vm + i, mx);
+            vi = mx;
+        }
+        __m128 denom = _mm_add_ps(_mm_div_ps(_mm_sqrt_ps(vi), vbc2), eps);
+        _mm_storeu_ps(p + i, _mm_add_ps(pi, _mm_mul_ps(nss, _mm_div_ps(mi, denom))));
+    }
+#endif
+    for (; i < hi; i++) {
+        float gi = k->maximize ? -g[i] : g[i], pi = p[i];
+        if (k->wd_mode == 2) pi *= k->decay;
+        else if (k->wd_mode == 1) gi += k->wd * pi;
+        float mi = m[i] + k->w1 * (gi - m[i]);
+        float vi = v[i] * k->b2 + k->w2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        if (vm) { if (vi > vm[i]) vm[i] = vi; vi = vm[i]; }
+        float denom = sqrtf(vi) / bc2 + k->eps;
+        p[i] = pi + (-step_size) * (mi / denom);
+    }
+}
+
 int vt_adam_step_forward(vt_ctx *c) {
     const char *who = "adam_step";
     if (c->nin != 6) return vt_fail(VT_ETYPE, "%s: expected (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq|None, seg)", who);
@@ -202,31 +258,31 @@ int vt_adam_step_forward(vt_ctx *c) {
     }
     work_item *w = split_work(seg, &nitems);
     if (!w) { free(coef); return vt_last_code(); }
-    float *p = vt_f32(P), *m = vt_f32(M), *v = vt_f32(V), *vm = VM ? vt_f32(VM) : NULL;
+    float *p = vt_f32(P), *m = vt_f32(M), *v = vt_f32(V), *vm = amsgrad ? vt_f32(VM) : NULL;
     const float *g = vt_f32(G);
-    const float decay = (float)(1.0 - lr * wd), fwd = (float)wd, w1 = (float)(1.0 - b1), fb2 = (float)b2,
-                w2 = (float)(1.0 - b2), feps = (float)eps;
-    const int use_wd = wd != 0;
-    #pragma omp parallel for if (active_elements(seg) > 32768) schedule(dynamic, 1)
-    for (int64_t k = 0; k < nitems; k++) {
-        const float step_size = coef[2 * w[k].seg], bc2_sqrt = coef[2 * w[k].seg + 1];
-        for (int64_t i = w[k].lo; i < w[k].hi; i++) {
-            float gi = maximize ? -g[i] : g[i], pi = p[i];
-            if (use_wd) {
-                if (decoupled) pi *= decay;
-                else gi += fwd * pi;
-            }
-            float mi = m[i] + w1 * (gi - m[i]);
-            float vi = v[i] * fb2 + w2 * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            if (vm) { if (vi > vm[i]) vm[i] = vi; vi = vm[i]; }
-            float denom = sqrtf(vi) / bc2_sqrt + feps;
-            p[i] = pi + (-step_size) * (mi / denom);
-        }
-    }
+    const adam_k k = {(float)(1.0 - lr * wd), (float)wd, (float)(1.0 - b1), (float)b2, (float)(1.0 - b2), (float)eps,
+                      wd == 0 ? 0 : decoupled ? 2 : 1, maximize};
+    #pragma omp parallel for if (active_elements(seg) > PAR_MIN) schedule(dynamic, 1)
+    for (int64_t j = 0; j < nitems; j++)
+        adam_row(w[j].lo, w[j].hi, p, g, m, v, vm, &k, coef[2 * w[j].seg], coef[2 * w[j].seg + 1]);
     free(w);
     free(coef);
     for (int64_t r = 0; r < S; r++) if (s[4 * r + SEG_ACTIVE]) s[4 * r + SEG_STEP]++;
     return out_alias(c, P);
+}
+
+/* ---- zeroing a flat buffer (zero_grad(set_to_none=False) in one memset) ------------------------- */
+
+int vt_optim_zero_forward(vt_ctx *c) {
+    VT_TRY(vt_need_inputs(c, 1));
+    vt_tensor *t = c->in[0];
+    VT_TRY(check_flat(t, -1, "optim_zero", "buffer"));
+    float *d = vt_f32(t);
+    int64_t n = t->shape[0], nchunks = (n + (1 << 18) - 1) >> 18;
+    #pragma omp parallel for if (n > 4 * PAR_MIN) schedule(static)
+    for (int64_t k = 0; k < nchunks; k++) {
+        int64_t lo = k << 18, hi = lo + (1 << 18) < n ? lo + (1 << 18) : n;
+        memset(d + lo, 0, sizeof(float) * (size_t)(hi - lo));
+    }
+    return out_alias(c, t);
 }

@@ -23,3 +23,8 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, seg, lr, beta1, 
     return _call("adam_step", (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, seg),
                  (int(bool(amsgrad)), int(bool(decoupled)), int(bool(maximize))),
                  (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay)))
+
+
+def flat_zero(flat):
+    """Zero a contiguous 1-d float32 buffer in place (a parallel memset)."""
+    return _call("optim_zero", (flat,))

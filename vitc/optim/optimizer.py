@@ -15,13 +15,13 @@ any other option) may be changed between steps; ``state_dict`` has torch's layou
 """
 import numbers
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 
 import numpy as np
 
 from .. import _C
 from .._tensor import Tensor, enable_grad, float32, from_numpy, no_grad, zeros
-from .._ops.optim_ops import flat_view
+from .._ops.optim_ops import flat_view, flat_zero
 
 __all__ = ["Optimizer", "required"]
 
@@ -99,7 +99,7 @@ class _FlatGroup:
                 p.grad = None
             return
         with no_grad():
-            self.grad.zero_()
+            flat_zero(self.grad)
             for i, p in enumerate(self.params):
                 g = p.grad
                 if g is not None and g.data_ptr() != self.gptr[i]:
@@ -204,8 +204,9 @@ class Optimizer:
 
     @property
     def state(self):
-        """param -> {'step': float, buffer name: view} for parameters that have taken a step."""
-        out = {}
+        """param -> {'step': tensor, buffer name: view} for parameters that have taken a step
+        (a defaultdict, as torch's: other parameters map to {})."""
+        out = defaultdict(dict)
         for fg in self._flat:
             for i, p in enumerate(fg.params):
                 st = self._param_state(fg, i)
@@ -271,7 +272,7 @@ class Optimizer:
                     if k != "params":
                         own[k] = v
                 for name in list(fg.buffers):
-                    fg.buffers[name].zero_()
+                    flat_zero(fg.buffers[name])
                 fg.seg_np[:, _STEP] = 0
                 for i, idx in enumerate(g["params"]):
                     st = state.get(int(idx))
