@@ -98,7 +98,7 @@ def finite_difference(vfn, inputs, want, upstream, eps=1e-2, rtol=2e-2):
 
     def loss(arrs):
         with vitc.no_grad():
-            outs = _as_tuple(vfn(*[vitc.from_numpy(np.ascontiguousarray(a)) for a in arrs]))
+            outs = _as_tuple(vfn(*[vitc.from_numpy(np.array(a, order="C", copy=True)) for a in arrs]))
             outs = [o for o in outs if o.dtype is vitc.float32]
             return sum(float(np.sum(o.numpy().astype(np.float64) * w)) for o, w in zip(outs, upstream))
 

@@ -349,10 +349,12 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False):
         dtype = int64 if ints else float32
     dtype = as_dtype(dtype)
     n = max(0, int(np.ceil((end - start) / step)))
-    if n > 2**40:
-        raise ValueError("arange: too many elements")
-    arr = (start + step * np.arange(n, dtype=np.float64)).astype(dtype.np)
-    return _finish(from_numpy(arr), requires_grad)
+    out = _C.empty((n,), dtype.code)  # the core refuses sizes beyond memory before any work
+    view, chunk = out.numpy(), 1 << 20
+    for i in range(0, n, chunk):
+        m = min(chunk, n - i)
+        view[i:i + m] = start + step * np.arange(i, i + m, dtype=np.float64)
+    return _finish(out, requires_grad)
 
 
 def tensor(data, dtype=None, requires_grad=False):

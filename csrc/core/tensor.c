@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tensor.h"
+#include "iter.h"
 #include "../autograd/node.h"
 
 #define VT_MAX_NUMEL ((int64_t)1 << 40)
@@ -180,35 +181,30 @@ vt_tensor *vt_view_of(const vt_tensor *t, int ndim, const int64_t *shape, const 
 
 vt_tensor *vt_alias(const vt_tensor *t) { return vt_view_of(t, t->ndim, t->shape, t->strides, t->offset); }
 
-/* strided copy of any geometry into a contiguous destination buffer */
-static void copy_strided(const vt_tensor *src, void *dst) {
-    int nd = src->ndim;
-    int64_t n = vt_numel(src);
+/* one row of a copy: element size in ctx, any strides (contiguous rows become memcpy) */
+static void copy_row(int64_t n, char **p, const int64_t *s, void *ctx) {
+    size_t es = *(const size_t *)ctx;
+    if (s[0] == (int64_t)es && s[1] == (int64_t)es) { memcpy(p[0], p[1], (size_t)n * es); return; }
+    if (es == 4) for (int64_t i = 0; i < n; i++) *(uint32_t *)(p[0] + i * s[0]) = *(const uint32_t *)(p[1] + i * s[1]);
+    else if (es == 8) for (int64_t i = 0; i < n; i++) *(uint64_t *)(p[0] + i * s[0]) = *(const uint64_t *)(p[1] + i * s[1]);
+    else for (int64_t i = 0; i < n; i++) p[0][i * s[0]] = p[1][i * s[1]];
+}
+
+/* dst (geometry of src's shape, strides dst_strides in elements, at dst_base) <- src */
+static void copy_geometry(char *dst_base, const int64_t *dst_strides, const vt_tensor *src) {
     size_t es = vt_dtype_size(src->dtype);
-    if (n == 0) return;
-    if (vt_is_contiguous(src)) { memcpy(dst, (char *)src->storage->data + src->offset * es, (size_t)n * es); return; }
-    int64_t inner = nd ? src->shape[nd - 1] : 1, istride = nd ? src->strides[nd - 1] : 1;
-    int64_t rows = n / inner;
-    #pragma omp parallel for if (n > 32768) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t rem = r, off = src->offset;
-        for (int d = nd - 2; d >= 0; d--) { off += (rem % src->shape[d]) * src->strides[d]; rem /= src->shape[d]; }
-        if (es == 4) {
-            const float *s = (const float *)src->storage->data + off; float *o = (float *)dst + r * inner;
-            for (int64_t j = 0; j < inner; j++) o[j] = s[j * istride];
-        } else if (es == 8) {
-            const int64_t *s = (const int64_t *)src->storage->data + off; int64_t *o = (int64_t *)dst + r * inner;
-            for (int64_t j = 0; j < inner; j++) o[j] = s[j * istride];
-        } else {
-            const uint8_t *s = (const uint8_t *)src->storage->data + off; uint8_t *o = (uint8_t *)dst + r * inner;
-            for (int64_t j = 0; j < inner; j++) o[j] = s[j * istride];
-        }
+    char *base[2] = {dst_base, (char *)src->storage->data + src->offset * (int64_t)es};
+    int64_t strides[2][VT_MAX_DIMS];
+    for (int d = 0; d < src->ndim; d++) {
+        strides[0][d] = dst_strides[d] * (int64_t)es;
+        strides[1][d] = src->strides[d] * (int64_t)es;
     }
+    vt_iter(src->ndim, src->shape, 2, base, strides, copy_row, &es);
 }
 
 vt_tensor *vt_clone(const vt_tensor *t) {
     vt_tensor *c = vt_empty(t->dtype, t->ndim, t->shape);
-    if (c) copy_strided(t, c->storage->data);
+    if (c) copy_geometry(c->storage->data, c->strides, t);
     return c;
 }
 
@@ -220,19 +216,7 @@ vt_tensor *vt_contiguous(vt_tensor *t) {
 int vt_copy_into(vt_tensor *dst, const vt_tensor *src) {
     if (!vt_same_shape(dst, src) || dst->dtype != src->dtype)
         return vt_fail(VT_ESHAPE, "copy: destination and source differ in shape or dtype");
-    if (vt_is_contiguous(dst)) { copy_strided(src, (char *)dst->storage->data + dst->offset * vt_dtype_size(dst->dtype)); return VT_OK; }
-    vt_tensor *tmp = vt_clone(src);
-    if (!tmp) return vt_last_code();
-    /* scatter the contiguous temp into the strided destination */
-    int nd = dst->ndim;
-    int64_t n = vt_numel(dst);
-    size_t es = vt_dtype_size(dst->dtype);
-    for (int64_t i = 0; i < n; i++) {
-        int64_t rem = i, off = dst->offset;
-        for (int d = nd - 1; d >= 0; d--) { off += (rem % dst->shape[d]) * dst->strides[d]; rem /= dst->shape[d]; }
-        memcpy((char *)dst->storage->data + off * es, (char *)tmp->storage->data + i * es, es);
-    }
-    vt_tensor_decref(tmp);
+    copy_geometry((char *)dst->storage->data + dst->offset * (int64_t)vt_dtype_size(dst->dtype), dst->strides, src);
     return VT_OK;
 }
 

@@ -3,18 +3,7 @@
 #define VT_OPS_UTIL_H
 #include "ops.h"
 #include "../core/simd.h"
-
-#define VT_MAX_OPERANDS 4
-
-/* One row of an elementwise loop: n elements, operand k at p[k] advancing s[k] bytes. */
-typedef void (*vt_row_fn)(int64_t n, char **p, const int64_t *s, void *ctx);
-
-/* Walk `shape` with `nops` operands (base pointers and per-dim byte strides), calling `fn` on
- * rows of the innermost (coalesced) dimension. Dims are merged where every operand is
- * contiguous across them, so a contiguous op is one long row per thread. Rows run in parallel
- * with OpenMP when the total is large; fn must be safe to call concurrently on distinct rows. */
-void vt_iter(int nd, const int64_t *shape, int nops, char **base, int64_t strides[][VT_MAX_DIMS],
-             vt_row_fn fn, void *ctx);
+#include "../core/iter.h"
 
 /* Broadcast the inputs, allocate a contiguous output of dtype `odt` and iterate
  * (output is operand 0). Inputs may be NULL-terminated early (nin 1..3). */

@@ -103,21 +103,16 @@ def _int(x, what, who):
     return int(x)
 
 
-def _check_tensor(x, who, what="input"):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{who}: {what} must be a vitc.Tensor, got {type(x).__name__}")
-    return x
-
-
 # ---- expand / broadcast -------------------------------------------------------------------
 
 def expand(input, *sizes):
     """A view with size-1 dims repeated by stride 0 (-1 keeps a dim); no copy."""
+    expect_tensor(input, "expand")
     return _call("expand", (input,), _shape_arg(sizes, "expand"))
 
 
 def expand_as(input, other):
-    return expand(input, _check_tensor(other, "expand_as", "other").shape)
+    return expand(input, expect_tensor(other, "expand_as", "other").shape)
 
 
 def broadcast_shapes(*shapes):
@@ -136,13 +131,13 @@ def broadcast_shapes(*shapes):
 
 
 def broadcast_to(input, shape):
-    return expand(_check_tensor(input, "broadcast_to"), _shape_arg((shape,), "broadcast_to"))
+    return expand(expect_tensor(input, "broadcast_to"), _shape_arg((shape,), "broadcast_to"))
 
 
 def broadcast_tensors(*tensors):
     if len(tensors) == 1 and isinstance(tensors[0], (tuple, list)):
         tensors = tuple(tensors[0])
-    shape = broadcast_shapes(*(_check_tensor(x, "broadcast_tensors").shape for x in tensors))
+    shape = broadcast_shapes(*(expect_tensor(x, "broadcast_tensors").shape for x in tensors))
     return tuple(x if x.shape == shape else expand(x, shape) for x in tensors)
 
 
@@ -150,6 +145,7 @@ def broadcast_tensors(*tensors):
 
 def squeeze(input, dim=None):
     """Drop size-1 dims (all, or those in dim); a view."""
+    expect_tensor(input, "squeeze")
     n = input.ndim
     if dim is None:
         dims = set(range(n))
@@ -163,12 +159,14 @@ def squeeze(input, dim=None):
 
 def unsqueeze(input, dim):
     """Insert a size-1 dim at dim (in [-ndim-1, ndim]); a view."""
+    expect_tensor(input, "unsqueeze")
     d = _wrap_dim(dim, input.ndim + 1)
     shape = input.shape[:d] + (1,) + input.shape[d:]
     return _call("reshape", (input,), shape)
 
 
 def movedim(input, source, destination):
+    expect_tensor(input, "movedim")
     src = (source,) if isinstance(source, numbers.Integral) else tuple(source)
     dst = (destination,) if isinstance(destination, numbers.Integral) else tuple(destination)
     if len(src) != len(dst):
@@ -255,7 +253,7 @@ def _slice_args(input, dim, start, length, step=1):
 
 def narrow(input, dim, start, length):
     """input[..., start:start+length, ...] along dim; a view (start may be negative)."""
-    _check_tensor(input, "narrow")
+    expect_tensor(input, "narrow")
     if input.ndim == 0:
         raise ValueError("narrow: cannot narrow a 0-d tensor")
     dim = _wrap_dim(dim, input.ndim)
@@ -270,7 +268,7 @@ def narrow(input, dim, start, length):
 
 def select(input, dim, index):
     """input[..., index, ...] along dim, dropping the dim; a view."""
-    _check_tensor(input, "select")
+    expect_tensor(input, "select")
     if input.ndim == 0:
         raise _C.IndexError("select: cannot select from a 0-d tensor")
     dim = _wrap_dim(dim, input.ndim)
@@ -295,7 +293,7 @@ def _pieces(input, sizes, dim, drop):
 
 def split(tensor, split_size_or_sections, dim=0):
     """Pieces of split_size (the last may be smaller) or of the listed sizes along dim; views."""
-    _check_tensor(tensor, "split", "tensor")
+    expect_tensor(tensor, "split", "tensor")
     if tensor.ndim == 0:
         raise ValueError("split: cannot split a 0-d tensor")
     dim = _wrap_dim(dim, tensor.ndim)
@@ -316,7 +314,7 @@ def split(tensor, split_size_or_sections, dim=0):
 
 def chunk(input, chunks, dim=0):
     """At most `chunks` pieces of ceil(size/chunks) along dim (PyTorch's rule); views."""
-    _check_tensor(input, "chunk")
+    expect_tensor(input, "chunk")
     chunks = _int(chunks, "chunks", "chunk")
     if chunks <= 0:
         raise ValueError(f"chunk: chunks must be positive, got {chunks}")
@@ -331,7 +329,7 @@ def chunk(input, chunks, dim=0):
 
 def unbind(input, dim=0):
     """The slices along dim with the dim removed; views."""
-    _check_tensor(input, "unbind")
+    expect_tensor(input, "unbind")
     if input.ndim == 0:
         raise ValueError("unbind: cannot unbind a 0-d tensor")
     dim = _wrap_dim(dim, input.ndim)
@@ -344,6 +342,7 @@ def unbind(input, dim=0):
 
 def flip(input, dims):
     """A copy reversed along dims."""
+    expect_tensor(input, "flip")
     dims = (dims,) if isinstance(dims, numbers.Integral) else tuple(dims)
     dims = tuple(_wrap_dim(d, input.ndim) for d in dims)
     if len(set(dims)) != len(dims):
@@ -354,6 +353,7 @@ def flip(input, dims):
 def repeat(input, *sizes):
     """Tile input sizes[i] times along dim i (leading sizes add dims): each repeated dim is an
     unsqueeze + expand view made contiguous by a reshape."""
+    expect_tensor(input, "repeat")
     sizes = _shape_arg(sizes, "repeat")
     if len(sizes) < input.ndim:
         raise ValueError(f"repeat: {len(sizes)} sizes given for a {input.ndim}-d tensor")
