@@ -31,13 +31,15 @@ char *vt_shape_str(int ndim, const int64_t *shape, char *buf, size_t n) {
 int vt_check_shape(int ndim, const int64_t *shape, const char *who) {
     if (ndim < 0 || ndim > VT_MAX_DIMS)
         return vt_fail(VT_ESHAPE, "%s: %d dimensions, at most %d supported", who, ndim, VT_MAX_DIMS);
+    /* zero-size dims do not excuse huge ones: NumPy (and .numpy()) refuse those geometries too */
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return vt_fail(VT_ESHAPE, "%s: negative size %lld in dimension %d", who, (long long)shape[i], i);
-        if (shape[i] > 0 && n > VT_MAX_NUMEL / shape[i])
+        int64_t d = shape[i] ? shape[i] : 1;
+        if (n > VT_MAX_NUMEL / d)
             return vt_fail(VT_ESHAPE, "%s: shape too large (more than 2^40 elements)", who);
-        n *= shape[i];
+        n *= d;
     }
     return VT_OK;
 }
