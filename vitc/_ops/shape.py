@@ -322,7 +322,9 @@ def chunk(input, chunks, dim=0):
         raise ValueError("chunk: cannot chunk a 0-d tensor")
     dim = _wrap_dim(dim, input.ndim)
     size = input.shape[dim]
-    if size == 0:
+    if size == 0:  # PyTorch returns `chunks` empty pieces
+        if chunks > 1 << 20:
+            raise ValueError(f"chunk: {chunks} chunks of an empty dim is too many")
         return _pieces(input, [0] * chunks, dim, False)
     return split(input, -(-size // chunks), dim)
 
