@@ -1,2 +1,130 @@
-"""loss ops (see csrc/ops/)."""
-__all__ = []
+"""Losses with torch.nn.functional names and semantics (csrc/ops/loss.c).
+
+cross_entropy is one fused C kernel (log-softmax + NLL per row, class indices or class
+probabilities, label smoothing, class weights, ignore_index, inputs (N, K) or (N, K, d1, ...) and
+unbatched (K,)). nll_loss, binary_cross_entropy_with_logits, kl_div and mse_loss are C kernels too.
+"""
+import numbers
+import warnings
+
+__all__ = ['cross_entropy', 'nll_loss', 'binary_cross_entropy_with_logits', 'kl_div', 'mse_loss']
+
+from .._tensor import Tensor, _call, float32, int64
+
+_RED = {'none': 0, 'mean': 1, 'sum': 2}
+
+
+def _reduction(size_average, reduce, reduction, who, extra=()):
+    """The reduction code, honouring torch's deprecated size_average/reduce pair."""
+    if size_average is not None or reduce is not None:
+        sa = True if size_average is None else bool(size_average)
+        rd = True if reduce is None else bool(reduce)
+        reduction = 'none' if not rd else 'mean' if sa else 'sum'
+    codes = dict(_RED, **{name: code for name, code in extra})
+    if not isinstance(reduction, str) or reduction not in codes:
+        raise ValueError(f"{who}: {reduction!r} is not a valid value for reduction "
+                         f"(expected one of {', '.join(repr(k) for k in codes)})")
+    return codes[reduction]
+
+
+def _need_tensor(x, who, what):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{who}: {what} must be a Tensor, got {type(x).__name__}")
+
+
+def _opt_tensor(x, who, what):
+    if x is not None and not isinstance(x, Tensor):
+        raise TypeError(f"{who}: {what} must be a Tensor or None, got {type(x).__name__}")
+
+
+def _int(x, who, what):
+    if not isinstance(x, numbers.Integral) or isinstance(x, bool):
+        raise TypeError(f"{who}: {what} must be an int, got {type(x).__name__}")
+    return int(x)
+
+
+def _unbatched(input, target, who):
+    """Input (K,): add the batch dim (target () for class indices, (K,) for probabilities)."""
+    if input.ndim != 1:
+        return input, target, False
+    if target.dtype is int64 and target.ndim == 0:
+        return input.reshape(1, -1), target.reshape(1), True
+    if target.dtype is float32 and target.shape == input.shape:
+        return input.reshape(1, -1), target.reshape(1, -1), True
+    raise ValueError(f"{who}: for an unbatched input of shape {tuple(input.shape)} the target must be a 0-d int64 "
+                     f"class index or float32 probabilities of shape {tuple(input.shape)}, got {target.dtype!r} "
+                     f"of shape {tuple(target.shape)}")
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction='mean',
+                  label_smoothing=0.0):
+    """Cross entropy of logits input (N, K, *) against class indices (N, *) int64 or class
+    probabilities (N, K, *) float32, with optional class weight (K,) and label smoothing
+    (y ← (1−ε)·y + ε/K, SPEC §3.2)."""
+    who = "cross_entropy"
+    _need_tensor(input, who, "input")
+    _need_tensor(target, who, "target")
+    _opt_tensor(weight, who, "weight")
+    red = _reduction(size_average, reduce, reduction, who)
+    ignore_index = _int(ignore_index, who, "ignore_index")
+    if not isinstance(label_smoothing, numbers.Real) or isinstance(label_smoothing, bool):
+        raise TypeError(f"{who}: label_smoothing must be a float, got {type(label_smoothing).__name__}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{who}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    input, target, single = _unbatched(input, target, who)
+    out = _call("cross_entropy", (input, target, weight), (red, ignore_index), (float(label_smoothing),))
+    return out.reshape(()) if single and red == 0 else out
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction='mean'):
+    """Negative log likelihood of log-probabilities input (N, K, *) at class indices target (N, *)."""
+    who = "nll_loss"
+    _need_tensor(input, who, "input")
+    _need_tensor(target, who, "target")
+    _opt_tensor(weight, who, "weight")
+    red = _reduction(size_average, reduce, reduction, who)
+    ignore_index = _int(ignore_index, who, "ignore_index")
+    if input.ndim == 1:
+        if target.ndim != 0:
+            raise ValueError(f"{who}: for an unbatched input of shape {tuple(input.shape)} the target must be 0-d, "
+                             f"got shape {tuple(target.shape)}")
+        out = _call("nll_loss", (input.reshape(1, -1), target.reshape(1), weight), (red, ignore_index))
+        return out.reshape(()) if red == 0 else out
+    return _call("nll_loss", (input, target, weight), (red, ignore_index))
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction='mean',
+                                     pos_weight=None):
+    """Sigmoid + binary cross entropy in one stable expression:
+    max(z, 0) − z·y + log(1 + e^{−|z|}) (pos_weight p scales the positive term by p)."""
+    who = "binary_cross_entropy_with_logits"
+    _need_tensor(input, who, "input")
+    _need_tensor(target, who, "target")
+    _opt_tensor(weight, who, "weight")
+    _opt_tensor(pos_weight, who, "pos_weight")
+    red = _reduction(size_average, reduce, reduction, who)
+    return _call("binary_cross_entropy_with_logits", (input, target, weight, pos_weight),
+                 (red, int(weight is not None), int(pos_weight is not None)))
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction='mean', log_target=False):
+    """KL divergence with input = log q: target·(log target − input) (log_target: e^t·(t − input)).
+    'batchmean' divides the sum by input.shape[0]; 'mean' by the number of elements."""
+    who = "kl_div"
+    _need_tensor(input, who, "input")
+    _need_tensor(target, who, "target")
+    red = _reduction(size_average, reduce, reduction, who, extra=(('batchmean', 3),))
+    return _call("kl_div", (input, target), (red, int(bool(log_target))))
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction='mean'):
+    """(input − target)², broadcast like torch (which warns when the shapes differ)."""
+    who = "mse_loss"
+    _need_tensor(input, who, "input")
+    _need_tensor(target, who, "target")
+    red = _reduction(size_average, reduce, reduction, who)
+    if tuple(input.shape) != tuple(target.shape):
+        warnings.warn(f"Using a target size ({tuple(target.shape)}) that is different to the input size "
+                      f"({tuple(input.shape)}). This will likely lead to incorrect results due to broadcasting. "
+                      "Please ensure they have the same size.", stacklevel=2)
+    return _call("mse_loss", (input, target), (red,))

@@ -1,2 +1,69 @@
-"""norm ops (see csrc/ops/)."""
-__all__ = []
+"""Normalisation: layer_norm, batch_norm and token_batch_norm (csrc/ops/norm.c).
+
+Names, signatures and semantics of torch.nn.functional. batch_norm and token_batch_norm update
+running_mean / running_var in place when training (float32 contiguous (C,) buffers without grad).
+"""
+import numbers
+
+__all__ = ['layer_norm', 'batch_norm', 'token_batch_norm']
+
+from .._tensor import Tensor, _call
+
+
+def _tensor_or_none(x, who, what):
+    if x is not None and not isinstance(x, Tensor):
+        raise TypeError(f"{who}: {what} must be a Tensor or None, got {type(x).__name__}")
+    return x
+
+
+def _float(x, who, what):
+    if not isinstance(x, numbers.Real) or isinstance(x, bool):
+        raise TypeError(f"{who}: {what} must be a number, got {type(x).__name__}")
+    return float(x)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """LayerNorm over the last len(normalized_shape) dims: γ·(x−μ)/√(σ²+ε) + β (biased σ²)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"layer_norm: input must be a Tensor, got {type(input).__name__}")
+    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
+        normalized_shape = (int(normalized_shape),)
+    if not isinstance(normalized_shape, (tuple, list)) or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in normalized_shape):
+        raise TypeError(f"layer_norm: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}")
+    if len(normalized_shape) == 0:
+        raise ValueError("layer_norm: normalized_shape must not be empty")
+    ns = tuple(int(s) for s in normalized_shape)
+    _tensor_or_none(weight, "layer_norm", "weight")
+    _tensor_or_none(bias, "layer_norm", "bias")
+    eps = _float(eps, "layer_norm", "eps")
+    return _call("layer_norm", (input, weight, bias), (len(ns),) + ns, (eps,))
+
+
+def _bn_call(op, input, running_mean, running_var, weight, bias, training, momentum, eps):
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    for t, what in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"),
+                    (bias, "bias")):
+        _tensor_or_none(t, op, what)
+    momentum = _float(momentum, op, "momentum")
+    eps = _float(eps, op, "eps")
+    return _call(op, (input, running_mean, running_var, weight, bias), (int(bool(training)),), (momentum, eps))
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """BatchNorm over dim 1 of (N, C, *) (torch.nn.functional.batch_norm).
+
+    training: batch statistics (biased variance) normalise, and running_mean/running_var (if not None)
+    are updated in place: r ← (1−momentum)·r + momentum·stat, with the unbiased variance. Eval: the
+    running statistics normalise.
+    """
+    return _bn_call("batch_norm", input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def token_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                     eps=1e-5):
+    """BatchNorm1d(F) over the features of x (B, T, F): the same as
+    batch_norm(x.transpose(1, 2), ...).transpose(1, 2), statistics per feature over the B·T tokens,
+    computed without materialising the transposes (SPEC §2.1)."""
+    return _bn_call("token_batch_norm", input, running_mean, running_var, weight, bias, training, momentum, eps)

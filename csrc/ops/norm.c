@@ -1,0 +1,573 @@
+/* vitc ops: normalisation layers. Forward and backward of each op side by side.
+ *
+ * layer_norm  (SPEC §1.3): rows of D = prod(normalized_shape) values; per row μ, biased σ²,
+ *             rstd = 1/√(σ²+ε); y = γ·(x−μ)·rstd + β. Rows run in parallel.
+ * batch_norm  (SPEC §2.1, §5.1): x seen as a contiguous (N, C, S) block (S = prod of dims after
+ *             the channel); per channel statistics over the n = N·S values.
+ * token_batch_norm: x (B, T, F) is the same block with N = B·T, C = F, S = 1, i.e. BatchNorm1d on
+ *             x.transpose(1, 2) without materialising the transposes: the statistics are column
+ *             reductions of a (B·T, F) matrix.
+ *
+ * Statistics never cancel: layer norm takes two passes over its (cached) row, Σx then Σ(x−c) and
+ * Σ(x−c)² about that first mean c; batch norm takes one pass of Σ(x−k) and Σ(x−k)² shifted by an
+ * estimate k of the channel mean (its first value, or the mean of its first plane). Contiguous runs
+ * are summed in SIMD float blocks whose totals are added in double; column sums run in double.
+ * Reductions over many rows use a fixed number of row chunks with private partial sums, reduced in
+ * chunk order afterwards: no atomics, and results do not depend on the thread count. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ops_util.h"
+
+#define NCHUNK 32          /* row chunks for partial sums */
+#define PAR_WORK 32768     /* elements below which loops stay serial */
+
+/* ---- shared helpers -------------------------------------------------------------------------- */
+
+/* Hot row kernels are compiled for AVX-512, AVX2 and the portable baseline, one picked at load
+ * time (GNU ifunc). The helpers below are always inlined into them, so they vectorise for each. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(VT_NO_SIMD_CLONES)
+#define VT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VT_SIMD_CLONES
+#endif
+#define INLINE static inline __attribute__((always_inline))
+
+/* Sums over contiguous floats: SIMD float partial sums (`omp simd reduction` allows the lane-wise
+ * reassociation) over blocks of BLOCK values, block totals added in double — float speed, the
+ * error of a short float sum. */
+#define BLOCK 256
+
+/* *s += Σ x */
+INLINE void sum1(const float *x, int64_t n, double *s) {
+    double S = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
+        const int64_t i1 = i0 + BLOCK < n ? i0 + BLOCK : n;
+        float a = 0;
+        #pragma omp simd reduction(+ : a)
+        for (int64_t i = i0; i < i1; i++) a += x[i];
+        S += a;
+    }
+    *s += S;
+}
+
+/* *s += Σ(x−c), *q += Σ(x−c)² */
+INLINE void dev_sums(const float *x, int64_t n, float c, double *s, double *q) {
+    double S = 0, Q = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
+        const int64_t i1 = i0 + BLOCK < n ? i0 + BLOCK : n;
+        float a = 0, b = 0;
+        #pragma omp simd reduction(+ : a, b)
+        for (int64_t i = i0; i < i1; i++) { float d = x[i] - c; a += d; b += d * d; }
+        S += a;
+        Q += b;
+    }
+    *s += S;
+    *q += Q;
+}
+
+/* *s += Σ ĝ, *q += Σ ĝ·(x−c), ĝ = g·w (w NULL: ĝ = g) */
+INLINE void grad_sums(const float *g, const float *w, const float *x, int64_t n, float c, double *s, double *q) {
+    double S = 0, Q = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
+        const int64_t i1 = i0 + BLOCK < n ? i0 + BLOCK : n;
+        float a = 0, b = 0;
+        if (w) {
+            #pragma omp simd reduction(+ : a, b)
+            for (int64_t i = i0; i < i1; i++) { float h = g[i] * w[i]; a += h; b += h * (x[i] - c); }
+        } else {
+            #pragma omp simd reduction(+ : a, b)
+            for (int64_t i = i0; i < i1; i++) { a += g[i]; b += g[i] * (x[i] - c); }
+        }
+        S += a;
+        Q += b;
+    }
+    *s += S;
+    *q += Q;
+}
+
+/* a float32 parameter of exactly `shape` (or NULL); returns a contiguous new ref in *out */
+static int param_vector(vt_tensor *p, int nd, const int64_t *shape, const char *who, const char *what,
+                        vt_tensor **out) {
+    *out = NULL;
+    if (!p) return VT_OK;
+    VT_TRY(vt_require_f32(p, who, what));
+    if (p->ndim != nd || memcmp(p->shape, shape, sizeof(int64_t) * (size_t)nd)) {
+        char b1[128], b2[128];
+        return vt_fail(VT_ESHAPE, "%s: %s has shape %s, expected %s", who, what,
+                       vt_shape_str(p->ndim, p->shape, b1, sizeof b1), vt_shape_str(nd, shape, b2, sizeof b2));
+    }
+    *out = vt_contiguous(p);
+    return *out ? VT_OK : vt_last_code();
+}
+
+static void decref_all(vt_tensor **t, int n) {
+    for (int i = 0; i < n; i++) { vt_tensor_decref(t[i]); t[i] = NULL; }
+}
+
+/* the incoming gradient as a contiguous tensor of the output's shape (zeros when none came) */
+static vt_tensor *grad_out(vt_node *n, vt_tensor **gout) {
+    if (gout[0]) return vt_contiguous(gout[0]);
+    return vt_zeros(VT_FLOAT32, n->out_meta[0].ndim, n->out_meta[0].shape);
+}
+
+/* ---- layer norm ------------------------------------------------------------------------------ */
+
+/* One row of D values: two passes for the statistics (Σx, then Σ(x−c) and Σ(x−c)² about the first
+ * pass's mean c, so no cancellation), one for the output. */
+VT_SIMD_CLONES static void layer_norm_row(const float *x, float *y, const float *w, const float *b, int64_t D,
+                                          double eps, float *mean, float *rstd) {
+    double s = 0, s2 = 0, q = 0;
+    sum1(x, D, &s);
+    const float c = (float)(s / (double)D);
+    dev_sums(x, D, c, &s2, &q);
+    double m = s2 / (double)D, var = q / (double)D - m * m;
+    if (var < 0) var = 0;
+    const float mu = (float)(c + m), rs = (float)(1.0 / sqrt(var + eps));
+    if (mean) { *mean = mu; *rstd = rs; }
+    if (w && b) for (int64_t j = 0; j < D; j++) y[j] = (x[j] - mu) * rs * w[j] + b[j];
+    else if (w) for (int64_t j = 0; j < D; j++) y[j] = (x[j] - mu) * rs * w[j];
+    else if (b) for (int64_t j = 0; j < D; j++) y[j] = (x[j] - mu) * rs + b[j];
+    else for (int64_t j = 0; j < D; j++) y[j] = (x[j] - mu) * rs;
+}
+
+/* x, y (M, D) contiguous; w, b (D) or NULL; mean, rstd (M) or NULL (not recording) */
+static void layer_norm_rows(const float *x, float *y, const float *w, const float *b, int64_t M, int64_t D,
+                            double eps, float *mean, float *rstd) {
+    #pragma omp parallel for if (M * D > PAR_WORK) schedule(static)
+    for (int64_t r = 0; r < M; r++)
+        layer_norm_row(x + r * D, y + r * D, w, b, D, eps, mean ? mean + r : NULL, rstd ? rstd + r : NULL);
+}
+
+/* Backward of one row: dγ/dβ partials (pw, pb, or NULL) += g⊙x̂, g; dx (or NULL) =
+ * (ĝ − mean(ĝ) − x̂·mean(ĝ⊙x̂))·rstd */
+VT_SIMD_CLONES static void layer_norm_row_backward(const float *x, const float *g, const float *w, int64_t D,
+                                                   float mu, float rs, float *dx, double *pw, double *pb) {
+    if (pw)
+        for (int64_t j = 0; j < D; j++) {
+            pw[j] += (double)(g[j] * ((x[j] - mu) * rs));
+            pb[j] += g[j];
+        }
+    if (!dx) return;
+    double a = 0, bq = 0; /* Σĝ, Σĝ(x−μ) */
+    grad_sums(g, w, x, D, mu, &a, &bq);
+    const float am = (float)(a / (double)D), bm = (float)(bq * rs / (double)D);
+    if (w) for (int64_t j = 0; j < D; j++) dx[j] = (g[j] * w[j] - am - (x[j] - mu) * rs * bm) * rs;
+    else for (int64_t j = 0; j < D; j++) dx[j] = (g[j] - am - (x[j] - mu) * rs * bm) * rs;
+}
+
+/* Forward. Saves: x (contiguous), mean (M), rstd (M), weight (if given), in that order. */
+int vt_layer_norm_forward(vt_ctx *c) {
+    const char *who = "layer_norm";
+    VT_TRY(vt_arg_count(c, 1, 1));
+    vt_tensor *x = c->in[0];
+    vt_tensor *w = c->nin > 1 ? c->in[1] : NULL, *b = c->nin > 2 ? c->in[2] : NULL;
+    VT_TRY(vt_require_f32(x, who, "input"));
+    const vt_args *a = c->args;
+    int64_t k = a->i[0];
+    if (k < 1 || k > VT_MAX_DIMS || a->ni < 1 + k)
+        return vt_fail(VT_EVALUE, "%s: normalized_shape must have 1 to %d dims, got %lld", who, VT_MAX_DIMS, (long long)k);
+    const int64_t *ns = a->i + 1;
+    int ok = k <= x->ndim;
+    for (int64_t d = 0; ok && d < k; d++) ok = ns[d] == x->shape[x->ndim - k + d];
+    if (!ok) {
+        char b1[128], b2[128];
+        return vt_fail(VT_ESHAPE, "%s: given normalized_shape=%s, expected the input's last %lld dims to match, "
+                       "but got input of shape %s", who, vt_shape_str((int)k, ns, b1, sizeof b1), (long long)k,
+                       vt_shape_str(x->ndim, x->shape, b2, sizeof b2));
+    }
+    double eps = a->f[0];
+    if (!(eps >= 0)) return vt_fail(VT_EVALUE, "%s: eps must be >= 0, got %g", who, eps);
+    int64_t D = vt_shape_numel((int)k, ns), M = vt_shape_numel(x->ndim - (int)k, x->shape);
+    vt_tensor *t[5] = {0}; /* xc, wc, bc, mean, rstd */
+    int st = param_vector(w, (int)k, ns, who, "weight", &t[1]);
+    if (!st) st = param_vector(b, (int)k, ns, who, "bias", &t[2]);
+    if (st) { decref_all(t, 5); return st; }
+    vt_tensor *y = NULL;
+    if (!(t[0] = vt_contiguous(x)) || !(y = vt_empty(VT_FLOAT32, x->ndim, x->shape))) goto fail;
+    if (c->save) {
+        int64_t ms[1] = {M};
+        if (!(t[3] = vt_empty(VT_FLOAT32, 1, ms)) || !(t[4] = vt_empty(VT_FLOAT32, 1, ms))) goto fail;
+    }
+    if (D > 0)
+        layer_norm_rows(vt_f32(t[0]), vt_f32(y), t[1] ? vt_f32(t[1]) : NULL, t[2] ? vt_f32(t[2]) : NULL, M, D, eps,
+                        t[3] ? vt_f32(t[3]) : NULL, t[4] ? vt_f32(t[4]) : NULL);
+    else if (t[3]) {
+        for (int64_t r = 0; r < M; r++) { vt_f32(t[3])[r] = NAN; vt_f32(t[4])[r] = NAN; }
+    }
+    c->out[0] = y;
+    c->nout = 1;
+    if (c->save) {
+        if ((st = vt_save(c, t[0])) || (st = vt_save(c, t[3])) || (st = vt_save(c, t[4])) ||
+            (t[1] && (st = vt_save(c, t[1])))) {
+            decref_all(t, 5);
+            return st; /* the engine releases c->out */
+        }
+    }
+    decref_all(t, 5);
+    return VT_OK;
+fail:
+    st = vt_last_code();
+    vt_tensor_decref(y);
+    decref_all(t, 5);
+    return st;
+}
+
+/* Backward (SPEC §1.3): ĝ = g⊙γ; dx = (ĝ − mean(ĝ) − x̂·mean(ĝ⊙x̂))·rstd; dγ = Σ g⊙x̂; dβ = Σ g.
+ * Rows in NCHUNK chunks; each chunk keeps private dγ/dβ partials, summed in chunk order. */
+int vt_layer_norm_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
+    vt_tensor *x = n->saved[0], *mean = n->saved[1], *rstd = n->saved[2];
+    vt_tensor *w = n->nsaved > 3 ? n->saved[3] : NULL;
+    int want_x = n->needs_input_grad & 1, want_w = n->needs_input_grad >> 1 & 1, want_b = n->needs_input_grad >> 2 & 1;
+    int64_t k = n->args.i[0];
+    const int64_t *ns = n->args.i + 1;
+    int64_t D = vt_shape_numel((int)k, ns), M = vt_numel(mean);
+    vt_tensor *g = grad_out(n, gout), *dx = NULL, *dw = NULL, *db = NULL;
+    double *part = NULL;
+    if (!g) return vt_last_code();
+    if (want_x && !(dx = vt_empty(VT_FLOAT32, x->ndim, x->shape))) goto fail;
+    if (want_w && !(dw = vt_empty(VT_FLOAT32, (int)k, ns))) goto fail;
+    if (want_b && !(db = vt_empty(VT_FLOAT32, (int)k, ns))) goto fail;
+    int64_t nch = M < NCHUNK ? M : NCHUNK;
+    int want_p = (want_w || want_b) && D > 0;
+    if (want_p && nch > 0) {
+        part = calloc((size_t)(nch * 2 * D), sizeof(double));
+        if (!part) { vt_fail(VT_ENOMEM, "layer_norm backward: out of memory"); goto fail; }
+    }
+    if (D > 0 && nch > 0) {
+        const float *X = vt_f32(x), *G = vt_f32(g), *W = w ? vt_f32(w) : NULL;
+        const float *MU = vt_f32(mean), *RS = vt_f32(rstd);
+        float *DX = dx ? vt_f32(dx) : NULL;
+        #pragma omp parallel for if (M * D > PAR_WORK) schedule(static)
+        for (int64_t ch = 0; ch < nch; ch++) {
+            int64_t r0 = M * ch / nch, r1 = M * (ch + 1) / nch;
+            double *pw = part ? part + ch * 2 * D : NULL, *pb = pw ? pw + D : NULL;
+            for (int64_t r = r0; r < r1; r++)
+                layer_norm_row_backward(X + r * D, G + r * D, W, D, MU[r], RS[r], DX ? DX + r * D : NULL, pw, pb);
+        }
+    } else if (dx) {
+        memset(vt_f32(dx), 0, sizeof(float) * (size_t)vt_numel(dx));
+    }
+    /* reduce the chunk partials in order */
+    for (int64_t j = 0; j < D; j++) {
+        double sw = 0, sb = 0;
+        for (int64_t ch = 0; part && ch < nch; ch++) { sw += part[ch * 2 * D + j]; sb += part[ch * 2 * D + D + j]; }
+        if (dw) vt_f32(dw)[j] = (float)sw;
+        if (db) vt_f32(db)[j] = (float)sb;
+    }
+    free(part);
+    vt_tensor_decref(g);
+    gin[0] = dx;
+    gin[1] = dw;
+    gin[2] = db;
+    return VT_OK;
+fail:
+    free(part);
+    vt_tensor_decref(g);
+    vt_tensor_decref(dx);
+    vt_tensor_decref(dw);
+    vt_tensor_decref(db);
+    return vt_last_code();
+}
+
+/* ---- batch norm (over dim 1) and token batch norm (over the last dim of (B, T, F)) ----------- */
+
+/* column partials of rows [r0, r1) of a contiguous (N, C) block, in double (vectorised across
+ * columns): ps += x − k or g, pq += (x − k)² or g·(x − k) */
+VT_SIMD_CLONES static void col_sums(const float *x, const float *g, const float *kc, int64_t r0, int64_t r1,
+                                    int64_t C, double *ps, double *pq) {
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * C;
+        if (g) {
+            const float *gr = g + r * C;
+            for (int64_t j = 0; j < C; j++) { ps[j] += gr[j]; pq[j] += (double)gr[j] * ((double)xr[j] - kc[j]); }
+        } else {
+            for (int64_t j = 0; j < C; j++) { double d = (double)xr[j] - kc[j]; ps[j] += d; pq[j] += d * d; }
+        }
+    }
+}
+
+/* one plane of S contiguous values of a channel */
+VT_SIMD_CLONES static void plane_sums(const float *x, const float *g, int64_t S, float c, double *s, double *q) {
+    if (g) grad_sums(g, NULL, x, S, c, s, q);
+    else dev_sums(x, S, c, s, q);
+}
+
+/* Per-channel sums over a contiguous (N, C, S) block:
+ *   g == NULL: s[c] = Σ(x − k_c), q[c] = Σ(x − k_c)²      (statistics, k_c ≈ the channel mean)
+ *   g != NULL: s[c] = Σ g,        q[c] = Σ g·(x − k_c)     (backward, k = mean)
+ * S == 1 (token BN, BatchNorm1d on (N, C)): column sums, row chunks with private partials.
+ * S > 1: one task per (channel, row chunk), planes of S contiguous values. */
+static int channel_sums(const float *x, const float *g, const float *kc, int64_t N, int64_t C, int64_t S,
+                        double *s, double *q) {
+    memset(s, 0, sizeof(double) * (size_t)C);
+    memset(q, 0, sizeof(double) * (size_t)C);
+    if (N == 0 || C == 0 || S == 0) return VT_OK;
+    int64_t work = N * C * S;
+    /* S == 1: chunks of rows; S > 1: enough (channel, chunk) tasks for the cores when C is small */
+    int64_t nch = S == 1 ? (N < NCHUNK ? N : NCHUNK) : C >= 16 ? 1 : (N < 16 ? N : 16);
+    double *part = calloc((size_t)(nch * 2 * C), sizeof(double));
+    if (!part) return vt_fail(VT_ENOMEM, "batch_norm: out of memory");
+    if (S == 1) {
+        #pragma omp parallel for if (work > PAR_WORK) schedule(static)
+        for (int64_t ch = 0; ch < nch; ch++)
+            col_sums(x, g, kc, N * ch / nch, N * (ch + 1) / nch, C, part + ch * 2 * C, part + ch * 2 * C + C);
+    } else {
+        #pragma omp parallel for if (work > PAR_WORK) schedule(static)
+        for (int64_t t = 0; t < nch * C; t++) {
+            int64_t c = t % C, ch = t / C;
+            double ps = 0, pq = 0;
+            for (int64_t r = N * ch / nch; r < N * (ch + 1) / nch; r++)
+                plane_sums(x + (r * C + c) * S, g ? g + (r * C + c) * S : NULL, S, kc[c], &ps, &pq);
+            part[ch * 2 * C + c] = ps;
+            part[ch * 2 * C + C + c] = pq;
+        }
+    }
+    for (int64_t ch = 0; ch < nch; ch++)
+        for (int64_t j = 0; j < C; j++) { s[j] += part[ch * 2 * C + j]; q[j] += part[ch * 2 * C + C + j]; }
+    free(part);
+    return VT_OK;
+}
+
+/* Centred affine maps (x − μ is formed first, so a large mean cannot cancel):
+ *   forward  (g NULL): o = (x − μ)·A + B
+ *   backward (g):      o = g·A + (x − μ)·B + D
+ * with per-element coefficient rows (S == 1) ... */
+VT_SIMD_CLONES static void affine_row(float *o, const float *x, const float *g, const float *M, const float *A,
+                                      const float *B, const float *D, int64_t n) {
+    if (g) for (int64_t j = 0; j < n; j++) o[j] = g[j] * A[j] + (x[j] - M[j]) * B[j] + D[j];
+    else for (int64_t j = 0; j < n; j++) o[j] = (x[j] - M[j]) * A[j] + B[j];
+}
+
+/* ... or scalar coefficients (one plane of a channel) */
+VT_SIMD_CLONES static void affine_plane(float *o, const float *x, const float *g, float m, float a, float b, float d,
+                                        int64_t n) {
+    if (g) for (int64_t i = 0; i < n; i++) o[i] = g[i] * a + (x[i] - m) * b + d;
+    else for (int64_t i = 0; i < n; i++) o[i] = (x[i] - m) * a + b;
+}
+
+/* the centred affine map over a contiguous (N, C, S) block, per-channel μ, A, B, D (D only with g) */
+static void channel_affine(float *out, const float *x, const float *g, const float *M, const float *A,
+                           const float *B, const float *Dc, int64_t N, int64_t C, int64_t S) {
+    int64_t work = N * C * S;
+    if (S == 1) {
+        #pragma omp parallel for if (work > PAR_WORK) schedule(static)
+        for (int64_t r = 0; r < N; r++)
+            affine_row(out + r * C, x + r * C, g ? g + r * C : NULL, M, A, B, Dc, C);
+        return;
+    }
+    #pragma omp parallel for if (work > PAR_WORK) schedule(static)
+    for (int64_t p = 0; p < N * C; p++) {
+        const int64_t c = p % C;
+        affine_plane(out + p * S, x + p * S, g ? g + p * S : NULL, M[c], A[c], B[c], g ? Dc[c] : 0.0f, S);
+    }
+}
+
+/* (N, C, S) of x seen with its channel on `axis` */
+static void ncs(int ndim, const int64_t *shape, int axis, int64_t *N, int64_t *C, int64_t *S) {
+    *N = vt_shape_numel(axis, shape);
+    *C = shape[axis];
+    *S = vt_shape_numel(ndim - axis - 1, shape + axis + 1);
+}
+
+/* do the element ranges of two float tensors' storages intersect? */
+static int overlaps(const vt_tensor *a, const vt_tensor *b) {
+    if (!a || !b || a->storage != b->storage || !vt_numel(a) || !vt_numel(b)) return 0;
+    int64_t a0 = a->offset, a1 = a->offset, b0 = b->offset, b1 = b->offset;
+    for (int d = 0; d < a->ndim; d++) a1 += (a->shape[d] - 1) * a->strides[d];
+    for (int d = 0; d < b->ndim; d++) b1 += (b->shape[d] - 1) * b->strides[d];
+    return a0 <= b1 && b0 <= a1;
+}
+
+/* running_mean / running_var: float32 contiguous (C,), no grad, not sharing memory with anything
+ * else of the call (they are written in place during training) */
+static int check_running(const vt_ctx *c, int idx, int64_t C, const char *who, const char *what) {
+    const vt_tensor *r = c->in[idx];
+    VT_TRY(vt_require_f32(r, who, what));
+    if (r->ndim != 1 || r->shape[0] != C) {
+        char b1[128];
+        return vt_fail(VT_ESHAPE, "%s: %s has shape %s, expected (%lld,) (one value per channel)", who, what,
+                       vt_shape_str(r->ndim, r->shape, b1, sizeof b1), (long long)C);
+    }
+    if (!vt_is_contiguous(r)) return vt_fail(VT_EVALUE, "%s: %s must be contiguous (it is updated in place)", who, what);
+    if (r->requires_grad)
+        return vt_fail(VT_ERUNTIME, "%s: %s requires grad; running statistics are buffers updated in place and "
+                       "must not require grad", who, what);
+    for (int i = 0; i < c->nin; i++)
+        if (i != idx && overlaps(c->in[i], r))
+            return vt_fail(VT_EVALUE, "%s: %s shares memory with argument %d", who, what, i);
+    return VT_OK;
+}
+
+/* Forward of both batch norms; `axis` is the channel axis (1, or 2 for token BN).
+ * Training: batch mean and biased variance normalise; running stats (if given) are updated in place:
+ *   r_μ ← (1−m)·r_μ + m·μ,  r_σ² ← (1−m)·r_σ² + m·σ²·n/(n−1).
+ * Eval: running stats normalise. y = (x − μ)·(γ·rstd) + β.
+ * Saves: x (contiguous), mean (C), rstd (C), weight (if given), in that order. */
+static int bn_forward(vt_ctx *c, int axis, const char *who) {
+    VT_TRY(vt_arg_count(c, 1, 2));
+    vt_tensor *x = c->in[0];
+    vt_tensor *rm = c->nin > 1 ? c->in[1] : NULL, *rv = c->nin > 2 ? c->in[2] : NULL;
+    vt_tensor *w = c->nin > 3 ? c->in[3] : NULL, *b = c->nin > 4 ? c->in[4] : NULL;
+    VT_TRY(vt_require_f32(x, who, "input"));
+    char b1[128];
+    if (axis == 1 && x->ndim < 2)
+        return vt_fail(VT_ESHAPE, "%s: expected an input of shape (N, C, *), got %s", who, vt_shape_str(x->ndim, x->shape, b1, sizeof b1));
+    if (axis == 2 && x->ndim != 3)
+        return vt_fail(VT_ESHAPE, "%s: expected an input of shape (B, T, F), got %s", who, vt_shape_str(x->ndim, x->shape, b1, sizeof b1));
+    int training = c->args->i[0] != 0;
+    double momentum = c->args->f[0], eps = c->args->f[1];
+    if (!(eps >= 0)) return vt_fail(VT_EVALUE, "%s: eps must be >= 0, got %g", who, eps);
+    if (!isfinite(momentum)) return vt_fail(VT_EVALUE, "%s: momentum must be finite, got %g", who, momentum);
+    int64_t N, C, S;
+    ncs(x->ndim, x->shape, axis, &N, &C, &S);
+    int64_t n = N * S;
+    if ((rm == NULL) != (rv == NULL))
+        return vt_fail(VT_EVALUE, "%s: running_mean and running_var must both be given or both be None", who);
+    if (!training && !rm)
+        return vt_fail(VT_EVALUE, "%s: running_mean and running_var are required when training is False", who);
+    if (rm) {
+        VT_TRY(check_running(c, 1, C, who, "running_mean"));
+        VT_TRY(check_running(c, 2, C, who, "running_var"));
+    }
+    if (training && n == 1)
+        return vt_fail(VT_EVALUE, "%s: Expected more than 1 value per channel when training, got input size %s", who,
+                       vt_shape_str(x->ndim, x->shape, b1, sizeof b1));
+    int64_t cs[1] = {C};
+    vt_tensor *t[5] = {0}; /* xc, wc, bc, mean, rstd */
+    int st = param_vector(w, 1, cs, who, "weight", &t[1]);
+    if (!st) st = param_vector(b, 1, cs, who, "bias", &t[2]);
+    if (st) { decref_all(t, 5); return st; }
+    vt_tensor *y = NULL;
+    double *s = NULL, *q = NULL;
+    float *A = NULL, *B = NULL;
+    if (!(t[0] = vt_contiguous(x)) || !(y = vt_empty(VT_FLOAT32, x->ndim, x->shape)) ||
+        !(t[3] = vt_empty(VT_FLOAT32, 1, cs)) || !(t[4] = vt_empty(VT_FLOAT32, 1, cs)))
+        goto fail;
+    s = malloc(sizeof(double) * (size_t)(2 * C + 1));
+    A = malloc(sizeof(float) * (size_t)(2 * C + 1));
+    if (!s || !A) { vt_fail(VT_ENOMEM, "%s: out of memory", who); goto fail; }
+    q = s + C;
+    B = A + C;
+    const float *X = vt_f32(t[0]);
+    float *mu = vt_f32(t[3]), *rs = vt_f32(t[4]);
+    if (training) {
+        /* shift each channel by an estimate of its mean (its first value, or the mean of its first
+         * plane) so the single-pass variance does not cancel */
+        float *kc = A; /* scratch until A is filled */
+        for (int64_t j = 0; j < C; j++) {
+            double k0 = 0;
+            if (n) { for (int64_t i = 0; i < S; i++) k0 += X[j * S + i]; k0 /= (double)S; }
+            kc[j] = (float)k0;
+        }
+        if ((st = channel_sums(X, NULL, kc, N, C, S, s, q))) goto fail_st;
+        for (int64_t j = 0; j < C; j++) {
+            double m = n ? s[j] / (double)n : NAN, var = n ? q[j] / (double)n - m * m : NAN;
+            if (var < 0) var = 0;
+            mu[j] = (float)(kc[j] + m);
+            rs[j] = (float)(1.0 / sqrt(var + eps));
+            if (rm && n > 0) {
+                float *RM = vt_f32(rm), *RV = vt_f32(rv);
+                RM[j] = (float)((1.0 - momentum) * RM[j] + momentum * ((double)kc[j] + m));
+                RV[j] = (float)((1.0 - momentum) * RV[j] + momentum * var * (double)n / (double)(n - 1));
+            }
+        }
+    } else {
+        const float *RM = vt_f32(rm), *RV = vt_f32(rv);
+        for (int64_t j = 0; j < C; j++) { mu[j] = RM[j]; rs[j] = (float)(1.0 / sqrt((double)RV[j] + eps)); }
+    }
+    const float *W = t[1] ? vt_f32(t[1]) : NULL, *Bi = t[2] ? vt_f32(t[2]) : NULL;
+    for (int64_t j = 0; j < C; j++) {
+        A[j] = W ? W[j] * rs[j] : rs[j];
+        B[j] = Bi ? Bi[j] : 0.0f;
+    }
+    channel_affine(vt_f32(y), X, NULL, mu, A, B, NULL, N, C, S);
+    free(s);
+    free(A);
+    c->out[0] = y;
+    c->nout = 1;
+    if (c->save) {
+        if ((st = vt_save(c, t[0])) || (st = vt_save(c, t[3])) || (st = vt_save(c, t[4])) ||
+            (t[1] && (st = vt_save(c, t[1])))) {
+            decref_all(t, 5);
+            return st;
+        }
+    }
+    decref_all(t, 5);
+    return VT_OK;
+fail:
+    st = vt_last_code();
+fail_st:
+    free(s);
+    free(A);
+    vt_tensor_decref(y);
+    decref_all(t, 5);
+    return st;
+}
+
+/* Backward (SPEC §2.1), per channel over its n values, x̂ = (x−μ)·rstd:
+ *   train: dx = γ·rstd/n·(n·g − Σg − x̂·Σ(g⊙x̂)),  eval: dx = γ·rstd·g;  dγ = Σ g⊙x̂; dβ = Σ g.
+ * dx is applied as g·A + (x−μ)·B + D with per-channel A, B, D. */
+static int bn_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int axis) {
+    vt_tensor *x = n->saved[0], *mean = n->saved[1], *rstd = n->saved[2];
+    vt_tensor *w = n->nsaved > 3 ? n->saved[3] : NULL;
+    int training = n->args.i[0] != 0;
+    int want_x = n->needs_input_grad & 1, want_w = n->needs_input_grad >> 3 & 1, want_b = n->needs_input_grad >> 4 & 1;
+    int64_t N, C, S;
+    ncs(x->ndim, x->shape, axis, &N, &C, &S);
+    const double cnt = (double)(N * S);
+    int64_t cs[1] = {C};
+    vt_tensor *g = grad_out(n, gout), *dx = NULL, *dw = NULL, *db = NULL;
+    double *s = NULL;
+    float *A = NULL;
+    if (!g) return vt_last_code();
+    if (want_x && !(dx = vt_empty(VT_FLOAT32, x->ndim, x->shape))) goto fail;
+    if (want_w && !(dw = vt_empty(VT_FLOAT32, 1, cs))) goto fail;
+    if (want_b && !(db = vt_empty(VT_FLOAT32, 1, cs))) goto fail;
+    s = malloc(sizeof(double) * (size_t)(2 * C + 1));
+    A = malloc(sizeof(float) * (size_t)(3 * C + 1));
+    if (!s || !A) { vt_fail(VT_ENOMEM, "batch_norm backward: out of memory"); goto fail; }
+    double *q = s + C;
+    float *B = A + C, *Dc = A + 2 * C;
+    const float *X = vt_f32(x), *G = vt_f32(g), *MU = vt_f32(mean), *RS = vt_f32(rstd), *W = w ? vt_f32(w) : NULL;
+    int need_sums = want_w || want_b || (want_x && training);
+    if (need_sums && channel_sums(X, G, MU, N, C, S, s, q)) goto fail;
+    for (int64_t j = 0; j < C; j++) {
+        double gam = W ? W[j] : 1.0, r = RS[j];
+        if (need_sums) {
+            if (dw) vt_f32(dw)[j] = (float)(q[j] * r); /* Σ g·x̂ */
+            if (db) vt_f32(db)[j] = (float)s[j];
+        }
+        if (training) {
+            /* dx = γr·g − (x−μ)·γr³/n·Σg(x−μ) − γr/n·Σg */
+            A[j] = (float)(gam * r);
+            B[j] = (float)(cnt > 0 ? -gam * r * r * r * q[j] / cnt : 0.0);
+            Dc[j] = (float)(cnt > 0 ? -gam * r * s[j] / cnt : 0.0);
+        } else {
+            A[j] = (float)(gam * r);
+            B[j] = 0.0f;
+            Dc[j] = 0.0f;
+        }
+    }
+    if (dx) channel_affine(vt_f32(dx), X, G, MU, A, B, Dc, N, C, S);
+    free(s);
+    free(A);
+    vt_tensor_decref(g);
+    gin[0] = dx;
+    gin[3] = dw;
+    gin[4] = db;
+    return VT_OK;
+fail:
+    free(s);
+    free(A);
+    vt_tensor_decref(g);
+    vt_tensor_decref(dx);
+    vt_tensor_decref(dw);
+    vt_tensor_decref(db);
+    return vt_last_code();
+}
+
+int vt_batch_norm_forward(vt_ctx *c) { return bn_forward(c, 1, "batch_norm"); }
+int vt_batch_norm_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return bn_backward(n, gout, gin, 1); }
+int vt_token_batch_norm_forward(vt_ctx *c) { return bn_forward(c, 2, "token_batch_norm"); }
+int vt_token_batch_norm_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return bn_backward(n, gout, gin, 2); }
