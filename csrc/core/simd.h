@@ -4,7 +4,7 @@
  * kernels that hold the hot loops; loops inside OpenMP regions should call such a function. */
 #ifndef VT_SIMD_H
 #define VT_SIMD_H
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(VT_NO_CLONES)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(VT_NO_SIMD_CLONES)
 #define VT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define VT_SIMD_CLONES

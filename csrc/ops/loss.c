@@ -171,13 +171,7 @@ static inline float exp_neg(float x) {
     return out;
 }
 
-/* the row kernels are compiled for AVX-512, AVX2 and the portable baseline, one picked at load
- * time (GNU ifunc); elsewhere plain code */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(VT_NO_SIMD_CLONES)
-#define VT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VT_SIMD_CLONES
-#endif
+/* hot row kernels carry VT_SIMD_CLONES (core/simd.h): one build per ISA, picked at load time */
 
 /* SIMD float reductions (`omp simd reduction` allows the lane-wise reassociation) over blocks of
  * at most BLOCK terms, block totals in double. */

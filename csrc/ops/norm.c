@@ -24,13 +24,7 @@
 
 /* ---- shared helpers -------------------------------------------------------------------------- */
 
-/* Hot row kernels are compiled for AVX-512, AVX2 and the portable baseline, one picked at load
- * time (GNU ifunc). The helpers below are always inlined into them, so they vectorise for each. */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(VT_NO_SIMD_CLONES)
-#define VT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VT_SIMD_CLONES
-#endif
+/* hot row kernels carry VT_SIMD_CLONES (core/simd.h): one build per ISA, picked at load time */
 #define INLINE static inline __attribute__((always_inline))
 
 /* Sums over contiguous floats: SIMD float partial sums (`omp simd reduction` allows the lane-wise
