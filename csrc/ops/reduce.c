@@ -1,25 +1,44 @@
-/* vitc ops: reductions over dims (sum, mean, ...). Forward and backward side by side.
- * Args of dim reductions: i[0] = keepdim, i[1] = number of dims (0 = all), i[2..] = the dims.
- * Sums accumulate in double per output element (rows) or in float per column (column sums), so a
- * reduction over 1e4+ elements stays within 1e-5 relative of PyTorch's pairwise sums. */
+/* vitc ops: reductions over dims (sum, mean, var, std, max/min, amax/amin, argmax/argmin,
+ * logsumexp). Forward and backward side by side.
+ *
+ * Args of dim reductions: i[0] = keepdim, i[1] = number of dims (0 = all), i[2..] = the dims
+ * (var/std add f[0] = correction). Every kernel sees its input as a 3-d array (O, R, I): R runs
+ * over the reduced elements, O and I over the kept ones before and after them. A contiguous input
+ * whose reduced dims are adjacent is read in place (R contiguous when I = 1: row reductions;
+ * otherwise blocks of I columns); any other input is permuted to (kept, reduced) and copied once.
+ * Sums run in float lanes flushed to double every 1024 elements (rows) or 64 rows (columns);
+ * extremes in lanes too, then a second pass finds the first index. When there are too few
+ * output rows to feed the threads, R is split
+ * into a number of chunks fixed by the shape alone, so results do not depend on the thread count.
+ * Backward formulas follow PyTorch's tools/autograd/derivatives.yaml: var 2(x−μ)/(n−c)·g, std
+ * the same over 2σ (0 where σ = 0), logsumexp g·exp(x−lse), amax/amin g/count on ties, max()/min()
+ * likewise with NaN counting as a tie of NaN, max/min(dim) all of g to the returned index. */
+/* no FP traps are ever enabled; without this the vt_*f math of activation.h does not vectorize */
+#pragma GCC optimize ("no-trapping-math")
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "ops_util.h"
+#include "activation.h" /* vt_expf, VT_SIMD_CLONES */
 
-/* parse i[0..] into a dim bitmask over x's dims */
+#define WHO(c) (vt_ops[(c)->op].name)
+
+/* ---- dims ----------------------------------------------------------------------------------- */
+
+/* parse i[first..] into a dim bitmask over x's dims */
 static int parse_dims(const vt_ctx *c, const vt_tensor *x, int first, unsigned *mask, int *keepdim) {
     const vt_args *a = c->args;
-    if (a->ni < first + 2) return vt_fail(VT_EVALUE, "%s: missing dim arguments", vt_ops[c->op].name);
+    if (a->ni < first + 2) return vt_fail(VT_EVALUE, "%s: missing dim arguments", WHO(c));
     *keepdim = (int)a->i[first];
     int64_t nd = a->i[first + 1];
-    if (nd < 0 || first + 2 + nd > a->ni) return vt_fail(VT_EVALUE, "%s: bad dim list", vt_ops[c->op].name);
+    if (nd < 0 || first + 2 + nd > a->ni) return vt_fail(VT_EVALUE, "%s: bad dim list", WHO(c));
     if (nd == 0) { *mask = x->ndim ? (1u << x->ndim) - 1 : 0; return VT_OK; }
     *mask = 0;
     for (int64_t k = 0; k < nd; k++) {
         int64_t d = a->i[first + 2 + k];
-        VT_TRY(vt_normalize_dim(&d, x->ndim, vt_ops[c->op].name));
+        VT_TRY(vt_normalize_dim(&d, x->ndim, WHO(c)));
         if (x->ndim == 0) continue;
-        if (*mask >> d & 1) return vt_fail(VT_EVALUE, "%s: dim %lld appears more than once", vt_ops[c->op].name, (long long)d);
+        if (*mask >> d & 1) return vt_fail(VT_EVALUE, "%s: dim %lld appears more than once", WHO(c), (long long)d);
         *mask |= 1u << d;
     }
     return VT_OK;
@@ -35,76 +54,464 @@ static int reduced_shape(const vt_tensor *x, unsigned mask, int keepdim, int64_t
     return nd;
 }
 
-/* o[j] += row[j] for j in [0, n): the column-sum inner loop */
-VT_SIMD_CLONES static void add_row(float *o, const float *row, int64_t n) {
-    for (int64_t j = 0; j < n; j++) o[j] += row[j];
+static int64_t reduced_count(const vt_tensor *x, unsigned mask) {
+    int64_t n = 1;
+    for (int d = 0; d < x->ndim; d++) if (mask >> d & 1) n *= x->shape[d];
+    return n;
 }
 
-/* Σ row[0..n) in double: 4 independent accumulators so the loop vectorises */
-VT_SIMD_CLONES static double row_sum(const float *row, int64_t n) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t r = 0;
-    for (; r + 4 <= n; r += 4) { a0 += row[r]; a1 += row[r + 1]; a2 += row[r + 2]; a3 += row[r + 3]; }
-    for (; r < n; r++) a0 += row[r];
-    return (a0 + a1) + (a2 + a3);
+/* a shape-only stand-in for an input, from a node's metadata (backward re-parses the dims) */
+static vt_tensor meta_tensor(const vt_meta *m) {
+    vt_tensor t;
+    memset(&t, 0, sizeof t);
+    t.ndim = m->ndim;
+    t.dtype = m->dtype;
+    memcpy(t.shape, m->shape, sizeof t.shape);
+    return t;
 }
 
-/* sum of x over the dims in mask, shaped with kept size-1 dims (keepdim layout) */
-static vt_tensor *sum_keep(const vt_tensor *x, unsigned mask) {
+static int out1(vt_ctx *c, vt_tensor *t) {
+    if (!t) return vt_last_code();
+    c->out[0] = t;
+    c->nout = 1;
+    return VT_OK;
+}
+
+/* ---- the (O, R, I) view --------------------------------------------------------------------- */
+
+/* element (o, r, i) is p[(o·R + r)·I + i]; output element j = o·I + i is the row-major order of
+ * the kept dims. t holds the data (a reference owned by the view). */
+typedef struct { vt_tensor *t; const float *p; int64_t O, R, I; } red3;
+
+static int red3_plan(const vt_tensor *x, unsigned mask, red3 *v) {
     int nd = x->ndim;
-    int64_t oshape[VT_MAX_DIMS];
-    reduced_shape(x, mask, 1, oshape);
-    vt_tensor *out = vt_zeros(VT_FLOAT32, nd, oshape);
-    if (!out || vt_numel(x) == 0) return out;
-    /* bring reduced dims last: perm = kept dims then reduced dims */
+    int64_t R = 1, M = 1;
+    for (int d = 0; d < nd; d++) {
+        if (mask >> d & 1) R *= x->shape[d];
+        else M *= x->shape[d];
+    }
+    v->R = R;
+    if (vt_is_contiguous(x)) {
+        /* in place when the reduced dims (ignoring size-1 dims) form one run */
+        int first = -1, last = -1, ok = 1;
+        for (int d = 0; d < nd; d++)
+            if (x->shape[d] != 1 && (mask >> d & 1)) { if (first < 0) first = d; last = d; }
+        int64_t O = 1, I = 1;
+        for (int d = 0; d < nd; d++) {
+            if (x->shape[d] == 1 || (mask >> d & 1)) continue;
+            if (first < 0 || d < first) O *= x->shape[d];
+            else if (d > last) I *= x->shape[d];
+            else ok = 0;
+        }
+        if (ok) {
+            vt_tensor_incref((vt_tensor *)x);
+            v->t = (vt_tensor *)x;
+            v->p = vt_f32(x);
+            v->O = O;
+            v->I = I;
+            return VT_OK;
+        }
+    }
     int64_t perm[VT_MAX_DIMS];
     int k = 0;
     for (int d = 0; d < nd; d++) if (!(mask >> d & 1)) perm[k++] = d;
-    int nkeep = k;
     for (int d = 0; d < nd; d++) if (mask >> d & 1) perm[k++] = d;
-    int64_t M = vt_numel(out), R = vt_numel(x) / (M ? M : 1);
-    float *o = vt_f32(out);
-    /* prefix case: x contiguous and the reduced dims are the leading ones -> column sums */
-    int prefix = vt_is_contiguous(x) && M >= 16; /* narrow outputs sum faster as rows */
-    for (int d = 0; d < nd && prefix; d++) prefix = (d < nd - nkeep) == (int)(mask >> d & 1);
-    if (prefix) {
-        const float *p = vt_f32(x);
-        int64_t nblk = (M + 255) / 256;
-        #pragma omp parallel for if (nblk > 1 && R * M > 65536) schedule(static)
-        for (int64_t b = 0; b < nblk; b++) {
-            int64_t j0 = b * 256, j1 = j0 + 256 < M ? j0 + 256 : M;
-            for (int64_t r = 0; r < R; r++) add_row(o + j0, p + r * M + j0, j1 - j0);
-        }
-        return out;
-    }
     vt_tensor *pv = vt_k_permute(x, perm);
-    if (!pv) { vt_tensor_decref(out); return NULL; }
-    vt_tensor *pc = vt_contiguous(pv);
+    if (!pv) return vt_last_code();
+    vt_tensor *pc = vt_contiguous(pv); /* no copy when the permuted view is already contiguous */
     vt_tensor_decref(pv);
-    if (!pc) { vt_tensor_decref(out); return NULL; }
-    const float *p = vt_f32(pc);
-    /* few long rows: split each row into a fixed number of chunks (not per thread, so the result
-     * does not depend on the thread count), sum chunks in parallel, add partials in order */
-    enum { NCHUNK = 64 };
-    if (M < 16 && R >= 65536) {
-        double part[16][NCHUNK];
-        int64_t len = (R + NCHUNK - 1) / NCHUNK;
-        #pragma omp parallel for collapse(2) schedule(static)
-        for (int64_t j = 0; j < M; j++)
-            for (int c = 0; c < NCHUNK; c++) {
-                int64_t r0 = c * len, r1 = r0 + len < R ? r0 + len : R;
-                part[j][c] = r0 < r1 ? row_sum(p + j * R + r0, r1 - r0) : 0.0;
-            }
-        for (int64_t j = 0; j < M; j++) {
-            double s = 0;
-            for (int c = 0; c < NCHUNK; c++) s += part[j][c];
-            o[j] = (float)s;
-        }
-    } else {
-        #pragma omp parallel for if (R * M > 65536) schedule(static)
-        for (int64_t j = 0; j < M; j++) o[j] = (float)row_sum(p + j * R, R);
+    if (!pc) return vt_last_code();
+    v->t = pc;
+    v->p = vt_f32(pc);
+    v->O = M;
+    v->I = 1;
+    return VT_OK;
+}
+
+#define IB 128 /* columns per work item when I > 1 */
+
+/* how many chunks to cut R into: only when too few (row, column block) units exist to keep the
+ * threads busy; a pure function of the shape (determinism) */
+static int64_t r_chunks(int64_t units, int64_t R, int64_t width) {
+    if (units >= 16 || R * width < 65536) return 1;
+    int64_t s = R * width / 16384;
+    if (s > 64) s = 64;
+    if (s > R) s = R;
+    return s < 1 ? 1 : s;
+}
+
+/* ---- the passes ------------------------------------------------------------------------------
+ * Work items are (o, block of up to IB columns, chunk of R). Each pass is a plain loop GCC
+ * vectorizes: rows (I = 1) through LANES independent float accumulators, columns (I > 1) across
+ * the block. Float partial sums are flushed into double every FBLK elements (rows) or FROWS rows
+ * (columns), so the error does not grow with the length of the reduction. */
+
+#define LANES 16
+#define FBLK 1024
+#define FROWS 64
+
+enum { ACC_X, ACC_SQDEV, ACC_EXP, ACC_EQ, ACC_EQNAN }; /* f = x, (x − c)², exp(x − c), [x = c], [x = c or both NaN] */
+
+/* sum LANES floats as a tree (vectorizes; no long dependency chain) */
+static inline float lane_sum(float *a) {
+    for (int h = LANES / 2; h; h >>= 1)
+        for (int k = 0; k < h; k++) a[k] += a[k + h];
+    return a[0];
+}
+
+/* four independent streams of LANES accumulators, so consecutive vector adds do not wait on
+ * each other */
+#define ROW_ACC(F)                                                                              \
+    for (int64_t b = 0; b < n; b += FBLK) {                                                     \
+        int64_t m = n - b < FBLK ? n - b : FBLK, r = 0;                                         \
+        const float *q = p + b;                                                                 \
+        float a0[LANES] = {0}, a1[LANES] = {0}, a2[LANES] = {0}, a3[LANES] = {0}, t = 0;        \
+        for (; r + 4 * LANES <= m; r += 4 * LANES)                                              \
+            _Pragma("GCC unroll 1") /* keep the lane loop for the loop vectorizer */            \
+            for (int k = 0; k < LANES; k++) {                                                   \
+                float v;                                                                        \
+                v = q[r + k]; a0[k] += (F);                                                     \
+                v = q[r + LANES + k]; a1[k] += (F);                                             \
+                v = q[r + 2 * LANES + k]; a2[k] += (F);                                         \
+                v = q[r + 3 * LANES + k]; a3[k] += (F);                                         \
+            }                                                                                   \
+        for (; r + LANES <= m; r += LANES)                                                      \
+            _Pragma("GCC unroll 1")                                                             \
+            for (int k = 0; k < LANES; k++) { float v = q[r + k]; a0[k] += (F); }               \
+        for (; r < m; r++) { float v = q[r]; t += (F); }                                        \
+        for (int k = 0; k < LANES; k++) a0[k] += (a1[k] + a2[k]) + a3[k];                       \
+        tot += (double)lane_sum(a0) + t;                                                        \
     }
-    vt_tensor_decref(pc);
+
+/* Σ f(p[r]) over n contiguous elements */
+static inline __attribute__((always_inline)) double row_acc(const float *p, int64_t n, int kind, float c) {
+    double tot = 0;
+    if (kind == ACC_EQNAN && c == c) kind = ACC_EQ;
+    switch (kind) {
+    case ACC_X: ROW_ACC(v); break;
+    case ACC_SQDEV: ROW_ACC((v - c) * (v - c)); break;
+    case ACC_EXP: ROW_ACC(vt_expf(v - c)); break;
+    case ACC_EQ: ROW_ACC(v == c ? 1.0f : 0.0f); break;
+    case ACC_EQNAN: ROW_ACC(v != v ? 1.0f : 0.0f); break;
+    }
+    return tot;
+}
+
+/* out[j] = row_acc of row j, for nrows rows of length n (c[j] per row, or none) */
+VT_SIMD_CLONES static void rows_acc(const float *p, int64_t n, int64_t nrows, int kind, const float *c, double *out) {
+    for (int64_t j = 0; j < nrows; j++) out[j] = row_acc(p + j * n, n, kind, c ? c[j] : 0.0f);
+}
+
+#define COL_ACC(F, CK)                                                                          \
+    for (int64_t r0 = 0; r0 < nr; r0 += FROWS) {                                                \
+        int64_t r1 = nr - r0 < FROWS ? nr : r0 + FROWS;                                         \
+        for (int64_t k = 0; k < w; k++) f[k] = 0;                                               \
+        for (int64_t r = r0; r < r1; r++) {                                                     \
+            const float *row = q + r * I;                                                       \
+            for (int64_t k = 0; k < w; k++) { float v = row[k], ck = (CK); (void)ck; f[k] += (F); } \
+        }                                                                                       \
+        for (int64_t k = 0; k < w; k++) acc[k] += f[k];                                         \
+    }
+
+/* acc[k] += Σ_r f(q[r·I + k]) for k < w, r < nr */
+VT_SIMD_CLONES static void col_acc(const float *q, int64_t I, int64_t nr, int64_t w, int kind, const float *c, double *acc) {
+    float f[IB];
+    switch (kind) {
+    case ACC_X: COL_ACC(v, 0.0f); break; /* c may be NULL */
+    case ACC_SQDEV: COL_ACC((v - ck) * (v - ck), c[k]); break;
+    case ACC_EXP: COL_ACC(vt_expf(v - ck), c[k]); break;
+    case ACC_EQ: COL_ACC(v == ck ? 1.0f : 0.0f, c[k]); break;
+    case ACC_EQNAN: COL_ACC((v == ck) | ((v != v) & (ck != ck)) ? 1.0f : 0.0f, c[k]); break;
+    }
+}
+
+/* the work split shared by the passes */
+typedef struct { int64_t nib, units, width, S; } split_t;
+static split_t red_split(const red3 *v) {
+    split_t s;
+    s.nib = (v->I + IB - 1) / IB;
+    s.units = v->O * s.nib;
+    s.width = v->I < IB ? v->I : IB;
+    s.S = r_chunks(s.units, v->R, s.width);
+    return s;
+}
+#define ITEM_DECODE(sp, w)                                                                      \
+    int64_t u = (w) / (sp).S, s = (w) % (sp).S, o = u / (sp).nib, i0 = (u % (sp).nib) * IB;     \
+    int64_t nw = I - i0 < IB ? I - i0 : IB, r0 = R * s / (sp).S, r1 = R * (s + 1) / (sp).S;     \
+    (void)nw; (void)r1
+
+/* rows per work item when whole rows are reduced: enough work to amortize a call */
+static int64_t row_block(int64_t R) { return R >= 4096 ? 1 : 4096 / (R ? R : 1); }
+
+/* out[j] = Σ_r f(x[o, r, i]; c[j]) for every output j = o·I + i (double) */
+static int red_sum(const red3 *v, int kind, const float *c, double *out) {
+    int64_t O = v->O, R = v->R, I = v->I, M = O * I;
+    if (M == 0) return VT_OK;
+    split_t sp = red_split(v);
+    const float *p = v->p;
+    if (I == 1 && sp.S == 1) { /* whole rows: blocks of rows straight into out */
+        int64_t rb = row_block(R), nb = (O + rb - 1) / rb;
+        #pragma omp parallel for if (M * R > 32768) schedule(static)
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t o0 = b * rb, no = O - o0 < rb ? O - o0 : rb;
+            rows_acc(p + o0 * R, R, no, kind, c ? c + o0 : NULL, out + o0);
+        }
+        return VT_OK;
+    }
+    double *part = calloc((size_t)(sp.units * sp.S * sp.width), sizeof(double));
+    if (!part) return vt_fail(VT_ENOMEM, "reduce: out of memory");
+    #pragma omp parallel for if (M * R > 32768) schedule(static)
+    for (int64_t w = 0; w < sp.units * sp.S; w++) {
+        ITEM_DECODE(sp, w);
+        double *dst = part + w * sp.width;
+        if (I == 1) rows_acc(p + o * R + r0, r1 - r0, 1, kind, c ? c + o : NULL, dst);
+        else col_acc(p + (o * R + r0) * I + i0, I, r1 - r0, nw, kind, c ? c + o * I + i0 : NULL, dst);
+    }
+    for (int64_t u = 0; u < sp.units; u++) { /* combine the chunks in order */
+        int64_t o = u / sp.nib, i0 = (u % sp.nib) * IB, nw = I - i0 < IB ? I - i0 : IB;
+        for (int64_t k = 0; k < nw; k++) {
+            double t = 0;
+            for (int64_t s = 0; s < sp.S; s++) t += part[(u * sp.S + s) * sp.width + k];
+            out[o * I + i0 + k] = t;
+        }
+    }
+    free(part);
+    return VT_OK;
+}
+
+/* ---- extremum passes: the value, then the first index holding it ----
+ * NaN beats every number (PyTorch propagates it and returns the first NaN's index). */
+
+static inline float better(float a, float b, int want_max) { /* NaN-propagating max/min */
+    if (a != a || b != b) return a != a ? a : b;
+    return want_max ? (a > b ? a : b) : (a < b ? a : b);
+}
+
+/* a lane keeps its value unless v beats it; a NaN v always gets in and then stays, since no
+ * comparison with it is true */
+#define BEST_STEP(M, V, CMP) M = ((V) CMP M) | ((V) != (V)) ? (V) : M
+#define ROW_BEST(CMP)                                                                           \
+    for (; r + 4 * LANES <= n; r += 4 * LANES)                                                  \
+        _Pragma("GCC unroll 1")                                                                 \
+        for (int k = 0; k < LANES; k++) {                                                       \
+            BEST_STEP(m0[k], p[r + k], CMP);                                                    \
+            BEST_STEP(m1[k], p[r + LANES + k], CMP);                                            \
+            BEST_STEP(m2[k], p[r + 2 * LANES + k], CMP);                                        \
+            BEST_STEP(m3[k], p[r + 3 * LANES + k], CMP);                                        \
+        }
+
+static inline __attribute__((always_inline)) float row_best(const float *p, int64_t n, int want_max) {
+    float b = want_max ? -__builtin_inff() : __builtin_inff(), m0[LANES], m1[LANES], m2[LANES], m3[LANES];
+    int64_t r = 0;
+    for (int k = 0; k < LANES; k++) m0[k] = m1[k] = m2[k] = m3[k] = b;
+    if (want_max) { ROW_BEST(>); }
+    else { ROW_BEST(<); }
+    for (int k = 0; k < LANES; k++)
+        b = better(b, better(better(m0[k], m1[k], want_max), better(m2[k], m3[k], want_max), want_max), want_max);
+    for (; r < n; r++) b = better(b, p[r], want_max);
+    return b;
+}
+
+VT_SIMD_CLONES static void rows_best(const float *p, int64_t n, int64_t nrows, int want_max, float *out) {
+    if (want_max) for (int64_t j = 0; j < nrows; j++) out[j] = row_best(p + j * n, n, 1);
+    else for (int64_t j = 0; j < nrows; j++) out[j] = row_best(p + j * n, n, 0);
+}
+
+#define COL_BEST(CMP)                                                                           \
+    for (int64_t r = 0; r < nr; r++) {                                                          \
+        const float *row = q + r * I;                                                           \
+        for (int64_t k = 0; k < w; k++) { float v = row[k]; m[k] = (v CMP m[k]) | (v != v) ? v : m[k]; } \
+    }
+
+VT_SIMD_CLONES static void col_best(const float *q, int64_t I, int64_t nr, int64_t w, int want_max, float *m) {
+    for (int64_t k = 0; k < w; k++) m[k] = want_max ? -__builtin_inff() : __builtin_inff();
+    if (want_max) COL_BEST(>)
+    else COL_BEST(<)
+}
+
+/* best[j] = max (or min) over r, NaN-propagating; R >= 1 */
+static int red_best(const red3 *v, int want_max, float *best) {
+    int64_t O = v->O, R = v->R, I = v->I, M = O * I;
+    if (M == 0) return VT_OK;
+    split_t sp = red_split(v);
+    const float *p = v->p;
+    if (I == 1 && sp.S == 1) {
+        int64_t rb = row_block(R), nb = (O + rb - 1) / rb;
+        #pragma omp parallel for if (M * R > 32768) schedule(static)
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t o0 = b * rb, no = O - o0 < rb ? O - o0 : rb;
+            rows_best(p + o0 * R, R, no, want_max, best + o0);
+        }
+        return VT_OK;
+    }
+    float *part = malloc(sizeof(float) * (size_t)(sp.units * sp.S * sp.width));
+    if (!part) return vt_fail(VT_ENOMEM, "reduce: out of memory");
+    #pragma omp parallel for if (M * R > 32768) schedule(static)
+    for (int64_t w = 0; w < sp.units * sp.S; w++) {
+        ITEM_DECODE(sp, w);
+        float *dst = part + w * sp.width;
+        if (I == 1) rows_best(p + o * R + r0, r1 - r0, 1, want_max, dst);
+        else col_best(p + (o * R + r0) * I + i0, I, r1 - r0, nw, want_max, dst);
+    }
+    for (int64_t u = 0; u < sp.units; u++) {
+        int64_t o = u / sp.nib, i0 = (u % sp.nib) * IB, nw = I - i0 < IB ? I - i0 : IB;
+        for (int64_t k = 0; k < nw; k++) {
+            float b = part[u * sp.S * sp.width + k];
+            for (int64_t s = 1; s < sp.S; s++) b = better(b, part[(u * sp.S + s) * sp.width + k], want_max);
+            best[o * I + i0 + k] = b;
+        }
+    }
+    free(part);
+    return VT_OK;
+}
+
+/* idx[j] = first r with x[o, r, i] == c[j] (a NaN c matches the first NaN) */
+static int red_first(const red3 *v, const float *c, int64_t *idx) {
+    int64_t O = v->O, R = v->R, I = v->I, M = O * I;
+    if (M == 0) return VT_OK;
+    split_t sp = red_split(v);
+    int64_t *part = malloc(sizeof(int64_t) * (size_t)(sp.units * sp.S * sp.width));
+    if (!part) return vt_fail(VT_ENOMEM, "reduce: out of memory");
+    const float *p = v->p;
+    #pragma omp parallel for if (M * R > 32768) schedule(static)
+    for (int64_t w = 0; w < sp.units * sp.S; w++) {
+        ITEM_DECODE(sp, w);
+        int64_t *dst = part + w * sp.width;
+        if (I == 1) {
+            const float *row = p + o * R;
+            float t = c[o];
+            int64_t r = r0;
+            if (t == t) while (r < r1 && row[r] != t) r++;
+            else while (r < r1 && row[r] == row[r]) r++;
+            dst[0] = r < r1 ? r : -1;
+        } else {
+            const float *q = p + o * R * I + i0, *ck = c + o * I + i0;
+            for (int64_t k = 0; k < nw; k++) dst[k] = -1;
+            int64_t left = nw;
+            for (int64_t r = r0; r < r1 && left; r++) {
+                const float *row = q + r * I;
+                for (int64_t k = 0; k < nw; k++) {
+                    float x = row[k];
+                    if (dst[k] < 0 && (x == ck[k] || (x != x && ck[k] != ck[k]))) { dst[k] = r; left--; }
+                }
+            }
+        }
+    }
+    for (int64_t u = 0; u < sp.units; u++) {
+        int64_t o = u / sp.nib, i0 = (u % sp.nib) * IB, nw = I - i0 < IB ? I - i0 : IB;
+        for (int64_t k = 0; k < nw; k++) {
+            int64_t r = -1;
+            for (int64_t s = 0; s < sp.S && r < 0; s++) r = part[(u * sp.S + s) * sp.width + k];
+            idx[o * I + i0 + k] = r < 0 ? 0 : r; /* always found: c came from these values */
+        }
+    }
+    free(part);
+    return VT_OK;
+}
+
+/* ---- backward maps: a gradient of the input's shape from small keepdim-shaped tensors ------- */
+
+enum { BW_BCAST, BW_DEV, BW_EXP, BW_EQ, BW_EQNAN };
+typedef struct { int kind; float scale; } bwctx;
+
+/* E(xv, av, hv) over a row; contiguous fast paths for the two usual layouts: a and h constant
+ * along the row (reducing the last dims) or all operands contiguous (reducing leading dims) */
+#define BWLOOP(E)                                                                               \
+    do {                                                                                        \
+        if (so == 1 && sx == 1 && sa == 0 && sh == 0) {                                         \
+            const float av = a[0], hv = h[0];                                                   \
+            for (int64_t i = 0; i < n; i++) { float xv = x[i]; o[i] = (E); }                    \
+        } else if (so == 1 && sx == 1 && sa == 1 && sh == 1) {                                  \
+            for (int64_t i = 0; i < n; i++) { float xv = x[i], av = a[i], hv = h[i]; o[i] = (E); } \
+        } else {                                                                                \
+            for (int64_t i = 0; i < n; i++) {                                                   \
+                float xv = x[i * sx], av = a[i * sa], hv = h[i * sh];                           \
+                o[i * so] = (E);                                                                \
+            }                                                                                   \
+        }                                                                                       \
+    } while (0)
+
+/* operands: out, then h (BW_BCAST) or x, a, h; a and h broadcast over the reduced dims */
+VT_SIMD_CLONES static void bw_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+    const bwctx *k = vctx;
+    float *o = (float *)p[0];
+    int64_t so = s[0] / 4;
+    if (k->kind == BW_BCAST) {
+        const float *h = (const float *)p[1];
+        int64_t sh = s[1] / 4;
+        float sc = k->scale;
+        if (sh == 0 && so == 1) { float v = h[0] * sc; for (int64_t i = 0; i < n; i++) o[i] = v; }
+        else if (sh == 1 && so == 1) for (int64_t i = 0; i < n; i++) o[i] = h[i] * sc;
+        else for (int64_t i = 0; i < n; i++) o[i * so] = h[i * sh] * sc;
+        return;
+    }
+    const float *x = (const float *)p[1], *a = (const float *)p[2], *h = (const float *)p[3];
+    int64_t sx = s[1] / 4, sa = s[2] / 4, sh = s[3] / 4;
+    switch (k->kind) {
+    case BW_DEV: BWLOOP((xv - av) * hv); break;
+    case BW_EXP: BWLOOP(vt_expf(xv - av) * hv); break;
+    case BW_EQ: BWLOOP(hv * (float)(xv == av)); break;
+    case BW_EQNAN: BWLOOP(hv * (float)((xv == av) | ((xv != xv) & (av != av)))); break;
+    }
+}
+
+static vt_tensor *bw_map(const char *who, int kind, float scale, const vt_tensor *x, const vt_tensor *a,
+                         const vt_tensor *h) {
+    bwctx k = {kind, scale};
+    const vt_tensor *in[3] = {x, a, h};
+    return vt_map(who, VT_FLOAT32, kind == BW_BCAST ? 1 : 3, kind == BW_BCAST ? in + 2 : in, bw_row, &k);
+}
+
+/* the incoming gradient of output 0 in keepdim layout (zeros when none arrived), contiguous */
+static vt_tensor *grad_keep(const vt_node *n, vt_tensor **gout, const vt_tensor *x, unsigned mask) {
+    int64_t ks[VT_MAX_DIMS];
+    int nd = reduced_shape(x, mask, 1, ks);
+    if (!gout[0]) return vt_zeros(VT_FLOAT32, nd, ks);
+    vt_tensor *g = vt_k_reshape(gout[0], nd, ks);
+    if (!g) return NULL;
+    vt_tensor *gc = vt_contiguous(g);
+    vt_tensor_decref(g);
+    return gc;
+}
+
+/* a contiguous float tensor of keepdim shape (new ref) */
+static vt_tensor *keep_tensor(const vt_tensor *x, unsigned mask) {
+    int64_t ks[VT_MAX_DIMS];
+    int nd = reduced_shape(x, mask, 1, ks);
+    return vt_empty(VT_FLOAT32, nd, ks);
+}
+
+/* reshape a keepdim-shaped result r to the requested output layout (steals r) */
+static vt_tensor *finish_shape(vt_tensor *r, const vt_tensor *x, unsigned mask, int keepdim) {
+    if (!r || keepdim) return r;
+    int64_t shape[VT_MAX_DIMS];
+    int nd = reduced_shape(x, mask, 0, shape);
+    vt_tensor *o = vt_k_reshape(r, nd, shape);
+    vt_tensor_decref(r);
+    return o;
+}
+
+/* ---- sum / mean ---------------------------------------------------------------------------- */
+
+/* sum of x over the dims in mask, scaled, with kept size-1 dims (keepdim layout) */
+static vt_tensor *sum_keep(const vt_tensor *x, unsigned mask, double scale) {
+    vt_tensor *out = keep_tensor(x, mask);
+    if (!out) return NULL;
+    int64_t M = vt_numel(out);
+    if (M == 0) return out;
+    float *o = vt_f32(out);
+    if (vt_numel(x) == 0) { for (int64_t j = 0; j < M; j++) o[j] = (float)(0.0 * scale); return out; }
+    red3 v;
+    double *acc = malloc(sizeof(double) * (size_t)M);
+    if (!acc) { vt_tensor_decref(out); return vt_fail_null(VT_ENOMEM, "sum: out of memory"); }
+    int st = red3_plan(x, mask, &v);
+    if (!st) {
+        st = red_sum(&v, ACC_X, NULL, acc);
+        vt_tensor_decref(v.t);
+    }
+    if (!st) for (int64_t j = 0; j < M; j++) o[j] = (float)(acc[j] * scale);
+    free(acc);
+    if (st) { vt_tensor_decref(out); return NULL; }
     return out;
 }
 
@@ -118,59 +525,42 @@ vt_tensor *vt_k_sum_to(const vt_tensor *g, int ndim, const int64_t *shape) {
     unsigned mask = 0;
     for (int d = 0; d < g->ndim; d++)
         if (d < lead || (shape[d - lead] == 1 && g->shape[d] != 1)) mask |= 1u << d;
-    vt_tensor *s = sum_keep(g, mask);
+    vt_tensor *s = sum_keep(g, mask, 1.0);
     if (!s) return NULL;
     vt_tensor *r = vt_k_reshape(s, ndim, shape);
     vt_tensor_decref(s);
     return r;
 }
 
-/* ---- sum / mean ---------------------------------------------------------------------------- */
-
 static int sum_like_forward(vt_ctx *c, int mean) {
     vt_tensor *x = c->in[0];
-    VT_TRY(vt_require_f32(x, vt_ops[c->op].name, "input"));
+    VT_TRY(vt_require_f32(x, WHO(c), "input"));
     unsigned mask;
     int keepdim;
     VT_TRY(parse_dims(c, x, 0, &mask, &keepdim));
-    vt_tensor *s = sum_keep(x, mask);
-    if (!s) return vt_last_code();
-    int64_t shape[VT_MAX_DIMS], count = 1;
-    for (int d = 0; d < x->ndim; d++) if (mask >> d & 1) count *= x->shape[d];
-    int nd = reduced_shape(x, mask, keepdim, shape);
-    vt_tensor *r = vt_k_reshape(s, nd, shape);
-    vt_tensor_decref(s);
-    if (r && mean) {
-        vt_tensor *m = vt_k_scale(r, count ? 1.0f / (float)count : NAN);
-        vt_tensor_decref(r);
-        r = m;
-    }
-    if (!r) return vt_last_code();
-    c->out[0] = r;
-    c->nout = 1;
-    return VT_OK;
+    int64_t count = reduced_count(x, mask);
+    double scale = mean ? (count ? 1.0 / (double)count : NAN) : 1.0;
+    return out1(c, finish_shape(sum_keep(x, mask, scale), x, mask, keepdim));
 }
 
 /* gradient of a sum: g broadcast back over the reduced dims (times 1/count for mean) */
 static int sum_like_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int mean) {
-    const vt_meta *im = &n->in_meta[0];
-    vt_tensor tmp = {0};
-    tmp.ndim = im->ndim;
-    memcpy(tmp.shape, im->shape, sizeof tmp.shape);
+    vt_tensor x = meta_tensor(&n->in_meta[0]);
     vt_ctx c = {.op = n->op, .args = &n->args};
     unsigned mask;
     int keepdim;
-    VT_TRY(parse_dims(&c, &tmp, 0, &mask, &keepdim));
-    int64_t kshape[VT_MAX_DIMS], count = 1;
-    reduced_shape(&tmp, mask, 1, kshape);
-    for (int d = 0; d < im->ndim; d++) if (mask >> d & 1) count *= im->shape[d];
-    vt_tensor *g = gout[0] ? vt_k_reshape(gout[0], im->ndim, kshape) : vt_zeros(VT_FLOAT32, im->ndim, kshape);
+    VT_TRY(parse_dims(&c, &x, 0, &mask, &keepdim));
+    int64_t count = reduced_count(&x, mask);
+    vt_tensor *g = grad_keep(n, gout, &x, mask);
     if (!g) return vt_last_code();
-    vt_tensor *ones = vt_full(VT_FLOAT32, im->ndim, im->shape, mean ? (count ? 1.0 / (double)count : NAN) : 1.0);
-    if (!ones) { vt_tensor_decref(g); return vt_last_code(); }
-    gin[0] = vt_k_mul(ones, g);
-    vt_tensor_decref(ones);
+    /* vt_map broadcasts g to its own shape only: give it x's shape via a stride-0 view */
+    int64_t st[VT_MAX_DIMS];
+    for (int d = 0; d < x.ndim; d++) st[d] = (mask >> d & 1) ? 0 : g->strides[d];
+    vt_tensor *e = vt_view_of(g, x.ndim, x.shape, st, g->offset);
     vt_tensor_decref(g);
+    if (!e) return vt_last_code();
+    gin[0] = bw_map(vt_ops[n->op].name, BW_BCAST, mean ? (count ? 1.0f / (float)count : NAN) : 1.0f, NULL, NULL, e);
+    vt_tensor_decref(e);
     return gin[0] ? VT_OK : vt_last_code();
 }
 
@@ -178,3 +568,339 @@ int vt_sum_forward(vt_ctx *c) { return sum_like_forward(c, 0); }
 int vt_sum_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return sum_like_backward(n, gout, gin, 0); }
 int vt_mean_forward(vt_ctx *c) { return sum_like_forward(c, 1); }
 int vt_mean_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return sum_like_backward(n, gout, gin, 1); }
+
+/* ---- var / std ----------------------------------------------------------------------------- */
+
+/* Two passes, double accumulation: μ = Σx/n, then Σ(x−μ)²/max(0, n−c) (PyTorch's definition;
+ * n−c <= 0 gives inf or NaN as there). Saves x and μ (keepdim) and, for std, σ (keepdim). */
+static int var_like_forward(vt_ctx *c, int is_std) {
+    vt_tensor *x = c->in[0];
+    VT_TRY(vt_require_f32(x, WHO(c), "input"));
+    VT_TRY(vt_arg_count(c, 2, 1));
+    unsigned mask;
+    int keepdim;
+    VT_TRY(parse_dims(c, x, 0, &mask, &keepdim));
+    double corr = c->args->f[0], n = (double)reduced_count(x, mask), dof = n - corr > 0 ? n - corr : 0;
+    vt_tensor *out = keep_tensor(x, mask), *mu = keep_tensor(x, mask);
+    double *acc = NULL;
+    int st = VT_OK;
+    if (!out || !mu) goto fail;
+    int64_t M = vt_numel(out);
+    float *o = vt_f32(out), *m = vt_f32(mu);
+    if (n == 0) {
+        for (int64_t j = 0; j < M; j++) o[j] = m[j] = NAN;
+    } else if (M) {
+        red3 v;
+        if (!(acc = malloc(sizeof(double) * (size_t)M))) { vt_fail(VT_ENOMEM, "%s: out of memory", WHO(c)); goto fail; }
+        if ((st = red3_plan(x, mask, &v))) goto fail;
+        st = red_sum(&v, ACC_X, NULL, acc);
+        for (int64_t j = 0; j < M && !st; j++) m[j] = (float)(acc[j] / n);
+        if (!st) st = red_sum(&v, ACC_SQDEV, m, acc);
+        vt_tensor_decref(v.t);
+        if (st) goto fail;
+        for (int64_t j = 0; j < M; j++) {
+            double var = acc[j] / dof;
+            o[j] = (float)(is_std ? sqrt(var) : var);
+        }
+        free(acc);
+        acc = NULL;
+    }
+    if (vt_save(c, x) || vt_save(c, mu) || (is_std && vt_save(c, out))) goto fail;
+    vt_tensor_decref(mu);
+    return out1(c, finish_shape(out, x, mask, keepdim));
+fail:
+    free(acc);
+    if (out) vt_tensor_decref(out);
+    if (mu) vt_tensor_decref(mu);
+    return vt_last_code();
+}
+
+static int var_like_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int is_std) {
+    vt_tensor xm = meta_tensor(&n->in_meta[0]);
+    vt_ctx c = {.op = n->op, .args = &n->args};
+    unsigned mask;
+    int keepdim;
+    VT_TRY(parse_dims(&c, &xm, 0, &mask, &keepdim));
+    double dof = (double)reduced_count(&xm, mask) - n->args.f[0];
+    vt_tensor *x = n->saved[0], *mu = n->saved[1];
+    vt_tensor *h = grad_keep(n, gout, &xm, mask);
+    if (!h) return vt_last_code();
+    /* h = g·2/(n−c) (var) or g/((n−c)·σ), 0 where σ = 0 (std): the per-output factor of x − μ.
+     * h may be gout itself: work on a copy */
+    vt_tensor *hw = vt_clone(h);
+    vt_tensor_decref(h);
+    if (!hw) return vt_last_code();
+    float *hp = vt_f32(hw);
+    const float *sd = is_std ? vt_f32(n->saved[2]) : NULL;
+    int64_t M = vt_numel(hw);
+    for (int64_t j = 0; j < M; j++) {
+        if (is_std) hp[j] = sd[j] == 0.0f ? 0.0f : (float)(hp[j] / (dof * (double)sd[j]));
+        else hp[j] = (float)(hp[j] * (2.0 / dof));
+    }
+    gin[0] = bw_map(vt_ops[n->op].name, BW_DEV, 1.0f, x, mu, hw);
+    vt_tensor_decref(hw);
+    return gin[0] ? VT_OK : vt_last_code();
+}
+
+int vt_var_forward(vt_ctx *c) { return var_like_forward(c, 0); }
+int vt_var_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return var_like_backward(n, gout, gin, 0); }
+int vt_std_forward(vt_ctx *c) { return var_like_forward(c, 1); }
+int vt_std_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return var_like_backward(n, gout, gin, 1); }
+
+/* ---- amax / amin / max() / min() --------------------------------------------------------- */
+
+/* PyTorch's errors for empty reductions: a named empty dim is an IndexError, an all-reduce of
+ * an empty tensor a RuntimeError */
+static int check_nonempty(const vt_ctx *c, const vt_tensor *x, unsigned mask, int all) {
+    if (vt_numel(x) && x->ndim) return VT_OK;
+    if (all && vt_numel(x) == 0)
+        return vt_fail(VT_ERUNTIME, "%s(): Expected reduction dim to be specified for input.numel() == 0. "
+                       "Specify the reduction dim with the 'dim' argument.", WHO(c));
+    for (int d = 0; d < x->ndim; d++)
+        if ((mask >> d & 1) && x->shape[d] == 0)
+            return vt_fail(VT_EINDEX, "%s(): Expected reduction dim %d to have non-zero size.", WHO(c), d);
+    return VT_OK;
+}
+
+/* values over the dims; saves x and the values (keepdim) for the backward */
+static int extreme_forward(vt_ctx *c, int want_max, int all) {
+    vt_tensor *x = c->in[0];
+    VT_TRY(vt_require_f32(x, WHO(c), "input"));
+    unsigned mask;
+    int keepdim = 0;
+    if (all) mask = x->ndim ? (1u << x->ndim) - 1 : 0;
+    else VT_TRY(parse_dims(c, x, 0, &mask, &keepdim));
+    VT_TRY(check_nonempty(c, x, mask, all || c->args->i[1] == 0));
+    vt_tensor *out = keep_tensor(x, mask);
+    if (!out) return vt_last_code();
+    if (vt_numel(out)) {
+        red3 v;
+        int st = red3_plan(x, mask, &v);
+        if (!st) {
+            st = red_best(&v, want_max, vt_f32(out));
+            vt_tensor_decref(v.t);
+        }
+        if (st) { vt_tensor_decref(out); return st; }
+    }
+    if (vt_save(c, x) || vt_save(c, out)) { vt_tensor_decref(out); return vt_last_code(); }
+    return out1(c, finish_shape(out, x, mask, keepdim));
+}
+
+/* gin = (g / count) · [x ties the value]: the gradient shared evenly among ties. amax counts
+ * x == value, so a NaN value has no ties and its gradient is NaN (PyTorch's formula); max()
+ * counts NaN as tying NaN (PyTorch's evenly_distribute_backward). The count is taken here, not
+ * in the forward, so inference does not pay for it. */
+static int extreme_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int all) {
+    vt_tensor xm = meta_tensor(&n->in_meta[0]);
+    unsigned mask = xm.ndim ? (1u << xm.ndim) - 1 : 0;
+    if (!all) {
+        vt_ctx c = {.op = n->op, .args = &n->args};
+        int keepdim;
+        VT_TRY(parse_dims(&c, &xm, 0, &mask, &keepdim));
+    }
+    vt_tensor *x = n->saved[0], *val = n->saved[1];
+    vt_tensor *g = grad_keep(n, gout, &xm, mask);
+    if (!g) return vt_last_code();
+    vt_tensor *h = vt_clone(g);
+    vt_tensor_decref(g);
+    if (!h) return vt_last_code();
+    int64_t M = vt_numel(h);
+    double *cnt = malloc(sizeof(double) * (size_t)(M ? M : 1));
+    red3 v;
+    int st = cnt ? red3_plan(x, mask, &v) : vt_fail(VT_ENOMEM, "%s: out of memory", vt_ops[n->op].name);
+    if (!st) {
+        st = red_sum(&v, all ? ACC_EQNAN : ACC_EQ, vt_f32(val), cnt);
+        vt_tensor_decref(v.t);
+    }
+    if (!st) {
+        float *hp = vt_f32(h);
+        for (int64_t j = 0; j < M; j++) hp[j] = (float)(hp[j] / cnt[j]);
+        gin[0] = bw_map(vt_ops[n->op].name, all ? BW_EQNAN : BW_EQ, 1.0f, x, val, h);
+        if (!gin[0]) st = vt_last_code();
+    }
+    free(cnt);
+    vt_tensor_decref(h);
+    return st;
+}
+
+int vt_amax_forward(vt_ctx *c) { return extreme_forward(c, 1, 0); }
+int vt_amax_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return extreme_backward(n, gout, gin, 0); }
+int vt_amin_forward(vt_ctx *c) { return extreme_forward(c, 0, 0); }
+int vt_amin_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return extreme_backward(n, gout, gin, 0); }
+int vt_max_forward(vt_ctx *c) { return extreme_forward(c, 1, 1); }
+int vt_max_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return extreme_backward(n, gout, gin, 1); }
+int vt_min_forward(vt_ctx *c) { return extreme_forward(c, 0, 1); }
+int vt_min_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return extreme_backward(n, gout, gin, 1); }
+
+/* ---- max/min over one dim with indices, argmax/argmin -------------------------------------- */
+
+/* the single dim of a one-dim reduction (ndim 0: dim 0 of a 1-element view) */
+static int one_dim(const vt_ctx *c, const vt_tensor *x, unsigned *mask, int *keepdim, int *dim) {
+    VT_TRY(parse_dims(c, x, 0, mask, keepdim));
+    if (c->args->i[1] > 1) return vt_fail(VT_EVALUE, "%s: expects a single dim, got %lld", WHO(c), (long long)c->args->i[1]);
+    *dim = -1;
+    for (int d = 0; d < x->ndim; d++) if (*mask >> d & 1) *dim = d;
+    return VT_OK;
+}
+
+/* the extreme values (val, M floats) and the first index holding each (idx) */
+static int value_and_index(const vt_tensor *x, unsigned mask, int want_max, float *val, int64_t *idx) {
+    red3 v;
+    VT_TRY(red3_plan(x, mask, &v));
+    int st = red_best(&v, want_max, val);
+    if (!st) st = red_first(&v, val, idx);
+    vt_tensor_decref(v.t);
+    return st;
+}
+
+/* values (float) and int64 indices of the extreme along dim; saves the indices */
+static int extreme_dim_forward(vt_ctx *c, int want_max) {
+    vt_tensor *x = c->in[0];
+    VT_TRY(vt_require_f32(x, WHO(c), "input"));
+    unsigned mask;
+    int keepdim, dim = -1;
+    VT_TRY(one_dim(c, x, &mask, &keepdim, &dim));
+    if (c->args->i[1] != 1) return vt_fail(VT_EVALUE, "%s: expects exactly one dim", WHO(c));
+    VT_TRY(check_nonempty(c, x, mask, 0));
+    int64_t ks[VT_MAX_DIMS];
+    int knd = reduced_shape(x, mask, 1, ks);
+    vt_tensor *val = vt_empty(VT_FLOAT32, knd, ks), *idx = vt_empty(VT_INT64, knd, ks);
+    if (!val || !idx) goto fail;
+    if (vt_numel(val) && value_and_index(x, mask, want_max, vt_f32(val), vt_i64(idx))) goto fail;
+    if (vt_save(c, idx)) goto fail;
+    /* finish_shape steals its argument, also on failure */
+    vt_tensor *v0 = finish_shape(val, x, mask, keepdim), *v1 = finish_shape(idx, x, mask, keepdim);
+    if (!v0 || !v1) {
+        if (v0) vt_tensor_decref(v0);
+        if (v1) vt_tensor_decref(v1);
+        return vt_last_code();
+    }
+    c->out[0] = v0;
+    c->out[1] = v1;
+    c->nout = 2;
+    return VT_OK;
+fail:
+    if (val) vt_tensor_decref(val);
+    if (idx) vt_tensor_decref(idx);
+    return vt_last_code();
+}
+
+/* all of g goes to the returned index: gin[o, idx[o, i], i] = g[o, i] */
+static int extreme_dim_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
+    vt_tensor xm = meta_tensor(&n->in_meta[0]);
+    vt_ctx c = {.op = n->op, .args = &n->args};
+    unsigned mask;
+    int keepdim, dim = -1;
+    VT_TRY(one_dim(&c, &xm, &mask, &keepdim, &dim));
+    vt_tensor *gx = vt_zeros(VT_FLOAT32, xm.ndim, xm.shape);
+    if (!gx) return vt_last_code();
+    vt_tensor *g = gout[0] ? grad_keep(n, gout, &xm, mask) : NULL;
+    if (gout[0] && !g) { vt_tensor_decref(gx); return vt_last_code(); }
+    if (g) {
+        int64_t O = 1, R = dim >= 0 ? xm.shape[dim] : 1, I = 1;
+        for (int d = 0; d < xm.ndim; d++) { if (d < dim) O *= xm.shape[d]; else if (d > dim) I *= xm.shape[d]; }
+        const float *gp = vt_f32(g);
+        const int64_t *ip = vt_i64(n->saved[0]); /* contiguous: made by the forward */
+        float *o = vt_f32(gx);
+        #pragma omp parallel for if (O * I > 32768) schedule(static)
+        for (int64_t j = 0; j < O * I; j++) {
+            int64_t oo = j / I, i = j % I;
+            o[(oo * R + ip[j]) * I + i] = gp[j];
+        }
+        vt_tensor_decref(g);
+    }
+    gin[0] = gx;
+    return VT_OK;
+}
+
+int vt_max_dim_forward(vt_ctx *c) { return extreme_dim_forward(c, 1); }
+int vt_max_dim_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return extreme_dim_backward(n, gout, gin); }
+int vt_min_dim_forward(vt_ctx *c) { return extreme_dim_forward(c, 0); }
+int vt_min_dim_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return extreme_dim_backward(n, gout, gin); }
+
+/* index of the first extreme over one dim, or over the flattened tensor when no dim is given
+ * (keepdim then keeps every dim as size 1, like PyTorch) */
+static int arg_forward(vt_ctx *c, int want_max) {
+    vt_tensor *x = c->in[0];
+    VT_TRY(vt_require_f32(x, WHO(c), "input"));
+    unsigned mask;
+    int keepdim, dim = -1;
+    VT_TRY(one_dim(c, x, &mask, &keepdim, &dim));
+    int all = c->args->i[1] == 0;
+    if (all && vt_numel(x) == 0)
+        return vt_fail(VT_EINDEX, "%s(): Expected reduction dim to be specified for input.numel() == 0.", WHO(c));
+    VT_TRY(check_nonempty(c, x, mask, 0));
+    int64_t ks[VT_MAX_DIMS];
+    int knd = reduced_shape(x, mask, 1, ks);
+    vt_tensor *idx = vt_empty(VT_INT64, knd, ks);
+    float *val = NULL;
+    if (!idx) return vt_last_code();
+    int64_t M = vt_numel(idx);
+    if (M) {
+        if (!(val = malloc(sizeof(float) * (size_t)M))) { vt_fail(VT_ENOMEM, "%s: out of memory", WHO(c)); goto fail; }
+        if (value_and_index(x, mask, want_max, val, vt_i64(idx))) goto fail;
+        free(val);
+        val = NULL;
+    }
+    return out1(c, finish_shape(idx, x, mask, keepdim));
+fail:
+    free(val);
+    vt_tensor_decref(idx);
+    return vt_last_code();
+}
+
+int vt_argmax_forward(vt_ctx *c) { return arg_forward(c, 1); }
+int vt_argmin_forward(vt_ctx *c) { return arg_forward(c, 0); }
+
+/* ---- logsumexp ----------------------------------------------------------------------------- */
+
+/* lse = m + log Σ exp(x − m), m the max (0 when it is ±inf, as PyTorch, so rows of −inf give −inf
+ * and rows with +inf give +inf); an empty reduction gives −inf. Saves x and lse (keepdim). */
+int vt_logsumexp_forward(vt_ctx *c) {
+    vt_tensor *x = c->in[0];
+    VT_TRY(vt_require_f32(x, WHO(c), "input"));
+    unsigned mask;
+    int keepdim;
+    VT_TRY(parse_dims(c, x, 0, &mask, &keepdim));
+    vt_tensor *out = keep_tensor(x, mask);
+    double *acc = NULL;
+    if (!out) return vt_last_code();
+    int64_t M = vt_numel(out), R = reduced_count(x, mask);
+    float *o = vt_f32(out);
+    if (R == 0) {
+        for (int64_t j = 0; j < M; j++) o[j] = -INFINITY;
+    } else if (M) {
+        red3 v;
+        if (!(acc = malloc(sizeof(double) * (size_t)M * 2))) { vt_fail(VT_ENOMEM, "logsumexp: out of memory"); goto fail; }
+        float *mx = (float *)(acc + M);
+        if (red3_plan(x, mask, &v)) goto fail;
+        int st = red_best(&v, 1, o);
+        for (int64_t j = 0; j < M; j++) mx[j] = isinf(o[j]) ? 0.0f : o[j];
+        if (!st) st = red_sum(&v, ACC_EXP, mx, acc);
+        vt_tensor_decref(v.t);
+        if (st) goto fail;
+        for (int64_t j = 0; j < M; j++) o[j] = (float)(log(acc[j]) + mx[j]);
+        free(acc);
+        acc = NULL;
+    }
+    if (vt_save(c, x) || vt_save(c, out)) goto fail;
+    return out1(c, finish_shape(out, x, mask, keepdim));
+fail:
+    free(acc);
+    vt_tensor_decref(out);
+    return vt_last_code();
+}
+
+/* gin = g·exp(x − lse) = g·softmax(x) over the reduced dims */
+int vt_logsumexp_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
+    vt_tensor xm = meta_tensor(&n->in_meta[0]);
+    vt_ctx c = {.op = n->op, .args = &n->args};
+    unsigned mask;
+    int keepdim;
+    VT_TRY(parse_dims(&c, &xm, 0, &mask, &keepdim));
+    vt_tensor *g = grad_keep(n, gout, &xm, mask);
+    if (!g) return vt_last_code();
+    gin[0] = bw_map("logsumexp", BW_EXP, 1.0f, n->saved[0], n->saved[1], g);
+    vt_tensor_decref(g);
+    return gin[0] ? VT_OK : vt_last_code();
+}

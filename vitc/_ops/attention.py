@@ -1,2 +1,71 @@
-"""attention ops (see csrc/ops/)."""
-__all__ = []
+"""Attention: the fused multi-head self-attention on a packed qkv projection (SPEC §1.4) and
+torch.nn.functional.scaled_dot_product_attention (csrc/ops/attention.c)."""
+import numbers
+
+from .._tensor import Tensor, _call
+
+__all__ = ['multi_head_attention_packed', 'scaled_dot_product_attention']
+
+
+def _check_tensor(x, who, what):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{who}: {what} must be a vitc.Tensor, got {type(x).__name__}")
+
+
+def _check_scale(scale, who):
+    if scale is None:
+        return 1, 0.0
+    if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
+        raise TypeError(f"{who}: scale must be a number or None, got {type(scale).__name__}")
+    return 0, float(scale)
+
+
+def _check_p(p, who):
+    if not isinstance(p, numbers.Real) or isinstance(p, bool):
+        raise TypeError(f"{who}: dropout_p must be a number, got {type(p).__name__}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{who}: dropout_p must be in [0, 1], got {p}")
+    return float(p)
+
+
+def multi_head_attention_packed(qkv, heads, scale=None, dropout_p=0.0, training=True, need_weights=False):
+    """Multi-head self-attention straight from the packed projection qkv (B, T, 3·heads·Dh).
+
+    The last dim holds q, k, v as three consecutive heads·Dh chunks; head h owns channels
+    [h·Dh, (h+1)·Dh) of each (timm's reshape(B, T, 3, heads, Dh)). Per head A = softmax(q·kᵀ·scale)
+    (scale defaults to Dh**-0.5), A' = dropout(A) when training, out = A'·v; heads are concatenated
+    head-major into (B, T, heads·Dh). With need_weights, returns (out, A), A (B, heads, T, T) the
+    post-softmax, pre-dropout maps (differentiable). One autograd node; nothing is permuted.
+    """
+    who = "multi_head_attention_packed"
+    _check_tensor(qkv, who, "qkv")
+    if not isinstance(heads, numbers.Integral) or isinstance(heads, bool):
+        raise TypeError(f"{who}: heads must be an int, got {type(heads).__name__}")
+    if heads <= 0:
+        raise ValueError(f"{who}: heads must be positive, got {heads}")
+    default, s = _check_scale(scale, who)
+    p = _check_p(dropout_p, who)
+    return _call("attention", (qkv,), (int(heads), int(bool(need_weights)), default),
+                 (s, p if training else 0.0))
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
+    """torch.nn.functional.scaled_dot_product_attention: softmax(q·kᵀ·scale + mask)·v.
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev), batch dims broadcast. attn_mask
+    broadcasts to (..., L, S): bool (True takes part in attention) or float (added to the scores).
+    is_causal masks key j > query i. Rows with every key masked give zeros (as PyTorch). Dropout
+    (counter RNG, vitc.manual_seed) is applied whenever dropout_p > 0, as in PyTorch.
+    """
+    who = "scaled_dot_product_attention"
+    for t, n in ((query, "query"), (key, "key"), (value, "value")):
+        _check_tensor(t, who, n)
+    if attn_mask is not None:
+        _check_tensor(attn_mask, who, "attn_mask")
+    if enable_gqa:
+        raise ValueError(f"{who}: enable_gqa is not supported")
+    default, s = _check_scale(scale, who)
+    p = _check_p(dropout_p, who)
+    return _call("scaled_dot_product_attention", (query, key, value, attn_mask), (int(bool(is_causal)), default),
+                 (s, p))

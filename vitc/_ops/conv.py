@@ -1,2 +1,145 @@
-"""conv ops (see csrc/ops/)."""
-__all__ = []
+"""Convolution, pooling and patch embedding (csrc/ops/conv.c, csrc/ops/embed.c).
+
+Signatures and semantics follow torch.nn.functional: NCHW float32 tensors, int-or-pair size
+arguments, unbatched (C, H, W) inputs accepted. patchify is SPEC §1.1's einops rearrangement
+'b c (h p1) (w p2) -> b (h w) (p1 p2 c)'; unpatchify is its inverse.
+"""
+import numbers
+
+from .._tensor import Tensor, _call
+
+__all__ = ['conv2d', 'max_pool2d', 'avg_pool2d', 'adaptive_avg_pool2d', 'patchify', 'unpatchify']
+
+
+def _int(v, name, who):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{who}: {name} must be an int or a pair of ints, got {v!r}")
+    return int(v)
+
+
+def _pair(v, name, who):
+    """int or a length-2 tuple/list of ints -> (a, b)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) == 1:
+            v = (v[0], v[0])
+        if len(v) != 2:
+            raise ValueError(f"{who}: {name} must be an int or a pair, got {v!r}")
+        return _int(v[0], name, who), _int(v[1], name, who)
+    v = _int(v, name, who)
+    return v, v
+
+
+def _tensor_arg(t, name, who, optional=False):
+    if optional and t is None:
+        return
+    if not isinstance(t, Tensor):
+        kind = "a Tensor or None" if optional else "a Tensor"
+        raise TypeError(f"{who}: {name} must be {kind}, got {type(t).__name__}")
+
+
+def _unbatched(input, who):
+    """(C, H, W) inputs run as a batch of one; returns (4-d input, squeeze back?)."""
+    if input.ndim not in (3, 4):
+        raise ValueError(f"{who}: expected a 3-d (C, H, W) or 4-d (N, C, H, W) input, got shape {tuple(input.shape)}")
+    if input.ndim == 3:
+        return input.reshape(1, *input.shape), True
+    return input, False
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv2d: input (N, C, H, W) or (C, H, W), weight (O, C/groups, kh, kw),
+    bias (O,) or None; padding an int, a pair, 'valid' or 'same' (stride 1; asymmetric when the
+    dilated kernel's extent is even, as PyTorch pads the extra row/column at the end)."""
+    who = "conv2d"
+    _tensor_arg(input, "input", who)
+    _tensor_arg(weight, "weight", who)
+    _tensor_arg(bias, "bias", who, optional=True)
+    sh, sw = _pair(stride, "stride", who)
+    dh, dw = _pair(dilation, "dilation", who)
+    groups = _int(groups, "groups", who)
+    if weight.ndim != 4:
+        raise ValueError(f"{who}: weight must be 4-d (O, C/groups, kh, kw), got shape {tuple(weight.shape)}")
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            if sh != 1 or sw != 1:
+                raise ValueError(f"{who}: padding='same' is not supported for strided convolutions (stride {(sh, sw)})")
+            th, tw = dh * (weight.shape[2] - 1), dw * (weight.shape[3] - 1)
+            pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        else:
+            raise ValueError(f"{who}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    else:
+        ph, pw = _pair(padding, "padding", who)
+        pads = (ph, ph, pw, pw)
+    x, squeeze = _unbatched(input, who)
+    out = _call("conv2d", (x, weight, bias), (sh, sw) + pads + (dh, dw, groups))
+    return out.reshape(*out.shape[1:]) if squeeze else out
+
+
+def _pool_args(kernel_size, stride, padding, who):
+    kh, kw = _pair(kernel_size, "kernel_size", who)
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        sh, sw = kh, kw
+    else:
+        sh, sw = _pair(stride, "stride", who)
+    ph, pw = _pair(padding, "padding", who)
+    return kh, kw, sh, sw, ph, pw
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """torch.nn.functional.max_pool2d; padding at most kernel_size/2, padded taps never win.
+    With return_indices, also the int64 argmax positions (flat index into each H·W plane)."""
+    who = "max_pool2d"
+    _tensor_arg(input, "input", who)
+    args = _pool_args(kernel_size, stride, padding, who) + _pair(dilation, "dilation", who)
+    return _call(who, (input,), args + (int(bool(ceil_mode)), int(bool(return_indices))))
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """torch.nn.functional.avg_pool2d (zero padding counted in the divisor when count_include_pad)."""
+    who = "avg_pool2d"
+    _tensor_arg(input, "input", who)
+    args = _pool_args(kernel_size, stride, padding, who)
+    if divisor_override is None:
+        div = 0
+    else:
+        div = _int(divisor_override, "divisor_override", who)
+        if div <= 0:
+            raise ValueError(f"{who}: divisor_override must be positive, got {div}")
+    return _call(who, (input,), args + (int(bool(ceil_mode)), int(bool(count_include_pad)), div))
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """torch.nn.functional.adaptive_avg_pool2d; output_size an int or a pair whose entries may be
+    None (keep that input size). output_size 1 is global average pooling."""
+    who = "adaptive_avg_pool2d"
+    _tensor_arg(input, "input", who)
+    if input.ndim not in (3, 4):
+        raise ValueError(f"{who}: expected a 3-d (C, H, W) or 4-d (N, C, H, W) input, got shape {tuple(input.shape)}")
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 2:
+            raise ValueError(f"{who}: output_size must be an int or a pair, got {output_size!r}")
+        oh, ow = (input.shape[-2 + k] if v is None else _int(v, "output_size", who) for k, v in enumerate(output_size))
+    else:
+        oh = ow = _int(output_size, "output_size", who)
+    if oh < 0 or ow < 0:
+        raise ValueError(f"{who}: output_size must be non-negative, got {(oh, ow)}")
+    return _call(who, (input,), (oh, ow))
+
+
+def patchify(x, patch_size):
+    """(B, C, H, W) -> (B, (H/p1)(W/p2), p1·p2·C), einops 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)'
+    (SPEC §1.1); patch_size an int or (p1, p2); H % p1 and W % p2 must be 0."""
+    _tensor_arg(x, "x", "patchify")
+    p1, p2 = _pair(patch_size, "patch_size", "patchify")
+    return _call("patchify", (x,), (p1, p2))
+
+
+def unpatchify(tokens, patch_size, grid_size):
+    """Inverse of patchify: (B, h·w, p1·p2·C) -> (B, C, h·p1, w·p2); grid_size (h, w) or an int."""
+    _tensor_arg(tokens, "tokens", "unpatchify")
+    p1, p2 = _pair(patch_size, "patch_size", "unpatchify")
+    h, w = _pair(grid_size, "grid_size", "unpatchify")
+    return _call("unpatchify", (tokens,), (p1, p2, h, w))

@@ -1,17 +1,27 @@
-"""Reductions over dims with keepdim (sum, mean, ...)."""
+"""Reductions over dims with keepdim: sum, mean, var, std, max/min, amax/amin, argmax/argmin,
+logsumexp (csrc/ops/reduce.c). Names, signatures and semantics follow PyTorch."""
+import collections
 import numbers
 
-__all__ = ['sum', 'mean']
+__all__ = ['sum', 'mean', 'var', 'std', 'max', 'min', 'amax', 'amin', 'argmax', 'argmin', 'logsumexp']
 
 from .._tensor import Tensor, _call, register, float32
+
+# what torch.max(x, dim) returns: a named tuple (values, indices)
+_MaxResult = collections.namedtuple("max", ["values", "indices"])
+_MinResult = collections.namedtuple("min", ["values", "indices"])
+
+
+def _is_int(d):
+    return isinstance(d, numbers.Integral) and not isinstance(d, bool)
 
 
 def _dims(dim):
     if dim is None:
         return ()
-    if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
+    if _is_int(dim):
         return (int(dim),)
-    if isinstance(dim, (tuple, list)) and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dim):
+    if isinstance(dim, (tuple, list)) and all(_is_int(d) for d in dim):
         return tuple(int(d) for d in dim)
     raise TypeError(f"dim must be an int or a tuple of ints, got {dim!r}")
 
@@ -21,25 +31,123 @@ def _reduce_args(dim, keepdim):
     return (int(bool(keepdim)), len(d)) + d
 
 
-def sum(input, dim=None, keepdim=False, dtype=None):
+def _check(input, who):
     if not isinstance(input, Tensor):
-        raise TypeError(f"sum: expected a Tensor, got {type(input).__name__}")
+        raise TypeError(f"{who}: expected a Tensor, got {type(input).__name__}")
+
+
+def _one_dim(dim, who):
+    if not _is_int(dim):
+        raise TypeError(f"{who}: dim must be an int, got {dim!r}")
+    return int(dim)
+
+
+def sum(input, dim=None, keepdim=False, dtype=None):
+    """Sum over dim (an int or tuple; None or () = all dims). Integer/bool inputs sum to int64."""
+    _check(input, "sum")
     if input.dtype is not float32:
         input = input.to(float32)
         out = _call("sum", (input,), _reduce_args(dim, keepdim))
         return out.long() if dtype is None else out.to(dtype)
-    if isinstance(dim, (tuple, list)) and len(dim) == 0:
-        return _call("sum", (input,), (int(bool(keepdim)), 0))
     return _call("sum", (input,), _reduce_args(dim, keepdim))
 
 
 def mean(input, dim=None, keepdim=False):
-    if not isinstance(input, Tensor):
-        raise TypeError(f"mean: expected a Tensor, got {type(input).__name__}")
+    """Mean over dim (an int or tuple; None or () = all dims); NaN for an empty reduction."""
+    _check(input, "mean")
     if input.dtype is not float32:
         raise TypeError(f"mean: input dtype should be float32, got {input.dtype!r}")
     return _call("mean", (input,), _reduce_args(dim, keepdim))
 
 
-register("sum", sum)
-register("mean", mean)
+def _correction(who, unbiased, correction):
+    if unbiased is not None and correction is not None:
+        raise TypeError(f"{who}: give either unbiased or correction, not both")
+    if correction is not None:
+        if not isinstance(correction, numbers.Real) or isinstance(correction, bool):
+            raise TypeError(f"{who}: correction must be a number, got {type(correction).__name__}")
+        return float(correction)
+    if unbiased is None:
+        return 1.0
+    if not isinstance(unbiased, bool):
+        raise TypeError(f"{who}: unbiased must be a bool, got {type(unbiased).__name__}")
+    return 1.0 if unbiased else 0.0
+
+
+def _var_like(op, input, dim, unbiased, keepdim, correction):
+    _check(input, op)
+    if isinstance(dim, bool):  # torch.var(x, False): the second positional is `unbiased`
+        dim, unbiased = None, dim
+    return _call(op, (input,), _reduce_args(dim, keepdim), (_correction(op, unbiased, correction),))
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Σ(x − mean)² / (n − correction) over dim; correction 1 (unbiased) by default."""
+    return _var_like("var", input, dim, unbiased, keepdim, correction)
+
+
+def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Square root of var (same arguments); its gradient is 0 where std is 0, as in PyTorch."""
+    return _var_like("std", input, dim, unbiased, keepdim, correction)
+
+
+def _extreme(op, result, input, dim, keepdim):
+    _check(input, op)
+    if dim is None:
+        if keepdim:
+            raise TypeError(f"{op}: keepdim needs a dim")
+        return _call(op, (input,))
+    if isinstance(dim, Tensor):
+        raise TypeError(f"{op}(input, other) is not supported: compare with vitc.where(a > b, a, b)")
+    values, indices = _call(op + "_dim", (input,), (int(bool(keepdim)), 1, _one_dim(dim, op)))
+    return result(values, indices)
+
+
+def max(input, dim=None, keepdim=False):
+    """max(x): the largest element (0-d; the gradient is shared among ties). max(x, dim): a named
+    tuple (values, indices) with the first index of the max (NaN counts as the max)."""
+    return _extreme("max", _MaxResult, input, dim, keepdim)
+
+
+def min(input, dim=None, keepdim=False):
+    """min(x): the smallest element (0-d). min(x, dim): a named tuple (values, indices)."""
+    return _extreme("min", _MinResult, input, dim, keepdim)
+
+
+def amax(input, dim=(), keepdim=False):
+    """Max over dim (an int or tuple; () = all); the gradient is shared evenly among ties."""
+    _check(input, "amax")
+    return _call("amax", (input,), _reduce_args(dim, keepdim))
+
+
+def amin(input, dim=(), keepdim=False):
+    """Min over dim (an int or tuple; () = all); the gradient is shared evenly among ties."""
+    _check(input, "amin")
+    return _call("amin", (input,), _reduce_args(dim, keepdim))
+
+
+def _arg(op, input, dim, keepdim):
+    _check(input, op)
+    if dim is None:
+        return _call(op, (input,), (int(bool(keepdim)), 0))
+    return _call(op, (input,), (int(bool(keepdim)), 1, _one_dim(dim, op)))
+
+
+def argmax(input, dim=None, keepdim=False):
+    """int64 index of the first max along dim, or into the flattened tensor when dim is None."""
+    return _arg("argmax", input, dim, keepdim)
+
+
+def argmin(input, dim=None, keepdim=False):
+    """int64 index of the first min along dim, or into the flattened tensor when dim is None."""
+    return _arg("argmin", input, dim, keepdim)
+
+
+def logsumexp(input, dim, keepdim=False):
+    """log Σ exp(x) over dim (an int or tuple), computed stably (max-shifted)."""
+    _check(input, "logsumexp")
+    return _call("logsumexp", (input,), _reduce_args(dim, keepdim))
+
+
+for _name in __all__:
+    register(_name, globals()[_name])

@@ -1,0 +1,832 @@
+/* vitc ops: attention. The fused multi-head self-attention on the packed qkv projection
+ * (SPEC §1.4) and torch's scaled_dot_product_attention, both on the per-head kernels of
+ * attention.h.
+ *
+ * Why own kernels instead of cblas_sgemm per head: ViT heads are small (T = 17 in the seed model,
+ * 197 in DeiT; Dh = 64), so a BLAS call per product costs as much as its arithmetic, and calling
+ * the pthread OpenBLAS from inside an OpenMP loop over heads would need its thread count switched
+ * globally around every op. Here each OpenMP thread takes whole heads and runs register-tiled
+ * loops on L1/L2-resident operands, reading q, k, v straight out of the packed projection.
+ * Every reduction runs in a fixed order per element, so results do not depend on thread count. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../core/rng.h"
+#include "attention.h"
+#include "ops_util.h"
+
+#define AI static inline __attribute__((always_inline))
+/* the vector helpers are always inlined, so their vector-by-value signatures never form an ABI */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+/* ---- ISA-generic small kernels ---------------------------------------------------------------
+ * Written once on GCC vector types of 8 floats and compiled twice: with AVX2+FMA (one ymm per
+ * vector, a*b+c contracted to FMA) and for the baseline x86-64 (two xmm per vector). The bodies
+ * are always_inline so each wrapper below gets its own instruction selection. */
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+
+AI v8 ld8(const float *p) { return *(const v8u *)p; }
+#define st8(p, x) (*(v8u *)(p) = (x))
+/* a shuffle, not {x, x, ...}: GCC 12 builds the initializer lane by lane under target("avx2") */
+AI v8 bc8(float x) { return __builtin_shuffle((v8){x}, (v8i){0}); }
+#define sel8(m, a, b) ((v8)(((v8i)(a) & (m)) | ((v8i)(b) & ~(m)))) /* m ? a : b */
+#define max8(a, b) sel8((b) > (a), (b), (a))
+
+/* exp for x <= 0 (Cephes expf: x = n·ln2 + r, |r| <= ln2/2, degree-6 polynomial in r, 2^n built in
+ * the exponent bits); below -87.3 (and for -inf) the result is exactly 0. Softmax only feeds it
+ * x = s − rowmax <= 0; a NaN stays NaN. */
+AI v8 exp8(const v8 *xp) {
+    v8 x = *xp;
+    v8i under = x < bc8(-87.3365f);
+    x = sel8(under, bc8(-87.3365f), x);
+    v8 t = x * bc8(1.44269504f) + bc8(12582912.0f); /* + 1.5·2^23 rounds to an integer */
+    v8 n = t - bc8(12582912.0f);
+    v8i ni = (v8i)t - 0x4B400000;                   /* that integer, from t's mantissa bits */
+    v8 r = x - n * bc8(0.693359375f);
+    r = r - n * bc8(-2.12194440e-4f);
+    v8 p = bc8(1.9875691500e-4f);
+    p = p * r + bc8(1.3981999507e-3f);
+    p = p * r + bc8(8.3334519073e-3f);
+    p = p * r + bc8(4.1665795894e-2f);
+    p = p * r + bc8(1.6666665459e-1f);
+    p = p * r + bc8(5.0000001201e-1f);
+    v8 y = p * (r * r) + r + bc8(1.0f);
+    y = y * (v8)((ni + 127) << 23);
+    return (v8)((v8i)y & ~under);
+}
+
+/* all lanes <- max / sum of the 8 lanes, by halving shuffles (a fixed order: deterministic) */
+AI v8 allmax8(const v8 *vp) {
+    v8 v = *vp;
+    v = max8(v, __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3}));
+    v = max8(v, __builtin_shuffle(v, (v8i){2, 3, 0, 1, 6, 7, 4, 5}));
+    return max8(v, __builtin_shuffle(v, (v8i){1, 0, 3, 2, 5, 4, 7, 6}));
+}
+AI v8 allsum8(const v8 *vp) {
+    v8 v = *vp;
+    v = v + __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3});
+    v = v + __builtin_shuffle(v, (v8i){2, 3, 0, 1, 6, 7, 4, 5});
+    return v + __builtin_shuffle(v, (v8i){1, 0, 3, 2, 5, 4, 7, 6});
+}
+
+/* C[R×8NV] = alpha · Σ_k A(r,k)·B[k, 0:8NV], A(r,k) = a[r·sar + k·sak] (any strides: A is only
+ * read as broadcast scalars, so transposed operands cost nothing), B rows at ldb. The R×NV
+ * accumulators stay in registers across the whole k loop. */
+AI void tile(const int R, const int NV, int64_t kd, const float *restrict a, int64_t sar, int64_t sak,
+             const float *restrict b, int64_t ldb, float *restrict c, int64_t ldc, float alpha) {
+    v8 acc[6][2];
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NV; u++) acc[r][u] = bc8(0.0f);
+    for (int64_t kk = 0; kk < kd; kk++) {
+        const float *bk = b + kk * ldb, *ak = a + kk * sak;
+        v8 bv[2];
+        for (int u = 0; u < NV; u++) bv[u] = ld8(bk + 8 * u);
+        for (int r = 0; r < R; r++) {
+            v8 ar = bc8(ak[r * sar]);
+            for (int u = 0; u < NV; u++) acc[r][u] += ar * bv[u];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NV; u++) st8(c + r * ldc + 8 * u, acc[r][u] * bc8(alpha));
+}
+
+/* all rows of one 8·NV-column strip: tiles of RM rows, then the remainder */
+AI void strip(const int RM, const int NV, int64_t m, int64_t kd, const float *a, int64_t sar, int64_t sak,
+              const float *b, int64_t ldb, float *c, int64_t ldc, float alpha) {
+    int64_t i = 0;
+    for (; i + RM <= m; i += RM) tile(RM, NV, kd, a + i * sar, sar, sak, b, ldb, c + i * ldc, ldc, alpha);
+    switch (m - i) {
+#define REM(R) case R: if (R < RM) tile(R, NV, kd, a + i * sar, sar, sak, b, ldb, c + i * ldc, ldc, alpha); break;
+        REM(1) REM(2) REM(3) REM(4) REM(5)
+#undef REM
+        default: break;
+    }
+}
+
+/* B (kd × n8) in strip-major form: strips of 16 columns (the last one may be 8), each holding its kd
+ * rows contiguously, as BLAS packs. A strip then sits in L1 while every row tile streams past it;
+ * the original rows (3·H·Dh floats apart in the packed projection) map onto a few cache sets. */
+AI void gemm_packed(const int RM, int64_t m, int64_t n8, int64_t kd, float alpha, const float *a, int64_t sar,
+                    int64_t sak, const float *bp, float *c, int64_t ldc) {
+    int64_t j = 0;
+    for (; j + 16 <= n8; j += 16) strip(RM, 2, m, kd, a, sar, sak, bp + j * kd, 16, c + j, ldc, alpha);
+    if (j < n8) strip(RM, 1, m, kd, a, sar, sak, bp + j * kd, 8, c + j, ldc, alpha);
+}
+
+AI void pack_b_body(int64_t kd, int64_t n8, const float *b, int64_t ldb, float *dst) {
+    for (int64_t j = 0; j < n8; j += 16) {
+        float *d = dst + j * kd;
+        if (n8 - j >= 16)
+            for (int64_t k = 0; k < kd; k++) {
+                st8(d + 16 * k, ld8(b + k * ldb + j));
+                st8(d + 16 * k + 8, ld8(b + k * ldb + j + 8));
+            }
+        else
+            for (int64_t k = 0; k < kd; k++) st8(d + 8 * k, ld8(b + k * ldb + j));
+    }
+}
+
+/* r[c] <- column c of the 8×8 block r (unpack, 2×2-block shuffle, 128-bit halves) */
+AI void transpose8(v8 *r) {
+    v8 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], (v8i){0, 8, 1, 9, 4, 12, 5, 13});
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (v8i){2, 10, 3, 11, 6, 14, 7, 15});
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shuffle(t[i], t[i + 2], (v8i){0, 1, 8, 9, 4, 5, 12, 13});
+        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], (v8i){2, 3, 10, 11, 6, 7, 14, 15});
+        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], (v8i){0, 1, 8, 9, 4, 5, 12, 13});
+        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], (v8i){2, 3, 10, 11, 6, 7, 14, 15});
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = __builtin_shuffle(u[i], u[i + 4], (v8i){0, 1, 2, 3, 8, 9, 10, 11});
+        r[i + 4] = __builtin_shuffle(u[i], u[i + 4], (v8i){4, 5, 6, 7, 12, 13, 14, 15});
+    }
+}
+
+/* strip-major B (kd × np) = srcᵀ: B(d, j) = src[j·lds + d] for j < rows, 0 up to np = pad8(rows) */
+AI void pack_bt_body(int64_t rows, int64_t kd, const float *src, int64_t lds, int64_t np, float *dst) {
+    for (int64_t j0 = 0; j0 < np; j0 += 8) {
+        int64_t s16 = j0 & ~(int64_t)15, w = s16 + 16 <= np ? 16 : 8, nr = rows - j0;
+        float *base = dst + s16 * kd + (j0 - s16);
+        int64_t d0 = 0;
+        for (; d0 + 8 <= kd; d0 += 8) {
+            v8 r[8];
+            for (int jj = 0; jj < 8; jj++) r[jj] = jj < nr ? ld8(src + (j0 + jj) * lds + d0) : bc8(0.0f);
+            transpose8(r);
+            for (int c = 0; c < 8; c++) st8(base + (d0 + c) * w, r[c]);
+        }
+        for (; d0 < kd; d0++)
+            for (int jj = 0; jj < 8; jj++) base[d0 * w + jj] = jj < nr ? src[(j0 + jj) * lds + d0] : 0.0f;
+    }
+}
+
+/* C (m×n, ldc) = alpha · A (m×kd, strides sar, sak) · B (kd×n). B is rows at ldb with unit column
+ * stride, or (bpacked) strip-major with n a multiple of 8. pk: room for a packed copy of B,
+ * used when the k loop is long enough to be worth it (or NULL). */
+AI void gemm_body(const int RM, int64_t m, int64_t n, int64_t kd, float alpha, const float *a, int64_t sar,
+                  int64_t sak, const float *b, int64_t ldb, int bpacked, float *pk, float *c, int64_t ldc) {
+    int64_t n8 = n & ~(int64_t)7, j = 0;
+    if (!bpacked && pk && kd >= 32 && m > RM && n8) {
+        pack_b_body(kd, n8, b, ldb, pk);
+        gemm_packed(RM, m, n8, kd, alpha, a, sar, sak, pk, c, ldc);
+        j = n8;
+    } else if (bpacked) {
+        gemm_packed(RM, m, n8, kd, alpha, a, sar, sak, b, c, ldc);
+        j = n8;
+    } else {
+        for (; j + 16 <= n8; j += 16) strip(RM, 2, m, kd, a, sar, sak, b + j, ldb, c + j, ldc, alpha);
+        for (; j < n8; j += 8) strip(RM, 1, m, kd, a, sar, sak, b + j, ldb, c + j, ldc, alpha);
+    }
+    for (; j < n; j++) /* head widths that are not a multiple of 8 */
+        for (int64_t i = 0; i < m; i++) {
+            float s = 0.0f;
+            for (int64_t kk = 0; kk < kd; kk++) s += a[i * sar + kk * sak] * b[kk * ldb + j];
+            c[i * ldc + j] = alpha * s;
+        }
+}
+
+/* in place softmax of each row of s (rows × n, ld; n a multiple of 8, pad with -inf):
+ * exp(s − max)/Σ. A row of -inf gives zeros (PyTorch's sdpa); a NaN makes its row NaN through
+ * the sum, or through the scan below when nothing else is finite. */
+AI void softmax_rows_body(float *s, int64_t rows, int64_t n, int64_t ld) {
+    for (int64_t i = 0; i < rows; i++, s += ld) {
+        /* four independent max chains: one chain would wait on each compare+blend */
+        v8 m0 = bc8(-INFINITY), m1 = m0, m2 = m0, m3 = m0; /* NaN lanes lose every compare */
+        int64_t j = 0;
+        for (; j + 32 <= n; j += 32) {
+            m0 = max8(m0, ld8(s + j));
+            m1 = max8(m1, ld8(s + j + 8));
+            m2 = max8(m2, ld8(s + j + 16));
+            m3 = max8(m3, ld8(s + j + 24));
+        }
+        for (; j < n; j += 8) m0 = max8(m0, ld8(s + j));
+        m0 = max8(m0, m1);
+        m2 = max8(m2, m3);
+        v8 vm = max8(m0, m2);
+        vm = allmax8(&vm);
+        if (vm[0] == -INFINITY) {
+            float fill = 0.0f;
+            for (j = 0; j < n; j++) fill = s[j] != s[j] ? NAN : fill;
+            for (j = 0; j < n; j++) s[j] = fill;
+            continue;
+        }
+        v8 vs = bc8(0.0f);
+        for (j = 0; j < n; j += 8) {
+            v8 d = ld8(s + j) - vm, e = exp8(&d);
+            st8(s + j, e);
+            vs += e;
+        }
+        v8 inv = bc8(1.0f) / allsum8(&vs);
+        for (j = 0; j < n; j += 8) st8(s + j, ld8(s + j) * inv);
+    }
+}
+
+/* softmax backward of each row, in place: dp <- p⊙(dp − Σ dp⊙p) over the first n columns */
+AI void dsoftmax_rows_body(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, int64_t n) {
+    for (int64_t i = 0; i < rows; i++, p += ldp, dp += lddp) {
+        v8 acc = bc8(0.0f);
+        int64_t j = 0;
+        for (; j + 8 <= n; j += 8) acc += ld8(p + j) * ld8(dp + j);
+        float dot = allsum8(&acc)[0];
+        for (int64_t t = j; t < n; t++) dot += p[t] * dp[t];
+        v8 vd = bc8(dot);
+        for (j = 0; j + 8 <= n; j += 8) st8(dp + j, ld8(p + j) * (ld8(dp + j) - vd));
+        for (; j < n; j++) dp[j] = p[j] * (dp[j] - dot);
+    }
+}
+
+typedef struct {
+    void (*gemm)(int64_t m, int64_t n, int64_t kd, float alpha, const float *a, int64_t sar, int64_t sak,
+                 const float *b, int64_t ldb, int bpacked, float *pk, float *c, int64_t ldc);
+    void (*pack_bt)(int64_t rows, int64_t kd, const float *src, int64_t lds, int64_t np, float *dst);
+    void (*softmax_rows)(float *s, int64_t rows, int64_t n, int64_t ld);
+    void (*dsoftmax_rows)(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, int64_t n);
+} attn_kernels;
+
+#define ISA_VARIANTS(suffix, attr, RM)                                                                        \
+    static attr void gemm_##suffix(int64_t m, int64_t n, int64_t kd, float alpha, const float *a, int64_t sar, \
+                                   int64_t sak, const float *b, int64_t ldb, int bpacked, float *pk, float *c, \
+                                   int64_t ldc) {                                                             \
+        gemm_body(RM, m, n, kd, alpha, a, sar, sak, b, ldb, bpacked, pk, c, ldc);                             \
+    }                                                                                                         \
+    static attr void pack_bt_##suffix(int64_t rows, int64_t kd, const float *src, int64_t lds, int64_t np,     \
+                                      float *dst) {                                                           \
+        pack_bt_body(rows, kd, src, lds, np, dst);                                                            \
+    }                                                                                                         \
+    static attr void softmax_rows_##suffix(float *s, int64_t rows, int64_t n, int64_t ld) {                  \
+        softmax_rows_body(s, rows, n, ld);                                                                    \
+    }                                                                                                         \
+    static attr void dsoftmax_rows_##suffix(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, \
+                                            int64_t n) {                                                      \
+        dsoftmax_rows_body(p, ldp, dp, lddp, rows, n);                                                        \
+    }                                                                                                         \
+    static const attn_kernels kernels_##suffix = {gemm_##suffix, pack_bt_##suffix, softmax_rows_##suffix,       \
+                                                  dsoftmax_rows_##suffix};
+
+/* 6×16 tile: 12 ymm accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers; the
+ * baseline build splits each vector in two xmm, so it takes 3-row tiles. */
+ISA_VARIANTS(avx2, __attribute__((target("avx2,fma"))), 6)
+ISA_VARIANTS(base, , 3)
+
+static const attn_kernels *kern(void) {
+    static const attn_kernels *k;
+    const attn_kernels *r = __atomic_load_n(&k, __ATOMIC_RELAXED);
+    if (!r) {
+        const char *isa = getenv("VITC_ISA"); /* "baseline" forces the portable kernels (tests) */
+        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        r = avx2 && !(isa && !strcmp(isa, "baseline")) ? &kernels_avx2 : &kernels_base;
+        __atomic_store_n(&k, r, __ATOMIC_RELAXED);
+    }
+    return r;
+}
+
+/* ---- one head ------------------------------------------------------------------------------- */
+
+static int64_t pad8(int64_t n) { return (n + 7) & ~(int64_t)7; }
+
+/* floats of B-operand packing room the phase functions need: kᵀ or vᵀ (w × tkp), or a copy of
+ * q, k, v or dout (rows × w) */
+static int64_t pack_floats(int64_t tq, int64_t tk, int64_t dh, int64_t dv) {
+    int64_t w = pad8(dh > dv ? dh : dv), r = pad8(tq > tk ? tq : tk);
+    return w * r;
+}
+
+int64_t vt_attn_scratch_floats(int64_t tq, int64_t tk, int64_t dh, int64_t dv, int dropout) {
+    int64_t tkp = pad8(tk);
+    int64_t n = tq * tkp + pack_floats(tq, tk, dh, dv) + tkp + (dropout ? 2 * tq * tkp : 0) + 8;
+    return (n + 15) & ~(int64_t)15; /* whole cache lines per thread */
+}
+
+void vt_attn_dropout_row(const vt_attn_head *h, int64_t i, float *mult) {
+    float p = h->dropout_p, keep = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    uint64_t e0 = h->elem0 + (uint64_t)(i * h->tk), cur = UINT64_MAX;
+    uint32_t w[4] = {0};
+    /* four elements per Philox counter: element e draws word e%4 of counter base + e/4 */
+    for (int64_t j = 0; j < h->tk; j++) {
+        uint64_t e = e0 + (uint64_t)j;
+        if (e >> 2 != cur) { cur = e >> 2; vt_philox(h->seed, h->base + cur, w); }
+        float u = (float)(w[e & 3] >> 8) * (1.0f / 16777216.0f);
+        mult[j] = u >= p ? keep : 0.0f;
+    }
+}
+
+void vt_attn_probs(const vt_attn_head *h, float *p, int64_t ldp, float *scratch) {
+    const attn_kernels *K = kern();
+    int64_t tq = h->tq, tk = h->tk, tkp = pad8(tk);
+    K->pack_bt(tk, h->dh, h->k, h->ldk, tkp, scratch);
+    K->gemm(tq, tkp, h->dh, h->scale, h->q, h->ldq, 1, scratch, 0, 1, NULL, p, ldp);
+    for (int64_t i = 0; i < tq; i++) {
+        float *row = p + i * ldp;
+        if (h->causal)
+            for (int64_t j = i + 1; j < tk; j++) row[j] = -INFINITY;
+        if (h->mask_keep) {
+            const uint8_t *mk = h->mask_keep + i * h->ms0;
+            for (int64_t j = 0; j < tk; j++)
+                if (!mk[j * h->ms1]) row[j] = -INFINITY;
+        }
+        if (h->mask_add) {
+            const float *ma = h->mask_add + i * h->ms0;
+            for (int64_t j = 0; j < tk; j++) row[j] += ma[j * h->ms1];
+        }
+        for (int64_t j = tk; j < tkp; j++) row[j] = -INFINITY; /* the pad joins the vector loop as zeros */
+    }
+    K->softmax_rows(p, tq, tkp, ldp);
+}
+
+void vt_attn_apply(const vt_attn_head *h, const float *m, int64_t ldm, float *o, int64_t ldo, float *scratch) {
+    kern()->gemm(h->tq, h->dv, h->tk, 1.0f, m, ldm, 1, h->v, h->ldv, 0, scratch, o, ldo);
+}
+
+void vt_attn_apply_backward(const vt_attn_head *h, const float *m, int64_t ldm, const float *dout,
+                            int64_t lddo, float *dm, int64_t lddm, float *dv, int64_t lddv, float *scratch) {
+    const attn_kernels *K = kern();
+    int64_t tkp = pad8(h->tk);
+    K->pack_bt(h->tk, h->dv, h->v, h->ldv, tkp, scratch);
+    K->gemm(h->tq, tkp, h->dv, 1.0f, dout, lddo, 1, scratch, 0, 1, NULL, dm, lddm);
+    if (dv) /* mᵀ·dout: m read with its strides swapped */
+        K->gemm(h->tk, h->dv, h->tq, 1.0f, m, 1, ldm, dout, lddo, 0, scratch, dv, lddv);
+}
+
+void vt_attn_probs_backward(const vt_attn_head *h, const float *p, int64_t ldp, float *dp, int64_t lddp,
+                            float *dq, int64_t lddq, float *dk, int64_t lddk, float *scratch) {
+    const attn_kernels *K = kern();
+    K->dsoftmax_rows(p, ldp, dp, lddp, h->tq, h->tk);
+    if (dq) K->gemm(h->tq, h->dh, h->tk, h->scale, dp, lddp, 1, h->k, h->ldk, 0, scratch, dq, lddq);
+    if (dk) K->gemm(h->tk, h->dh, h->tq, h->scale, dp, 1, lddp, h->q, h->ldq, 0, scratch, dk, lddk);
+}
+
+void vt_attn_head_forward(const vt_attn_head *h, float *o, int64_t ldo, float *p, int64_t ldp, float *scratch) {
+    int64_t tq = h->tq, tk = h->tk, tkp = pad8(tk);
+    float *s = scratch, *aux = scratch + tq * tkp; /* s: the map (tq × tkp); aux: packing, mask rows */
+    vt_attn_probs(h, s, tkp, aux);
+    if (p)
+        for (int64_t i = 0; i < tq; i++) memcpy(p + i * ldp, s + i * tkp, sizeof(float) * (size_t)tk);
+    if (h->dropout_p > 0.0f)
+        for (int64_t i = 0; i < tq; i++) {
+            vt_attn_dropout_row(h, i, aux);
+            for (int64_t j = 0; j < tk; j++) s[i * tkp + j] *= aux[j];
+        }
+    vt_attn_apply(h, s, tkp, o, ldo, aux);
+}
+
+void vt_attn_head_backward(const vt_attn_head *h, const float *dout, int64_t lddo, const float *p, int64_t ldp,
+                           const float *gp, int64_t ldgp, float *dq, int64_t lddq, float *dk, int64_t lddk,
+                           float *dv, int64_t lddv, float *dmask, int64_t lddm, float *scratch) {
+    int64_t tq = h->tq, tk = h->tk, tkp = pad8(tk);
+    float *dp = scratch, *aux = dp + tq * tkp, *mult = aux + pack_floats(tq, tk, h->dh, h->dv) + tkp;
+    float *m = mult + tq * tkp;
+    int drop = h->dropout_p > 0.0f;
+    const float *map = p; /* the map that multiplied v: P, or P⊙mask/(1−p) */
+    int64_t ldmap = ldp;
+    if (drop) {
+        for (int64_t i = 0; i < tq; i++) {
+            vt_attn_dropout_row(h, i, mult + i * tkp);
+            for (int64_t j = 0; j < tk; j++) m[i * tkp + j] = p[i * ldp + j] * mult[i * tkp + j];
+        }
+        map = m;
+        ldmap = tkp;
+    }
+    if (dout) {
+        vt_attn_apply_backward(h, map, ldmap, dout, lddo, dp, tkp, dv, lddv, aux);
+    } else {
+        memset(dp, 0, sizeof(float) * (size_t)(tq * tkp));
+        for (int64_t j = 0; dv && j < tk; j++) memset(dv + j * lddv, 0, sizeof(float) * (size_t)h->dv);
+    }
+    if (!dq && !dk && !dmask) return;
+    for (int64_t i = 0; i < tq; i++) {
+        float *row = dp + i * tkp;
+        if (drop)
+            for (int64_t j = 0; j < tk; j++) row[j] *= mult[i * tkp + j];
+        if (gp)
+            for (int64_t j = 0; j < tk; j++) row[j] += gp[i * ldgp + j];
+    }
+    vt_attn_probs_backward(h, p, ldp, dp, tkp, dq, lddq, dk, lddk, aux);
+    if (dmask)
+        for (int64_t i = 0; i < tq; i++) memcpy(dmask + i * lddm, dp + i * tkp, sizeof(float) * (size_t)tk);
+}
+
+/* ---- drivers: OpenMP over heads, one scratch block per thread -------------------------------- */
+
+typedef struct { float *buf; size_t bytes; int64_t per; } scratch_set;
+
+static int scratch_alloc(scratch_set *s, int64_t per, int nthreads) {
+    s->per = per;
+    s->bytes = sizeof(float) * (size_t)per * (size_t)nthreads;
+    s->buf = vt_alloc(s->bytes);
+    return s->buf ? VT_OK : vt_last_code();
+}
+
+static void scratch_free(scratch_set *s) {
+    if (s->buf) vt_free(s->buf, s->bytes);
+    s->buf = NULL;
+}
+
+static float *scratch_mine(const scratch_set *s) { return s->buf + s->per * omp_get_thread_num(); }
+
+/* threads for `heads` heads of `flops` multiply-adds in all */
+static int team_size(int64_t heads, int64_t flops) {
+    int nt = omp_get_max_threads();
+    if (flops < 65536 || heads < 2) return 1;
+    return heads < nt ? (int)heads : nt;
+}
+
+/* heads are handed out in chunks (about 16 per thread), not statically: on a busy machine a thread
+ * that loses its core would otherwise hold up the whole op. Each head's arithmetic is the same
+ * whichever thread runs it, so results stay bitwise identical. */
+static int64_t chunk_size(int64_t heads, int nt) {
+    int64_t c = heads / (16 * (int64_t)nt);
+    return c > 0 ? c : 1;
+}
+
+/* pull the next head's rows toward L1 while this one computes: heads are Dh-wide column blocks of
+ * rows 3·H·Dh floats apart, a pattern the hardware prefetchers do not follow */
+static void prefetch_rows(const float *p, int64_t rows, int64_t width, int64_t ld) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < width; c += 16) __builtin_prefetch(p + r * ld + c, 0, 1); /* prefetcht2: measured best here */
+}
+
+static vt_tensor *rng_state(uint64_t seed, uint64_t base) {
+    vt_tensor *r = vt_empty(VT_INT64, 1, (int64_t[]){2});
+    if (r) { vt_i64(r)[0] = (int64_t)seed; vt_i64(r)[1] = (int64_t)base; }
+    return r;
+}
+
+/* a view whose last dim has unit stride (the kernels' one layout requirement), as a new ref */
+static vt_tensor *unit_last(vt_tensor *t) {
+    if (t->ndim == 0 || t->strides[t->ndim - 1] == 1 || t->shape[t->ndim - 1] <= 1) {
+        vt_tensor_incref(t);
+        return t;
+    }
+    return vt_clone(t);
+}
+
+static int check_dropout(const char *who, double p) {
+    if (!(p >= 0.0 && p <= 1.0)) return vt_fail(VT_EVALUE, "%s: dropout_p must be in [0, 1], got %g", who, p);
+    return VT_OK;
+}
+
+/* ---- attention: fused multi-head self-attention on the packed projection --------------------- */
+
+/* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
+ * channels [h·Dh, (h+1)·Dh) of each. Forward saves qkv, A (B, H, T, T) and the dropout draws. */
+int vt_attention_forward(vt_ctx *c) {
+    VT_TRY(vt_arg_count(c, 3, 2));
+    vt_tensor *x = c->nin > 0 ? c->in[0] : NULL;
+    VT_TRY(vt_require_f32(x, "attention", "qkv"));
+    char buf[128];
+    if (x->ndim != 3)
+        return vt_fail(VT_ESHAPE, "attention: qkv must be 3-d (B, T, 3*heads*head_dim), got shape %s",
+                       vt_shape_str(x->ndim, x->shape, buf, sizeof buf));
+    int64_t H = c->args->i[0], need_weights = c->args->i[1], C = x->shape[2];
+    if (H <= 0) return vt_fail(VT_EVALUE, "attention: heads must be positive, got %lld", (long long)H);
+    if (C == 0 || C % (3 * H))
+        return vt_fail(VT_ESHAPE, "attention: qkv's last dim %lld is not a positive multiple of 3*heads = %lld (shape %s)",
+                       (long long)C, (long long)(3 * H), vt_shape_str(x->ndim, x->shape, buf, sizeof buf));
+    int64_t B = x->shape[0], T = x->shape[1], Dh = C / (3 * H), HD = H * Dh;
+    double scale = c->args->i[2] ? 1.0 / sqrt((double)Dh) : c->args->f[0], p = c->args->f[1];
+    VT_TRY(check_dropout("attention", p));
+    vt_tensor *xc = unit_last(x), *out = NULL, *A = NULL, *rng = NULL;
+    scratch_set scr = {0};
+    int st = VT_OK;
+    if (!xc) return vt_last_code();
+    if (!(out = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
+    if ((need_weights || c->save) && !(A = vt_empty(VT_FLOAT32, 4, (int64_t[]){B, H, T, T}))) goto fail;
+    uint64_t seed = 0, base = 0;
+    if (p > 0.0) {
+        seed = vt_rng_get_seed();
+        base = vt_rng_reserve(((uint64_t)(B * H * T * T) + 3) / 4);
+        if (c->save && !(rng = rng_state(seed, base))) goto fail;
+    }
+    int64_t pairs = B * H;
+    int nt = team_size(pairs, pairs * T * T * Dh);
+    if (pairs && T && (st = scratch_alloc(&scr, vt_attn_scratch_floats(T, T, Dh, Dh, p > 0.0), nt))) goto fail;
+    const float *xp = vt_f32(xc);
+    float *op = vt_f32(out), *ap = A ? vt_f32(A) : NULL;
+    int64_t sb = xc->strides[0], ldx = xc->strides[1];
+    int64_t chunk = chunk_size(pairs, nt);
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *mine = scr.buf ? scratch_mine(&scr) : NULL;
+        #pragma omp for schedule(dynamic, chunk)
+        for (int64_t bh = 0; bh < pairs; bh++) {
+            if (!T) continue;
+            int64_t b = bh / H, hh = bh % H;
+            const float *row0 = xp + b * sb + hh * Dh;
+            vt_attn_head hd = {.tq = T, .tk = T, .dh = Dh, .dv = Dh, .q = row0, .k = row0 + HD, .v = row0 + 2 * HD,
+                               .ldq = ldx, .ldk = ldx, .ldv = ldx, .scale = (float)scale, .dropout_p = (float)p,
+                               .seed = seed, .base = base, .elem0 = (uint64_t)(bh * T * T)};
+            if (bh + 1 < pairs) {
+                const float *nx = xp + (bh + 1) / H * sb + (bh + 1) % H * Dh;
+                for (int part = 0; part < 3; part++) prefetch_rows(nx + part * HD, T, Dh, ldx);
+            }
+            vt_attn_head_forward(&hd, op + b * T * HD + hh * Dh, HD, ap ? ap + bh * T * T : NULL, T, mine);
+        }
+    }
+    scratch_free(&scr);
+    c->out[0] = out;
+    c->nout = 1;
+    if (need_weights) {
+        vt_tensor_incref(A);
+        c->out[c->nout++] = A;
+    }
+    if ((st = vt_save(c, xc)) || (st = vt_save(c, A)) || (rng && (st = vt_save(c, rng)))) {
+        /* outputs already belong to c: the dispatcher releases them */
+        vt_tensor_decref(xc); vt_tensor_decref(A); vt_tensor_decref(rng);
+        return st;
+    }
+    vt_tensor_decref(xc);
+    vt_tensor_decref(A);
+    vt_tensor_decref(rng);
+    return VT_OK;
+fail:
+    st = vt_last_code();
+    scratch_free(&scr);
+    vt_tensor_decref(xc);
+    vt_tensor_decref(out);
+    vt_tensor_decref(A);
+    vt_tensor_decref(rng);
+    return st;
+}
+
+/* SPEC §1.4 backward per head, all three gradients written into one packed dqkv (B, T, 3·H·Dh) */
+int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
+    if (!(n->needs_input_grad & 1)) return VT_OK;
+    vt_tensor *x = n->saved[0], *A = n->saved[1], *rng = n->nsaved > 2 ? n->saved[2] : NULL;
+    int64_t H = n->args.i[0], B = x->shape[0], T = x->shape[1], C = x->shape[2], Dh = C / (3 * H), HD = H * Dh;
+    double scale = n->args.i[2] ? 1.0 / sqrt((double)Dh) : n->args.f[0], p = n->args.f[1];
+    vt_tensor *g = gout[0] ? vt_contiguous(gout[0]) : NULL;
+    vt_tensor *ga = n->nout > 1 && gout[1] ? vt_contiguous(gout[1]) : NULL, *dx = NULL;
+    scratch_set scr = {0};
+    int st = VT_OK;
+    if ((gout[0] && !g) || (n->nout > 1 && gout[1] && !ga)) goto fail;
+    if (!(dx = vt_empty(VT_FLOAT32, 3, x->shape))) goto fail;
+    int64_t pairs = B * H;
+    int nt = team_size(pairs, 2 * pairs * T * T * Dh);
+    if (pairs && T && (st = scratch_alloc(&scr, vt_attn_scratch_floats(T, T, Dh, Dh, p > 0.0), nt))) goto fail;
+    uint64_t seed = rng ? (uint64_t)vt_i64(rng)[0] : 0, base = rng ? (uint64_t)vt_i64(rng)[1] : 0;
+    const float *xp = vt_f32(x), *gp = g ? vt_f32(g) : NULL, *gap = ga ? vt_f32(ga) : NULL, *ap = vt_f32(A);
+    float *dp = vt_f32(dx);
+    int64_t sb = x->strides[0], ldx = x->strides[1];
+    int64_t chunk = chunk_size(pairs, nt);
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *mine = scr.buf ? scratch_mine(&scr) : NULL;
+        #pragma omp for schedule(dynamic, chunk)
+        for (int64_t bh = 0; bh < pairs; bh++) {
+            if (!T) continue;
+            int64_t b = bh / H, hh = bh % H;
+            const float *row0 = xp + b * sb + hh * Dh;
+            float *drow0 = dp + b * T * C + hh * Dh;
+            vt_attn_head hd = {.tq = T, .tk = T, .dh = Dh, .dv = Dh, .q = row0, .k = row0 + HD, .v = row0 + 2 * HD,
+                               .ldq = ldx, .ldk = ldx, .ldv = ldx, .scale = (float)scale, .dropout_p = (float)p,
+                               .seed = seed, .base = base, .elem0 = (uint64_t)(bh * T * T)};
+            if (bh + 1 < pairs) {
+                int64_t nb = (bh + 1) / H, nh = (bh + 1) % H;
+                for (int part = 0; part < 3; part++) prefetch_rows(xp + nb * sb + nh * Dh + part * HD, T, Dh, ldx);
+                if (gp) prefetch_rows(gp + nb * T * HD + nh * Dh, T, Dh, HD);
+                prefetch_rows(ap + (bh + 1) * T * T, 1, T * T, 0);
+            }
+            vt_attn_head_backward(&hd, gp ? gp + b * T * HD + hh * Dh : NULL, HD, ap + bh * T * T, T,
+                                  gap ? gap + bh * T * T : NULL, T, drow0, C, drow0 + HD, C, drow0 + 2 * HD, C,
+                                  NULL, 0, mine);
+        }
+    }
+    scratch_free(&scr);
+    vt_tensor_decref(g);
+    vt_tensor_decref(ga);
+    gin[0] = dx;
+    return VT_OK;
+fail:
+    st = vt_last_code();
+    scratch_free(&scr);
+    vt_tensor_decref(g);
+    vt_tensor_decref(ga);
+    vt_tensor_decref(dx);
+    return st;
+}
+
+/* ---- sdpa: torch.nn.functional.scaled_dot_product_attention ---------------------------------- */
+
+/* batch geometry shared by forward and backward: broadcast batch shape and per-batch offsets */
+typedef struct {
+    int nbd;
+    int64_t bshape[VT_MAX_DIMS], nb, L, S, E, Ev;
+    int64_t *off; /* nb × 4: offsets of q, k, v, mask for each batch index */
+    int64_t ms0, ms1;
+} sdpa_geom;
+
+static int sdpa_geometry(sdpa_geom *g, const vt_tensor *q, const vt_tensor *k, const vt_tensor *v,
+                         const vt_tensor *mask) {
+    char b1[128], b2[128], b3[128];
+    if (q->ndim < 2 || k->ndim < 2 || v->ndim < 2)
+        return vt_fail(VT_ESHAPE, "scaled_dot_product_attention: query, key and value need at least 2 dims (..., T, E), "
+                       "got %d-d, %d-d and %d-d", q->ndim, k->ndim, v->ndim);
+    int nq = q->ndim, nk = k->ndim, nv = v->ndim;
+    g->L = q->shape[nq - 2];
+    g->E = q->shape[nq - 1];
+    g->S = k->shape[nk - 2];
+    g->Ev = v->shape[nv - 1];
+    if (k->shape[nk - 1] != g->E || v->shape[nv - 2] != g->S)
+        return vt_fail(VT_ESHAPE, "scaled_dot_product_attention: query %s, key %s and value %s do not fit "
+                       "(need (..., L, E), (..., S, E), (..., S, Ev))", vt_shape_str(nq, q->shape, b1, sizeof b1),
+                       vt_shape_str(nk, k->shape, b2, sizeof b2), vt_shape_str(nv, v->shape, b3, sizeof b3));
+    if (g->E == 0) return vt_fail(VT_ESHAPE, "scaled_dot_product_attention: the embedding dim E must be positive");
+    int64_t t1[VT_MAX_DIMS];
+    int n1;
+    if (vt_broadcast_shapes(nq - 2, q->shape, nk - 2, k->shape, &n1, t1, "scaled_dot_product_attention") ||
+        vt_broadcast_shapes(n1, t1, nv - 2, v->shape, &g->nbd, g->bshape, "scaled_dot_product_attention"))
+        return vt_last_code();
+    int nbd = g->nbd;
+    int64_t full[VT_MAX_DIMS], sm[VT_MAX_DIMS];
+    memcpy(full, g->bshape, sizeof(int64_t) * (size_t)nbd);
+    full[nbd] = g->L;
+    full[nbd + 1] = g->S;
+    if (mask) {
+        int nm;
+        int64_t ms[VT_MAX_DIMS];
+        int ok = mask->ndim <= nbd + 2 &&
+                 !vt_broadcast_shapes(mask->ndim, mask->shape, nbd + 2, full, &nm, ms, "scaled_dot_product_attention") &&
+                 nm == nbd + 2 && !memcmp(ms, full, sizeof(int64_t) * (size_t)nm);
+        if (!ok)
+            return vt_fail(VT_ESHAPE, "scaled_dot_product_attention: attn_mask of shape %s does not broadcast to "
+                           "the attention shape %s", vt_shape_str(mask->ndim, mask->shape, b1, sizeof b1),
+                           vt_shape_str(nbd + 2, full, b2, sizeof b2));
+        vt_broadcast_strides(mask, nbd + 2, full, sm);
+        g->ms0 = sm[nbd];
+        g->ms1 = sm[nbd + 1];
+    }
+    g->nb = vt_shape_numel(nbd, g->bshape);
+    g->off = malloc(sizeof(int64_t) * 4 * (size_t)(g->nb ? g->nb : 1));
+    if (!g->off) return vt_fail(VT_ENOMEM, "scaled_dot_product_attention: out of memory");
+    int64_t st[4][VT_MAX_DIMS] = {{0}};
+    const vt_tensor *ts[3] = {q, k, v};
+    for (int t = 0; t < 3; t++) {
+        vt_tensor geo = *ts[t];
+        geo.ndim -= 2; /* batch dims only */
+        vt_broadcast_strides(&geo, nbd, g->bshape, st[t]);
+    }
+    if (mask) memcpy(st[3], sm, sizeof sm); /* its first nbd entries are the batch strides */
+    for (int64_t i = 0; i < g->nb; i++) {
+        int64_t rem = i, o[4] = {0, 0, 0, 0};
+        for (int d = nbd - 1; d >= 0; d--) {
+            int64_t idx = rem % g->bshape[d];
+            rem /= g->bshape[d];
+            for (int t = 0; t < 4; t++) o[t] += idx * st[t][d];
+        }
+        memcpy(g->off + 4 * i, o, sizeof o);
+    }
+    return VT_OK;
+}
+
+static vt_attn_head sdpa_head(const sdpa_geom *g, int64_t bi, const vt_tensor *q, const vt_tensor *k,
+                              const vt_tensor *v, const vt_tensor *mask, int causal, float scale, float p,
+                              uint64_t seed, uint64_t base) {
+    const int64_t *o = g->off + 4 * bi;
+    vt_attn_head h = {.tq = g->L, .tk = g->S, .dh = g->E, .dv = g->Ev, .q = vt_f32(q) + o[0], .k = vt_f32(k) + o[1],
+                      .v = vt_f32(v) + o[2], .ldq = q->strides[q->ndim - 2], .ldk = k->strides[k->ndim - 2],
+                      .ldv = v->strides[v->ndim - 2], .scale = scale, .causal = causal, .dropout_p = p,
+                      .seed = seed, .base = base, .elem0 = (uint64_t)(bi * g->L * g->S)};
+    if (mask) {
+        h.ms0 = g->ms0;
+        h.ms1 = g->ms1;
+        if (mask->dtype == VT_BOOL) h.mask_keep = vt_u8(mask) + o[3];
+        else h.mask_add = vt_f32(mask) + o[3];
+    }
+    return h;
+}
+
+/* inputs q (..., L, E), k (..., S, E), v (..., S, Ev), attn_mask or NULL (bool: True takes part;
+ * float: added to the scores), batch dims broadcast. Saves q, k, v, P, the dropout draws, mask. */
+int vt_sdpa_forward(vt_ctx *c) {
+    VT_TRY(vt_arg_count(c, 2, 2));
+    const char *who = "scaled_dot_product_attention";
+    if (c->nin < 3) return vt_fail(VT_EVALUE, "%s: expected query, key, value (and attn_mask)", who);
+    vt_tensor *q = c->in[0], *k = c->in[1], *v = c->in[2], *mask = c->nin > 3 ? c->in[3] : NULL;
+    VT_TRY(vt_require_f32(q, who, "query"));
+    VT_TRY(vt_require_f32(k, who, "key"));
+    VT_TRY(vt_require_f32(v, who, "value"));
+    if (mask && mask->dtype != VT_BOOL && mask->dtype != VT_FLOAT32)
+        return vt_fail(VT_ETYPE, "%s: attn_mask must be bool or float32, got %s", who, vt_dtype_name(mask->dtype));
+    int causal = (int)c->args->i[0];
+    if (causal && mask) return vt_fail(VT_EVALUE, "%s: attn_mask must not be given together with is_causal=True", who);
+    double p = c->args->f[1];
+    VT_TRY(check_dropout(who, p));
+    sdpa_geom g = {0};
+    vt_tensor *qc = NULL, *kc = NULL, *vc = NULL, *out = NULL, *P = NULL, *rng = NULL;
+    scratch_set scr = {0};
+    int st = VT_OK;
+    if (!(qc = unit_last(q)) || !(kc = unit_last(k)) || !(vc = unit_last(v))) goto fail;
+    if ((st = sdpa_geometry(&g, qc, kc, vc, mask))) goto done; /* offsets of the views the kernels read */
+    double scale = c->args->i[1] ? 1.0 / sqrt((double)g.E) : c->args->f[0];
+    int64_t shape[VT_MAX_DIMS];
+    memcpy(shape, g.bshape, sizeof(int64_t) * (size_t)g.nbd);
+    shape[g.nbd] = g.L;
+    shape[g.nbd + 1] = g.Ev;
+    if (!(out = vt_empty(VT_FLOAT32, g.nbd + 2, shape))) goto fail;
+    shape[g.nbd + 1] = g.S;
+    if (c->save && !(P = vt_empty(VT_FLOAT32, g.nbd + 2, shape))) goto fail;
+    uint64_t seed = 0, base = 0;
+    if (p > 0.0) {
+        seed = vt_rng_get_seed();
+        base = vt_rng_reserve(((uint64_t)(g.nb * g.L * g.S) + 3) / 4);
+    }
+    if (c->save && !(rng = rng_state(seed, base))) goto fail;
+    int nt = team_size(g.nb, g.nb * g.L * g.S * (g.E + g.Ev));
+    if (g.nb && g.L && (st = scratch_alloc(&scr, vt_attn_scratch_floats(g.L, g.S, g.E, g.Ev, p > 0.0), nt))) goto done;
+    float *op = vt_f32(out), *pp = P ? vt_f32(P) : NULL;
+    int64_t chunk = chunk_size(g.nb, nt);
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *mine = scr.buf ? scratch_mine(&scr) : NULL;
+        #pragma omp for schedule(dynamic, chunk)
+        for (int64_t bi = 0; bi < g.nb; bi++) {
+            if (!g.L) continue;
+            vt_attn_head h = sdpa_head(&g, bi, qc, kc, vc, mask, causal, (float)scale, (float)p, seed, base);
+            vt_attn_head_forward(&h, op + bi * g.L * g.Ev, g.Ev, pp ? pp + bi * g.L * g.S : NULL, g.S, mine);
+        }
+    }
+    c->out[0] = out;
+    c->nout = 1;
+    out = NULL;
+    if ((st = vt_save(c, qc)) || (st = vt_save(c, kc)) || (st = vt_save(c, vc)) || (P && (st = vt_save(c, P))) ||
+        (rng && (st = vt_save(c, rng))) || (mask && (st = vt_save(c, mask))))
+        goto done;
+    goto done;
+fail:
+    st = vt_last_code();
+done:
+    free(g.off);
+    scratch_free(&scr);
+    vt_tensor_decref(qc); vt_tensor_decref(kc); vt_tensor_decref(vc);
+    vt_tensor_decref(out); vt_tensor_decref(P); vt_tensor_decref(rng);
+    return st;
+}
+
+/* gradients land in full broadcast-shape buffers and are summed back to each input's shape */
+int vt_sdpa_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
+    vt_tensor *q = n->saved[0], *k = n->saved[1], *v = n->saved[2], *P = n->saved[3], *rng = n->saved[4];
+    vt_tensor *mask = n->nsaved > 5 ? n->saved[5] : NULL;
+    double p = n->args.f[1];
+    int causal = (int)n->args.i[0];
+    sdpa_geom g = {0};
+    vt_tensor *gc = NULL, *full[4] = {NULL, NULL, NULL, NULL};
+    scratch_set scr = {0};
+    int st = VT_OK;
+    if ((st = sdpa_geometry(&g, q, k, v, mask))) goto done;
+    double scale = n->args.i[1] ? 1.0 / sqrt((double)g.E) : n->args.f[0];
+    if (!(gc = vt_contiguous(gout[0]))) goto fail;
+    int64_t widths[4][2] = {{g.L, g.E}, {g.S, g.E}, {g.S, g.Ev}, {g.L, g.S}};
+    for (int t = 0; t < 4; t++) {
+        if (!(n->needs_input_grad >> t & 1) || (t == 3 && (!mask || mask->dtype != VT_FLOAT32))) continue;
+        int64_t shape[VT_MAX_DIMS];
+        memcpy(shape, g.bshape, sizeof(int64_t) * (size_t)g.nbd);
+        shape[g.nbd] = widths[t][0];
+        shape[g.nbd + 1] = widths[t][1];
+        if (!(full[t] = vt_empty(VT_FLOAT32, g.nbd + 2, shape))) goto fail;
+    }
+    uint64_t seed = (uint64_t)vt_i64(rng)[0], base = (uint64_t)vt_i64(rng)[1];
+    int nt = team_size(g.nb, 2 * g.nb * g.L * g.S * (g.E + g.Ev));
+    if (g.nb && g.L && (st = scratch_alloc(&scr, vt_attn_scratch_floats(g.L, g.S, g.E, g.Ev, p > 0.0), nt))) goto done;
+    const float *gp = vt_f32(gc), *pp = vt_f32(P);
+    float *fp[4];
+    for (int t = 0; t < 4; t++) fp[t] = full[t] ? vt_f32(full[t]) : NULL;
+    int64_t chunk = chunk_size(g.nb, nt);
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *mine = scr.buf ? scratch_mine(&scr) : NULL;
+        #pragma omp for schedule(dynamic, chunk)
+        for (int64_t bi = 0; bi < g.nb; bi++) {
+            vt_attn_head h = sdpa_head(&g, bi, q, k, v, mask, causal, (float)scale, (float)p, seed, base);
+            if (!g.L) { /* no queries: key and value get zero gradients */
+                for (int t = 1; t < 3; t++)
+                    if (fp[t]) memset(fp[t] + bi * widths[t][0] * widths[t][1], 0,
+                                      sizeof(float) * (size_t)(widths[t][0] * widths[t][1]));
+                continue;
+            }
+            vt_attn_head_backward(&h, gp + bi * g.L * g.Ev, g.Ev, pp + bi * g.L * g.S, g.S, NULL, 0,
+                                  fp[0] ? fp[0] + bi * g.L * g.E : NULL, g.E, fp[1] ? fp[1] + bi * g.S * g.E : NULL, g.E,
+                                  fp[2] ? fp[2] + bi * g.S * g.Ev : NULL, g.Ev, fp[3] ? fp[3] + bi * g.L * g.S : NULL,
+                                  g.S, mine);
+        }
+    }
+    for (int t = 0; t < 4; t++) {
+        if (!full[t]) continue;
+        const vt_meta *m = &n->in_meta[t];
+        if (!(gin[t] = vt_k_sum_to(full[t], m->ndim, m->shape))) goto fail;
+    }
+    goto done;
+fail:
+    st = vt_last_code();
+done:
+    free(g.off);
+    scratch_free(&scr);
+    vt_tensor_decref(gc);
+    for (int t = 0; t < 4; t++) vt_tensor_decref(full[t]);
+    return st;
+}

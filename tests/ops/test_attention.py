@@ -1,0 +1,464 @@
+"""Attention ops against PyTorch: the fused multi-head attention on the packed qkv projection
+(SPEC §1.4) and scaled_dot_product_attention, forward, attention maps, gradients, dropout, errors."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vitc
+from opcheck import assert_close, check_op, rand
+
+RTOL, ATOL = 1e-4, 1e-5  # SPEC §0: GEMM/attention outputs
+
+
+def torch_mha(qkv, heads, scale=None, mult=None):
+    """The reference with explicit torch ops (SPEC §1.4); mult (B, H, T, T) injects vitc's dropout
+    multipliers (0 or 1/(1-p)) between the softmax and the product with v."""
+    B, T, C = qkv.shape
+    Dh = C // (3 * heads)
+    q, k, v = qkv.reshape(B, T, 3, heads, Dh).permute(2, 0, 3, 1, 4)
+    s = Dh ** -0.5 if scale is None else scale
+    a = torch.softmax(q @ k.transpose(-1, -2) * s, dim=-1)
+    a_drop = a if mult is None else a * mult
+    return (a_drop @ v).transpose(1, 2).reshape(B, T, heads * Dh), a
+
+
+def vitc_mha(heads, **kw):
+    return lambda x: vitc.multi_head_attention_packed(x, heads, **kw)
+
+
+def torch_ref(heads, **kw):
+    return lambda x: torch_mha(x, heads, **kw)
+
+
+# ---- fused multi-head attention ---------------------------------------------------------------
+
+SHAPES = [(1, 1, 1, 8), (5, 1, 3, 8), (1, 17, 8, 64), (5, 17, 3, 32), (2, 65, 1, 64), (1, 65, 8, 8),
+          (2, 9, 2, 12), (3, 6, 3, 1)]
+
+
+@pytest.mark.parametrize("B,T,H,Dh", SHAPES)
+def test_packed_outputs_maps_and_grad(B, T, H, Dh):
+    x = rand(B, T, 3 * H * Dh, low=-2, high=2)
+    # both outputs get a random upstream gradient, so the map's gradient path is checked too
+    check_op(vitc_mha(H, need_weights=True), torch_ref(H), [x], rtol=RTOL, atol=ATOL, grad_rtol=RTOL,
+             grad_atol=ATOL, fd=T * H * Dh <= 4096)
+
+
+@pytest.mark.parametrize("B,T,H,Dh", [(2, 17, 8, 64), (1, 65, 3, 32)])
+def test_packed_without_weights(B, T, H, Dh):
+    x = rand(B, T, 3 * H * Dh, low=-2, high=2)
+    check_op(vitc_mha(H), lambda t: torch_mha(t, H)[0], [x], rtol=RTOL, atol=ATOL, grad_rtol=RTOL, grad_atol=ATOL,
+             fd=False)
+
+
+def test_packed_seed_shape():
+    """the seed ViT's attention: B=100, T=17, H=8, Dh=64"""
+    x = rand(100, 17, 3 * 8 * 64, low=-1.5, high=1.5)
+    check_op(vitc_mha(8, need_weights=True), torch_ref(8), [x], rtol=RTOL, atol=ATOL, grad_rtol=RTOL,
+             grad_atol=ATOL, fd=False)
+
+
+@pytest.mark.parametrize("scale", [0.3, -0.7, 0.0, 2.0])
+def test_packed_scale(scale):
+    x = rand(2, 9, 3 * 2 * 16)
+    check_op(vitc_mha(2, scale=scale, need_weights=True), torch_ref(2, scale=scale), [x], rtol=RTOL, atol=ATOL,
+             grad_rtol=RTOL, grad_atol=ATOL)
+
+
+def test_packed_noncontiguous_transposed():
+    # a transposed (B, T, C) view: last-dim stride != 1, copied once inside the op
+    check_op(vitc_mha(2, need_weights=True), torch_ref(2), [rand(3, 11, 3 * 2 * 8)], noncontig=True, rtol=RTOL,
+             atol=ATOL, grad_rtol=RTOL, grad_atol=ATOL)
+
+
+def test_packed_strided_view_read_in_place():
+    """a (T, B, C) buffer seen as (B, T, C): unit last stride, rows B·C apart, batches C apart"""
+    B, T, H, Dh = 3, 10, 2, 16
+    C = 3 * H * Dh
+    base = rand(T, B, C)
+    view = lambda t: t.transpose(0, 1)
+    vb = vitc.from_numpy(base.copy())
+    vb.requires_grad = True
+    tb = torch.from_numpy(base.copy()).requires_grad_(True)
+    vx, tx = view(vb), view(tb)
+    assert not vx.is_contiguous()
+    vo, va = vitc.multi_head_attention_packed(vx, H, need_weights=True)
+    to, ta = torch_mha(tx, H)
+    assert_close(vo.detach().numpy(), to.detach().numpy(), RTOL, ATOL, "out")
+    assert_close(va.detach().numpy(), ta.detach().numpy(), RTOL, ATOL, "attention map")
+    g = rand(B, T, H * Dh)
+    vo.backward(vitc.from_numpy(g))
+    to.backward(torch.from_numpy(g))
+    assert_close(vb.grad.numpy(), tb.grad.numpy(), RTOL, ATOL, "grad of the base")
+
+
+def test_packed_maps_are_probabilities():
+    x = rand(2, 33, 3 * 4 * 16, low=-3, high=3)
+    with vitc.no_grad():
+        out, a = vitc.multi_head_attention_packed(vitc.from_numpy(x), 4, need_weights=True)
+    a = a.numpy()
+    assert a.shape == (2, 4, 33, 33) and out.shape == (2, 33, 64)
+    assert (a >= 0).all()
+    np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_packed_large_logits_stable():
+    x = rand(2, 12, 3 * 2 * 8, low=-40, high=40)  # scores of order 1e3: needs the max subtraction
+    check_op(vitc_mha(2, need_weights=True), torch_ref(2), [x], rtol=RTOL, atol=ATOL, grad=True, fd=False,
+             grad_rtol=1e-3, grad_atol=1e-4)
+
+
+def test_packed_grad_of_map_only():
+    """gradient reaching the op only through the returned maps (none through out)"""
+    x = rand(2, 7, 3 * 2 * 8)
+    vx = vitc.from_numpy(x.copy())
+    vx.requires_grad = True
+    tx = torch.from_numpy(x.copy()).requires_grad_(True)
+    w = rand(2, 2, 7, 7)
+    (vitc.multi_head_attention_packed(vx, 2, need_weights=True)[1] * vitc.from_numpy(w)).sum().backward()
+    (torch_mha(tx, 2)[1] * torch.from_numpy(w)).sum().backward()
+    assert_close(vx.grad.numpy(), tx.grad.numpy(), RTOL, ATOL, "grad through the maps")
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3 * 2 * 8), (3, 0, 3 * 2 * 8)])
+def test_packed_empty(shape):
+    x = vitc.from_numpy(np.zeros(shape, np.float32))
+    x.requires_grad = True
+    out, a = vitc.multi_head_attention_packed(x, 2, need_weights=True)
+    assert out.shape == (shape[0], shape[1], 16) and a.shape == (shape[0], 2, shape[1], shape[1])
+    out.sum().backward()
+    assert x.grad.shape == shape
+
+
+def test_packed_thread_count_invariant():
+    x = rand(6, 33, 3 * 4 * 32)
+    g = rand(6, 33, 4 * 32)
+    results = []
+    prev = vitc.get_num_threads()
+    try:
+        for nt in (1, 2):
+            vitc.set_num_threads(nt)
+            vx = vitc.from_numpy(x.copy())
+            vx.requires_grad = True
+            out = vitc.multi_head_attention_packed(vx, 4)
+            out.backward(vitc.from_numpy(g))
+            results.append((out.detach().numpy().copy(), vx.grad.numpy().copy()))
+    finally:
+        vitc.set_num_threads(prev)
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+# ---- dropout on the attention maps ---------------------------------------------------------------
+
+def _packed_multipliers(B, T, H, Dh, p, seed):
+    """vitc's dropout multipliers, read back through the op itself: with v[b, j, head h] = e_j
+    (one-hot on channel j, needs T <= Dh), out[b, i, h·Dh + j] = A[b,h,i,j]·mult[b,h,i,j]."""
+    assert T <= Dh
+    x = rand(B, T, 3 * H * Dh, rng=np.random.default_rng(seed))
+    v = np.zeros((B, T, H, Dh), np.float32)
+    for j in range(T):
+        v[:, j, :, j] = 1.0
+    x[:, :, 2 * H * Dh:] = v.reshape(B, T, H * Dh)
+    vitc.manual_seed(seed)
+    with vitc.no_grad():
+        out, a = vitc.multi_head_attention_packed(vitc.from_numpy(x), H, dropout_p=p, need_weights=True)
+    out = out.numpy().reshape(B, T, H, Dh)[..., :T].transpose(0, 2, 1, 3)  # (B, H, T, T)
+    mult = out / a.numpy()
+    keep = 1.0 / (1.0 - p)
+    assert np.all(np.isclose(mult, 0.0, atol=1e-5) | np.isclose(mult, keep, rtol=1e-5)), "multipliers not {0, 1/(1-p)}"
+    return np.where(mult > 0.5 * keep, keep, 0.0).astype(np.float32)
+
+
+def test_dropout_matches_torch_with_injected_mask():
+    B, T, H, Dh, p, seed = 3, 9, 2, 16, 0.3, 1234
+    mult = _packed_multipliers(B, T, H, Dh, p, seed)
+    assert 0.05 < (mult == 0).mean() < 0.6  # it does drop, and not everything
+    x = rand(B, T, 3 * H * Dh, low=-2, high=2)
+
+    def vfn(t):
+        vitc.manual_seed(seed)  # same counters every call (forward, finite differences)
+        return vitc.multi_head_attention_packed(t, H, dropout_p=p, need_weights=True)
+
+    check_op(vfn, lambda t: torch_mha(t, H, mult=torch.from_numpy(mult)), [x], rtol=RTOL, atol=ATOL,
+             grad_rtol=RTOL, grad_atol=ATOL)
+
+
+def test_dropout_determinism_and_modes():
+    x = vitc.from_numpy(rand(2, 17, 3 * 3 * 32))
+    with vitc.no_grad():
+        vitc.manual_seed(5)
+        a = vitc.multi_head_attention_packed(x, 3, dropout_p=0.25).numpy()
+        vitc.manual_seed(5)
+        b = vitc.multi_head_attention_packed(x, 3, dropout_p=0.25).numpy()
+        c = vitc.multi_head_attention_packed(x, 3, dropout_p=0.25).numpy()  # RNG advanced: new mask
+        vitc.manual_seed(6)
+        d = vitc.multi_head_attention_packed(x, 3, dropout_p=0.25).numpy()
+        off = vitc.multi_head_attention_packed(x, 3, dropout_p=0.25, training=False).numpy()
+        plain = vitc.multi_head_attention_packed(x, 3).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, d)
+    np.testing.assert_array_equal(off, plain)
+
+
+def test_dropout_rate():
+    p = 0.4
+    mult = _packed_multipliers(4, 16, 4, 16, p, seed=99)
+    assert abs((mult == 0).mean() - p) < 0.05  # 4096 draws: 5 sigma is about 0.04
+
+
+def test_dropout_p_one():
+    x = rand(2, 5, 3 * 2 * 8)
+    check_op(vitc_mha(2, dropout_p=1.0), lambda t: torch_mha(t, 2)[0] * 0.0, [x], fd=False)
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+def test_packed_errors():
+    x = vitc.from_numpy(rand(2, 5, 48))
+    with pytest.raises(ValueError, match="not a positive multiple of 3\\*heads = 15"):
+        vitc.multi_head_attention_packed(x, 5)
+    with pytest.raises(ValueError, match="heads must be positive"):
+        vitc.multi_head_attention_packed(x, 0)
+    with pytest.raises(ValueError, match="heads must be positive"):
+        vitc.multi_head_attention_packed(x, -2)
+    with pytest.raises(TypeError, match="heads must be an int"):
+        vitc.multi_head_attention_packed(x, 2.0)
+    with pytest.raises(ValueError, match="must be 3-d"):
+        vitc.multi_head_attention_packed(vitc.from_numpy(rand(5, 48)), 2)
+    with pytest.raises(ValueError, match="must be 3-d"):
+        vitc.multi_head_attention_packed(vitc.from_numpy(rand(1, 2, 5, 48)), 2)
+    with pytest.raises(TypeError, match="float32"):
+        vitc.multi_head_attention_packed(vitc.from_numpy(np.ones((2, 5, 48), np.int64)), 2)
+    with pytest.raises(TypeError, match="must be a vitc.Tensor"):
+        vitc.multi_head_attention_packed(np.ones((2, 5, 48), np.float32), 2)
+    with pytest.raises(ValueError, match="dropout_p"):
+        vitc.multi_head_attention_packed(x, 2, dropout_p=1.5)
+    with pytest.raises(TypeError, match="scale"):
+        vitc.multi_head_attention_packed(x, 2, scale="big")
+    with pytest.raises(ValueError, match="positive multiple"):
+        vitc.multi_head_attention_packed(vitc.from_numpy(np.zeros((2, 5, 0), np.float32)), 2)
+
+
+def test_packed_allocation_failures_do_not_leak():
+    x = vitc.from_numpy(rand(2, 9, 3 * 2 * 8))
+    x.requires_grad = True
+    g = vitc.from_numpy(rand(2, 9, 16))
+    vitc.multi_head_attention_packed(x, 2, dropout_p=0.2, need_weights=True)[0].backward(g)  # warm caches
+    x.grad = None
+    live0 = vitc._C.alloc_stats()["live"]
+    failures = 0
+    for n in range(12):
+        vitc._C._alloc_fail_after(n)
+        try:
+            out = vitc.multi_head_attention_packed(x, 2, dropout_p=0.2, need_weights=True)[0]
+            out.backward(g)
+        except MemoryError:
+            failures += 1
+        finally:
+            vitc._C._alloc_fail_after(-1)
+        out = None
+        x.grad = None
+    assert failures > 0
+    assert vitc._C.alloc_stats()["live"] == live0
+
+
+# ---- scaled_dot_product_attention ----------------------------------------------------------------
+
+def sdpa_pair(**kw):
+    vk = dict(kw)
+    return (lambda q, k, v: vitc.scaled_dot_product_attention(q, k, v, **vk),
+            lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kw))
+
+
+SDPA_SHAPES = [((2, 3, 5, 8), (2, 3, 5, 8), (2, 3, 5, 8)),
+               ((2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5)),      # different S and Ev
+               ((4, 7, 16), (4, 9, 16), (4, 9, 16)),            # 3-d
+               ((7, 16), (9, 16), (9, 20)),                     # 2-d
+               ((1, 3, 4, 8), (2, 3, 5, 8), (2, 1, 5, 8)),      # broadcast batch dims
+               ((1, 17, 64), (1, 17, 64), (1, 17, 64)),
+               ((2, 1, 1, 3), (2, 1, 1, 3), (2, 1, 1, 3))]
+
+
+@pytest.mark.parametrize("sq,sk,sv", SDPA_SHAPES)
+def test_sdpa_matches_torch(sq, sk, sv):
+    vf, tf = sdpa_pair()
+    check_op(vf, tf, [rand(*sq), rand(*sk), rand(*sv)], rtol=RTOL, atol=ATOL, grad_rtol=RTOL, grad_atol=ATOL)
+
+
+def test_sdpa_noncontiguous():
+    vf, tf = sdpa_pair()
+    check_op(vf, tf, [rand(2, 6, 8), rand(2, 7, 8), rand(2, 7, 9)], noncontig=True, rtol=RTOL, atol=ATOL,
+             grad_rtol=RTOL, grad_atol=ATOL)
+
+
+def test_sdpa_permuted_views():
+    """views whose copies (last-dim stride != 1) have other batch strides than the originals"""
+    vf, tf = sdpa_pair()
+    bases = [rand(8, 2, 6), rand(8, 2, 7), rand(9, 7, 2)]
+    vl = [vitc.from_numpy(b.copy()) for b in bases]
+    tl = [torch.from_numpy(b.copy()) for b in bases]
+    for t in vl + tl:
+        t.requires_grad_(True) if isinstance(t, torch.Tensor) else setattr(t, "requires_grad", True)
+    views = lambda q, k, v: (q.permute(1, 2, 0), k.permute(1, 2, 0), v.permute(2, 1, 0))
+    vo = vf(*views(*vl))
+    to = tf(*views(*tl))
+    assert_close(vo.detach().numpy(), to.detach().numpy(), RTOL, ATOL, "out")
+    g = rand(*to.shape)
+    vo.backward(vitc.from_numpy(g))
+    to.backward(torch.from_numpy(g))
+    for i, (a, b) in enumerate(zip(vl, tl)):
+        assert_close(a.grad.numpy(), b.grad.numpy(), RTOL, ATOL, f"grad {i}")
+
+
+@pytest.mark.parametrize("scale", [0.25, -1.0])
+def test_sdpa_scale(scale):
+    vf, tf = sdpa_pair(scale=scale)
+    check_op(vf, tf, [rand(2, 5, 8), rand(2, 6, 8), rand(2, 6, 4)], rtol=RTOL, atol=ATOL, grad_rtol=RTOL,
+             grad_atol=ATOL)
+
+
+@pytest.mark.parametrize("L,S", [(5, 5), (3, 6), (6, 3)])
+def test_sdpa_causal(L, S):
+    vf, tf = sdpa_pair(is_causal=True)
+    check_op(vf, tf, [rand(2, L, 8), rand(2, S, 8), rand(2, S, 8)], rtol=RTOL, atol=ATOL, grad_rtol=RTOL,
+             grad_atol=ATOL)
+
+
+@pytest.mark.parametrize("mshape", [(4, 6), (2, 1, 4, 6), (1, 6), (1, 3, 1, 6)])
+def test_sdpa_bool_mask(mshape):
+    rng = np.random.default_rng(3)
+    m = rng.random(mshape) < 0.7
+    m[..., 0] = True
+    vm, tm = vitc.from_numpy(m), torch.from_numpy(m)
+    check_op(lambda q, k, v: vitc.scaled_dot_product_attention(q, k, v, attn_mask=vm),
+             lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=tm),
+             [rand(2, 3, 4, 8), rand(2, 3, 6, 8), rand(2, 3, 6, 5)], rtol=RTOL, atol=ATOL, grad_rtol=RTOL,
+             grad_atol=ATOL)
+
+
+def test_sdpa_fully_masked_rows_are_zero():
+    m = np.ones((4, 6), bool)
+    m[1] = False
+    fm = np.zeros((4, 6), np.float32)
+    fm[2] = -np.inf
+    for mask in (m, fm):
+        vm, tm = vitc.from_numpy(mask), torch.from_numpy(mask)
+        out = check_op(lambda q, k, v: vitc.scaled_dot_product_attention(q, k, v, attn_mask=vm),
+                       lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=tm),
+                       [rand(2, 4, 8), rand(2, 6, 8), rand(2, 6, 5)], rtol=RTOL, atol=ATOL, fd=False)
+        row = 1 if mask.dtype == bool else 2
+        assert np.all(out[0].detach().numpy()[:, row] == 0)
+
+
+@pytest.mark.parametrize("mshape", [(2, 3, 4, 6), (4, 6), (3, 1, 6)])
+def test_sdpa_float_mask_with_grad(mshape):
+    vf, tf = sdpa_pair()
+    check_op(lambda q, k, v, m: vitc.scaled_dot_product_attention(q, k, v, attn_mask=m),
+             lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
+             [rand(2, 3, 4, 8), rand(2, 3, 6, 8), rand(2, 3, 6, 5), rand(*mshape, low=-2, high=1)], rtol=RTOL,
+             atol=ATOL, grad_rtol=RTOL, grad_atol=ATOL)
+
+
+def test_sdpa_no_grad_inputs_subset():
+    """only value needs a gradient: the softmax backward is skipped, dv still right"""
+    q, k, v = rand(2, 5, 8), rand(2, 6, 8), rand(2, 6, 4)
+    vf, tf = sdpa_pair()
+    check_op(vf, tf, [q, k, v], grad_inputs=[2], rtol=RTOL, atol=ATOL, grad_rtol=RTOL, grad_atol=ATOL)
+    check_op(vf, tf, [q, k, v], grad_inputs=[0], rtol=RTOL, atol=ATOL, grad_rtol=RTOL, grad_atol=ATOL)
+
+
+def test_sdpa_dropout_with_injected_mask():
+    B, L, S, E, p, seed = 3, 5, 6, 8, 0.35, 77
+    q, k = rand(B, L, E), rand(B, S, E)
+    eye = np.tile(np.eye(S, dtype=np.float32), (B, 1, 1))  # v = I: out = dropout(P)
+    vitc.manual_seed(seed)
+    with vitc.no_grad():
+        dropped = vitc.scaled_dot_product_attention(vitc.from_numpy(q), vitc.from_numpy(k), vitc.from_numpy(eye),
+                                                    dropout_p=p).numpy()
+        plain = vitc.scaled_dot_product_attention(vitc.from_numpy(q), vitc.from_numpy(k),
+                                                  vitc.from_numpy(eye)).numpy()
+    mult = dropped / plain
+    keep = 1 / (1 - p)
+    assert np.all(np.isclose(mult, 0, atol=1e-5) | np.isclose(mult, keep, rtol=1e-5))
+    mult = torch.from_numpy(np.where(mult > 0.5 * keep, keep, 0.0).astype(np.float32))
+    assert 0 < (mult == 0).float().mean() < 1
+
+    def vfn(q_, k_, v_):
+        vitc.manual_seed(seed)
+        return vitc.scaled_dot_product_attention(q_, k_, v_, dropout_p=p)
+
+    def tfn(q_, k_, v_):
+        a = torch.softmax(q_ @ k_.transpose(-1, -2) * E ** -0.5, -1)
+        return (a * mult) @ v_
+
+    check_op(vfn, tfn, [q, k, rand(B, S, 7)], rtol=RTOL, atol=ATOL, grad_rtol=RTOL, grad_atol=ATOL)
+
+
+def test_sdpa_errors():
+    q, k, v = (vitc.from_numpy(rand(2, 4, 8)) for _ in range(3))
+    with pytest.raises(ValueError, match="do not fit"):
+        vitc.scaled_dot_product_attention(q, vitc.from_numpy(rand(2, 4, 7)), v)
+    with pytest.raises(ValueError, match="do not fit"):
+        vitc.scaled_dot_product_attention(q, k, vitc.from_numpy(rand(2, 5, 8)))
+    with pytest.raises(ValueError, match="broadcast"):
+        vitc.scaled_dot_product_attention(vitc.from_numpy(rand(3, 4, 8)), k, v)
+    with pytest.raises(ValueError, match="attn_mask of shape \\(3, 4\\)"):
+        vitc.scaled_dot_product_attention(q, k, v, attn_mask=vitc.from_numpy(np.ones((3, 4), bool)))
+    with pytest.raises(ValueError, match="attn_mask of shape"):
+        vitc.scaled_dot_product_attention(q, k, v, attn_mask=vitc.from_numpy(np.ones((3, 2, 4, 4), bool)))
+    with pytest.raises(ValueError, match="is_causal"):
+        vitc.scaled_dot_product_attention(q, k, v, attn_mask=vitc.from_numpy(np.ones((4, 4), bool)), is_causal=True)
+    with pytest.raises(TypeError, match="bool or float32"):
+        vitc.scaled_dot_product_attention(q, k, v, attn_mask=vitc.from_numpy(np.ones((4, 4), np.int64)))
+    with pytest.raises(TypeError, match="float32"):
+        vitc.scaled_dot_product_attention(vitc.from_numpy(np.ones((2, 4, 8), np.int64)), k, v)
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        vitc.scaled_dot_product_attention(vitc.from_numpy(rand(8)), k, v)
+    with pytest.raises(ValueError, match="dropout_p"):
+        vitc.scaled_dot_product_attention(q, k, v, dropout_p=-0.1)
+    with pytest.raises(ValueError, match="enable_gqa"):
+        vitc.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    with pytest.raises(TypeError, match="vitc.Tensor"):
+        vitc.scaled_dot_product_attention(q, k, None)
+
+
+# ---- the portable (non-AVX2) kernels, in a fresh process -----------------------------------------
+
+BASELINE_SCRIPT = r"""
+import numpy as np, vitc
+rng = np.random.default_rng(0)
+worst = 0.0
+for B, T, H, Dh in [(2, 17, 3, 64), (1, 13, 2, 12), (2, 40, 1, 8)]:
+    x = rng.uniform(-1, 1, (B, T, 3 * H * Dh)).astype(np.float32)
+    vx = vitc.from_numpy(x.copy()); vx.requires_grad = True
+    out, a = vitc.multi_head_attention_packed(vx, H, need_weights=True)
+    g = rng.uniform(-1, 1, out.shape).astype(np.float32)
+    out.backward(vitc.from_numpy(g))
+    xd = x.astype(np.float64).reshape(B, T, 3, H, Dh).transpose(2, 0, 3, 1, 4)
+    q, k, v = xd
+    s = q @ k.swapaxes(-1, -2) * Dh ** -0.5
+    p = np.exp(s - s.max(-1, keepdims=True)); p /= p.sum(-1, keepdims=True)
+    o = (p @ v).transpose(0, 2, 1, 3).reshape(B, T, H * Dh)
+    go = g.astype(np.float64).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
+    dp = go @ v.swapaxes(-1, -2)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
+    dq, dk, dv = ds @ k * Dh ** -0.5, ds.swapaxes(-1, -2) @ q * Dh ** -0.5, p.swapaxes(-1, -2) @ go
+    dx = np.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * H * Dh)
+    for got, want in ((out.detach().numpy(), o), (a.detach().numpy(), p), (vx.grad.numpy(), dx)):
+        worst = max(worst, float(np.max(np.abs(got - want) / (1e-5 + 1e-4 * np.abs(want)))))
+print(worst)
+"""
+
+
+def test_baseline_kernels_subprocess():
+    env = dict(os.environ, VITC_ISA="baseline", OMP_NUM_THREADS="2")
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(vitc.__file__)), env.get("PYTHONPATH", "")])
+    r = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.strip()) <= 1.0  # every element within atol 1e-5 + rtol 1e-4 of float64
