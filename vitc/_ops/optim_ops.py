@@ -1,2 +1,30 @@
-"""optim_ops ops (see csrc/ops/)."""
+"""optim ops (csrc/ops/optim.c): whole-group optimizer steps over flat buffers.
+
+These are the low-level calls behind vitc.optim; they are not exported as ``vitc.<name>``.
+``seg`` is an int64 (S, 4) tensor with one row per parameter: [start, numel, step, active].
+"""
+from .._tensor import _call
+
 __all__ = []
+
+
+def flat_view(flat, offset, shape):
+    """A contiguous view of ``shape`` starting ``offset`` elements into the 1-d buffer ``flat``."""
+    return _call("optim_view", (flat,), (int(offset),) + tuple(int(s) for s in shape))
+
+
+def sgd_step(param, grad, momentum_buf, seg, lr, momentum, dampening, weight_decay, nesterov, maximize):
+    return _call("sgd_step", (param, grad, momentum_buf, seg), (int(bool(nesterov)), int(bool(maximize))),
+                 (float(lr), float(momentum), float(dampening), float(weight_decay)))
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, seg, lr, beta1, beta2, eps, weight_decay,
+              amsgrad, decoupled, maximize):
+    return _call("adam_step", (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, seg),
+                 (int(bool(amsgrad)), int(bool(decoupled)), int(bool(maximize))),
+                 (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay)))
+
+
+def flat_zero(flat):
+    """Zero a contiguous 1-d float32 buffer in place (a parallel memset)."""
+    return _call("optim_zero", (flat,))

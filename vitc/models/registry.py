@@ -1,0 +1,37 @@
+"""Model registry: register_model decorator, create_model(name, **overrides), list_models()."""
+import fnmatch
+
+__all__ = ["register_model", "create_model", "list_models", "is_model"]
+
+_MODELS = {}
+
+
+def register_model(fn=None, *, name=None):
+    """Register a model constructor under its function name (or ``name``): @register_model."""
+    def wrap(f):
+        key = name or f.__name__
+        if not callable(f):
+            raise TypeError(f"register_model: {f!r} is not callable")
+        if key in _MODELS and _MODELS[key] is not f:
+            raise ValueError(f"register_model: a model named {key!r} is already registered")
+        _MODELS[key] = f
+        return f
+    return wrap(fn) if fn is not None else wrap
+
+
+def list_models(pattern="*"):
+    """Sorted names of the registered models matching a shell-style pattern."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def is_model(name):
+    return name in _MODELS
+
+
+def create_model(name, **overrides):
+    """Build the registered model ``name``; keyword arguments override its configuration."""
+    if not isinstance(name, str):
+        raise TypeError(f"create_model: model name must be a str, got {type(name).__name__}")
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+    return _MODELS[name](**overrides)

@@ -1,0 +1,22 @@
+"""vitc.nn: Modules, Parameters, layers and the ViT building blocks (torch.nn names and semantics)."""
+from . import functional, init, utils
+from .activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .container import ModuleDict, ModuleList, Sequential
+from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
+from .dropout import Dropout, DropPath
+from .linear import Flatten, Identity, Linear
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, MSELoss
+from .module import Module
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, TokenBatchNorm
+from .parameter import Parameter
+from .transformer import Attention, FeedForward, Patchify, Transformer, TransformerBlock
+
+__all__ = [
+    "Module", "Parameter", "functional", "init", "utils",
+    "Linear", "Identity", "Flatten", "Sequential", "ModuleList", "ModuleDict",
+    "GELU", "ReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout", "DropPath",
+    "LayerNorm", "BatchNorm1d", "BatchNorm2d", "TokenBatchNorm",
+    "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+    "CrossEntropyLoss", "MSELoss", "KLDivLoss", "BCEWithLogitsLoss",
+    "Patchify", "Attention", "FeedForward", "TransformerBlock", "Transformer",
+]

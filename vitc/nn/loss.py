@@ -1,0 +1,72 @@
+"""Loss modules (the math is in the loss op family, vitc.cross_entropy etc.)."""
+import vitc as _v
+
+from ._util import check_float, check_int
+from .module import Module
+
+__all__ = ["CrossEntropyLoss", "MSELoss", "KLDivLoss", "BCEWithLogitsLoss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduction(r, who):
+    if r not in _REDUCTIONS:
+        raise ValueError(f"{who}: reduction must be one of {_REDUCTIONS}, got {r!r}")
+    return r
+
+
+class CrossEntropyLoss(Module):
+    """Cross-entropy of logits (N, C) against int64 class indices (N,) or soft targets (N, C).
+
+    label_smoothing ε mixes the target with the uniform distribution: (1−ε)·y + ε/C (SPEC §3.2).
+    """
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__()
+        if weight is not None:
+            raise NotImplementedError("CrossEntropyLoss: class weights are not supported")
+        self.ignore_index = check_int(ignore_index, "ignore_index", "CrossEntropyLoss")
+        self.reduction = _reduction(reduction, "CrossEntropyLoss")
+        self.label_smoothing = check_float(label_smoothing, "label_smoothing", "CrossEntropyLoss", 0.0, 1.0)
+
+    def forward(self, input, target):
+        return _v.cross_entropy(input, target, reduction=self.reduction, label_smoothing=self.label_smoothing,
+                                ignore_index=self.ignore_index)
+
+    def extra_repr(self):
+        s = f"reduction={self.reduction!r}"
+        if self.label_smoothing:
+            s += f", label_smoothing={self.label_smoothing}"
+        return s
+
+
+class MSELoss(Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        self.reduction = _reduction(reduction, "MSELoss")
+
+    def forward(self, input, target):
+        return _v.mse_loss(input, target, reduction=self.reduction)
+
+
+class KLDivLoss(Module):
+    """KL(target ‖ exp(input)) with input log-probabilities (torch.nn.KLDivLoss semantics)."""
+
+    def __init__(self, reduction="mean", log_target=False):
+        super().__init__()
+        if reduction not in _REDUCTIONS + ("batchmean",):
+            raise ValueError(f"KLDivLoss: reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")
+        self.reduction = reduction
+        self.log_target = bool(log_target)
+
+    def forward(self, input, target):
+        return _v.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+class BCEWithLogitsLoss(Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        self.reduction = _reduction(reduction, "BCEWithLogitsLoss")
+
+    def forward(self, input, target):
+        return _v.binary_cross_entropy_with_logits(input, target, reduction=self.reduction)

@@ -1,0 +1,135 @@
+"""Transformer building blocks of a ViT (SPEC §1.1, §1.4, §1.6): Patchify, Attention, FeedForward,
+TransformerBlock (pre-norm) and Transformer (blocks + final LayerNorm)."""
+import vitc as _v
+
+from ._util import check_float, check_int, check_prob, pair
+from .activation import GELU
+from .container import ModuleList, Sequential
+from .dropout import Dropout, DropPath
+from .linear import Identity, Linear
+from .module import Module
+from .normalization import LayerNorm
+
+__all__ = ["Patchify", "Attention", "FeedForward", "TransformerBlock", "Transformer"]
+
+
+class Patchify(Module):
+    """(B, C, H, W) -> (B, N, P1·P2·C), einops 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)' (SPEC §1.1)."""
+
+    def __init__(self, patch_size):
+        super().__init__()
+        self.patch_size = pair(patch_size, "patch_size", "Patchify")
+
+    def forward(self, input):
+        if input.ndim != 4:
+            raise ValueError(f"Patchify: expected a (B, C, H, W) image batch, got shape {tuple(input.shape)}")
+        p1, p2 = self.patch_size
+        if input.shape[2] % p1 or input.shape[3] % p2:
+            raise ValueError(f"Patchify: image size {tuple(input.shape[2:])} is not divisible by the patch size "
+                             f"{self.patch_size}")
+        return _v.patchify(input, self.patch_size)
+
+    def extra_repr(self):
+        return f"patch_size={self.patch_size}"
+
+
+class Attention(Module):
+    """Multi-head self-attention (lucidrains/vit-pytorch): to_qkv -> fused attention -> to_out.
+
+    inner = heads·dim_head; scale dim_head^-1/2; attention-map dropout `dropout`; to_out =
+    Linear(inner, dim) + Dropout, or Identity when heads == 1 and dim_head == dim (as lucidrains).
+    forward(x, return_attention=True) also returns the maps A (B, heads, T, T), post-softmax.
+    """
+
+    def __init__(self, dim, heads=8, dim_head=64, dropout=0.0, qkv_bias=False):
+        super().__init__()
+        who = "Attention"
+        self.dim = check_int(dim, "dim", who, 1)
+        self.heads = check_int(heads, "heads", who, 1)
+        self.dim_head = check_int(dim_head, "dim_head", who, 1)
+        self.attn_drop = check_prob(dropout, who)
+        inner = heads * dim_head
+        self.scale = dim_head ** -0.5
+        self.to_qkv = Linear(dim, inner * 3, bias=qkv_bias)
+        project_out = not (heads == 1 and dim_head == dim)
+        self.to_out = Sequential(Linear(inner, dim), Dropout(dropout)) if project_out else Identity()
+
+    def forward(self, x, return_attention=False):
+        if x.ndim != 3 or x.shape[2] != self.dim:
+            raise ValueError(f"Attention(dim={self.dim}): expected input of shape (B, T, {self.dim}), "
+                             f"got {tuple(x.shape)}")
+        qkv = self.to_qkv(x)
+        res = _v.multi_head_attention_packed(qkv, self.heads, scale=self.scale, dropout_p=self.attn_drop,
+                                             training=self.training, need_weights=return_attention)
+        if return_attention:
+            out, attn = res
+            return self.to_out(out), attn
+        return self.to_out(res)
+
+    def extra_repr(self):
+        return f"heads={self.heads}, dim_head={self.dim_head}, attn_drop={self.attn_drop}"
+
+
+class FeedForward(Module):
+    """Linear(dim, hidden) -> GELU -> Dropout -> Linear(hidden, dim) -> Dropout (SPEC §1.6)."""
+
+    def __init__(self, dim, hidden_dim, dropout=0.0, approximate="none"):
+        super().__init__()
+        check_int(dim, "dim", "FeedForward", 1)
+        check_int(hidden_dim, "hidden_dim", "FeedForward", 1)
+        self.net = Sequential(Linear(dim, hidden_dim), GELU(approximate), Dropout(dropout),
+                              Linear(hidden_dim, dim), Dropout(dropout))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class TransformerBlock(Module):
+    """Pre-norm block: x + DP(attn(norm1 x)); x + DP(ff(norm2 x)) (DP = drop path, SPEC §3.7)."""
+
+    def __init__(self, dim, heads=8, dim_head=64, mlp_dim=None, dropout=0.0, drop_path=0.0, qkv_bias=False,
+                 norm_eps=1e-5, gelu="none"):
+        super().__init__()
+        mlp_dim = 4 * dim if mlp_dim is None else mlp_dim
+        self.norm1 = LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, heads=heads, dim_head=dim_head, dropout=dropout, qkv_bias=qkv_bias)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else Identity()
+        self.norm2 = LayerNorm(dim, eps=norm_eps)
+        self.ff = FeedForward(dim, mlp_dim, dropout=dropout, approximate=gelu)
+
+    def forward(self, x, return_attention=False):
+        if return_attention:
+            a, attn = self.attn(self.norm1(x), return_attention=True)
+        else:
+            a, attn = self.attn(self.norm1(x)), None
+        x = x + self.drop_path(a)
+        x = x + self.drop_path(self.ff(self.norm2(x)))
+        return (x, attn) if return_attention else x
+
+
+class Transformer(Module):
+    """depth pre-norm blocks then a final LayerNorm (lucidrains since Aug 2023; timm's `norm`).
+
+    drop_path is the rate of the last block; block i gets drop_path·i/(depth−1) (SPEC §3.7).
+    """
+
+    def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout=0.0, drop_path=0.0, qkv_bias=False,
+                 norm_eps=1e-5, gelu="none"):
+        super().__init__()
+        depth = check_int(depth, "depth", "Transformer", 1)
+        drop_path = check_float(drop_path, "drop_path", "Transformer", 0.0, 1.0)
+        rates = [drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
+        self.layers = ModuleList([TransformerBlock(dim, heads, dim_head, mlp_dim, dropout, rates[i], qkv_bias,
+                                                   norm_eps, gelu) for i in range(depth)])
+        self.norm = LayerNorm(dim, eps=norm_eps)
+
+    def forward(self, x, return_attention=False):
+        maps = []
+        for block in self.layers:
+            if return_attention:
+                x, a = block(x, return_attention=True)
+                maps.append(a)
+            else:
+                x = block(x)
+        x = self.norm(x)
+        return (x, maps) if return_attention else x

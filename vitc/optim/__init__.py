@@ -1,0 +1,8 @@
+"""vitc.optim: SGD, Adam, AdamW over flat parameter buffers (one C call per group per step), and
+learning-rate schedules (vitc.optim.lr_scheduler), with torch.optim's names and semantics."""
+from . import lr_scheduler
+from .adam import Adam, AdamW
+from .optimizer import Optimizer
+from .sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]

@@ -1,0 +1,319 @@
+"""Learning-rate schedules with torch.optim.lr_scheduler's semantics (step(), get_last_lr(),
+state_dict()), plus timm's warmup + cosine ``CosineLRScheduler`` (SPEC §3.9).
+
+Like torch, constructing a scheduler applies epoch 0's rate, and each ``step()`` (once per epoch,
+after ``optimizer.step()``) moves to the next epoch. The recursive update rules are torch's, so
+the rates agree with torch's to float rounding.
+"""
+import bisect
+import math
+import numbers
+import types
+
+from .optimizer import Optimizer
+
+__all__ = ["LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "CosineAnnealingLR", "LinearLR", "SequentialLR",
+           "CosineLRScheduler"]
+
+
+def _check_optimizer(opt):
+    if not isinstance(opt, Optimizer):
+        raise TypeError(f"{type(opt).__name__} is not a vitc Optimizer")
+    return opt
+
+
+class LRScheduler:
+    def __init__(self, optimizer, last_epoch=-1):
+        self.optimizer = _check_optimizer(optimizer)
+        if last_epoch == -1:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        else:
+            for i, group in enumerate(optimizer.param_groups):
+                if "initial_lr" not in group:
+                    raise KeyError(f"param 'initial_lr' is not specified in param_groups[{i}] when resuming an "
+                                   "optimizer")
+        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.last_epoch = last_epoch
+        self._initial_step()
+
+    def _initial_step(self):
+        self._step_count = 0
+        self.step()
+
+    def get_lr(self):
+        raise NotImplementedError
+
+    def get_last_lr(self):
+        return self._last_lr
+
+    def step(self, epoch=None):
+        self._step_count += 1
+        if epoch is None:
+            self.last_epoch += 1
+            values = self.get_lr()
+        else:
+            self.last_epoch = epoch
+            values = self._get_closed_form_lr() if hasattr(self, "_get_closed_form_lr") else self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, values):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self):
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict):
+        self.__dict__.update(state_dict)
+
+
+class LambdaLR(LRScheduler):
+    """lr = base_lr · lr_lambda(epoch) (one function, or one per group)."""
+
+    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+        _check_optimizer(optimizer)
+        n = len(optimizer.param_groups)
+        if isinstance(lr_lambda, (list, tuple)):
+            if len(lr_lambda) != n:
+                raise ValueError(f"Expected {n} lr_lambdas, but got {len(lr_lambda)}")
+            self.lr_lambdas = list(lr_lambda)
+        else:
+            self.lr_lambdas = [lr_lambda] * n
+        for f in self.lr_lambdas:
+            if not callable(f):
+                raise TypeError(f"lr_lambda must be callable, got {type(f).__name__}")
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        return [base * f(self.last_epoch) for f, base in zip(self.lr_lambdas, self.base_lrs)]
+
+    def state_dict(self):
+        # functions are not state; callable objects with a __dict__ are saved (as torch)
+        sd = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
+        sd["lr_lambdas"] = [None if isinstance(f, types.FunctionType) else dict(f.__dict__) for f in self.lr_lambdas]
+        return sd
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        lambdas = state_dict.pop("lr_lambdas", None) or []
+        self.__dict__.update(state_dict)
+        for f, st in zip(self.lr_lambdas, lambdas):
+            if st is not None:
+                f.__dict__.update(st)
+
+
+class StepLR(LRScheduler):
+    """lr ← lr·gamma every step_size epochs."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) or step_size < 1:
+            raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
+        self.step_size, self.gamma = int(step_size), float(gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
+            return [g["lr"] for g in self.optimizer.param_groups]
+        return [g["lr"] * self.gamma for g in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self):
+        return [b * self.gamma ** (self.last_epoch // self.step_size) for b in self.base_lrs]
+
+
+class MultiStepLR(LRScheduler):
+    """lr ← lr·gamma at each milestone epoch."""
+
+    def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
+        self.milestones = sorted(int(m) for m in milestones)
+        self.gamma = float(gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        k = self.milestones.count(self.last_epoch)
+        return [g["lr"] * self.gamma ** k for g in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self):
+        return [b * self.gamma ** bisect.bisect_right(self.milestones, self.last_epoch) for b in self.base_lrs]
+
+
+class CosineAnnealingLR(LRScheduler):
+    """lr_t = η_min + ½(base − η_min)(1 + cos(π·t/T_max)) (SGDR without restarts), torch's recursion."""
+
+    def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
+        if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max < 1:
+            raise ValueError(f"CosineAnnealingLR: T_max must be a positive int, got {T_max!r}")
+        self.T_max, self.eta_min = int(T_max), float(eta_min)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        t, T, groups = self.last_epoch, self.T_max, self.optimizer.param_groups
+        if t == 0:
+            return [g["lr"] for g in groups]
+        if self._step_count == 1 and t > 0:
+            return [self.eta_min + (b - self.eta_min) * (1 + math.cos(t * math.pi / T)) / 2 for b in self.base_lrs]
+        if (t - 1 - T) % (2 * T) == 0:
+            return [g["lr"] + (b - self.eta_min) * (1 - math.cos(math.pi / T)) / 2
+                    for b, g in zip(self.base_lrs, groups)]
+        return [(1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T)) * (g["lr"] - self.eta_min)
+                + self.eta_min for g in groups]
+
+    def _get_closed_form_lr(self):
+        return [self.eta_min + (b - self.eta_min) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+                for b in self.base_lrs]
+
+
+class LinearLR(LRScheduler):
+    """Factor moving linearly from start_factor to end_factor over total_iters epochs."""
+
+    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5, last_epoch=-1):
+        if not 0 < start_factor <= 1:
+            raise ValueError("Starting multiplicative factor expected to be greater than 0 and less or equal to 1.")
+        if not 0 <= end_factor <= 1:
+            raise ValueError("Ending multiplicative factor expected to be between 0 and 1.")
+        self.start_factor, self.end_factor, self.total_iters = float(start_factor), float(end_factor), int(total_iters)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        groups, t = self.optimizer.param_groups, self.last_epoch
+        if t == 0:
+            return [g["lr"] * self.start_factor for g in groups]
+        if t > self.total_iters:
+            return [g["lr"] for g in groups]
+        d = self.end_factor - self.start_factor
+        return [g["lr"] * (1.0 + d / (self.total_iters * self.start_factor + (t - 1) * d)) for g in groups]
+
+    def _get_closed_form_lr(self):
+        d = self.end_factor - self.start_factor
+        return [b * (self.start_factor + d * min(self.total_iters, self.last_epoch) / self.total_iters)
+                for b in self.base_lrs]
+
+
+class SequentialLR(LRScheduler):
+    """Run schedulers one after another, switching at the milestone epochs (torch semantics)."""
+
+    def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
+        _check_optimizer(optimizer)
+        if len(schedulers) < 1:
+            raise ValueError("SequentialLR expects at least one scheduler")
+        for s in schedulers:
+            if s.optimizer is not optimizer:
+                raise ValueError("SequentialLR: every scheduler must belong to the same optimizer")
+        if len(milestones) != len(schedulers) - 1:
+            raise ValueError(f"SequentialLR: expected {len(schedulers) - 1} milestones, got {len(milestones)}")
+        self._schedulers = list(schedulers)
+        self._milestones = list(milestones)
+        self.last_epoch = last_epoch + 1
+        self.optimizer = optimizer
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        for s in self._schedulers:  # undo the initial steps the schedulers took when built
+            s.last_epoch -= 1
+        self._schedulers[0]._initial_step()
+        self._last_lr = self._schedulers[0].get_last_lr()
+
+    def step(self):
+        self.last_epoch += 1
+        idx = bisect.bisect_right(self._milestones, self.last_epoch)
+        s = self._schedulers[idx]
+        if idx > 0 and self._milestones[idx - 1] == self.last_epoch:
+            s.step(0)
+        else:
+            s.step()
+        self._last_lr = s.get_last_lr()
+
+    def state_dict(self):
+        sd = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        sd["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return sd
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        subs = state_dict.pop("_schedulers")
+        self.__dict__.update(state_dict)
+        for s, st in zip(self._schedulers, subs):
+            s.load_state_dict(st)
+
+
+class CosineLRScheduler:
+    """Linear warmup then cosine decay, timm's ``CosineLRScheduler`` semantics (SPEC §3.9).
+
+    t < warmup_t: lr = warmup_lr_init + t·(base − warmup_lr_init)/warmup_t; otherwise
+    lr = lr_min + ½(base − lr_min)(1 + cos(π·t_c/T)) within cycle i (cycle_mul/cycle_decay/
+    cycle_limit/k_decay as timm; warmup_prefix shifts t by warmup_t). Call ``step(epoch)`` at the
+    end of each epoch with the next epoch index (t_in_epochs=True) or ``step_update(num_updates)``
+    after each optimizer step (t_in_epochs=False). Building it sets epoch 0's rate.
+    """
+
+    def __init__(self, optimizer, t_initial, lr_min=0.0, cycle_mul=1.0, cycle_decay=1.0, cycle_limit=1, warmup_t=0,
+                 warmup_lr_init=0.0, warmup_prefix=False, t_in_epochs=True, k_decay=1.0):
+        self.optimizer = _check_optimizer(optimizer)
+        if isinstance(t_initial, bool) or not isinstance(t_initial, numbers.Integral) or t_initial <= 0:
+            raise ValueError(f"CosineLRScheduler: t_initial must be a positive int, got {t_initial!r}")
+        if lr_min < 0:
+            raise ValueError(f"CosineLRScheduler: lr_min must be >= 0, got {lr_min}")
+        if warmup_t < 0:
+            raise ValueError(f"CosineLRScheduler: warmup_t must be >= 0, got {warmup_t}")
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.base_values = [group["initial_lr"] for group in optimizer.param_groups]
+        self.t_initial, self.lr_min = int(t_initial), float(lr_min)
+        self.cycle_mul, self.cycle_decay, self.cycle_limit = float(cycle_mul), float(cycle_decay), int(cycle_limit)
+        self.warmup_t, self.warmup_lr_init = int(warmup_t), float(warmup_lr_init)
+        self.warmup_prefix, self.t_in_epochs, self.k_decay = bool(warmup_prefix), bool(t_in_epochs), float(k_decay)
+        if self.warmup_t:
+            self.warmup_steps = [(v - self.warmup_lr_init) / self.warmup_t for v in self.base_values]
+            self._update(self.warmup_lr_init)
+        else:
+            self.warmup_steps = [1 for _ in self.base_values]
+            self._update(self.base_values)
+
+    def _get_lr(self, t):
+        if t < self.warmup_t:
+            return [self.warmup_lr_init + t * s for s in self.warmup_steps]
+        if self.warmup_prefix:
+            t = t - self.warmup_t
+        if self.cycle_mul != 1:
+            i = math.floor(math.log(1 - t / self.t_initial * (1 - self.cycle_mul), self.cycle_mul))
+            t_i = self.cycle_mul ** i * self.t_initial
+            t_curr = t - (1 - self.cycle_mul ** i) / (1 - self.cycle_mul) * self.t_initial
+        else:
+            i = t // self.t_initial
+            t_i = self.t_initial
+            t_curr = t - self.t_initial * i
+        if i >= self.cycle_limit:
+            return [self.lr_min for _ in self.base_values]
+        gamma = self.cycle_decay ** i
+        k = self.k_decay
+        return [self.lr_min + 0.5 * (v * gamma - self.lr_min) * (1 + math.cos(math.pi * t_curr ** k / t_i ** k))
+                for v in self.base_values]
+
+    def _update(self, values):
+        if not isinstance(values, (list, tuple)):
+            values = [values] * len(self.optimizer.param_groups)
+        for group, v in zip(self.optimizer.param_groups, values):
+            group["lr"] = v
+        self._last_lr = list(values)
+
+    def step(self, epoch, metric=None):
+        if self.t_in_epochs:
+            self._update(self._get_lr(epoch))
+
+    def step_update(self, num_updates, metric=None):
+        if not self.t_in_epochs:
+            self._update(self._get_lr(num_updates))
+
+    def get_last_lr(self):
+        return self._last_lr
+
+    def get_cycle_length(self, cycles=0):
+        cycles = max(1, cycles or self.cycle_limit)
+        if self.cycle_mul == 1.0:
+            t = self.t_initial * cycles
+        else:
+            t = int(math.floor(-self.t_initial * (self.cycle_mul ** cycles - 1) / (1 - self.cycle_mul)))
+        return t + self.warmup_t if self.warmup_prefix else t
+
+    def state_dict(self):
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict):
+        self.__dict__.update(state_dict)

@@ -1,0 +1,284 @@
+"""vitc.train: a small training engine — fit(), evaluate() and crash-safe checkpoints.
+
+fit() runs the seed 004 protocol (SPEC §2.4): per epoch, the training loop over shuffled batches
+(data loading included in its wall time), then a test pass in eval mode. It records the sum of
+the batch-mean losses (the article's "training loss") and their mean, the test accuracy (argmax),
+and both wall times. Unlike the article's script, the test pass runs under ``vitc.no_grad()``.
+
+Checkpoints (``checkpoint_dir``): after each epoch a directory ``ckpt-<epoch>`` with
+``model.safetensors`` (state_dict), ``optimizer.safetensors`` (per-parameter state tensors) and
+``state.json`` (epoch, optimizer options and step counts, scheduler state, RNG state, history) is
+built under a temporary name, then renamed into place, then the ``latest`` pointer file is
+replaced atomically. A crash at any point leaves the previous checkpoint and pointer intact.
+``resume=True`` continues from ``latest`` and gives the same result as an uninterrupted run.
+"""
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+import vitc as _v
+
+from .. import _C
+from ..io import atomic_write, load_safetensors, save_safetensors
+
+__all__ = ["fit", "evaluate", "train_one_epoch", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
+
+
+def _progress(iterable, total, desc, enabled):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is optional
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _labels_np(y):
+    return y.numpy() if isinstance(y, _v.Tensor) else np.asarray(y)
+
+
+def evaluate(model, loader, loss_fn=None, progress=False):
+    """Accuracy (argmax of the logits) and mean loss over a loader, in eval mode under no_grad.
+
+    Returns {'accuracy', 'loss' (mean of batch losses weighted by batch size, or None),
+    'time' (wall seconds, loading included), 'samples'}.
+    """
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    correct, n, loss_sum = 0, 0, 0.0
+    try:
+        with _v.no_grad():
+            for x, y in _progress(loader, len(loader) if hasattr(loader, "__len__") else None, "test", progress):
+                z = model(x)
+                yn = _labels_np(y)
+                pred = z.numpy().argmax(axis=1)
+                target = yn.argmax(axis=1) if yn.ndim == 2 else yn  # soft labels: their argmax
+                correct += int((pred == target).sum())
+                n += len(target)
+                if loss_fn is not None:
+                    loss_sum += float(loss_fn(z, y).item()) * len(target)
+    finally:
+        model.train(was_training)
+    return {"accuracy": correct / n if n else float("nan"), "loss": loss_sum / n if (n and loss_fn) else None,
+            "time": time.perf_counter() - t0, "samples": n}
+
+
+def _scheduler_kind(scheduler):
+    if scheduler is None:
+        return None
+    return "timm" if hasattr(scheduler, "step_update") else "torch"
+
+
+def train_one_epoch(model, loader, optimizer, loss_fn, epoch=0, scheduler=None, num_updates=0, progress=True,
+                    desc=None):
+    """One pass over loader. Returns ({'loss_sum', 'loss_mean', 'batches', 'time', 'nonfinite'}, num_updates)."""
+    model.train()
+    kind = _scheduler_kind(scheduler)
+    t0 = time.perf_counter()
+    loss_sum, batches, nonfinite = 0.0, 0, 0
+    bar = _progress(loader, len(loader) if hasattr(loader, "__len__") else None, desc or f"epoch {epoch + 1}",
+                    progress)
+    for x, y in bar:
+        # zeroing in place keeps every .grad a view of the optimizer's flat buffer (one memset);
+        # all parameters of the models trained here receive gradients, so this equals set_to_none
+        optimizer.zero_grad(set_to_none=False)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        num_updates += 1
+        if kind == "timm":
+            scheduler.step_update(num_updates)
+        value = float(loss.item())
+        if not math.isfinite(value):
+            nonfinite += 1
+        loss_sum += value
+        batches += 1
+        if progress and hasattr(bar, "set_postfix") and batches % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum / batches:.4f}")
+    if hasattr(bar, "close"):
+        bar.close()
+    return ({"loss_sum": loss_sum, "loss_mean": loss_sum / batches if batches else float("nan"), "batches": batches,
+             "time": time.perf_counter() - t0, "nonfinite": nonfinite}, num_updates)
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+_LATEST = "latest"
+
+
+def _optimizer_payload(optimizer):
+    sd = optimizer.state_dict()
+    tensors, steps = {}, {}
+    for idx, st in sd["state"].items():
+        for name, v in st.items():
+            if name == "step":
+                steps[str(idx)] = float(v.item() if hasattr(v, "item") else v)
+            elif v is not None:
+                tensors[f"state.{idx}.{name}"] = v
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "steps": steps}
+
+
+def _optimizer_restore(optimizer, tensors, meta):
+    state = {}
+    for key, v in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = v
+    for idx, step in meta["steps"].items():
+        state.setdefault(int(idx), {})["step"] = step
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"checkpoint: cannot store a {type(obj).__name__} in state.json")
+
+
+def _write_text(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def latest_checkpoint(checkpoint_dir):
+    """Path of the newest complete checkpoint directory, or None."""
+    ptr = os.path.join(checkpoint_dir, _LATEST)
+    if not os.path.exists(ptr):
+        return None
+    with open(ptr) as f:
+        name = json.load(f)["name"]
+    path = os.path.join(checkpoint_dir, name)
+    return path if os.path.isdir(path) else None
+
+
+def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None, history=None, extra=None,
+                    keep=2):
+    """Write checkpoint ``ckpt-<epoch>`` (see the module docstring) and return its path."""
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    name = f"ckpt-{epoch:06d}"
+    final = os.path.join(checkpoint_dir, name)
+    tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=checkpoint_dir)
+    try:
+        save_safetensors(model.state_dict(), os.path.join(tmp, "model.safetensors"))
+        state = {"epoch": epoch, "rng_state": list(_C.get_rng_state()), "history": history or {},
+                 "extra": extra or {}}
+        if optimizer is not None:
+            tensors, meta = _optimizer_payload(optimizer)
+            save_safetensors(tensors, os.path.join(tmp, "optimizer.safetensors"))
+            state["optimizer"] = meta
+        if scheduler is not None:
+            state["scheduler"] = scheduler.state_dict()
+        text = json.dumps(_jsonable(state), indent=1)
+        atomic_write(os.path.join(tmp, "state.json"), lambda p: _write_text(p, text))
+        if os.path.exists(final):  # a previous run wrote this epoch: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    pointer = json.dumps({"name": name, "epoch": epoch})
+    atomic_write(os.path.join(checkpoint_dir, _LATEST), lambda p: _write_text(p, pointer))
+    olds = sorted(d for d in os.listdir(checkpoint_dir) if d.startswith("ckpt-") and d != name)
+    for d in olds[:max(0, len(olds) - (keep - 1))]:
+        shutil.rmtree(os.path.join(checkpoint_dir, d), ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=True):
+    """Load a checkpoint directory into model/optimizer/scheduler; returns its state.json dict."""
+    with open(os.path.join(path, "state.json")) as f:
+        state = json.load(f)
+    model.load_state_dict(load_safetensors(os.path.join(path, "model.safetensors")))
+    if optimizer is not None and "optimizer" in state:
+        tensors = load_safetensors(os.path.join(path, "optimizer.safetensors"))
+        _optimizer_restore(optimizer, tensors, state["optimizer"])
+    if scheduler is not None and "scheduler" in state:
+        sd = state["scheduler"]
+        scheduler.load_state_dict(sd)
+    if restore_rng and "rng_state" in state:
+        _C.set_rng_state(*[int(v) for v in state["rng_state"]])
+    return state
+
+
+# ---- fit -----------------------------------------------------------------------------------------
+
+_KEYS = ("epoch", "train_loss_sum", "train_loss", "train_time", "test_accuracy", "test_loss", "test_time", "lr")
+
+
+def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=None, callbacks=(),
+        checkpoint_dir=None, resume=False, progress=True, log=print, keep_checkpoints=2):
+    """Train for ``epochs`` epochs, testing after each; returns the history dict of lists:
+    epoch, train_loss_sum (the article's per-epoch loss), train_loss (mean of batch losses),
+    train_time, test_accuracy, test_loss, test_time, lr.
+
+    scheduler: torch-style (``step()`` once per epoch) or timm-style (``step_update(n)`` per batch
+    and ``step(epoch + 1)`` per epoch). callbacks: callables ``cb(record) -> stop?`` run after each
+    epoch with that epoch's record (or objects with ``on_epoch_end(record)``); a true return value
+    stops training. log: function for the per-epoch line (None: silent).
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"fit: epochs must be an int >= 0, got {epochs!r}")
+    if resume and not checkpoint_dir:
+        raise ValueError("fit: resume=True needs a checkpoint_dir")
+    history = {k: [] for k in _KEYS}
+    start, num_updates = 0, 0
+    if resume:
+        path = latest_checkpoint(checkpoint_dir)
+        if path is not None:
+            state = load_checkpoint(path, model, optimizer, scheduler)
+            start = int(state["epoch"])
+            history = {k: list(state["history"].get(k, [])) for k in _KEYS}
+            num_updates = int(state["extra"].get("num_updates", 0))
+            if log:
+                log(f"resumed from {path} (epoch {start})")
+    kind = _scheduler_kind(scheduler)
+    for epoch in range(start, epochs):
+        for loader in (train_loader, val_loader):
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)  # shuffling is a function of (seed, epoch): resumable
+        lr = optimizer.param_groups[0]["lr"]
+        tr, num_updates = train_one_epoch(model, train_loader, optimizer, loss_fn, epoch, scheduler, num_updates,
+                                          progress, desc=f"epoch {epoch + 1}/{epochs}")
+        ev = evaluate(model, val_loader, loss_fn)
+        if kind == "torch":
+            scheduler.step()
+        elif kind == "timm":
+            scheduler.step(epoch + 1)
+        record = {"epoch": epoch + 1, "train_loss_sum": tr["loss_sum"], "train_loss": tr["loss_mean"],
+                  "train_time": tr["time"], "test_accuracy": ev["accuracy"], "test_loss": ev["loss"],
+                  "test_time": ev["time"], "lr": lr}
+        for k in _KEYS:
+            history[k].append(record[k])
+        if log:
+            log(f"epoch {epoch + 1}/{epochs}: train loss {tr['loss_sum']:.4f} (sum of {tr['batches']} batch means; "
+                f"mean {tr['loss_mean']:.4f}), test accuracy {100 * ev['accuracy']:.2f}%, "
+                f"train {tr['time']:.1f} s, test {ev['time']:.1f} s (no_grad), lr {lr:.3g}")
+        if checkpoint_dir:
+            save_checkpoint(checkpoint_dir, epoch + 1, model, optimizer, scheduler, history,
+                            {"num_updates": num_updates}, keep=keep_checkpoints)
+        stop = False
+        for cb in callbacks:
+            fn = getattr(cb, "on_epoch_end", cb)
+            stop = bool(fn(record)) or stop
+        if stop:
+            break
+    return history
