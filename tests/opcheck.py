@@ -117,3 +117,30 @@ def finite_difference(vfn, inputs, want, upstream, eps=1e-2, rtol=2e-2):
     numeric = (plus - minus) / (2 * eps)
     scale = max(1.0, abs(numeric), abs(analytic))
     assert abs(numeric - analytic) <= rtol * scale, f"finite difference {numeric} vs analytic {analytic}"
+
+
+def check_allocation_failures(workload, attempts=80, min_failures=1):
+    """Fail the n-th allocation of `workload()` for n = 0, 1, ... (SQLite's test_malloc idea): each
+    run either completes or raises MemoryError, never crashes, and no bytes stay live afterwards.
+    Stops early once a run completes (every allocation it needs has been failed once)."""
+    import gc
+    workload()  # warm the allocator cache and any lazily built state
+    gc.collect()
+    live = vitc._C.alloc_stats()["live"]
+    workload()
+    gc.collect()
+    assert vitc._C.alloc_stats()["live"] == live, "a plain run leaks"
+    failures = 0
+    for n in range(attempts):
+        vitc._C._alloc_fail_after(n)
+        try:
+            workload()
+        except MemoryError:
+            failures += 1
+        else:
+            break
+        finally:
+            vitc._C._alloc_fail_after(-1)
+    gc.collect()
+    assert failures >= min_failures, f"only {failures} injected failures surfaced"
+    assert vitc._C.alloc_stats()["live"] == live, "a failed run leaked"

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import vitc
-from opcheck import assert_close, check_op, finite_difference, rand
+from opcheck import assert_close, check_op, finite_difference, rand, check_allocation_failures
 
 RNG = np.random.default_rng(11)
 REDUCTIONS = ["none", "mean", "sum"]
@@ -399,26 +399,7 @@ def _loss_workload():
 
 
 def test_loss_no_leaks_and_allocation_failures():
-    import gc
-    _loss_workload()
-    gc.collect()
-    live = vitc._C.alloc_stats()["live"]
-    for _ in range(3):
-        _loss_workload()
-    gc.collect()
-    assert vitc._C.alloc_stats()["live"] == live
-    failures = 0
-    for n in range(80):
-        vitc._C._alloc_fail_after(n)
-        try:
-            _loss_workload()
-        except MemoryError:
-            failures += 1
-        finally:
-            vitc._C._alloc_fail_after(-1)
-    gc.collect()
-    assert failures > 0
-    assert vitc._C.alloc_stats()["live"] == live
+    check_allocation_failures(_loss_workload, attempts=80)
 
 
 def test_loss_results_do_not_depend_on_thread_count():

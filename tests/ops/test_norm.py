@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import vitc
-from opcheck import assert_close, check_op, rand
+from opcheck import assert_close, check_op, rand, check_allocation_failures
 
 RNG = np.random.default_rng(7)
 
@@ -345,26 +345,7 @@ def _norm_workload():
 
 
 def test_norm_no_leaks_and_allocation_failures():
-    import gc
-    _norm_workload()
-    gc.collect()
-    live = vitc._C.alloc_stats()["live"]
-    for _ in range(3):
-        _norm_workload()
-    gc.collect()
-    assert vitc._C.alloc_stats()["live"] == live
-    failures = 0
-    for n in range(60):
-        vitc._C._alloc_fail_after(n)
-        try:
-            _norm_workload()
-        except MemoryError:
-            failures += 1
-        finally:
-            vitc._C._alloc_fail_after(-1)
-    gc.collect()
-    assert failures > 0
-    assert vitc._C.alloc_stats()["live"] == live
+    check_allocation_failures(_norm_workload, attempts=60)
 
 
 def test_norm_results_do_not_depend_on_thread_count():
