@@ -1,0 +1,121 @@
+"""Seed 004 ViT: one training step (forward, backward, Adam) and one eval forward, vitc against
+PyTorch eager in the same process, interleaved, median and spread over repetitions.
+
+    .venv/bin/python bench/vit_step.py --threads 2 --reps 20
+
+Run by hand, never as a test. The PyTorch model is tests/models/torch_vit.py's reference with
+vitc's weights copied in, so both frameworks run the same network on the same batch.
+GFLOP/s are counted from the model shape: 2·m·n·k per GEMM, ×3 for a training step.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "models"))
+
+import torch  # noqa: E402
+
+import vitc  # noqa: E402
+from vitc.models import ViT  # noqa: E402
+from torch_vit import TorchViT, copy_weights  # noqa: E402
+
+CFG = dict(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls",
+           channels=1, dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn")
+
+
+def forward_flops(cfg, b):
+    """Multiply-adds ×2 of every GEMM and attention product of one forward pass."""
+    n = (cfg["image_size"] // cfg["patch_size"]) ** 2
+    t, d, inner, f = n + 1, cfg["dim"], cfg["heads"] * cfg["dim_head"], cfg["mlp_dim"]
+    pd = cfg["channels"] * cfg["patch_size"] ** 2
+    per_block = 2 * b * t * (d * 3 * inner + inner * d + 2 * d * f) + 2 * 2 * b * cfg["heads"] * t * t * cfg["dim_head"]
+    return 2 * b * n * pd * d + cfg["depth"] * per_block + 2 * b * d * cfg["num_classes"]
+
+
+def timed(fn, reps, warmup=3):
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--eval-batch", type=int, default=5000)
+    ap.add_argument("--json", default=None, help="write the results here")
+    a = ap.parse_args()
+    vitc.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
+    vitc.manual_seed(0)
+    vm = ViT(**CFG)
+    tm = copy_weights(vm, TorchViT(**CFG))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (a.batch, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, a.batch).astype(np.int64)
+    xe = rng.uniform(0, 1, (a.eval_batch, 1, 28, 28)).astype(np.float32)
+    vx, vy, vxe = vitc.from_numpy(x), vitc.from_numpy(y), vitc.from_numpy(xe)
+    tx, ty, txe = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(xe)
+    vopt = vitc.optim.Adam(vm.parameters(), lr=5e-4)
+    topt = torch.optim.Adam(tm.parameters(), lr=5e-4)
+
+    def v_step():
+        vopt.zero_grad()
+        vitc.cross_entropy(vm(vx), vy).backward()
+        vopt.step()
+
+    def t_step():
+        topt.zero_grad()
+        torch.nn.functional.cross_entropy(tm(tx), ty).backward()
+        topt.step()
+
+    def v_eval():
+        with vitc.no_grad():
+            vm(vxe)
+
+    def t_eval():
+        with torch.no_grad():
+            tm(txe)
+
+    res = {"threads": a.threads, "batch": a.batch, "eval_batch": a.eval_batch}
+    # interleave: alternate short runs so machine load hits both frameworks alike
+    times = {k: [] for k in ("vitc_train", "torch_train", "vitc_eval", "torch_eval")}
+    for r in range(a.reps):
+        times["vitc_train"] += timed(v_step, 1, warmup=3 if r == 0 else 0)
+        times["torch_train"] += timed(t_step, 1, warmup=3 if r == 0 else 0)
+        if r % 4 == 0:
+            times["vitc_eval"] += timed(v_eval, 1, warmup=1 if r == 0 else 0)
+            times["torch_eval"] += timed(t_eval, 1, warmup=1 if r == 0 else 0)
+    flops_train = 3 * forward_flops(CFG, a.batch)
+    flops_eval = forward_flops(CFG, a.eval_batch)
+    for k, v in times.items():
+        med = statistics.median(v)
+        fl = flops_train if "train" in k else flops_eval
+        res[k] = {"median_ms": med * 1e3, "min_ms": min(v) * 1e3, "max_ms": max(v) * 1e3, "gflops": fl / med / 1e9}
+    res["speedup_train"] = res["torch_train"]["median_ms"] / res["vitc_train"]["median_ms"]
+    res["speedup_eval"] = res["torch_eval"]["median_ms"] / res["vitc_eval"]["median_ms"]
+    print(f"seed ViT, {a.threads} threads: train step batch {a.batch}, eval batch {a.eval_batch}")
+    for k in times:
+        r = res[k]
+        print(f"  {k:12s} median {r['median_ms']:8.1f} ms  (min {r['min_ms']:.1f}, max {r['max_ms']:.1f})  "
+              f"{r['gflops']:6.1f} GFLOP/s")
+    print(f"  vitc speed-up over torch eager: train {res['speedup_train']:.2f}x, eval {res['speedup_eval']:.2f}x")
+    if a.json:
+        with open(a.json + ".tmp", "w") as f:
+            json.dump(res, f, indent=1)
+        os.replace(a.json + ".tmp", a.json)
+
+
+if __name__ == "__main__":
+    main()
