@@ -1,5 +1,11 @@
 """vitc: Vision Transformers on the CPU — a C core with autograd behind a PyTorch-style API."""
-from . import _C
+import os as _os
+
+# GEMMs run on OpenBLAS's threads, other kernels on OpenMP's: two pools spinning on few cores
+# slow each other down (measured 2x on 2 cores), so idle OpenMP threads sleep instead of spinning
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import _C  # noqa: E402
 from ._tensor import (Tensor, dtype, float32, int64, bool_ as bool, as_dtype, from_numpy, tensor, empty, zeros,
                       ones, full, zeros_like, ones_like, full_like, rand, randn, rand_like, randn_like, arange,
                       no_grad, enable_grad, set_grad_enabled, is_grad_enabled)
@@ -37,5 +43,7 @@ def set_num_threads(n):
 def get_num_threads():
     return _C.get_num_threads()
 
+
+from . import data, nn, optim, models  # noqa: E402,F401  (vitc.train is imported on use)
 
 __version__ = "0.1.0"
