@@ -282,7 +282,7 @@ def test_module_learns(name):
     y = vitc.tensor(rng.standard_normal((16, 1)).astype(np.float32))
     opt = optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(60):
+    for _ in range(100):
         opt.zero_grad()
         d = model(x) - y
         loss = (d * d).mean()
