@@ -24,7 +24,7 @@ def pkg_config(*args):
 
 cflags = pkg_config("--cflags")
 libs = pkg_config("--libs")
-extra_compile = ["-O3", "-std=gnu11", "-fopenmp", "-Wall", "-Wno-unused-function", "-fno-strict-aliasing"] + cflags
+extra_compile = ["-O3", "-std=gnu11", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unused-function", "-fno-strict-aliasing"] + cflags
 if os.environ.get("VITC_NATIVE"):
     extra_compile.append("-march=native")
 if os.environ.get("VITC_DEBUG"):
