@@ -1,7 +1,14 @@
 """Seed 004 ViT: one training step (forward, backward, Adam) and one eval forward, vitc against
 PyTorch eager in the same process, interleaved, median and spread over repetitions.
 
-    .venv/bin/python bench/vit_step.py --threads 2 --reps 20
+    .venv/bin/python bench/vit_step.py --threads 2 --reps 20            # both, one process
+    .venv/bin/python bench/vit_step.py --threads 2 --only torch         # each in its own process,
+    .venv/bin/python bench/vit_step.py --threads 2 --only vitc          # at its default settings
+
+In one process the two frameworks bring two OpenMP runtimes; PyTorch's spins while idle and
+starves vitc's (measured 3.5x slower vitc steps), so the shared-process mode sets
+OMP_WAIT_POLICY=PASSIVE for both before either loads, which costs PyTorch ~20 % here. `--only`
+measures each framework alone with its own defaults.
 
 Run by hand, never as a test. The PyTorch model is tests/models/torch_vit.py's reference with
 vitc's weights copied in, so both frameworks run the same network on the same batch.
@@ -16,6 +23,8 @@ import time
 
 import numpy as np
 
+if "torch" not in sys.argv:  # vitc's own default; PyTorch alone keeps its own
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "models"))
 
 import torch  # noqa: E402
@@ -55,6 +64,7 @@ def main():
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--eval-batch", type=int, default=5000)
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--only", choices=("vitc", "torch"), default=None, help="time one framework alone")
     a = ap.parse_args()
     vitc.set_num_threads(a.threads)
     torch.set_num_threads(a.threads)
@@ -89,28 +99,35 @@ def main():
             tm(txe)
 
     res = {"threads": a.threads, "batch": a.batch, "eval_batch": a.eval_batch}
-    # interleave: alternate short runs so machine load hits both frameworks alike
+    # interleave in blocks: a framework's idle thread pool keeps spinning for a while after its
+    # last op and steals the cores from the other one, so each block is preceded by a pause and
+    # a warm-up step, and blocks alternate so slow drifts in machine load hit both alike
     times = {k: [] for k in ("vitc_train", "torch_train", "vitc_eval", "torch_eval")}
-    for r in range(a.reps):
-        times["vitc_train"] += timed(v_step, 1, warmup=3 if r == 0 else 0)
-        times["torch_train"] += timed(t_step, 1, warmup=3 if r == 0 else 0)
-        if r % 4 == 0:
-            times["vitc_eval"] += timed(v_eval, 1, warmup=1 if r == 0 else 0)
-            times["torch_eval"] += timed(t_eval, 1, warmup=1 if r == 0 else 0)
+    block = 5
+    for r in range(max(1, a.reps // block)):
+        for key, fn, n in (("vitc_train", v_step, block), ("torch_train", t_step, block),
+                           ("vitc_eval", v_eval, 1), ("torch_eval", t_eval, 1)):
+            if a.only and not key.startswith(a.only):
+                continue
+            time.sleep(0.5)
+            times[key] += timed(fn, n, warmup=1)
     flops_train = 3 * forward_flops(CFG, a.batch)
     flops_eval = forward_flops(CFG, a.eval_batch)
+    times = {k: v for k, v in times.items() if v}
     for k, v in times.items():
         med = statistics.median(v)
         fl = flops_train if "train" in k else flops_eval
         res[k] = {"median_ms": med * 1e3, "min_ms": min(v) * 1e3, "max_ms": max(v) * 1e3, "gflops": fl / med / 1e9}
-    res["speedup_train"] = res["torch_train"]["median_ms"] / res["vitc_train"]["median_ms"]
-    res["speedup_eval"] = res["torch_eval"]["median_ms"] / res["vitc_eval"]["median_ms"]
+    if not a.only:
+        res["speedup_train"] = res["torch_train"]["median_ms"] / res["vitc_train"]["median_ms"]
+        res["speedup_eval"] = res["torch_eval"]["median_ms"] / res["vitc_eval"]["median_ms"]
     print(f"seed ViT, {a.threads} threads: train step batch {a.batch}, eval batch {a.eval_batch}")
     for k in times:
         r = res[k]
         print(f"  {k:12s} median {r['median_ms']:8.1f} ms  (min {r['min_ms']:.1f}, max {r['max_ms']:.1f})  "
               f"{r['gflops']:6.1f} GFLOP/s")
-    print(f"  vitc speed-up over torch eager: train {res['speedup_train']:.2f}x, eval {res['speedup_eval']:.2f}x")
+    if not a.only:
+        print(f"  vitc speed-up over torch eager: train {res['speedup_train']:.2f}x, eval {res['speedup_eval']:.2f}x")
     if a.json:
         with open(a.json + ".tmp", "w") as f:
             json.dump(res, f, indent=1)
