@@ -28,7 +28,8 @@ extra_compile = ["-O3", "-std=gnu11", "-fopenmp", "-fno-math-errno", "-Wall", "-
 if os.environ.get("VITC_NATIVE"):
     extra_compile.append("-march=native")
 if os.environ.get("VITC_DEBUG"):
-    extra_compile += ["-O0", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
+    extra_compile += ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                      "-fno-omit-frame-pointer"]
 
 sources = sorted(glob.glob("csrc/**/*.c", recursive=True))
 ext = Extension(
@@ -36,7 +37,7 @@ ext = Extension(
     sources=sources,
     include_dirs=[numpy.get_include(), "csrc"],
     extra_compile_args=extra_compile,
-    extra_link_args=["-fopenmp"] + libs + (["-fsanitize=address"] if os.environ.get("VITC_DEBUG") else []),
+    extra_link_args=["-fopenmp"] + libs + (["-fsanitize=address,undefined"] if os.environ.get("VITC_DEBUG") else []),
     depends=sorted(glob.glob("csrc/**/*.h", recursive=True) + glob.glob("csrc/**/*.def", recursive=True)),
 )
 

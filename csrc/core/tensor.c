@@ -110,8 +110,8 @@ static vt_tensor *tensor_struct(vt_storage *s, vt_dtype dt, int ndim, const int6
     t->offset = offset;
     t->ndim = ndim;
     t->dtype = dt;
-    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
-    if (strides) memcpy(t->strides, strides, sizeof(int64_t) * (size_t)ndim);
+    if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    if (strides && ndim) memcpy(t->strides, strides, sizeof(int64_t) * (size_t)ndim);
     else vt_contiguous_strides(ndim, shape, t->strides);
     return t;
 }
