@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
+PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute, but not through the venv's symlink
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r setup.py pyproject.toml csrc vitc tests "$work"/
