@@ -8,18 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import vitc
-import opcheck
 from opcheck import check_op, rand, check_allocation_failures
-
-
-@pytest.fixture(autouse=True)
-def _own_rng_stream():
-    """Each test starts from opcheck's seed and leaves the shared stream as it found it, so the
-    data of other test files do not depend on whether these ran first."""
-    state = opcheck.RNG.bit_generator.state
-    opcheck.RNG.bit_generator.state = np.random.default_rng(0).bit_generator.state
-    yield
-    opcheck.RNG.bit_generator.state = state
 
 
 def away_from_zero(*shape, low=-3.0, high=3.0, gap=0.05):

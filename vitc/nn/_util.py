@@ -28,11 +28,11 @@ def check_prob(p, who):
     return float(p)
 
 
-def pair(v, name, who):
-    """An int or a pair of ints -> (a, b), each >= 1."""
+def pair(v, name, who, minimum=1):
+    """An int or a pair of ints -> (a, b), each >= minimum."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{who}: {name} must be an int or a pair of ints, got {v!r}")
-        return (check_int(v[0], name, who, 1), check_int(v[1], name, who, 1))
-    v = check_int(v, name, who, 1)
+        return (check_int(v[0], name, who, minimum), check_int(v[1], name, who, minimum))
+    v = check_int(v, name, who, minimum)
     return (v, v)

@@ -13,12 +13,7 @@ __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
 
 def _pair0(v, name, who):
     """An int or pair of ints >= 0 (paddings)."""
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{who}: {name} must be an int or a pair of ints, got {v!r}")
-        return (check_int(v[0], name, who, 0), check_int(v[1], name, who, 0))
-    v = check_int(v, name, who, 0)
-    return (v, v)
+    return pair(v, name, who, minimum=0)
 
 
 class Conv2d(Module):
