@@ -201,3 +201,72 @@ def test_notebook_executes_on_a_subset():
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "final test accuracy" in text
     assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    model, opt, _ = _setup()
+    path = vtrain.save_checkpoint(str(tmp_path), 1, model, opt)
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    wider = create_model("vit_seed_mnist", **dict(TINY, dim=48))  # same class, other shapes
+    with pytest.raises(ValueError, match=r"(?s)does not fit this ViT.*size mismatch for"):
+        vtrain.load_checkpoint(path, wider)
+    shallower = create_model("vit_seed_mnist", **dict(TINY, depth=1))
+    with pytest.raises(ValueError, match=r"(?s)ckpt-000001 does not fit.*Unexpected key"):
+        vtrain.load_checkpoint(path, shallower)
+    with pytest.raises(ValueError, match="written by a ViT model, cannot load it into a Linear"):
+        vtrain.load_checkpoint(path, nn.Linear(3, 4))
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        vtrain.load_checkpoint(str(tmp_path / "nothing"), model)
+    for k, v in model.state_dict().items():  # the failed loads did not touch the source model
+        np.testing.assert_array_equal(v.numpy(), before[k])
+
+
+_WRITER = r"""
+import sys, vitc
+from vitc import optim
+from vitc.models import create_model
+from vitc import train as vtrain
+d = sys.argv[1]
+model = create_model("vit_seed_mnist", depth=4, dim=128, heads=4, dim_head=32, mlp_dim=256)
+opt = optim.Adam(model.parameters(), lr=1e-3)
+print("ready", flush=True)
+epoch = 0
+while True:  # rewrite checkpoints as fast as possible until killed
+    epoch += 1
+    with vitc.no_grad():
+        for p in model.parameters():
+            p.fill_(float(epoch))
+    vtrain.save_checkpoint(d, epoch, model, opt, keep=2)
+"""
+
+
+def test_killing_the_writer_keeps_a_readable_checkpoint(tmp_path):
+    """SIGKILL a process in the middle of writing checkpoints, several times at random moments:
+    each time the latest checkpoint loads and holds one epoch's weights in full."""
+    import random
+    import signal
+    import time as _time
+
+    d = str(tmp_path / "ck")
+    script = tmp_path / "writer.py"
+    script.write_text(_WRITER)
+    rnd = random.Random(0)
+    seen = []
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, str(script), d], stdout=subprocess.PIPE, cwd=ROOT,
+                                env=dict(os.environ, PYTHONPATH=ROOT))
+        assert proc.stdout.readline().strip() == b"ready"
+        _time.sleep(rnd.uniform(0.3, 1.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        path = vtrain.latest_checkpoint(d)
+        assert path is not None
+        model = create_model("vit_seed_mnist", depth=4, dim=128, heads=4, dim_head=32, mlp_dim=256)
+        opt = optim.Adam(model.parameters(), lr=1e-3)
+        state = vtrain.load_checkpoint(path, model, opt, restore_rng=False)
+        values = {float(v) for p in model.parameters() for v in np.unique(p.detach().numpy())}
+        assert values == {float(state["epoch"])}  # every tensor from the same, complete save
+        seen.append(state["epoch"])
+    assert max(seen) > 1  # the writer really was rewriting checkpoints when it was killed
+    vtrain.save_checkpoint(d, max(seen) + 1, model, opt)  # the next save clears killed saves' leftovers
+    assert not [n for n in os.listdir(d) if n.startswith(".")]

@@ -180,8 +180,18 @@ def test_cross_entropy_loss_module():
     soft /= soft.sum(1, keepdims=True)
     v = nn.CrossEntropyLoss()(vitc.tensor(z), vitc.tensor(soft))
     assert v.item() == pytest.approx(torch.nn.CrossEntropyLoss()(_t(z), _t(soft)).item(), rel=1e-5)
+    w = np.abs(x_(5)) + 0.1
+    for ls in (0.0, 0.1):
+        v = nn.CrossEntropyLoss(weight=vitc.tensor(w), label_smoothing=ls)(vitc.tensor(z), vitc.tensor(y))
+        t = torch.nn.CrossEntropyLoss(weight=_t(w), label_smoothing=ls)(_t(z), _t(y))
+        assert v.item() == pytest.approx(t.item(), rel=1e-5)
+    assert "weight" in nn.CrossEntropyLoss(weight=vitc.tensor(w)).state_dict()
     with pytest.raises(ValueError):
         nn.CrossEntropyLoss(reduction="avg")
+    with pytest.raises(TypeError, match="weight"):
+        nn.CrossEntropyLoss(weight=[1.0, 2.0])
+    with pytest.raises(ValueError):
+        nn.CrossEntropyLoss(weight=vitc.tensor(np.ones(3, np.float32)))(vitc.tensor(z), vitc.tensor(y))
 
 
 def test_attention_block_and_feedforward_vs_torch():

@@ -23,15 +23,17 @@ class CrossEntropyLoss(Module):
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__()
-        if weight is not None:
-            raise NotImplementedError("CrossEntropyLoss: class weights are not supported")
+        if weight is not None and not isinstance(weight, _v.Tensor):
+            raise TypeError(f"CrossEntropyLoss: weight must be a vitc.Tensor of class weights or None, "
+                            f"got {type(weight).__name__}")
+        self.register_buffer("weight", weight)
         self.ignore_index = check_int(ignore_index, "ignore_index", "CrossEntropyLoss")
         self.reduction = _reduction(reduction, "CrossEntropyLoss")
         self.label_smoothing = check_float(label_smoothing, "label_smoothing", "CrossEntropyLoss", 0.0, 1.0)
 
     def forward(self, input, target):
-        return _v.cross_entropy(input, target, reduction=self.reduction, label_smoothing=self.label_smoothing,
-                                ignore_index=self.ignore_index)
+        return _v.cross_entropy(input, target, weight=self.weight, reduction=self.reduction,
+                                label_smoothing=self.label_smoothing, ignore_index=self.ignore_index)
 
     def extra_repr(self):
         s = f"reduction={self.reduction!r}"

@@ -159,28 +159,49 @@ def _write_text(path, text):
         f.write(text)
 
 
+def _complete(path):
+    return os.path.isfile(os.path.join(path, "state.json")) and os.path.isfile(os.path.join(path, "model.safetensors"))
+
+
 def latest_checkpoint(checkpoint_dir):
-    """Path of the newest complete checkpoint directory, or None."""
-    ptr = os.path.join(checkpoint_dir, _LATEST)
-    if not os.path.exists(ptr):
+    """Path of the newest complete checkpoint directory, or None.
+
+    The ``latest`` pointer names it; when the pointer is missing, unreadable or names a directory
+    that is gone (a crash between the steps of a save), the newest complete ``ckpt-*`` wins."""
+    if not os.path.isdir(checkpoint_dir):
         return None
-    with open(ptr) as f:
-        name = json.load(f)["name"]
-    path = os.path.join(checkpoint_dir, name)
-    return path if os.path.isdir(path) else None
+    try:
+        with open(os.path.join(checkpoint_dir, _LATEST)) as f:
+            path = os.path.join(checkpoint_dir, json.load(f)["name"])
+        if _complete(path):
+            return path
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    names = sorted((d for d in os.listdir(checkpoint_dir) if d.startswith("ckpt-")), reverse=True)
+    for name in names:
+        if _complete(os.path.join(checkpoint_dir, name)):
+            return os.path.join(checkpoint_dir, name)
+    return None
 
 
 def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None, history=None, extra=None,
                     keep=2):
     """Write checkpoint ``ckpt-<epoch>`` (see the module docstring) and return its path."""
     os.makedirs(checkpoint_dir, exist_ok=True)
+    for d in os.listdir(checkpoint_dir):  # leftovers of a save that was killed (one writer per directory)
+        if d.startswith((".ckpt-", f".{_LATEST}.")) and d.endswith((".tmp", ".old")):
+            leftover = os.path.join(checkpoint_dir, d)
+            if os.path.isdir(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                os.unlink(leftover)
     name = f"ckpt-{epoch:06d}"
     final = os.path.join(checkpoint_dir, name)
     tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=checkpoint_dir)
     try:
         save_safetensors(model.state_dict(), os.path.join(tmp, "model.safetensors"))
-        state = {"epoch": epoch, "rng_state": list(_C.get_rng_state()), "history": history or {},
-                 "extra": extra or {}}
+        state = {"epoch": epoch, "model": type(model).__name__, "rng_state": list(_C.get_rng_state()),
+                 "history": history or {}, "extra": extra or {}}
         if optimizer is not None:
             tensors, meta = _optimizer_payload(optimizer)
             save_safetensors(tensors, os.path.join(tmp, "optimizer.safetensors"))
@@ -189,9 +210,13 @@ def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None
             state["scheduler"] = scheduler.state_dict()
         text = json.dumps(_jsonable(state), indent=1)
         atomic_write(os.path.join(tmp, "state.json"), lambda p: _write_text(p, text))
-        if os.path.exists(final):  # a previous run wrote this epoch: replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if os.path.exists(final):  # a previous run wrote this epoch: move it aside atomically, then replace it
+            old = tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=checkpoint_dir)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -204,10 +229,24 @@ def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None
 
 
 def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=True):
-    """Load a checkpoint directory into model/optimizer/scheduler; returns its state.json dict."""
+    """Load a checkpoint directory into model/optimizer/scheduler; returns its state.json dict.
+
+    A checkpoint written by another model class, or whose tensors do not fit this model, raises
+    ValueError naming the checkpoint and the mismatch; nothing is modified then."""
+    path = os.fspath(path)
+    if not _complete(path):
+        raise FileNotFoundError(f"load_checkpoint: {path} is not a complete checkpoint directory "
+                                f"(needs state.json and model.safetensors)")
     with open(os.path.join(path, "state.json")) as f:
         state = json.load(f)
-    model.load_state_dict(load_safetensors(os.path.join(path, "model.safetensors")))
+    written_by = state.get("model")
+    if written_by is not None and written_by != type(model).__name__:
+        raise ValueError(f"load_checkpoint: {path} was written by a {written_by} model, cannot load it into a "
+                         f"{type(model).__name__}")
+    try:
+        model.load_state_dict(load_safetensors(os.path.join(path, "model.safetensors")))
+    except RuntimeError as e:
+        raise ValueError(f"load_checkpoint: {path} does not fit this {type(model).__name__}: {e}") from None
     if optimizer is not None and "optimizer" in state:
         tensors = load_safetensors(os.path.join(path, "optimizer.safetensors"))
         _optimizer_restore(optimizer, tensors, state["optimizer"])

@@ -6,7 +6,6 @@ Adam lr 5e-4, train batch 100 (shuffled), test batch 5000, cross-entropy, consta
 """
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -15,7 +14,8 @@ from vitc import nn, optim
 from vitc.data import MNIST, DataLoader, FashionMNIST
 from vitc.models import create_model, list_models
 
-from . import fit
+from ..io import atomic_write
+from . import _write_text, fit
 
 
 def build_parser():
@@ -109,10 +109,8 @@ def main(argv=None):
         save_safetensors(model.state_dict(), args.save)
         print(f"weights saved to {args.save}")
     if args.history:
-        d = os.path.dirname(os.path.abspath(args.history))
-        os.makedirs(d, exist_ok=True)
-        with open(args.history, "w") as f:
-            json.dump({"args": vars(args), "history": history}, f, indent=1)
+        text = json.dumps({"args": vars(args), "history": history}, indent=1)
+        atomic_write(args.history, lambda p: _write_text(p, text))
     return 0
 
 
