@@ -37,6 +37,46 @@ def test_retain_graph_allows_second_backward():
     np.testing.assert_allclose(x.grad.numpy(), 4 * x.detach().numpy(), rtol=1e-6)
 
 
+def test_inplace_write_to_a_saved_tensor_is_detected():
+    """PyTorch's version counter: backward refuses a saved tensor rewritten in place since the forward."""
+    x = leaf(3, 4)
+    y = x.sigmoid()  # saves its output
+    z = (y * 2).sum()
+    with vitc.no_grad():
+        y.fill_(0.5)
+    with pytest.raises(RuntimeError, match=r"modified by an inplace operation: saved tensor 0 of sigmoid, shape \(3, 4\)"):
+        z.backward()
+    a, b = leaf(2, 3, seed=1), leaf(3, 2, seed=2)
+    w = a.matmul(b)
+    with vitc.no_grad():
+        b[0] = 1.0  # a view's write bumps the version of the whole storage
+    with pytest.raises(RuntimeError, match="inplace"):
+        w.sum().backward()
+    # writes to tensors the graph did not save, or before the forward, are fine
+    c = leaf(4, seed=3)
+    with vitc.no_grad():
+        c.fill_(2.0)
+    d = (c * 3).sum()
+    other = vitc.zeros(4)
+    other.copy_(vitc.ones(4))
+    d.backward()
+    np.testing.assert_allclose(c.grad.numpy(), [3, 3, 3, 3])
+
+
+def test_optimizer_step_between_forward_and_backward_is_detected():
+    from vitc import nn, optim
+    m = nn.Linear(4, 2)
+    opt = optim.SGD(m.parameters(), lr=0.1)
+    loss = m(vitc.randn(5, 4)).pow(2).sum()
+    loss.backward(retain_graph=True)
+    opt.step()  # rewrites the weight that linear saved
+    with pytest.raises(RuntimeError, match="saved tensor 1 of linear"):
+        loss.backward()
+    opt.zero_grad()
+    m(vitc.randn(5, 4)).pow(2).sum().backward()  # a fresh forward after the step is fine
+    opt.step()
+
+
 def test_backward_needs_scalar_or_gradient():
     x = leaf(2, 3)
     y = x * 2

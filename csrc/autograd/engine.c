@@ -19,7 +19,24 @@ int vt_save(vt_ctx *c, const vt_tensor *t) {
     if (c->nsaved >= VT_MAX_SAVED) return vt_fail(VT_ERUNTIME, "internal: too many saved tensors");
     vt_tensor *a = vt_alias(t);
     if (!a) return vt_last_code();
+    c->saved_version[c->nsaved] = __atomic_load_n(&t->storage->version, __ATOMIC_RELAXED);
     c->saved[c->nsaved++] = a;
+    return VT_OK;
+}
+
+/* a saved tensor whose bytes an in-place op rewrote since the forward cannot be trusted */
+static int check_saved_versions(const vt_node *n) {
+    for (int i = 0; i < n->nsaved; i++) {
+        int64_t now = __atomic_load_n(&n->saved[i]->storage->version, __ATOMIC_RELAXED);
+        if (now != n->saved_version[i]) {
+            char b[128];
+            return vt_fail(VT_ERUNTIME, "one of the variables needed for gradient computation has been modified by "
+                           "an inplace operation: saved tensor %d of %s, shape %s, is at version %lld; expected "
+                           "version %lld instead", i, vt_ops[n->op].name,
+                           vt_shape_str(n->saved[i]->ndim, n->saved[i]->shape, b, sizeof b), (long long)now,
+                           (long long)n->saved_version[i]);
+        }
+    }
     return VT_OK;
 }
 
@@ -99,6 +116,7 @@ int vt_dispatch(int op, int nin, vt_tensor **in, const vt_args *args, int *nout,
         }
         n->nsaved = c.nsaved;
         memcpy(n->saved, c.saved, sizeof(vt_tensor *) * (size_t)c.nsaved);
+        memcpy(n->saved_version, c.saved_version, sizeof(int64_t) * (size_t)c.nsaved);
         for (int k = 0; k < c.nout; k++) {
             vt_tensor *o = c.out[k];
             meta_of(&n->out_meta[k], o);
@@ -272,7 +290,8 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
         }
         vt_tensor *gin[VT_MAX_IN] = {0};
         if (any) {
-            st = vt_ops[n->op].backward(n, n->gbuf, gin);
+            st = check_saved_versions(n);
+            if (!st) st = vt_ops[n->op].backward(n, n->gbuf, gin);
             for (int k = 0; k < n->nout; k++) { vt_tensor_decref(n->gbuf[k]); n->gbuf[k] = NULL; }
             if (st) { for (int i = 0; i < n->nin; i++) vt_tensor_decref(gin[i]); goto done; }
         }

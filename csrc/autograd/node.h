@@ -49,6 +49,7 @@ typedef struct vt_ctx {
     unsigned needs_input_grad; /* valid when save is set */
     int nsaved;
     vt_tensor *saved[VT_MAX_SAVED];
+    int64_t saved_version[VT_MAX_SAVED]; /* storage versions at save time */
 } vt_ctx;
 
 typedef struct vt_node {
@@ -61,6 +62,7 @@ typedef struct vt_node {
     vt_args args;
     int nsaved;
     vt_tensor *saved[VT_MAX_SAVED];
+    int64_t saved_version[VT_MAX_SAVED];
     int released;                      /* saved tensors freed by a backward */
     vt_tensor *retained[VT_MAX_OUT];   /* weak: outputs that asked for retain_grad() */
     /* engine scratch, valid only during vt_backward */

@@ -16,6 +16,8 @@
  *    A node owns references to the nodes and leaf tensors its inputs came from, and to the
  *    tensors it saved for backward. Saved tensors are always detached aliases (vt_alias), never
  *    the output itself, so no reference cycle tensor -> node -> tensor can form.
+ *    A saved tensor remembers its storage's `version`; backward refuses to use one that an
+ *    in-place op has modified since (PyTorch's version counter).
  *    `node->retained[k]` is a weak pointer to an output that asked for retain_grad(); the tensor
  *    clears it when freed.
  * 5. `pyobj` is a weak back-pointer to the Python wrapper (the wrapper owns one reference to the
@@ -40,6 +42,7 @@ typedef enum { VT_FLOAT32 = 0, VT_INT64 = 1, VT_BOOL = 2, VT_NDTYPES } vt_dtype;
 
 typedef struct vt_storage {
     int64_t refcount;
+    int64_t version;   /* bumped by every in-place op on these bytes; autograd checks it (node.h) */
     void *data;
     size_t nbytes;
     void (*release)(void *owner); /* NULL: data came from vt_alloc */
@@ -109,6 +112,9 @@ int vt_broadcast_shapes(int na, const int64_t *sa, int nb, const int64_t *sb, in
 /* strides of t seen as broadcast to (ndim, shape): 0 on broadcast dims */
 void vt_broadcast_strides(const vt_tensor *t, int ndim, const int64_t *shape, int64_t *strides);
 char *vt_shape_str(int ndim, const int64_t *shape, char *buf, size_t n); /* "(2, 3)" */
+
+/* every op that writes into an existing tensor calls this once (rule 4: saved-tensor versions) */
+static inline void vt_mark_modified(vt_tensor *t) { __atomic_add_fetch(&t->storage->version, 1, __ATOMIC_RELAXED); }
 
 static inline float *vt_f32(const vt_tensor *t) { return (float *)t->storage->data + t->offset; }
 static inline int64_t *vt_i64(const vt_tensor *t) { return (int64_t *)t->storage->data + t->offset; }

@@ -404,6 +404,7 @@ int vt_fill_forward(vt_ctx *c) {
     int st = vt_copy_into(t, e);
     vt_tensor_decref(e);
     if (st) return st;
+    vt_mark_modified(t);
     vt_tensor_incref(t);
     return out1(c, t);
 }
@@ -434,6 +435,7 @@ int vt_copy_forward(vt_ctx *c) {
     int st = vt_copy_into(dst, e);
     vt_tensor_decref(e);
     if (st) return st;
+    vt_mark_modified(dst);
     vt_tensor_incref(dst);
     return out1(c, dst);
 }

@@ -20,7 +20,9 @@
 /* memory-bound loops: a second thread pays off only for big groups (and costs a lot on a busy machine) */
 #define PAR_MIN (1 << 20)
 
-static int out_alias(vt_ctx *c, const vt_tensor *t) {
+/* the output of an in-place update: an alias of the buffer it wrote (marked modified) */
+static int out_alias(vt_ctx *c, vt_tensor *t) {
+    vt_mark_modified(t);
     vt_tensor *a = vt_alias(t);
     if (!a) return vt_last_code();
     c->out[0] = a;

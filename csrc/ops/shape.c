@@ -852,6 +852,7 @@ int vt_index_put_forward(vt_ctx *c) {
     vt_tensor_decref(ic);
     if (st) return st;
     vt_tensor_incref(dst);
+    vt_mark_modified(dst);
     return out1(c, dst);
 }
 
