@@ -97,17 +97,20 @@ typedef struct {
 /* params row (10 floats): applied, cutmix, λ drawn, λ used (area-corrected), cy, cx, y0, y1, x0, x1 */
 #define MIX_NP 10
 
-static void mix_draw(uint64_t seed, uint64_t ctr, const mix_cfg *k, int64_t H, int64_t W, float *p) {
+/* *lam gets λ used in double: timm's batch mode weighs with that Python float, not its float32 copy */
+static void mix_draw(uint64_t seed, uint64_t ctr, const mix_cfg *k, int64_t H, int64_t W, float *p, double *lam_used) {
     uint32_t w[4];
     vt_philox(seed, ctr, w);
     for (int i = 0; i < MIX_NP; i++) p[i] = 0.0f;
     p[2] = p[3] = 1.0f;
+    *lam_used = 1.0;
     if (!(u32d(w[0]) < k->prob)) return;
     int cut = k->mix_a > 0.0 && k->cut_a > 0.0 ? u32d(w[1]) < k->switch_prob : k->cut_a > 0.0;
     float lam = (float)beta_draw(seed, ctr + 1, cut ? k->cut_a : k->mix_a);
     p[0] = 1.0f;
     p[1] = (float)cut;
     p[2] = p[3] = lam;
+    *lam_used = lam;
     if (!cut || lam == 1.0f) return; /* timm: λ = 1 mixes nothing */
     /* timm rand_bbox: the batch mode works in double, the elem mode in float32 (λ is np.float32) */
     int64_t ch, cw;
@@ -123,16 +126,19 @@ static void mix_draw(uint64_t seed, uint64_t ctr, const mix_cfg *k, int64_t H, i
     int64_t cy = (int64_t)(u32d(w[2]) * (double)H), cx = (int64_t)(u32d(w[3]) * (double)W);
     int64_t y0 = clip64(cy - ch / 2, 0, H), y1 = clip64(cy + (ch + 1) / 2, 0, H);
     int64_t x0 = clip64(cx - cw / 2, 0, W), x1 = clip64(cx + (cw + 1) / 2, 0, W);
-    if (k->correct_lam) p[3] = (float)(1.0 - (double)((y1 - y0) * (x1 - x0)) / (double)(H * W));
+    if (k->correct_lam) {
+        *lam_used = 1.0 - (double)((y1 - y0) * (x1 - x0)) / (double)(H * W);
+        p[3] = (float)*lam_used;
+    }
     p[4] = (float)cy; p[5] = (float)cx;
     p[6] = (float)y0; p[7] = (float)y1; p[8] = (float)x0; p[9] = (float)x1;
 }
 
 /* the weights of the sample and of its partner, rounded as timm's float32 arithmetic rounds them:
- * batch mode scales by Python floats λ and 1 − λ, elem mode by np.float32 λ and 1 − λ */
-static void mix_weights(const float *p, int elem, float *a, float *b) {
-    *a = p[3];
-    *b = elem ? 1.0f - p[3] : (float)(1.0 - (double)p[3]);
+ * batch mode scales by the Python floats λ and 1 − λ, elem mode by np.float32 λ and 1 − λ */
+static void mix_weights(const float *p, double lam, int elem, float *a, float *b) {
+    *a = elem ? p[3] : (float)lam;
+    *b = elem ? 1.0f - p[3] : (float)(1.0 - lam);
 }
 
 /* (x (B,C,H,W) float32, y (B,) int64) i0 = seed, i1 = offset, i2 = mode (0 batch, 1 elem),
@@ -188,10 +194,11 @@ int vt_mixup_forward(vt_ctx *c) {
     if (!xo || !yo || !po) { st = vt_last_code(); goto done; }
     uint64_t seed = (uint64_t)ia[0], off = (uint64_t)ia[1];
     float *P = vt_f32(po);
+    double lam_batch = 1.0, lam_unused;
     if (k.elem) {
-        for (int64_t b = 0; b < B; b++) mix_draw(seed, off + 128 * (uint64_t)b, &k, H, W, P + b * MIX_NP);
+        for (int64_t b = 0; b < B; b++) mix_draw(seed, off + 128 * (uint64_t)b, &k, H, W, P + b * MIX_NP, &lam_unused);
     } else {
-        mix_draw(seed, off, &k, H, W, P);
+        mix_draw(seed, off, &k, H, W, P, &lam_batch);
         for (int64_t b = 1; b < B; b++) memcpy(P + b * MIX_NP, P, MIX_NP * sizeof(float));
     }
     const float *X = vt_f32(x);
@@ -206,7 +213,7 @@ int vt_mixup_forward(vt_ctx *c) {
         const float *xs = X + b * img, *xp = X + j * img;
         float *o = O + b * img;
         float wa, wb;
-        mix_weights(p, k.elem, &wa, &wb);
+        mix_weights(p, lam_batch, k.elem, &wa, &wb);
         if (p[0] == 0.0f || p[2] == 1.0f) {
             memcpy(o, xs, (size_t)img * sizeof(float));
         } else if (p[1] != 0.0f) {
