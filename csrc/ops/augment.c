@@ -75,6 +75,9 @@ static int check_image_batch(const vt_tensor *x, const char *who) {
         return vt_fail(VT_ESHAPE, "%s: images must have shape (B, C, H, W), got %s", who,
                        vt_shape_str(x->ndim, x->shape, buf, sizeof buf));
     }
+    if (x->shape[1] < 1 || x->shape[2] < 1 || x->shape[3] < 1)
+        return vt_fail(VT_ESHAPE, "%s: images must have at least one channel, row and column, got C=%lld H=%lld W=%lld", who,
+                       (long long)x->shape[1], (long long)x->shape[2], (long long)x->shape[3]);
     return VT_OK;
 }
 
@@ -165,7 +168,7 @@ int vt_mixup_forward(vt_ctx *c) {
         return vt_fail(VT_ESHAPE, "%s: the batch size must be even and >= 2 (sample b mixes with B-1-b), got %lld", who,
                        (long long)B);
     if (ia[2] != 0 && ia[2] != 1) return vt_fail(VT_EVALUE, "%s: mode must be 0 (batch) or 1 (elem), got %lld", who, (long long)ia[2]);
-    if (K < 1) return vt_fail(VT_EVALUE, "%s: num_classes must be >= 1, got %lld", who, (long long)K);
+    if (K < 1 || K > (1 << 24)) return vt_fail(VT_EVALUE, "%s: num_classes must be in 1..2^24, got %lld", who, (long long)K);
     if (!(k.mix_a >= 0.0 && k.cut_a >= 0.0 && isfinite(k.mix_a) && isfinite(k.cut_a)) || (k.mix_a == 0.0 && k.cut_a == 0.0))
         return vt_fail(VT_EVALUE, "%s: mixup_alpha and cutmix_alpha must be finite and >= 0, one of them > 0; got %g and %g",
                        who, k.mix_a, k.cut_a);
@@ -708,7 +711,7 @@ int vt_rand_augment_forward(vt_ctx *c) {
                 goto done;
             }
         }
-        memcpy(P, Q, (size_t)(B * nops * RA_NP) * sizeof(float));
+        if (B > 0 && nops > 0) memcpy(P, Q, (size_t)(B * nops * RA_NP) * sizeof(float));
     } else {
         uint64_t seed = (uint64_t)ia[0], off = (uint64_t)ia[1];
         for (int64_t s = 0; s < B * nops; s++) {
@@ -729,6 +732,7 @@ int vt_rand_augment_forward(vt_ctx *c) {
     }
     ra_img g = {C, H, W, fill, tpct};
     float *O = vt_f32(xo);
+    if (B == 0) goto finish; /* an empty batch: nothing to transform (and no scratch) */
     #pragma omp parallel for if (B * n * (nops ? nops : 1) > 32768) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; b++) {
         uint8_t *cur = buf + (size_t)(b * 3 * n), *nxt = cur + n, *tmp = nxt + n;
@@ -743,6 +747,7 @@ int vt_rand_augment_forward(vt_ctx *c) {
         float *o = O + b * n;
         for (int64_t i = 0; i < n; i++) o[i] = (float)cur[i];
     }
+finish:
     c->out[0] = xo; c->out[1] = po;
     c->nout = 2;
     xo = po = NULL;
