@@ -86,7 +86,7 @@ def test_elem_mode_matches_timm(monkeypatch, kw):
         xr, yr = timm_elem_mode(monkeypatch, x, y, m.last_params, num_classes=K, **kw)
         monkeypatch.undo()
         np.testing.assert_array_equal(xm, xr)
-        np.testing.assert_allclose(ys, yr, rtol=0, atol=1e-7)
+        np.testing.assert_array_equal(ys, yr)
 
 
 def test_soft_targets_sum_to_one_and_cutmix_lambda_is_the_box_area():
@@ -120,7 +120,7 @@ def test_lambda_is_beta_distributed():
     stats = pytest.importorskip("scipy.stats")
     x, y = np.zeros((4000, 1, 1, 1), np.float32), np.zeros(4000, np.int64)
     for alpha in (0.3, 0.8, 2.0):
-        m = vd.Mixup(mixup_alpha=alpha, num_classes=2, seed=1, mode="elem")
+        m = vd.Mixup(mixup_alpha=alpha, cutmix_alpha=0.0, num_classes=2, seed=1, mode="elem")
         m(x, y)
         lam = m.last_params[:, 2]
         assert stats.kstest(lam, stats.beta(alpha, alpha).cdf).pvalue > 1e-3

@@ -26,10 +26,11 @@ class Mixup:
     ``DataLoader(transform=mixup)`` it is called ``mixup(x, y, rng)`` with the epoch's generator.
     ``last_params`` holds the draws of the last call: a (B, 10) array of applied, cutmix, λ drawn,
     λ used, cy, cx, y0, y1, x0, x1. Set ``mixup_enabled = False`` to pass batches through with
-    smoothed one-hot targets (as timm's training loop does to switch mixing off).
+    smoothed one-hot targets (as timm's training loop does to switch mixing off). Defaults are
+    DeiT's recipe (SPEC §3.3); timm's are mixup_alpha=1.0, cutmix_alpha=0.0.
     """
 
-    def __init__(self, mixup_alpha=1.0, cutmix_alpha=0.0, prob=1.0, switch_prob=0.5, mode="batch",
+    def __init__(self, mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch",
                  correct_lam=True, label_smoothing=0.1, num_classes=None, seed=None):
         self.mixup_alpha = number(mixup_alpha, "Mixup: mixup_alpha", 0.0)
         self.cutmix_alpha = number(cutmix_alpha, "Mixup: cutmix_alpha", 0.0)
