@@ -415,18 +415,27 @@ static void ra_equalize(const ra_img *g, const uint8_t *in, uint8_t *out) {
 /* Image.blend(degenerate, image, α) as libImaging/Blend.c: α is a float; α = 0 or 1 copies; inside
  * [0, 1] truncates d + α(v − d), outside clips it to [0, 255] first. deg == NULL: a constant per
  * channel, dconst[ch]. */
+static inline uint8_t ra_blend1(int d, int v, float a, int inside) {
+    float t = (float)d + a * (float)(v - d);
+    return inside ? (uint8_t)t : t <= 0.0f ? 0 : t >= 255.0f ? 255 : (uint8_t)t;
+}
+
 static void ra_blend(const ra_img *g, const uint8_t *deg, const int *dconst, const uint8_t *in, uint8_t *out, float a) {
     int64_t n = g->H * g->W;
+    int inside = a >= 0.0f && a <= 1.0f;
     for (int64_t ch = 0; ch < g->C; ch++) {
-        const uint8_t *v = in + ch * n;
+        const uint8_t *v = in + ch * n, *d = deg ? deg + ch * n : NULL;
         uint8_t *o = out + ch * n;
-        for (int64_t i = 0; i < n; i++) {
-            int d = deg ? deg[ch * n + i] : dconst[ch];
-            if (a == 0.0f) { o[i] = (uint8_t)d; continue; }
-            if (a == 1.0f) { o[i] = v[i]; continue; }
-            float t = (float)d + a * (float)((int)v[i] - d);
-            if (a >= 0.0f && a <= 1.0f) o[i] = (uint8_t)t;
-            else o[i] = t <= 0.0f ? 0 : t >= 255.0f ? 255 : (uint8_t)t;
+        int dc = deg ? 0 : dconst[ch];
+        if (a == 0.0f) {
+            if (d) memcpy(o, d, (size_t)n);
+            else memset(o, dc, (size_t)n);
+        } else if (a == 1.0f) {
+            memcpy(o, v, (size_t)n);
+        } else if (d) {
+            for (int64_t i = 0; i < n; i++) o[i] = ra_blend1(d[i], v[i], a, inside);
+        } else {
+            for (int64_t i = 0; i < n; i++) o[i] = ra_blend1(dc, v[i], a, inside);
         }
     }
 }

@@ -21,7 +21,8 @@ class Mixup:
     (``correct_lam``). Targets: ỹ = λ·s(y) + (1−λ)·s(y_flip), s(y) the one-hot smoothed by ε
     (1 − ε + ε/K on the label, ε/K elsewhere); each row sums to one.
 
-    x: float32 (B, C, H, W), y: int64 (B,), B even; vitc Tensors or NumPy arrays (the result has
+    x: float32 (B, C, H, W), y: int64 (B,), B even (DataLoader(drop_last=True) avoids an odd last
+    batch); vitc Tensors or NumPy arrays (the result has
     the input's kind). ``seed``: see ``CounterStream`` (None = vitc's global RNG). As a
     ``DataLoader(transform=mixup)`` it is called ``mixup(x, y, rng)`` with the epoch's generator.
     ``last_params`` holds the draws of the last call: a (B, 10) array of applied, cutmix, λ drawn,
