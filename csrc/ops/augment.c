@@ -127,6 +127,8 @@ static void mix_draw(uint64_t seed, uint64_t ctr, const mix_cfg *k, int64_t H, i
         cw = (int64_t)((double)W * r);
     }
     int64_t cy = (int64_t)(u32d(w[2]) * (double)H), cx = (int64_t)(u32d(w[3]) * (double)W);
+    /* far edge at cy + ⌈h_c/2⌉ as timm 1.0 (rand_bbox), so an odd h_c gives a box of h_c rows;
+     * SPEC §3.4's cy + ⌊h_c/2⌋ (one row shorter) is the older timm rule */
     int64_t y0 = clip64(cy - ch / 2, 0, H), y1 = clip64(cy + (ch + 1) / 2, 0, H);
     int64_t x0 = clip64(cx - cw / 2, 0, W), x1 = clip64(cx + (cw + 1) / 2, 0, W);
     if (k->correct_lam) {
