@@ -1355,3 +1355,94 @@ done:
     vt_tensor_decref(dth); vt_tensor_decref(dtb); vt_tensor_decref(dw); vt_tensor_decref(db);
     return st;
 }
+
+/* ---- attention_apply: O = M·v with given maps (DeepViT attention reuse, SPEC §4.3) -------------
+ * qkv (B, T, 3·H·Dh) supplies v (its q and k are not read), maps M (B, H, T, T) come from another
+ * block; O_h = M[b,h]·v_h, heads concatenated head-major. Backward: dv_h = M[b,h]ᵀ·dO_h into the v
+ * part of a zero dqkv, dM[b,h] = dO_h·v_hᵀ (so the block that made M gets its gradient). */
+int vt_attention_apply_forward(vt_ctx *c) {
+    VT_TRY(vt_arg_count(c, 1, 0));
+    const char *who = "attention_apply";
+    vt_tensor *x = c->nin > 0 ? c->in[0] : NULL, *m = c->nin > 1 ? c->in[1] : NULL;
+    VT_TRY(vt_require_f32(x, who, "qkv"));
+    VT_TRY(vt_require_f32(m, who, "maps"));
+    char b1[128], b2[128];
+    int64_t H = c->args->i[0];
+    if (H <= 0) return vt_fail(VT_EVALUE, "attention_apply: heads must be positive, got %lld", (long long)H);
+    if (x->ndim != 3 || x->shape[2] == 0 || H > x->shape[2] / 3 || x->shape[2] % (3 * H))
+        return vt_fail(VT_ESHAPE, "attention_apply: qkv must be (B, T, 3*heads*head_dim) with heads = %lld, got %s",
+                       (long long)H, vt_shape_str(x->ndim, x->shape, b1, sizeof b1));
+    int64_t B = x->shape[0], T = x->shape[1], Dh = x->shape[2] / (3 * H), HD = H * Dh;
+    if (m->ndim != 4 || m->shape[0] != B || m->shape[1] != H || m->shape[2] != T || m->shape[3] != T)
+        return vt_fail(VT_ESHAPE, "attention_apply: maps must be (B, heads, T, T) = (%lld, %lld, %lld, %lld) for qkv %s, "
+                       "got %s", (long long)B, (long long)H, (long long)T, (long long)T,
+                       vt_shape_str(x->ndim, x->shape, b1, sizeof b1), vt_shape_str(m->ndim, m->shape, b2, sizeof b2));
+    vt_tensor *xc = unit_last(x), *mc = NULL, *out = NULL;
+    scratch_set scr = {0};
+    int st = VT_OK;
+    if (!xc || !(mc = vt_contiguous(m)) || !(out = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
+    int64_t pairs = B * H;
+    int nt = team_size(pairs, pairs * T * T * Dh);
+    if (pairs && T && (st = scratch_alloc(&scr, pack_floats(T, T, Dh, Dh) + 16, nt))) goto done;
+    const float *xp = vt_f32(xc), *mp = vt_f32(mc);
+    float *op = vt_f32(out);
+    int64_t sb = xc->strides[0], ldx = xc->strides[1];
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t bh = 0; bh < pairs; bh++) {
+        if (!T) continue;
+        int64_t b = bh / H, h = bh % H;
+        vt_attn_head hd = {.tq = T, .tk = T, .dh = Dh, .dv = Dh, .v = xp + b * sb + 2 * HD + h * Dh, .ldv = ldx};
+        vt_attn_apply(&hd, mp + bh * T * T, T, op + b * T * HD + h * Dh, HD, scratch_mine(&scr));
+    }
+    c->out[0] = out;
+    c->nout = 1;
+    out = NULL;
+    if ((st = vt_save(c, xc)) || (st = vt_save(c, mc))) goto done;
+    goto done;
+fail:
+    st = vt_last_code();
+done:
+    scratch_free(&scr);
+    vt_tensor_decref(xc); vt_tensor_decref(mc); vt_tensor_decref(out);
+    return st;
+}
+
+int vt_attention_apply_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
+    vt_tensor *x = n->saved[0], *m = n->saved[1];
+    int64_t H = n->args.i[0], B = x->shape[0], T = x->shape[1], C = x->shape[2], Dh = C / (3 * H), HD = H * Dh;
+    int want_x = n->needs_input_grad & 1, want_m = n->needs_input_grad >> 1 & 1;
+    int64_t tkp = pad8(T);
+    vt_tensor *g = gout[0] ? vt_contiguous(gout[0]) : NULL, *dx = NULL, *dm = NULL;
+    scratch_set scr = {0};
+    int st = VT_OK;
+    if (!g) return gout[0] ? vt_last_code() : VT_OK; /* no gradient reached the output: none to pass */
+    if (want_x && !(dx = vt_zeros(VT_FLOAT32, 3, x->shape))) goto fail;
+    if (want_m && !(dm = vt_empty(VT_FLOAT32, 4, m->shape))) goto fail;
+    int64_t pairs = B * H;
+    int nt = team_size(pairs, 2 * pairs * T * T * Dh);
+    if (pairs && T && (st = scratch_alloc(&scr, T * tkp + pack_floats(T, T, Dh, Dh) + 16, nt))) goto done;
+    const float *xp = vt_f32(x), *mp = vt_f32(m), *gp = vt_f32(g);
+    float *dxp = dx ? vt_f32(dx) : NULL, *dmp = dm ? vt_f32(dm) : NULL;
+    int64_t sb = x->strides[0], ldx = x->strides[1];
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t bh = 0; bh < pairs; bh++) {
+        if (!T) continue;
+        int64_t b = bh / H, h = bh % H;
+        float *s = scratch_mine(&scr), *aux = s + T * tkp;
+        vt_attn_head hd = {.tq = T, .tk = T, .dh = Dh, .dv = Dh, .v = xp + b * sb + 2 * HD + h * Dh, .ldv = ldx};
+        vt_attn_apply_backward(&hd, mp + bh * T * T, T, gp + b * T * HD + h * Dh, HD, s, tkp,
+                               dxp ? dxp + b * T * C + 2 * HD + h * Dh : NULL, C, aux);
+        if (dmp)
+            for (int64_t i = 0; i < T; i++) memcpy(dmp + bh * T * T + i * T, s + i * tkp, sizeof(float) * (size_t)T);
+    }
+    gin[0] = dx;
+    gin[1] = dm;
+    dx = dm = NULL;
+    goto done;
+fail:
+    st = vt_last_code();
+done:
+    scratch_free(&scr);
+    vt_tensor_decref(g); vt_tensor_decref(dx); vt_tensor_decref(dm);
+    return st;
+}

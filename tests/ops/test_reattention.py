@@ -266,3 +266,28 @@ def test_bad_input():
     rv.requires_grad = True
     with pytest.raises(RuntimeError, match="must not require grad"):
         R(x, 2, th, running_mean=vitc.zeros(2), running_var=rv)
+
+
+# ---- attention_apply: another block's maps times this block's v (attention reuse, SPEC §4.3) ------
+
+def torch_apply(qkv, maps, heads):
+    B, T, C = qkv.shape
+    Dh = C // (3 * heads)
+    v = qkv.reshape(B, T, 3, heads, Dh)[:, :, 2].transpose(1, 2)
+    return (maps @ v).transpose(1, 2).reshape(B, T, heads * Dh)
+
+
+@pytest.mark.parametrize("B,T,H,Dh", [(2, 5, 2, 8), (3, 17, 4, 16), (1, 1, 1, 3)])
+def test_attention_apply(B, T, H, Dh):
+    check_op(lambda x, m: vitc.attention_apply(x, m, H), lambda x, m: torch_apply(x, m, H),
+             [rand(B, T, 3 * H * Dh), rand(B, H, T, T)], rtol=RTOL, atol=ATOL, grad_rtol=GRTOL, grad_atol=GATOL)
+
+
+def test_attention_apply_bad_input():
+    x = vitc.from_numpy(rand(2, 5, 48))
+    with pytest.raises(ValueError, match=r"maps must be \(B, heads, T, T\)"):
+        vitc.attention_apply(x, vitc.zeros(2, 2, 5, 4), 2)
+    with pytest.raises(ValueError, match="qkv must be"):
+        vitc.attention_apply(x, vitc.zeros(2, 5, 5, 5), 5)
+    with pytest.raises(TypeError, match="maps"):
+        vitc.attention_apply(x, None, 2)

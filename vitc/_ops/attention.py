@@ -4,7 +4,7 @@ import numbers
 
 from .._tensor import Tensor, _call
 
-__all__ = ['multi_head_attention_packed', 'reattention_packed', 'scaled_dot_product_attention']
+__all__ = ['multi_head_attention_packed', 'reattention_packed', 'attention_apply', 'scaled_dot_product_attention']
 
 _REATTN_NORMS = {'none': 0, 'batch': 1, 'layer': 2}
 
@@ -94,6 +94,21 @@ def reattention_packed(qkv, heads, theta, theta_bias=None, norm='batch', norm_we
     return _call("reattention", (qkv, theta, theta_bias, norm_weight, norm_bias, running_mean, running_var),
                  (int(heads), int(bool(need_weights)), default, _REATTN_NORMS[norm], int(bool(training))),
                  (s, p if training else 0.0, float(momentum), float(eps), ts))
+
+
+def attention_apply(qkv, maps, heads):
+    """out = maps·v per head, v the third chunk of the packed projection qkv (B, T, 3·heads·Dh), maps
+    (B, heads, T, T) made elsewhere (DeepViT attention reuse, SPEC §4.3: a later block multiplies its
+    own v with an earlier block's maps). Heads concatenated head-major -> (B, T, heads·Dh).
+    Gradients reach v and the maps (hence the block that made them)."""
+    who = "attention_apply"
+    _check_tensor(qkv, who, "qkv")
+    _check_tensor(maps, who, "maps")
+    if not isinstance(heads, numbers.Integral) or isinstance(heads, bool):
+        raise TypeError(f"{who}: heads must be an int, got {type(heads).__name__}")
+    if heads <= 0:
+        raise ValueError(f"{who}: heads must be positive, got {heads}")
+    return _call("attention_apply", (qkv, maps), (int(heads),))
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
