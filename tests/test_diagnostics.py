@@ -89,6 +89,11 @@ def test_report_on_registry_models(name, tmp_path):
     for a, r in zip(rep.maps, ref):
         np.testing.assert_array_equal(a, r.numpy())
     np.testing.assert_allclose(rep.similarity, ref_similarity(rep.maps), rtol=1e-8, atol=1e-10)
+    soft = D.softmax_maps(m, x)
+    np.testing.assert_allclose(np.sum(soft[0], axis=-1), 1.0, rtol=1e-5)  # softmax rows, before any mixing
+    np.testing.assert_allclose(rep.softmax_similarity, ref_similarity(soft), rtol=1e-8, atol=1e-10)
+    if name == "vit_seed_mnist":
+        np.testing.assert_array_equal(rep.softmax_similarity, rep.similarity)
     s = rep.summary()
     assert s["depth"] == 3 and len(s["adjacent_similarity"]) == 2
     paths = D.plot_report(rep, tmp_path)

@@ -12,7 +12,10 @@ On any model built from vitc.nn.Attention / vitc.nn.TransformerBlock (every mode
 During training, without a second forward: ``with AttentionRecorder(model) as rec:`` makes every
 forward keep its maps (detached) and block outputs; ``rec.report()`` summarises the last one.
 
-Maps are the ones that multiply v: post-softmax (pre-dropout) A for MHSA, Â for re-attention.
+Maps are the ones that multiply v: post-softmax (pre-dropout) A for MHSA, Â for re-attention
+(SPEC §4.2). Â is signed and zero-mean per head after re-attention's BatchNorm, so its cosines are
+not on the scale of softmax maps' (which are positive); the report also carries the similarity of
+the per-head softmax maps A before the mixing (softmax_similarity), comparable across variants.
 """
 import numbers
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ import numpy as np
 import vitc as _v
 from vitc import nn
 
-__all__ = ["AttentionRecorder", "CollapseReport", "attention_maps", "attention_similarity", "similar_blocks",
+__all__ = ["AttentionRecorder", "CollapseReport", "attention_maps", "softmax_maps", "attention_similarity", "similar_blocks",
            "head_similarity", "feature_similarity", "collapse_report", "plot_report"]
 
 
@@ -139,8 +142,11 @@ class AttentionRecorder:
         self._handles = []
         return False
 
-    def maps(self):
-        maps = [a.last_attention for a in self.attns]
+    def maps(self, kind="applied"):
+        """'applied': the maps that multiplied v; 'softmax': the per-head softmax maps"""
+        if kind not in ("applied", "softmax"):
+            raise ValueError(f"AttentionRecorder.maps: kind must be 'applied' or 'softmax', got {kind!r}")
+        maps = [a.last_attention if kind == "applied" else a.last_softmax for a in self.attns]
         if any(m is None for m in maps):
             raise RuntimeError("AttentionRecorder: no forward has run since recording started")
         return maps
@@ -149,13 +155,18 @@ class AttentionRecorder:
         return [self._feats[i] for i in range(len(self.blocks)) if i in self._feats]
 
     def report(self, threshold=0.9):
-        return _report(self.maps(), self.features(), threshold)
+        return _report(self.maps(), self.maps("softmax"), self.features(), threshold)
 
 
 def attention_maps(model, images, train_mode=False):
     """Per-layer attention maps (list of (B, heads, T, T) NumPy arrays) of one forward of `images`,
     without gradients; the model runs in eval mode unless train_mode (its mode is restored)."""
     return [m.numpy() for m in _forward(model, images, train_mode)[0]]
+
+
+def softmax_maps(model, images, train_mode=False):
+    """As attention_maps, but the per-head softmax maps (before re-attention's mixing)."""
+    return [m.numpy() for m in _forward(model, images, train_mode)[1]]
 
 
 def _forward(model, images, train_mode):
@@ -167,7 +178,7 @@ def _forward(model, images, train_mode):
     try:
         with rec, _v.no_grad():
             model(images)
-            return rec.maps(), rec.features()
+            return rec.maps(), rec.maps("softmax"), rec.features()
     finally:
         model.train(was)
 
@@ -180,6 +191,8 @@ class CollapseReport:
     threshold: float
     head_similarity: np.ndarray
     feature_similarity: np.ndarray = field(default=None)
+    softmax_similarity: np.ndarray = field(default=None)
+    n_similar_softmax: int = 0
 
     def summary(self):
         L = len(self.maps)
@@ -189,22 +202,27 @@ class CollapseReport:
                 "mean_adjacent_similarity": float(adj.mean()) if adj.size else float("nan"),
                 "mean_head_similarity": [float((h.sum() - np.trace(h)) / max(h.size - len(h), 1))
                                          for h in self.head_similarity],
-                "feature_similarity": None if self.feature_similarity is None else self.feature_similarity.tolist()}
+                "feature_similarity": None if self.feature_similarity is None else self.feature_similarity.tolist(),
+                "n_similar_softmax": self.n_similar_softmax,
+                "mean_adjacent_softmax_similarity": float(np.diagonal(self.softmax_similarity, offset=1).mean())
+                if L > 1 else float("nan")}
 
 
-def _report(maps, feats, threshold):
+def _report(maps, softmax_maps, feats, threshold):
     t = _check_threshold(threshold, "collapse_report")
     sim = attention_similarity(maps)
+    ssim = attention_similarity(softmax_maps)
     return CollapseReport(maps=[m.numpy() if isinstance(m, _v.Tensor) else m for m in maps], similarity=sim,
                           n_similar=similar_blocks(sim, t), threshold=t, head_similarity=head_similarity(maps),
-                          feature_similarity=feature_similarity(feats) if feats else None)
+                          feature_similarity=feature_similarity(feats) if feats else None,
+                          softmax_similarity=ssim, n_similar_softmax=similar_blocks(ssim, t))
 
 
 def collapse_report(model, images, threshold=0.9, train_mode=False):
     """Everything above from one forward of `images` (eval mode unless train_mode)."""
     _check_threshold(threshold, "collapse_report")
-    maps, feats = _forward(model, images, train_mode)
-    return _report(maps, feats, threshold)
+    maps, softmax_maps, feats = _forward(model, images, train_mode)
+    return _report(maps, softmax_maps, feats, threshold)
 
 
 def plot_report(report, out_dir, prefix=""):
@@ -232,12 +250,16 @@ def plot_report(report, out_dir, prefix=""):
     fig.colorbar(im, ax=ax)
     paths.append(save(fig, "similarity.png"))
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(range(1, L), np.diagonal(report.similarity, offset=1), marker="o", label="M̄(k−1, k)")
+    ax.plot(range(1, L), np.diagonal(report.similarity, offset=1), marker="o", label="M̄(k−1, k), maps ·v")
+    if report.softmax_similarity is not None and not np.array_equal(report.softmax_similarity, report.similarity):
+        ax.plot(range(1, L), np.diagonal(report.softmax_similarity, offset=1), marker="^",
+                label="M̄(k−1, k), softmax maps")
     if report.feature_similarity is not None:
         ax.plot(range(len(report.feature_similarity)), report.feature_similarity, marker="s",
                 label="feature cos to last block")
     ax.axhline(report.threshold, color="grey", ls="--", lw=1)
-    ax.set(xlabel="block", ylabel="cosine similarity", ylim=(0, 1.02), title=f"{report.n_similar} similar blocks")
+    ax.set(xlabel="block", ylabel="cosine similarity", ylim=(min(0, ax.get_ylim()[0]), 1.02),
+           title=f"{report.n_similar} similar blocks")
     ax.legend()
     paths.append(save(fig, "curves.png"))
     fig, axes = plt.subplots(1, L, figsize=(1.6 * L + 1, 1.9), squeeze=False)

@@ -1151,6 +1151,10 @@ int vt_reattention_forward(vt_ctx *c) {
         vt_tensor_incref(Ah);
         c->out[c->nout++] = Ah;
     }
+    if (c->args->ni > 5 && c->args->i[5]) { /* the softmax maps too (diagnostics) */
+        vt_tensor_incref(A);
+        c->out[c->nout++] = A;
+    }
     if ((st = vt_save(c, xc)) || (st = vt_save(c, A)) || (st = vt_save(c, At)) || (st = vt_save(c, Ah)) ||
         (st = vt_save(c, stats)) || (st = vt_save(c, t[0])) || (st = vt_save(c, gam)) || (st = vt_save(c, rng)))
         goto done; /* outputs already belong to c: the dispatcher releases them */
@@ -1197,7 +1201,11 @@ int vt_reattention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     float *coef = NULL;
     scratch_set scr = {0};
     int st = VT_OK;
-    if ((gout[0] && !(go = vt_contiguous(gout[0]))) || (n->nout > 1 && gout[1] && !(ga = vt_contiguous(gout[1]))))
+    /* outputs: out [, Â if i[1]] [, A if i[5]]; gp: the gradient on the returned softmax maps A */
+    int ia = n->args.i[1] ? 1 : -1, ip = n->args.ni > 5 && n->args.i[5] ? (n->args.i[1] ? 2 : 1) : -1;
+    vt_tensor *gpr = NULL;
+    if ((gout[0] && !(go = vt_contiguous(gout[0]))) || (ia > 0 && gout[ia] && !(ga = vt_contiguous(gout[ia]))) ||
+        (ip > 0 && gout[ip] && !(gpr = vt_contiguous(gout[ip]))))
         goto fail;
     int64_t s4[4] = {B, H, T, T};
     if (!(D = vt_empty(VT_FLOAT32, 4, s4))) goto fail;
@@ -1323,6 +1331,10 @@ int vt_reattention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
                         vt_attn_dropout_row(&hd, i, mult);
                         for (int64_t j = 0; j < T; j++) er[i * T + j] *= mult[j];
                     }
+                if (gpr) {
+                    const float *gr = vt_f32(gpr) + (b * H + h) * TT;
+                    for (int64_t k = 0; k < TT; k++) er[k] += gr[k];
+                }
                 float *drow = dxp + b * T * C + h * g.Dh;
                 vt_attn_probs_backward(&hd, Ab + h * TT, T, er, T, drow, C, drow + HD, C, aux);
             }
@@ -1351,7 +1363,7 @@ done:
     free(part);
     free(coef);
     scratch_free(&scr);
-    vt_tensor_decref(go); vt_tensor_decref(ga); vt_tensor_decref(D); vt_tensor_decref(dx);
+    vt_tensor_decref(go); vt_tensor_decref(ga); vt_tensor_decref(gpr); vt_tensor_decref(D); vt_tensor_decref(dx);
     vt_tensor_decref(dth); vt_tensor_decref(dtb); vt_tensor_decref(dw); vt_tensor_decref(db);
     return st;
 }

@@ -291,3 +291,22 @@ def test_attention_apply_bad_input():
         vitc.attention_apply(x, vitc.zeros(2, 5, 5, 5), 5)
     with pytest.raises(TypeError, match="maps"):
         vitc.attention_apply(x, None, 2)
+
+
+def test_return_softmax_maps_and_their_gradient():
+    """return_softmax appends A (pre-mixing softmax maps); a gradient on it reaches qkv"""
+    B, T, H, Dh = 2, 6, 3, 8
+    x, th, tb, w, b = [rand(B, T, 3 * H * Dh)] + _params(H)
+
+    def vfn(x_, th_):
+        out, amap, soft = vitc.reattention_packed(x_, H, th_, vitc.from_numpy(tb), norm_weight=vitc.from_numpy(w),
+                                                  norm_bias=vitc.from_numpy(b), need_weights=True,
+                                                  return_softmax=True)
+        return out, amap, soft
+
+    def tfn(x_, th_):
+        q, k, _ = x_.reshape(B, T, 3, H, Dh).permute(2, 0, 3, 1, 4)
+        soft = torch.softmax(q @ k.transpose(-1, -2) * Dh ** -0.5, dim=-1)
+        out, amap = ref64(x_, H, th_, torch.from_numpy(tb), torch.from_numpy(w), torch.from_numpy(b))
+        return out, amap, soft
+    check_op(vfn, tfn, [x, th], rtol=RTOL, atol=ATOL, grad_rtol=GRTOL, grad_atol=GATOL)

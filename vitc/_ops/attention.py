@@ -53,7 +53,7 @@ def multi_head_attention_packed(qkv, heads, scale=None, dropout_p=0.0, training=
 
 def reattention_packed(qkv, heads, theta, theta_bias=None, norm='batch', norm_weight=None, norm_bias=None,
                        running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5, scale=None,
-                       dropout_p=0.0, transform_scale=None, need_weights=False):
+                       dropout_p=0.0, transform_scale=None, need_weights=False, return_softmax=False):
     """DeepViT re-attention (SPEC §4.1; P-DeepViT arXiv 2103.11886, official zhoudaquan/dvit_repo) from the
     packed projection qkv (B, T, 3·heads·Dh), one fused autograd node.
 
@@ -64,7 +64,8 @@ def reattention_packed(qkv, heads, theta, theta_bias=None, norm='batch', norm_we
     'layer' (LayerNorm over the heads at each (b, i, j)) or 'none'; norm_weight / norm_bias are the
     per-head affine γ, β. transform_scale (a number or None) multiplies the normed map. out = Â·v per
     head, heads concatenated head-major (B, T, heads·Dh). With need_weights returns (out, Â), Â
-    (B, heads, T, T) the map that multiplied v (differentiable).
+    (B, heads, T, T) the map that multiplied v (differentiable); return_softmax appends the per-head
+    softmax maps A (post-softmax, pre-dropout, before the mixing) as a further output.
     """
     who = "reattention_packed"
     _check_tensor(qkv, who, "qkv")
@@ -92,7 +93,8 @@ def reattention_packed(qkv, heads, theta, theta_bias=None, norm='batch', norm_we
         if not isinstance(v, numbers.Real) or isinstance(v, bool):
             raise TypeError(f"{who}: {n} must be a number, got {type(v).__name__}")
     return _call("reattention", (qkv, theta, theta_bias, norm_weight, norm_bias, running_mean, running_var),
-                 (int(heads), int(bool(need_weights)), default, _REATTN_NORMS[norm], int(bool(training))),
+                 (int(heads), int(bool(need_weights)), default, _REATTN_NORMS[norm], int(bool(training)),
+                  int(bool(return_softmax))),
                  (s, p if training else 0.0, float(momentum), float(eps), ts))
 
 

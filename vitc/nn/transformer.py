@@ -47,7 +47,9 @@ class Attention(Module):
     forward(x, return_attention=True) also returns the maps (B, heads, T, T) that multiply v
     (post-softmax pre-dropout A for 'mhsa', Â for 'reattention'); forward(x, reuse_map=M) multiplies
     this block's v with maps M of another block instead (attention reuse, SPEC §4.3).
-    With record_attention = True every forward keeps its maps (detached) in last_attention.
+    With record_attention = True every forward keeps its maps (detached) in last_attention, and the
+    per-head softmax maps in last_softmax (the same tensor for 'mhsa'; A before the mixing for
+    'reattention').
     """
 
     def __init__(self, dim, heads=8, dim_head=64, dropout=0.0, qkv_bias=False, attn="mhsa", reattn_norm="batch",
@@ -80,9 +82,9 @@ class Attention(Module):
         project_out = not (heads == 1 and dim_head == dim)
         self.to_out = Sequential(Linear(inner, dim), Dropout(dropout)) if project_out else Identity()
         self.record_attention = False
-        self.last_attention = None
+        self.last_attention = self.last_softmax = None
 
-    def _reattention(self, qkv, need_weights):
+    def _reattention(self, qkv, need_weights, softmax=False):
         norm, kind = self.reattn_norm, self.reattn_norm_kind
         kw = {}
         if kind == "batch":
@@ -96,7 +98,7 @@ class Attention(Module):
         return _v.reattention_packed(qkv, self.heads, self.reattn_weight, self.reattn_bias, norm=kind,
                                      scale=self.scale, dropout_p=self.attn_drop if self.training else 0.0,
                                      transform_scale=self.scale if self.reattn_scale else None,
-                                     need_weights=need_weights, **kw)
+                                     need_weights=need_weights, return_softmax=softmax, **kw)
 
     def forward(self, x, return_attention=False, reuse_map=None):
         if x.ndim != 3 or x.shape[2] != self.dim:
@@ -107,14 +109,18 @@ class Attention(Module):
         if reuse_map is not None:
             out, attn = _v.attention_apply(qkv, reuse_map, self.heads), reuse_map
         elif self.attn == "reattention":
-            res = self._reattention(qkv, need)
-            out, attn = res if need else (res, None)
+            res = self._reattention(qkv, need, softmax=self.record_attention)
+            out, attn = res[:2] if need else (res, None)
+            if self.record_attention:
+                self.last_softmax = res[2].detach()
         else:
             res = _v.multi_head_attention_packed(qkv, self.heads, scale=self.scale, dropout_p=self.attn_drop,
                                                  training=self.training, need_weights=need)
             out, attn = res if need else (res, None)
         if self.record_attention:
             self.last_attention = attn.detach()
+            if self.attn != "reattention" or reuse_map is not None:
+                self.last_softmax = self.last_attention
         out = self.to_out(out)
         return (out, attn) if return_attention else out
 
