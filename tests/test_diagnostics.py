@@ -118,7 +118,8 @@ def test_recorder_during_training_needs_no_second_forward():
     assert len(calls) == 1
     assert len(rep.maps) == 2 and rep.maps[0].shape == (4, 4, 17, 17)
     assert rep.feature_similarity is not None
-    assert all(not b.attn.record_attention for b in m.transformer.layers)
+    assert all(not b.attn.record_attention and b.attn.last_attention is None for b in m.transformer.layers)
+    assert len(rec.maps()) == 2  # still available from the recorder
 
 
 def test_bad_input():

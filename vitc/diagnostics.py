@@ -126,6 +126,7 @@ class AttentionRecorder:
         self._feats, self._handles = {}, []
 
     def __enter__(self):
+        self._kept = None
         for a in self.attns:
             a.record_attention, a.last_attention = True, None
         for i, b in enumerate(self.blocks):
@@ -135,8 +136,10 @@ class AttentionRecorder:
         return self
 
     def __exit__(self, *exc):
+        # the recorder keeps the last forward's maps; the modules drop theirs
+        self._kept = {k: [getattr(a, "last_" + k) for a in self.attns] for k in ("attention", "softmax")}
         for a in self.attns:
-            a.record_attention = False
+            a.record_attention, a.last_attention, a.last_softmax = False, None, None
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -146,7 +149,9 @@ class AttentionRecorder:
         """'applied': the maps that multiplied v; 'softmax': the per-head softmax maps"""
         if kind not in ("applied", "softmax"):
             raise ValueError(f"AttentionRecorder.maps: kind must be 'applied' or 'softmax', got {kind!r}")
-        maps = [a.last_attention if kind == "applied" else a.last_softmax for a in self.attns]
+        key = "attention" if kind == "applied" else "softmax"
+        kept = getattr(self, "_kept", None)
+        maps = kept[key] if kept is not None else [getattr(a, "last_" + key) for a in self.attns]
         if any(m is None for m in maps):
             raise RuntimeError("AttentionRecorder: no forward has run since recording started")
         return maps
