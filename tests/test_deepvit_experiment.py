@@ -14,8 +14,8 @@ needs_data = pytest.mark.skipif(not HAVE_FMNIST, reason="Fashion-MNIST not insta
 def test_experiment_tiny_run(tmp_path):
     from vitc.experiments import deepvit
     out = tmp_path / "res"
-    res = deepvit.main(["--depths", "2,3", "--epochs", "1", "--subset", "200", "--test-subset", "100", "--probe", "8",
-                        "--dim", "32", "--out", str(out)])
+    res = deepvit.main(["--depths", "2,3", "--epochs", "1", "--subset", "100", "--test-subset", "50", "--probe", "4",
+                        "--dim", "16", "--heads", "2", "--dim-head", "8", "--batch-size", "50", "--out", str(out)])
     with open(out / "results.json") as f:
         saved = json.load(f)
     assert [(r["variant"], r["depth"]) for r in saved["runs"]] == [("mhsa", 2), ("reattention", 2), ("mhsa", 3),
