@@ -4,7 +4,9 @@ import numbers
 
 from .._tensor import Tensor, _call
 
-__all__ = ['multi_head_attention_packed', 'scaled_dot_product_attention']
+__all__ = ['multi_head_attention_packed', 'reattention_packed', 'attention_apply', 'scaled_dot_product_attention']
+
+_REATTN_NORMS = {'none': 0, 'batch': 1, 'layer': 2}
 
 
 def _check_tensor(x, who, what):
@@ -47,6 +49,68 @@ def multi_head_attention_packed(qkv, heads, scale=None, dropout_p=0.0, training=
     p = _check_p(dropout_p, who)
     return _call("attention", (qkv,), (int(heads), int(bool(need_weights)), default),
                  (s, p if training else 0.0))
+
+
+def reattention_packed(qkv, heads, theta, theta_bias=None, norm='batch', norm_weight=None, norm_bias=None,
+                       running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5, scale=None,
+                       dropout_p=0.0, transform_scale=None, need_weights=False, return_softmax=False):
+    """DeepViT re-attention (SPEC §4.1; P-DeepViT arXiv 2103.11886, official zhoudaquan/dvit_repo) from the
+    packed projection qkv (B, T, 3·heads·Dh), one fused autograd node.
+
+    Per image: A = softmax(q·kᵀ·scale) per head, A' = dropout(A) (when training), the heads mixed by
+    theta (heads, heads) as Ã[g] = Σ_h theta[g, h]·A'[h] + theta_bias[g], then norm over the head axis:
+    'batch' (BatchNorm2d(heads): per head over the B·T·T values; batch statistics when training,
+    updating running_mean / running_var in place with the unbiased variance; running ones in eval),
+    'layer' (LayerNorm over the heads at each (b, i, j)) or 'none'; norm_weight / norm_bias are the
+    per-head affine γ, β. transform_scale (a number or None) multiplies the normed map. out = Â·v per
+    head, heads concatenated head-major (B, T, heads·Dh). With need_weights returns (out, Â), Â
+    (B, heads, T, T) the map that multiplied v (differentiable); return_softmax appends the per-head
+    softmax maps A (post-softmax, pre-dropout, before the mixing) as a further output.
+    """
+    who = "reattention_packed"
+    _check_tensor(qkv, who, "qkv")
+    if not isinstance(heads, numbers.Integral) or isinstance(heads, bool):
+        raise TypeError(f"{who}: heads must be an int, got {type(heads).__name__}")
+    if heads <= 0:
+        raise ValueError(f"{who}: heads must be positive, got {heads}")
+    _check_tensor(theta, who, "theta")
+    if tuple(theta.shape) != (heads, heads):
+        raise ValueError(f"{who}: theta must have shape ({heads}, {heads}) (heads x heads), got {tuple(theta.shape)}")
+    for t, n in ((theta_bias, "theta_bias"), (norm_weight, "norm_weight"), (norm_bias, "norm_bias"),
+                 (running_mean, "running_mean"), (running_var, "running_var")):
+        if t is not None:
+            _check_tensor(t, who, n)
+    if norm not in _REATTN_NORMS:
+        raise ValueError(f"{who}: norm must be one of {tuple(_REATTN_NORMS)}, got {norm!r}")
+    default, s = _check_scale(scale, who)
+    p = _check_p(dropout_p, who)
+    ts = 1.0
+    if transform_scale is not None:
+        if not isinstance(transform_scale, numbers.Real) or isinstance(transform_scale, bool):
+            raise TypeError(f"{who}: transform_scale must be a number or None, got {type(transform_scale).__name__}")
+        ts = float(transform_scale)
+    for v, n in ((momentum, "momentum"), (eps, "eps")):
+        if not isinstance(v, numbers.Real) or isinstance(v, bool):
+            raise TypeError(f"{who}: {n} must be a number, got {type(v).__name__}")
+    return _call("reattention", (qkv, theta, theta_bias, norm_weight, norm_bias, running_mean, running_var),
+                 (int(heads), int(bool(need_weights)), default, _REATTN_NORMS[norm], int(bool(training)),
+                  int(bool(return_softmax))),
+                 (s, p if training else 0.0, float(momentum), float(eps), ts))
+
+
+def attention_apply(qkv, maps, heads):
+    """out = maps·v per head, v the third chunk of the packed projection qkv (B, T, 3·heads·Dh), maps
+    (B, heads, T, T) made elsewhere (DeepViT attention reuse, SPEC §4.3: a later block multiplies its
+    own v with an earlier block's maps). Heads concatenated head-major -> (B, T, heads·Dh).
+    Gradients reach v and the maps (hence the block that made them)."""
+    who = "attention_apply"
+    _check_tensor(qkv, who, "qkv")
+    _check_tensor(maps, who, "maps")
+    if not isinstance(heads, numbers.Integral) or isinstance(heads, bool):
+        raise TypeError(f"{who}: heads must be an int, got {type(heads).__name__}")
+    if heads <= 0:
+        raise ValueError(f"{who}: heads must be positive, got {heads}")
+    return _call("attention_apply", (qkv, maps), (int(heads),))
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,

@@ -53,11 +53,14 @@ class ViT(nn.Module):
     init ('torch': PyTorch defaults + N(0,1) cls/pos, as lucidrains and the article;
     'timm': trunc-normal(.02) Linear weights and cls/pos, zero biases — SPEC §1.8).
     forward(img, return_attention=True) also returns the per-block attention maps.
+    DeepViT (SPEC §4): attn 'mhsa' | 'reattention' (or one name per block), reattn_norm 'batch' |
+    'layer' | 'none', reattn_bias, reattn_scale; attn_reuse_from=r: blocks after r reuse block r's maps.
     """
 
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool="cls", channels=3,
                  dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn", qkv_bias=False, norm_eps=1e-5,
-                 patch_norm=True, drop_path=0.0, gelu="none", init="torch"):
+                 patch_norm=True, drop_path=0.0, gelu="none", init="torch", attn="mhsa", reattn_norm="batch",
+                 reattn_bias=True, reattn_scale=False, attn_reuse_from=None):
         super().__init__()
         ih, iw = pair(image_size, "image_size", "ViT")
         ph, pw = pair(patch_size, "patch_size", "ViT")
@@ -94,7 +97,9 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(_v.randn(1, 1, dim))
         self.dropout = nn.Dropout(emb_dropout)
         self.transformer = nn.Transformer(dim, depth, heads, dim_head, mlp_dim, dropout=dropout, drop_path=drop_path,
-                                          qkv_bias=qkv_bias, norm_eps=norm_eps, gelu=gelu)
+                                          qkv_bias=qkv_bias, norm_eps=norm_eps, gelu=gelu, attn=attn,
+                                          reattn_norm=reattn_norm, reattn_bias=reattn_bias, reattn_scale=reattn_scale,
+                                          attn_reuse_from=attn_reuse_from)
         self.to_latent = nn.Identity()
         self.mlp_head = nn.Linear(dim, num_classes)
         if init == "timm":
@@ -165,3 +170,23 @@ def vit_small_patch16_224(**overrides):
     return _build(dict(image_size=224, patch_size=16, num_classes=1000, channels=3, dim=384, depth=12, heads=6,
                        dim_head=64, mlp_dim=1536, pool="cls", qkv_bias=True, norm_eps=1e-6, patch_norm=False,
                        init="timm"), overrides)
+
+
+@register_model
+def deepvit_seed_mnist(**overrides):
+    """vit_seed_mnist with DeepViT re-attention in every block (BatchNorm over heads, official)."""
+    return vit_seed_mnist(**dict(dict(attn="reattention", reattn_norm="batch"), **overrides))
+
+
+@register_model
+def deepvit_seed_mnist_ln(**overrides):
+    """vit_seed_mnist with re-attention normalised by LayerNorm over the heads (lucidrains)."""
+    return vit_seed_mnist(**dict(dict(attn="reattention", reattn_norm="layer"), **overrides))
+
+
+@register_model
+def deepvit_mnist_d32(**overrides):
+    """A 32-block ViT at dim 64 for 28×28 images (4 heads × 16, MLP 128) with re-attention in every
+    block: the issue's deep model (pass attn='mhsa' for the plain baseline)."""
+    return _build(dict(image_size=28, patch_size=7, num_classes=10, channels=1, dim=64, depth=32, heads=4,
+                       dim_head=16, mlp_dim=128, pool="cls", attn="reattention"), overrides)

@@ -8,7 +8,8 @@ from .container import ModuleList, Sequential
 from .dropout import Dropout, DropPath
 from .linear import Identity, Linear
 from .module import Module
-from .normalization import LayerNorm
+from .normalization import BatchNorm2d, LayerNorm
+from .parameter import Parameter
 
 __all__ = ["Patchify", "Attention", "FeedForward", "TransformerBlock", "Transformer"]
 
@@ -38,36 +39,94 @@ class Attention(Module):
 
     inner = heads·dim_head; scale dim_head^-1/2; attention-map dropout `dropout`; to_out =
     Linear(inner, dim) + Dropout, or Identity when heads == 1 and dim_head == dim (as lucidrains).
-    forward(x, return_attention=True) also returns the maps A (B, heads, T, T), post-softmax.
+    attn='reattention': DeepViT re-attention (SPEC §4.1): the heads' maps mixed by a learnable
+    reattn_weight Θ (heads, heads) (+ reattn_bias θ when reattn_bias), then reattn_norm over the head
+    axis — 'batch' (BatchNorm2d(heads), official dvit_repo), 'layer' (LayerNorm(heads), lucidrains) or
+    'none' — optionally times dim_head^-1/2 (reattn_scale, DeepViT-S's transform_scale); one fused op.
+    Θ, θ init U(±1/√heads) (the official Conv2d(heads, heads, 1) default).
+    forward(x, return_attention=True) also returns the maps (B, heads, T, T) that multiply v
+    (post-softmax pre-dropout A for 'mhsa', Â for 'reattention'); forward(x, reuse_map=M) multiplies
+    this block's v with maps M of another block instead (attention reuse, SPEC §4.3).
+    With record_attention = True every forward keeps its maps (detached) in last_attention, and the
+    per-head softmax maps in last_softmax (the same tensor for 'mhsa'; A before the mixing for
+    'reattention').
     """
 
-    def __init__(self, dim, heads=8, dim_head=64, dropout=0.0, qkv_bias=False):
+    def __init__(self, dim, heads=8, dim_head=64, dropout=0.0, qkv_bias=False, attn="mhsa", reattn_norm="batch",
+                 reattn_bias=True, reattn_scale=False):
         super().__init__()
         who = "Attention"
         self.dim = check_int(dim, "dim", who, 1)
         self.heads = check_int(heads, "heads", who, 1)
         self.dim_head = check_int(dim_head, "dim_head", who, 1)
         self.attn_drop = check_prob(dropout, who)
+        if attn not in ("mhsa", "reattention"):
+            raise ValueError(f"{who}: attn must be 'mhsa' or 'reattention', got {attn!r}")
+        self.attn = attn
         inner = heads * dim_head
         self.scale = dim_head ** -0.5
         self.to_qkv = Linear(dim, inner * 3, bias=qkv_bias)
+        if attn == "reattention":
+            if reattn_norm not in ("batch", "layer", "none"):
+                raise ValueError(f"{who}: reattn_norm must be 'batch', 'layer' or 'none', got {reattn_norm!r}")
+            self.reattn_norm_kind = reattn_norm
+            self.reattn_scale = bool(reattn_scale)
+            bound = heads ** -0.5
+            self.reattn_weight = Parameter(_v.rand(heads, heads) * (2 * bound) - bound)
+            if reattn_bias:
+                self.reattn_bias = Parameter(_v.rand(heads) * (2 * bound) - bound)
+            else:
+                self.register_parameter("reattn_bias", None)
+            self.reattn_norm = (BatchNorm2d(heads) if reattn_norm == "batch" else
+                                LayerNorm(heads) if reattn_norm == "layer" else Identity())
         project_out = not (heads == 1 and dim_head == dim)
         self.to_out = Sequential(Linear(inner, dim), Dropout(dropout)) if project_out else Identity()
+        self.record_attention = False
+        self.last_attention = self.last_softmax = None
 
-    def forward(self, x, return_attention=False):
+    def _reattention(self, qkv, need_weights, softmax=False):
+        norm, kind = self.reattn_norm, self.reattn_norm_kind
+        kw = {}
+        if kind == "batch":
+            use_batch, factor = norm._factor()
+            rm, rv = norm._stats()
+            kw = dict(running_mean=rm, running_var=rv, training=use_batch, momentum=factor, eps=norm.eps)
+        elif kind == "layer":
+            kw = dict(eps=norm.eps)
+        if kind != "none":
+            kw.update(norm_weight=norm.weight, norm_bias=norm.bias)
+        return _v.reattention_packed(qkv, self.heads, self.reattn_weight, self.reattn_bias, norm=kind,
+                                     scale=self.scale, dropout_p=self.attn_drop if self.training else 0.0,
+                                     transform_scale=self.scale if self.reattn_scale else None,
+                                     need_weights=need_weights, return_softmax=softmax, **kw)
+
+    def forward(self, x, return_attention=False, reuse_map=None):
         if x.ndim != 3 or x.shape[2] != self.dim:
             raise ValueError(f"Attention(dim={self.dim}): expected input of shape (B, T, {self.dim}), "
                              f"got {tuple(x.shape)}")
         qkv = self.to_qkv(x)
-        res = _v.multi_head_attention_packed(qkv, self.heads, scale=self.scale, dropout_p=self.attn_drop,
-                                             training=self.training, need_weights=return_attention)
-        if return_attention:
-            out, attn = res
-            return self.to_out(out), attn
-        return self.to_out(res)
+        need = return_attention or self.record_attention
+        if reuse_map is not None:
+            out, attn = _v.attention_apply(qkv, reuse_map, self.heads), reuse_map
+        elif self.attn == "reattention":
+            res = self._reattention(qkv, need, softmax=self.record_attention)
+            out, attn = res[:2] if need else (res, None)
+            if self.record_attention:
+                self.last_softmax = res[2].detach()
+        else:
+            res = _v.multi_head_attention_packed(qkv, self.heads, scale=self.scale, dropout_p=self.attn_drop,
+                                                 training=self.training, need_weights=need)
+            out, attn = res if need else (res, None)
+        if self.record_attention:
+            self.last_attention = attn.detach()
+            if self.attn != "reattention" or reuse_map is not None:
+                self.last_softmax = self.last_attention
+        out = self.to_out(out)
+        return (out, attn) if return_attention else out
 
     def extra_repr(self):
-        return f"heads={self.heads}, dim_head={self.dim_head}, attn_drop={self.attn_drop}"
+        extra = f", attn={self.attn!r}, reattn_norm={self.reattn_norm_kind!r}" if self.attn == "reattention" else ""
+        return f"heads={self.heads}, dim_head={self.dim_head}, attn_drop={self.attn_drop}{extra}"
 
 
 class FeedForward(Module):
@@ -85,23 +144,25 @@ class FeedForward(Module):
 
 
 class TransformerBlock(Module):
-    """Pre-norm block: x + DP(attn(norm1 x)); x + DP(ff(norm2 x)) (DP = drop path, SPEC §3.7)."""
+    """Pre-norm block: x + DP(attn(norm1 x)); x + DP(ff(norm2 x)) (DP = drop path, SPEC §3.7).
+    attn / reattn_*: see Attention; forward(x, reuse_map=M) runs the attention on maps M."""
 
     def __init__(self, dim, heads=8, dim_head=64, mlp_dim=None, dropout=0.0, drop_path=0.0, qkv_bias=False,
-                 norm_eps=1e-5, gelu="none"):
+                 norm_eps=1e-5, gelu="none", attn="mhsa", reattn_norm="batch", reattn_bias=True, reattn_scale=False):
         super().__init__()
         mlp_dim = 4 * dim if mlp_dim is None else mlp_dim
         self.norm1 = LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, heads=heads, dim_head=dim_head, dropout=dropout, qkv_bias=qkv_bias)
+        self.attn = Attention(dim, heads=heads, dim_head=dim_head, dropout=dropout, qkv_bias=qkv_bias, attn=attn,
+                              reattn_norm=reattn_norm, reattn_bias=reattn_bias, reattn_scale=reattn_scale)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else Identity()
         self.norm2 = LayerNorm(dim, eps=norm_eps)
         self.ff = FeedForward(dim, mlp_dim, dropout=dropout, approximate=gelu)
 
-    def forward(self, x, return_attention=False):
+    def forward(self, x, return_attention=False, reuse_map=None):
         if return_attention:
-            a, attn = self.attn(self.norm1(x), return_attention=True)
+            a, attn = self.attn(self.norm1(x), return_attention=True, reuse_map=reuse_map)
         else:
-            a, attn = self.attn(self.norm1(x)), None
+            a, attn = self.attn(self.norm1(x), reuse_map=reuse_map), None
         x = x + self.drop_path(a)
         x = x + self.drop_path(self.ff(self.norm2(x)))
         return (x, attn) if return_attention else x
@@ -111,25 +172,41 @@ class Transformer(Module):
     """depth pre-norm blocks then a final LayerNorm (lucidrains since Aug 2023; timm's `norm`).
 
     drop_path is the rate of the last block; block i gets drop_path·i/(depth−1) (SPEC §3.7).
+    attn: 'mhsa' | 'reattention' for every block, or a sequence of depth such names (DeepViT-S/L
+    re-attend only in their last blocks); reattn_norm, reattn_bias, reattn_scale: see Attention.
+    attn_reuse_from=r (0-based block index): every block after r multiplies its own v with block r's
+    maps of the same forward (attention reuse, SPEC §4.3); gradients reach block r through all users.
     """
 
     def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout=0.0, drop_path=0.0, qkv_bias=False,
-                 norm_eps=1e-5, gelu="none"):
+                 norm_eps=1e-5, gelu="none", attn="mhsa", reattn_norm="batch", reattn_bias=True, reattn_scale=False,
+                 attn_reuse_from=None):
         super().__init__()
         depth = check_int(depth, "depth", "Transformer", 1)
         drop_path = check_float(drop_path, "drop_path", "Transformer", 0.0, 1.0)
         rates = [drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
+        kinds = [attn] * depth if isinstance(attn, str) else list(attn)
+        if len(kinds) != depth:
+            raise ValueError(f"Transformer: attn must be a name or a sequence of depth={depth} names, got {attn!r}")
+        if attn_reuse_from is not None:
+            attn_reuse_from = check_int(attn_reuse_from, "attn_reuse_from", "Transformer", 0)
+            if attn_reuse_from >= depth:
+                raise ValueError(f"Transformer: attn_reuse_from must be a block index in [0, {depth - 1}], "
+                                 f"got {attn_reuse_from}")
+        self.attn_reuse_from = attn_reuse_from
         self.layers = ModuleList([TransformerBlock(dim, heads, dim_head, mlp_dim, dropout, rates[i], qkv_bias,
-                                                   norm_eps, gelu) for i in range(depth)])
+                                                   norm_eps, gelu, kinds[i], reattn_norm, reattn_bias, reattn_scale)
+                                  for i in range(depth)])
         self.norm = LayerNorm(dim, eps=norm_eps)
 
     def forward(self, x, return_attention=False):
-        maps = []
-        for block in self.layers:
-            if return_attention:
-                x, a = block(x, return_attention=True)
+        maps, r, shared = [], self.attn_reuse_from, None
+        for i, block in enumerate(self.layers):
+            if return_attention or i == r:
+                x, a = block(x, return_attention=True, reuse_map=shared)
                 maps.append(a)
+                shared = a if i == r else shared
             else:
-                x = block(x)
+                x = block(x, reuse_map=shared)
         x = self.norm(x)
         return (x, maps) if return_attention else x

@@ -1,0 +1,278 @@
+"""Attention-collapse diagnostics (DeepViT, SPEC §4.2; P-DeepViT arXiv 2103.11886 eq. 2, Fig. 3–4).
+
+On any model built from vitc.nn.Attention / vitc.nn.TransformerBlock (every model of the registry):
+
+    rep = collapse_report(model, images)       # one forward, no gradients
+    rep.similarity      (L, L)  cross-layer attention-map similarity M̄^{p,q}
+    rep.n_similar       blocks whose map is > threshold similar to the previous block's
+    rep.head_similarity (L, H, H) similarity between the heads of each block
+    rep.feature_similarity (L,) cosine of each block's output with the last block's
+    plot_report(rep, out_dir)                  # PNG heat maps and curves
+
+During training, without a second forward: ``with AttentionRecorder(model) as rec:`` makes every
+forward keep its maps (detached) and block outputs; ``rec.report()`` summarises the last one.
+
+Maps are the ones that multiply v: post-softmax (pre-dropout) A for MHSA, Â for re-attention
+(SPEC §4.2). Â is signed and zero-mean per head after re-attention's BatchNorm, so its cosines are
+not on the scale of softmax maps' (which are positive); the report also carries the similarity of
+the per-head softmax maps A before the mixing (softmax_similarity), comparable across variants.
+"""
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import vitc as _v
+from vitc import nn
+
+__all__ = ["AttentionRecorder", "CollapseReport", "attention_maps", "softmax_maps", "attention_similarity", "similar_blocks",
+           "head_similarity", "feature_similarity", "collapse_report", "plot_report"]
+
+
+def _as_maps(maps, who):
+    if isinstance(maps, (_v.Tensor, np.ndarray)):
+        maps = [maps]
+    if not isinstance(maps, (list, tuple)) or not maps:
+        raise ValueError(f"{who}: expected a non-empty list of attention maps (B, heads, T, T)")
+    out = []
+    for i, m in enumerate(maps):
+        a = m.detach().numpy() if isinstance(m, _v.Tensor) else np.asarray(m)
+        if a.ndim != 4 or a.shape[2] != a.shape[3]:
+            raise ValueError(f"{who}: map {i} must have shape (B, heads, T, T), got {a.shape}")
+        if out and a.shape != out[0].shape:
+            raise ValueError(f"{who}: map {i} has shape {a.shape}, map 0 {out[0].shape}: layers must agree")
+        out.append(a.astype(np.float64))
+    return out
+
+
+def _unit_columns(a):
+    """columns a[b, h, :, t] scaled to unit length (a zero column stays zero: cosine 0)"""
+    n = np.sqrt(np.sum(a * a, axis=2, keepdims=True))
+    return np.divide(a, n, out=np.zeros_like(a), where=n > 0)
+
+
+def _check_threshold(threshold, who):
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"{who}: threshold must be a number in [0, 1], got {type(threshold).__name__}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"{who}: threshold must be in [0, 1], got {threshold}")
+    return float(threshold)
+
+
+def attention_similarity(maps):
+    """M̄^{p,q} (L, L): the cosine between column t of layer p's and layer q's map of the same head
+    and image (a^p_{h,t} = A^p[b, h, :, t], how much token t feeds every output token), averaged over
+    images, heads and tokens (P-DeepViT eq. 2)."""
+    u = [_unit_columns(a) for a in _as_maps(maps, "attention_similarity")]
+    L = len(u)
+    sim = np.empty((L, L))
+    for p in range(L):
+        for q in range(p, L):
+            sim[p, q] = sim[q, p] = np.mean(np.sum(u[p] * u[q], axis=2))
+    return sim
+
+
+def similar_blocks(similarity, threshold=0.9):
+    """#{k ≥ 1 : M̄^{k−1,k} > threshold} (0-based blocks; SPEC §4.2's reading of the paper's rule)."""
+    t = _check_threshold(threshold, "similar_blocks")
+    s = np.asarray(similarity, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != s.shape[1]:
+        raise ValueError(f"similar_blocks: similarity must be a square (L, L) matrix, got shape {s.shape}")
+    return int(np.sum(np.diagonal(s, offset=1) > t))
+
+
+def head_similarity(maps):
+    """(L, H, H): per block, the cosine between the maps of heads h and g (per token column, mean
+    over images and tokens) — P-DeepViT Fig. 3c: heads of one block differ even when blocks collapse."""
+    out = []
+    for a in _as_maps(maps, "head_similarity"):
+        u = _unit_columns(a)                                    # (B, H, T, T)
+        out.append(np.einsum("bhit,bgit->hg", u, u) / (u.shape[0] * u.shape[3]))
+    return np.stack(out)
+
+
+def feature_similarity(features):
+    """(L,): cosine between each block's output tokens and the last block's, mean over tokens and
+    images (P-DeepViT Fig. 4)."""
+    if not isinstance(features, (list, tuple)) or not features:
+        raise ValueError("feature_similarity: expected a non-empty list of block outputs (B, T, D)")
+    fs = [f.detach().numpy() if isinstance(f, _v.Tensor) else np.asarray(f) for f in features]
+    fs = [f.astype(np.float64) for f in fs]
+    if any(f.ndim != 3 or f.shape != fs[-1].shape for f in fs):
+        raise ValueError(f"feature_similarity: block outputs must all be (B, T, D) of one shape, got "
+                         f"{[f.shape for f in fs]}")
+
+    def unit(f):
+        n = np.linalg.norm(f, axis=2, keepdims=True)
+        return np.divide(f, n, out=np.zeros_like(f), where=n > 0)
+    last = unit(fs[-1])
+    return np.array([np.mean(np.sum(unit(f) * last, axis=2)) for f in fs])
+
+
+class AttentionRecorder:
+    """Context manager: while active, every forward of `model` keeps each Attention's maps and each
+    TransformerBlock's output (detached), so training steps give the diagnostics for free.
+    ``maps()`` / ``features()`` return those of the most recent forward; ``report()`` summarises."""
+
+    def __init__(self, model):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"AttentionRecorder: model must be a vitc.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.attns = [m for m in model.modules() if isinstance(m, nn.Attention)]
+        if not self.attns:
+            raise ValueError(f"AttentionRecorder: {type(model).__name__} has no vitc.nn.Attention modules, so it "
+                             "has no attention maps to record")
+        self.blocks = [m for m in model.modules() if isinstance(m, nn.TransformerBlock)]
+        self._feats, self._handles = {}, []
+
+    def __enter__(self):
+        self._kept = None
+        for a in self.attns:
+            a.record_attention, a.last_attention = True, None
+        for i, b in enumerate(self.blocks):
+            def hook(module, args, out, i=i):
+                self._feats[i] = (out[0] if isinstance(out, tuple) else out).detach()
+            self._handles.append(b.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc):
+        # the recorder keeps the last forward's maps; the modules drop theirs
+        self._kept = {k: [getattr(a, "last_" + k) for a in self.attns] for k in ("attention", "softmax")}
+        for a in self.attns:
+            a.record_attention, a.last_attention, a.last_softmax = False, None, None
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        return False
+
+    def maps(self, kind="applied"):
+        """'applied': the maps that multiplied v; 'softmax': the per-head softmax maps"""
+        if kind not in ("applied", "softmax"):
+            raise ValueError(f"AttentionRecorder.maps: kind must be 'applied' or 'softmax', got {kind!r}")
+        key = "attention" if kind == "applied" else "softmax"
+        kept = getattr(self, "_kept", None)
+        maps = kept[key] if kept is not None else [getattr(a, "last_" + key) for a in self.attns]
+        if any(m is None for m in maps):
+            raise RuntimeError("AttentionRecorder: no forward has run since recording started")
+        return maps
+
+    def features(self):
+        return [self._feats[i] for i in range(len(self.blocks)) if i in self._feats]
+
+    def report(self, threshold=0.9):
+        return _report(self.maps(), self.maps("softmax"), self.features(), threshold)
+
+
+def attention_maps(model, images, train_mode=False):
+    """Per-layer attention maps (list of (B, heads, T, T) NumPy arrays) of one forward of `images`,
+    without gradients; the model runs in eval mode unless train_mode (its mode is restored)."""
+    return [m.numpy() for m in _forward(model, images, train_mode)[0]]
+
+
+def softmax_maps(model, images, train_mode=False):
+    """As attention_maps, but the per-head softmax maps (before re-attention's mixing)."""
+    return [m.numpy() for m in _forward(model, images, train_mode)[1]]
+
+
+def _forward(model, images, train_mode):
+    rec = AttentionRecorder(model)
+    if not isinstance(images, _v.Tensor):
+        images = _v.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    was = model.training
+    model.train(train_mode)
+    try:
+        with rec, _v.no_grad():
+            model(images)
+            return rec.maps(), rec.maps("softmax"), rec.features()
+    finally:
+        model.train(was)
+
+
+@dataclass
+class CollapseReport:
+    maps: list
+    similarity: np.ndarray
+    n_similar: int
+    threshold: float
+    head_similarity: np.ndarray
+    feature_similarity: np.ndarray = field(default=None)
+    softmax_similarity: np.ndarray = field(default=None)
+    n_similar_softmax: int = 0
+
+    def summary(self):
+        L = len(self.maps)
+        adj = np.diagonal(self.similarity, offset=1)
+        return {"depth": L, "n_similar": self.n_similar, "threshold": self.threshold,
+                "adjacent_similarity": adj.tolist(),
+                "mean_adjacent_similarity": float(adj.mean()) if adj.size else float("nan"),
+                "mean_head_similarity": [float((h.sum() - np.trace(h)) / max(h.size - len(h), 1))
+                                         for h in self.head_similarity],
+                "feature_similarity": None if self.feature_similarity is None else self.feature_similarity.tolist(),
+                "n_similar_softmax": self.n_similar_softmax,
+                "mean_adjacent_softmax_similarity": float(np.diagonal(self.softmax_similarity, offset=1).mean())
+                if L > 1 else float("nan")}
+
+
+def _report(maps, softmax_maps, feats, threshold):
+    t = _check_threshold(threshold, "collapse_report")
+    sim = attention_similarity(maps)
+    ssim = attention_similarity(softmax_maps)
+    return CollapseReport(maps=[m.numpy() if isinstance(m, _v.Tensor) else m for m in maps], similarity=sim,
+                          n_similar=similar_blocks(sim, t), threshold=t, head_similarity=head_similarity(maps),
+                          feature_similarity=feature_similarity(feats) if feats else None,
+                          softmax_similarity=ssim, n_similar_softmax=similar_blocks(ssim, t))
+
+
+def collapse_report(model, images, threshold=0.9, train_mode=False):
+    """Everything above from one forward of `images` (eval mode unless train_mode)."""
+    _check_threshold(threshold, "collapse_report")
+    maps, softmax_maps, feats = _forward(model, images, train_mode)
+    return _report(maps, softmax_maps, feats, threshold)
+
+
+def plot_report(report, out_dir, prefix=""):
+    """PNG files in out_dir (written atomically): the cross-layer similarity heat map, adjacent-block
+    similarity and feature similarity curves, per-block head similarity. Returns their paths."""
+    import os
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vitc.io import atomic_write
+
+    def save(fig, name):
+        path = os.path.join(out_dir, prefix + name)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+        plt.close(fig)
+        return path
+
+    paths = []
+    L = len(report.maps)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    im = ax.imshow(report.similarity, vmin=0, vmax=1, cmap="viridis", origin="lower")
+    ax.set(xlabel="block q", ylabel="block p", title="attention-map similarity M̄(p,q)")
+    fig.colorbar(im, ax=ax)
+    paths.append(save(fig, "similarity.png"))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(range(1, L), np.diagonal(report.similarity, offset=1), marker="o", label="M̄(k−1, k), maps ·v")
+    if report.softmax_similarity is not None and not np.array_equal(report.softmax_similarity, report.similarity):
+        ax.plot(range(1, L), np.diagonal(report.softmax_similarity, offset=1), marker="^",
+                label="M̄(k−1, k), softmax maps")
+    if report.feature_similarity is not None:
+        ax.plot(range(len(report.feature_similarity)), report.feature_similarity, marker="s",
+                label="feature cos to last block")
+    ax.axhline(report.threshold, color="grey", ls="--", lw=1)
+    ax.set(xlabel="block", ylabel="cosine similarity", ylim=(min(0, ax.get_ylim()[0]), 1.02),
+           title=f"{report.n_similar} similar blocks")
+    ax.legend()
+    paths.append(save(fig, "curves.png"))
+    fig, axes = plt.subplots(1, L, figsize=(1.6 * L + 1, 1.9), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        ax.imshow(report.head_similarity[k], vmin=0, vmax=1, cmap="viridis")
+        ax.set_title(f"block {k}", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("head similarity within each block", fontsize=9)
+    paths.append(save(fig, "head_similarity.png"))
+    return paths
