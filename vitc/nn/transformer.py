@@ -1,5 +1,9 @@
 """Transformer building blocks of a ViT (SPEC §1.1, §1.4, §1.6): Patchify, Attention, FeedForward,
-TransformerBlock (pre-norm) and Transformer (blocks + final LayerNorm)."""
+TransformerBlock (pre-norm) and Transformer (blocks + final norm).
+
+norm='layer' | 'batch' picks LayerNorm or the article's token BatchNorm (SPEC §2.1) for every norm
+of a block stack; ffn_norm='batch' moves the FFN's norm between its first Linear and the GELU
+(seed 004's ViTBNFFN/ViTBN FFN, SPEC §2.2)."""
 import vitc as _v
 
 from ._util import check_float, check_int, check_prob, pair
@@ -8,9 +12,21 @@ from .container import ModuleList, Sequential
 from .dropout import Dropout, DropPath
 from .linear import Identity, Linear
 from .module import Module
-from .normalization import LayerNorm
+from .normalization import LayerNorm, TokenBatchNorm
 
-__all__ = ["Patchify", "Attention", "FeedForward", "TransformerBlock", "Transformer"]
+__all__ = ["Patchify", "Attention", "FeedForward", "TransformerBlock", "Transformer", "make_norm"]
+
+_NORMS = ("layer", "batch")
+
+
+def make_norm(kind, dim, eps=1e-5):
+    """'layer': LayerNorm(dim) over the last dim; 'batch': TokenBatchNorm(dim), statistics per feature
+    over all B·T tokens (SPEC §2.1)."""
+    if kind == "layer":
+        return LayerNorm(dim, eps=eps)
+    if kind == "batch":
+        return TokenBatchNorm(dim, eps=eps)
+    raise ValueError(f"norm must be one of {_NORMS}, got {kind!r}")
 
 
 class Patchify(Module):
@@ -71,31 +87,43 @@ class Attention(Module):
 
 
 class FeedForward(Module):
-    """Linear(dim, hidden) -> GELU -> Dropout -> Linear(hidden, dim) -> Dropout (SPEC §1.6)."""
+    """Linear(dim, hidden) -> GELU -> Dropout -> Linear(hidden, dim) -> Dropout (SPEC §1.6).
 
-    def __init__(self, dim, hidden_dim, dropout=0.0, approximate="none"):
+    mid_norm='batch' | 'layer': the article's FFN (SPEC §2.2) Linear -> norm(hidden) -> GELU ->
+    Dropout -> Linear, with no dropout after the second Linear.
+    """
+
+    def __init__(self, dim, hidden_dim, dropout=0.0, approximate="none", mid_norm=None, norm_eps=1e-5):
         super().__init__()
         check_int(dim, "dim", "FeedForward", 1)
         check_int(hidden_dim, "hidden_dim", "FeedForward", 1)
-        self.net = Sequential(Linear(dim, hidden_dim), GELU(approximate), Dropout(dropout),
-                              Linear(hidden_dim, dim), Dropout(dropout))
+        if mid_norm is None:
+            self.net = Sequential(Linear(dim, hidden_dim), GELU(approximate), Dropout(dropout),
+                                  Linear(hidden_dim, dim), Dropout(dropout))
+        else:
+            self.net = Sequential(Linear(dim, hidden_dim), make_norm(mid_norm, hidden_dim, norm_eps),
+                                  GELU(approximate), Dropout(dropout), Linear(hidden_dim, dim))
 
     def forward(self, x):
         return self.net(x)
 
 
 class TransformerBlock(Module):
-    """Pre-norm block: x + DP(attn(norm1 x)); x + DP(ff(norm2 x)) (DP = drop path, SPEC §3.7)."""
+    """Pre-norm block: x + DP(attn(norm1 x)); x + DP(ff(norm2 x)) (DP = drop path, SPEC §3.7).
+
+    norm: 'layer' | 'batch' (token BatchNorm). ffn_norm: None, or the norm put inside the FFN after
+    its first Linear; then norm2 is Identity (seed 004's ViTBNFFN/ViTBN block, SPEC §2.2).
+    """
 
     def __init__(self, dim, heads=8, dim_head=64, mlp_dim=None, dropout=0.0, drop_path=0.0, qkv_bias=False,
-                 norm_eps=1e-5, gelu="none"):
+                 norm_eps=1e-5, gelu="none", norm="layer", ffn_norm=None):
         super().__init__()
         mlp_dim = 4 * dim if mlp_dim is None else mlp_dim
-        self.norm1 = LayerNorm(dim, eps=norm_eps)
+        self.norm1 = make_norm(norm, dim, norm_eps)
         self.attn = Attention(dim, heads=heads, dim_head=dim_head, dropout=dropout, qkv_bias=qkv_bias)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else Identity()
-        self.norm2 = LayerNorm(dim, eps=norm_eps)
-        self.ff = FeedForward(dim, mlp_dim, dropout=dropout, approximate=gelu)
+        self.norm2 = make_norm(norm, dim, norm_eps) if ffn_norm is None else Identity()
+        self.ff = FeedForward(dim, mlp_dim, dropout=dropout, approximate=gelu, mid_norm=ffn_norm, norm_eps=norm_eps)
 
     def forward(self, x, return_attention=False):
         if return_attention:
@@ -108,20 +136,27 @@ class TransformerBlock(Module):
 
 
 class Transformer(Module):
-    """depth pre-norm blocks then a final LayerNorm (lucidrains since Aug 2023; timm's `norm`).
+    """depth pre-norm blocks then a final norm (lucidrains since Aug 2023; timm's `norm`).
 
     drop_path is the rate of the last block; block i gets drop_path·i/(depth−1) (SPEC §3.7).
+    norm / ffn_norm as TransformerBlock. first_block_only=True reproduces seed 004's ViTBN/ViTBNFFN
+    code before 2024-08-27, whose forward returned norm(x) inside the block loop (SPEC §2.4): only
+    block 0 runs, the other blocks exist (parameters, state_dict) but get no gradient.
     """
 
     def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout=0.0, drop_path=0.0, qkv_bias=False,
-                 norm_eps=1e-5, gelu="none"):
+                 norm_eps=1e-5, gelu="none", norm="layer", ffn_norm=None, first_block_only=False):
         super().__init__()
         depth = check_int(depth, "depth", "Transformer", 1)
         drop_path = check_float(drop_path, "drop_path", "Transformer", 0.0, 1.0)
+        if norm not in _NORMS or ffn_norm not in (None,) + _NORMS:
+            raise ValueError(f"Transformer: norm must be one of {_NORMS} and ffn_norm None or one of {_NORMS}, "
+                             f"got norm={norm!r}, ffn_norm={ffn_norm!r}")
         rates = [drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
         self.layers = ModuleList([TransformerBlock(dim, heads, dim_head, mlp_dim, dropout, rates[i], qkv_bias,
-                                                   norm_eps, gelu) for i in range(depth)])
-        self.norm = LayerNorm(dim, eps=norm_eps)
+                                                   norm_eps, gelu, norm, ffn_norm) for i in range(depth)])
+        self.norm = make_norm(norm, dim, norm_eps)
+        self.first_block_only = bool(first_block_only)
 
     def forward(self, x, return_attention=False):
         maps = []
@@ -131,5 +166,7 @@ class Transformer(Module):
                 maps.append(a)
             else:
                 x = block(x)
+            if self.first_block_only:
+                break
         x = self.norm(x)
         return (x, maps) if return_attention else x
