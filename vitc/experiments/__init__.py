@@ -1,0 +1,5 @@
+"""vitc.experiments: reproductions of the source articles' experiments, one module each, runnable
+with ``python -m vitc.experiments.<name>``.
+
+vit_batchnorm: seed 004 (ViT vs ViTBNFFN vs ViTBN on MNIST; fixed learning rates and a Bayesian search).
+"""
