@@ -149,7 +149,8 @@ def load_data(dataset="auto", data_root=None, subset=None, test_subset=None, dow
         except (OSError, RuntimeError, ValueError) as e:
             if dataset == "mnist":
                 raise ValueError(f"MNIST not available: {e}") from None
-            note = f"MNIST not available ({str(e).splitlines()[0][:200]}); "
+            why = " ".join(str(e).split())
+            note = f"MNIST not available ({why[:300]}{'…' if len(why) > 300 else ''}); "
     kw = {"root": data_root} if (data_root and dataset == "fashion-mnist") else {}
     try:
         tr = FashionMNIST(train=True, subset=subset, **kw)
