@@ -46,11 +46,10 @@ def _kw(tmp_path, data_root, **kw):
     return base
 
 
-def test_fixed_lr_both_backends_with_mlflow(tmp_path, data_root):
-    mlflow = pytest.importorskip("mlflow")
-    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+def test_fixed_lr_both_backends(tmp_path, data_root):
+    pytest.importorskip("torch")
     doc = exp.run_fixed_lr(**_kw(tmp_path, data_root, lrs="0.0005,0.002", epochs=2, batch_size=10, subset=20,
-                                 backend="vitc,torch", mlflow=True, tracking_uri=uri, experiment="t"))
+                                 backend="vitc,torch"))
     out = tmp_path / "out"
     runs = doc["runs"]
     assert len(runs) == 2 * 2 * 5 and doc["meta"]["dataset"] == "Fashion-MNIST"
@@ -69,24 +68,41 @@ def test_fixed_lr_both_backends_with_mlflow(tmp_path, data_root):
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
     table = (out / "table.md").read_text()
     assert table.count("| vitc |") == 8 and table.count("| torch |") == 8 and "bug ×" in table
+    # `report` rebuilds figures and table from results.json (e.g. after an interrupted run)
+    (out / "table.md").unlink()
+    (out / "fig_vitc_lr0.0005.png").unlink()
+    assert exp.main(["report", "--out", str(out)]) == 0
+    assert (out / "table.md").read_text() == table and (out / "fig_vitc_lr0.0005.png").exists()
+    with pytest.raises(SystemExit, match="cannot read"):
+        exp.main(["report", "--out", str(tmp_path / "nothing")])
     rows = exp.ratio_rows(runs)
     r = next(x for x in rows if x["backend"] == "vitc" and x["model"] == "ViTBN" and x["label"] == "lr0.0005")
     vit = by[("vitc", "ViT", 0.0005)]
     assert r["r_t"] == pytest.approx(np.mean(vit["train_time"]) / np.mean(by[("vitc", "ViTBN", 0.0005)]["train_time"]))
     assert r["g_t"] == pytest.approx(1 - 1 / r["r_t"])
     assert "bug_t" in next(x for x in rows if x["model"] == "ViTBN-article")
-    # one MLflow run per backend × model × lr, the four metrics logged with their epoch as step
-    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
-    eid = client.get_experiment_by_name("t").experiment_id
-    mruns = client.search_runs([eid], max_results=100)
-    assert len(mruns) == 20
-    one = next(x for x in mruns if x.info.run_name == "torch-ViTBN-lr0.002")
-    assert one.data.params["learning_rate"] == "0.002" and one.data.params["bn_first_block_only"] == "False"
-    hist = client.get_metric_history(one.info.run_id, "training_loss")
-    assert [h.step for h in hist] == [1, 2]
-    rec = by[("torch", "ViTBN", 0.002)]
-    assert [h.value for h in hist] == pytest.approx(rec["train_loss"])
+    assert all(r["mlflow_run_id"] is None for r in runs)
 
+
+def test_fixed_lr_logs_to_mlflow(tmp_path, data_root, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # honoured when --tracking-uri is not given
+    doc = exp.run_fixed_lr(**_kw(tmp_path, data_root, models="ViT,ViTBN", lrs="0.002", epochs=2, batch_size=10,
+                                 subset=20, mlflow=True, experiment="t"))
+    assert doc["meta"]["mlflow_tracking_uri"] == uri
+    # one MLflow run per backend × model × lr, the article's four metrics logged with their epoch as step
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    mruns = client.search_runs([client.get_experiment_by_name("t").experiment_id], max_results=100)
+    assert sorted(x.info.run_name for x in mruns) == ["vitc-ViT-lr0.002", "vitc-ViTBN-lr0.002"]
+    one = next(x for x in mruns if x.info.run_name == "vitc-ViTBN-lr0.002")
+    assert one.data.params["learning_rate"] == "0.002" and one.data.params["bn_first_block_only"] == "False"
+    rec = next(r for r in doc["runs"] if r["model"] == "ViTBN")
+    assert rec["mlflow_run_id"] == one.info.run_id
+    for key, metric in (("train_loss", "training_loss"), ("test_accuracy", "validation_accuracy"),
+                        ("train_time", "training_time"), ("test_time", "validation_time")):
+        hist = client.get_metric_history(one.info.run_id, metric)
+        assert [h.step for h in hist] == [1, 2] and [h.value for h in hist] == pytest.approx(rec[key]), metric
 
 def test_torch_backend_models_match_vitc(tmp_path, data_root):
     torch = pytest.importorskip("torch")
@@ -169,3 +185,28 @@ def test_dataset_auto_falls_back_to_fashion_mnist(tmp_path):
     name, tr, te, note = exp.load_data("auto", data_root=str(tmp_path / "no-mnist"), subset=10, test_subset=10,
                                        download=False)
     assert name == "Fashion-MNIST" and len(tr) == 10 and "MNIST not available" in note and "Fashion-MNIST" in note
+
+
+def test_notebook_executes_small(tmp_path, data_root):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    nb = nbformat.read(os.path.join(root, "notebooks", "vit_batchnorm.ipynb"), as_version=4)
+    env = dict(VITC_NB_SUBSET="20", VITC_NB_TEST_SUBSET="10", VITC_NB_EPOCHS="1", VITC_NB_LRS="0.001",
+               VITC_NB_DATASET="fashion-mnist", VITC_NB_DATA_ROOT=data_root, VITC_NB_OVERRIDES=json.dumps(TINY),
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        nbclient.NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = "".join(o.get("text", "") for o in outs)
+    assert "experiment 1 done" in text and "blocks that received a gradient: [0] of 2" in text
+    assert "max |y - formula|" in text
+    assert sum("image/png" in o.get("data", {}) for o in outs) == 2  # four-panel figure + train time vs lr

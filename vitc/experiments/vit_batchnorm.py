@@ -2,6 +2,7 @@
 
     python -m vitc.experiments.vit_batchnorm fixed-lr [--epochs 30] [--subset N] [--backend vitc,torch] ...
     python -m vitc.experiments.vit_batchnorm bayes-search [--trials 20] [--sampler tpe|gp] [--storage URL] ...
+    python -m vitc.experiments.vit_batchnorm report --out DIR   (figures + table again from DIR/results.json)
 
 fixed-lr (experiment 1): every model × learning rate (default 5e-4, 5e-3, 1e-2), Adam, train batch
 100 shuffled, test batch 5000, constant lr, cross-entropy. Per epoch: train time (the training loop's
@@ -37,7 +38,7 @@ from vitc.data import MNIST, DataLoader, FashionMNIST
 from vitc.io import atomic_write
 from vitc.models import create_model
 
-__all__ = ["MODELS", "run_fixed_lr", "run_bayes_search", "ratio_rows", "ratio_table", "load_data", "main"]
+__all__ = ["MODELS", "run_fixed_lr", "run_bayes_search", "report", "ratio_rows", "ratio_table", "load_data", "main"]
 
 # name -> (registry name, uses BatchNorm, TorchViTFamily options)
 MODELS = {
@@ -493,23 +494,46 @@ def run_fixed_lr(models=tuple(MODELS), lrs=DEFAULT_LRS, epochs=30, backend="vitc
                     m, backend_, lr, batch_size, epochs, tr, te, test_batch_size, seed, overrides, cb, log))
                 res.add(dict(backend=backend_, model=m, lr=lr, label=f"lr{lr:g}", batch_size=batch_size,
                              mlflow_run_id=run_id, **hist))
-    runs = res.doc["runs"]
-    labels = [f"lr{lr:g}" for lr in lrs]
+    write_report(res, log)
+    return res.doc
+
+
+def write_report(res, log=print):
+    """Figures and table.md of experiment 1 from its results (also `report`, e.g. after an interrupted run)."""
+    runs, meta, out = res.doc["runs"], res.doc["meta"], os.path.dirname(res.path)
+    backends = list(dict.fromkeys(r["backend"] for r in runs))
+    labels = list(dict.fromkeys(r["label"] for r in runs))
     files = _figures_and_table(runs, out, backends, labels, "fig_", "ViT vs BatchNorm ViTs", log)
     for backend_ in backends:
         path = os.path.join(out, f"fig_{backend_}_train_time_vs_lr.png")
         _save_fig(train_time_vs_lr_figure([r for r in runs if r["backend"] == backend_],
                                           f"train time per epoch vs learning rate — {backend_}"), path)
         files.append(path)
-    table = ratio_table(runs, f"Experiment 1 ({data_name}, {len(tr)} train / {len(te)} test, {epochs} epochs)")
+    table = ratio_table(runs, f"Experiment 1 ({meta['dataset']}, {meta['train_samples']} train / "
+                              f"{meta['test_samples']} test, {meta['epochs']} epochs)")
     _write_text(os.path.join(out, "table.md"), table)
-    res.doc["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    res.doc["meta"]["files"] = [os.path.basename(f) for f in files] + ["table.md"]
+    meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    meta["files"] = [os.path.basename(f) for f in files] + ["table.md"]
     res.save()
     if log:
         log(table)
         log(f"wrote {len(files)} figures, table.md and results.json to {out}")
-    return res.doc
+
+
+def report(out, log=print):
+    """Rebuild experiment 1's figures and table from OUT/results.json."""
+    path = os.path.join(out, "results.json")
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    if doc.get("meta", {}).get("experiment") != "fixed-lr" or not doc.get("runs"):
+        raise ValueError(f"{path} holds no fixed-lr runs")
+    res = _Results(out, doc["meta"])
+    res.doc = doc
+    write_report(res, log)
+    return doc
 
 
 # ---- experiment 2 --------------------------------------------------------------------------------
@@ -675,11 +699,19 @@ def build_parser():
                    "one RDB URL to run workers on several machines")
     b.add_argument("--study-prefix", default="vit_batchnorm")
     common(b, "results/vit_batchnorm_bayes")
+    r = sub.add_parser("report", help="rebuild experiment 1's figures and table from OUT/results.json")
+    r.add_argument("--out", default="results/vit_batchnorm")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.cmd == "report":
+        try:
+            report(args.out)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}")
+        return 0
     command = "python -m vitc.experiments.vit_batchnorm " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         overrides = json.loads(args.model_overrides) if args.model_overrides else None
