@@ -10,7 +10,9 @@ wall time, data loading included), test time, train loss (the *sum* of the batch
 the article's COST) and test accuracy. Models: ViT, ViTBNFFN, ViTBN and the article's versions of the
 BN models (``-article``: only the first of the 6 blocks runs, the authors' bug until 2024-08-27), so
 the table separates BatchNorm's effect from the bug's. Unlike the article's script, the test pass
-runs under no_grad (both backends).
+runs under no_grad (both backends). Both backends start from the same initial weights and see the
+same batches; ``--backend vitc,torch`` runs them one after the other in one process (vitc first,
+before PyTorch computes anything; for the cleanest timings run one backend per process).
 
 bayes-search (experiment 2): an Optuna study per model maximising test accuracy after
 ``--trial-epochs`` (3) epochs; lr log-uniform in [1e-5, 1e-3] (ViT) or [1e-5, 1e-2] (BN models),
@@ -451,14 +453,15 @@ def _prepare(out, backends, threads, dataset, data_root, subset, test_subset, do
     return name, tr, te, note
 
 
-def _figures_and_table(runs, out, backends, labels, prefix, title, log):
+def _four_panel_figures(runs, out, backends, labels, title):
+    """fig_<backend>_<label>.png for every backend and configuration label; returns the paths."""
     files = []
     for backend in backends:
         for label in labels:
             sel = [r for r in runs if r["backend"] == backend and r["label"] == label]
             if not sel:
                 continue
-            path = os.path.join(out, f"{prefix}{backend}_{label}.png")
+            path = os.path.join(out, f"fig_{backend}_{label}.png")
             _save_fig(four_panel_figure(sel, f"{title} — {backend}, {label}"), path)
             files.append(path)
     return files
@@ -503,7 +506,7 @@ def write_report(res, log=print):
     runs, meta, out = res.doc["runs"], res.doc["meta"], os.path.dirname(res.path)
     backends = list(dict.fromkeys(r["backend"] for r in runs))
     labels = list(dict.fromkeys(r["label"] for r in runs))
-    files = _figures_and_table(runs, out, backends, labels, "fig_", "ViT vs BatchNorm ViTs", log)
+    files = _four_panel_figures(runs, out, backends, labels, "ViT vs BatchNorm ViTs")
     for backend_ in backends:
         path = os.path.join(out, f"fig_{backend_}_train_time_vs_lr.png")
         _save_fig(train_time_vs_lr_figure([r for r in runs if r["backend"] == backend_],
@@ -647,7 +650,7 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
                     m, backend_, lr, bs, epochs, tr, te, test_batch_size, seed, overrides, cb, log))
                 res.add(dict(backend=backend_, model=m, lr=lr, label="optimised", batch_size=bs, mlflow_run_id=run_id,
                              **hist))
-        files += _figures_and_table(res.doc["runs"], out, backends, ["optimised"], "fig_", "optimised models", log)
+        files += _four_panel_figures(res.doc["runs"], out, backends, ["optimised"], "optimised models")
         table += ratio_table(res.doc["runs"], f"Optimised models, {epochs} epochs (the article's table 3)")
     _write_text(os.path.join(out, "table.md"), table)
     res.doc["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
