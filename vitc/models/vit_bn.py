@@ -9,7 +9,9 @@ Both have a qkv bias, as the article-era code (nn.Linear default).
 
 bn_first_block_only=True reproduces the article's models: until 2024-08-27 the authors'
 Transformer.forward returned norm(x) from inside the block loop, so only the first of `depth`
-blocks ran (SPEC §2.4). The remaining blocks keep their parameters (same parameter count and
+blocks ran (SPEC §2.4; checked in model/vitbnffn.py and model/vitbn.py of the authors' repository,
+revisions 5fcc4ac / 99a16b1 of 2024-07-29 to 3663c1b of 2024-08-25: `return self.norm(x)` indented
+under `for attn, ff in self.layers:`). The remaining blocks keep their parameters (same parameter count and
 state_dict as the correct model) but take no part in the forward pass.
 """
 from .registry import register_model
