@@ -608,7 +608,9 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
         for m in models:
             lo, hi = LR_RANGE[MODELS[m][1]]
             study = optuna.create_study(study_name=f"{study_prefix}-{backend_}-{m}", storage=storage,
-                                        direction="maximize", sampler=_sampler(sampler, seed), load_if_exists=True)
+                                        direction="maximize", load_if_exists=True,
+                                        # one seed per model: equal search spaces must not get equal draws
+                                        sampler=_sampler(sampler, seed + list(MODELS).index(m)))
 
             def objective(trial, m=m, lo=lo, hi=hi, backend_=backend_):
                 lr = trial.suggest_float("lr", lo, hi, log=True)
