@@ -2,4 +2,5 @@
 with ``python -m vitc.experiments.<name>``.
 
 deepvit: seed 002 (plain vs re-attention ViTs at several depths on Fashion-MNIST; attention collapse).
+vit_batchnorm: seed 004 (ViT vs ViTBNFFN vs ViTBN on MNIST; fixed learning rates and a Bayesian search).
 """

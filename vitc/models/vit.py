@@ -11,6 +11,7 @@ import vitc as _v
 from vitc import nn
 from vitc.nn import init
 from vitc.nn._util import check_float, check_int, pair
+from vitc.nn.transformer import make_norm
 
 from .registry import register_model
 
@@ -51,7 +52,10 @@ class ViT(nn.Module):
     Extra options: qkv_bias, norm_eps (LayerNorm ε), patch_norm (the LNs around the patch
     Linear), drop_path (stochastic depth of the last block), gelu ('none' exact | 'tanh'),
     init ('torch': PyTorch defaults + N(0,1) cls/pos, as lucidrains and the article;
-    'timm': trunc-normal(.02) Linear weights and cls/pos, zero biases — SPEC §1.8).
+    'timm': trunc-normal(.02) Linear weights and cls/pos, zero biases — SPEC §1.8),
+    norm ('layer' | 'batch': every norm, patch embedding's included, is LayerNorm or token
+    BatchNorm, SPEC §2.3), ffn_norm (None | 'batch': the FFN's norm sits after its first Linear,
+    SPEC §2.2; see vitc.models.ViTBNFFN / ViTBN).
     forward(img, return_attention=True) also returns the per-block attention maps.
     DeepViT (SPEC §4): attn 'mhsa' | 'reattention' (or one name per block), reattn_norm 'batch' |
     'layer' | 'none', reattn_bias, reattn_scale; attn_reuse_from=r: blocks after r reuse block r's maps.
@@ -59,8 +63,8 @@ class ViT(nn.Module):
 
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool="cls", channels=3,
                  dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn", qkv_bias=False, norm_eps=1e-5,
-                 patch_norm=True, drop_path=0.0, gelu="none", init="torch", attn="mhsa", reattn_norm="batch",
-                 reattn_bias=True, reattn_scale=False, attn_reuse_from=None):
+                 patch_norm=True, drop_path=0.0, gelu="none", init="torch", norm="layer", ffn_norm=None,
+                 attn="mhsa", reattn_norm="batch", reattn_bias=True, reattn_scale=False, attn_reuse_from=None):
         super().__init__()
         ih, iw = pair(image_size, "image_size", "ViT")
         ph, pw = pair(patch_size, "patch_size", "ViT")
@@ -83,7 +87,7 @@ class ViT(nn.Module):
         patch_dim = channels * ph * pw
         layers = [nn.Patchify((ph, pw))]
         if patch_norm:
-            layers += [nn.LayerNorm(patch_dim, eps=norm_eps), nn.Linear(patch_dim, dim), nn.LayerNorm(dim, eps=norm_eps)]
+            layers += [make_norm(norm, patch_dim, norm_eps), nn.Linear(patch_dim, dim), make_norm(norm, dim, norm_eps)]
         else:
             layers += [nn.Linear(patch_dim, dim)]
         self.to_patch_embedding = nn.Sequential(*layers)
@@ -97,9 +101,9 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(_v.randn(1, 1, dim))
         self.dropout = nn.Dropout(emb_dropout)
         self.transformer = nn.Transformer(dim, depth, heads, dim_head, mlp_dim, dropout=dropout, drop_path=drop_path,
-                                          qkv_bias=qkv_bias, norm_eps=norm_eps, gelu=gelu, attn=attn,
-                                          reattn_norm=reattn_norm, reattn_bias=reattn_bias, reattn_scale=reattn_scale,
-                                          attn_reuse_from=attn_reuse_from)
+                                          qkv_bias=qkv_bias, norm_eps=norm_eps, gelu=gelu, norm=norm, ffn_norm=ffn_norm,
+                                          attn=attn, reattn_norm=reattn_norm, reattn_bias=reattn_bias,
+                                          reattn_scale=reattn_scale, attn_reuse_from=attn_reuse_from)
         self.to_latent = nn.Identity()
         self.mlp_head = nn.Linear(dim, num_classes)
         if init == "timm":

@@ -148,6 +148,10 @@ class TokenBatchNorm(_NormBase):
         if input.ndim != 3 or input.shape[2] != self.num_features:
             raise ValueError(f"TokenBatchNorm({self.num_features}): expected input of shape (B, T, "
                              f"{self.num_features}), got {tuple(input.shape)}")
+        if self.training and input.shape[0] * input.shape[1] == 1:
+            # checked before _factor() so a rejected call leaves num_batches_tracked untouched
+            raise ValueError(f"TokenBatchNorm({self.num_features}): expected more than 1 value per channel when "
+                             f"training, got input of shape {tuple(input.shape)}")
         use_batch, factor = self._factor()
         rm, rv = self._stats()
         return _v.token_batch_norm(input, rm, rv, self.weight, self.bias, use_batch, factor, self.eps)

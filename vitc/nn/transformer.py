@@ -1,5 +1,9 @@
 """Transformer building blocks of a ViT (SPEC §1.1, §1.4, §1.6): Patchify, Attention, FeedForward,
-TransformerBlock (pre-norm) and Transformer (blocks + final LayerNorm)."""
+TransformerBlock (pre-norm) and Transformer (blocks + final norm).
+
+norm='layer' | 'batch' picks LayerNorm or the article's token BatchNorm (SPEC §2.1) for every norm
+of a block stack; ffn_norm='batch' moves the FFN's norm between its first Linear and the GELU
+(seed 004's ViTBNFFN/ViTBN FFN, SPEC §2.2)."""
 import vitc as _v
 
 from ._util import check_float, check_int, check_prob, pair
@@ -8,10 +12,22 @@ from .container import ModuleList, Sequential
 from .dropout import Dropout, DropPath
 from .linear import Identity, Linear
 from .module import Module
-from .normalization import BatchNorm2d, LayerNorm
+from .normalization import BatchNorm2d, LayerNorm, TokenBatchNorm
 from .parameter import Parameter
 
-__all__ = ["Patchify", "Attention", "FeedForward", "TransformerBlock", "Transformer"]
+__all__ = ["Patchify", "Attention", "FeedForward", "TransformerBlock", "Transformer", "make_norm"]
+
+_NORMS = ("layer", "batch")
+
+
+def make_norm(kind, dim, eps=1e-5):
+    """'layer': LayerNorm(dim) over the last dim; 'batch': TokenBatchNorm(dim), statistics per feature
+    over all B·T tokens (SPEC §2.1)."""
+    if kind == "layer":
+        return LayerNorm(dim, eps=eps)
+    if kind == "batch":
+        return TokenBatchNorm(dim, eps=eps)
+    raise ValueError(f"norm must be one of {_NORMS}, got {kind!r}")
 
 
 class Patchify(Module):
@@ -130,14 +146,22 @@ class Attention(Module):
 
 
 class FeedForward(Module):
-    """Linear(dim, hidden) -> GELU -> Dropout -> Linear(hidden, dim) -> Dropout (SPEC §1.6)."""
+    """Linear(dim, hidden) -> GELU -> Dropout -> Linear(hidden, dim) -> Dropout (SPEC §1.6).
 
-    def __init__(self, dim, hidden_dim, dropout=0.0, approximate="none"):
+    mid_norm='batch' | 'layer': the article's FFN (SPEC §2.2) Linear -> norm(hidden) -> GELU ->
+    Dropout -> Linear, with no dropout after the second Linear.
+    """
+
+    def __init__(self, dim, hidden_dim, dropout=0.0, approximate="none", mid_norm=None, norm_eps=1e-5):
         super().__init__()
         check_int(dim, "dim", "FeedForward", 1)
         check_int(hidden_dim, "hidden_dim", "FeedForward", 1)
-        self.net = Sequential(Linear(dim, hidden_dim), GELU(approximate), Dropout(dropout),
-                              Linear(hidden_dim, dim), Dropout(dropout))
+        if mid_norm is None:
+            self.net = Sequential(Linear(dim, hidden_dim), GELU(approximate), Dropout(dropout),
+                                  Linear(hidden_dim, dim), Dropout(dropout))
+        else:
+            self.net = Sequential(Linear(dim, hidden_dim), make_norm(mid_norm, hidden_dim, norm_eps),
+                                  GELU(approximate), Dropout(dropout), Linear(hidden_dim, dim))
 
     def forward(self, x):
         return self.net(x)
@@ -145,18 +169,23 @@ class FeedForward(Module):
 
 class TransformerBlock(Module):
     """Pre-norm block: x + DP(attn(norm1 x)); x + DP(ff(norm2 x)) (DP = drop path, SPEC §3.7).
-    attn / reattn_*: see Attention; forward(x, reuse_map=M) runs the attention on maps M."""
+
+    norm: 'layer' | 'batch' (token BatchNorm). ffn_norm: None, or the norm put inside the FFN after
+    its first Linear; then norm2 is Identity (seed 004's ViTBNFFN/ViTBN block, SPEC §2.2).
+    attn / reattn_*: see Attention; forward(x, reuse_map=M) runs the attention on maps M.
+    """
 
     def __init__(self, dim, heads=8, dim_head=64, mlp_dim=None, dropout=0.0, drop_path=0.0, qkv_bias=False,
-                 norm_eps=1e-5, gelu="none", attn="mhsa", reattn_norm="batch", reattn_bias=True, reattn_scale=False):
+                 norm_eps=1e-5, gelu="none", norm="layer", ffn_norm=None, attn="mhsa", reattn_norm="batch",
+                 reattn_bias=True, reattn_scale=False):
         super().__init__()
         mlp_dim = 4 * dim if mlp_dim is None else mlp_dim
-        self.norm1 = LayerNorm(dim, eps=norm_eps)
+        self.norm1 = make_norm(norm, dim, norm_eps)
         self.attn = Attention(dim, heads=heads, dim_head=dim_head, dropout=dropout, qkv_bias=qkv_bias, attn=attn,
                               reattn_norm=reattn_norm, reattn_bias=reattn_bias, reattn_scale=reattn_scale)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else Identity()
-        self.norm2 = LayerNorm(dim, eps=norm_eps)
-        self.ff = FeedForward(dim, mlp_dim, dropout=dropout, approximate=gelu)
+        self.norm2 = make_norm(norm, dim, norm_eps) if ffn_norm is None else Identity()
+        self.ff = FeedForward(dim, mlp_dim, dropout=dropout, approximate=gelu, mid_norm=ffn_norm, norm_eps=norm_eps)
 
     def forward(self, x, return_attention=False, reuse_map=None):
         if return_attention:
@@ -169,9 +198,12 @@ class TransformerBlock(Module):
 
 
 class Transformer(Module):
-    """depth pre-norm blocks then a final LayerNorm (lucidrains since Aug 2023; timm's `norm`).
+    """depth pre-norm blocks then a final norm (lucidrains since Aug 2023; timm's `norm`).
 
     drop_path is the rate of the last block; block i gets drop_path·i/(depth−1) (SPEC §3.7).
+    norm / ffn_norm as TransformerBlock. first_block_only=True reproduces seed 004's ViTBN/ViTBNFFN
+    code before 2024-08-27, whose forward returned norm(x) inside the block loop (SPEC §2.4): only
+    block 0 runs, the other blocks exist (parameters, state_dict) but get no gradient.
     attn: 'mhsa' | 'reattention' for every block, or a sequence of depth such names (DeepViT-S/L
     re-attend only in their last blocks); reattn_norm, reattn_bias, reattn_scale: see Attention.
     attn_reuse_from=r (0-based block index): every block after r multiplies its own v with block r's
@@ -179,11 +211,14 @@ class Transformer(Module):
     """
 
     def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout=0.0, drop_path=0.0, qkv_bias=False,
-                 norm_eps=1e-5, gelu="none", attn="mhsa", reattn_norm="batch", reattn_bias=True, reattn_scale=False,
-                 attn_reuse_from=None):
+                 norm_eps=1e-5, gelu="none", norm="layer", ffn_norm=None, first_block_only=False, attn="mhsa",
+                 reattn_norm="batch", reattn_bias=True, reattn_scale=False, attn_reuse_from=None):
         super().__init__()
         depth = check_int(depth, "depth", "Transformer", 1)
         drop_path = check_float(drop_path, "drop_path", "Transformer", 0.0, 1.0)
+        if norm not in _NORMS or ffn_norm not in (None,) + _NORMS:
+            raise ValueError(f"Transformer: norm must be one of {_NORMS} and ffn_norm None or one of {_NORMS}, "
+                             f"got norm={norm!r}, ffn_norm={ffn_norm!r}")
         rates = [drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
         kinds = [attn] * depth if isinstance(attn, str) else list(attn)
         if len(kinds) != depth:
@@ -195,9 +230,11 @@ class Transformer(Module):
                                  f"got {attn_reuse_from}")
         self.attn_reuse_from = attn_reuse_from
         self.layers = ModuleList([TransformerBlock(dim, heads, dim_head, mlp_dim, dropout, rates[i], qkv_bias,
-                                                   norm_eps, gelu, kinds[i], reattn_norm, reattn_bias, reattn_scale)
+                                                   norm_eps, gelu, norm, ffn_norm, kinds[i], reattn_norm,
+                                                   reattn_bias, reattn_scale)
                                   for i in range(depth)])
-        self.norm = LayerNorm(dim, eps=norm_eps)
+        self.norm = make_norm(norm, dim, norm_eps)
+        self.first_block_only = bool(first_block_only)
 
     def forward(self, x, return_attention=False):
         maps, r, shared = [], self.attn_reuse_from, None
@@ -208,5 +245,7 @@ class Transformer(Module):
                 shared = a if i == r else shared
             else:
                 x = block(x, reuse_map=shared)
+            if self.first_block_only:
+                break
         x = self.norm(x)
         return (x, maps) if return_attention else x

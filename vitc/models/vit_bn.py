@@ -1,0 +1,78 @@
+"""ViT with BatchNorm over tokens (seed 004; SPEC §2; R anindyahepth/BatchNorm_in_Transformers_CV, Jul–Aug 2024).
+
+ViTBNFFN: the ViT of SPEC §1 with the FFN's LayerNorm replaced by a token BatchNorm between the FFN's
+first Linear and its GELU (attention keeps its pre-norm LayerNorm; patch embedding and final norm
+unchanged).
+ViTBN: every LayerNorm becomes a token BatchNorm: patch embedding BN(patch_dim) → Linear → BN(dim),
+attention pre-norm BN(dim), the FFN of ViTBNFFN, final BN(dim).
+Both have a qkv bias, as the article-era code (nn.Linear default).
+
+bn_first_block_only=True reproduces the article's models: until 2024-08-27 the authors'
+Transformer.forward returned norm(x) from inside the block loop, so only the first of `depth`
+blocks ran (SPEC §2.4; checked in model/vitbnffn.py and model/vitbn.py of the authors' repository,
+revisions 5fcc4ac / 99a16b1 of 2024-07-29 to 3663c1b of 2024-08-25: `return self.norm(x)` indented
+under `for attn, ff in self.layers:`). The remaining blocks keep their parameters (same parameter count and
+state_dict as the correct model) but take no part in the forward pass.
+"""
+from .registry import register_model
+from .vit import ViT
+
+__all__ = ["ViTBNFFN", "ViTBN"]
+
+
+class ViTBNFFN(ViT):
+    """ViTBNFFN(*, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool='cls', channels=3,
+    dim_head=64, dropout=0., emb_dropout=0., pos_emb='learn', ..., bn_first_block_only=False)."""
+
+    _norm, _ffn_norm = "layer", "batch"
+
+    def __init__(self, *, qkv_bias=True, bn_first_block_only=False, **kwargs):
+        for k in ("norm", "ffn_norm"):
+            if k in kwargs:
+                raise TypeError(f"{type(self).__name__}: {k} is fixed by the model and cannot be passed")
+        super().__init__(qkv_bias=qkv_bias, norm=self._norm, ffn_norm=self._ffn_norm, **kwargs)
+        self.bn_first_block_only = bool(bn_first_block_only)
+        self.transformer.first_block_only = self.bn_first_block_only
+
+    def extra_repr(self):
+        return f"bn_first_block_only={self.bn_first_block_only}" if self.bn_first_block_only else ""
+
+
+class ViTBN(ViTBNFFN):
+    """ViTBN: ViTBNFFN's signature; token BatchNorm in place of every LayerNorm."""
+
+    _norm = "batch"
+
+
+_SEED = dict(image_size=28, patch_size=7, num_classes=10, channels=1, dim=64, depth=6, heads=8, dim_head=64,
+             mlp_dim=128, pool="cls", dropout=0.0, emb_dropout=0.0, pos_emb="learn")
+
+
+def _build(cls, overrides, **fixed):
+    cfg = dict(_SEED, **fixed)
+    cfg.update(overrides)
+    return cls(**cfg)
+
+
+@register_model
+def vit_bnffn_seed_mnist(**overrides):
+    """Seed 004's ViTBNFFN for 28×28 grey images (the ViT's sizes: patch 7, dim 64, depth 6, 8×64 heads, MLP 128)."""
+    return _build(ViTBNFFN, overrides)
+
+
+@register_model
+def vit_bn_seed_mnist(**overrides):
+    """Seed 004's ViTBN for 28×28 grey images."""
+    return _build(ViTBN, overrides)
+
+
+@register_model
+def vit_bnffn_seed_mnist_article(**overrides):
+    """The article's ViTBNFFN as its code ran: only the first of the 6 blocks (bn_first_block_only=True)."""
+    return _build(ViTBNFFN, overrides, bn_first_block_only=True)
+
+
+@register_model
+def vit_bn_seed_mnist_article(**overrides):
+    """The article's ViTBN as its code ran: only the first of the 6 blocks (bn_first_block_only=True)."""
+    return _build(ViTBN, overrides, bn_first_block_only=True)
