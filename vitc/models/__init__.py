@@ -1,5 +1,6 @@
 """vitc.models: the ViT family and a registry (create_model by name, as timm)."""
 from .registry import create_model, is_model, list_models, register_model
 from .vit import ViT, posemb_sincos_1d
+from .deit import DeiT
 
-__all__ = ["ViT", "posemb_sincos_1d", "create_model", "list_models", "register_model", "is_model"]
+__all__ = ["ViT", "DeiT", "posemb_sincos_1d", "create_model", "list_models", "register_model", "is_model"]
