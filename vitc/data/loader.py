@@ -36,10 +36,13 @@ class DataLoader:
             It runs in the prefetch thread.
         to_tensor: applied to x and y in the caller's thread (e.g. ``vitc.from_numpy``); default
             returns the NumPy arrays.
+        sampler: an iterable of dataset indices with ``len()`` (e.g. ``RepeatAugSampler``) that
+            gives each epoch's order instead of ``shuffle``; its ``set_epoch(e)``, if any, is
+            called before epoch e.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 generator=None, prefetch=2, transform=None, to_tensor=None):
+                 generator=None, prefetch=2, transform=None, to_tensor=None, sampler=None):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"dataset must support len() and indexing, got {type(dataset).__name__}")
         self.dataset = dataset
@@ -52,6 +55,12 @@ class DataLoader:
                 raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
         self.transform = transform
         self.to_tensor = to_tensor
+        if sampler is not None:
+            if not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
+                raise TypeError(f"sampler must be an iterable with len(), got {type(sampler).__name__}")
+            if self.shuffle:
+                raise ValueError("sampler and shuffle=True are mutually exclusive (the sampler gives the order)")
+        self.sampler = sampler
         if seed is not None and generator is not None:
             raise ValueError("give seed or generator, not both")
         if generator is not None:
@@ -64,7 +73,7 @@ class DataLoader:
         self.epoch = 0
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch):
@@ -76,8 +85,13 @@ class DataLoader:
         bits = np.random.PCG64(self.seed)
         order_rng = np.random.Generator(bits.jumped(2 * epoch))
         transform_rng = np.random.Generator(bits.jumped(2 * epoch + 1))
-        n = len(self.dataset)
-        order = order_rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.sampler is not None:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(epoch)
+            order = np.fromiter(iter(self.sampler), dtype=np.int64)
+        else:
+            n = len(self.dataset)
+            order = order_rng.permutation(n) if self.shuffle else np.arange(n)
         bs = self.batch_size
         batches = [order[i:i + bs] for i in range(0, len(self) * bs, bs)]
         ds = self.dataset
