@@ -33,7 +33,7 @@ class DeiT(ViT):
 
     The ViT keyword arguments (pool must be 'cls'; init defaults to 'timm' as DeiT: trunc-normal(.02)
     Linear weights, cls, dist token and position embedding) plus ``head``, the eval-mode inference
-    rule. forward(img, head=None, return_attention=False): head=None gives the tuple
+    rule. forward(img, return_attention=False, head=None): head=None gives the tuple
     (logits_cls, logits_dist) in training mode and ``self.head``'s fusion in eval mode; an explicit
     head picks that output in either mode.
     """
@@ -56,7 +56,7 @@ class DeiT(ViT):
     def _prefix_tokens(self, b):
         return (self.cls_token.expand(b, -1, -1), self.dist_token.expand(b, -1, -1))
 
-    def forward(self, img, head=None, return_attention=False):
+    def forward(self, img, return_attention=False, head=None):
         res = self.forward_features(img, return_attention=return_attention)
         x, maps = res if return_attention else (res, None)
         z_cls, z_dist = self.mlp_head(x[:, 0]), self.dist_head(x[:, 1])
