@@ -142,7 +142,8 @@ class DistillationLoss(Module):
         if distillation_type != "none" and teacher is None:
             raise ValueError(f"{who}: distillation_type={distillation_type!r} needs a teacher")
         if teacher is not None and not callable(teacher):
-            raise TypeError(f"{who}: teacher must be a model or a callable returning logits, got {type(teacher).__name__}")
+            raise TypeError(f"{who}: teacher must be a model or a callable returning logits, "
+                            f"got {type(teacher).__name__}")
         if alpha is None:
             alpha = {"none": 0.0, "soft": 0.1, "hard": 0.5}[distillation_type]
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
@@ -185,7 +186,8 @@ class DistillationLoss(Module):
         who = "DistillationLoss"
         if isinstance(outputs, (tuple, list)):
             if len(outputs) != 2:
-                raise ValueError(f"{who}: outputs must be logits or (logits_cls, logits_dist), got {len(outputs)} items")
+                raise ValueError(f"{who}: outputs must be logits or (logits_cls, logits_dist), "
+                                 f"got {len(outputs)} items")
             z_cls, z_dist = outputs
         else:
             z_cls = z_dist = outputs

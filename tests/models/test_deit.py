@@ -149,7 +149,8 @@ def test_deit_learns_and_adamw_steps_match_timm():
         if step < 5:
             to.zero_grad()
             tc, td = tm(torch.tensor(x))
-            tl = (torch.nn.functional.cross_entropy(tc, torch.tensor(y)) + torch.nn.functional.cross_entropy(td, torch.tensor(y))) / 2
+            ty = torch.tensor(y)
+            tl = (torch.nn.functional.cross_entropy(tc, ty) + torch.nn.functional.cross_entropy(td, ty)) / 2
             tl.backward()
             to.step()
             tlosses.append(tl.item())

@@ -78,16 +78,9 @@ class RecipeTransform:
         return f"RecipeTransform(normalize({self.mean}, {self.std}), {', '.join(parts)})"
 
 
-class _Normalize:
-    def __init__(self, mean, std):
-        self.mean, self.std = np.float32(mean), np.float32(std)
-
-    def __call__(self, x, y, rng):
-        return ((x - self.mean) / self.std).astype(np.float32), y
-
-
 def evaluate_heads(model, loader):
     """Test accuracy of each head: {'cls'} for a plain model; cls, dist, avg, sum_softmax for a DeiT."""
+    was_training = model.training
     model.eval()
     correct, n = {}, 0
     with vitc.no_grad():
@@ -102,7 +95,7 @@ def evaluate_heads(model, loader):
             for h, z in preds.items():
                 correct[h] = correct.get(h, 0) + int((z.numpy().argmax(1) == y).sum())
             n += len(y)
-    model.train()
+    model.train(was_training)
     return {h: c / n for h, c in correct.items()}
 
 
@@ -206,7 +199,8 @@ def _table(rows):
     for r in rows:
         a = r["test_accuracy"]
         head += (f"| {r['run']} | {r['model']} | {r['params']:,} | {r['distillation']} | {fmt(a.get('cls'))} | "
-                 f"{fmt(a.get('dist'))} | {fmt(a.get('avg'))} | {fmt(a.get('sum_softmax'))} | {r['train_time']:.0f} |\n")
+                 f"{fmt(a.get('dist'))} | {fmt(a.get('avg'))} | {fmt(a.get('sum_softmax'))} | "
+                 f"{r['train_time']:.0f} |\n")
     return head
 
 
@@ -233,7 +227,7 @@ def main(argv=None):
     num_classes = len(train_set.classes)
     os.makedirs(args.out, exist_ok=True)
     progress = not args.no_progress
-    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, transform=_Normalize(mean, std),
+    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, transform=RecipeTransform(mean, std),
                              to_tensor=vitc.from_numpy)
     log(f"vitc DeiT experiment: {args.dataset}, {len(train_set)} train / {len(test_set)} test images, "
         f"{vitc.get_num_threads()} threads, seed {args.seed}")
@@ -251,9 +245,10 @@ def main(argv=None):
         t_time, t_hist = 0.0, None
         log(f"teacher {args.teacher_model} loaded from {args.teacher}")
     else:
-        aug = None if args.no_flip else RecipeTransform(mean, std, RandomCrop(28, padding=2), RandomHorizontalFlip())
+        aug = RecipeTransform(mean, std) if args.no_flip else \
+            RecipeTransform(mean, std, RandomCrop(28, padding=2), RandomHorizontalFlip())
         loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed,
-                            transform=aug or _Normalize(mean, std), to_tensor=vitc.from_numpy)
+                            transform=aug, to_tensor=vitc.from_numpy)
         t_hist = _train(teacher, loader, test_loader, _teacher_criterion(0.0), args.teacher_epochs, args.teacher_lr,
                         1e-4, 0, 1e-5, log, "teacher", progress)
         t_time = sum(t_hist["train_time"])
@@ -261,7 +256,6 @@ def main(argv=None):
                          metadata={"model": args.teacher_model, "dataset": args.dataset})
     teacher.eval()
     acc = evaluate_heads(teacher, test_loader)
-    teacher.eval()
     log(f"teacher {args.teacher_model}: test accuracy {100 * acc['cls']:.2f}%")
     result["rows"].append({"run": "teacher", "model": args.teacher_model, "params": teacher.num_parameters(),
                            "distillation": "—", "test_accuracy": acc, "train_time": t_time})
@@ -297,7 +291,8 @@ def main(argv=None):
     result["wall_time"] = time.perf_counter() - t_all
 
     table = _table(result["rows"])
-    recipe = (f"students: {args.epochs} epochs, batch {args.batch_size}, AdamW lr {args.lr:g} wd {args.weight_decay:g}, "
+    recipe = (f"students: {args.epochs} epochs, batch {args.batch_size}, AdamW lr {args.lr:g} "
+              f"wd {args.weight_decay:g}, "
               f"warmup {args.warmup_epochs} epoch(s) + cosine to {args.min_lr:g} (per update), label smoothing "
               f"{args.smoothing:g}, drop path {args.drop_path:g}, mixup {args.mixup:g}, cutmix {args.cutmix:g}, "
               f"randaug {args.randaug}, random erasing {args.reprob:g}, repeated aug ×{args.repeated_aug}, "

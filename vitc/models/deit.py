@@ -42,7 +42,8 @@ class DeiT(ViT):
 
     def __init__(self, *, head="avg", init="timm", pool="cls", **kwargs):
         if pool != "cls":
-            raise ValueError(f"DeiT: the heads read the class and distillation tokens, pool must be 'cls', got {pool!r}")
+            raise ValueError(f"DeiT: the heads read the class and distillation tokens, pool must be 'cls', "
+                             f"got {pool!r}")
         super().__init__(init=init, pool=pool, **kwargs)
         self.head = _check_head(head)
         dim = self.cls_token.shape[-1]
