@@ -136,8 +136,8 @@ _PATCH_W = "to_patch_embedding.1.weight"
 
 
 def _timm_names(model):
-    if any(isinstance(m, nn.LayerNorm) for m in model.to_patch_embedding):
-        raise ValueError("timm conversion: the model has patch-embedding LayerNorms (patch_norm=True), which timm's "
+    if len(model.to_patch_embedding) != 2:
+        raise ValueError("timm conversion: the model has patch-embedding norms (patch_norm=True), which timm's "
                          "conv patch embedding does not have")
     if model.pos_emb != "learn" or model.pool != "cls":
         raise ValueError("timm conversion needs pos_emb='learn' and pool='cls'")
