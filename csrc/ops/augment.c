@@ -75,6 +75,9 @@ static int check_image_batch(const vt_tensor *x, const char *who) {
         return vt_fail(VT_ESHAPE, "%s: images must have shape (B, C, H, W), got %s", who,
                        vt_shape_str(x->ndim, x->shape, buf, sizeof buf));
     }
+    if (x->shape[1] < 1 || x->shape[2] < 1 || x->shape[3] < 1)
+        return vt_fail(VT_ESHAPE, "%s: images must have at least one channel, row and column, got C=%lld H=%lld W=%lld", who,
+                       (long long)x->shape[1], (long long)x->shape[2], (long long)x->shape[3]);
     return VT_OK;
 }
 
@@ -97,17 +100,20 @@ typedef struct {
 /* params row (10 floats): applied, cutmix, λ drawn, λ used (area-corrected), cy, cx, y0, y1, x0, x1 */
 #define MIX_NP 10
 
-static void mix_draw(uint64_t seed, uint64_t ctr, const mix_cfg *k, int64_t H, int64_t W, float *p) {
+/* *lam gets λ used in double: timm's batch mode weighs with that Python float, not its float32 copy */
+static void mix_draw(uint64_t seed, uint64_t ctr, const mix_cfg *k, int64_t H, int64_t W, float *p, double *lam_used) {
     uint32_t w[4];
     vt_philox(seed, ctr, w);
     for (int i = 0; i < MIX_NP; i++) p[i] = 0.0f;
     p[2] = p[3] = 1.0f;
+    *lam_used = 1.0;
     if (!(u32d(w[0]) < k->prob)) return;
     int cut = k->mix_a > 0.0 && k->cut_a > 0.0 ? u32d(w[1]) < k->switch_prob : k->cut_a > 0.0;
     float lam = (float)beta_draw(seed, ctr + 1, cut ? k->cut_a : k->mix_a);
     p[0] = 1.0f;
     p[1] = (float)cut;
     p[2] = p[3] = lam;
+    *lam_used = lam;
     if (!cut || lam == 1.0f) return; /* timm: λ = 1 mixes nothing */
     /* timm rand_bbox: the batch mode works in double, the elem mode in float32 (λ is np.float32) */
     int64_t ch, cw;
@@ -121,18 +127,23 @@ static void mix_draw(uint64_t seed, uint64_t ctr, const mix_cfg *k, int64_t H, i
         cw = (int64_t)((double)W * r);
     }
     int64_t cy = (int64_t)(u32d(w[2]) * (double)H), cx = (int64_t)(u32d(w[3]) * (double)W);
+    /* far edge at cy + ⌈h_c/2⌉ as timm 1.0 (rand_bbox), so an odd h_c gives a box of h_c rows;
+     * SPEC §3.4's cy + ⌊h_c/2⌋ (one row shorter) is the older timm rule */
     int64_t y0 = clip64(cy - ch / 2, 0, H), y1 = clip64(cy + (ch + 1) / 2, 0, H);
     int64_t x0 = clip64(cx - cw / 2, 0, W), x1 = clip64(cx + (cw + 1) / 2, 0, W);
-    if (k->correct_lam) p[3] = (float)(1.0 - (double)((y1 - y0) * (x1 - x0)) / (double)(H * W));
+    if (k->correct_lam) {
+        *lam_used = 1.0 - (double)((y1 - y0) * (x1 - x0)) / (double)(H * W);
+        p[3] = (float)*lam_used;
+    }
     p[4] = (float)cy; p[5] = (float)cx;
     p[6] = (float)y0; p[7] = (float)y1; p[8] = (float)x0; p[9] = (float)x1;
 }
 
 /* the weights of the sample and of its partner, rounded as timm's float32 arithmetic rounds them:
- * batch mode scales by Python floats λ and 1 − λ, elem mode by np.float32 λ and 1 − λ */
-static void mix_weights(const float *p, int elem, float *a, float *b) {
-    *a = p[3];
-    *b = elem ? 1.0f - p[3] : (float)(1.0 - (double)p[3]);
+ * batch mode scales by the Python floats λ and 1 − λ, elem mode by np.float32 λ and 1 − λ */
+static void mix_weights(const float *p, double lam, int elem, float *a, float *b) {
+    *a = elem ? p[3] : (float)lam;
+    *b = elem ? 1.0f - p[3] : (float)(1.0 - lam);
 }
 
 /* (x (B,C,H,W) float32, y (B,) int64) i0 = seed, i1 = offset, i2 = mode (0 batch, 1 elem),
@@ -159,7 +170,7 @@ int vt_mixup_forward(vt_ctx *c) {
         return vt_fail(VT_ESHAPE, "%s: the batch size must be even and >= 2 (sample b mixes with B-1-b), got %lld", who,
                        (long long)B);
     if (ia[2] != 0 && ia[2] != 1) return vt_fail(VT_EVALUE, "%s: mode must be 0 (batch) or 1 (elem), got %lld", who, (long long)ia[2]);
-    if (K < 1) return vt_fail(VT_EVALUE, "%s: num_classes must be >= 1, got %lld", who, (long long)K);
+    if (K < 1 || K > (1 << 24)) return vt_fail(VT_EVALUE, "%s: num_classes must be in 1..2^24, got %lld", who, (long long)K);
     if (!(k.mix_a >= 0.0 && k.cut_a >= 0.0 && isfinite(k.mix_a) && isfinite(k.cut_a)) || (k.mix_a == 0.0 && k.cut_a == 0.0))
         return vt_fail(VT_EVALUE, "%s: mixup_alpha and cutmix_alpha must be finite and >= 0, one of them > 0; got %g and %g",
                        who, k.mix_a, k.cut_a);
@@ -188,10 +199,11 @@ int vt_mixup_forward(vt_ctx *c) {
     if (!xo || !yo || !po) { st = vt_last_code(); goto done; }
     uint64_t seed = (uint64_t)ia[0], off = (uint64_t)ia[1];
     float *P = vt_f32(po);
+    double lam_batch = 1.0, lam_unused;
     if (k.elem) {
-        for (int64_t b = 0; b < B; b++) mix_draw(seed, off + 128 * (uint64_t)b, &k, H, W, P + b * MIX_NP);
+        for (int64_t b = 0; b < B; b++) mix_draw(seed, off + 128 * (uint64_t)b, &k, H, W, P + b * MIX_NP, &lam_unused);
     } else {
-        mix_draw(seed, off, &k, H, W, P);
+        mix_draw(seed, off, &k, H, W, P, &lam_batch);
         for (int64_t b = 1; b < B; b++) memcpy(P + b * MIX_NP, P, MIX_NP * sizeof(float));
     }
     const float *X = vt_f32(x);
@@ -206,7 +218,7 @@ int vt_mixup_forward(vt_ctx *c) {
         const float *xs = X + b * img, *xp = X + j * img;
         float *o = O + b * img;
         float wa, wb;
-        mix_weights(p, k.elem, &wa, &wb);
+        mix_weights(p, lam_batch, k.elem, &wa, &wb);
         if (p[0] == 0.0f || p[2] == 1.0f) {
             memcpy(o, xs, (size_t)img * sizeof(float));
         } else if (p[1] != 0.0f) {
@@ -405,18 +417,27 @@ static void ra_equalize(const ra_img *g, const uint8_t *in, uint8_t *out) {
 /* Image.blend(degenerate, image, α) as libImaging/Blend.c: α is a float; α = 0 or 1 copies; inside
  * [0, 1] truncates d + α(v − d), outside clips it to [0, 255] first. deg == NULL: a constant per
  * channel, dconst[ch]. */
+static inline uint8_t ra_blend1(int d, int v, float a, int inside) {
+    float t = (float)d + a * (float)(v - d);
+    return inside ? (uint8_t)t : t <= 0.0f ? 0 : t >= 255.0f ? 255 : (uint8_t)t;
+}
+
 static void ra_blend(const ra_img *g, const uint8_t *deg, const int *dconst, const uint8_t *in, uint8_t *out, float a) {
     int64_t n = g->H * g->W;
+    int inside = a >= 0.0f && a <= 1.0f;
     for (int64_t ch = 0; ch < g->C; ch++) {
-        const uint8_t *v = in + ch * n;
+        const uint8_t *v = in + ch * n, *d = deg ? deg + ch * n : NULL;
         uint8_t *o = out + ch * n;
-        for (int64_t i = 0; i < n; i++) {
-            int d = deg ? deg[ch * n + i] : dconst[ch];
-            if (a == 0.0f) { o[i] = (uint8_t)d; continue; }
-            if (a == 1.0f) { o[i] = v[i]; continue; }
-            float t = (float)d + a * (float)((int)v[i] - d);
-            if (a >= 0.0f && a <= 1.0f) o[i] = (uint8_t)t;
-            else o[i] = t <= 0.0f ? 0 : t >= 255.0f ? 255 : (uint8_t)t;
+        int dc = deg ? 0 : dconst[ch];
+        if (a == 0.0f) {
+            if (d) memcpy(o, d, (size_t)n);
+            else memset(o, dc, (size_t)n);
+        } else if (a == 1.0f) {
+            memcpy(o, v, (size_t)n);
+        } else if (d) {
+            for (int64_t i = 0; i < n; i++) o[i] = ra_blend1(d[i], v[i], a, inside);
+        } else {
+            for (int64_t i = 0; i < n; i++) o[i] = ra_blend1(dc, v[i], a, inside);
         }
     }
 }
@@ -701,7 +722,7 @@ int vt_rand_augment_forward(vt_ctx *c) {
                 goto done;
             }
         }
-        memcpy(P, Q, (size_t)(B * nops * RA_NP) * sizeof(float));
+        if (B > 0 && nops > 0) memcpy(P, Q, (size_t)(B * nops * RA_NP) * sizeof(float));
     } else {
         uint64_t seed = (uint64_t)ia[0], off = (uint64_t)ia[1];
         for (int64_t s = 0; s < B * nops; s++) {
@@ -722,6 +743,7 @@ int vt_rand_augment_forward(vt_ctx *c) {
     }
     ra_img g = {C, H, W, fill, tpct};
     float *O = vt_f32(xo);
+    if (B == 0) goto finish; /* an empty batch: nothing to transform (and no scratch) */
     #pragma omp parallel for if (B * n * (nops ? nops : 1) > 32768) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; b++) {
         uint8_t *cur = buf + (size_t)(b * 3 * n), *nxt = cur + n, *tmp = nxt + n;
@@ -736,6 +758,7 @@ int vt_rand_augment_forward(vt_ctx *c) {
         float *o = O + b * n;
         for (int64_t i = 0; i < n; i++) o[i] = (float)cur[i];
     }
+finish:
     c->out[0] = xo; c->out[1] = po;
     c->nout = 2;
     xo = po = NULL;

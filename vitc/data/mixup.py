@@ -21,15 +21,17 @@ class Mixup:
     (``correct_lam``). Targets: ỹ = λ·s(y) + (1−λ)·s(y_flip), s(y) the one-hot smoothed by ε
     (1 − ε + ε/K on the label, ε/K elsewhere); each row sums to one.
 
-    x: float32 (B, C, H, W), y: int64 (B,), B even; vitc Tensors or NumPy arrays (the result has
+    x: float32 (B, C, H, W), y: int64 (B,), B even (DataLoader(drop_last=True) avoids an odd last
+    batch); vitc Tensors or NumPy arrays (the result has
     the input's kind). ``seed``: see ``CounterStream`` (None = vitc's global RNG). As a
     ``DataLoader(transform=mixup)`` it is called ``mixup(x, y, rng)`` with the epoch's generator.
     ``last_params`` holds the draws of the last call: a (B, 10) array of applied, cutmix, λ drawn,
     λ used, cy, cx, y0, y1, x0, x1. Set ``mixup_enabled = False`` to pass batches through with
-    smoothed one-hot targets (as timm's training loop does to switch mixing off).
+    smoothed one-hot targets (as timm's training loop does to switch mixing off). Defaults are
+    DeiT's recipe (SPEC §3.3); timm's are mixup_alpha=1.0, cutmix_alpha=0.0.
     """
 
-    def __init__(self, mixup_alpha=1.0, cutmix_alpha=0.0, prob=1.0, switch_prob=0.5, mode="batch",
+    def __init__(self, mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch",
                  correct_lam=True, label_smoothing=0.1, num_classes=None, seed=None):
         self.mixup_alpha = number(mixup_alpha, "Mixup: mixup_alpha", 0.0)
         self.cutmix_alpha = number(cutmix_alpha, "Mixup: cutmix_alpha", 0.0)
