@@ -2,5 +2,8 @@
 from .registry import create_model, is_model, list_models, register_model
 from .vit import ViT, posemb_sincos_1d
 from .vit_bn import ViTBN, ViTBNFFN
+from .deit import DeiT
+from .resnet import ResNet
 
-__all__ = ["ViT", "ViTBNFFN", "ViTBN", "posemb_sincos_1d", "create_model", "list_models", "register_model", "is_model"]
+__all__ = ["ViT", "ViTBNFFN", "ViTBN", "DeiT", "ResNet", "posemb_sincos_1d", "create_model", "list_models",
+           "register_model", "is_model"]

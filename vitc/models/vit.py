@@ -61,6 +61,8 @@ class ViT(nn.Module):
     'layer' | 'none', reattn_bias, reattn_scale; attn_reuse_from=r: blocks after r reuse block r's maps.
     """
 
+    num_prefix_tokens = 1  # tokens before the patches: cls (DeiT adds a distillation token, models/deit.py)
+
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool="cls", channels=3,
                  dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn", qkv_bias=False, norm_eps=1e-5,
                  patch_norm=True, drop_path=0.0, gelu="none", init="torch", norm="layer", ffn_norm=None,
@@ -91,7 +93,7 @@ class ViT(nn.Module):
         else:
             layers += [nn.Linear(patch_dim, dim)]
         self.to_patch_embedding = nn.Sequential(*layers)
-        n_tok = self.num_patches + 1
+        n_tok = self.num_patches + self.num_prefix_tokens
         if pos_emb == "learn":
             self.pos_embedding = nn.Parameter(_v.randn(1, n_tok, dim))
         else:
@@ -127,13 +129,15 @@ class ViT(nn.Module):
             raise ValueError(f"ViT expects images of shape (B, {want[0]}, {want[1]}, {want[2]}) "
                              f"(image_size={self.image_size}, channels={self.channels}), got {tuple(img.shape)}")
 
+    def _prefix_tokens(self, b):
+        """The tokens put before the patch tokens, each (b, 1, dim)."""
+        return (self.cls_token.expand(b, -1, -1),)
+
     def forward_features(self, img, return_attention=False):
         """Tokens after the final LayerNorm, (B, N+1, dim) [, attention maps]."""
         self._check_input(img)
         x = self.to_patch_embedding(img)
-        b = x.shape[0]
-        cls = self.cls_token.expand(b, -1, -1)
-        x = _v.cat((cls, x), dim=1)
+        x = _v.cat((*self._prefix_tokens(x.shape[0]), x), dim=1)
         x = x + self.pos_embedding
         x = self.dropout(x)
         return self.transformer(x, return_attention=return_attention)

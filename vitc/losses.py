@@ -1,0 +1,214 @@
+"""Training losses beyond torch.nn's: DeiT's classification and distillation losses (SPEC §3.2).
+
+H(z, y) = −Σ_k y_k·log softmax(z)_k, mean over the batch.
+- ``LabelSmoothingCrossEntropy(ε)``: int labels, y = (1−ε)·onehot + ε/K on every class (timm, the code
+  that ran for DeiT; not the paper's ε/(K−1) on the other classes).
+- ``SoftTargetCrossEntropy()``: float targets (B, K), e.g. Mixup/CutMix's mixed labels.
+- ``soft_distillation(z_s, z_t, τ)`` = τ²·KL(softmax(z_t/τ) ‖ softmax(z_s/τ)), summed and divided by
+  B·K ('element_mean', facebookresearch/deit losses.py) or by B ('batchmean', lucidrains/vit-pytorch).
+- ``hard_distillation(z_s, z_t)`` = CE(z_s, argmax z_t), the teacher's label not smoothed.
+- ``DistillationLoss(base, teacher, type, alpha, tau)``: (1−α)·base(z_cls, y) + α·distill(z_dist, z_t).
+Everything is composed from the C ops (log_softmax, kl_div, cross_entropy, argmax).
+"""
+import contextlib
+import numbers
+import sys
+
+import numpy as np
+
+import vitc as _v
+
+from .nn.module import Module
+
+__all__ = ["LabelSmoothingCrossEntropy", "SoftTargetCrossEntropy", "soft_distillation", "hard_distillation",
+           "DistillationLoss", "DISTILLATION_TYPES", "KL_REDUCTIONS"]
+
+DISTILLATION_TYPES = ("none", "soft", "hard")
+KL_REDUCTIONS = ("element_mean", "batchmean")
+
+
+def _logits(z, who, what="input"):
+    if not isinstance(z, _v.Tensor):
+        raise TypeError(f"{who}: {what} must be a vitc.Tensor, got {type(z).__name__}")
+    if z.ndim != 2 or z.dtype is not _v.float32:
+        raise ValueError(f"{who}: {what} must be float32 logits of shape (B, K), got {z.dtype!r} {tuple(z.shape)}")
+    return z
+
+
+def _same_shape(z_s, z_t, who):
+    if tuple(z_s.shape) != tuple(z_t.shape):
+        raise ValueError(f"{who}: teacher logits have shape {tuple(z_t.shape)} but the student's have "
+                         f"{tuple(z_s.shape)} (batch and number of classes must agree)")
+
+
+def _tau(tau, who):
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
+        raise TypeError(f"{who}: tau must be a float, got {type(tau).__name__}")
+    if not (tau > 0 and np.isfinite(tau)):
+        raise ValueError(f"{who}: tau (the temperature) must be > 0, got {tau}")
+    return float(tau)
+
+
+class LabelSmoothingCrossEntropy(Module):
+    """Cross-entropy against int64 labels (B,) smoothed to (1−ε)·onehot + ε/K (timm's)."""
+
+    def __init__(self, smoothing=0.1):
+        super().__init__()
+        if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"LabelSmoothingCrossEntropy: smoothing must be in [0, 1), got {smoothing!r}")
+        self.smoothing = float(smoothing)
+
+    def forward(self, input, target):
+        who = "LabelSmoothingCrossEntropy"
+        _logits(input, who)
+        if not isinstance(target, _v.Tensor) or target.dtype is not _v.int64:
+            raise TypeError(f"{who}: target must be an int64 vitc.Tensor of class indices (for mixed float targets "
+                            f"use SoftTargetCrossEntropy), got {getattr(target, 'dtype', type(target).__name__)!r}")
+        return _v.cross_entropy(input, target, label_smoothing=self.smoothing)
+
+    def extra_repr(self):
+        return f"smoothing={self.smoothing}"
+
+
+class SoftTargetCrossEntropy(Module):
+    """−Σ_k y_k log softmax(z)_k, mean over the batch, for float32 targets (B, K) (timm's)."""
+
+    def forward(self, input, target):
+        who = "SoftTargetCrossEntropy"
+        _logits(input, who)
+        if not isinstance(target, _v.Tensor) or target.dtype is not _v.float32:
+            raise TypeError(f"{who}: target must be float32 class probabilities, got "
+                            f"{getattr(target, 'dtype', type(target).__name__)!r}")
+        if tuple(target.shape) != tuple(input.shape):
+            raise ValueError(f"{who}: target shape {tuple(target.shape)} != input shape {tuple(input.shape)}")
+        return _v.cross_entropy(input, target)
+
+
+def soft_distillation(student_logits, teacher_logits, tau=3.0, reduction="element_mean"):
+    """τ²·KL(p_t ‖ p_s), p = softmax(z/τ): Σ p_t (log p_t − log p_s) over batch and classes, ÷(B·K)
+    ('element_mean', DeiT's code) or ÷B ('batchmean'). Gradient flows to the student only."""
+    who = "soft_distillation"
+    _logits(student_logits, who, "student_logits")
+    _logits(teacher_logits, who, "teacher_logits")
+    _same_shape(student_logits, teacher_logits, who)
+    tau = _tau(tau, who)
+    if reduction not in KL_REDUCTIONS:
+        raise ValueError(f"{who}: reduction must be one of {KL_REDUCTIONS}, got {reduction!r}")
+    b, k = student_logits.shape
+    log_ps = _v.log_softmax(student_logits * (1.0 / tau), 1)
+    log_pt = _v.log_softmax(teacher_logits.detach() * (1.0 / tau), 1)
+    kl = _v.kl_div(log_ps, log_pt, reduction="sum", log_target=True)
+    return kl * (tau * tau / (b * k if reduction == "element_mean" else b))
+
+
+def hard_distillation(student_logits, teacher_logits):
+    """Cross-entropy of the student against the teacher's argmax (first index on ties), no smoothing."""
+    who = "hard_distillation"
+    _logits(student_logits, who, "student_logits")
+    _logits(teacher_logits, who, "teacher_logits")
+    _same_shape(student_logits, teacher_logits, who)
+    return _v.cross_entropy(student_logits, _v.argmax(teacher_logits.detach(), 1))
+
+
+def _torch_module(obj):
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and isinstance(obj, torch.nn.Module) else None
+
+
+class DistillationLoss(Module):
+    """DeiT's loss (P-DeiT eq. 2, 3; facebookresearch/deit losses.py), called as
+    ``loss(inputs, outputs, labels)``:
+
+    - outputs: the student's (logits_cls, logits_dist) (a DeiT in training mode), or one logits
+      tensor (a model without distillation token distils through its class head);
+    - base_criterion(logits_cls, labels): e.g. LabelSmoothingCrossEntropy or, with mixed labels,
+      SoftTargetCrossEntropy;
+    - teacher: a vitc Module, a torch.nn.Module (fed ``inputs`` through NumPy) or any callable
+      ``teacher(inputs) -> logits`` (vitc Tensor, NumPy array or torch tensor). It runs under no_grad,
+      in eval mode when it has ``.eval()``, on the same (augmented, mixed) inputs as the student;
+    - distillation_type 'none' (base loss only), 'soft' (τ²·KL, kl_reduction) or 'hard' (teacher argmax);
+    - alpha: the distillation weight λ, in [0, 1]; None = the paper's values, 0.1 for 'soft' (§6) and
+      0.5 for 'hard' (eq. 3's ½·CE + ½·CE). tau: the soft temperature, > 0 (paper 3.0).
+    """
+
+    def __init__(self, base_criterion, teacher=None, distillation_type="none", alpha=None, tau=3.0,
+                 kl_reduction="element_mean"):
+        super().__init__()
+        who = "DistillationLoss"
+        if not callable(base_criterion):
+            raise TypeError(f"{who}: base_criterion must be callable, got {type(base_criterion).__name__}")
+        if distillation_type not in DISTILLATION_TYPES:
+            raise ValueError(f"{who}: distillation_type must be one of {DISTILLATION_TYPES}, got {distillation_type!r}")
+        if distillation_type != "none" and teacher is None:
+            raise ValueError(f"{who}: distillation_type={distillation_type!r} needs a teacher")
+        if teacher is not None and not callable(teacher):
+            raise TypeError(f"{who}: teacher must be a model or a callable returning logits, "
+                            f"got {type(teacher).__name__}")
+        if alpha is None:
+            alpha = {"none": 0.0, "soft": 0.1, "hard": 0.5}[distillation_type]
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+            raise TypeError(f"{who}: alpha must be a float, got {type(alpha).__name__}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"{who}: alpha (the distillation weight λ) must be in [0, 1], got {alpha}")
+        if kl_reduction not in KL_REDUCTIONS:
+            raise ValueError(f"{who}: kl_reduction must be one of {KL_REDUCTIONS}, got {kl_reduction!r}")
+        self.base_criterion = base_criterion
+        # kept out of the Module tree: the teacher's parameters are not the student loss's
+        object.__setattr__(self, "teacher", teacher)
+        self.distillation_type = distillation_type
+        self.alpha, self.tau, self.kl_reduction = float(alpha), _tau(tau, who), kl_reduction
+
+    def teacher_logits(self, inputs):
+        """The teacher's logits for ``inputs`` as a float32 vitc Tensor (B, K), without gradient."""
+        t = self.teacher
+        if callable(getattr(t, "eval", None)):
+            t.eval()
+        torch = _torch_module(t)
+        if torch is not None:
+            with torch.no_grad():
+                z = t(torch.from_numpy(np.ascontiguousarray(inputs.detach().numpy())))
+        else:
+            with _v.no_grad():
+                z = t(inputs)
+        if isinstance(z, _v.Tensor):
+            return z.detach()
+        if hasattr(z, "detach"):  # a torch tensor from a plain callable
+            z = z.detach()
+        if hasattr(z, "cpu"):
+            z = z.cpu()
+        try:
+            arr = np.ascontiguousarray(np.asarray(z), dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"DistillationLoss: the teacher returned a {type(z).__name__}, not logits") from e
+        return _v.from_numpy(arr)
+
+    def forward(self, inputs, outputs, labels):
+        who = "DistillationLoss"
+        if isinstance(outputs, (tuple, list)):
+            if len(outputs) != 2:
+                raise ValueError(f"{who}: outputs must be logits or (logits_cls, logits_dist), "
+                                 f"got {len(outputs)} items")
+            z_cls, z_dist = outputs
+        else:
+            z_cls = z_dist = outputs
+        _logits(z_cls, who, "logits_cls")
+        _logits(z_dist, who, "logits_dist")
+        base = self.base_criterion(z_cls, labels)
+        if self.distillation_type == "none":
+            return base
+        if not isinstance(inputs, _v.Tensor):
+            raise TypeError(f"{who}: inputs must be the student's input vitc.Tensor, got {type(inputs).__name__}")
+        z_t = self.teacher_logits(inputs)
+        if z_t.ndim != 2 or tuple(z_t.shape) != tuple(z_dist.shape):
+            raise ValueError(f"{who}: the teacher's output has shape {tuple(z_t.shape)} but the student's logits have "
+                             f"{tuple(z_dist.shape)}: teacher and student must have the same batch and number of "
+                             f"classes")
+        if self.distillation_type == "soft":
+            dist = soft_distillation(z_dist, z_t, self.tau, self.kl_reduction)
+        else:
+            dist = hard_distillation(z_dist, z_t)
+        return base * (1.0 - self.alpha) + dist * self.alpha
+
+    def extra_repr(self):
+        return (f"distillation_type={self.distillation_type!r}, alpha={self.alpha}, tau={self.tau}, "
+                f"kl_reduction={self.kl_reduction!r}")
