@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+from nbrun import run_notebook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_FMNIST = os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -42,23 +43,7 @@ def test_experiment_bad_arguments(argv, msg, tmp_path):
 
 @needs_data
 def test_notebook_runs_small():
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(os.path.join(ROOT, "notebooks", "deepvit_reattention.ipynb"), as_version=4)
-    keys = ("VITC_NB_SUBSET", "VITC_NB_EPOCHS", "VITC_NB_DEPTH", "PYTHONPATH")
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(VITC_NB_SUBSET="300", VITC_NB_EPOCHS="1", VITC_NB_DEPTH="3",
-                      PYTHONPATH=ROOT + os.pathsep + (old["PYTHONPATH"] or ""))
-    try:
-        nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
-                                resources={"metadata": {"path": ROOT}}).execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    text = "".join(o.get("text", "") for o in outs)
+    text, pngs = run_notebook("deepvit_reattention.ipynb", dict(VITC_NB_SUBSET="300", VITC_NB_EPOCHS="1",
+                                                                VITC_NB_DEPTH="3"))
     assert "similar blocks" in text and "reuse from block 1" in text
-    assert sum("image/png" in o.get("data", {}) for o in outs) >= 2
+    assert pngs >= 2

@@ -7,6 +7,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from nbrun import run_notebook
 
 import vitc
 from vitc.data import write_idx
@@ -188,25 +189,10 @@ def test_dataset_auto_falls_back_to_fashion_mnist(tmp_path):
 
 
 def test_notebook_executes_small(tmp_path, data_root):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    nb = nbformat.read(os.path.join(root, "notebooks", "vit_batchnorm.ipynb"), as_version=4)
-    env = dict(VITC_NB_SUBSET="20", VITC_NB_TEST_SUBSET="10", VITC_NB_EPOCHS="1", VITC_NB_LRS="0.001",
-               VITC_NB_DATASET="fashion-mnist", VITC_NB_DATA_ROOT=data_root, VITC_NB_OVERRIDES=json.dumps(TINY),
-               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        nbclient.NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    text = "".join(o.get("text", "") for o in outs)
+    text, pngs = run_notebook("vit_batchnorm.ipynb", dict(
+        VITC_NB_SUBSET="20", VITC_NB_TEST_SUBSET="10", VITC_NB_EPOCHS="1", VITC_NB_LRS="0.001",
+        VITC_NB_DATASET="fashion-mnist", VITC_NB_DATA_ROOT=data_root, VITC_NB_OVERRIDES=json.dumps(TINY)),
+        cwd=tmp_path)
     assert "experiment 1 done" in text and "blocks that received a gradient: [0] of 2" in text
     assert "max |y - formula|" in text
-    assert sum("image/png" in o.get("data", {}) for o in outs) == 2  # four-panel figure + train time vs lr
+    assert pngs == 2  # four-panel figure + train time vs lr
