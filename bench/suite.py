@@ -252,8 +252,10 @@ def interleaved(workers, rounds, block, **cmd):
     return out
 
 
-def run_cases(a, models):
-    res = {"cases": [], "sgemm": {}}
+def run_cases(a, models, res, save):
+    """fill res["cases"] and res["sgemm"], calling save() after each case (a long run that is cut
+    short still leaves its finished rows on disk)"""
+    res.update({"cases": [], "sgemm": {}})
     for th in a.thread_list:
         workers = [Worker(f, th) for f in a.framework_list]
         try:
@@ -281,14 +283,15 @@ def run_cases(a, models):
                     if "median_ms" in x:
                         x["gflops"] = flops / (x["median_ms"] / 1e3) / 1e9
                         x["frac_peak"] = x["gflops"] / peak if peak else None
-                row = {"case": f"{case}_{mode}", "threads": th, "batch": batch, "gflop": flops / 1e9, "results": r}
+                row = {"case": f"{case}_{mode}", "threads": th, "batch": batch, "gflop": flops / 1e9, "results": r,
+                       "load_avg": round(os.getloadavg()[0], 2)}
                 res["cases"].append(row)
                 print("  ", row["case"], {f: round(x.get("median_ms", float("nan")), 1) if "median_ms" in x
                                           else x["error"][:80] for f, x in r.items()}, flush=True)
+                save()
         finally:
             for w in workers:
                 w.close()
-    return res
 
 
 def run_curves(a):
@@ -436,27 +439,31 @@ def main():
         res["torch"] = torch.__version__
     except ImportError:
         pass
-    res.update(run_cases(a, models))
+    cmdline = "python bench/suite.py " + " ".join(sys.argv[1:])
+
+    def save():
+        from vitc.io import atomic_write
+        res["load_after"] = [round(x, 2) for x in os.getloadavg()]
+
+        def dump(tmp):
+            with open(tmp, "w") as f:
+                json.dump(res, f, indent=1)
+
+        def dump_md(tmp):
+            with open(tmp, "w") as f:
+                f.write(markdown(res, cmdline))
+        atomic_write(os.path.join(a.out, "suite.json"), dump)
+        atomic_write(os.path.join(a.out, "suite.md"), dump_md)
+
+    run_cases(a, models, res, save)
     if not a.no_memory and not a.only:
         res["memory"] = memory(a, models)
+        save()
     if not a.no_curves and not a.only:
         res["curves"] = run_curves(a)
         plot_curves(res["curves"], os.path.join(a.out, "curves.png"))
-    res["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    from vitc.io import atomic_write
-
-    def dump(tmp):
-        with open(tmp, "w") as f:
-            json.dump(res, f, indent=1)
-    atomic_write(os.path.join(a.out, "suite.json"), dump)
-    md = markdown(res, "python bench/suite.py " + " ".join(sys.argv[1:]))
-
-    def dump_md(tmp):
-        with open(tmp, "w") as f:
-            f.write(md)
-    atomic_write(os.path.join(a.out, "suite.md"), dump_md)
-    print(md)
-
+    save()
+    print(markdown(res, cmdline))
 
 if __name__ == "__main__":
     main()
