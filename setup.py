@@ -28,7 +28,8 @@ def openblas_variant():
     """pkg-config path of Debian's OpenMP build of OpenBLAS, or None for the system default.
 
     GEMMs and vitc's own kernels then share one libgomp thread pool instead of OpenBLAS's pthread
-    pool and libgomp's fighting over the cores (measured with bench/vit_step.py --blas-report).
+    pool and libgomp's fighting over the cores: on 2 cores the pthread pool spent ~60 ms of CPU
+    per seed-ViT step spinning in sched_yield, the shared pool ~6 ms (bench/threads.py).
     VITC_BLAS=pthread|default keeps the system default; VITC_BLAS=openmp insists on the variant.
     """
     want = os.environ.get("VITC_BLAS", "auto")

@@ -149,7 +149,6 @@ for _name, _fn in dict(add=add, sub=sub, mul=mul, div=div, pow=pow, neg=neg, exp
     register(_name, _fn)
 
 
-
 def _tensor_operator(name, general):
     """self <op> other for a Tensor self: two tensors of one dtype go straight to the C op (what
     `general` would do after its checks), anything else takes the general path. This is the
