@@ -3,6 +3,7 @@ it little: per-thread CPU time (from /proc/self/task) next to wall-clock.
 
     PYTHONPATH=. .venv/bin/python bench/threads.py                                  # this build
     PYTHONPATH=. .venv/bin/python bench/threads.py --builds openmp=.,pthread=/tmp/pth --rounds 3
+    PYTHONPATH=. .venv/bin/python bench/threads.py --torch     # and PyTorch eager, same measures
 
 --builds runs each build (a directory holding a built `vitc` package) in its own process,
 alternating round by round. To make the pthread-OpenBLAS build next to the default one:
@@ -42,7 +43,24 @@ def thread_cpu():
     return out
 
 
-def measure(threads, steps):
+def torch_step(threads):
+    import torch
+    sys.path.insert(0, os.path.join(HERE, "..", "tests", "models"))
+    from torch_vit import TorchViT
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    m = TorchViT(**SEED)
+    x, y = torch.rand(100, 1, 28, 28), torch.randint(0, 10, (100,))
+    opt = torch.optim.Adam(m.parameters(), lr=5e-4)
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+    return step, None
+
+
+def vitc_step(threads):
     import numpy as np
     import vitc
     from vitc.models import ViT
@@ -58,6 +76,11 @@ def measure(threads, steps):
         opt.zero_grad()
         vitc.cross_entropy(m(x), y).backward()
         opt.step()
+    return step, vitc._C.alloc_stats
+
+
+def measure(threads, steps, framework="vitc"):
+    step, alloc_stats = (torch_step if framework == "torch" else vitc_step)(threads)
     for _ in range(3):
         step()
     main = os.getpid()  # the main thread's tid equals the pid
@@ -66,9 +89,10 @@ def measure(threads, steps):
         step()
     wall, c1 = time.perf_counter() - t0, thread_cpu()
     total = sum(c1.values()) - sum(c0.get(k, 0.0) for k in c1)
-    s = vitc._C.alloc_stats()
+    s = alloc_stats() if alloc_stats else {}
     return {"threads": threads, "wall_ms": 1e3 * wall / steps, "cpu_ms": 1e3 * total / steps,
-            "main_cpu_ms": 1e3 * (c1[main] - c0[main]) / steps, "alloc_live": s["live"], "alloc_cached": s["cached"]}
+            "main_cpu_ms": 1e3 * (c1[main] - c0[main]) / steps, "alloc_live": s.get("live"),
+            "alloc_cached": s.get("cached")}
 
 
 def main():
@@ -76,12 +100,16 @@ def main():
     ap.add_argument("--builds", default=None, help="name=dir,name=dir (default: this interpreter's vitc)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--torch", action="store_true", help="also PyTorch eager (tests/models/torch_vit.py), own process")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--framework", default="vitc", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(measure(a.child, a.steps)))
+        print(json.dumps(measure(a.child, a.steps, a.framework)))
         return
     builds = dict(b.split("=", 1) for b in a.builds.split(",")) if a.builds else {"this": None}
+    if a.torch:
+        builds["torch"] = None
     rows = {(b, th): [] for b in builds for th in (1, 2)}
     print(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     for r in range(a.rounds):
@@ -90,7 +118,9 @@ def main():
                 env = dict(os.environ)
                 if path:
                     env["PYTHONPATH"] = os.path.abspath(path)
-                p = subprocess.run([sys.executable, __file__, "--child", str(th), "--steps", str(a.steps)],
+                fw = "torch" if b == "torch" and a.torch else "vitc"
+                p = subprocess.run([sys.executable, __file__, "--child", str(th), "--steps", str(a.steps),
+                                    "--framework", fw],
                                    capture_output=True, text=True, env=env, check=True)
                 rows[(b, th)].append(json.loads(p.stdout.strip().splitlines()[-1]))
     print(f"{'build':10s} thr {'wall ms':>9s} {'CPU ms':>9s} {'main CPU':>9s}   (medians of {a.rounds} runs × {a.steps} steps)")
@@ -99,6 +129,11 @@ def main():
         med[(b, th)] = {k: statistics.median(r[k] for r in rs) for k in ("wall_ms", "cpu_ms", "main_cpu_ms")}
         m = med[(b, th)]
         print(f"{b:10s} {th:3d} {m['wall_ms']:9.1f} {m['cpu_ms']:9.1f} {m['main_cpu_ms']:9.1f}")
+    if a.torch:
+        for b in builds:
+            if b != "torch":
+                print(f"{b} vs torch eager, 1-thread CPU per step: {med[('torch', 1)]['cpu_ms'] / med[(b, 1)]['cpu_ms']:.2f}x;"
+                      f" 2-thread main-thread CPU: {med[('torch', 2)]['main_cpu_ms'] / med[(b, 2)]['main_cpu_ms']:.2f}x")
     for b in builds:
         one, two = med[(b, 1)], med[(b, 2)]
         print(f"{b}: 1->2 thread wall speed-up {one['wall_ms'] / two['wall_ms']:.2f}x; bound from CPU times "
