@@ -295,9 +295,9 @@ def run_cases(a, models, res, save):
 
 
 def run_curves(a):
-    """step time vs batch and vs depth (2 threads, vitc and torch eager)"""
-    workers = [Worker(f, 2) for f in ("vitc", "torch")]
-    curves = {"batch": {}, "depth": {}}
+    """step time vs batch and vs depth (--curve-threads threads, vitc and torch eager)"""
+    workers = [Worker(f, a.curve_threads) for f in ("vitc", "torch")]
+    curves = {"batch": {}, "depth": {}, "threads": a.curve_threads}
     try:
         for b in (25, 50, 100, 200, 400, 800):
             curves["batch"][b] = interleaved(workers, 2, 2, case="seed", mode="train", batch=b, cfg=SEED)
@@ -318,7 +318,7 @@ def plot_curves(curves, path):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (kind, label) in zip(axes, (("batch", "batch size (depth 6)"), ("depth", "depth (batch 100)"))):
-        xs = sorted(curves[kind], key=int)
+        xs = sorted((k for k in curves[kind]), key=int)
         for f in ("vitc", "torch"):
             ys = [curves[kind][x][f]["median_ms"] if "median_ms" in curves[kind][x].get(f, {}) else float("nan")
                   for x in xs]
@@ -329,7 +329,7 @@ def plot_curves(curves, path):
         ax.set_ylabel("train step, ms (median)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.suptitle("seed ViT train step (Adam), 2 threads")
+    fig.suptitle(f"seed ViT train step (Adam), {curves.get('threads', 2)} thread(s)")
     fig.tight_layout()
     from vitc.io import atomic_write
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
@@ -395,7 +395,7 @@ def markdown(res, cmdline):
             else:
                 lines.append(f"| {k} | error: {x['error']} | |")
     if res.get("curves"):
-        lines += ["", "Step time vs batch and depth (2 threads): `curves.png`.", "",
+        lines += ["", f"Step time vs batch and depth ({res['curves'].get('threads', 2)} thread(s)): `curves.png`.", "",
                   "| batch | vitc ms | torch ms | vitc ms/sample |", "|---|---|---|---|"]
         for b, r in sorted(res["curves"]["batch"].items(), key=lambda kv: int(kv[0])):
             v = r.get("vitc", {})
@@ -416,6 +416,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="2 rounds of 3, no curves, DeiT at 2 threads only")
     ap.add_argument("--only", default=None, help="comma-separated cases, e.g. seed_train,deit_train")
     ap.add_argument("--no-curves", action="store_true")
+    ap.add_argument("--parts", default="cases,memory,curves", help="which parts to run")
+    ap.add_argument("--curve-threads", type=int, default=2)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--out", default=RESULTS, help="directory for suite.md, suite.json, curves.png")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -455,11 +457,15 @@ def main():
         atomic_write(os.path.join(a.out, "suite.json"), dump)
         atomic_write(os.path.join(a.out, "suite.md"), dump_md)
 
-    run_cases(a, models, res, save)
-    if not a.no_memory and not a.only:
+    parts = a.parts.split(",")
+    if "cases" in parts:
+        run_cases(a, models, res, save)
+    else:
+        res.update({"cases": [], "sgemm": {}})
+    if not a.no_memory and not a.only and "memory" in parts:
         res["memory"] = memory(a, models)
         save()
-    if not a.no_curves and not a.only:
+    if not a.no_curves and not a.only and "curves" in parts:
         res["curves"] = run_curves(a)
         plot_curves(res["curves"], os.path.join(a.out, "curves.png"))
     save()
