@@ -14,8 +14,9 @@ What it measures (each at 1 and 2 threads unless noted):
   (ViTBN / ViTBNFFN: rows appear when vitc.models has ViTBN/ViTBNFFN and tests/models/torch_vit.py
    has TorchViTBN/TorchViTBNFFN with ViT's signature; see MODELS)
   sgemm        a 2048³ sgemm in each framework's own BLAS, the machine's peak for the GFLOP/s column
-  memory       ru_maxrss of a fresh process per framework that imports, builds the model and runs 3 train
-               steps; also the growth over the RSS right after import+build (the step's own memory)
+  memory       peak RSS (VmHWM: ru_maxrss of a process started alone) of a fresh process per framework
+               that imports, builds the model and runs 3 train steps; also the growth over the RSS
+               right after import+build (the step's own memory)
   curves       (2 threads, vitc and torch eager) step time against batch 25…800 and depth 2…32, as PNG
 
 Workers are persistent processes fed commands on stdin, so torch.compile compiles once per shape;
@@ -54,10 +55,11 @@ def forward_flops(cfg, b):
 
 # ---- worker side: builds models in one framework, runs steps on command ------------------------
 
-def rss_kb():
+def rss_kb(field="VmRSS"):
+    """this process's resident set (VmRSS) or its peak (VmHWM), kB"""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -190,7 +192,11 @@ def memory_probe(framework, case, steps=3):
     base = rss_kb()
     for _ in range(steps):
         fn()
-    print(json.dumps({"base_rss_kb": base, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    # ru_maxrss would be wrong here: Linux carries the parent's peak RSS across fork+exec into the
+    # child's ru_maxrss (the orchestrator holds torch, ~700 MB), so report the peak of this
+    # process's own address space, VmHWM, which is what ru_maxrss means for a process started alone
+    print(json.dumps({"base_rss_kb": base, "maxrss_kb": rss_kb("VmHWM"),
+                      "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 
 
 # ---- orchestrator -----------------------------------------------------------------------------
@@ -387,7 +393,7 @@ def markdown(res, cmdline):
     if 1 in th and 2 in th:
         lines.append(f"- vitc seed step 1 → 2 threads: {th[1] / th[2]:.2f}×")
     if res.get("memory"):
-        lines += ["", "| peak memory (ru_maxrss, 3 train steps, own process) | MB | MB above RSS after import+build |",
+        lines += ["", "| peak memory (VmHWM, 3 train steps, own process, 2 threads) | MB | MB above RSS after import+build |",
                   "|---|---|---|"]
         for k, x in res["memory"].items():
             if "maxrss_kb" in x:
