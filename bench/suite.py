@@ -365,9 +365,11 @@ def markdown(res, cmdline):
              f"before/after {res['load_before']} / {res['load_after']} on {os.cpu_count()} cores; torch "
              f"{res.get('torch', '?')}. Medians of interleaved blocks, each framework in its own process.", ""]
     fws = res["frameworks"]
-    lines += ["| case | threads | " + " | ".join(f"{f} ms" for f in fws) + " | " +
-              " | ".join(f"torch eager / {f}" for f in fws if f != "torch") + " | vitc GFLOP/s (% of sgemm peak) |",
-              "|" + "---|" * (3 + len(fws) + len(fws) - 1)]
+    lines += ["| case | threads | load avg | " + " | ".join(f"{f} ms" for f in fws) + " | " +
+              " | ".join(f"torch eager / {f}" for f in fws if f != "torch") +
+              (" | torch_compile / vitc" if "torch_compile" in fws and "vitc" in fws else "") +
+              " | vitc GFLOP/s (% of sgemm peak) |",
+              "|" + "---|" * (4 + len(fws) + len(fws) - 1 + ("torch_compile" in fws and "vitc" in fws))]
     for row in res["cases"]:
         r = row["results"]
         ratios = []
@@ -376,11 +378,16 @@ def markdown(res, cmdline):
                 continue
             ok = "median_ms" in r.get(f, {}) and "median_ms" in r.get("torch", {})
             ratios.append(f"{r['torch']['median_ms'] / r[f]['median_ms']:.2f}×" if ok else "-")
+        if "torch_compile" in fws and "vitc" in fws:
+            ok = "median_ms" in r.get("torch_compile", {}) and "median_ms" in r.get("vitc", {})
+            ratios.append(f"{r['torch_compile']['median_ms'] / r['vitc']['median_ms']:.2f}×" if ok else "-")
         v = r.get("vitc", {})
         gf = f"{v['gflops']:.0f} ({100 * v['frac_peak']:.0f} %)" if v.get("frac_peak") else "-"
-        lines.append(f"| {row['case']} (batch {row['batch']}) | {row['threads']} | " +
+        lines.append(f"| {row['case']} (batch {row['batch']}) | {row['threads']} | {row.get('load_avg', '-')} | " +
                      " | ".join(fmt(r.get(f, {})) for f in fws) + " | " + " | ".join(ratios) + f" | {gf} |")
-    lines += ["", "sgemm 2048³ GFLOP/s (each framework's BLAS): " + "; ".join(
+    lines += ["", "The % of peak compares with a 2048³ sgemm timed minutes earlier in the same run; on a loaded "
+              "machine the two saw different loads (over 100 % is possible then).", "",
+              "sgemm 2048³ GFLOP/s (each framework's BLAS): " + "; ".join(
         f"{th} thr: " + ", ".join(f"{f} {fmt(x, 'gflops', 0)}" for f, x in sg.items()) for th, sg in res["sgemm"].items())]
     for row in res["cases"]:
         errs = {f: x["error"] for f, x in row["results"].items() if "error" in x}
@@ -426,10 +433,21 @@ def main():
     ap.add_argument("--curve-threads", type=int, default=2)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--out", default=RESULTS, help="directory for suite.md, suite.json, curves.png")
+    ap.add_argument("--render", default=None, help="only re-write DIR/suite.md from DIR/suite.json")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--case", default="seed", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.render:  # re-write suite.md from a directory's suite.json
+        with open(os.path.join(a.render, "suite.json")) as f:
+            res = json.load(f)
+        sys.path.insert(0, ROOT)
+        from vitc.io import atomic_write
+
+        def dump_md(tmp):
+            with open(tmp, "w") as f:
+                f.write(markdown(res, res.get("command", "python bench/suite.py")))
+        return atomic_write(os.path.join(a.render, "suite.md"), dump_md)
     if a.worker:
         return worker(a.worker, int(a.threads))
     if a.memory:
@@ -448,6 +466,7 @@ def main():
     except ImportError:
         pass
     cmdline = "python bench/suite.py " + " ".join(sys.argv[1:])
+    res["command"] = cmdline
 
     def save():
         from vitc.io import atomic_write
