@@ -12,9 +12,11 @@ import numpy
 from setuptools import Extension, setup
 
 
-def pkg_config(*args):
+def pkg_config(*args, path=None):
+    env = dict(os.environ, PKG_CONFIG_PATH=path) if path else None
     try:
-        out = subprocess.run(["pkg-config", *args, "openblas"], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(["pkg-config", *args, "openblas"], check=True, capture_output=True, text=True,
+                             env=env).stdout
     except (OSError, subprocess.CalledProcessError) as e:
         raise SystemExit(
             "vitc needs OpenBLAS found by pkg-config: apt-get install libopenblas-dev pkg-config"
@@ -22,8 +24,31 @@ def pkg_config(*args):
     return shlex.split(out)
 
 
-cflags = pkg_config("--cflags")
-libs = pkg_config("--libs")
+def openblas_variant():
+    """pkg-config path of Debian's OpenMP build of OpenBLAS, or None for the system default.
+
+    GEMMs and vitc's own kernels then share one libgomp thread pool instead of OpenBLAS's pthread
+    pool and libgomp's fighting over the cores: on 2 cores the pthread pool spent ~60 ms of CPU
+    per seed-ViT step spinning in sched_yield, the shared pool ~6 ms (bench/threads.py).
+    VITC_BLAS=pthread|default keeps the system default; VITC_BLAS=openmp insists on the variant.
+    """
+    want = os.environ.get("VITC_BLAS", "auto")
+    libdir = pkg_config("--variable=libdir")[0].rstrip("/")
+    pc = os.path.join(os.path.dirname(libdir), "openblas-openmp", "pkgconfig")
+    if want in ("pthread", "default"):
+        return None
+    if os.path.isfile(os.path.join(pc, "openblas.pc")):
+        return pc
+    if want == "openmp":
+        raise SystemExit("VITC_BLAS=openmp: apt-get install libopenblas-openmp-dev")
+    return None
+
+
+blas_pc = openblas_variant()
+cflags = pkg_config("--cflags", path=blas_pc)
+libs = pkg_config("--libs", path=blas_pc)
+if blas_pc:  # the variant shares the system library's soname: find it by rpath, not the alternatives link
+    libs.append("-Wl,-rpath," + pkg_config("--variable=libdir", path=blas_pc)[0].rstrip("/"))
 extra_compile = ["-O3", "-std=gnu11", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unused-function", "-fno-strict-aliasing"] + cflags
 if os.environ.get("VITC_NATIVE"):
     extra_compile.append("-march=native")

@@ -3,7 +3,7 @@
 # csrc/) with its test dependencies. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="build-essential pkg-config libopenblas-dev dataset-fashion-mnist"
+PKGS="build-essential pkg-config libopenblas-dev libopenblas-openmp-dev dataset-fashion-mnist"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -1,6 +1,24 @@
 /* vitc core: the strided N-d iterator shared by copies (core) and elementwise kernels (ops). */
 #include "iter.h"
 
+/* row r of the coalesced walk: chunk `r % nchunks` of outer row `r / nchunks` */
+static inline void iter_row(int64_t r, int64_t nchunks, int64_t chunk, int64_t inner, int m, const int64_t *sh,
+                            int64_t st[][VT_MAX_DIMS], int nops, char **base, const int64_t *is, vt_row_fn fn,
+                            void *ctx) {
+    int64_t row = r / nchunks, part = r % nchunks;
+    int64_t start = part * chunk, len = inner - start < chunk ? inner - start : chunk;
+    if (len <= 0) return;
+    char *p[VT_MAX_OPERANDS];
+    for (int k = 0; k < nops; k++) p[k] = base[k] + start * is[k];
+    int64_t rem = row;
+    for (int d = m - 2; d >= 0; d--) {
+        int64_t idx = rem % sh[d];
+        rem /= sh[d];
+        for (int k = 0; k < nops; k++) p[k] += idx * st[k][d];
+    }
+    fn(len, p, is, ctx);
+}
+
 void vt_iter(int nd, const int64_t *shape, int nops, char **base, int64_t strides[][VT_MAX_DIMS],
              vt_row_fn fn, void *ctx) {
     int64_t sh[VT_MAX_DIMS], st[VT_MAX_OPERANDS][VT_MAX_DIMS];
@@ -33,20 +51,12 @@ void vt_iter(int nd, const int64_t *shape, int nops, char **base, int64_t stride
     int64_t chunk = inner, nchunks = 1;
     if (rows == 1 && inner > 65536) { nchunks = 64; chunk = (inner + 63) / 64; }
     int64_t total = rows * nchunks;
-    #pragma omp parallel for if (rows * inner > 32768) schedule(static)
-    for (int64_t r = 0; r < total; r++) {
-        int64_t row = r / nchunks, part = r % nchunks;
-        int64_t start = part * chunk, len = inner - start < chunk ? inner - start : chunk;
-        if (len <= 0) continue;
-        char *p[VT_MAX_OPERANDS];
-        for (int k = 0; k < nops; k++) p[k] = base[k] + start * is[k];
-        int64_t rem = row;
-        for (int d = m - 2; d >= 0; d--) {
-            int64_t idx = rem % sh[d];
-            rem /= sh[d];
-            for (int k = 0; k < nops; k++) p[k] += idx * st[k][d];
-        }
-        fn(len, p, is, ctx);
+    /* small work runs inline: `omp parallel if (0)` would still start a one-thread team, which
+     * costs more than a few-element kernel */
+    if (rows * inner <= 32768) {
+        for (int64_t r = 0; r < total; r++) iter_row(r, nchunks, chunk, inner, m, sh, st, nops, base, is, fn, ctx);
+        return;
     }
+    #pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < total; r++) iter_row(r, nchunks, chunk, inner, m, sh, st, nops, base, is, fn, ctx);
 }
-

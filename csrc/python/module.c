@@ -7,6 +7,8 @@
 #include "../core/threads.h"
 #include "../ops/ops.h"
 
+#define VTPY_GIL_RELEASE_MIN 4096 /* input elements */
+
 static PyObject *py_call(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs < 2 || nargs > 4) return PyErr_Format(PyExc_TypeError, "call(op, tensors, ints=None, floats=None)");
     int op = (int)PyLong_AsLong(args[0]);
@@ -53,9 +55,18 @@ static PyObject *py_call(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     }
     vt_tensor *out[VT_MAX_OUT];
     int nout = 0, st;
-    Py_BEGIN_ALLOW_THREADS
-    st = vt_dispatch(op, (int)nin, in, &a, &nout, out);
-    Py_END_ALLOW_THREADS
+    /* release the GIL for kernels long enough to be worth it (other Python threads, e.g. a
+     * DataLoader's prefetch, run meanwhile); a few-element op keeps it: the release and
+     * re-acquire would cost more than the kernel */
+    int64_t work = 0;
+    for (Py_ssize_t i = 0; i < nin; i++) if (in[i]) work += vt_numel(in[i]);
+    if (work >= VTPY_GIL_RELEASE_MIN) {
+        Py_BEGIN_ALLOW_THREADS
+        st = vt_dispatch(op, (int)nin, in, &a, &nout, out);
+        Py_END_ALLOW_THREADS
+    } else {
+        st = vt_dispatch(op, (int)nin, in, &a, &nout, out);
+    }
     if (st) return vtpy_raise(st);
     if (nout == 1) return vtpy_wrap(out[0]);
     PyObject *tup = PyTuple_New(nout);

@@ -3,6 +3,7 @@ import numbers
 
 __all__ = ['add', 'sub', 'mul', 'div', 'pow', 'neg', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'square', 'clamp', 'clip', 'where', 'masked_fill', 'eq', 'ne', 'lt', 'le', 'gt', 'ge']
 
+from .. import _C
 from .._tensor import Tensor, _call, float32, register, tensor as _tensor, bool_
 
 
@@ -147,13 +148,28 @@ for _name, _fn in dict(add=add, sub=sub, mul=mul, div=div, pow=pow, neg=neg, exp
                        eq=eq, ne=ne, lt=lt, le=le, gt=gt, ge=ge).items():
     register(_name, _fn)
 
-register("__add__", add)
+
+def _tensor_operator(name, general):
+    """self <op> other for a Tensor self: two tensors of one dtype go straight to the C op (what
+    `general` would do after its checks), anything else takes the general path. This is the
+    per-op Python overhead that bench/ops.py measures; it costs a few attribute reads."""
+    op, call = _C.ops[name], _C.call
+
+    def fn(self, other):
+        if isinstance(other, Tensor) and self._dtype_code == other._dtype_code:
+            return call(op, (self, other))
+        return general(self, other)
+    fn.__name__ = f"__{name}__"
+    return fn
+
+
+register("__add__", _tensor_operator("add", add))
 register("__radd__", lambda self, other: add(other, self))
-register("__sub__", sub)
+register("__sub__", _tensor_operator("sub", sub))
 register("__rsub__", lambda self, other: sub(other, self))
-register("__mul__", mul)
+register("__mul__", _tensor_operator("mul", mul))
 register("__rmul__", lambda self, other: mul(other, self))
-register("__truediv__", div)
+register("__truediv__", _tensor_operator("div", div))
 register("__rtruediv__", lambda self, other: div(other, self))
 register("__pow__", pow)
 register("__rpow__", lambda self, other: pow(other, self))

@@ -16,6 +16,8 @@ _RED = {'none': 0, 'mean': 1, 'sum': 2}
 
 def _reduction(size_average, reduce, reduction, who, extra=()):
     """The reduction code, honouring torch's deprecated size_average/reduce pair."""
+    if size_average is None and reduce is None and not extra and type(reduction) is str and reduction in _RED:
+        return _RED[reduction]  # the common case, without building the table
     if size_average is not None or reduce is not None:
         sa = True if size_average is None else bool(size_average)
         rd = True if reduce is None else bool(reduce)
@@ -38,6 +40,8 @@ def _opt_tensor(x, who, what):
 
 
 def _int(x, who, what):
+    if type(x) is int:
+        return x
     if not isinstance(x, numbers.Integral) or isinstance(x, bool):
         raise TypeError(f"{who}: {what} must be an int, got {type(x).__name__}")
     return int(x)
@@ -67,7 +71,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     _opt_tensor(weight, who, "weight")
     red = _reduction(size_average, reduce, reduction, who)
     ignore_index = _int(ignore_index, who, "ignore_index")
-    if not isinstance(label_smoothing, numbers.Real) or isinstance(label_smoothing, bool):
+    if type(label_smoothing) not in (float, int) and (not isinstance(label_smoothing, numbers.Real)
+                                                      or isinstance(label_smoothing, bool)):
         raise TypeError(f"{who}: label_smoothing must be a float, got {type(label_smoothing).__name__}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{who}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
