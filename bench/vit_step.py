@@ -32,18 +32,10 @@ import torch  # noqa: E402
 import vitc  # noqa: E402
 from vitc.models import ViT  # noqa: E402
 from torch_vit import TorchViT, copy_weights  # noqa: E402
+from suite import forward_flops  # noqa: E402  (the one FLOP formula of bench/)
 
 CFG = dict(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls",
            channels=1, dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn")
-
-
-def forward_flops(cfg, b):
-    """Multiply-adds ×2 of every GEMM and attention product of one forward pass."""
-    n = (cfg["image_size"] // cfg["patch_size"]) ** 2
-    t, d, inner, f = n + 1, cfg["dim"], cfg["heads"] * cfg["dim_head"], cfg["mlp_dim"]
-    pd = cfg["channels"] * cfg["patch_size"] ** 2
-    per_block = 2 * b * t * (d * 3 * inner + inner * d + 2 * d * f) + 2 * 2 * b * cfg["heads"] * t * t * cfg["dim_head"]
-    return 2 * b * n * pd * d + cfg["depth"] * per_block + 2 * b * d * cfg["num_classes"]
 
 
 def timed(fn, reps, warmup=3):

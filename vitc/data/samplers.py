@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from .loader import _int
+
 __all__ = ["RepeatAugSampler"]
 
 
@@ -68,11 +70,3 @@ class RepeatAugSampler:
         return (f"RepeatAugSampler(n={self.n}, num_repeats={self.num_repeats}, shuffle={self.shuffle}, "
                 f"seed={self.seed}, selected_round={self.selected_round}, num_replicas={self.num_replicas}, "
                 f"rank={self.rank})")
-
-
-def _int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
