@@ -14,6 +14,13 @@ def _check_tensor(x, who, what):
         raise TypeError(f"{who}: {what} must be a vitc.Tensor, got {type(x).__name__}")
 
 
+def _check_heads(heads, who):
+    if not isinstance(heads, numbers.Integral) or isinstance(heads, bool):
+        raise TypeError(f"{who}: heads must be an int, got {type(heads).__name__}")
+    if heads <= 0:
+        raise ValueError(f"{who}: heads must be positive, got {heads}")
+
+
 def _check_scale(scale, who):
     if scale is None:
         return 1, 0.0
@@ -41,10 +48,7 @@ def multi_head_attention_packed(qkv, heads, scale=None, dropout_p=0.0, training=
     """
     who = "multi_head_attention_packed"
     _check_tensor(qkv, who, "qkv")
-    if not isinstance(heads, numbers.Integral) or isinstance(heads, bool):
-        raise TypeError(f"{who}: heads must be an int, got {type(heads).__name__}")
-    if heads <= 0:
-        raise ValueError(f"{who}: heads must be positive, got {heads}")
+    _check_heads(heads, who)
     default, s = _check_scale(scale, who)
     p = _check_p(dropout_p, who)
     return _call("attention", (qkv,), (int(heads), int(bool(need_weights)), default),
@@ -69,10 +73,7 @@ def reattention_packed(qkv, heads, theta, theta_bias=None, norm='batch', norm_we
     """
     who = "reattention_packed"
     _check_tensor(qkv, who, "qkv")
-    if not isinstance(heads, numbers.Integral) or isinstance(heads, bool):
-        raise TypeError(f"{who}: heads must be an int, got {type(heads).__name__}")
-    if heads <= 0:
-        raise ValueError(f"{who}: heads must be positive, got {heads}")
+    _check_heads(heads, who)
     _check_tensor(theta, who, "theta")
     if tuple(theta.shape) != (heads, heads):
         raise ValueError(f"{who}: theta must have shape ({heads}, {heads}) (heads x heads), got {tuple(theta.shape)}")
@@ -106,10 +107,7 @@ def attention_apply(qkv, maps, heads):
     who = "attention_apply"
     _check_tensor(qkv, who, "qkv")
     _check_tensor(maps, who, "maps")
-    if not isinstance(heads, numbers.Integral) or isinstance(heads, bool):
-        raise TypeError(f"{who}: heads must be an int, got {type(heads).__name__}")
-    if heads <= 0:
-        raise ValueError(f"{who}: heads must be positive, got {heads}")
+    _check_heads(heads, who)
     return _call("attention_apply", (qkv, maps), (int(heads),))
 
 
