@@ -304,16 +304,19 @@ def ratio_rows(runs):
         vit = by.get((backend, label, "ViT"))
         if model == "ViT" or vit is None:
             continue
-        rt = np.mean(vit["train_time"]) / np.mean(r["train_time"])
-        rv = np.mean(vit["test_time"]) / np.mean(r["test_time"])
+        # medians over epochs: a transient load on the machine (another job for a minute) moves one
+        # epoch's time, not the ratio; results.json keeps every epoch for the article's means
+        t = {k: float(np.median(r[k])) for k in ("train_time", "test_time")}
+        tv = {k: float(np.median(vit[k])) for k in ("train_time", "test_time")}
+        rt, rv = tv["train_time"] / t["train_time"], tv["test_time"] / t["test_time"]
         row = {"backend": backend, "label": label, "model": model, "r_t": rt, "r_v": rv, "g_t": 1 - 1 / rt,
                "g_v": 1 - 1 / rv, "acc_vit": vit["test_accuracy"][-1], "acc": r["test_accuracy"][-1],
-               "t_train": float(np.mean(r["train_time"])), "t_train_vit": float(np.mean(vit["train_time"])),
-               "t_test": float(np.mean(r["test_time"])), "t_test_vit": float(np.mean(vit["test_time"]))}
+               "t_train": t["train_time"], "t_train_vit": tv["train_time"],
+               "t_test": t["test_time"], "t_test_vit": tv["test_time"]}
         base = by.get((backend, label, model.replace("-article", ""))) if model.endswith("-article") else None
         if base is not None:
-            row["bug_t"] = np.mean(base["train_time"]) / np.mean(r["train_time"])
-            row["bug_v"] = np.mean(base["test_time"]) / np.mean(r["test_time"])
+            row["bug_t"] = float(np.median(base["train_time"])) / t["train_time"]
+            row["bug_v"] = float(np.median(base["test_time"])) / t["test_time"]
         rows.append(row)
     return rows
 
@@ -322,10 +325,11 @@ def ratio_table(runs, title="Speed ratios against ViT"):
     """Markdown: per backend and configuration, each model's r_t, r_v, g_t, g_v and final accuracies."""
     rows = ratio_rows(runs)
     lines = [f"### {title}", "",
-             "r_t = T̄_train(ViT)/T̄_train(model), r_v = T̄_test(ViT)/T̄_test(model) (means over epochs); "
+             "r_t = T_train(ViT)/T_train(model), r_v = T_test(ViT)/T_test(model), T the median over epochs "
+             "(robust to a transient load; the article uses means, every epoch is in results.json); "
              "g = 1 − 1/r (the article's gain; r = 2.5 ⇒ 60 %). 'bug ×' = the further speed-up of the article's "
              "first-block-only model over the correct model (train / test). Accuracy after the last epoch.", "",
-             "| backend | lr / config | model | T̄_train s (ViT) | T̄_test s (ViT) | r_t | r_v | g_t | g_v | bug × (t / v) "
+             "| backend | lr / config | model | T_train s (ViT) | T_test s (ViT) | r_t | r_v | g_t | g_v | bug × (t / v) "
              "| acc ViT | acc model |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -429,12 +433,40 @@ def _set_threads(threads, backends):
         torch.set_num_threads(threads)
 
 
+# meta keys two invocations must share for --resume to put their runs in one table
+_RESUME_KEYS = ("experiment", "dataset", "train_samples", "test_samples", "epochs", "batch_size", "test_batch_size",
+                "seed", "overrides")
+
+
 class _Results:
     """results.json, rewritten atomically after every finished run."""
 
     def __init__(self, out, meta):
         self.path = os.path.join(out, "results.json")
         self.doc = {"meta": meta, "runs": []}
+
+    def resume(self):
+        """Keep the finished runs of an earlier invocation with the same settings (a long run can span
+        several sessions, one backend each); returns the set of (backend, model, lr) already done."""
+        if not os.path.exists(self.path):
+            return set()
+        try:
+            with open(self.path) as f:
+                old = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--resume: cannot read {self.path}: {e}") from None
+        meta, prev = self.doc["meta"], old.get("meta", {})
+        diff = [k for k in _RESUME_KEYS if json.dumps(prev.get(k)) != json.dumps(meta.get(k))]
+        if diff:
+            raise ValueError(f"--resume: {self.path} was made with other settings ("
+                             + ", ".join(f"{k}: {prev.get(k)!r} there, {meta.get(k)!r} now" for k in diff) + ")")
+        for k in ("models", "lrs", "backends"):
+            meta[k] = list(dict.fromkeys(list(prev.get(k, [])) + list(meta[k])))
+        # each invocation keeps its own command, machine and start time
+        meta["invocations"] = prev.get("invocations", [{k: prev.get(k) for k in ("command", "machine", "started")}])
+        meta["invocations"].append({k: meta.get(k) for k in ("command", "machine", "started")})
+        self.doc["runs"] = list(old.get("runs", []))
+        return {(r["backend"], r["model"], r["lr"]) for r in self.doc["runs"]}
 
     def add(self, run):
         self.doc["runs"].append(run)
@@ -470,8 +502,9 @@ def _four_panel_figures(runs, out, backends, labels, title):
 def run_fixed_lr(models=tuple(MODELS), lrs=DEFAULT_LRS, epochs=30, backend="vitc", batch_size=100,
                  test_batch_size=5000, subset=None, test_subset=None, dataset="auto", data_root=None, download=True,
                  out="results/vit_batchnorm", threads=None, seed=0, mlflow=True, tracking_uri=None,
-                 experiment="vit_batchnorm", overrides=None, log=print, command=None):
-    """Experiment 1. Every input is checked before any training; returns the results document."""
+                 experiment="vit_batchnorm", overrides=None, log=print, command=None, resume=False):
+    """Experiment 1. Every input is checked before any training; returns the results document.
+    ``resume``: keep OUT/results.json's finished (backend, model, lr) runs and run only the others."""
     models, backends, lrs = _model_names(models), _backends(backend), _lrs(lrs)
     epochs = _positive_int(epochs, "epochs")
     _check_batch(batch_size, models)
@@ -486,10 +519,17 @@ def run_fixed_lr(models=tuple(MODELS), lrs=DEFAULT_LRS, epochs=30, backend="vitc
             "mlflow_tracking_uri": getattr(tracker, "uri", None),
             "note": "test pass under no_grad (the article's script keeps autograd on)"}
     res = _Results(out, meta)
+    done = res.resume() if resume else set()
+    if done and log:
+        log(f"resuming: {len(done)} finished runs kept from {res.path}")
     for backend_ in backends:
+        if all((backend_, m, lr) in done for lr in lrs for m in models):
+            continue
         _warmup(backend_, tr, overrides)
         for lr in lrs:
             for m in models:
+                if (backend_, m, lr) in done:
+                    continue
                 params = {"backend": backend_, "model": m, "learning_rate": lr, "epochs": epochs,
                           "batch_size": batch_size, "test_batch_size": test_batch_size, "dataset": data_name,
                           "train_samples": len(tr), "seed": seed, "bn_first_block_only": m.endswith("-article")}
@@ -693,6 +733,8 @@ def build_parser():
     f.add_argument("--lrs", default=",".join(f"{x:g}" for x in DEFAULT_LRS), help="comma-separated learning rates")
     f.add_argument("--epochs", type=int, default=30)
     f.add_argument("--batch-size", type=int, default=100)
+    f.add_argument("--resume", action="store_true", help="keep OUT/results.json's finished runs (same settings) "
+                   "and run only the missing backend × model × rate cells")
     common(f, "results/vit_batchnorm")
     b = sub.add_parser("bayes-search", help="experiment 2: Optuna search per model, then the optimised models")
     b.add_argument("--models", default=",".join(CORRECT_MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
@@ -733,7 +775,7 @@ def main(argv=None):
               epochs=args.epochs)
     try:
         if args.cmd == "fixed-lr":
-            run_fixed_lr(lrs=args.lrs, batch_size=args.batch_size, **kw)
+            run_fixed_lr(lrs=args.lrs, batch_size=args.batch_size, resume=args.resume, **kw)
         else:
             run_bayes_search(trials=args.trials, trial_epochs=args.trial_epochs, sampler=args.sampler,
                              storage=args.storage, study_prefix=args.study_prefix, **kw)
