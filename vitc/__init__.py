@@ -20,6 +20,7 @@ from ._ops.norm import *  # noqa: F401,F403
 from ._ops.conv import *  # noqa: F401,F403
 from ._ops.loss import *  # noqa: F401,F403
 from ._ops.attention import *  # noqa: F401,F403
+from ._ops.ffn import *  # noqa: F401,F403
 from ._ops.optim_ops import *  # noqa: F401,F403
 
 float = float32

@@ -108,6 +108,10 @@ vt_tensor *vt_k_gelu(const vt_tensor *x, int approximate) {
     return amap("gelu", approximate ? A_GELU_TANH : A_GELU, 0, x, NULL);
 }
 
+vt_tensor *vt_k_gelu_backward(const vt_tensor *g, const vt_tensor *x, int approximate) {
+    return amap("gelu", approximate ? A_GELU_TANH_BW : A_GELU_BW, 0, g, x);
+}
+
 /* y = f(x); saves the output (save_out) or the input */
 static int act_forward(vt_ctx *c, int kind, float k, int save_out) {
     VT_TRY(check_float(c));

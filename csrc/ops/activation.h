@@ -20,6 +20,8 @@
 vt_tensor *vt_k_softmax(const vt_tensor *x, int64_t dim, int log);
 /* GELU, exact erf form (approximate = 0) or tanh form (approximate = 1) */
 vt_tensor *vt_k_gelu(const vt_tensor *x, int approximate);
+/* g ⊙ GELU'(x), the gradient through a GELU whose input was x */
+vt_tensor *vt_k_gelu_backward(const vt_tensor *g, const vt_tensor *x, int approximate);
 
 /* dispatch on the ISA level (AVX2 + FMA), not on the CPU model: "arch=haswell" clones are
  * only picked on Intel cores of that family */

@@ -217,25 +217,24 @@ done:
 
 /* ---- linear: y = x·Wᵀ + b (PyTorch layout, W (out, in)) ------------------------------------- */
 
-int vt_linear_forward(vt_ctx *c) {
-    VT_TRY(vt_need_inputs(c, 2));
-    vt_tensor *x = c->in[0], *w = c->in[1], *b = c->nin > 2 ? c->in[2] : NULL;
-    VT_TRY(vt_require_f32(x, "linear", "input"));
-    VT_TRY(vt_require_f32(w, "linear", "weight"));
-    if (b) VT_TRY(vt_require_f32(b, "linear", "bias"));
+/* y = x·Wᵀ + b, x (..., in), W (out, in), b (out) or NULL; inputs checked here (new ref) */
+vt_tensor *vt_k_linear(const vt_tensor *x, const vt_tensor *w, const vt_tensor *b) {
+    if (vt_require_f32(x, "linear", "input") || vt_require_f32(w, "linear", "weight") ||
+        (b && vt_require_f32(b, "linear", "bias")))
+        return NULL;
     if (x->ndim < 1 || w->ndim != 2)
-        return vt_fail(VT_ESHAPE, "linear: input must be at least 1-d and weight 2-d (got %d-d and %d-d)", x->ndim, w->ndim);
+        return vt_fail_null(VT_ESHAPE, "linear: input must be at least 1-d and weight 2-d (got %d-d and %d-d)",
+                            x->ndim, w->ndim);
     int64_t in = w->shape[1], out = w->shape[0];
     if (x->shape[x->ndim - 1] != in)
-        return vt_fail(VT_ESHAPE, "linear: input's last dim is %lld but weight expects %lld (weight shape (%lld, %lld))",
-                       (long long)x->shape[x->ndim - 1], (long long)in, (long long)out, (long long)in);
+        return vt_fail_null(VT_ESHAPE, "linear: input's last dim is %lld but weight expects %lld (weight shape (%lld, %lld))",
+                            (long long)x->shape[x->ndim - 1], (long long)in, (long long)out, (long long)in);
     if (b && (b->ndim != 1 || b->shape[0] != out))
-        return vt_fail(VT_ESHAPE, "linear: bias must have shape (%lld,)", (long long)out);
+        return vt_fail_null(VT_ESHAPE, "linear: bias must have shape (%lld,)", (long long)out);
     int64_t rows = vt_numel(x) / (in ? in : 1);
     if (in == 0) rows = vt_numel(x) == 0 ? vt_shape_numel(x->ndim - 1, x->shape) : 0;
     vt_tensor *xc = vt_contiguous(x), *wc = NULL, *bc = NULL, *y = NULL;
-    int st = VT_OK;
-    if (!xc) return vt_last_code();
+    if (!xc) return NULL;
     int64_t yshape[VT_MAX_DIMS];
     memcpy(yshape, x->shape, sizeof yshape);
     yshape[x->ndim - 1] = out;
@@ -254,62 +253,77 @@ int vt_linear_forward(vt_ctx *c) {
         for (int64_t r = 0; r < rows; r++) memcpy(yp + r * out, bp, sizeof(float) * (size_t)out);
     }
     /* y (rows,out) = x (rows,in) · Wᵀ: W's layout flag is flipped because we need its transpose */
-    st = vt_k_gemm(0, !tw, rows, out, in, 1.0f, vt_f32(xc), in, vt_f32(wc ? wc : w), ldw, b ? 1.0f : 0.0f, yp, out);
-    if (st) goto fail;
+    if (vt_k_gemm(0, !tw, rows, out, in, 1.0f, vt_f32(xc), in, vt_f32(wc ? wc : w), ldw, b ? 1.0f : 0.0f, yp, out))
+        goto fail;
     vt_tensor_decref(xc);
     vt_tensor_decref(wc);
     vt_tensor_decref(bc);
-    c->out[0] = y;
-    c->nout = 1;
-    VT_TRY(vt_save(c, x));
-    return vt_save(c, w);
+    return y;
 fail:
-    st = vt_last_code();
     vt_tensor_decref(xc);
     vt_tensor_decref(wc);
     vt_tensor_decref(bc);
     vt_tensor_decref(y);
-    return st;
+    return NULL;
 }
 
-/* dx = g·W; dW = gᵀ·x (rows folded); db = Σ_rows g */
-int vt_linear_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
-    vt_tensor *x = n->saved[0], *w = n->saved[1];
+/* dx = g·W; dW = gᵀ·x (rows folded); db = Σ_rows g. Each of dx, dw, db is filled (new ref) when
+ * non-NULL; on failure all filled ones are released and set back to NULL. */
+int vt_k_linear_grads(const vt_tensor *gout, const vt_tensor *x, const vt_tensor *w, vt_tensor **dx,
+                      vt_tensor **dw, vt_tensor **db) {
     int64_t in = w->shape[1], out = w->shape[0];
     int64_t rows = in ? vt_numel(x) / in : vt_shape_numel(x->ndim - 1, x->shape);
-    vt_tensor *g = vt_contiguous(gout[0]), *xc = NULL;
+    vt_tensor *g = vt_contiguous(gout), *xc = NULL;
     if (!g) return vt_last_code();
-    int st = VT_OK;
-    if (n->needs_input_grad & 1) {
-        if (!(gin[0] = vt_empty(VT_FLOAT32, x->ndim, x->shape))) goto fail;
+    if (dx) {
+        if (!(*dx = vt_empty(VT_FLOAT32, x->ndim, x->shape))) goto fail;
         int tw = 0; int64_t ldw = 0;
         vt_tensor *wc = NULL;
         if (!blas_layout(out, in, w->strides[0], w->strides[1], &tw, &ldw)) {
             if (!(wc = vt_clone(w))) goto fail;
             blas_layout(out, in, wc->strides[0], wc->strides[1], &tw, &ldw);
         }
-        st = vt_k_gemm(0, tw, rows, in, out, 1.0f, vt_f32(g), out, vt_f32(wc ? wc : w), ldw, 0.0f, vt_f32(gin[0]), in);
+        int st = vt_k_gemm(0, tw, rows, in, out, 1.0f, vt_f32(g), out, vt_f32(wc ? wc : w), ldw, 0.0f, vt_f32(*dx), in);
         vt_tensor_decref(wc);
         if (st) goto fail;
     }
-    if (n->needs_input_grad & 2) {
+    if (dw) {
         if (!(xc = vt_contiguous(x))) goto fail;
-        if (!(gin[1] = vt_empty(VT_FLOAT32, 2, w->shape))) goto fail;
-        if ((st = vt_k_gemm(1, 0, out, in, rows, 1.0f, vt_f32(g), out, vt_f32(xc), in, 0.0f, vt_f32(gin[1]), in))) goto fail;
+        if (!(*dw = vt_empty(VT_FLOAT32, 2, w->shape))) goto fail;
+        if (vt_k_gemm(1, 0, out, in, rows, 1.0f, vt_f32(g), out, vt_f32(xc), in, 0.0f, vt_f32(*dw), in)) goto fail;
     }
-    if (n->nin > 2 && (n->needs_input_grad & 4)) {
+    if (db) {
         vt_tensor *g2 = vt_k_reshape(g, 2, (int64_t[]){rows, out});
         if (!g2) goto fail;
-        gin[2] = vt_k_sum_to(g2, 1, &out);
+        *db = vt_k_sum_to(g2, 1, &out);
         vt_tensor_decref(g2);
-        if (!gin[2]) goto fail;
+        if (!*db) goto fail;
     }
     vt_tensor_decref(g);
     vt_tensor_decref(xc);
     return VT_OK;
-fail:
-    st = vt_last_code();
+fail:;
+    int st = vt_last_code();
     vt_tensor_decref(g);
     vt_tensor_decref(xc);
+    vt_tensor **all[3] = {dx, dw, db};
+    for (int i = 0; i < 3; i++)
+        if (all[i]) { vt_tensor_decref(*all[i]); *all[i] = NULL; }
     return st;
+}
+
+int vt_linear_forward(vt_ctx *c) {
+    VT_TRY(vt_need_inputs(c, 2));
+    vt_tensor *x = c->in[0], *w = c->in[1], *y = vt_k_linear(x, w, c->nin > 2 ? c->in[2] : NULL);
+    if (!y) return vt_last_code();
+    c->out[0] = y;
+    c->nout = 1;
+    VT_TRY(vt_save(c, x));
+    return vt_save(c, w);
+}
+
+int vt_linear_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
+    unsigned need = n->needs_input_grad;
+    return vt_k_linear_grads(gout[0], n->saved[0], n->saved[1], need & 1 ? &gin[0] : NULL, need & 2 ? &gin[1] : NULL,
+                             n->nin > 2 && (need & 4) ? &gin[2] : NULL);
 }

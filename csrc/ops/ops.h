@@ -35,6 +35,10 @@ vt_tensor *vt_k_scale(const vt_tensor *a, float s);            /* [elementwise] 
 vt_tensor *vt_k_matmul(const vt_tensor *a, const vt_tensor *b);
 int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+/* y = x·Wᵀ + b (b may be NULL), and its gradients: each of dx, dw, db non-NULL is filled [blas] */
+vt_tensor *vt_k_linear(const vt_tensor *x, const vt_tensor *w, const vt_tensor *b);
+int vt_k_linear_grads(const vt_tensor *g, const vt_tensor *x, const vt_tensor *w, vt_tensor **dx, vt_tensor **dw,
+                      vt_tensor **db);
 vt_tensor *vt_k_reshape(const vt_tensor *t, int ndim, const int64_t *shape); /* [shape] view or copy */
 vt_tensor *vt_k_permute(const vt_tensor *t, const int64_t *dims);            /* [shape] view */
 

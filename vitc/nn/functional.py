@@ -17,6 +17,8 @@ _FORWARDED = (
     "cross_entropy", "kl_div", "binary_cross_entropy_with_logits", "mse_loss",
     # attention
     "scaled_dot_product_attention", "multi_head_attention_packed", "reattention_packed", "attention_apply",
+    # the fused feed-forward layer
+    "linear_gelu_linear",
     # convolution and pooling
     "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "patchify",
 )

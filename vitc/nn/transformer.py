@@ -150,12 +150,17 @@ class FeedForward(Module):
 
     mid_norm='batch' | 'layer': the article's FFN (SPEC §2.2) Linear -> norm(hidden) -> GELU ->
     Dropout -> Linear, with no dropout after the second Linear.
+
+    Without a mid norm and with no dropout to apply (p = 0 or eval mode) the three layers run as
+    one op, vitc.linear_gelu_linear, which keeps one hidden activation for backward instead of two;
+    the parameters stay in net.0 and net.3 (same state dict as the unfused layers).
     """
 
     def __init__(self, dim, hidden_dim, dropout=0.0, approximate="none", mid_norm=None, norm_eps=1e-5):
         super().__init__()
         check_int(dim, "dim", "FeedForward", 1)
         check_int(hidden_dim, "hidden_dim", "FeedForward", 1)
+        self.fusable = mid_norm is None
         if mid_norm is None:
             self.net = Sequential(Linear(dim, hidden_dim), GELU(approximate), Dropout(dropout),
                                   Linear(hidden_dim, dim), Dropout(dropout))
@@ -164,6 +169,9 @@ class FeedForward(Module):
                                   GELU(approximate), Dropout(dropout), Linear(hidden_dim, dim))
 
     def forward(self, x):
+        if self.fusable and not (self.training and self.net[2].p > 0):
+            fc1, fc2 = self.net[0], self.net[3]
+            return _v.linear_gelu_linear(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.net[1].approximate)
         return self.net(x)
 
 
