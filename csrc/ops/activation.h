@@ -6,7 +6,7 @@
  * than a vectorized kernel. Polynomials are our own least-squares fits (relative error of the
  * fit: exp 3e-9, tanh 1.3e-7 on |x| < 0.625, erfc 1.3e-7); results are within a few ulp of the
  * correctly rounded values (tests compare with PyTorch at rtol 1e-5). Wrap hot loops in a
- * function marked VT_SIMD_CLONES to get AVX-512 and AVX2 (+FMA) versions picked at load time, and compile the
+ * function marked VT_SIMD_CLONES (core/simd.h) to get AVX-512 and AVX2 + FMA versions picked at load time, and compile the
  * file with `#pragma GCC optimize ("no-trapping-math")` before its includes: under GCC's default
  * -ftrapping-math the selects below are not if-converted and nothing vectorizes (vitc never
  * enables floating-point traps, so the flag changes no result). */
@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "ops.h"
+#include "../core/simd.h" /* VT_SIMD_CLONES */
 
 /* softmax (log = 0) or log-softmax (log = 1) of float32 x over dim (any strides) */
 vt_tensor *vt_k_softmax(const vt_tensor *x, int64_t dim, int log);
@@ -22,18 +23,6 @@ vt_tensor *vt_k_softmax(const vt_tensor *x, int64_t dim, int log);
 vt_tensor *vt_k_gelu(const vt_tensor *x, int approximate);
 /* g ⊙ GELU'(x), the gradient through a GELU whose input was x */
 vt_tensor *vt_k_gelu_backward(const vt_tensor *g, const vt_tensor *x, int approximate);
-
-/* dispatch on the ISA level (AVX2 + FMA), not on the CPU model: "arch=haswell" clones are
- * only picked on Intel cores of that family */
-#if defined(VT_SIMD_CLONES)
-/* given on the command line (e.g. empty, to test the portable code path alone) */
-#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12
-#define VT_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define VT_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define VT_SIMD_CLONES
-#endif
 
 static inline float vt_bits_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 

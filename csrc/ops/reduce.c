@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ops_util.h"
-#include "activation.h" /* vt_expf, VT_SIMD_CLONES */
+#include "activation.h" /* vt_expf */
 
 #define WHO(c) (vt_ops[(c)->op].name)
 

@@ -165,10 +165,14 @@ def test_batch_norm_many_values_per_channel():
     F.batch_norm(_t(x), trm, trv, training=True)
     assert_close(vrm.numpy(), trm.numpy(), 1e-6, 1e-6, "running_mean")
     assert_close(vrv.numpy(), trv.numpy(), 1e-6, 1e-6, "running_var")
-    # (N, C) with 20000 rows: column reductions
+    # (N, C) with 20000 rows: column reductions. Against a float64 reference vitc is within 1e-6;
+    # torch's own error here reaches ~2e-5 (its float32 variance of a mean-5 column), hence atol
     x2 = (RNG.standard_normal((20000, 3)) + 5).astype(np.float32)
+    x64 = x2.astype(np.float64)
+    ref = (x64 - x64.mean(0)) / np.sqrt(x64.var(0) + 1e-5)
+    assert_close(vitc.batch_norm(_v(x2), None, None, training=True).numpy(), ref, 0, 2e-6, "float64 reference")
     check_op(lambda x: vitc.batch_norm(x, None, None, training=True),
-             lambda x: F.batch_norm(x, None, None, training=True), [x2], rtol=1e-4, atol=1e-5, fd=False)
+             lambda x: F.batch_norm(x, None, None, training=True), [x2], rtol=1e-4, atol=5e-5, fd=False)
 
 
 def test_batch_norm_large_offset_is_stable():
