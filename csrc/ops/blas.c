@@ -233,7 +233,7 @@ vt_tensor *vt_k_linear(const vt_tensor *x, const vt_tensor *w, const vt_tensor *
         return vt_fail_null(VT_ESHAPE, "linear: bias must have shape (%lld,)", (long long)out);
     int64_t rows = vt_numel(x) / (in ? in : 1);
     if (in == 0) rows = vt_numel(x) == 0 ? vt_shape_numel(x->ndim - 1, x->shape) : 0;
-    vt_tensor *xc = vt_contiguous(x), *wc = NULL, *bc = NULL, *y = NULL;
+    vt_tensor *xc = vt_contiguous((vt_tensor *)x), *wc = NULL, *bc = NULL, *y = NULL;
     if (!xc) return NULL;
     int64_t yshape[VT_MAX_DIMS];
     memcpy(yshape, x->shape, sizeof yshape);
@@ -247,7 +247,7 @@ vt_tensor *vt_k_linear(const vt_tensor *x, const vt_tensor *w, const vt_tensor *
     }
     float *yp = vt_f32(y);
     if (b) {
-        if (!(bc = vt_contiguous(b))) goto fail;
+        if (!(bc = vt_contiguous((vt_tensor *)b))) goto fail;
         const float *bp = vt_f32(bc);
         #pragma omp parallel for if (rows * out > 65536) schedule(static)
         for (int64_t r = 0; r < rows; r++) memcpy(yp + r * out, bp, sizeof(float) * (size_t)out);
@@ -273,7 +273,7 @@ int vt_k_linear_grads(const vt_tensor *gout, const vt_tensor *x, const vt_tensor
                       vt_tensor **dw, vt_tensor **db) {
     int64_t in = w->shape[1], out = w->shape[0];
     int64_t rows = in ? vt_numel(x) / in : vt_shape_numel(x->ndim - 1, x->shape);
-    vt_tensor *g = vt_contiguous(gout), *xc = NULL;
+    vt_tensor *g = vt_contiguous((vt_tensor *)gout), *xc = NULL;
     if (!g) return vt_last_code();
     if (dx) {
         if (!(*dx = vt_empty(VT_FLOAT32, x->ndim, x->shape))) goto fail;
@@ -288,7 +288,7 @@ int vt_k_linear_grads(const vt_tensor *gout, const vt_tensor *x, const vt_tensor
         if (st) goto fail;
     }
     if (dw) {
-        if (!(xc = vt_contiguous(x))) goto fail;
+        if (!(xc = vt_contiguous((vt_tensor *)x))) goto fail;
         if (!(*dw = vt_empty(VT_FLOAT32, 2, w->shape))) goto fail;
         if (vt_k_gemm(1, 0, out, in, rows, 1.0f, vt_f32(g), out, vt_f32(xc), in, 0.0f, vt_f32(*dw), in)) goto fail;
     }

@@ -12,14 +12,17 @@
  * number of rows for probabilities (as torch). Backward: dx_k = s_r·(p_k·Σ_j c_j − c_k), s_r the
  * upstream gradient of the row (÷ the mean's denominator). Saved: the row max m and log Σ e^{x−m}
  * separately, so p_k = e^{(x_k−m) − log Σ} stays exact for logits of any magnitude. The row
- * kernels use a vectorisable exp (exp_neg) and SIMD float sums in short blocks totalled in double.
+ * kernels use the vectorisable vt_expf (activation.h) and SIMD float sums in short blocks totalled in double.
  *
  * nll_loss: loss_r = −w_t·x[r, t]. Pointwise losses (mse, kl_div, bce_with_logits) broadcast
  * their operands, compute in one loop, and reduce in fixed chunks (deterministic, double sums). */
+/* no FP traps are ever enabled; without this the vt_*f math of activation.h does not vectorize */
+#pragma GCC optimize ("no-trapping-math")
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ops_util.h"
+#include "activation.h"
 
 enum { RED_NONE = 0, RED_MEAN = 1, RED_SUM = 2, RED_BATCHMEAN = 3 };
 #define NCHUNK 32        /* row chunks for sums over rows */
@@ -130,46 +133,6 @@ static vt_tensor *class_none_out(const vt_tensor *x) {
 
 /* ---- cross entropy ------------------------------------------------------------------------------ */
 
-/* e^x for x ≤ 0 (softmax exponents) in straight-line float arithmetic that gcc vectorises, unlike
- * libm's expf: x = n·ln2 + r, |r| ≤ ln2/2 (ln2 split in two for an exact reduction), e^r by the
- * Cephes expf polynomial (max relative error ≈ 1e-7), 2^n assembled in the exponent bits. x below
- * the smallest normal's log (and −inf) gives 0; NaN propagates. Correct for 0 ≤ x < 88 too.
- * Selections are bit masks, not branches: with gcc's default -ftrapping-math a branch would keep
- * the float arithmetic from being if-converted into SIMD. */
-static inline float exp_neg(float x) {
-    const float lo = -87.3365447504f;
-    uint32_t ux, ulo;
-    memcpy(&ux, &x, sizeof ux);
-    memcpy(&ulo, &lo, sizeof ulo);
-    /* x < lo on the bit patterns: negative floats order as unsigned ints; NaNs lie above −inf */
-    const uint32_t mask = 0u - (uint32_t)((ux > ulo) & (ux <= 0xFF800000u));
-    const uint32_t uc = (ulo & mask) | (ux & ~mask);
-    float xc;
-    memcpy(&xc, &uc, sizeof xc);
-    const float t = xc * 1.44269504088896341f + 12582912.0f; /* + 1.5·2^23 rounds to an integer n */
-    const float fx = t - 12582912.0f;
-    float r = xc - fx * 0.693359375f;
-    r = r - fx * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    int32_t tb;
-    memcpy(&tb, &t, sizeof tb);
-    const int32_t bits = (tb - 0x4B400000 + 127) * (1 << 23); /* n sits in t's low mantissa bits */
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    const float y = p * scale;
-    uint32_t uy;
-    memcpy(&uy, &y, sizeof uy);
-    uy &= ~mask;
-    float out;
-    memcpy(&out, &uy, sizeof out);
-    return out;
-}
 
 /* hot row kernels carry VT_SIMD_CLONES (core/simd.h): one build per ISA, picked at load time */
 
@@ -187,7 +150,7 @@ static inline __attribute__((always_inline)) void row_lse(const float *x, int64_
         const int64_t k1 = k0 + BLOCK < K ? k0 + BLOCK : K;
         float a = 0;
         #pragma omp simd reduction(+ : a)
-        for (int64_t k = k0; k < k1; k++) a += exp_neg(x[k] - m);
+        for (int64_t k = k0; k < k1; k++) a += vt_expf(x[k] - m);
         se += a;
     }
     *m_out = m;
@@ -253,8 +216,8 @@ VT_SIMD_CLONES static void ce_grad_row(const float *x, int64_t K, const float *w
         if (!y) {
             const double wt = w ? w[tgt] : 1.0;
             const float st = (float)(s * (one * wt + keps * wsum)), se = (float)(s * keps);
-            if (w) for (int64_t k = 0; k < K; k++) dx[k] = st * exp_neg((x[k] - m) - ls) - se * w[k];
-            else for (int64_t k = 0; k < K; k++) dx[k] = st * exp_neg((x[k] - m) - ls) - se;
+            if (w) for (int64_t k = 0; k < K; k++) dx[k] = st * vt_expf((x[k] - m) - ls) - se * w[k];
+            else for (int64_t k = 0; k < K; k++) dx[k] = st * vt_expf((x[k] - m) - ls) - se;
             dx[tgt] -= (float)(s * one * wt);
         } else {
             double wy = 0; /* Σ w_k·y_k */
@@ -272,8 +235,8 @@ VT_SIMD_CLONES static void ce_grad_row(const float *x, int64_t K, const float *w
             }
             const double tot = one * wy + keps * wsum; /* Σ_k c_k */
             const float st = (float)(s * tot), so = (float)(s * one), se = (float)(s * keps);
-            if (w) for (int64_t k = 0; k < K; k++) dx[k] = st * exp_neg((x[k] - m) - ls) - w[k] * (so * y[k] + se);
-            else for (int64_t k = 0; k < K; k++) dx[k] = st * exp_neg((x[k] - m) - ls) - (so * y[k] + se);
+            if (w) for (int64_t k = 0; k < K; k++) dx[k] = st * vt_expf((x[k] - m) - ls) - w[k] * (so * y[k] + se);
+            else for (int64_t k = 0; k < K; k++) dx[k] = st * vt_expf((x[k] - m) - ls) - (so * y[k] + se);
         }
     }
     if (dy) {
