@@ -207,8 +207,21 @@ def _drop_last(n, batch_size, bn):
     return bool(bn and n % batch_size == 1)
 
 
+def _wait_while_paused(pause_file, log):
+    """Block while ``pause_file`` exists: a long run can yield the machine to a benchmark between
+    timed phases, so no epoch's time includes the pause."""
+    if not pause_file or not os.path.exists(pause_file):
+        return
+    if log:
+        log(f"  paused while {pause_file} exists")
+    while os.path.exists(pause_file):
+        time.sleep(2)
+    if log:
+        log("  resumed")
+
+
 def train_and_test(name, backend, lr, batch_size, epochs, train_set, test_set, test_batch_size=5000, seed=0,
-                   overrides=None, on_epoch=None, log=print):
+                   overrides=None, on_epoch=None, log=print, pause_file=None):
     """Train ``epochs`` epochs with Adam(lr), testing after each; returns the per-epoch history."""
     overrides = _overrides(overrides)
     bn = MODELS[name][1]
@@ -228,6 +241,7 @@ def train_and_test(name, backend, lr, batch_size, epochs, train_set, test_set, t
     test_loader = DataLoader(test_set, batch_size=test_batch_size, shuffle=False, to_tensor=to_tensor)
     hist = {"epoch": [], "train_time": [], "test_time": [], "train_loss": [], "test_accuracy": []}
     for epoch in range(epochs):
+        _wait_while_paused(pause_file, log)
         model.train()
         t0 = time.perf_counter()
         cost = 0.0
@@ -238,6 +252,7 @@ def train_and_test(name, backend, lr, batch_size, epochs, train_set, test_set, t
             opt.step()
             cost += float(loss.item())
         t_train = time.perf_counter() - t0
+        _wait_while_paused(pause_file, log)
         model.eval()
         correct, n = 0, 0
         t1 = time.perf_counter()
@@ -502,9 +517,10 @@ def _four_panel_figures(runs, out, backends, labels, title):
 def run_fixed_lr(models=tuple(MODELS), lrs=DEFAULT_LRS, epochs=30, backend="vitc", batch_size=100,
                  test_batch_size=5000, subset=None, test_subset=None, dataset="auto", data_root=None, download=True,
                  out="results/vit_batchnorm", threads=None, seed=0, mlflow=True, tracking_uri=None,
-                 experiment="vit_batchnorm", overrides=None, log=print, command=None, resume=False):
+                 experiment="vit_batchnorm", overrides=None, log=print, command=None, resume=False, pause_file=None):
     """Experiment 1. Every input is checked before any training; returns the results document.
-    ``resume``: keep OUT/results.json's finished (backend, model, lr) runs and run only the others."""
+    ``resume``: keep OUT/results.json's finished (backend, model, lr) runs and run only the others.
+    ``pause_file``: while it exists the run waits between timed phases (train, test)."""
     models, backends, lrs = _model_names(models), _backends(backend), _lrs(lrs)
     epochs = _positive_int(epochs, "epochs")
     _check_batch(batch_size, models)
@@ -534,7 +550,8 @@ def run_fixed_lr(models=tuple(MODELS), lrs=DEFAULT_LRS, epochs=30, backend="vitc
                           "batch_size": batch_size, "test_batch_size": test_batch_size, "dataset": data_name,
                           "train_samples": len(tr), "seed": seed, "bn_first_block_only": m.endswith("-article")}
                 hist, run_id = tracker.run(f"{backend_}-{m}-lr{lr:g}", params, lambda cb: train_and_test(
-                    m, backend_, lr, batch_size, epochs, tr, te, test_batch_size, seed, overrides, cb, log))
+                    m, backend_, lr, batch_size, epochs, tr, te, test_batch_size, seed, overrides, cb, log,
+                    pause_file))
                 res.add(dict(backend=backend_, model=m, lr=lr, label=f"lr{lr:g}", batch_size=batch_size,
                              mlflow_run_id=run_id, **hist))
     write_report(res, log)
@@ -735,6 +752,8 @@ def build_parser():
     f.add_argument("--batch-size", type=int, default=100)
     f.add_argument("--resume", action="store_true", help="keep OUT/results.json's finished runs (same settings) "
                    "and run only the missing backend × model × rate cells")
+    f.add_argument("--pause-file", default=None, help="while this file exists the run waits between timed phases "
+                   "(e.g. to benchmark on the same machine without touching an epoch's time)")
     common(f, "results/vit_batchnorm")
     b = sub.add_parser("bayes-search", help="experiment 2: Optuna search per model, then the optimised models")
     b.add_argument("--models", default=",".join(CORRECT_MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
@@ -775,7 +794,7 @@ def main(argv=None):
               epochs=args.epochs)
     try:
         if args.cmd == "fixed-lr":
-            run_fixed_lr(lrs=args.lrs, batch_size=args.batch_size, resume=args.resume, **kw)
+            run_fixed_lr(lrs=args.lrs, batch_size=args.batch_size, resume=args.resume, pause_file=args.pause_file, **kw)
         else:
             run_bayes_search(trials=args.trials, trial_epochs=args.trial_epochs, sampler=args.sampler,
                              storage=args.storage, study_prefix=args.study_prefix, **kw)
