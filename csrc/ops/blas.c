@@ -1,28 +1,11 @@
-/* vitc ops: matmul and linear through OpenBLAS's cblas_sgemm.
+/* vitc ops: matmul and linear on vt_k_gemm (gemm.c: our kernel for thin products, OpenBLAS otherwise).
  * A 2-d operand view goes to BLAS as-is when one of its strides is 1: row-major with
  * lda = stride[0], or as the transpose flag with lda = stride[1]; only other layouts are copied.
  * Batched products loop over the broadcast batch index; when the right operand has no batch dims
  * the left operand's batch is folded into its rows (one large GEMM). */
-#include <cblas.h>
 #include <limits.h>
 #include <string.h>
 #include "ops_util.h"
-
-int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-              int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
-    if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX || ldc > INT_MAX)
-        return vt_fail(VT_ESHAPE, "matmul: a dimension exceeds the BLAS integer range");
-    if (m == 0 || n == 0) return VT_OK;
-    if (k == 0) {
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-        return VT_OK;
-    }
-    cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
-                (blasint)m, (blasint)n, (blasint)k, alpha, a, (blasint)(lda > 0 ? lda : 1), b,
-                (blasint)(ldb > 0 ? ldb : 1), beta, c, (blasint)(ldc > 0 ? ldc : 1));
-    return VT_OK;
-}
 
 /* how a (rows, cols) matrix view with strides (s0, s1) goes to BLAS; 0 if it must be copied */
 static int blas_layout(int64_t rows, int64_t cols, int64_t s0, int64_t s1, int *trans, int64_t *ld) {

@@ -305,7 +305,9 @@ static int conv_run(const conv_job *j, float *dw) {
                 for (int t = 1; t < nbuf; t++) dw[e] += dwp[dwsz * (t - 1) + e];
         }
     }
-    if (st) st = vt_fail(VT_ESHAPE, "conv2d: a GEMM dimension exceeds the BLAS integer range");
+    /* a worker thread's message is in its own thread-local buffer: restate it here */
+    if (st == VT_ENOMEM) st = vt_fail(VT_ENOMEM, "conv2d: out of memory in a GEMM");
+    else if (st) st = vt_fail(VT_ESHAPE, "conv2d: a GEMM dimension exceeds the BLAS integer range");
     if (buf) vt_free(buf, bytes);
     return st;
 }

@@ -105,21 +105,27 @@ def test_fixed_lr_resume_adds_missing_cells(tmp_path, data_root):
         exp.run_fixed_lr(lrs="0.001", resume=True, **dict(kw, epochs=2))
 
 
-def test_pause_file_holds_between_timed_phases(tmp_path, data_root, monkeypatch):
+def test_pause_file_holds_the_run_and_is_not_timed(tmp_path, data_root, monkeypatch):
     pause = tmp_path / "PAUSE"
     pause.write_text("")
+    clock = [0.0]
     slept = []
 
-    def fake_sleep(s):  # the pause ends after two polls; no epoch may start while it lasts
+    def fake_sleep(s):  # a 5-second pause that the epoch's time must not contain
         slept.append(s)
-        if len(slept) == 2:
+        clock[0] += s
+        if sum(slept) >= 5.0:
             pause.unlink()
     monkeypatch.setattr(exp.time, "sleep", fake_sleep)
+    real = exp.time.perf_counter
+    monkeypatch.setattr(exp.time, "perf_counter", lambda: real() + clock[0])
     lines = []
     doc = exp.run_fixed_lr(**_kw(tmp_path, data_root, models="ViT", lrs="0.001", epochs=1, batch_size=10, subset=20,
                                  pause_file=str(pause), log=lines.append))
-    assert len(slept) == 2 and doc["runs"][0]["epoch"] == [1]
-    assert lines.index(f"  paused while {pause} exists") < next(i for i, ln in enumerate(lines) if "epoch 1/1" in ln)
+    run = doc["runs"][0]
+    assert run["paused"][0] == pytest.approx(5.0, abs=0.3) and run["train_time"][0] < 4.0
+    paused_at = next(i for i, ln in enumerate(lines) if "paused" in ln)
+    assert paused_at < next(i for i, ln in enumerate(lines) if "epoch 1/1" in ln)
 
 
 def test_fixed_lr_logs_to_mlflow(tmp_path, data_root, monkeypatch):

@@ -208,16 +208,18 @@ def _drop_last(n, batch_size, bn):
 
 
 def _wait_while_paused(pause_file, log):
-    """Block while ``pause_file`` exists: a long run can yield the machine to a benchmark between
-    timed phases, so no epoch's time includes the pause."""
+    """Block while ``pause_file`` exists; returns the seconds waited. Checked before every batch, so
+    a long run yields the machine to a benchmark within one batch and the pause is left out of
+    the epoch's time."""
     if not pause_file or not os.path.exists(pause_file):
-        return
-    if log:
-        log(f"  paused while {pause_file} exists")
+        return 0.0
+    t0 = time.perf_counter()
     while os.path.exists(pause_file):
-        time.sleep(2)
+        time.sleep(0.25)
+    waited = time.perf_counter() - t0
     if log:
-        log("  resumed")
+        log(f"  paused {waited:.1f} s while {pause_file} existed (not counted in the epoch's time)")
+    return waited
 
 
 def train_and_test(name, backend, lr, batch_size, epochs, train_set, test_set, test_batch_size=5000, seed=0,
@@ -239,31 +241,32 @@ def train_and_test(name, backend, lr, batch_size, epochs, train_set, test_set, t
     train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, seed=seed, to_tensor=to_tensor,
                               drop_last=_drop_last(len(train_set), batch_size, bn))
     test_loader = DataLoader(test_set, batch_size=test_batch_size, shuffle=False, to_tensor=to_tensor)
-    hist = {"epoch": [], "train_time": [], "test_time": [], "train_loss": [], "test_accuracy": []}
+    hist = {"epoch": [], "train_time": [], "test_time": [], "train_loss": [], "test_accuracy": [], "paused": []}
     for epoch in range(epochs):
-        _wait_while_paused(pause_file, log)
         model.train()
+        paused = 0.0
         t0 = time.perf_counter()
         cost = 0.0
         for x, y in train_loader:
+            paused += _wait_while_paused(pause_file, log)
             opt.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
             cost += float(loss.item())
-        t_train = time.perf_counter() - t0
-        _wait_while_paused(pause_file, log)
+        t_train = time.perf_counter() - t0 - paused
         model.eval()
-        correct, n = 0, 0
+        correct, n, paused_test = 0, 0, 0.0
         t1 = time.perf_counter()
         with no_grad():
             for x, y in test_loader:
+                paused_test += _wait_while_paused(pause_file, log)
                 pred = model(x).numpy().argmax(axis=1)
                 correct += int((pred == labels(y)).sum())
                 n += len(pred)
-        t_test = time.perf_counter() - t1
+        t_test = time.perf_counter() - t1 - paused_test
         rec = {"epoch": epoch + 1, "train_time": t_train, "test_time": t_test, "train_loss": cost,
-               "test_accuracy": correct / n}
+               "test_accuracy": correct / n, "paused": paused + paused_test}
         for k, v in rec.items():
             hist[k].append(v)
         if log:
@@ -520,7 +523,8 @@ def run_fixed_lr(models=tuple(MODELS), lrs=DEFAULT_LRS, epochs=30, backend="vitc
                  experiment="vit_batchnorm", overrides=None, log=print, command=None, resume=False, pause_file=None):
     """Experiment 1. Every input is checked before any training; returns the results document.
     ``resume``: keep OUT/results.json's finished (backend, model, lr) runs and run only the others.
-    ``pause_file``: while it exists the run waits between timed phases (train, test)."""
+    ``pause_file``: while it exists the run waits before its next batch, and the wait is left out of
+    the epoch's times (each epoch's total pause is kept as ``paused``)."""
     models, backends, lrs = _model_names(models), _backends(backend), _lrs(lrs)
     epochs = _positive_int(epochs, "epochs")
     _check_batch(batch_size, models)
@@ -752,8 +756,8 @@ def build_parser():
     f.add_argument("--batch-size", type=int, default=100)
     f.add_argument("--resume", action="store_true", help="keep OUT/results.json's finished runs (same settings) "
                    "and run only the missing backend × model × rate cells")
-    f.add_argument("--pause-file", default=None, help="while this file exists the run waits between timed phases "
-                   "(e.g. to benchmark on the same machine without touching an epoch's time)")
+    f.add_argument("--pause-file", default=None, help="while this file exists the run waits before its next batch, "
+                   "the wait left out of the epoch's times (lets a benchmark borrow the machine)")
     common(f, "results/vit_batchnorm")
     b = sub.add_parser("bayes-search", help="experiment 2: Optuna search per model, then the optimised models")
     b.add_argument("--models", default=",".join(CORRECT_MODELS), help=f"comma-separated, from {', '.join(MODELS)}")

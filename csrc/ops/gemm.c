@@ -1,0 +1,233 @@
+/* vitc ops: sgemm, C = alpha·op(A)·op(B) + beta·C (row-major, BLAS argument order), the GEMM
+ * under every matmul, linear and convolution (vt_k_gemm, ops.h).
+ *
+ * Why our own: ViT GEMMs are thin (K = 64…768, one side 64…1536), where a general BLAS spends
+ * much of its time around the arithmetic, in zeroing C before accumulating (beta = 0) and in
+ * packing. Products with a plain A and K <= 512 run here (own_gemm_wins, measured by
+ * bench/gemm.py against the OpenBLAS 0.3.21 Zen kernels); the rest still go to OpenBLAS. Here:
+ *   - B is packed once per K block into strips of 16 columns (kc × 16 floats, 24 KB for kc = 384:
+ *     L1-resident while a block of A rows streams past it), zero-padded to a multiple of 8;
+ *   - A is never packed: the 6×16 register tile reads it as broadcast scalars, so a transposed A
+ *     (weight gradients, Aᵀ·G) costs the same as a plain one;
+ *   - the first K block writes C (alpha·AB, or + beta·C), later blocks add: no zeroing pass;
+ *   - OpenMP over (row block, strip group) tasks; inside an enclosing parallel region (conv's
+ *     per-image GEMMs) the call runs on its own thread.
+ * Accumulation order per element is fixed (k ascending within a block, blocks in order), so the
+ * result does not depend on the thread count. Goto & van de Geijn, "Anatomy of high-performance
+ * matrix multiplication" (2008) for the blocking; the tile is ours. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <limits.h>
+#include <cblas.h>
+#include "ops_util.h"
+#include "../core/threads.h"
+
+#define AI static inline __attribute__((always_inline))
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+AI v8 ld8(const float *p) { return *(const v8u *)p; }
+#define st8(p, x) (*(v8u *)(p) = (x))
+AI v8 bc8(float x) { return __builtin_shuffle((v8){x}, (v8i){0}); }
+
+#define KC 384   /* K block: a 16-column strip of B is KC·64 bytes */
+#define MC 96    /* rows of A per task: MC·KC·4 bytes of A stay in L2 across the strips */
+#define SG 8     /* strips (of 16 columns) per task */
+
+/* R×(8·NV) tile of C from A (any strides) and one packed strip (kd rows of 8·NV floats).
+ * mode 0: C = alpha·acc; 1: C += alpha·acc; 2: C = alpha·acc + beta·C. w < 8·NV: only the first
+ * w columns are written (the padded last strip). */
+AI void tile(const int R, const int NV, int64_t kd, const float *restrict a, int64_t sar, int64_t sak,
+             const float *restrict bp, float *restrict c, int64_t ldc, float alpha, float beta, int mode, int64_t w) {
+    v8 acc[6][2];
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NV; u++) acc[r][u] = bc8(0.0f);
+    for (int64_t kk = 0; kk < kd; kk++) {
+        const float *bk = bp + kk * 8 * NV, *ak = a + kk * sak;
+        v8 bv[2];
+        for (int u = 0; u < NV; u++) bv[u] = ld8(bk + 8 * u);
+        for (int r = 0; r < R; r++) {
+            v8 ar = bc8(ak[r * sar]);
+            for (int u = 0; u < NV; u++) acc[r][u] += ar * bv[u];
+        }
+    }
+    v8 va = bc8(alpha), vb = bc8(beta);
+    if (w == 8 * NV) {
+        for (int r = 0; r < R; r++)
+            for (int u = 0; u < NV; u++) {
+                float *cp = c + r * ldc + 8 * u;
+                v8 v = acc[r][u] * va;
+                st8(cp, mode == 0 ? v : mode == 1 ? ld8(cp) + v : v + vb * ld8(cp));
+            }
+        return;
+    }
+    for (int r = 0; r < R; r++) {
+        float t[16] = {0};
+        for (int u = 0; u < NV; u++) st8(t + 8 * u, acc[r][u] * va);
+        float *cp = c + r * ldc;
+        for (int64_t j = 0; j < w; j++) cp[j] = mode == 0 ? t[j] : mode == 1 ? cp[j] + t[j] : t[j] + beta * cp[j];
+    }
+}
+
+/* rows [0, m) of A against one strip: 6-row tiles, then the remainder */
+AI void strip_rows(const int RM, const int NV, int64_t m, int64_t kd, const float *a, int64_t sar, int64_t sak,
+                   const float *bp, float *c, int64_t ldc, float alpha, float beta, int mode, int64_t w) {
+    int64_t i = 0;
+    for (; i + RM <= m; i += RM) tile(RM, NV, kd, a + i * sar, sar, sak, bp, c + i * ldc, ldc, alpha, beta, mode, w);
+    switch (m - i) {
+#define REM(R) case R: if (R < RM) tile(R, NV, kd, a + i * sar, sar, sak, bp, c + i * ldc, ldc, alpha, beta, mode, w); break;
+        REM(1) REM(2) REM(3) REM(4) REM(5)
+#undef REM
+        default: break;
+    }
+}
+
+/* B block (kd × n, element (p, j) at b[p·sbk + j·sbn]) into strips of 16 columns (the last may be
+ * 8 wide), zero-padded to a multiple of 8 columns; strips [s0, s1) */
+AI void pack_strips(int64_t kd, int64_t n, const float *b, int64_t sbk, int64_t sbn, float *dst, int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; s++) {
+        int64_t j0 = 16 * s, wd = n - j0 > 8 ? 16 : 8, valid = n - j0 < wd ? n - j0 : wd;
+        float *d = dst + j0 * kd;
+        if (sbn == 1 && valid == wd) {
+            for (int64_t p = 0; p < kd; p++) memcpy(d + p * wd, b + p * sbk + j0, sizeof(float) * (size_t)wd);
+        } else {
+            for (int64_t p = 0; p < kd; p++) {
+                int64_t j = 0;
+                for (; j < valid; j++) d[p * wd + j] = b[p * sbk + (j0 + j) * sbn];
+                for (; j < wd; j++) d[p * wd + j] = 0.0f;
+            }
+        }
+    }
+}
+
+typedef struct {
+    int64_t m, n, k;
+    const float *a; int64_t sar, sak;
+    const float *b; int64_t sbk, sbn;
+    float alpha, beta;
+    float *c; int64_t ldc;
+    float *pk;              /* packed B block: ceil(n/16)·16 × KC floats */
+    int64_t nstrips, mblocks, sgroups;
+} gemm_job;
+
+AI void job_block(const int RM, const gemm_job *g, int64_t p0, int64_t kd, int64_t task) {
+    int64_t mb = task / g->sgroups, sgi = task % g->sgroups;
+    int64_t i0 = mb * MC, mm = g->m - i0 < MC ? g->m - i0 : MC;
+    int64_t s0 = sgi * SG, s1 = s0 + SG < g->nstrips ? s0 + SG : g->nstrips;
+    int mode = p0 > 0 ? 1 : g->beta == 0.0f ? 0 : g->beta == 1.0f ? 1 : 2;
+    const float *a = g->a + i0 * g->sar + p0 * g->sak;
+    for (int64_t s = s0; s < s1; s++) {
+        int64_t j0 = 16 * s, wd = g->n - j0 > 8 ? 16 : 8, valid = g->n - j0 < wd ? g->n - j0 : wd;
+        const float *bp = g->pk + j0 * kd;
+        float *c = g->c + i0 * g->ldc + j0;
+        if (wd == 16) strip_rows(RM, 2, mm, kd, a, g->sar, g->sak, bp, c, g->ldc, g->alpha, g->beta, mode, valid);
+        else strip_rows(RM, 1, mm, kd, a, g->sar, g->sak, bp, c, g->ldc, g->alpha, g->beta, mode, valid);
+    }
+}
+
+typedef struct {
+    void (*pack)(const gemm_job *g, int64_t p0, int64_t kd, int64_t s);
+    void (*block)(const gemm_job *g, int64_t p0, int64_t kd, int64_t task);
+} gemm_kernels;
+
+/* the kernels are compiled per ISA; the OpenMP region stays outside them (GCC outlines a
+ * parallel region into a function of its own, which would not inherit a target attribute) */
+#define ISA_VARIANT(suffix, attr, RM)                                                                  \
+    static attr void pack_##suffix(const gemm_job *g, int64_t p0, int64_t kd, int64_t s) {              \
+        pack_strips(kd, g->n, g->b + p0 * g->sbk, g->sbk, g->sbn, g->pk, s, s + 1);                     \
+    }                                                                                                  \
+    static attr void block_##suffix(const gemm_job *g, int64_t p0, int64_t kd, int64_t t) {            \
+        job_block(RM, g, p0, kd, t);                                                                   \
+    }                                                                                                  \
+    static const gemm_kernels kernels_##suffix = {pack_##suffix, block_##suffix};
+
+/* 6×16 tiles: 12 ymm accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers; the
+ * baseline build splits each vector in two xmm and takes 3-row tiles */
+ISA_VARIANT(avx2, __attribute__((target("avx2,fma"))), 6)
+ISA_VARIANT(base, , 3)
+
+/* VITC_GEMM=blas sends every product to OpenBLAS (to compare the two in one build) */
+static int getenv_blas_only(void) {
+    static int v = -1;
+    int r = __atomic_load_n(&v, __ATOMIC_RELAXED);
+    if (r < 0) {
+        const char *e = getenv("VITC_GEMM");
+        r = e && !strcmp(e, "blas");
+        __atomic_store_n(&v, r, __ATOMIC_RELAXED);
+    }
+    return r;
+}
+
+static const gemm_kernels *pick(void) {
+    static const gemm_kernels *f;
+    const gemm_kernels *r = __atomic_load_n(&f, __ATOMIC_RELAXED);
+    if (!r) {
+        const char *isa = getenv("VITC_ISA"); /* "baseline" forces the portable kernels (tests) */
+        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        r = avx2 && !(isa && !strcmp(isa, "baseline")) ? &kernels_avx2 : &kernels_base;
+        __atomic_store_n(&f, r, __ATOMIC_RELAXED);
+    }
+    return r;
+}
+
+static void gemm_run(const gemm_kernels *kn, const gemm_job *g, int nt) {
+    int64_t tasks = g->mblocks * g->sgroups;
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    for (int64_t p0 = 0; p0 < g->k; p0 += KC) {
+        int64_t kd = g->k - p0 < KC ? g->k - p0 : KC;
+        #pragma omp for schedule(static)
+        for (int64_t s = 0; s < g->nstrips; s++) kn->pack(g, p0, kd, s);
+        #pragma omp for schedule(static)
+        for (int64_t t = 0; t < tasks; t++) kn->block(g, p0, kd, t);
+    }
+}
+
+/* which GEMMs run here: the measured wins (bench/gemm.py) are the thin ones with a plain A and
+ * K <= 512 (every forward product of a ViT, and the input gradients of the narrow layers).
+ * A transposed A (weight gradients) reads one cache line per k and loses to BLAS's packed
+ * panels, as do long K and tiny products; those go to OpenBLAS. */
+static int own_gemm_wins(int transa, int64_t m, int64_t n, int64_t k) {
+    return !transa && k <= 512 && (double)m * (double)n * (double)k >= 65536.0;
+}
+
+static int blas_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                     int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX || ldc > INT_MAX)
+        return vt_fail(VT_ESHAPE, "matmul: a dimension exceeds the BLAS integer range");
+    cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
+                (blasint)m, (blasint)n, (blasint)k, alpha, a, (blasint)(lda > 0 ? lda : 1), b,
+                (blasint)(ldb > 0 ? ldb : 1), beta, c, (blasint)(ldc > 0 ? ldc : 1));
+    return VT_OK;
+}
+
+int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+              int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (m < 0 || n < 0 || k < 0) return vt_fail(VT_ESHAPE, "gemm: negative size (%lld, %lld, %lld)", (long long)m,
+                                                (long long)n, (long long)k);
+    if (m == 0 || n == 0) return VT_OK;
+    if (k == 0 || alpha == 0.0f) { /* C = beta·C (beta = 0 writes zeros, as BLAS) */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        return VT_OK;
+    }
+    if (!own_gemm_wins(transa, m, n, k) || getenv_blas_only())
+        return blas_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = transa ? 1 : lda, .sak = transa ? lda : 1, .b = b,
+                  .sbk = transb ? 1 : ldb, .sbn = transb ? ldb : 1, .alpha = alpha, .beta = beta, .c = c, .ldc = ldc};
+    g.nstrips = (n + 15) / 16;
+    g.mblocks = (m + MC - 1) / MC;
+    g.sgroups = (g.nstrips + SG - 1) / SG;
+    int64_t kc = k < KC ? k : KC;
+    size_t pk_bytes = sizeof(float) * (size_t)(g.nstrips * 16) * (size_t)kc;
+    if (!(g.pk = vt_alloc(pk_bytes))) return vt_last_code();
+    double flops = 2.0 * (double)m * (double)n * (double)k;
+    int nt = omp_in_parallel() || flops < 2e6 ? 1 : vt_get_num_threads();
+    int64_t tasks = g.mblocks * g.sgroups;
+    if (nt > tasks) nt = (int)tasks;
+    gemm_run(pick(), &g, nt < 1 ? 1 : nt);
+    vt_free(g.pk, pk_bytes);
+    return VT_OK;
+}

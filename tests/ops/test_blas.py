@@ -1,0 +1,70 @@
+"""matmul and linear on vt_k_gemm (csrc/ops/gemm.c): the thin products that run on vitc's own
+kernel (plain A, K <= 512, m·n·k >= 65536) and the ones that go to OpenBLAS, against torch,
+forward and backward, over the tile remainders (rows mod 6, columns mod 16 and mod 8), strided
+operands and bias; results independent of the thread count."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import vitc
+from opcheck import check_op, rand
+
+# (rows, in, out): rows·in·out >= 65536 with in <= 512 is our kernel in forward
+SHAPES = [(97, 64, 1536 // 8), (200, 64, 17), (13, 512, 33), (1700 // 10, 64, 100), (7, 100, 9), (61, 129, 15),
+          (6, 96, 16), (5, 96, 8), (301, 24, 1), (3, 2, 5)]
+
+
+@pytest.mark.parametrize("rows,din,dout", SHAPES)
+def test_linear_matches_torch(rows, din, dout):
+    inputs = [rand(rows, din), rand(dout, din), rand(dout)]
+    check_op(vitc.linear, TF.linear, inputs, rtol=1e-5, atol=2e-5, grad_rtol=1e-4, grad_atol=5e-5, fd=False)
+
+
+@pytest.mark.parametrize("m,k,n", [(97, 64, 200), (13, 33, 47), (120, 512, 24), (64, 600, 64), (7, 8, 9)])
+@pytest.mark.parametrize("noncontig", [False, True])
+def test_matmul_matches_torch(m, k, n, noncontig):
+    check_op(vitc.matmul, torch.matmul, [rand(m, k), rand(k, n)], rtol=1e-5, atol=2e-5, grad_rtol=1e-4,
+             grad_atol=5e-5, fd=False, noncontig=noncontig)
+
+
+def test_batched_and_row_strided_operands():
+    check_op(vitc.matmul, torch.matmul, [rand(4, 37, 64), rand(64, 50)], rtol=1e-5, atol=2e-5, fd=False)
+    check_op(vitc.matmul, torch.matmul, [rand(3, 37, 64), rand(3, 64, 50)], rtol=1e-5, atol=2e-5, fd=False)
+    # A a column slice of a wider matrix: row stride 100 > k = 64 goes to the kernel as lda
+    wide = rand(150, 100)
+    a, b = vitc.from_numpy(wide)[:, :64], vitc.from_numpy(rand(64, 40))
+    np.testing.assert_allclose(vitc.matmul(a, b).numpy(), wide[:, :64] @ b.numpy(), rtol=1e-5, atol=2e-5)
+
+
+def test_finite_differences_on_the_own_kernel():
+    check_op(vitc.linear, TF.linear, [rand(50, 64), rand(40, 64), rand(40)], fd=True)
+
+
+def _run(env, code):
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env), capture_output=True, text=True,
+                         check=True)
+    return out.stdout
+
+
+def test_thread_count_and_blas_fallback():
+    code = ("import numpy as np, vitc, sys; r = np.random.default_rng(0);"
+            "a = vitc.from_numpy(r.standard_normal((1000, 64)).astype(np.float32));"
+            "w = vitc.from_numpy(r.standard_normal((300, 64)).astype(np.float32));"
+            "sys.stdout.write(vitc.linear(a, w).numpy().tobytes().hex())")
+    one, two = (_run({"OMP_NUM_THREADS": t}, code) for t in ("1", "2"))
+    assert one == two  # each element is summed by one thread in a fixed order
+    blas = np.frombuffer(bytes.fromhex(_run({"VITC_GEMM": "blas"}, code)), np.float32)
+    np.testing.assert_allclose(np.frombuffer(bytes.fromhex(one), np.float32), blas, rtol=1e-5, atol=1e-5)
+
+
+def test_baseline_isa_kernel():
+    code = ("import numpy as np, vitc, sys; r = np.random.default_rng(1);"
+            "a = r.standard_normal((203, 70)).astype(np.float32); b = r.standard_normal((70, 45)).astype(np.float32);"
+            "d = vitc.matmul(vitc.from_numpy(a), vitc.from_numpy(b)).numpy() - a.astype(np.float64) @ b;"
+            "sys.stdout.write(str(float(np.abs(d).max())))")
+    assert float(_run({"VITC_ISA": "baseline"}, code)) < 1e-4
