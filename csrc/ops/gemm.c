@@ -149,14 +149,18 @@ typedef struct {
 ISA_VARIANT(avx2, __attribute__((target("avx2,fma"))), 6)
 ISA_VARIANT(base, , 3)
 
-/* VITC_GEMM=blas sends every product to OpenBLAS (to compare the two in one build) */
+/* VITC_GEMM=blas (read at the first product) or vt_gemm_set_blas_only(1) sends every product to
+ * OpenBLAS: the two paths compared in one build and one process (bench/gemm.py) */
+static int blas_only = -1;
+
+void vt_gemm_set_blas_only(int on) { __atomic_store_n(&blas_only, on ? 1 : 0, __ATOMIC_RELAXED); }
+
 static int getenv_blas_only(void) {
-    static int v = -1;
-    int r = __atomic_load_n(&v, __ATOMIC_RELAXED);
+    int r = __atomic_load_n(&blas_only, __ATOMIC_RELAXED);
     if (r < 0) {
         const char *e = getenv("VITC_GEMM");
         r = e && !strcmp(e, "blas");
-        __atomic_store_n(&v, r, __ATOMIC_RELAXED);
+        __atomic_store_n(&blas_only, r, __ATOMIC_RELAXED);
     }
     return r;
 }
@@ -185,12 +189,17 @@ static void gemm_run(const gemm_kernels *kn, const gemm_job *g, int nt) {
     }
 }
 
-/* which GEMMs run here: the measured wins (bench/gemm.py) are the thin ones with a plain A and
- * K <= 512 (every forward product of a ViT, and the input gradients of the narrow layers).
- * A transposed A (weight gradients) reads one cache line per k and loses to BLAS's packed
- * panels, as do long K and tiny products; those go to OpenBLAS. */
+/* which GEMMs run here, from measurements (bench/gemm.py per product; whole train steps A/B in
+ * one process with vitc._C._gemm_blas_only): a plain A, K <= 512, and at most 2e8 multiply-adds. That
+ * is every product of the seed ViT's forward and its narrow input gradients (whole train step
+ * 4.5 % faster at 1 and 2 threads). A transposed A (weight gradients) reads one cache line per k
+ * and loses to BLAS's packed panels; long K and tiny products lose too; and at DeiT-Tiny sizes
+ * (m·n·k >= 2.3e8) the products were even one by one but the whole step was 5 % slower on this
+ * kernel (not understood yet: A is not packed, which may cost once a step's working set leaves
+ * L2). Those go to OpenBLAS. */
 static int own_gemm_wins(int transa, int64_t m, int64_t n, int64_t k) {
-    return !transa && k <= 512 && (double)m * (double)n * (double)k >= 65536.0;
+    double mnk = (double)m * (double)n * (double)k;
+    return !transa && k <= 512 && mnk >= 65536.0 && mnk <= 2e8;
 }
 
 static int blas_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,

@@ -252,6 +252,12 @@ static PyObject *py_alloc_stats(PyObject *m, PyObject *u) {
     return Py_BuildValue("{s:L,s:L,s:L}", "live", (long long)live, "cached", (long long)cached, "peak", (long long)peak);
 }
 static PyObject *py_empty_cache(PyObject *m, PyObject *u) { vt_alloc_clear_cache(); Py_RETURN_NONE; }
+static PyObject *py_gemm_blas_only(PyObject *m, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    vt_gemm_set_blas_only(on);
+    Py_RETURN_NONE;
+}
 
 static PyMethodDef module_methods[] = {
     {"call", (PyCFunction)(void (*)(void))py_call, METH_FASTCALL, "call(op, tensors, ints=None, floats=None)"},
@@ -273,6 +279,7 @@ static PyMethodDef module_methods[] = {
     {"_alloc_fail_after", py_alloc_fail_after, METH_O, "fail the n-th next allocation (tests)"},
     {"alloc_stats", py_alloc_stats, METH_NOARGS, "allocator bytes: live, cached, peak"},
     {"empty_cache", py_empty_cache, METH_NOARGS, "free the allocator's cached blocks"},
+    {"_gemm_blas_only", py_gemm_blas_only, METH_O, "True: every GEMM through OpenBLAS (benchmarks)"},
     {NULL},
 };
 
