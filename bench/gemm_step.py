@@ -18,7 +18,7 @@ rng = np.random.default_rng(0)
 if which == "seed":
     m = ViT(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls", channels=1, dim_head=64)
     x = vitc.from_numpy(rng.standard_normal((100, 1, 28, 28)).astype(np.float32)); y = vitc.from_numpy(rng.integers(0, 10, 100).astype(np.int64))
-    opt = vitc.optim.Adam(m.parameters(), lr=1e-3); block, rounds = 5, 8
+    opt = vitc.optim.Adam(m.parameters(), lr=1e-3); block, rounds = 5, int(sys.argv[3]) if len(sys.argv) > 3 else 8
 else:
     m = create_model("vit_tiny_patch16_224")
     x = vitc.from_numpy(rng.uniform(0, 1, (32, 3, 224, 224)).astype(np.float32)); y = vitc.from_numpy(rng.integers(0, 1000, 32).astype(np.int64))

@@ -193,7 +193,8 @@ static void gemm_run(const gemm_kernels *kn, const gemm_job *g, int nt) {
  * one process with vitc._C._gemm_blas_only): a plain A, K <= 512, and at most 2e8 multiply-adds. That
  * is every product of the seed ViT's forward and its narrow input gradients (whole train step
  * 4.5 % faster at 1 and 2 threads). A transposed A (weight gradients) reads one cache line per k
- * and loses to BLAS's packed panels; long K and tiny products lose too; and at DeiT-Tiny sizes
+ * and loses to BLAS's packed panels (a trial that packed A into 6-row panels made the seed step
+ * ~9 % slower than OpenBLAS for those products, bench/gemm_step.py, so it was dropped); long K and tiny products lose too; and at DeiT-Tiny sizes
  * (m·n·k >= 2.3e8) the products were even one by one but the whole step was 5 % slower on this
  * kernel (not understood yet: A is not packed, which may cost once a step's working set leaves
  * L2). Those go to OpenBLAS. */
