@@ -103,6 +103,12 @@ def test_fixed_lr_resume_adds_missing_cells(tmp_path, data_root):
     assert again["runs"] == doc["runs"]
     with pytest.raises(ValueError, match="epochs: 1 there, 2 now"):
         exp.run_fixed_lr(lrs="0.001", resume=True, **dict(kw, epochs=2))
+    threads = vitc.get_num_threads()
+    try:
+        with pytest.raises(ValueError, match=f"threads: {threads} there, {threads + 1} now"):
+            exp.run_fixed_lr(lrs="0.001", resume=True, threads=threads + 1, **kw)
+    finally:
+        vitc.set_num_threads(threads)
 
 
 def test_pause_file_holds_the_run_and_is_not_timed(tmp_path, data_root, monkeypatch):

@@ -475,6 +475,11 @@ class _Results:
             raise ValueError(f"--resume: cannot read {self.path}: {e}") from None
         meta, prev = self.doc["meta"], old.get("meta", {})
         diff = [k for k in _RESUME_KEYS if json.dumps(prev.get(k)) != json.dumps(meta.get(k))]
+        # times are only comparable at one thread count (both backends get the same --threads)
+        threads = [m.get("machine", {}).get("vitc_threads") for m in (prev, meta)]
+        if threads[0] != threads[1]:
+            diff.append("threads")
+            prev["threads"], meta["threads"] = threads
         if diff:
             raise ValueError(f"--resume: {self.path} was made with other settings ("
                              + ", ".join(f"{k}: {prev.get(k)!r} there, {meta.get(k)!r} now" for k in diff) + ")")
