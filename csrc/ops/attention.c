@@ -16,25 +16,9 @@
 #include "attention.h"
 #include "ops_util.h"
 
-#define AI static inline __attribute__((always_inline))
-/* the vector helpers are always inlined, so their vector-by-value signatures never form an ABI */
-#pragma GCC diagnostic ignored "-Wpsabi"
+#include "vec8.h"
 
-/* ---- ISA-generic small kernels ---------------------------------------------------------------
- * Written once on GCC vector types of 8 floats and compiled twice: with AVX2+FMA (one ymm per
- * vector, a*b+c contracted to FMA) and for the baseline x86-64 (two xmm per vector). The bodies
- * are always_inline so each wrapper below gets its own instruction selection. */
-
-typedef float v8 __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
-
-AI v8 ld8(const float *p) { return *(const v8u *)p; }
-#define st8(p, x) (*(v8u *)(p) = (x))
-/* a shuffle, not {x, x, ...}: GCC 12 builds the initializer lane by lane under target("avx2") */
-AI v8 bc8(float x) { return __builtin_shuffle((v8){x}, (v8i){0}); }
-#define sel8(m, a, b) ((v8)(((v8i)(a) & (m)) | ((v8i)(b) & ~(m)))) /* m ? a : b */
-#define max8(a, b) sel8((b) > (a), (b), (a))
+/* ---- ISA-generic small kernels (vec8.h), compiled for AVX2+FMA and for the baseline ---------- */
 
 /* exp for x <= 0 (Cephes expf: x = n·ln2 + r, |r| <= ln2/2, degree-6 polynomial in r, 2^n built in
  * the exponent bits); below -87.3 (and for -inf) the result is exactly 0. Softmax only feeds it
@@ -274,17 +258,7 @@ typedef struct {
 ISA_VARIANTS(avx2, __attribute__((target("avx2,fma"))), 6)
 ISA_VARIANTS(base, , 3)
 
-static const attn_kernels *kern(void) {
-    static const attn_kernels *k;
-    const attn_kernels *r = __atomic_load_n(&k, __ATOMIC_RELAXED);
-    if (!r) {
-        const char *isa = getenv("VITC_ISA"); /* "baseline" forces the portable kernels (tests) */
-        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        r = avx2 && !(isa && !strcmp(isa, "baseline")) ? &kernels_avx2 : &kernels_base;
-        __atomic_store_n(&k, r, __ATOMIC_RELAXED);
-    }
-    return r;
-}
+static const attn_kernels *kern(void) { return vt_use_avx2_kernels() ? &kernels_avx2 : &kernels_base; }
 
 /* ---- one head ------------------------------------------------------------------------------- */
 

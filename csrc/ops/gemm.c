@@ -23,15 +23,7 @@
 #include "ops_util.h"
 #include "../core/threads.h"
 
-#define AI static inline __attribute__((always_inline))
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-typedef float v8 __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
-AI v8 ld8(const float *p) { return *(const v8u *)p; }
-#define st8(p, x) (*(v8u *)(p) = (x))
-AI v8 bc8(float x) { return __builtin_shuffle((v8){x}, (v8i){0}); }
+#include "vec8.h"
 
 #define KC 384   /* K block: a 16-column strip of B is KC·64 bytes */
 #define MC 96    /* rows of A per task: MC·KC·4 bytes of A stay in L2 across the strips */
@@ -165,17 +157,7 @@ static int getenv_blas_only(void) {
     return r;
 }
 
-static const gemm_kernels *pick(void) {
-    static const gemm_kernels *f;
-    const gemm_kernels *r = __atomic_load_n(&f, __ATOMIC_RELAXED);
-    if (!r) {
-        const char *isa = getenv("VITC_ISA"); /* "baseline" forces the portable kernels (tests) */
-        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        r = avx2 && !(isa && !strcmp(isa, "baseline")) ? &kernels_avx2 : &kernels_base;
-        __atomic_store_n(&f, r, __ATOMIC_RELAXED);
-    }
-    return r;
-}
+static const gemm_kernels *pick(void) { return vt_use_avx2_kernels() ? &kernels_avx2 : &kernels_base; }
 
 static void gemm_run(const gemm_kernels *kn, const gemm_job *g, int nt) {
     int64_t tasks = g->mblocks * g->sgroups;

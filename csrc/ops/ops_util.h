@@ -9,4 +9,8 @@
  * (output is operand 0). Inputs may be NULL-terminated early (nin 1..3). */
 vt_tensor *vt_map(const char *who, vt_dtype odt, int nin, const vt_tensor **in, vt_row_fn fn, void *ctx);
 
+/* 1 when the hand-written AVX2 + FMA kernels (attention, gemm) may run: the CPU has both and
+ * VITC_ISA is not "baseline" (which forces the portable kernels, for tests); read once */
+int vt_use_avx2_kernels(void);
+
 #endif
