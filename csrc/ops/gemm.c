@@ -7,8 +7,8 @@
  * bench/gemm.py against the OpenBLAS 0.3.21 Zen kernels); the rest still go to OpenBLAS. Here:
  *   - B is packed once per K block into strips of 16 columns (kc × 16 floats, 24 KB for kc = 384:
  *     L1-resident while a block of A rows streams past it), zero-padded to a multiple of 8;
- *   - A is never packed: the 6×16 register tile reads it as broadcast scalars, so a transposed A
- *     (weight gradients, Aᵀ·G) costs the same as a plain one;
+ *   - A is never packed: the 6×16 register tile reads it as broadcast scalars (any strides work,
+ *     but a transposed A touches a new cache line per k, which is why those stay on BLAS);
  *   - the first K block writes C (alpha·AB, or + beta·C), later blocks add: no zeroing pass;
  *   - OpenMP over (row block, strip group) tasks; inside an enclosing parallel region (conv's
  *     per-image GEMMs) the call runs on its own thread.
@@ -172,14 +172,13 @@ static void gemm_run(const gemm_kernels *kn, const gemm_job *g, int nt) {
 }
 
 /* which GEMMs run here, from measurements (bench/gemm.py per product; whole train steps A/B in
- * one process with vitc._C._gemm_blas_only): a plain A, K <= 512, and at most 2e8 multiply-adds. That
- * is every product of the seed ViT's forward and its narrow input gradients (whole train step
- * 4.5 % faster at 1 and 2 threads). A transposed A (weight gradients) reads one cache line per k
- * and loses to BLAS's packed panels (a trial that packed A into 6-row panels made the seed step
- * ~9 % slower than OpenBLAS for those products, bench/gemm_step.py, so it was dropped); long K and tiny products lose too; and at DeiT-Tiny sizes
- * (m·n·k >= 2.3e8) the products were even one by one but the whole step was 5 % slower on this
- * kernel (not understood yet: A is not packed, which may cost once a step's working set leaves
- * L2). Those go to OpenBLAS. */
+ * one process with vitc._C._gemm_blas_only, bench/gemm_step.py): a plain A, K <= 512, and
+ * 65536..2e8 multiply-adds. That is every product of the seed ViT's forward and its narrow input
+ * gradients (the whole train step ~4.5 % faster at 1 and 2 threads). Transposed A (weight
+ * gradients) loses to BLAS's packed panels: a trial packing A into 6-row panels made the seed
+ * step ~9 % slower, so it was dropped. Long K and tiny products lose too. At DeiT-Tiny sizes
+ * (m·n·k >= 2.3e8) the products were even one by one and whole steps read 5 % slower in one run,
+ * 6 % faster in another (this VM's noise), so they stay on OpenBLAS until measured better. */
 static int own_gemm_wins(int transa, int64_t m, int64_t n, int64_t k) {
     double mnk = (double)m * (double)n * (double)k;
     return !transa && k <= 512 && mnk >= 65536.0 && mnk <= 2e8;
