@@ -212,6 +212,28 @@ def test_attention_block_and_feedforward_vs_torch():
         att(vitc.zeros(2, 16))
 
 
+def test_feedforward_fused_only_when_no_dropout_applies(monkeypatch):
+    # p = 0 (train) and eval run vitc.linear_gelu_linear; p > 0 in training keeps the three layers
+    calls = []
+    fused = vitc.linear_gelu_linear
+    monkeypatch.setattr(vitc, "linear_gelu_linear", lambda *a: calls.append(1) or fused(*a))
+    x = vitc.randn(3, 4, 8)
+    ff = nn.FeedForward(8, 16, dropout=0.5)
+    ff.eval()
+    y_fused = ff(x)
+    assert calls == [1]
+    ff.train()
+    vitc.manual_seed(0)
+    ff(x)
+    assert calls == [1]  # dropout active: unfused
+    expect = ff.net[3](ff.net[1](ff.net[0](x)))
+    np.testing.assert_allclose(y_fused.detach().numpy(), expect.detach().numpy(), rtol=1e-6, atol=1e-6)
+    nn.FeedForward(8, 16)(x)
+    assert calls == [1, 1]
+    nn.FeedForward(8, 16, mid_norm="batch")(x)
+    assert calls == [1, 1]
+
+
 # ---- every module learns ------------------------------------------------------------------------
 
 class Head(nn.Module):
