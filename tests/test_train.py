@@ -111,6 +111,18 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
         np.testing.assert_array_equal(v.numpy(), good[k], err_msg=k)
 
 
+def test_atomic_write_gives_the_mode_open_would(tmp_path):
+    from vitc.io import atomic_write
+    old = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.txt", lambda tmp: open(tmp, "w").write("x"))
+        with open(tmp_path / "b.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == os.stat(tmp_path / "b.txt").st_mode & 0o777 == 0o640
+
+
 def test_io_round_trip_and_atomic_write(tmp_path, monkeypatch):
     bn = nn.BatchNorm1d(3)
     sd = dict(bn.state_dict())

@@ -27,6 +27,20 @@ def _to_array(key, value):
     return np.require(arr, requirements="C")
 
 
+def _umask():
+    """The process umask, read without setting it (os.umask would change it for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write):
     """Call write(tmp_path) then move tmp_path onto path atomically (same directory, fsynced)."""
     path = os.fspath(path)
@@ -35,6 +49,7 @@ def atomic_write(path, write):
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode open() would
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
