@@ -147,7 +147,7 @@ static int blas_only = -1;
 
 void vt_gemm_set_blas_only(int on) { __atomic_store_n(&blas_only, on ? 1 : 0, __ATOMIC_RELAXED); }
 
-static int getenv_blas_only(void) {
+static int blas_only_mode(void) {
     int r = __atomic_load_n(&blas_only, __ATOMIC_RELAXED);
     if (r < 0) {
         const char *e = getenv("VITC_GEMM");
@@ -204,7 +204,7 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return VT_OK;
     }
-    if (!own_gemm_wins(transa, m, n, k) || getenv_blas_only())
+    if (!own_gemm_wins(transa, m, n, k) || blas_only_mode())
         return blas_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = transa ? 1 : lda, .sak = transa ? lda : 1, .b = b,
                   .sbk = transb ? 1 : ldb, .sbn = transb ? ldb : 1, .alpha = alpha, .beta = beta, .c = c, .ldc = ldc};

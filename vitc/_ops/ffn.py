@@ -2,10 +2,9 @@
 only the pre-activation for backward (the GELU output is recomputed), so a ViT step keeps one
 (tokens × hidden) activation per block instead of two."""
 from .._tensor import Tensor, _call
+from .activation import _GELU  # approximate= names -> the op's integer argument, as gelu
 
 __all__ = ['linear_gelu_linear']
-
-_GELU = {"none": 0, "tanh": 1}
 
 
 def linear_gelu_linear(input, weight1, bias1, weight2, bias2, approximate="none"):

@@ -474,15 +474,13 @@ class _Results:
         except (OSError, ValueError) as e:
             raise ValueError(f"--resume: cannot read {self.path}: {e}") from None
         meta, prev = self.doc["meta"], old.get("meta", {})
-        diff = [k for k in _RESUME_KEYS if json.dumps(prev.get(k)) != json.dumps(meta.get(k))]
-        # times are only comparable at one thread count (both backends get the same --threads)
-        threads = [m.get("machine", {}).get("vitc_threads") for m in (prev, meta)]
-        if threads[0] != threads[1]:
-            diff.append("threads")
-            prev["threads"], meta["threads"] = threads
+        # (setting, there, now); times are only comparable at one thread count (--threads sets both backends')
+        pairs = [(k, prev.get(k), meta.get(k)) for k in _RESUME_KEYS]
+        pairs.append(("threads", *(m.get("machine", {}).get("vitc_threads") for m in (prev, meta))))
+        diff = [(k, a, b) for k, a, b in pairs if json.dumps(a) != json.dumps(b)]
         if diff:
             raise ValueError(f"--resume: {self.path} was made with other settings ("
-                             + ", ".join(f"{k}: {prev.get(k)!r} there, {meta.get(k)!r} now" for k in diff) + ")")
+                             + ", ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diff) + ")")
         for k in ("models", "lrs", "backends"):
             meta[k] = list(dict.fromkeys(list(prev.get(k, [])) + list(meta[k])))
         # each invocation keeps its own command, machine and start time
