@@ -11,8 +11,9 @@ What it measures (each at 1 and 2 threads unless noted):
   seed_eval    the same model's forward at batch 5000 under no_grad / eval mode
   deit_train   a DeiT-Tiny-shaped step (224×224, patch 16, dim 192, depth 12, 3 heads, MLP 768,
                1000 classes), batch 32, AdamW; vitc's vit_tiny_patch16_224 vs timm's deit_tiny_patch16_224
-  (ViTBN / ViTBNFFN: rows appear when vitc.models has ViTBN/ViTBNFFN and tests/models/torch_vit.py
-   has TorchViTBN/TorchViTBNFFN with ViT's signature; see MODELS)
+  seed_bn_*    seed 004's ViTBN and ViTBNFFN (issue 5; same sizes), train and eval likewise: vitc's
+               vit_bn_seed_mnist / vit_bnffn_seed_mnist against the experiment's PyTorch twins
+               (vitc/experiments/_torch_vit_bn.py, loaded by path so the torch worker never loads vitc)
   sgemm        a 2048³ sgemm in each framework's own BLAS, the machine's peak for the GFLOP/s column
   memory       peak RSS (VmHWM: ru_maxrss of a process started alone) of a fresh process per framework
                that imports, builds the model and runs 3 train steps; also the growth over the RSS
@@ -55,6 +56,15 @@ def forward_flops(cfg, b):
 
 # ---- worker side: builds models in one framework, runs steps on command ------------------------
 
+def load_by_path(path):
+    """import one file as a module without importing its package (the torch worker never loads vitc)"""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def rss_kb(field="VmRSS"):
     """this process's resident set (VmRSS) or its peak (VmHWM), kB"""
     with open("/proc/self/status") as f:
@@ -82,8 +92,11 @@ class VitcRunner:
         if model == "deit":
             m = v.models.create_model("vit_tiny_patch16_224")
             opt_cls = v.optim.AdamW
+        elif "registry" in cfg:  # a seed-004 BN model, by its registry name
+            m = v.models.create_model(cfg["registry"])
+            opt_cls = v.optim.Adam
         else:
-            m = getattr(v.models, MODELS[model][0])(**cfg)
+            m = v.models.ViT(**cfg)
             opt_cls = v.optim.Adam
         x = v.from_numpy(rng.uniform(0, 1, (batch, cfg["channels"], cfg["image_size"], cfg["image_size"]))
                          .astype(np.float32))
@@ -121,10 +134,12 @@ class TorchRunner:
             import timm
             m = timm.create_model("deit_tiny_patch16_224", pretrained=False)
             opt_cls = torch.optim.AdamW
+        elif "registry" in cfg:
+            family = load_by_path(os.path.join(ROOT, "vitc", "experiments", "_torch_vit_bn.py")).TorchViTFamily
+            m = family(**{k: cfg[k] for k in BN_SIZES}, **cfg["torch_options"])
+            opt_cls = torch.optim.Adam
         else:
-            sys.path.insert(0, os.path.join(ROOT, "tests", "models"))
-            import torch_vit
-            m = getattr(torch_vit, MODELS[model][1])(**cfg)
+            m = load_by_path(os.path.join(ROOT, "tests", "models", "torch_vit.py")).TorchViT(**cfg)
             opt_cls = torch.optim.Adam
         x = torch.rand(batch, cfg["channels"], cfg["image_size"], cfg["image_size"])
         y = torch.randint(0, cfg["num_classes"], (batch,))
@@ -201,16 +216,20 @@ def memory_probe(framework, case, steps=3):
 
 # ---- orchestrator -----------------------------------------------------------------------------
 
-# name -> (vitc.models attribute, tests/models/torch_vit.py attribute); ViTBN rows join when both exist
-MODELS = {"seed": ("ViT", "TorchViT"), "seed_bn": ("ViTBN", "TorchViTBN"), "seed_bnffn": ("ViTBNFFN", "TorchViTBNFFN")}
+# case name -> the seed-004 experiment's model name (vitc/experiments/vit_batchnorm.py MODELS)
+BN_CASES = {"seed_bnffn": "ViTBNFFN", "seed_bn": "ViTBN"}
+BN_SIZES = ("image_size", "patch_size", "num_classes", "channels", "dim", "depth", "heads", "dim_head", "mlp_dim",
+            "pool")
 
 
-def available_models():
-    import importlib.util
-    import vitc.models as vm
-    spec = importlib.util.spec_from_file_location("torch_vit", os.path.join(ROOT, "tests", "models", "torch_vit.py"))
-    src = open(spec.origin).read()
-    return [k for k, (va, ta) in MODELS.items() if hasattr(vm, va) and f"class {ta}(" in src]
+def model_cfgs():
+    """case name -> the cfg its workers build from (JSON: it travels in the command)"""
+    from vitc.experiments.vit_batchnorm import MODELS
+    cfgs = {"seed": SEED}
+    for case, name in BN_CASES.items():
+        registry, _, torch_options = MODELS[name]
+        cfgs[case] = dict({k: SEED[k] for k in BN_SIZES}, registry=registry, torch_options=torch_options)
+    return cfgs
 
 
 class Worker:
@@ -273,8 +292,8 @@ def run_cases(a, models, res, save):
             res["sgemm"][th] = sg
             print("   sgemm 2048³:", {f: round(r.get("gflops", 0), 1) for f, r in sg.items()}, flush=True)
             cases = []
-            for m in models:
-                cases += [(m, "train", 100, SEED), (m, "eval", 5000, SEED)]
+            for m, cfg in models.items():
+                cases += [(m, "train", 100, cfg), (m, "eval", 5000, cfg)]
             if th == 2 or not a.quick:
                 cases.append(("deit", "train", 32, DEIT))
             for case, mode, batch, cfg in cases:
@@ -457,9 +476,9 @@ def main():
     a.thread_list = [int(t) for t in a.threads.split(",")]
     a.framework_list = a.frameworks.split(",")
     sys.path.insert(0, ROOT)
-    models = available_models()
+    models = model_cfgs()
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "frameworks": a.framework_list,
-           "load_before": [round(x, 2) for x in os.getloadavg()], "models": models}
+           "load_before": [round(x, 2) for x in os.getloadavg()], "models": list(models)}
     try:
         import torch
         res["torch"] = torch.__version__
