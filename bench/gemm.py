@@ -1,16 +1,17 @@
-"""Every GEMM of the seed ViT and DeiT-Tiny train steps: vitc's own kernel (csrc/ops/gemm.c)
-against OpenBLAS through the same vitc build (VITC_GEMM=blas) and against torch.matmul.
+"""Every GEMM of the seed ViT and DeiT-Tiny train steps: vitc's own kernels (csrc/ops/gemm.c)
+against OpenBLAS through the same vitc build and against torch.matmul.
 
     PYTHONPATH=. .venv/bin/python bench/gemm.py                 # 1 and 2 threads
     PYTHONPATH=. .venv/bin/python bench/gemm.py --threads 2 --reps 30
 
-All three run in one process, interleaved: each repetition times vitc (own kernel), vitc with
-every GEMM sent to OpenBLAS (vitc._C._gemm_blas_only(True), the same build) and torch.matmul, back
-to back, so drifts in machine load hit all three alike; medians and the median of per-repetition
+All three run in one process, interleaved: each repetition times vitc with every GEMM on its own
+kernels (vitc._C._gemm_mode("own")), the same build with every GEMM on OpenBLAS
+(_gemm_mode("blas")) and torch.matmul, back to back, so drifts in machine load hit all three alike; medians and the median of per-repetition
 ratios are reported. Both frameworks share the process, so both run with OMP_WAIT_POLICY=PASSIVE
 (set before either loads, as bench/ops.py). Shapes are (m, n, k) of
 C = op(A)·op(B): 'x·Wᵀ' a linear forward, 'g·W' an input gradient, 'gᵀ·x' a weight gradient
-(A transposed: those stay on OpenBLAS, see own_gemm_wins in gemm.c). GFLOP/s = 2mnk / time.
+(A transposed). The 'auto' column says which path vitc's dispatch (own_gemm_wins in gemm.c) takes
+by default. GFLOP/s = 2mnk / time.
 Run by hand, never as a test.
 """
 import argparse
@@ -27,10 +28,13 @@ SHAPES = [
     ("seed qkv fwd", 1700, 1536, 64, "xWt"), ("seed proj fwd", 1700, 64, 512, "xWt"),
     ("seed fc1 fwd", 1700, 128, 64, "xWt"), ("seed fc2 fwd", 1700, 64, 128, "xWt"),
     ("seed proj dx", 1700, 512, 64, "gW"), ("seed qkv dx", 1700, 64, 1536, "gW"),
+    ("seed fc1 dx", 1700, 64, 128, "gW"), ("seed fc2 dx", 1700, 128, 64, "gW"),
     ("seed qkv dW", 1536, 64, 1700, "gtx"), ("seed proj dW", 64, 512, 1700, "gtx"),
+    ("seed fc1 dW", 128, 64, 1700, "gtx"), ("seed fc2 dW", 64, 128, 1700, "gtx"),
     ("deit qkv fwd", 6304, 576, 192, "xWt"), ("deit fc1 fwd", 6304, 768, 192, "xWt"),
     ("deit fc2 fwd", 6304, 192, 768, "xWt"), ("deit fc2 dx", 6304, 768, 192, "gW"),
     ("deit qkv dx", 6304, 192, 576, "gW"), ("deit fc1 dW", 768, 192, 6304, "gtx"),
+    ("deit qkv dW", 576, 192, 6304, "gtx"), ("deit fc2 dW", 192, 768, 6304, "gtx"),
     ("sgemm 2048", 2048, 2048, 2048, "gW"),
 ]
 
@@ -47,7 +51,7 @@ def operands(lib, m, n, k, form, rng):
     return a.t(), lib.from_numpy(r(k, n))
 
 
-def bench(threads, reps):
+def bench(threads, reps, only=None):
     import numpy as np
     import torch
     sys.path.insert(0, ROOT)
@@ -57,36 +61,39 @@ def bench(threads, reps):
     rng = np.random.default_rng(0)
     rows = []
     for label, m, n, k, form in SHAPES:
+        if only and not any(o in label for o in only.split(",")):
+            continue
         va, vb = operands(vitc, m, n, k, form, rng)
         ta, tb = operands(torch, m, n, k, form, np.random.default_rng(0))
-        runs = {"vitc": lambda: vitc.matmul(va, vb), "blas": lambda: vitc.matmul(va, vb),
+        runs = {"own": lambda: vitc.matmul(va, vb), "blas": lambda: vitc.matmul(va, vb),
                 "torch": lambda: torch.matmul(ta, tb)}
         ts = {key: [] for key in runs}
         for rep in range(2 + (reps if m * n * k < 2 ** 30 else max(3, reps // 5))):
             for key, fn in runs.items():
-                vitc._C._gemm_blas_only(key == "blas")
+                vitc._C._gemm_mode("blas" if key == "blas" else "own")
                 t0 = time.perf_counter()
                 fn()
                 if rep >= 2:
                     ts[key].append(time.perf_counter() - t0)
-        vitc._C._gemm_blas_only(False)
+        vitc._C._gemm_mode("auto")
         med = {key: statistics.median(v) for key, v in ts.items()}
-        ratio = {key: statistics.median(x / y for x, y in zip(ts[key], ts["vitc"])) for key in ("blas", "torch")}
+        ratio = {key: statistics.median(x / y for x, y in zip(ts[key], ts["own"])) for key in ("blas", "torch")}
         rows.append(dict(label=label, form=form, m=m, n=n, k=k, **{f"{key}_s": v for key, v in med.items()},
-                         blas_over_vitc=ratio["blas"], torch_over_vitc=ratio["torch"]))
+                         blas_over_own=ratio["blas"], torch_over_own=ratio["torch"],
+                         auto=vitc._C._gemm_auto_path(form == "gtx", m, n, k)))
     return rows
 
 
 def table(threads, rows):
-    lines = [f"{threads} thread(s): median ms (GFLOP/s); ratios = median of per-repetition time ratios, > 1: vitc faster",
-             "", "| GEMM | m×n×k | vitc | vitc on OpenBLAS | torch | OpenBLAS / vitc | torch / vitc |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"{threads} thread(s): median ms (GFLOP/s); ratios = median of per-repetition time ratios, > 1: own "
+             "kernel faster", "", "| GEMM | m×n×k | vitc own | vitc on OpenBLAS | torch | OpenBLAS / own | torch / own "
+             "| auto takes |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         gf = lambda s: 2 * r["m"] * r["n"] * r["k"] / s * 1e-9  # noqa: E731
-        lines.append(f"| {r['label']} ({r['form']}) | {r['m']}×{r['n']}×{r['k']} | {1e3 * r['vitc_s']:.3f} "
-                     f"({gf(r['vitc_s']):.0f}) | {1e3 * r['blas_s']:.3f} ({gf(r['blas_s']):.0f}) | "
-                     f"{1e3 * r['torch_s']:.3f} ({gf(r['torch_s']):.0f}) | {r['blas_over_vitc']:.2f} | "
-                     f"{r['torch_over_vitc']:.2f} |")
+        lines.append(f"| {r['label']} ({r['form']}) | {r['m']}×{r['n']}×{r['k']} | {1e3 * r['own_s']:.3f} "
+                     f"({gf(r['own_s']):.0f}) | {1e3 * r['blas_s']:.3f} ({gf(r['blas_s']):.0f}) | "
+                     f"{1e3 * r['torch_s']:.3f} ({gf(r['torch_s']):.0f}) | {r['blas_over_own']:.2f} | "
+                     f"{r['torch_over_own']:.2f} | {r['auto']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -94,6 +101,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--only", default=None, help="comma-separated parts of labels, e.g. 'seed,sgemm'")
     ap.add_argument("--out", default=None, help="write gemm.md and gemm.json into this directory")
     a = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -101,7 +109,7 @@ def main():
            "command": "python bench/gemm.py " + " ".join(sys.argv[1:]), "runs": {}}
     md = [f"Command: `{res['command']}` ({res['date']})", ""]
     for t in [int(x) for x in a.threads.split(",")]:
-        rows = bench(t, a.reps)
+        rows = bench(t, a.reps, a.only)
         res["runs"][t] = rows
         md.append(table(t, rows))
         print(md[-1], flush=True)

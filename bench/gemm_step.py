@@ -1,5 +1,5 @@
 """Whole train steps with vitc's own GEMM kernel against the same build with every GEMM on OpenBLAS
-(vitc._C._gemm_blas_only), in one process, alternating blocks of steps (the order flips every
+(vitc._C._gemm_mode("blas")), in one process, alternating blocks of steps (the order flips every
 round), median per mode. This is what decided own_gemm_wins in csrc/ops/gemm.c.
 
     PYTHONPATH=. .venv/bin/python bench/gemm_step.py 2 seed        # threads, model (seed | deit)
@@ -29,7 +29,7 @@ for _ in range(3): step()
 ts = {"own": [], "blas": []}
 for r in range(rounds):
     for mode in ("own", "blas") if r % 2 == 0 else ("blas", "own"):
-        vitc._C._gemm_blas_only(mode == "blas")
+        vitc._C._gemm_mode("blas" if mode == "blas" else "auto")
         step()
         for _ in range(block):
             t0 = time.perf_counter(); step(); ts[mode].append(time.perf_counter() - t0)

@@ -3,7 +3,7 @@
  *
  * Why our own: ViT GEMMs are thin (K = 64…768, one side 64…1536), where a general BLAS spends
  * much of its time around the arithmetic, in zeroing C before accumulating (beta = 0) and in
- * packing. Products with a plain A and K <= 512 run here (own_gemm_wins, measured by
+ * packing. Products with a plain A and K <= 1536 run here (own_gemm_wins, measured by
  * bench/gemm.py against the OpenBLAS 0.3.21 Zen kernels); the rest still go to OpenBLAS. Here:
  *   - B is packed once per K block into strips of 16 columns (kc × 16 floats, 24 KB for kc = 384:
  *     L1-resident while a block of A rows streams past it), zero-padded to a multiple of 8;
@@ -141,18 +141,19 @@ typedef struct {
 ISA_VARIANT(avx2, __attribute__((target("avx2,fma"))), 6)
 ISA_VARIANT(base, , 3)
 
-/* VITC_GEMM=blas (read at the first product) or vt_gemm_set_blas_only(1) sends every product to
- * OpenBLAS: the two paths compared in one build and one process (bench/gemm.py) */
-static int blas_only = -1;
+/* which path a product takes: AUTO asks own_gemm_wins; VITC_GEMM=blas / own (read at the first
+ * product) or vt_gemm_set_mode send every product to OpenBLAS / to our kernel, so the paths are
+ * compared in one build and one process (bench/gemm.py, bench/gemm_step.py, tests) */
+static int gemm_mode_now = -1;
 
-void vt_gemm_set_blas_only(int on) { __atomic_store_n(&blas_only, on ? 1 : 0, __ATOMIC_RELAXED); }
+void vt_gemm_set_mode(int mode) { __atomic_store_n(&gemm_mode_now, mode, __ATOMIC_RELAXED); }
 
-static int blas_only_mode(void) {
-    int r = __atomic_load_n(&blas_only, __ATOMIC_RELAXED);
+static int gemm_mode(void) {
+    int r = __atomic_load_n(&gemm_mode_now, __ATOMIC_RELAXED);
     if (r < 0) {
         const char *e = getenv("VITC_GEMM");
-        r = e && !strcmp(e, "blas");
-        __atomic_store_n(&blas_only, r, __ATOMIC_RELAXED);
+        r = e && !strcmp(e, "blas") ? VT_GEMM_BLAS : e && !strcmp(e, "own") ? VT_GEMM_OWN : VT_GEMM_AUTO;
+        __atomic_store_n(&gemm_mode_now, r, __ATOMIC_RELAXED);
     }
     return r;
 }
@@ -172,17 +173,22 @@ static void gemm_run(const gemm_kernels *kn, const gemm_job *g, int nt) {
 }
 
 /* which GEMMs run here, from measurements (bench/gemm.py per product; whole train steps A/B in
- * one process with vitc._C._gemm_blas_only, bench/gemm_step.py): a plain A, K <= 512, and
- * 65536..2e8 multiply-adds. That is every product of the seed ViT's forward and its narrow input
- * gradients (the whole train step ~4.5 % faster at 1 and 2 threads). Transposed A (weight
+ * one process with vitc._C._gemm_mode, bench/gemm_step.py): a plain A, K <= 1536, and
+ * 65536..2e8 multiply-adds. That is every product of the seed ViT's forward and all its input
+ * gradients (the whole train step ~4.5 % faster at 1 and 2 threads with K <= 512; the K = 1536 qkv
+ * input gradient then measured 1.21× / 1.11× OpenBLAS at 2 / 1 threads). Transposed A (weight
  * gradients) loses to BLAS's packed panels: a trial packing A into 6-row panels made the seed
- * step ~9 % slower, so it was dropped. Long K and tiny products lose too. At DeiT-Tiny sizes
+ * step ~9 % slower, and one with A's rows as the vector operand, op(B) packed in 6-wide panels per
+ * task and Cᵀ tiles stored transposed, ran at 0.4–0.8× OpenBLAS per product; both were dropped.
+ * Tiny products lose too. At DeiT-Tiny sizes
  * (m·n·k >= 2.3e8) the products were even one by one and whole steps read 5 % slower in one run,
  * 6 % faster in another (this VM's noise), so they stay on OpenBLAS until measured better. */
 static int own_gemm_wins(int transa, int64_t m, int64_t n, int64_t k) {
     double mnk = (double)m * (double)n * (double)k;
-    return !transa && k <= 512 && mnk >= 65536.0 && mnk <= 2e8;
+    return !transa && k <= 1536 && mnk >= 65536.0 && mnk <= 2e8;
 }
+
+int vt_gemm_auto_own(int transa, int64_t m, int64_t n, int64_t k) { return own_gemm_wins(transa, m, n, k); }
 
 static int blas_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
@@ -204,7 +210,8 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return VT_OK;
     }
-    if (!own_gemm_wins(transa, m, n, k) || blas_only_mode())
+    int mode = gemm_mode();
+    if (mode == VT_GEMM_BLAS || (mode == VT_GEMM_AUTO && !own_gemm_wins(transa, m, n, k)))
         return blas_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = transa ? 1 : lda, .sak = transa ? lda : 1, .b = b,
                   .sbk = transb ? 1 : ldb, .sbn = transb ? ldb : 1, .alpha = alpha, .beta = beta, .c = c, .ldc = ldc};

@@ -39,7 +39,9 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
 vt_tensor *vt_k_linear(const vt_tensor *x, const vt_tensor *w, const vt_tensor *b);
 int vt_k_linear_grads(const vt_tensor *g, const vt_tensor *x, const vt_tensor *w, vt_tensor **dx, vt_tensor **dw,
                       vt_tensor **db);
-void vt_gemm_set_blas_only(int on); /* [gemm] 1: every product through OpenBLAS (benchmarks) */
+enum { VT_GEMM_AUTO, VT_GEMM_BLAS, VT_GEMM_OWN };
+void vt_gemm_set_mode(int mode); /* [gemm] VT_GEMM_*: which path every product takes (benchmarks, tests) */
+int vt_gemm_auto_own(int transa, int64_t m, int64_t n, int64_t k); /* [gemm] 1: AUTO sends it to our kernels */
 vt_tensor *vt_k_reshape(const vt_tensor *t, int ndim, const int64_t *shape); /* [shape] view or copy */
 vt_tensor *vt_k_permute(const vt_tensor *t, const int64_t *dims);            /* [shape] view */
 

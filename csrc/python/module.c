@@ -252,11 +252,23 @@ static PyObject *py_alloc_stats(PyObject *m, PyObject *u) {
     return Py_BuildValue("{s:L,s:L,s:L}", "live", (long long)live, "cached", (long long)cached, "peak", (long long)peak);
 }
 static PyObject *py_empty_cache(PyObject *m, PyObject *u) { vt_alloc_clear_cache(); Py_RETURN_NONE; }
-static PyObject *py_gemm_blas_only(PyObject *m, PyObject *arg) {
-    int on = PyObject_IsTrue(arg);
-    if (on < 0) return NULL;
-    vt_gemm_set_blas_only(on);
-    Py_RETURN_NONE;
+static PyObject *py_gemm_mode(PyObject *m, PyObject *arg) {
+    static const char *names[] = {"auto", "blas", "own"};
+    const char *s = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    for (int i = 0; s && i < 3; i++)
+        if (!strcmp(s, names[i])) {
+            vt_gemm_set_mode(i);
+            Py_RETURN_NONE;
+        }
+    if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "_gemm_mode: expected 'auto', 'blas' or 'own', got %R", arg);
+    return NULL;
+}
+
+static PyObject *py_gemm_auto_path(PyObject *m, PyObject *args) {
+    int transa;
+    long long mm, n, k;
+    if (!PyArg_ParseTuple(args, "pLLL:_gemm_auto_path", &transa, &mm, &n, &k)) return NULL;
+    return PyUnicode_FromString(vt_gemm_auto_own(transa, mm, n, k) ? "own" : "blas");
 }
 
 static PyMethodDef module_methods[] = {
@@ -279,7 +291,8 @@ static PyMethodDef module_methods[] = {
     {"_alloc_fail_after", py_alloc_fail_after, METH_O, "fail the n-th next allocation (tests)"},
     {"alloc_stats", py_alloc_stats, METH_NOARGS, "allocator bytes: live, cached, peak"},
     {"empty_cache", py_empty_cache, METH_NOARGS, "free the allocator's cached blocks"},
-    {"_gemm_blas_only", py_gemm_blas_only, METH_O, "True: every GEMM through OpenBLAS (benchmarks)"},
+    {"_gemm_auto_path", py_gemm_auto_path, METH_VARARGS, "(transa, m, n, k) -> 'own' | 'blas': the default path"},
+    {"_gemm_mode", py_gemm_mode, METH_O, "'auto' | 'blas' | 'own': which path every GEMM takes (benchmarks, tests)"},
     {NULL},
 };
 

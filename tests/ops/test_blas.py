@@ -1,5 +1,5 @@
 """matmul and linear on vt_k_gemm (csrc/ops/gemm.c): the thin products that run on vitc's own
-kernel (plain A, K <= 512, m·n·k >= 65536) and the ones that go to OpenBLAS, against torch,
+kernel (plain A, K <= 1536, m·n·k >= 65536) and the ones that go to OpenBLAS, against torch,
 forward and backward, over the tile remainders (rows mod 6, columns mod 16 and mod 8), strided
 operands and bias; results independent of the thread count."""
 import os
@@ -14,7 +14,7 @@ import torch.nn.functional as TF
 import vitc
 from opcheck import check_op, rand
 
-# (rows, in, out): rows·in·out >= 65536 with in <= 512 is our kernel in forward
+# (rows, in, out): rows·in·out >= 65536 with in <= 1536 is our kernel in forward
 SHAPES = [(97, 64, 1536 // 8), (200, 64, 17), (13, 512, 33), (1700 // 10, 64, 100), (7, 100, 9), (61, 129, 15),
           (6, 96, 16), (5, 96, 8), (301, 24, 1), (3, 2, 5)]
 
@@ -25,7 +25,8 @@ def test_linear_matches_torch(rows, din, dout):
     check_op(vitc.linear, TF.linear, inputs, rtol=1e-5, atol=2e-5, grad_rtol=1e-4, grad_atol=5e-5, fd=False)
 
 
-@pytest.mark.parametrize("m,k,n", [(97, 64, 200), (13, 33, 47), (120, 512, 24), (64, 600, 64), (7, 8, 9)])
+@pytest.mark.parametrize("m,k,n", [(97, 64, 200), (13, 33, 47), (120, 512, 24), (64, 600, 64), (7, 8, 9),
+                                   (70, 1536, 20), (40, 1600, 16)])
 @pytest.mark.parametrize("noncontig", [False, True])
 def test_matmul_matches_torch(m, k, n, noncontig):
     check_op(vitc.matmul, torch.matmul, [rand(m, k), rand(k, n)], rtol=1e-5, atol=2e-5, grad_rtol=1e-4,
@@ -68,3 +69,26 @@ def test_baseline_isa_kernel():
             "d = vitc.matmul(vitc.from_numpy(a), vitc.from_numpy(b)).numpy() - a.astype(np.float64) @ b;"
             "sys.stdout.write(str(float(np.abs(d).max())))")
     assert float(_run({"VITC_ISA": "baseline"}, code)) < 1e-4
+
+
+@pytest.mark.parametrize("mode", ["own", "blas"])
+def test_forced_paths_agree_with_float64(mode):
+    """_gemm_mode forces every product onto one path (what bench/gemm.py compares): both give the
+    float64 product, transposed operands and K beyond the default own-kernel range included"""
+    r = np.random.default_rng(2)
+    try:
+        vitc._C._gemm_mode(mode)
+        for m, k, n in [(60, 1700, 70), (33, 40, 17), (200, 2000, 9)]:
+            a, b = r.standard_normal((k, m)).astype(np.float32), r.standard_normal((n, k)).astype(np.float32)
+            got = vitc.matmul(vitc.from_numpy(a).t(), vitc.from_numpy(b).t()).numpy()  # Aᵀ·Bᵀ: both transposed
+            ref = a.T.astype(np.float64) @ b.T
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    finally:
+        vitc._C._gemm_mode("auto")
+
+
+def test_gemm_mode_rejects_unknown_names():
+    with pytest.raises(ValueError, match="'auto', 'blas' or 'own'"):
+        vitc._C._gemm_mode("fastest")
+    assert vitc._C._gemm_auto_path(False, 1700, 64, 1536) == "own"
+    assert vitc._C._gemm_auto_path(True, 1536, 64, 1700) == "blas"
