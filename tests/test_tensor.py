@@ -178,6 +178,37 @@ def test_view_refuses_copy():
     assert t.reshape(12).shape == (12,)
 
 
+def _thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return "unavailable"
+
+
+@pytest.mark.parametrize("setting", ["1", "0"])
+def test_big_blocks_ask_for_huge_pages(setting):
+    """blocks of 2 MiB and more are 2 MiB aligned and madvised (VITC_HUGEPAGES=0: not); checked in a
+    fresh process through its own AnonHugePages, with the data intact either way"""
+    import subprocess
+    import sys
+    code = ("import vitc, numpy as np\n"
+            "x = vitc.arange(0, 8 * 1024 * 1024).float() * 2.0  # 32 MiB, every page touched\n"
+            "assert float(x[-1]) == 2.0 * (8 * 1024 * 1024 - 1)\n"
+            "rollup = open('/proc/self/smaps_rollup').read()\n"
+            "print(int(rollup.split('AnonHugePages:')[1].split()[0]))\n")
+    import os
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, VITC_HUGEPAGES=setting),
+                         capture_output=True, text=True, check=True)
+    huge_kb = int(out.stdout.split()[-1])
+    if setting == "0":
+        assert huge_kb < 16 * 1024  # nothing of ours (the interpreter may hold a little of its own)
+    elif _thp_mode() in ("always", "madvise"):
+        assert huge_kb >= 16 * 1024
+    else:
+        pytest.skip(f"transparent huge pages are {_thp_mode()} here")
+
+
 def test_allocator_stats_and_cache():
     vitc._C.empty_cache()
     s0 = vitc._C.alloc_stats()

@@ -3,17 +3,25 @@
  * lists (sizes rounded up to 64 bytes) and handed out again: no malloc/free per op in steady
  * state. The cache is bounded (VT_CACHE_MAX bytes); when the system allocator fails the cache is
  * emptied and the allocation retried once. Thread safe (one mutex; allocations are per tensor,
- * not per element). vt_alloc_fail_after() lets tests fail the n-th allocation. */
+ * not per element). vt_alloc_fail_after() lets tests fail the n-th allocation.
+ * Blocks of 2 MiB and more start on a 2 MiB boundary and are madvise(MADV_HUGEPAGE)d, so where the
+ * kernel's transparent huge pages are in "madvise" mode (Debian's default) they are backed by
+ * 2 MiB pages: the seed ViT's qkv activations (10 MB per block, read in 256-byte pieces 6 KB
+ * apart by the attention kernels) otherwise span more 4 KiB pages than the TLB holds. Measured
+ * with bench/ab.py: train steps 3-4 % faster (seed ViT, 1 and 2 threads), 7 % (DeiT-Tiny), peak
+ * RSS unchanged. VITC_HUGEPAGES=0 turns it off. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "tensor.h"
 
 #define VT_ALIGN 64
 #define VT_NBUCKETS 4096
 #define VT_CACHE_MAX ((int64_t)4 << 30)
+#define VT_HUGE ((size_t)2 << 20) /* x86-64's transparent huge page */
 
 typedef struct block { struct block *next; } block;
 typedef struct { size_t size; block *head; } bucket;
@@ -60,6 +68,25 @@ static size_t max_request(void) {
     return cap;
 }
 
+static int huge_pages_wanted(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("VITC_HUGEPAGES");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
+
+/* a fresh block from the system; NULL when there is none */
+static void *system_alloc(size_t size) {
+    int huge = size >= VT_HUGE && huge_pages_wanted();
+    void *p = NULL;
+    if (posix_memalign(&p, huge ? VT_HUGE : VT_ALIGN, size) != 0) return NULL;
+    /* advice only: without THP support it fails and the block stays on small pages */
+    if (huge) (void)madvise(p, size & ~(VT_HUGE - 1), MADV_HUGEPAGE);
+    return p;
+}
+
 void *vt_alloc(size_t nbytes) {
     if (nbytes > max_request())
         return vt_fail_null(VT_ENOMEM, "out of memory: %zu bytes requested, more than this machine's %zu bytes of RAM",
@@ -77,11 +104,9 @@ void *vt_alloc(size_t nbytes) {
         b->head = b->head->next;
         cached_bytes -= (int64_t)size;
     }
-    if (!p) {
-        if (posix_memalign(&p, VT_ALIGN, size) != 0) {
-            clear_cache_locked();
-            if (posix_memalign(&p, VT_ALIGN, size) != 0) p = NULL;
-        }
+    if (!p && !(p = system_alloc(size))) {
+        clear_cache_locked();
+        p = system_alloc(size);
     }
     if (p) {
         live_bytes += (int64_t)size;

@@ -1,0 +1,116 @@
+"""A/B of whole train steps between two environments (or two checkouts), interleaved: two worker
+processes stay alive and take turns running blocks of steps, so this VM's speed drifts (10-40 %
+within an hour) hit both alike. Sequential runs of separate processes cannot resolve a 5 % change
+here; this can.
+
+    PYTHONPATH=. .venv/bin/python bench/ab.py "VITC_GEMM=blas" ""          # env A vs env B
+    PYTHONPATH=. .venv/bin/python bench/ab.py "" "" --root-b /work/wt/other  # this tree vs another build
+    PYTHONPATH=. .venv/bin/python bench/ab.py "" "OMP_WAIT_POLICY=ACTIVE" --threads 1 --model deit
+
+Each side is "NAME=VALUE NAME=VALUE ..." added to the environment ("" for none). Prints the median
+step time of each side and the median of per-round ratios B/A (> 1: B slower). Run by hand,
+never as a test.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+SEED = dict(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls",
+            channels=1, dim_head=64)
+
+
+def worker(model, threads, block):
+    """read a line, run `block` timed steps, answer their times as one JSON line"""
+    import time
+
+    import numpy as np
+
+    import vitc
+    vitc.set_num_threads(threads)
+    vitc.manual_seed(0)
+    rng = np.random.default_rng(0)
+    if model == "seed":
+        m, batch, shape, classes = vitc.models.ViT(**SEED), 100, (1, 28, 28), 10
+        opt = vitc.optim.Adam(m.parameters(), lr=5e-4)
+    else:
+        m, batch, shape, classes = vitc.models.create_model("vit_tiny_patch16_224"), 32, (3, 224, 224), 1000
+        opt = vitc.optim.AdamW(m.parameters(), lr=5e-4)
+    x = vitc.from_numpy(rng.uniform(0, 1, (batch,) + shape).astype(np.float32))
+    y = vitc.from_numpy(rng.integers(0, classes, batch).astype(np.int64))
+
+    def step():
+        opt.zero_grad()
+        vitc.cross_entropy(m(x), y).backward()
+        opt.step()
+    for _ in range(3):
+        step()
+    print(json.dumps({"ready": vitc.__file__}), flush=True)
+    for _ in sys.stdin:
+        step()  # one untimed step after the other side ran: caches refilled
+        ts = []
+        for _ in range(block):
+            t0 = time.perf_counter()
+            step()
+            ts.append(time.perf_counter() - t0)
+        print(json.dumps(ts), flush=True)
+
+
+def spawn(env_spec, root, a):
+    env = dict(os.environ)
+    for kv in env_spec.split():
+        k, _, v = kv.partition("=")
+        env[k] = v
+    p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", root, "--model", a.model,
+                          "--threads", str(a.threads), "--block", str(a.block), "-", "-"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+    return p, json.loads(p.stdout.readline())["ready"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("env_a")
+    ap.add_argument("env_b")
+    ap.add_argument("--root-a", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ap.add_argument("--root-b", default=None, help="checkout for side B (default: --root-a)")
+    ap.add_argument("--model", choices=["seed", "deit"], default="seed")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--block", type=int, default=5)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        # the venv's editable install would load /work/main's build whatever the path says: drop it
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+        sys.path.insert(0, a.worker)
+        return worker(a.model, a.threads, a.block)
+    sides = {}
+    for name, env_spec, root in (("A", a.env_a, a.root_a), ("B", a.env_b, a.root_b or a.root_a)):
+        sides[name] = spawn(env_spec, root, a)
+        print(f"{name}: {env_spec or '(no change)'} -> {sides[name][1]}", flush=True)
+    ts = {"A": [], "B": []}
+    ratios = []
+    try:
+        for r in range(a.rounds):
+            got = {}
+            for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
+                p = sides[name][0]
+                p.stdin.write("go\n")
+                p.stdin.flush()
+                got[name] = json.loads(p.stdout.readline())
+                ts[name] += got[name]
+            ratios.append(statistics.median(got["B"]) / statistics.median(got["A"]))
+    finally:
+        for p, _ in sides.values():
+            p.stdin.close()
+            p.wait()
+    med = {k: 1e3 * statistics.median(v) for k, v in ts.items()}
+    print(f"{a.model} step, {a.threads} thread(s), {a.rounds} rounds of {a.block}: A {med['A']:.1f} ms, "
+          f"B {med['B']:.1f} ms; B/A per round: median {statistics.median(ratios):.3f} "
+          f"(range {min(ratios):.3f}-{max(ratios):.3f})")
+
+
+if __name__ == "__main__":
+    main()
