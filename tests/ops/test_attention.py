@@ -154,6 +154,34 @@ def test_packed_thread_count_invariant():
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("strided", [False, True])
+def test_image_staging_matches_per_head_path(strided):
+    """With B >= 4 per thread the op stages each image's rows in scratch and runs its heads there
+    (attention.c, by_image); with fewer images it reads per head in place. At B = 5 one thread
+    stages and two threads do not: outputs, maps and gradients, dropout included, must agree
+    bitwise, for a contiguous qkv and for a row-strided view (rows B·C apart)."""
+    B, T, H, Dh, p = 5, 17, 4, 16, 0.2
+    C = 3 * H * Dh
+    x = rand(T, B, C) if strided else rand(B, T, C)
+    g, ga = rand(B, T, H * Dh), rand(B, H, T, T)
+    results = []
+    prev = vitc.get_num_threads()
+    try:
+        for nt in (1, 2):
+            vitc.set_num_threads(nt)
+            base = vitc.from_numpy(x.copy())
+            base.requires_grad = True
+            vx = base.transpose(0, 1) if strided else base
+            vitc.manual_seed(7)
+            out, a = vitc.multi_head_attention_packed(vx, H, dropout_p=p, need_weights=True)
+            ((out * vitc.from_numpy(g)).sum() + (a * vitc.from_numpy(ga)).sum()).backward()
+            results.append([t.numpy().copy() for t in (out.detach(), a.detach(), base.grad)])
+    finally:
+        vitc.set_num_threads(prev)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
 # ---- dropout on the attention maps ---------------------------------------------------------------
 
 def _packed_multipliers(B, T, H, Dh, p, seed):
