@@ -6,6 +6,7 @@ here; this can.
     PYTHONPATH=. .venv/bin/python bench/ab.py "VITC_GEMM=blas" ""          # env A vs env B
     PYTHONPATH=. .venv/bin/python bench/ab.py "" "" --root-b /work/wt/other  # this tree vs another build
     PYTHONPATH=. .venv/bin/python bench/ab.py "" "OMP_WAIT_POLICY=ACTIVE" --threads 1 --model deit
+    PYTHONPATH=. .venv/bin/python bench/ab.py "" "" --threads 1 --threads-b 2  # thread scaling, interleaved
 
 Each side is "NAME=VALUE NAME=VALUE ..." added to the environment ("" for none). Prints the median
 step time of each side and the median of per-round ratios B/A (> 1: B slower). Run by hand,
@@ -58,13 +59,13 @@ def worker(model, threads, block):
         print(json.dumps(ts), flush=True)
 
 
-def spawn(env_spec, root, a):
+def spawn(env_spec, root, threads, a):
     env = dict(os.environ)
     for kv in env_spec.split():
         k, _, v = kv.partition("=")
         env[k] = v
     p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", root, "--model", a.model,
-                          "--threads", str(a.threads), "--block", str(a.block), "-", "-"],
+                          "--threads", str(threads), "--block", str(a.block), "-", "-"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
     return p, json.loads(p.stdout.readline())["ready"]
 
@@ -77,6 +78,7 @@ def main():
     ap.add_argument("--root-b", default=None, help="checkout for side B (default: --root-a)")
     ap.add_argument("--model", choices=["seed", "deit"], default="seed")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads-b", type=int, default=None, help="side B's thread count (default: --threads)")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--block", type=int, default=5)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -87,9 +89,10 @@ def main():
         sys.path.insert(0, a.worker)
         return worker(a.model, a.threads, a.block)
     sides = {}
-    for name, env_spec, root in (("A", a.env_a, a.root_a), ("B", a.env_b, a.root_b or a.root_a)):
-        sides[name] = spawn(env_spec, root, a)
-        print(f"{name}: {env_spec or '(no change)'} -> {sides[name][1]}", flush=True)
+    threads_b = a.threads_b or a.threads
+    for name, env_spec, root, th in (("A", a.env_a, a.root_a, a.threads), ("B", a.env_b, a.root_b or a.root_a, threads_b)):
+        sides[name] = spawn(env_spec, root, th, a)
+        print(f"{name}: {env_spec or '(no change)'}, {th} thread(s) -> {sides[name][1]}", flush=True)
     ts = {"A": [], "B": []}
     ratios = []
     try:
@@ -107,7 +110,8 @@ def main():
             p.stdin.close()
             p.wait()
     med = {k: 1e3 * statistics.median(v) for k, v in ts.items()}
-    print(f"{a.model} step, {a.threads} thread(s), {a.rounds} rounds of {a.block}: A {med['A']:.1f} ms, "
+    th = f"{a.threads} thread(s)" if threads_b == a.threads else f"A {a.threads} / B {threads_b} threads"
+    print(f"{a.model} step, {th}, {a.rounds} rounds of {a.block}: A {med['A']:.1f} ms, "
           f"B {med['B']:.1f} ms; B/A per round: median {statistics.median(ratios):.3f} "
           f"(range {min(ratios):.3f}-{max(ratios):.3f})")
 
