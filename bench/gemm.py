@@ -10,8 +10,8 @@ kernels (vitc._C._gemm_mode("own")), the same build with every GEMM on OpenBLAS
 ratios are reported. Both frameworks share the process, so both run with OMP_WAIT_POLICY=PASSIVE
 (set before either loads, as bench/ops.py). Shapes are (m, n, k) of
 C = op(A)·op(B): 'x·Wᵀ' a linear forward, 'g·W' an input gradient, 'gᵀ·x' a weight gradient
-(A transposed). The 'auto' column says which path vitc's dispatch (own_gemm_wins in gemm.c) takes
-by default. GFLOP/s = 2mnk / time.
+(A transposed). 'vitc auto' is the default dispatch (own_gemm_wins and mirror_wins in gemm.c),
+'auto takes' names its path ('blas-mirrored': OpenBLAS on Cᵀ = Bᵀ·A, transposed back). GFLOP/s = 2mnk / time.
 Run by hand, never as a test.
 """
 import argparse
@@ -66,34 +66,35 @@ def bench(threads, reps, only=None):
         va, vb = operands(vitc, m, n, k, form, rng)
         ta, tb = operands(torch, m, n, k, form, np.random.default_rng(0))
         runs = {"own": lambda: vitc.matmul(va, vb), "blas": lambda: vitc.matmul(va, vb),
-                "torch": lambda: torch.matmul(ta, tb)}
+                "auto": lambda: vitc.matmul(va, vb), "torch": lambda: torch.matmul(ta, tb)}
         ts = {key: [] for key in runs}
         for rep in range(2 + (reps if m * n * k < 2 ** 30 else max(3, reps // 5))):
             for key, fn in runs.items():
-                vitc._C._gemm_mode("blas" if key == "blas" else "own")
+                vitc._C._gemm_mode(key if key in ("blas", "auto") else "own")
                 t0 = time.perf_counter()
                 fn()
                 if rep >= 2:
                     ts[key].append(time.perf_counter() - t0)
         vitc._C._gemm_mode("auto")
         med = {key: statistics.median(v) for key, v in ts.items()}
-        ratio = {key: statistics.median(x / y for x, y in zip(ts[key], ts["own"])) for key in ("blas", "torch")}
+        ratio = {key: statistics.median(x / y for x, y in zip(ts[key], ts["own"])) for key in ("blas", "auto", "torch")}
         rows.append(dict(label=label, form=form, m=m, n=n, k=k, **{f"{key}_s": v for key, v in med.items()},
-                         blas_over_own=ratio["blas"], torch_over_own=ratio["torch"],
+                         blas_over_own=ratio["blas"], auto_over_own=ratio["auto"], torch_over_own=ratio["torch"],
                          auto=vitc._C._gemm_auto_path(form == "gtx", m, n, k)))
     return rows
 
 
 def table(threads, rows):
     lines = [f"{threads} thread(s): median ms (GFLOP/s); ratios = median of per-repetition time ratios, > 1: own "
-             "kernel faster", "", "| GEMM | m×n×k | vitc own | vitc on OpenBLAS | torch | OpenBLAS / own | torch / own "
-             "| auto takes |", "|---|---|---|---|---|---|---|---|"]
+             "kernel faster", "", "| GEMM | m×n×k | vitc own | vitc on OpenBLAS | vitc auto | torch | OpenBLAS / own "
+             "| torch / own | auto takes | OpenBLAS / auto |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         gf = lambda s: 2 * r["m"] * r["n"] * r["k"] / s * 1e-9  # noqa: E731
         lines.append(f"| {r['label']} ({r['form']}) | {r['m']}×{r['n']}×{r['k']} | {1e3 * r['own_s']:.3f} "
                      f"({gf(r['own_s']):.0f}) | {1e3 * r['blas_s']:.3f} ({gf(r['blas_s']):.0f}) | "
+                     f"{1e3 * r['auto_s']:.3f} ({gf(r['auto_s']):.0f}) | "
                      f"{1e3 * r['torch_s']:.3f} ({gf(r['torch_s']):.0f}) | {r['blas_over_own']:.2f} | "
-                     f"{r['torch_over_own']:.2f} | {r['auto']} |")
+                     f"{r['torch_over_own']:.2f} | {r['auto']} | {r['blas_over_own'] / r['auto_over_own']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

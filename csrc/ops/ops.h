@@ -41,7 +41,8 @@ int vt_k_linear_grads(const vt_tensor *g, const vt_tensor *x, const vt_tensor *w
                       vt_tensor **db);
 enum { VT_GEMM_AUTO, VT_GEMM_BLAS, VT_GEMM_OWN };
 void vt_gemm_set_mode(int mode); /* [gemm] VT_GEMM_*: which path every product takes (benchmarks, tests) */
-int vt_gemm_auto_own(int transa, int64_t m, int64_t n, int64_t k); /* [gemm] 1: AUTO sends it to our kernels */
+/* [gemm] where AUTO sends C = op(A)·B (beta 0): 0 OpenBLAS, 1 our kernel, 2 OpenBLAS mirrored (Cᵀ = Bᵀ·A) */
+int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k);
 vt_tensor *vt_k_reshape(const vt_tensor *t, int ndim, const int64_t *shape); /* [shape] view or copy */
 vt_tensor *vt_k_permute(const vt_tensor *t, const int64_t *dims);            /* [shape] view */
 

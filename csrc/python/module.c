@@ -268,7 +268,8 @@ static PyObject *py_gemm_auto_path(PyObject *m, PyObject *args) {
     int transa;
     long long mm, n, k;
     if (!PyArg_ParseTuple(args, "pLLL:_gemm_auto_path", &transa, &mm, &n, &k)) return NULL;
-    return PyUnicode_FromString(vt_gemm_auto_own(transa, mm, n, k) ? "own" : "blas");
+    static const char *names[] = {"blas", "own", "blas-mirrored"};
+    return PyUnicode_FromString(names[vt_gemm_auto_path(transa, mm, n, k)]);
 }
 
 static PyMethodDef module_methods[] = {
@@ -291,7 +292,7 @@ static PyMethodDef module_methods[] = {
     {"_alloc_fail_after", py_alloc_fail_after, METH_O, "fail the n-th next allocation (tests)"},
     {"alloc_stats", py_alloc_stats, METH_NOARGS, "allocator bytes: live, cached, peak"},
     {"empty_cache", py_empty_cache, METH_NOARGS, "free the allocator's cached blocks"},
-    {"_gemm_auto_path", py_gemm_auto_path, METH_VARARGS, "(transa, m, n, k) -> 'own' | 'blas': the default path"},
+    {"_gemm_auto_path", py_gemm_auto_path, METH_VARARGS, "(transa, m, n, k) -> 'own' | 'blas' | 'blas-mirrored': the default path"},
     {"_gemm_mode", py_gemm_mode, METH_O, "'auto' | 'blas' | 'own': which path every GEMM takes (benchmarks, tests)"},
     {NULL},
 };

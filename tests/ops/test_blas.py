@@ -91,4 +91,20 @@ def test_gemm_mode_rejects_unknown_names():
     with pytest.raises(ValueError, match="'auto', 'blas' or 'own'"):
         vitc._C._gemm_mode("fastest")
     assert vitc._C._gemm_auto_path(False, 1700, 64, 1536) == "own"
-    assert vitc._C._gemm_auto_path(True, 1536, 64, 1700) == "blas"
+    assert vitc._C._gemm_auto_path(True, 1536, 64, 1700) == "blas-mirrored"
+    assert vitc._C._gemm_auto_path(True, 64, 512, 1700) == "blas"
+
+
+@pytest.mark.parametrize("k,m,n", [(1700, 1536, 64), (300, 400, 20), (401, 97, 31)])
+def test_widening_weight_gradient_mirrored(k, m, n):
+    """Aᵀ·B with m >= 3n goes to OpenBLAS as its mirror Bᵀ·A, transposed back (gemm.c,
+    mirror_wins): the same product, through matmul and through linear's weight gradient"""
+    r = np.random.default_rng(3)
+    a, b = r.standard_normal((k, m)).astype(np.float32), r.standard_normal((k, n)).astype(np.float32)
+    assert vitc._C._gemm_auto_path(True, m, n, k) == "blas-mirrored"
+    got = vitc.matmul(vitc.from_numpy(a).t(), vitc.from_numpy(b)).numpy()
+    np.testing.assert_allclose(got, a.T.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    x, w = vitc.from_numpy(b), vitc.from_numpy(r.standard_normal((m, n)).astype(np.float32))
+    w.requires_grad = True
+    (vitc.linear(x, w) * vitc.from_numpy(a)).sum().backward()  # dW = aᵀ·b
+    np.testing.assert_allclose(w.grad.numpy(), a.T.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
