@@ -442,6 +442,17 @@ static void stage_rows(float *dst, const float *src, int64_t T, int64_t C, int64
         for (int64_t t = 0; t < T; t++) memcpy(dst + t * C, src + t * ld, sizeof(float) * (size_t)C);
 }
 
+/* one head (number bh = b·H + h) of the packed projection: its q block starts at row0, k and v
+ * follow HD = H·Dh floats apart, rows are ld floats apart (the tensor's, or C in a staged copy) */
+typedef struct { int64_t T, Dh, HD, H; float scale, p; uint64_t seed, base; } packed_geom;
+
+static vt_attn_head packed_head(const packed_geom *g, const float *row0, int64_t ld, int64_t bh) {
+    return (vt_attn_head){.tq = g->T, .tk = g->T, .dh = g->Dh, .dv = g->Dh, .q = row0, .k = row0 + g->HD,
+                          .v = row0 + 2 * g->HD, .ldq = ld, .ldk = ld, .ldv = ld, .scale = g->scale,
+                          .dropout_p = g->p, .seed = g->seed, .base = g->base,
+                          .elem0 = (uint64_t)(bh * g->T * g->T)};
+}
+
 static vt_tensor *rng_state(uint64_t seed, uint64_t base) {
     vt_tensor *r = vt_empty(VT_INT64, 1, (int64_t[]){2});
     if (r) { vt_i64(r)[0] = (int64_t)seed; vt_i64(r)[1] = (int64_t)base; }
@@ -503,6 +514,7 @@ int vt_attention_forward(vt_ctx *c) {
     float *op = vt_f32(out), *ap = A ? vt_f32(A) : NULL;
     int64_t sb = xc->strides[0], ldx = xc->strides[1];
     int64_t chunk = chunk_size(pairs, nt);
+    packed_geom pg = {T, Dh, HD, H, (float)scale, (float)p, seed, base};
     if (staged) {
         #pragma omp parallel num_threads(nt) if (nt > 1)
         {
@@ -513,10 +525,7 @@ int vt_attention_forward(vt_ctx *c) {
                 for (int64_t hh = 0; hh < H; hh++) {
                     int64_t bh = b * H + hh;
                     const float *row0 = img + hh * Dh;
-                    vt_attn_head hd = {.tq = T, .tk = T, .dh = Dh, .dv = Dh, .q = row0, .k = row0 + HD,
-                                       .v = row0 + 2 * HD, .ldq = C, .ldk = C, .ldv = C, .scale = (float)scale,
-                                       .dropout_p = (float)p, .seed = seed, .base = base,
-                                       .elem0 = (uint64_t)(bh * T * T)};
+                    vt_attn_head hd = packed_head(&pg, row0, C, bh);
                     vt_attn_head_forward(&hd, op + b * T * HD + hh * Dh, HD, ap ? ap + bh * T * T : NULL, T, mine);
                 }
             }
@@ -530,9 +539,7 @@ int vt_attention_forward(vt_ctx *c) {
             if (!T) continue;
             int64_t b = bh / H, hh = bh % H;
             const float *row0 = xp + b * sb + hh * Dh;
-            vt_attn_head hd = {.tq = T, .tk = T, .dh = Dh, .dv = Dh, .q = row0, .k = row0 + HD, .v = row0 + 2 * HD,
-                               .ldq = ldx, .ldk = ldx, .ldv = ldx, .scale = (float)scale, .dropout_p = (float)p,
-                               .seed = seed, .base = base, .elem0 = (uint64_t)(bh * T * T)};
+            vt_attn_head hd = packed_head(&pg, row0, ldx, bh);
             if (bh + 1 < pairs) {
                 const float *nx = xp + (bh + 1) / H * sb + (bh + 1) % H * Dh;
                 for (int part = 0; part < 3; part++) prefetch_rows(nx + part * HD, T, Dh, ldx);
@@ -590,6 +597,7 @@ int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     float *dp = vt_f32(dx);
     int64_t sb = x->strides[0], ldx = x->strides[1];
     int64_t chunk = chunk_size(pairs, nt);
+    packed_geom pg = {T, Dh, HD, H, (float)scale, (float)p, seed, base};
     if (staged) {
         #pragma omp parallel num_threads(nt) if (nt > 1)
         {
@@ -602,10 +610,7 @@ int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
                     int64_t bh = b * H + hh;
                     const float *row0 = img + hh * Dh;
                     float *drow0 = dimg + hh * Dh;
-                    vt_attn_head hd = {.tq = T, .tk = T, .dh = Dh, .dv = Dh, .q = row0, .k = row0 + HD,
-                                       .v = row0 + 2 * HD, .ldq = C, .ldk = C, .ldv = C, .scale = (float)scale,
-                                       .dropout_p = (float)p, .seed = seed, .base = base,
-                                       .elem0 = (uint64_t)(bh * T * T)};
+                    vt_attn_head hd = packed_head(&pg, row0, C, bh);
                     vt_attn_head_backward(&hd, gp ? gimg + hh * Dh : NULL, HD, ap + bh * T * T, T,
                                           gap ? gap + bh * T * T : NULL, T, drow0, C, drow0 + HD, C, drow0 + 2 * HD,
                                           C, NULL, 0, mine);
@@ -623,9 +628,7 @@ int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
             int64_t b = bh / H, hh = bh % H;
             const float *row0 = xp + b * sb + hh * Dh;
             float *drow0 = dp + b * T * C + hh * Dh;
-            vt_attn_head hd = {.tq = T, .tk = T, .dh = Dh, .dv = Dh, .q = row0, .k = row0 + HD, .v = row0 + 2 * HD,
-                               .ldq = ldx, .ldk = ldx, .ldv = ldx, .scale = (float)scale, .dropout_p = (float)p,
-                               .seed = seed, .base = base, .elem0 = (uint64_t)(bh * T * T)};
+            vt_attn_head hd = packed_head(&pg, row0, ldx, bh);
             if (bh + 1 < pairs) {
                 int64_t nb = (bh + 1) / H, nh = (bh + 1) % H;
                 for (int part = 0; part < 3; part++) prefetch_rows(xp + nb * sb + nh * Dh + part * HD, T, Dh, ldx);
