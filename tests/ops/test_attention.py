@@ -135,23 +135,32 @@ def test_packed_empty(shape):
     assert x.grad.shape == shape
 
 
+def _at_one_and_two_threads(run):
+    """run() at 1 and then 2 vitc threads (the setting restored after): its two results"""
+    prev = vitc.get_num_threads()
+    try:
+        out = []
+        for nt in (1, 2):
+            vitc.set_num_threads(nt)
+            out.append(run())
+        return out
+    finally:
+        vitc.set_num_threads(prev)
+
+
 def test_packed_thread_count_invariant():
     x = rand(6, 33, 3 * 4 * 32)
     g = rand(6, 33, 4 * 32)
-    results = []
-    prev = vitc.get_num_threads()
-    try:
-        for nt in (1, 2):
-            vitc.set_num_threads(nt)
-            vx = vitc.from_numpy(x.copy())
-            vx.requires_grad = True
-            out = vitc.multi_head_attention_packed(vx, 4)
-            out.backward(vitc.from_numpy(g))
-            results.append((out.detach().numpy().copy(), vx.grad.numpy().copy()))
-    finally:
-        vitc.set_num_threads(prev)
-    np.testing.assert_array_equal(results[0][0], results[1][0])
-    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+    def run():
+        vx = vitc.from_numpy(x.copy())
+        vx.requires_grad = True
+        out = vitc.multi_head_attention_packed(vx, 4)
+        out.backward(vitc.from_numpy(g))
+        return out.detach().numpy().copy(), vx.grad.numpy().copy()
+    one, two = _at_one_and_two_threads(run)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
 
 
 @pytest.mark.parametrize("strided", [False, True])
@@ -164,21 +173,16 @@ def test_image_staging_matches_per_head_path(strided):
     C = 3 * H * Dh
     x = rand(T, B, C) if strided else rand(B, T, C)
     g, ga = rand(B, T, H * Dh), rand(B, H, T, T)
-    results = []
-    prev = vitc.get_num_threads()
-    try:
-        for nt in (1, 2):
-            vitc.set_num_threads(nt)
-            base = vitc.from_numpy(x.copy())
-            base.requires_grad = True
-            vx = base.transpose(0, 1) if strided else base
-            vitc.manual_seed(7)
-            out, a = vitc.multi_head_attention_packed(vx, H, dropout_p=p, need_weights=True)
-            ((out * vitc.from_numpy(g)).sum() + (a * vitc.from_numpy(ga)).sum()).backward()
-            results.append([t.numpy().copy() for t in (out.detach(), a.detach(), base.grad)])
-    finally:
-        vitc.set_num_threads(prev)
-    for one, two in zip(*results):
+
+    def run():
+        base = vitc.from_numpy(x.copy())
+        base.requires_grad = True
+        vx = base.transpose(0, 1) if strided else base
+        vitc.manual_seed(7)
+        out, a = vitc.multi_head_attention_packed(vx, H, dropout_p=p, need_weights=True)
+        ((out * vitc.from_numpy(g)).sum() + (a * vitc.from_numpy(ga)).sum()).backward()
+        return [t.numpy().copy() for t in (out.detach(), a.detach(), base.grad)]
+    for one, two in zip(*_at_one_and_two_threads(run)):
         np.testing.assert_array_equal(one, two)
 
 
