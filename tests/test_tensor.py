@@ -189,22 +189,26 @@ def _thp_mode():
 @pytest.mark.parametrize("setting", ["1", "0"])
 def test_big_blocks_ask_for_huge_pages(setting):
     """blocks of 2 MiB and more are 2 MiB aligned and madvised (VITC_HUGEPAGES=0: not); checked in a
-    fresh process through its own AnonHugePages, with the data intact either way"""
+    fresh process by how much its AnonHugePages grow over one 32 MiB tensor, data intact either way"""
+    import os
     import subprocess
     import sys
-    code = ("import vitc, numpy as np\n"
-            "x = vitc.arange(0, 8 * 1024 * 1024).float() * 2.0  # 32 MiB, every page touched\n"
-            "assert float(x[-1]) == 2.0 * (8 * 1024 * 1024 - 1)\n"
-            "rollup = open('/proc/self/smaps_rollup').read()\n"
-            "print(int(rollup.split('AnonHugePages:')[1].split()[0]))\n")
-    import os
+    code = ("import vitc\n"
+            "huge = lambda: int(open('/proc/self/smaps_rollup').read().split('AnonHugePages:')[1].split()[0])\n"
+            "before = huge()\n"
+            "x = vitc.ones(8 * 1024 * 1024) * 2.0  # 32 MiB, every page written\n"
+            "grown = huge() - before\n"
+            "assert float(x.sum()) == 2.0 * 8 * 1024 * 1024 and float(x[-1]) == 2.0\n"
+            "print(grown)\n")
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, VITC_HUGEPAGES=setting),
                          capture_output=True, text=True, check=True)
-    huge_kb = int(out.stdout.split()[-1])
+    grown_kb = int(out.stdout.split()[-1])
+    if "asan" in os.environ.get("LD_PRELOAD", ""):
+        return  # ASan's own allocator and shadow memory decide the pages there; the data check ran
     if setting == "0":
-        assert huge_kb < 16 * 1024  # nothing of ours (the interpreter may hold a little of its own)
+        assert grown_kb < 16 * 1024, grown_kb
     elif _thp_mode() in ("always", "madvise"):
-        assert huge_kb >= 16 * 1024
+        assert grown_kb >= 16 * 1024, grown_kb
     else:
         pytest.skip(f"transparent huge pages are {_thp_mode()} here")
 
