@@ -4,14 +4,16 @@ against OpenBLAS through the same vitc build and against torch.matmul.
     PYTHONPATH=. .venv/bin/python bench/gemm.py                 # 1 and 2 threads
     PYTHONPATH=. .venv/bin/python bench/gemm.py --threads 2 --reps 30
 
-All three run in one process, interleaved: each repetition times vitc with every GEMM on its own
-kernels (vitc._C._gemm_mode("own")), the same build with every GEMM on OpenBLAS
-(_gemm_mode("blas")) and torch.matmul, back to back, so drifts in machine load hit all three alike; medians and the median of per-repetition
-ratios are reported. Both frameworks share the process, so both run with OMP_WAIT_POLICY=PASSIVE
+All four run in one process, interleaved: each repetition times vitc with every GEMM on its own
+kernel (vitc._C._gemm_mode("own")), the same build with every GEMM on OpenBLAS
+(_gemm_mode("blas")), its default dispatch (_gemm_mode("auto")) and torch.matmul, back to back,
+so drifts in machine load hit all four alike; medians and the median of per-repetition ratios are
+reported. Both frameworks share the process, so both run with OMP_WAIT_POLICY=PASSIVE
 (set before either loads, as bench/ops.py). Shapes are (m, n, k) of
 C = op(A)·op(B): 'x·Wᵀ' a linear forward, 'g·W' an input gradient, 'gᵀ·x' a weight gradient
 (A transposed). 'vitc auto' is the default dispatch (own_gemm_wins and mirror_wins in gemm.c),
-'auto takes' names its path ('blas-mirrored': OpenBLAS on Cᵀ = Bᵀ·A, transposed back). GFLOP/s = 2mnk / time.
+'auto takes' names its path ('blas-mirrored': OpenBLAS on Cᵀ = Bᵀ·A, transposed back).
+GFLOP/s = 2mnk / time.
 Run by hand, never as a test.
 """
 import argparse

@@ -1,4 +1,5 @@
-"""Whole train steps with vitc's own GEMM kernel against the same build with every GEMM on OpenBLAS
+"""Whole train steps with vitc's default GEMM dispatch (its own kernel where own_gemm_wins says so,
+OpenBLAS, plain or mirrored, for the rest) against the same build with every GEMM on OpenBLAS
 (vitc._C._gemm_mode("blas")), in one process, alternating blocks of steps (the order flips every
 round), median per mode. This is what decided own_gemm_wins in csrc/ops/gemm.c.
 
@@ -26,12 +27,12 @@ else:
 def step():
     opt.zero_grad(); vitc.cross_entropy(m(x), y).backward(); opt.step()
 for _ in range(3): step()
-ts = {"own": [], "blas": []}
+ts = {"auto": [], "blas": []}
 for r in range(rounds):
-    for mode in ("own", "blas") if r % 2 == 0 else ("blas", "own"):
-        vitc._C._gemm_mode("blas" if mode == "blas" else "auto")
+    for mode in ("auto", "blas") if r % 2 == 0 else ("blas", "auto"):
+        vitc._C._gemm_mode(mode)
         step()
         for _ in range(block):
             t0 = time.perf_counter(); step(); ts[mode].append(time.perf_counter() - t0)
 print(which, "threads", sys.argv[1], {k: round(1e3 * statistics.median(v), 1) for k, v in ts.items()},
-      "blas/own %.3f" % (statistics.median(ts["blas"]) / statistics.median(ts["own"])))
+      "blas/auto %.3f" % (statistics.median(ts["blas"]) / statistics.median(ts["auto"])))

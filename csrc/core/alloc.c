@@ -8,8 +8,8 @@
  * kernel's transparent huge pages are in "madvise" mode (Debian's default) they are backed by
  * 2 MiB pages: the seed ViT's qkv activations (10 MB per block, read in 256-byte pieces 6 KB
  * apart by the attention kernels) otherwise span more 4 KiB pages than the TLB holds. Measured
- * with bench/ab.py: train steps 3-4 % faster (seed ViT, 1 and 2 threads), 7 % (DeiT-Tiny), peak
- * RSS unchanged. VITC_HUGEPAGES=0 turns it off. */
+ * with bench/ab.py: seed ViT train steps 3-5 % faster at 1 and 2 threads; DeiT-Tiny 7 % in one
+ * run, within noise (-2 %) in another; peak RSS unchanged. VITC_HUGEPAGES=0 turns it off. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>

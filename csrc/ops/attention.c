@@ -431,7 +431,7 @@ static void prefetch_rows(const float *p, int64_t rows, int64_t width, int64_t l
  * pieces C floats apart for each of q, k and v. Used when the copy fits in L2 with room to spare
  * and there are enough images to share among the threads. */
 static int by_image(int64_t B, int64_t staged_floats, int nt) {
-    return B >= 4 * (int64_t)nt && staged_floats * (int64_t)sizeof(float) <= (256 << 10);
+    return staged_floats > 0 && B >= 4 * (int64_t)nt && staged_floats * (int64_t)sizeof(float) <= (256 << 10);
 }
 
 static int64_t stage_floats(int64_t T, int64_t C) { return (T * C + 15) & ~(int64_t)15; }
@@ -507,8 +507,9 @@ int vt_attention_forward(vt_ctx *c) {
     }
     int64_t pairs = B * H;
     int nt = team_size(pairs, pairs * T * T * Dh);
-    int staged = by_image(B, stage_floats(T, C), nt);
-    int64_t per = vt_attn_scratch_floats(T, T, Dh, Dh, p > 0.0) + (staged ? stage_floats(T, C) : 0);
+    int64_t sq = stage_floats(T, C); /* staged: the image's qkv rows */
+    int staged = by_image(B, sq, nt);
+    int64_t per = vt_attn_scratch_floats(T, T, Dh, Dh, p > 0.0) + (staged ? sq : 0);
     if (pairs && T && (st = scratch_alloc(&scr, per, nt))) goto fail;
     const float *xp = vt_f32(xc);
     float *op = vt_f32(out), *ap = A ? vt_f32(A) : NULL;
@@ -518,7 +519,7 @@ int vt_attention_forward(vt_ctx *c) {
     if (staged) {
         #pragma omp parallel num_threads(nt) if (nt > 1)
         {
-            float *mine = scratch_mine(&scr), *img = mine + per - stage_floats(T, C);
+            float *mine = scratch_mine(&scr), *img = mine + per - sq;
             #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < B; b++) {
                 stage_rows(img, xp + b * sb, T, C, ldx);

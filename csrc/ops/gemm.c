@@ -200,9 +200,10 @@ static int blas_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, fl
 
 /* C = alpha·Aᵀ·B (beta = 0; A stored k×m, B k×n) as its mirror Cᵀ = Bᵀ·A into scratch, then
  * transposed into C. With m >= 3n (a weight gradient dYᵀ·X whose layer widens: qkv, fc1) OpenBLAS
- * 0.3.21 runs the mirror faster, transposed copy included (bench/gemm.py "mirrored" column: the
- * seed qkv weight gradient 1.15× / 1.32× at 1 / 2 threads, DeiT-Tiny's qkv and fc1 1.06–1.11×;
- * the narrowing ones, m < n, lose 7–19 % mirrored, so they stay as they are). */
+ * 0.3.21 runs the mirror faster, transposed copy included. Measured interleaved in one process,
+ * plain against mirrored: the seed qkv weight gradient 1.15× / 1.32× at 1 / 2 threads, DeiT-Tiny's
+ * qkv and fc1 1.06–1.11×; the narrowing ones, m < n, lose 7–19 % mirrored, so they stay as they are
+ * (bench/gemm.py's "OpenBLAS / auto" column shows it too, with ~10 % noise on same-path rows). */
 static int mirror_wins(int transa, int transb, int64_t m, int64_t n, int64_t k, float beta) {
     return transa && !transb && beta == 0.0f && m >= 3 * n && (double)m * (double)n * (double)k >= 1e6;
 }
@@ -228,9 +229,15 @@ static int blas_gemm_mirrored(int64_t m, int64_t n, int64_t k, float alpha, cons
     return st;
 }
 
-int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k) {
-    return own_gemm_wins(transa, m, n, k) ? 1 : mirror_wins(transa, 0, m, n, k, 0.0f) ? 2 : 0;
+/* the one dispatch rule of VT_GEMM_AUTO, also reported by vt_gemm_auto_path */
+enum { PATH_BLAS, PATH_OWN, PATH_MIRRORED };
+
+static int auto_path(int transa, int transb, int64_t m, int64_t n, int64_t k, float beta) {
+    if (own_gemm_wins(transa, m, n, k)) return PATH_OWN;
+    return mirror_wins(transa, transb, m, n, k, beta) ? PATH_MIRRORED : PATH_BLAS;
 }
+
+int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k) { return auto_path(transa, 0, m, n, k, 0.0f); }
 
 int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
@@ -243,11 +250,10 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
         return VT_OK;
     }
     int mode = gemm_mode();
-    if (mode == VT_GEMM_BLAS || (mode == VT_GEMM_AUTO && !own_gemm_wins(transa, m, n, k))) {
-        if (mode == VT_GEMM_AUTO && mirror_wins(transa, transb, m, n, k, beta))
-            return blas_gemm_mirrored(m, n, k, alpha, a, lda, b, ldb, c, ldc);
-        return blas_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    }
+    int path = mode == VT_GEMM_BLAS ? PATH_BLAS : mode == VT_GEMM_OWN ? PATH_OWN
+             : auto_path(transa, transb, m, n, k, beta);
+    if (path == PATH_MIRRORED) return blas_gemm_mirrored(m, n, k, alpha, a, lda, b, ldb, c, ldc);
+    if (path == PATH_BLAS) return blas_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = transa ? 1 : lda, .sak = transa ? lda : 1, .b = b,
                   .sbk = transb ? 1 : ldb, .sbn = transb ? ldb : 1, .alpha = alpha, .beta = beta, .c = c, .ldc = ldc};
     g.nstrips = (n + 15) / 16;

@@ -125,7 +125,7 @@ def test_packed_grad_of_map_only():
     assert_close(vx.grad.numpy(), tx.grad.numpy(), RTOL, ATOL, "grad through the maps")
 
 
-@pytest.mark.parametrize("shape", [(0, 5, 3 * 2 * 8), (3, 0, 3 * 2 * 8)])
+@pytest.mark.parametrize("shape", [(0, 5, 3 * 2 * 8), (3, 0, 3 * 2 * 8), (8, 0, 3 * 2 * 8)])  # (8, 0, ·): images enough to stage, nothing in them
 def test_packed_empty(shape):
     x = vitc.from_numpy(np.zeros(shape, np.float32))
     x.requires_grad = True
