@@ -146,6 +146,12 @@ void vt_alloc_clear_cache(void) {
     pthread_mutex_unlock(&lock);
 }
 
+void vt_alloc_reset_peak(void) {
+    pthread_mutex_lock(&lock);
+    peak_bytes = live_bytes;
+    pthread_mutex_unlock(&lock);
+}
+
 void vt_alloc_stats(int64_t *live, int64_t *cached, int64_t *peak) {
     pthread_mutex_lock(&lock);
     *live = live_bytes;

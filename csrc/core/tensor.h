@@ -77,6 +77,7 @@ void vt_free(void *p, size_t nbytes);
 void vt_alloc_fail_after(int64_t n); /* the n-th next allocation fails (n<0: never) */
 void vt_alloc_clear_cache(void);
 void vt_alloc_stats(int64_t *live_bytes, int64_t *cached_bytes, int64_t *peak_bytes);
+void vt_alloc_reset_peak(void); /* peak <- live, to measure one region (torch.cuda.reset_peak_memory_stats) */
 
 /* construction */
 vt_tensor *vt_empty(vt_dtype dt, int ndim, const int64_t *shape);

@@ -475,54 +475,64 @@ static int check_dropout(const char *who, double p) {
 
 /* ---- attention: fused multi-head self-attention on the packed projection --------------------- */
 
+/* how a forward runs: threads, whether whole images are staged (by_image), scratch per thread */
+typedef struct { int nt, staged; int64_t sq, per; } fwd_plan;
+
+static fwd_plan forward_plan(int64_t B, int64_t T, int64_t H, int64_t Dh, double p) {
+    int64_t pairs = B * H;
+    fwd_plan pl = {.nt = team_size(pairs, pairs * T * T * Dh), .sq = stage_floats(T, 3 * H * Dh)};
+    pl.staged = by_image(B, pl.sq, pl.nt);
+    pl.per = vt_attn_scratch_floats(T, T, Dh, Dh, p > 0.0) + (pl.staged ? pl.sq : 0);
+    return pl;
+}
+
+/* qkv_attention's projection, fused into the staged forward: each image's qkv rows are computed
+ * straight into the thread's staging buffer (x_b·Wᵀ + bias against Wᵀ packed once for all
+ * images), then streamed to the saved qkv tensor when a backward will need it. The projection's
+ * 3·H·Dh-wide output is never written and read back through memory before attention. */
+typedef struct { const float *x; int64_t sbx, ldx; vt_gemm_panel wt; const float *bias; } qkv_proj;
+
+typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; } attn_geom;
+
 /* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
- * channels [h·Dh, (h+1)·Dh) of each. Forward saves qkv, A (B, H, T, T) and the dropout draws. */
-int vt_attention_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 3, 2));
-    vt_tensor *x = c->nin > 0 ? c->in[0] : NULL;
-    VT_TRY(vt_require_f32(x, "attention", "qkv"));
-    char buf[128];
-    if (x->ndim != 3)
-        return vt_fail(VT_ESHAPE, "attention: qkv must be 3-d (B, T, 3*heads*head_dim), got shape %s",
-                       vt_shape_str(x->ndim, x->shape, buf, sizeof buf));
-    int64_t H = c->args->i[0], need_weights = c->args->i[1], C = x->shape[2];
-    if (H <= 0) return vt_fail(VT_EVALUE, "attention: heads must be positive, got %lld", (long long)H);
-    if (C == 0 || C % (3 * H))
-        return vt_fail(VT_ESHAPE, "attention: qkv's last dim %lld is not a positive multiple of 3*heads = %lld (shape %s)",
-                       (long long)C, (long long)(3 * H), vt_shape_str(x->ndim, x->shape, buf, sizeof buf));
-    int64_t B = x->shape[0], T = x->shape[1], Dh = C / (3 * H), HD = H * Dh;
-    double scale = c->args->i[2] ? 1.0 / sqrt((double)Dh) : c->args->f[0], p = c->args->f[1];
-    VT_TRY(check_dropout("attention", p));
-    vt_tensor *xc = unit_last(x), *out = NULL, *A = NULL, *rng = NULL;
+ * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws. With pj
+ * (staged plans only) qkv is an empty tensor filled here, or NULL when nothing is saved. */
+static int packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, const fwd_plan *pl, const attn_geom *ag) {
+    int64_t B = ag->B, T = ag->T, H = ag->H, Dh = ag->Dh, HD = H * Dh, C = 3 * HD;
+    double p = ag->p;
+    vt_tensor *out = NULL, *A = NULL, *rng = NULL;
     scratch_set scr = {0};
-    int st = VT_OK;
-    if (!xc) return vt_last_code();
+    int st = VT_OK, nt = pl->nt;
     if (!(out = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
-    if ((need_weights || c->save) && !(A = vt_empty(VT_FLOAT32, 4, (int64_t[]){B, H, T, T}))) goto fail;
+    if ((ag->need_weights || c->save) && !(A = vt_empty(VT_FLOAT32, 4, (int64_t[]){B, H, T, T}))) goto fail;
     uint64_t seed = 0, base = 0;
     if (p > 0.0) {
         seed = vt_rng_get_seed();
         base = vt_rng_reserve(((uint64_t)(B * H * T * T) + 3) / 4);
         if (c->save && !(rng = rng_state(seed, base))) goto fail;
     }
-    int64_t pairs = B * H;
-    int nt = team_size(pairs, pairs * T * T * Dh);
-    int64_t sq = stage_floats(T, C); /* staged: the image's qkv rows */
-    int staged = by_image(B, sq, nt);
-    int64_t per = vt_attn_scratch_floats(T, T, Dh, Dh, p > 0.0) + (staged ? sq : 0);
+    int64_t pairs = B * H, per = pl->per, sq = pl->sq;
     if (pairs && T && (st = scratch_alloc(&scr, per, nt))) goto fail;
-    const float *xp = vt_f32(xc);
-    float *op = vt_f32(out), *ap = A ? vt_f32(A) : NULL;
-    int64_t sb = xc->strides[0], ldx = xc->strides[1];
+    float *xp = qkv ? vt_f32(qkv) : NULL, *op = vt_f32(out), *ap = A ? vt_f32(A) : NULL;
+    int64_t sb = qkv ? qkv->strides[0] : 0, ldx = qkv ? qkv->strides[1] : 0;
     int64_t chunk = chunk_size(pairs, nt);
-    packed_geom pg = {T, Dh, HD, H, (float)scale, (float)p, seed, base};
-    if (staged) {
+    packed_geom pg = {T, Dh, HD, H, (float)ag->scale, (float)p, seed, base};
+    if (pl->staged) {
         #pragma omp parallel num_threads(nt) if (nt > 1)
         {
             float *mine = scratch_mine(&scr), *img = mine + per - sq;
+            if (pj) {
+                #pragma omp for schedule(static)
+                for (int64_t s = 0; s < pj->wt.nstrips; s++) vt_gemm_panel_pack(&pj->wt, s);
+            }
             #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < B; b++) {
-                stage_rows(img, xp + b * sb, T, C, ldx);
+                if (pj) {
+                    for (int64_t t = 0; pj->bias && t < T; t++) memcpy(img + t * C, pj->bias, sizeof(float) * (size_t)C);
+                    vt_gemm_panel_rows(&pj->wt, T, pj->x + b * pj->sbx, pj->ldx, pj->bias ? 1.0f : 0.0f, img, C);
+                    if (xp) vt_stream_copy(xp + b * T * C, img, T * C);
+                } else
+                    stage_rows(img, xp + b * sb, T, C, ldx);
                 for (int64_t hh = 0; hh < H; hh++) {
                     int64_t bh = b * H + hh;
                     const float *row0 = img + hh * Dh;
@@ -551,33 +561,115 @@ int vt_attention_forward(vt_ctx *c) {
     scratch_free(&scr);
     c->out[0] = out;
     c->nout = 1;
-    if (need_weights) {
+    if (ag->need_weights) {
         vt_tensor_incref(A);
         c->out[c->nout++] = A;
     }
-    if ((st = vt_save(c, xc)) || (st = vt_save(c, A)) || (rng && (st = vt_save(c, rng)))) {
-        /* outputs already belong to c: the dispatcher releases them */
-        vt_tensor_decref(xc); vt_tensor_decref(A); vt_tensor_decref(rng);
-        return st;
-    }
-    vt_tensor_decref(xc);
+    /* outputs already belong to c: on failure the dispatcher releases them */
+    if (!(st = vt_save(c, qkv)) && !(st = vt_save(c, A)) && rng) st = vt_save(c, rng);
     vt_tensor_decref(A);
     vt_tensor_decref(rng);
-    return VT_OK;
+    return st;
 fail:
     st = vt_last_code();
     scratch_free(&scr);
-    vt_tensor_decref(xc);
     vt_tensor_decref(out);
     vt_tensor_decref(A);
     vt_tensor_decref(rng);
     return st;
 }
 
+/* heads (i[0]), scale (i[2] default or f[0]) and dropout (f[1]) of an attention op whose packed
+ * width is C; fills everything of ag but B and T */
+static int attn_args(const vt_ctx *c, const char *who, int64_t C, const int64_t *shape, int ndim, attn_geom *ag) {
+    char buf[128];
+    int64_t H = c->args->i[0];
+    if (H <= 0) return vt_fail(VT_EVALUE, "%s: heads must be positive, got %lld", who, (long long)H);
+    if (C == 0 || C % (3 * H))
+        return vt_fail(VT_ESHAPE, "%s: qkv's last dim %lld is not a positive multiple of 3*heads = %lld (shape %s)",
+                       who, (long long)C, (long long)(3 * H), vt_shape_str(ndim, shape, buf, sizeof buf));
+    ag->H = H;
+    ag->Dh = C / (3 * H);
+    ag->need_weights = c->args->i[1] != 0;
+    ag->scale = c->args->i[2] ? 1.0 / sqrt((double)ag->Dh) : c->args->f[0];
+    ag->p = c->args->f[1];
+    return check_dropout(who, ag->p);
+}
+
+int vt_attention_forward(vt_ctx *c) {
+    VT_TRY(vt_arg_count(c, 3, 2));
+    vt_tensor *x = c->nin > 0 ? c->in[0] : NULL;
+    VT_TRY(vt_require_f32(x, "attention", "qkv"));
+    char buf[128];
+    if (x->ndim != 3)
+        return vt_fail(VT_ESHAPE, "attention: qkv must be 3-d (B, T, 3*heads*head_dim), got shape %s",
+                       vt_shape_str(x->ndim, x->shape, buf, sizeof buf));
+    attn_geom ag = {.B = x->shape[0], .T = x->shape[1]};
+    VT_TRY(attn_args(c, "attention", x->shape[2], x->shape, x->ndim, &ag));
+    vt_tensor *xc = unit_last(x);
+    if (!xc) return vt_last_code();
+    fwd_plan pl = forward_plan(ag.B, ag.T, ag.H, ag.Dh, ag.p);
+    int st = packed_forward(c, xc, NULL, &pl, &ag);
+    vt_tensor_decref(xc);
+    return st;
+}
+
+/* qkv_attention: the projection qkv = x·Wᵀ + b and attention in one node. Staged plans (the seed
+ * ViT's small images) fuse the projection per image (qkv_proj); others run vt_k_linear first and
+ * then the same attention. Saves qkv, A, [dropout draws], x, W. */
+int vt_qkv_attention_forward(vt_ctx *c) {
+    VT_TRY(vt_need_inputs(c, 2));
+    VT_TRY(vt_arg_count(c, 3, 2));
+    vt_tensor *x = c->in[0], *w = c->in[1], *b = c->nin > 2 ? c->in[2] : NULL;
+    const char *who = "qkv_attention";
+    VT_TRY(vt_require_f32(x, who, "input"));
+    VT_TRY(vt_require_f32(w, who, "weight"));
+    if (b) VT_TRY(vt_require_f32(b, who, "bias"));
+    char b1[128], b2[128];
+    if (x->ndim != 3 || w->ndim != 2 || w->shape[1] != x->shape[2])
+        return vt_fail(VT_ESHAPE, "%s: input must be (B, T, dim) and weight (3*heads*head_dim, dim), got %s and %s",
+                       who, vt_shape_str(x->ndim, x->shape, b1, sizeof b1), vt_shape_str(w->ndim, w->shape, b2, sizeof b2));
+    int64_t C = w->shape[0], D = x->shape[2];
+    if (b && (b->ndim != 1 || b->shape[0] != C))
+        return vt_fail(VT_ESHAPE, "%s: bias must have shape (%lld,), got %s", who, (long long)C,
+                       vt_shape_str(b->ndim, b->shape, b1, sizeof b1));
+    attn_geom ag = {.B = x->shape[0], .T = x->shape[1]};
+    VT_TRY(attn_args(c, who, C, w->shape, w->ndim, &ag));
+    fwd_plan pl = forward_plan(ag.B, ag.T, ag.H, ag.Dh, ag.p);
+    int st;
+    if (!pl.staged || D < 1 || D > vt_gemm_panel_max_k()) {
+        vt_tensor *qkv = vt_k_linear(x, w, b);
+        if (!qkv) return vt_last_code();
+        st = packed_forward(c, qkv, NULL, &pl, &ag);
+        vt_tensor_decref(qkv);
+    } else {
+        vt_tensor *xc = vt_contiguous(x), *wc = xc ? vt_contiguous(w) : NULL, *bc = b && wc ? vt_contiguous(b) : NULL;
+        vt_tensor *qkv = NULL;
+        qkv_proj pj = {0};
+        st = !xc || !wc || (b && !bc) ? vt_last_code() : VT_OK;
+        if (!st && c->save && !(qkv = vt_empty(VT_FLOAT32, 3, (int64_t[]){ag.B, ag.T, C}))) st = vt_last_code();
+        if (!st) st = vt_gemm_panel_init(&pj.wt, 1, D, C, vt_f32(wc), D);
+        if (!st) {
+            pj.x = vt_f32(xc);
+            pj.sbx = ag.T * D;
+            pj.ldx = D;
+            pj.bias = bc ? vt_f32(bc) : NULL;
+            st = packed_forward(c, qkv, &pj, &pl, &ag);
+        }
+        vt_gemm_panel_free(&pj.wt);
+        vt_tensor_decref(qkv);
+        vt_tensor_decref(bc);
+        vt_tensor_decref(wc);
+        vt_tensor_decref(xc);
+    }
+    if (!st) st = vt_save(c, x);
+    if (!st) st = vt_save(c, w);
+    return st;
+}
+
 /* SPEC §1.4 backward per head, all three gradients written into one packed dqkv (B, T, 3·H·Dh) */
-int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
-    if (!(n->needs_input_grad & 1)) return VT_OK;
-    vt_tensor *x = n->saved[0], *A = n->saved[1], *rng = n->nsaved > 2 ? n->saved[2] : NULL;
+static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rng, vt_tensor **gout,
+                           vt_tensor **dx_out) {
     int64_t H = n->args.i[0], B = x->shape[0], T = x->shape[1], C = x->shape[2], Dh = C / (3 * H), HD = H * Dh;
     double scale = n->args.i[2] ? 1.0 / sqrt((double)Dh) : n->args.f[0], p = n->args.f[1];
     vt_tensor *g = gout[0] ? vt_contiguous(gout[0]) : NULL;
@@ -644,7 +736,7 @@ int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     scratch_free(&scr);
     vt_tensor_decref(g);
     vt_tensor_decref(ga);
-    gin[0] = dx;
+    *dx_out = dx;
     return VT_OK;
 fail:
     st = vt_last_code();
@@ -652,6 +744,24 @@ fail:
     vt_tensor_decref(g);
     vt_tensor_decref(ga);
     vt_tensor_decref(dx);
+    return st;
+}
+
+int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
+    if (!(n->needs_input_grad & 1)) return VT_OK;
+    return packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 2 ? n->saved[2] : NULL, gout, &gin[0]);
+}
+
+/* dqkv as attention's backward, then the projection's gradients from it: dx = dqkv·W,
+ * dW = dqkvᵀ·x, db = Σ dqkv (vt_k_linear_grads) */
+int vt_qkv_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
+    unsigned need = n->needs_input_grad;
+    if (!(need & 7)) return VT_OK;
+    vt_tensor *x = n->saved[n->nsaved - 2], *w = n->saved[n->nsaved - 1], *dqkv = NULL;
+    VT_TRY(packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 4 ? n->saved[2] : NULL, gout, &dqkv));
+    int st = vt_k_linear_grads(dqkv, x, w, need & 1 ? &gin[0] : NULL, need & 2 ? &gin[1] : NULL,
+                               n->nin > 2 && (need & 4) ? &gin[2] : NULL);
+    vt_tensor_decref(dqkv);
     return st;
 }
 

@@ -270,3 +270,44 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
     vt_free(g.pk, pk_bytes);
     return VT_OK;
 }
+
+/* ---- one packed B for many small products on the calling thread ----------------------------- */
+/* attention.c's fused projection multiplies each image's T rows by the same Wᵀ: packing it once
+ * per op instead of once per image keeps the per-image products at the big kernel's speed. */
+int vt_gemm_panel_init(vt_gemm_panel *pn, int transb, int64_t k, int64_t n, const float *b, int64_t ldb) {
+    memset(pn, 0, sizeof *pn);
+    if (k < 1 || k > KC || n < 1)
+        return vt_fail(VT_ESHAPE, "gemm panel: k must be in [1, %d] and n positive, got k = %lld, n = %lld", KC,
+                       (long long)k, (long long)n);
+    *pn = (vt_gemm_panel){.b = b, .k = k, .n = n, .nstrips = (n + 15) / 16, .sbk = transb ? 1 : ldb,
+                          .sbn = transb ? ldb : 1};
+    pn->bytes = sizeof(float) * (size_t)(pn->nstrips * 16) * (size_t)k;
+    pn->p = vt_alloc(pn->bytes);
+    return pn->p ? VT_OK : vt_last_code();
+}
+
+int vt_gemm_panel_max_k(void) { return KC; }
+
+static gemm_job panel_job(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, float beta, float *c,
+                          int64_t ldc) {
+    return (gemm_job){.m = m, .n = pn->n, .k = pn->k, .a = a, .sar = lda, .sak = 1, .b = pn->b, .sbk = pn->sbk,
+                      .sbn = pn->sbn, .alpha = 1.0f, .beta = beta, .c = c, .ldc = ldc, .pk = pn->p,
+                      .nstrips = pn->nstrips, .mblocks = (m + MC - 1) / MC, .sgroups = (pn->nstrips + SG - 1) / SG};
+}
+
+void vt_gemm_panel_pack(const vt_gemm_panel *pn, int64_t s) {
+    gemm_job g = panel_job(pn, 0, NULL, 0, 0.0f, NULL, 0);
+    pick()->pack(&g, 0, pn->k, s);
+}
+
+void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, float beta, float *c,
+                        int64_t ldc) {
+    gemm_job g = panel_job(pn, m, a, lda, beta, c, ldc);
+    const gemm_kernels *kn = pick();
+    for (int64_t t = 0; t < g.mblocks * g.sgroups; t++) kn->block(&g, 0, pn->k, t);
+}
+
+void vt_gemm_panel_free(vt_gemm_panel *pn) {
+    if (pn->p) vt_free(pn->p, pn->bytes);
+    pn->p = NULL;
+}

@@ -1,6 +1,20 @@
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xmmintrin.h>
 #include "ops_util.h"
+
+/* SSE's movntps is in the x86-64 baseline, so this needs no ISA dispatch */
+void vt_stream_copy(float *dst, const float *src, int64_t n) {
+    if ((uintptr_t)dst & 15) {
+        memcpy(dst, src, sizeof(float) * (size_t)n);
+        return;
+    }
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+    for (; i < n; i++) dst[i] = src[i];
+    _mm_sfence(); /* the stores are weakly ordered: finish them before another thread may read */
+}
 
 int vt_arg_count(const vt_ctx *c, int ni, int nf) {
     if (c->args->ni < ni || c->args->nf < nf)

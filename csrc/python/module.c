@@ -251,6 +251,7 @@ static PyObject *py_alloc_stats(PyObject *m, PyObject *u) {
     vt_alloc_stats(&live, &cached, &peak);
     return Py_BuildValue("{s:L,s:L,s:L}", "live", (long long)live, "cached", (long long)cached, "peak", (long long)peak);
 }
+static PyObject *py_reset_peak(PyObject *m, PyObject *u) { vt_alloc_reset_peak(); Py_RETURN_NONE; }
 static PyObject *py_empty_cache(PyObject *m, PyObject *u) { vt_alloc_clear_cache(); Py_RETURN_NONE; }
 static PyObject *py_gemm_mode(PyObject *m, PyObject *arg) {
     static const char *names[] = {"auto", "blas", "own"};
@@ -291,6 +292,7 @@ static PyMethodDef module_methods[] = {
     {"set_data", py_set_data, METH_VARARGS, "set_data(dst, src)"},
     {"_alloc_fail_after", py_alloc_fail_after, METH_O, "fail the n-th next allocation (tests)"},
     {"alloc_stats", py_alloc_stats, METH_NOARGS, "allocator bytes: live, cached, peak"},
+    {"reset_peak", py_reset_peak, METH_NOARGS, "set the allocator's peak to its live bytes"},
     {"empty_cache", py_empty_cache, METH_NOARGS, "free the allocator's cached blocks"},
     {"_gemm_auto_path", py_gemm_auto_path, METH_VARARGS, "(transa, m, n, k) -> 'own' | 'blas' | 'blas-mirrored': the default path"},
     {"_gemm_mode", py_gemm_mode, METH_O, "'auto' | 'blas' | 'own': which path every GEMM takes (benchmarks, tests)"},

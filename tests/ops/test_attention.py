@@ -300,6 +300,139 @@ def test_packed_allocation_failures_do_not_leak():
     assert vitc._C.alloc_stats()["live"] == live0
 
 
+# ---- qkv_attention: the projection and attention in one op -------------------------------------
+
+def torch_qkv_mha(heads, **kw):
+    return lambda x, w, b=None: torch_mha(F.linear(x, w, b), heads, **kw)
+
+
+def vitc_qkv_mha(heads, **kw):
+    return lambda x, w, b=None: vitc.qkv_attention(x, w, b, heads, **kw)
+
+
+# (B, T, dim, heads, Dh, bias): B = 8 stages whole images at 1 and 2 threads (the fused
+# projection), B = 5 at 1 thread only, B = 2 never (linear, then attention)
+QKV_SHAPES = [(8, 17, 64, 8, 64, False), (8, 9, 12, 2, 8, True), (5, 9, 12, 2, 8, True), (2, 9, 12, 2, 8, True),
+              (4, 3, 7, 1, 5, True), (8, 1, 3, 1, 1, False)]
+
+
+@pytest.mark.parametrize("B,T,D,H,Dh,bias", QKV_SHAPES)
+def test_qkv_attention_matches_torch(B, T, D, H, Dh, bias):
+    C, r = 3 * H * Dh, D ** -0.5  # weights ~ U(±dim^-1/2), as Linear's init: logits of order one
+    inputs = [rand(B, T, D, low=-2, high=2), rand(C, D, low=-r, high=r)] + ([rand(C)] if bias else [])
+    check_op(vitc_qkv_mha(H, need_weights=True), torch_qkv_mha(H), inputs, rtol=RTOL, atol=ATOL, grad_rtol=2e-4,
+             grad_atol=2e-5, fd=B * T * D <= 1024)
+
+
+def test_qkv_attention_seed_shape():
+    """the seed ViT: B = 100 images of 17 tokens, dim 64, 8 heads of 64, no qkv bias"""
+    check_op(vitc_qkv_mha(8), lambda x, w: torch_mha(F.linear(x, w), 8)[0],
+             [rand(100, 17, 64, low=-2, high=2), rand(1536, 64, low=-0.125, high=0.125)], rtol=RTOL, atol=ATOL,
+             grad_rtol=2e-4, grad_atol=2e-5, fd=False)
+
+
+@pytest.mark.parametrize("strided", [False, True])
+def test_qkv_attention_is_linear_then_attention_bitwise(strided):
+    """The fused projection runs the same tile kernel as the linear's own GEMM, k ascending, so
+    outputs, maps and all gradients equal linear + multi_head_attention_packed bit for bit, dropout
+    and a bias included, at 1 and 2 threads; strided: a (T, B, dim) input seen as (B, T, dim) and a
+    transposed weight buffer."""
+    B, T, D, H, Dh, p = 8, 17, 24, 4, 16, 0.2
+    C = 3 * H * Dh
+    x = rand(T, B, D) if strided else rand(B, T, D)
+    w = rand(D, C, low=-0.3, high=0.3) if strided else rand(C, D, low=-0.3, high=0.3)
+    b, g, ga = rand(C), rand(B, T, H * Dh), rand(B, H, T, T)
+
+    def run(fused):
+        leaves = [vitc.from_numpy(a.copy()).requires_grad_() for a in (x, w, b)]
+        vx, vw = (leaves[0].transpose(0, 1), leaves[1].t()) if strided else leaves[:2]
+        vitc.manual_seed(3)
+        if fused:
+            out, a = vitc.qkv_attention(vx, vw, leaves[2], H, dropout_p=p, need_weights=True)
+        else:
+            out, a = vitc.multi_head_attention_packed(vitc.linear(vx, vw, leaves[2]), H, dropout_p=p,
+                                                      need_weights=True)
+        ((out * vitc.from_numpy(g)).sum() + (a * vitc.from_numpy(ga)).sum()).backward()
+        return [t.numpy().copy() for t in [out.detach(), a.detach()] + [leaf.grad for leaf in leaves]]
+    one_f, two_f = _at_one_and_two_threads(lambda: run(True))
+    one_p, two_p = _at_one_and_two_threads(lambda: run(False))
+    for got, want in zip(one_f + two_f, one_p + two_p):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_qkv_attention_without_grad_holds_no_projection():
+    """Under no_grad the fused path never makes the (B, T, 3·heads·Dh) projection: its peak is
+    lower than linear + attention by at least that tensor less the packed weight."""
+    B, T, D, H, Dh = 16, 17, 64, 8, 64
+    x, w = vitc.from_numpy(rand(B, T, D)), vitc.from_numpy(rand(3 * H * Dh, D))
+
+    def peak(fn):
+        vitc._C.reset_peak()
+        before = vitc._C.alloc_stats()["live"]
+        out = fn()
+        return vitc._C.alloc_stats()["peak"] - before, out
+    with vitc.no_grad():
+        fused, o1 = peak(lambda: vitc.qkv_attention(x, w, None, H))
+        plain, o2 = peak(lambda: vitc.multi_head_attention_packed(vitc.linear(x, w), H))
+    np.testing.assert_array_equal(o1.numpy(), o2.numpy())
+    qkv_bytes, panel_bytes = 4 * B * T * 3 * H * Dh, 4 * 3 * H * Dh * D
+    assert plain - fused >= qkv_bytes - panel_bytes, (plain, fused)
+
+
+def test_qkv_attention_partial_grads():
+    """only the weight, only the input, and nothing at all requiring a gradient"""
+    x, w, b = rand(8, 5, 6), rand(12, 6), rand(12)
+    check_op(vitc_qkv_mha(2), lambda *a: torch_qkv_mha(2)(*a)[0], [x, w, b], grad_inputs=[1], rtol=RTOL, atol=ATOL,
+             fd=False)
+    check_op(vitc_qkv_mha(2), lambda *a: torch_qkv_mha(2)(*a)[0], [x, w, b], grad_inputs=[0], rtol=RTOL, atol=ATOL,
+             fd=False)
+    check_op(vitc_qkv_mha(2), lambda *a: torch_qkv_mha(2)(*a)[0], [x, w, b], grad=False, rtol=RTOL, atol=ATOL)
+
+
+def test_qkv_attention_errors():
+    x, w, b = vitc.from_numpy(rand(2, 5, 6)), vitc.from_numpy(rand(12, 6)), vitc.from_numpy(rand(12))
+    with pytest.raises(ValueError, match=r"input must be \(B, T, dim\) and weight"):
+        vitc.qkv_attention(x, vitc.from_numpy(rand(12, 7)), b, 2)
+    with pytest.raises(ValueError, match=r"input must be \(B, T, dim\)"):
+        vitc.qkv_attention(vitc.from_numpy(rand(5, 6)), w, b, 2)
+    with pytest.raises(ValueError, match=r"bias must have shape \(12,\)"):
+        vitc.qkv_attention(x, w, vitc.from_numpy(rand(13)), 2)
+    with pytest.raises(ValueError, match="not a positive multiple of 3\\*heads = 15"):
+        vitc.qkv_attention(x, w, b, 5)
+    with pytest.raises(ValueError, match="heads must be positive"):
+        vitc.qkv_attention(x, w, b, 0)
+    with pytest.raises(TypeError, match="float32"):
+        vitc.qkv_attention(vitc.from_numpy(np.ones((2, 5, 6), np.int64)), w, b, 2)
+    with pytest.raises(TypeError, match="weight must be a vitc.Tensor"):
+        vitc.qkv_attention(x, None, b, 2)
+    with pytest.raises(TypeError, match="bias must be a vitc.Tensor"):
+        vitc.qkv_attention(x, w, np.ones(12, np.float32), 2)
+    with pytest.raises(ValueError, match="dropout_p"):
+        vitc.qkv_attention(x, w, b, 2, dropout_p=-0.1)
+
+
+@pytest.mark.parametrize("B", [8, 2])  # fused and unfused paths
+def test_qkv_attention_allocation_failures_do_not_leak(B):
+    x = vitc.from_numpy(rand(B, 9, 8)).requires_grad_()
+    w = vitc.from_numpy(rand(3 * 2 * 8, 8)).requires_grad_()
+    g = vitc.from_numpy(rand(B, 9, 16))
+    vitc.qkv_attention(x, w, None, 2, dropout_p=0.2, need_weights=True)[0].backward(g)  # warm caches
+    x.grad = w.grad = None
+    live0 = vitc._C.alloc_stats()["live"]
+    failures = 0
+    for n in range(16):
+        vitc._C._alloc_fail_after(n)
+        try:
+            vitc.qkv_attention(x, w, None, 2, dropout_p=0.2, need_weights=True)[0].backward(g)
+        except MemoryError:
+            failures += 1
+        finally:
+            vitc._C._alloc_fail_after(-1)
+        x.grad = w.grad = None
+    assert failures > 0
+    assert vitc._C.alloc_stats()["live"] == live0
+
+
 # ---- scaled_dot_product_attention ----------------------------------------------------------------
 
 def sdpa_pair(**kw):

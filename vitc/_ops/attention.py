@@ -4,7 +4,7 @@ import numbers
 
 from .._tensor import Tensor, _call
 
-__all__ = ['multi_head_attention_packed', 'reattention_packed', 'attention_apply', 'scaled_dot_product_attention']
+__all__ = ['multi_head_attention_packed', 'qkv_attention', 'reattention_packed', 'attention_apply', 'scaled_dot_product_attention']
 
 _REATTN_NORMS = {'none': 0, 'batch': 1, 'layer': 2}
 
@@ -52,6 +52,25 @@ def multi_head_attention_packed(qkv, heads, scale=None, dropout_p=0.0, training=
     default, s = _check_scale(scale, who)
     p = _check_p(dropout_p, who)
     return _call("attention", (qkv,), (int(heads), int(bool(need_weights)), default),
+                 (s, p if training else 0.0))
+
+
+def qkv_attention(input, weight, bias, heads, scale=None, dropout_p=0.0, training=True, need_weights=False):
+    """The qkv projection and multi-head self-attention as one op:
+    multi_head_attention_packed(linear(input, weight, bias), heads, ...), input (B, T, dim), weight
+    (3·heads·Dh, dim), bias (3·heads·Dh,) or None. Same result and gradients; where the attention
+    runs image by image (small images, enough of them), each image's projection is computed
+    straight into the attention's working buffer instead of through a (B, T, 3·heads·Dh) tensor.
+    """
+    who = "qkv_attention"
+    _check_tensor(input, who, "input")
+    _check_tensor(weight, who, "weight")
+    if bias is not None:
+        _check_tensor(bias, who, "bias")
+    _check_heads(heads, who)
+    default, s = _check_scale(scale, who)
+    p = _check_p(dropout_p, who)
+    return _call("qkv_attention", (input, weight, bias), (int(heads), int(bool(need_weights)), default),
                  (s, p if training else 0.0))
 
 

@@ -100,6 +100,12 @@ class Attention(Module):
         self.record_attention = False
         self.last_attention = self.last_softmax = None
 
+    def _plain_projection(self):
+        """to_qkv is still our Linear with no hooks: projection and attention can run as one op
+        (qkv_attention); otherwise to_qkv is called as a module (its hooks run)."""
+        p = self.to_qkv
+        return type(p) is Linear and not (p._forward_hooks or p._forward_pre_hooks)
+
     def _reattention(self, qkv, need_weights, softmax=False):
         norm, kind = self.reattn_norm, self.reattn_norm_kind
         kw = {}
@@ -120,19 +126,24 @@ class Attention(Module):
         if x.ndim != 3 or x.shape[2] != self.dim:
             raise ValueError(f"Attention(dim={self.dim}): expected input of shape (B, T, {self.dim}), "
                              f"got {tuple(x.shape)}")
-        qkv = self.to_qkv(x)
         need = return_attention or self.record_attention
-        if reuse_map is not None:
-            out, attn = _v.attention_apply(qkv, reuse_map, self.heads), reuse_map
-        elif self.attn == "reattention":
-            res = self._reattention(qkv, need, softmax=self.record_attention)
-            out, attn = res[:2] if need else (res, None)
-            if self.record_attention:
-                self.last_softmax = res[2].detach()
-        else:
-            res = _v.multi_head_attention_packed(qkv, self.heads, scale=self.scale, dropout_p=self.attn_drop,
-                                                 training=self.training, need_weights=need)
+        if reuse_map is None and self.attn == "mhsa" and self._plain_projection():
+            res = _v.qkv_attention(x, self.to_qkv.weight, self.to_qkv.bias, self.heads, scale=self.scale,
+                                   dropout_p=self.attn_drop, training=self.training, need_weights=need)
             out, attn = res if need else (res, None)
+        else:
+            qkv = self.to_qkv(x)
+            if reuse_map is not None:
+                out, attn = _v.attention_apply(qkv, reuse_map, self.heads), reuse_map
+            elif self.attn == "reattention":
+                res = self._reattention(qkv, need, softmax=self.record_attention)
+                out, attn = res[:2] if need else (res, None)
+                if self.record_attention:
+                    self.last_softmax = res[2].detach()
+            else:
+                res = _v.multi_head_attention_packed(qkv, self.heads, scale=self.scale, dropout_p=self.attn_drop,
+                                                     training=self.training, need_weights=need)
+                out, attn = res if need else (res, None)
         if self.record_attention:
             self.last_attention = attn.detach()
             if self.attn != "reattention" or reuse_map is not None:
