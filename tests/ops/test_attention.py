@@ -311,9 +311,10 @@ def vitc_qkv_mha(heads, **kw):
 
 
 # (B, T, dim, heads, Dh, bias): B = 8 stages whole images at 1 and 2 threads (the fused
-# projection), B = 5 at 1 thread only, B = 2 never (linear, then attention)
+# projection), B = 5 at 1 thread only, B = 2 never (linear, then attention); dim 400 spans two K
+# blocks of the packed weight
 QKV_SHAPES = [(8, 17, 64, 8, 64, False), (8, 9, 12, 2, 8, True), (5, 9, 12, 2, 8, True), (2, 9, 12, 2, 8, True),
-              (4, 3, 7, 1, 5, True), (8, 1, 3, 1, 1, False)]
+              (4, 3, 7, 1, 5, True), (8, 1, 3, 1, 1, False), (8, 4, 400, 1, 8, True)]
 
 
 @pytest.mark.parametrize("B,T,D,H,Dh,bias", QKV_SHAPES)
