@@ -508,18 +508,26 @@ static fwd_plan forward_plan(int64_t B, int64_t T, int64_t H, int64_t Dh, double
  * 3·H·Dh-wide output is never written and read back through memory before attention. */
 typedef struct { const float *x; int64_t sbx, ldx; vt_gemm_panel wt; const float *bias; } qkv_proj;
 
+/* qkv_attention's optional output projection y = out·W_oᵀ + b_o, fused into the staged forward:
+ * the image's heads write into scratch (T × H·Dh), y_b is computed from there, and the attention
+ * output is streamed to its saved tensor (ao, for W_o's gradient) when a backward needs it. */
+typedef struct { vt_gemm_panel wt; const float *bias; int64_t Do; } out_proj;
+
 typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; } attn_geom;
 
 /* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
  * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws. With pj
- * (staged plans only) qkv is an empty tensor filled here, or NULL when nothing is saved. */
-static int packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, const fwd_plan *pl, const attn_geom *ag) {
+ * (staged plans only) qkv is an empty tensor filled here, or NULL when nothing is saved. With po
+ * (staged plans only) the output is y and *ao the attention output to save (NULL without save). */
+static int packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po, const fwd_plan *pl,
+                          const attn_geom *ag, vt_tensor **ao) {
     int64_t B = ag->B, T = ag->T, H = ag->H, Dh = ag->Dh, HD = H * Dh, C = 3 * HD;
     double p = ag->p;
-    vt_tensor *out = NULL, *A = NULL, *rng = NULL;
+    vt_tensor *out = NULL, *A = NULL, *rng = NULL, *aot = NULL;
     scratch_set scr = {0};
     int st = VT_OK, nt = pl->nt;
-    if (!(out = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
+    if (!(out = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, po ? po->Do : HD}))) goto fail;
+    if (po && c->save && !(aot = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
     if ((ag->need_weights || c->save) && !(A = vt_empty(VT_FLOAT32, 4, (int64_t[]){B, H, T, T}))) goto fail;
     uint64_t seed = 0, base = 0;
     if (p > 0.0) {
@@ -527,19 +535,21 @@ static int packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, const fwd_pla
         base = vt_rng_reserve(((uint64_t)(B * H * T * T) + 3) / 4);
         if (c->save && !(rng = rng_state(seed, base))) goto fail;
     }
-    int64_t pairs = B * H, per = pl->per, sq = pl->sq;
+    int64_t pairs = B * H, so = po ? stage_floats(T, HD) : 0, per = pl->per + so, sq = pl->sq;
     if (pairs && T && (st = scratch_alloc(&scr, per, nt))) goto fail;
     float *xp = qkv ? vt_f32(qkv) : NULL, *op = vt_f32(out), *ap = A ? vt_f32(A) : NULL;
+    float *aop = aot ? vt_f32(aot) : NULL;
     int64_t sb = qkv ? qkv->strides[0] : 0, ldx = qkv ? qkv->strides[1] : 0;
     int64_t chunk = chunk_size(pairs, nt);
     packed_geom pg = {T, Dh, HD, H, (float)ag->scale, (float)p, seed, base};
     if (pl->staged) {
         #pragma omp parallel num_threads(nt) if (nt > 1)
         {
-            float *mine = scratch_mine(&scr), *img = mine + per - sq;
-            if (pj) {
+            float *mine = scratch_mine(&scr), *img = mine + per - sq - so, *obuf = img + sq;
+            if (pj || po) {
+                int64_t n1 = pj ? pj->wt.nstrips : 0, n2 = po ? po->wt.nstrips : 0;
                 #pragma omp for schedule(static)
-                for (int64_t s = 0; s < pj->wt.nstrips; s++) vt_gemm_panel_pack(&pj->wt, s);
+                for (int64_t s = 0; s < n1 + n2; s++) vt_gemm_panel_pack(s < n1 ? &pj->wt : &po->wt, s < n1 ? s : s - n1);
             }
             #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < B; b++) {
@@ -549,11 +559,19 @@ static int packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, const fwd_pla
                     if (xp) vt_stream_copy(xp + b * T * C, img, T * C);
                 } else
                     stage_rows(img, xp + b * sb, T, C, ldx);
+                float *ob = po ? obuf : op + b * T * HD;
                 for (int64_t hh = 0; hh < H; hh++) {
                     int64_t bh = b * H + hh;
                     const float *row0 = img + hh * Dh;
                     vt_attn_head hd = packed_head(&pg, row0, C, bh);
-                    vt_attn_head_forward(&hd, op + b * T * HD + hh * Dh, HD, ap ? ap + bh * T * T : NULL, T, mine);
+                    vt_attn_head_forward(&hd, ob + hh * Dh, HD, ap ? ap + bh * T * T : NULL, T, mine);
+                }
+                if (po) {
+                    float *yb = op + b * T * po->Do;
+                    for (int64_t t = 0; po->bias && t < T; t++)
+                        memcpy(yb + t * po->Do, po->bias, sizeof(float) * (size_t)po->Do);
+                    vt_gemm_panel_rows(&po->wt, T, obuf, HD, 1, po->bias ? 1.0f : 0.0f, yb, po->Do);
+                    if (aop) vt_stream_copy(aop + b * T * HD, obuf, T * HD);
                 }
             }
         }
@@ -581,6 +599,8 @@ static int packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, const fwd_pla
         vt_tensor_incref(A);
         c->out[c->nout++] = A;
     }
+    if (ao) *ao = aot;
+    else vt_tensor_decref(aot);
     /* outputs already belong to c: on failure the dispatcher releases them */
     if (!(st = vt_save(c, qkv)) && !(st = vt_save(c, A)) && rng) st = vt_save(c, rng);
     vt_tensor_decref(A);
@@ -590,6 +610,7 @@ fail:
     st = vt_last_code();
     scratch_free(&scr);
     vt_tensor_decref(out);
+    vt_tensor_decref(aot);
     vt_tensor_decref(A);
     vt_tensor_decref(rng);
     return st;
@@ -625,22 +646,28 @@ int vt_attention_forward(vt_ctx *c) {
     vt_tensor *xc = unit_last(x);
     if (!xc) return vt_last_code();
     fwd_plan pl = forward_plan(ag.B, ag.T, ag.H, ag.Dh, ag.p);
-    int st = packed_forward(c, xc, NULL, &pl, &ag);
+    int st = packed_forward(c, xc, NULL, NULL, &pl, &ag, NULL);
     vt_tensor_decref(xc);
     return st;
 }
 
-/* qkv_attention: the projection qkv = x·Wᵀ + b and attention in one node. Staged plans (the seed
- * ViT's small images) fuse the projection per image (qkv_proj); others run vt_k_linear first and
- * then the same attention. Saves qkv, A, [dropout draws], x, W. */
+/* qkv_attention: the projection qkv = x·Wᵀ + b and attention in one node, optionally followed by
+ * the output projection y = out·W_oᵀ + b_o (i[3] = 1, inputs 3 and 4). Staged plans (the seed
+ * ViT's small images) fuse both projections per image (qkv_proj, out_proj); others run
+ * vt_k_linear before and after the same attention. Saves qkv, A, [dropout draws], x, W
+ * [, out, W_o]. */
 int vt_qkv_attention_forward(vt_ctx *c) {
     VT_TRY(vt_need_inputs(c, 2));
     VT_TRY(vt_arg_count(c, 3, 2));
+    int proj = c->args->ni > 3 && c->args->i[3];
     vt_tensor *x = c->in[0], *w = c->in[1], *b = c->nin > 2 ? c->in[2] : NULL;
+    vt_tensor *wo = proj && c->nin > 3 ? c->in[3] : NULL, *bo = proj && c->nin > 4 ? c->in[4] : NULL;
     const char *who = "qkv_attention";
     VT_TRY(vt_require_f32(x, who, "input"));
     VT_TRY(vt_require_f32(w, who, "weight"));
     if (b) VT_TRY(vt_require_f32(b, who, "bias"));
+    if (proj) VT_TRY(vt_require_f32(wo, who, "proj_weight"));
+    if (bo) VT_TRY(vt_require_f32(bo, who, "proj_bias"));
     char b1[128], b2[128];
     if (x->ndim != 3 || w->ndim != 2 || w->shape[1] != x->shape[2])
         return vt_fail(VT_ESHAPE, "%s: input must be (B, T, dim) and weight (3*heads*head_dim, dim), got %s and %s",
@@ -651,54 +678,90 @@ int vt_qkv_attention_forward(vt_ctx *c) {
                        vt_shape_str(b->ndim, b->shape, b1, sizeof b1));
     attn_geom ag = {.B = x->shape[0], .T = x->shape[1]};
     VT_TRY(attn_args(c, who, C, w->shape, w->ndim, &ag));
+    int64_t HD = ag.H * ag.Dh, Do = proj ? wo->shape[0] : 0;
+    if (proj && (wo->ndim != 2 || wo->shape[1] != HD))
+        return vt_fail(VT_ESHAPE, "%s: proj_weight must be (out_dim, heads*head_dim = %lld), got %s", who,
+                       (long long)HD, vt_shape_str(wo->ndim, wo->shape, b1, sizeof b1));
+    if (bo && (bo->ndim != 1 || bo->shape[0] != Do))
+        return vt_fail(VT_ESHAPE, "%s: proj_bias must have shape (%lld,), got %s", who, (long long)Do,
+                       vt_shape_str(bo->ndim, bo->shape, b1, sizeof b1));
     fwd_plan pl = forward_plan(ag.B, ag.T, ag.H, ag.Dh, ag.p);
+    vt_tensor *ao = NULL;
     int st;
-    if (!pl.staged || D < 1) {
+    if (!pl.staged || D < 1 || (proj && Do < 1)) {
         vt_tensor *qkv = vt_k_linear(x, w, b);
         if (!qkv) return vt_last_code();
-        st = packed_forward(c, qkv, NULL, &pl, &ag);
+        st = packed_forward(c, qkv, NULL, NULL, &pl, &ag, NULL);
         vt_tensor_decref(qkv);
+        if (!st && proj) { /* y replaces the attention output, which is kept for W_o's gradient */
+            vt_tensor *y = vt_k_linear(c->out[0], wo, bo);
+            if (!y) return vt_last_code();
+            ao = c->out[0];
+            c->out[0] = y;
+        }
     } else {
         vt_tensor *xc = vt_contiguous(x), *wc = xc ? vt_contiguous(w) : NULL, *bc = b && wc ? vt_contiguous(b) : NULL;
-        vt_tensor *qkv = NULL;
+        vt_tensor *woc = proj && wc ? vt_contiguous(wo) : NULL, *boc = bo && wc ? vt_contiguous(bo) : NULL, *qkv = NULL;
         qkv_proj pj = {0};
-        st = !xc || !wc || (b && !bc) ? vt_last_code() : VT_OK;
+        out_proj po = {0};
+        st = !xc || !wc || (b && !bc) || (proj && !woc) || (bo && !boc) ? vt_last_code() : VT_OK;
         if (!st && c->save && !(qkv = vt_empty(VT_FLOAT32, 3, (int64_t[]){ag.B, ag.T, C}))) st = vt_last_code();
         if (!st) st = vt_gemm_panel_init(&pj.wt, 1, D, C, vt_f32(wc), D);
+        if (!st && proj) st = vt_gemm_panel_init(&po.wt, 1, HD, Do, vt_f32(woc), HD);
         if (!st) {
             pj.x = vt_f32(xc);
             pj.sbx = ag.T * D;
             pj.ldx = D;
             pj.bias = bc ? vt_f32(bc) : NULL;
-            st = packed_forward(c, qkv, &pj, &pl, &ag);
+            po.bias = boc ? vt_f32(boc) : NULL;
+            po.Do = Do;
+            st = packed_forward(c, qkv, &pj, proj ? &po : NULL, &pl, &ag, &ao);
         }
         vt_gemm_panel_free(&pj.wt);
+        vt_gemm_panel_free(&po.wt);
         vt_tensor_decref(qkv);
         vt_tensor_decref(bc);
         vt_tensor_decref(wc);
         vt_tensor_decref(xc);
+        vt_tensor_decref(woc);
+        vt_tensor_decref(boc);
     }
     if (!st) st = vt_save(c, x);
     if (!st) st = vt_save(c, w);
+    if (!st && proj) st = vt_save(c, ao);
+    if (!st && proj) st = vt_save(c, wo);
+    vt_tensor_decref(ao);
     return st;
 }
 
-/* SPEC §1.4 backward per head, all three gradients written into one packed dqkv (B, T, 3·H·Dh) */
+/* SPEC §1.4 backward per head, all three gradients written into one packed dqkv (B, T, 3·H·Dh).
+ * With wo (qkv_attention's output projection) gout[0] is the gradient of y = out·W_oᵀ + b_o and
+ * the attention output's gradient is gy·W_o: per image into the staging buffer in staged plans
+ * (W_o packed once), else as one product first. */
 static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rng, vt_tensor **gout,
-                           vt_tensor **dx_out) {
+                           const vt_tensor *wo, vt_tensor **dx_out) {
     int64_t H = n->args.i[0], B = x->shape[0], T = x->shape[1], C = x->shape[2], Dh = C / (3 * H), HD = H * Dh;
     double scale = n->args.i[2] ? 1.0 / sqrt((double)Dh) : n->args.f[0], p = n->args.f[1];
-    vt_tensor *g = gout[0] ? vt_contiguous(gout[0]) : NULL;
+    vt_tensor *gy = wo && gout[0] ? vt_contiguous(gout[0]) : NULL, *woc = gy ? vt_contiguous((vt_tensor *)wo) : NULL;
+    vt_tensor *g = !wo && gout[0] ? vt_contiguous(gout[0]) : NULL;
     vt_tensor *ga = n->nout > 1 && gout[1] ? vt_contiguous(gout[1]) : NULL, *dx = NULL;
+    vt_gemm_panel pw = {0};
     scratch_set scr = {0};
     int st = VT_OK;
-    if ((gout[0] && !g) || (n->nout > 1 && gout[1] && !ga)) goto fail;
+    if ((gout[0] && !g && !(gy && woc)) || (n->nout > 1 && gout[1] && !ga)) goto fail;
     if (!(dx = vt_empty(VT_FLOAT32, 3, x->shape))) goto fail;
-    int64_t pairs = B * H;
+    int64_t pairs = B * H, Do = wo ? wo->shape[0] : 0;
     int nt = team_size(pairs, 2 * pairs * T * T * Dh);
     /* staged: the image's qkv rows and dout rows in, its dqkv rows out (written whole, then copied) */
     int64_t sq = stage_floats(T, C), sg = gout[0] ? stage_floats(T, HD) : 0;
     int staged = by_image(B, 2 * sq + sg, nt);
+    if (gy && !staged) { /* the attention output's gradient in one product, as vt_k_linear_grads' dx */
+        if (!(g = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
+        if ((st = vt_k_gemm(0, 0, B * T, HD, Do, 1.0f, vt_f32(gy), Do, vt_f32(woc), HD, 0.0f, vt_f32(g), HD)))
+            goto fail;
+    } else if (gy && (st = vt_gemm_panel_init(&pw, 0, Do, HD, vt_f32(woc), HD)))
+        goto fail;
+    const float *gyp = gy && staged ? vt_f32(gy) : NULL;
     int64_t per = vt_attn_scratch_floats(T, T, Dh, Dh, p > 0.0) + (staged ? 2 * sq + sg : 0);
     if (pairs && T && (st = scratch_alloc(&scr, per, nt))) goto fail;
     uint64_t seed = rng ? (uint64_t)vt_i64(rng)[0] : 0, base = rng ? (uint64_t)vt_i64(rng)[1] : 0;
@@ -711,16 +774,21 @@ static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rn
         #pragma omp parallel num_threads(nt) if (nt > 1)
         {
             float *mine = scratch_mine(&scr), *img = mine + per - 2 * sq - sg, *dimg = img + sq, *gimg = dimg + sq;
+            if (gyp) {
+                #pragma omp for schedule(static)
+                for (int64_t s = 0; s < pw.nstrips; s++) vt_gemm_panel_pack(&pw, s);
+            }
             #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < B; b++) {
                 stage_rows(img, xp + b * sb, T, C, ldx);
-                if (gp) stage_rows(gimg, gp + b * T * HD, T, HD, HD);
+                if (gyp) vt_gemm_panel_rows(&pw, T, gyp + b * T * Do, Do, 1, 0.0f, gimg, HD);
+                else if (gp) stage_rows(gimg, gp + b * T * HD, T, HD, HD);
                 for (int64_t hh = 0; hh < H; hh++) {
                     int64_t bh = b * H + hh;
                     const float *row0 = img + hh * Dh;
                     float *drow0 = dimg + hh * Dh;
                     vt_attn_head hd = packed_head(&pg, row0, C, bh);
-                    vt_attn_head_backward(&hd, gp ? gimg + hh * Dh : NULL, HD, ap + bh * T * T, T,
+                    vt_attn_head_backward(&hd, gp || gyp ? gimg + hh * Dh : NULL, HD, ap + bh * T * T, T,
                                           gap ? gap + bh * T * T : NULL, T, drow0, C, drow0 + HD, C, drow0 + 2 * HD,
                                           C, NULL, 0, mine);
                 }
@@ -750,14 +818,20 @@ static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rn
         }
     }
     scratch_free(&scr);
+    vt_gemm_panel_free(&pw);
     vt_tensor_decref(g);
+    vt_tensor_decref(gy);
+    vt_tensor_decref(woc);
     vt_tensor_decref(ga);
     *dx_out = dx;
     return VT_OK;
 fail:
     st = vt_last_code();
     scratch_free(&scr);
+    vt_gemm_panel_free(&pw);
     vt_tensor_decref(g);
+    vt_tensor_decref(gy);
+    vt_tensor_decref(woc);
     vt_tensor_decref(ga);
     vt_tensor_decref(dx);
     return st;
@@ -765,18 +839,23 @@ fail:
 
 int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     if (!(n->needs_input_grad & 1)) return VT_OK;
-    return packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 2 ? n->saved[2] : NULL, gout, &gin[0]);
+    return packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 2 ? n->saved[2] : NULL, gout, NULL, &gin[0]);
 }
 
-/* dqkv as attention's backward, then the projection's gradients from it: dx = dqkv·W,
- * dW = dqkvᵀ·x, db = Σ dqkv (vt_k_linear_grads). A per-image fused backward (dx_b and a chunked
- * dW_c += dqkv_bᵀ·x_b from the image's dqkv in scratch, never writing dqkv out) measured no faster
- * at 2 threads and 6 % slower at 1 (interleaved in one process), so dqkv goes through memory. */
+/* the output projection's gradients (dW_o = gyᵀ·out, db_o = Σ gy), dqkv as attention's backward
+ * (its dout from gy·W_o), then the qkv projection's: dx = dqkv·W, dW = dqkvᵀ·x, db = Σ dqkv
+ * (vt_k_linear_grads). A per-image fused backward (dx_b and a chunked dW_c += dqkv_bᵀ·x_b from
+ * the image's dqkv in scratch, never writing dqkv out) measured no faster at 2 threads and 6 %
+ * slower at 1 (interleaved in one process), so dqkv goes through memory. */
 int vt_qkv_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     unsigned need = n->needs_input_grad;
+    int proj = n->args.ni > 3 && n->args.i[3], ns = n->nsaved - (proj ? 4 : 2);
+    vt_tensor *x = n->saved[ns], *w = n->saved[ns + 1], *dqkv = NULL;
+    vt_tensor *ao = proj ? n->saved[ns + 2] : NULL, *wo = proj ? n->saved[ns + 3] : NULL;
+    if (proj && (need & 24) && gout[0])
+        VT_TRY(vt_k_linear_grads(gout[0], ao, wo, NULL, need & 8 ? &gin[3] : NULL, need & 16 ? &gin[4] : NULL));
     if (!(need & 7)) return VT_OK;
-    vt_tensor *x = n->saved[n->nsaved - 2], *w = n->saved[n->nsaved - 1], *dqkv = NULL;
-    VT_TRY(packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 4 ? n->saved[2] : NULL, gout, &dqkv));
+    VT_TRY(packed_backward(n, n->saved[0], n->saved[1], ns > 2 ? n->saved[2] : NULL, gout, wo, &dqkv));
     int st = vt_k_linear_grads(dqkv, x, w, need & 1 ? &gin[0] : NULL, need & 2 ? &gin[1] : NULL,
                                n->nin > 2 && (need & 4) ? &gin[2] : NULL);
     vt_tensor_decref(dqkv);

@@ -202,6 +202,8 @@ def test_attention_block_and_feedforward_vs_torch():
 
     compare(nn.Attention(16, heads=4, dim_head=8), TorchAttention(16, 4, 8), x_(2, 5, 16))
     compare(nn.Attention(16, heads=1, dim_head=16, qkv_bias=True), TorchAttention(16, 1, 16, qkv_bias=True), x_(2, 5, 16))
+    # 8 images: both projections run fused inside qkv_attention (attention.c stages whole images)
+    compare(nn.Attention(16, heads=4, dim_head=8), TorchAttention(16, 4, 8), x_(8, 5, 16))
     assert isinstance(nn.Attention(16, heads=1, dim_head=16).to_out, nn.Identity)
     compare(nn.FeedForward(16, 32), TorchFeedForward(16, 32), x_(2, 5, 16))
     compare(nn.TransformerBlock(16, 2, 8, 32), TorchBlock(16, 2, 8, 32, 0.0, False, 1e-5, "none"), x_(2, 5, 16))
@@ -210,6 +212,22 @@ def test_attention_block_and_feedforward_vs_torch():
     assert out.shape == (2, 5, 16) and maps.shape == (2, 4, 5, 5)
     with pytest.raises(ValueError, match=r"\(B, T, 16\)"):
         att(vitc.zeros(2, 16))
+
+
+def test_attention_hooks_take_the_module_path():
+    """A hook on to_qkv or on to_out's Linear must run, so Attention then calls those modules instead
+    of folding them into qkv_attention; the result is the same either way (bitwise at the seed
+    ViT's sizes, where the separate Linears take vitc's own GEMM kernel, as the fused op does)."""
+    att = nn.Attention(64, heads=8, dim_head=64)
+    x = vitc.randn(8, 17, 64)
+    with vitc.no_grad():
+        plain = att(x).numpy()
+        for mod in (att.to_qkv, att.to_out[0], att.to_out):
+            seen = []
+            h = mod.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+            np.testing.assert_array_equal(att(x).numpy(), plain)
+            h.remove()
+            assert len(seen) == 1, mod
 
 
 def test_feedforward_fused_only_when_no_dropout_applies(monkeypatch):

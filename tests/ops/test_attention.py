@@ -434,6 +434,97 @@ def test_qkv_attention_allocation_failures_do_not_leak(B):
     assert vitc._C.alloc_stats()["live"] == live0
 
 
+# ---- qkv_attention with the output projection ---------------------------------------------------
+
+def torch_qkv_mha_proj(heads):
+    def f(x, w, b, wo, bo=None):
+        out, a = torch_mha(F.linear(x, w, b), heads)
+        return F.linear(out, wo, bo), a
+    return f
+
+
+def vitc_qkv_mha_proj(heads, **kw):
+    return lambda x, w, b, wo, bo=None: vitc.qkv_attention(x, w, b, heads, proj_weight=wo, proj_bias=bo, **kw)
+
+
+@pytest.mark.parametrize("B,T,D,H,Dh,bias,Do", [(8, 17, 64, 8, 64, True, 64), (8, 9, 12, 2, 8, False, 5),
+                                                (2, 9, 12, 2, 8, True, 7), (8, 4, 40, 2, 200, True, 9)])
+def test_qkv_attention_proj_matches_torch(B, T, D, H, Dh, bias, Do):
+    """with proj_weight the op ends in out·W_oᵀ + b_o (timm's attn.proj); HD = 400 spans two K blocks"""
+    C, HD = 3 * H * Dh, H * Dh
+    inputs = [rand(B, T, D, low=-2, high=2), rand(C, D, low=-D ** -0.5, high=D ** -0.5), rand(C),
+              rand(Do, HD, low=-HD ** -0.5, high=HD ** -0.5)] + ([rand(Do)] if bias else [])
+    check_op(vitc_qkv_mha_proj(H, need_weights=True), torch_qkv_mha_proj(H), inputs, rtol=RTOL, atol=ATOL,
+             grad_rtol=2e-4, grad_atol=2e-5, fd=B * T * D <= 1024)
+
+
+@pytest.mark.parametrize("strided", [False, True])
+def test_qkv_attention_proj_is_three_ops_bitwise(strided):
+    """fused (both projections per image) against linear + attention + linear, bit for bit at 1 and
+    2 threads, with dropout, the maps' gradient and a transposed W_o buffer"""
+    B, T, D, H, Dh, Do, p = 8, 17, 24, 4, 16, 20, 0.2
+    C, HD = 3 * H * Dh, H * Dh
+    arrays = [rand(B, T, D), rand(C, D, low=-0.3, high=0.3), rand(C),
+              rand(HD, Do, low=-0.2, high=0.2) if strided else rand(Do, HD, low=-0.2, high=0.2), rand(Do)]
+    g, ga = rand(B, T, Do), rand(B, H, T, T)
+
+    def run(fused):
+        leaves = [vitc.from_numpy(a.copy()).requires_grad_() for a in arrays]
+        x, w, b, wo, bo = leaves
+        wo = wo.t() if strided else wo
+        vitc.manual_seed(3)
+        if fused:
+            y, a = vitc.qkv_attention(x, w, b, H, dropout_p=p, need_weights=True, proj_weight=wo, proj_bias=bo)
+        else:
+            out, a = vitc.multi_head_attention_packed(vitc.linear(x, w, b), H, dropout_p=p, need_weights=True)
+            y = vitc.linear(out, wo, bo)
+        ((y * vitc.from_numpy(g)).sum() + (a * vitc.from_numpy(ga)).sum()).backward()
+        return [t.numpy().copy() for t in [y.detach(), a.detach()] + [leaf.grad for leaf in leaves]]
+    one_f, two_f = _at_one_and_two_threads(lambda: run(True))
+    one_p, two_p = _at_one_and_two_threads(lambda: run(False))
+    for got, want in zip(one_f + two_f, one_p + two_p):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_qkv_attention_proj_errors():
+    x, w, b = vitc.from_numpy(rand(2, 5, 6)), vitc.from_numpy(rand(12, 6)), vitc.from_numpy(rand(12))
+    with pytest.raises(ValueError, match=r"proj_weight must be \(out_dim, heads\*head_dim = 4\)"):
+        vitc.qkv_attention(x, w, b, 2, proj_weight=vitc.from_numpy(rand(6, 5)))
+    with pytest.raises(ValueError, match=r"proj_bias must have shape \(6,\)"):
+        vitc.qkv_attention(x, w, b, 2, proj_weight=vitc.from_numpy(rand(6, 4)), proj_bias=vitc.from_numpy(rand(4)))
+    with pytest.raises(ValueError, match="proj_bias needs proj_weight"):
+        vitc.qkv_attention(x, w, b, 2, proj_bias=vitc.from_numpy(rand(6)))
+    with pytest.raises(TypeError, match="proj_weight must be a vitc.Tensor"):
+        vitc.qkv_attention(x, w, b, 2, proj_weight=np.ones((6, 4), np.float32))
+
+
+@pytest.mark.parametrize("B", [8, 2])  # fused and unfused paths
+def test_qkv_attention_proj_allocation_failures_do_not_leak(B):
+    leaves = [vitc.from_numpy(a).requires_grad_() for a in (rand(B, 9, 8), rand(48, 8), rand(5, 16), rand(5))]
+    x, w, wo, bo = leaves
+    g = vitc.from_numpy(rand(B, 9, 5))
+
+    def step():
+        vitc.qkv_attention(x, w, None, 2, dropout_p=0.2, need_weights=True, proj_weight=wo, proj_bias=bo)[0].backward(g)
+    step()  # warm caches
+    for t in leaves:
+        t.grad = None
+    live0 = vitc._C.alloc_stats()["live"]
+    failures = 0
+    for n in range(20):
+        vitc._C._alloc_fail_after(n)
+        try:
+            step()
+        except MemoryError:
+            failures += 1
+        finally:
+            vitc._C._alloc_fail_after(-1)
+        for t in leaves:
+            t.grad = None
+    assert failures > 0
+    assert vitc._C.alloc_stats()["live"] == live0
+
+
 # ---- scaled_dot_product_attention ----------------------------------------------------------------
 
 def sdpa_pair(**kw):

@@ -55,23 +55,29 @@ def multi_head_attention_packed(qkv, heads, scale=None, dropout_p=0.0, training=
                  (s, p if training else 0.0))
 
 
-def qkv_attention(input, weight, bias, heads, scale=None, dropout_p=0.0, training=True, need_weights=False):
-    """The qkv projection and multi-head self-attention as one op:
-    multi_head_attention_packed(linear(input, weight, bias), heads, ...), input (B, T, dim), weight
-    (3·heads·Dh, dim), bias (3·heads·Dh,) or None. Same result and gradients; where the attention
-    runs image by image (small images, enough of them), each image's projection is computed
-    straight into the attention's working buffer instead of through a (B, T, 3·heads·Dh) tensor.
+def qkv_attention(input, weight, bias, heads, scale=None, dropout_p=0.0, training=True, need_weights=False,
+                  proj_weight=None, proj_bias=None):
+    """The qkv projection, multi-head self-attention and (with proj_weight) the output projection as
+    one op: linear(multi_head_attention_packed(linear(input, weight, bias), heads, ...), proj_weight,
+    proj_bias). input (B, T, dim), weight (3·heads·Dh, dim), bias (3·heads·Dh,) or None, proj_weight
+    (out_dim, heads·Dh), proj_bias (out_dim,) or None. Same result and gradients; where the attention
+    runs image by image (small images, enough of them), each image's projections are computed
+    straight into and out of the attention's working buffers instead of through whole tensors.
     """
     who = "qkv_attention"
     _check_tensor(input, who, "input")
     _check_tensor(weight, who, "weight")
-    if bias is not None:
-        _check_tensor(bias, who, "bias")
+    for t, what in ((bias, "bias"), (proj_weight, "proj_weight"), (proj_bias, "proj_bias")):
+        if t is not None:
+            _check_tensor(t, who, what)
+    if proj_bias is not None and proj_weight is None:
+        raise ValueError(f"{who}: proj_bias needs proj_weight")
     _check_heads(heads, who)
     default, s = _check_scale(scale, who)
     p = _check_p(dropout_p, who)
-    return _call("qkv_attention", (input, weight, bias), (int(heads), int(bool(need_weights)), default),
-                 (s, p if training else 0.0))
+    proj = proj_weight is not None
+    return _call("qkv_attention", (input, weight, bias) + ((proj_weight, proj_bias) if proj else ()),
+                 (int(heads), int(bool(need_weights)), default, int(proj)), (s, p if training else 0.0))
 
 
 def reattention_packed(qkv, heads, theta, theta_bias=None, norm='batch', norm_weight=None, norm_bias=None,

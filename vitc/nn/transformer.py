@@ -100,11 +100,11 @@ class Attention(Module):
         self.record_attention = False
         self.last_attention = self.last_softmax = None
 
-    def _plain_projection(self):
-        """to_qkv is still our Linear with no hooks: projection and attention can run as one op
-        (qkv_attention); otherwise to_qkv is called as a module (its hooks run)."""
-        p = self.to_qkv
-        return type(p) is Linear and not (p._forward_hooks or p._forward_pre_hooks)
+    @staticmethod
+    def _plain(m, kind=Linear):
+        """m is still exactly a `kind` with no hooks, so it can run inside qkv_attention; otherwise
+        it is called as a module (its hooks run)."""
+        return type(m) is kind and not (m._forward_hooks or m._forward_pre_hooks)
 
     def _reattention(self, qkv, need_weights, softmax=False):
         norm, kind = self.reattn_norm, self.reattn_norm_kind
@@ -127,9 +127,15 @@ class Attention(Module):
             raise ValueError(f"Attention(dim={self.dim}): expected input of shape (B, T, {self.dim}), "
                              f"got {tuple(x.shape)}")
         need = return_attention or self.record_attention
-        if reuse_map is None and self.attn == "mhsa" and self._plain_projection():
+        fused_out = False
+        if reuse_map is None and self.attn == "mhsa" and self._plain(self.to_qkv):
+            # to_out's Linear joins the op too when it is a plain Linear inside a hook-free to_out
+            lin = self.to_out[0] if self._plain(self.to_out, Sequential) and len(self.to_out) else None
+            fused_out = lin is not None and self._plain(lin)
             res = _v.qkv_attention(x, self.to_qkv.weight, self.to_qkv.bias, self.heads, scale=self.scale,
-                                   dropout_p=self.attn_drop, training=self.training, need_weights=need)
+                                   dropout_p=self.attn_drop, training=self.training, need_weights=need,
+                                   proj_weight=lin.weight if fused_out else None,
+                                   proj_bias=lin.bias if fused_out else None)
             out, attn = res if need else (res, None)
         else:
             qkv = self.to_qkv(x)
@@ -148,7 +154,11 @@ class Attention(Module):
             self.last_attention = attn.detach()
             if self.attn != "reattention" or reuse_map is not None:
                 self.last_softmax = self.last_attention
-        out = self.to_out(out)
+        if fused_out:  # to_out's Linear ran inside the op; the rest of to_out (its Dropout) runs here
+            for m in list(self.to_out._modules.values())[1:]:
+                out = m(out)
+        else:
+            out = self.to_out(out)
         return (out, attn) if return_attention else out
 
     def extra_repr(self):
