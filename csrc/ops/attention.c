@@ -1,6 +1,7 @@
 /* vitc ops: attention. The fused multi-head self-attention on the packed qkv projection
- * (SPEC §1.4) and torch's scaled_dot_product_attention, both on the per-head kernels of
- * attention.h.
+ * (SPEC §1.4), the same with the qkv and output projections folded in (qkv_attention, what
+ * nn.Attention runs), DeepViT's re-attention and torch's scaled_dot_product_attention, all on the
+ * per-head kernels of attention.h.
  *
  * Why own kernels instead of cblas_sgemm per head: ViT heads are small (T = 17 in the seed model,
  * 197 in DeiT; Dh = 64), so a BLAS call per product costs as much as its arithmetic, and calling
@@ -426,11 +427,6 @@ static void prefetch_rows(const float *p, int64_t rows, int64_t width, int64_t l
         for (int64_t c = 0; c < width; c += 16) __builtin_prefetch(p + r * ld + c, 0, 1); /* prefetcht2: measured best here */
 }
 
-/* Whole images at a time, from a staged copy: one image's rows of the packed projection (T × C
- * floats, contiguous when the tensor is) are copied into the thread's scratch first, a sequential
- * read the hardware prefetchers follow at full speed, where the heads' own reads are T short
- * pieces C floats apart for each of q, k and v. Used when the copy fits in the L2
- * and there are enough images to share among the threads. */
 static int64_t stage_limit_bytes(void) {
     static int64_t lim = 0; /* one core's L2 (sysconf; 512 KB when unknown), read once */
     int64_t v = __atomic_load_n(&lim, __ATOMIC_RELAXED);
@@ -442,10 +438,15 @@ static int64_t stage_limit_bytes(void) {
     return v;
 }
 
-/* The limit was 256 KB, half of this machine's 512 KB L2; the whole L2 admits DeiT-Tiny's forward
- * staging (197 × 576 floats, 454 KB), and its step ran 4.2-4.5 % faster (bench/ab.py with limits
- * 256 / 600 KB, both side orders); a 1.1 MB limit, which also stages its backward (1.06 MB),
- * changed nothing measurable against 600 KB. */
+/* Whole images at a time, from a staged copy: one image's rows of the packed projection (T × C
+ * floats, contiguous when the tensor is) are copied into the thread's scratch first, a sequential
+ * read the hardware prefetchers follow at full speed, where the heads' own reads are T short
+ * pieces C floats apart for each of q, k and v. Used when the copy fits in one core's L2 and
+ * there are enough images to share among the threads. The limit was 256 KB, half of this
+ * machine's 512 KB L2; the whole L2 admits DeiT-Tiny's forward staging (197 × 576 floats,
+ * 454 KB), and its step ran 4.2-4.5 % faster (bench/ab.py with limits 256 / 600 KB, both side
+ * orders); a 1.1 MB limit, which also stages its backward (1.06 MB), changed nothing measurable
+ * against 600 KB. */
 static int by_image(int64_t B, int64_t staged_floats, int nt) {
     return staged_floats > 0 && B >= 4 * (int64_t)nt && staged_floats * (int64_t)sizeof(float) <= stage_limit_bytes();
 }
@@ -515,6 +516,14 @@ typedef struct { vt_gemm_panel wt; const float *bias; int64_t Do; } out_proj;
 
 typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; } attn_geom;
 
+/* y (T × n, contiguous) = a·op(B) + bias for one image's rows against a packed panel; the bias
+ * fills y first and the product adds to it, as vt_k_linear does, so the bits are the same */
+static void project_rows(const vt_gemm_panel *wt, int64_t T, const float *a, int64_t lda, const float *bias,
+                         float *y) {
+    for (int64_t t = 0; bias && t < T; t++) memcpy(y + t * wt->n, bias, sizeof(float) * (size_t)wt->n);
+    vt_gemm_panel_rows(wt, T, a, lda, bias ? 1.0f : 0.0f, y, wt->n);
+}
+
 /* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
  * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws. With pj
  * (staged plans only) qkv is an empty tensor filled here, or NULL when nothing is saved. With po
@@ -554,8 +563,7 @@ static int packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po,
             #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < B; b++) {
                 if (pj) {
-                    for (int64_t t = 0; pj->bias && t < T; t++) memcpy(img + t * C, pj->bias, sizeof(float) * (size_t)C);
-                    vt_gemm_panel_rows(&pj->wt, T, pj->x + b * pj->sbx, pj->ldx, 1, pj->bias ? 1.0f : 0.0f, img, C);
+                    project_rows(&pj->wt, T, pj->x + b * pj->sbx, pj->ldx, pj->bias, img);
                     if (xp) vt_stream_copy(xp + b * T * C, img, T * C);
                 } else
                     stage_rows(img, xp + b * sb, T, C, ldx);
@@ -567,10 +575,7 @@ static int packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po,
                     vt_attn_head_forward(&hd, ob + hh * Dh, HD, ap ? ap + bh * T * T : NULL, T, mine);
                 }
                 if (po) {
-                    float *yb = op + b * T * po->Do;
-                    for (int64_t t = 0; po->bias && t < T; t++)
-                        memcpy(yb + t * po->Do, po->bias, sizeof(float) * (size_t)po->Do);
-                    vt_gemm_panel_rows(&po->wt, T, obuf, HD, 1, po->bias ? 1.0f : 0.0f, yb, po->Do);
+                    project_rows(&po->wt, T, obuf, HD, po->bias, op + b * T * po->Do);
                     if (aop) vt_stream_copy(aop + b * T * HD, obuf, T * HD);
                 }
             }
@@ -781,7 +786,7 @@ static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rn
             #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < B; b++) {
                 stage_rows(img, xp + b * sb, T, C, ldx);
-                if (gyp) vt_gemm_panel_rows(&pw, T, gyp + b * T * Do, Do, 1, 0.0f, gimg, HD);
+                if (gyp) vt_gemm_panel_rows(&pw, T, gyp + b * T * Do, Do, 0.0f, gimg, HD);
                 else if (gp) stage_rows(gimg, gp + b * T * HD, T, HD, HD);
                 for (int64_t hh = 0; hh < H; hh++) {
                     int64_t bh = b * H + hh;

@@ -276,37 +276,30 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
  * once per op instead of once per image keeps the per-image products at the big kernel's speed.
  * The panel holds every K block of op(B) one after another, each in vt_k_gemm's strip layout, and
  * a rows call walks them as vt_k_gemm does (first block writes, later ones add): the same bits. */
-int64_t vt_gemm_panel_floats(int64_t k, int64_t n) { return ((n + 15) / 16) * 16 * k; }
-
-void vt_gemm_panel_set(vt_gemm_panel *pn, float *storage, int transb, int64_t k, int64_t n, const float *b,
-                       int64_t ldb) {
-    *pn = (vt_gemm_panel){.p = storage, .b = b, .k = k, .n = n, .nstrips = (n + 15) / 16, .sbk = transb ? 1 : ldb,
-                          .sbn = transb ? ldb : 1};
-}
-
 int vt_gemm_panel_init(vt_gemm_panel *pn, int transb, int64_t k, int64_t n, const float *b, int64_t ldb) {
     memset(pn, 0, sizeof *pn);
     if (k < 1 || n < 1)
         return vt_fail(VT_ESHAPE, "gemm panel: k and n must be positive, got k = %lld, n = %lld", (long long)k,
                        (long long)n);
-    size_t bytes = sizeof(float) * (size_t)vt_gemm_panel_floats(k, n);
+    int64_t nstrips = (n + 15) / 16;
+    size_t bytes = sizeof(float) * (size_t)(nstrips * 16 * k);
     float *p = vt_alloc(bytes);
     if (!p) return vt_last_code();
-    vt_gemm_panel_set(pn, p, transb, k, n, b, ldb);
-    pn->bytes = bytes;
+    *pn = (vt_gemm_panel){.p = p, .b = b, .k = k, .n = n, .nstrips = nstrips, .sbk = transb ? 1 : ldb,
+                          .sbn = transb ? ldb : 1, .bytes = bytes};
     return VT_OK;
 }
 
-static gemm_job panel_job(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t sar, int64_t sak, float beta,
-                          float *c, int64_t ldc) {
-    return (gemm_job){.m = m, .n = pn->n, .k = pn->k, .a = a, .sar = sar, .sak = sak, .b = pn->b, .sbk = pn->sbk,
+static gemm_job panel_job(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, float beta, float *c,
+                          int64_t ldc) {
+    return (gemm_job){.m = m, .n = pn->n, .k = pn->k, .a = a, .sar = lda, .sak = 1, .b = pn->b, .sbk = pn->sbk,
                       .sbn = pn->sbn, .alpha = 1.0f, .beta = beta, .c = c, .ldc = ldc, .nstrips = pn->nstrips,
                       .mblocks = (m + MC - 1) / MC, .sgroups = (pn->nstrips + SG - 1) / SG};
 }
 
 /* strip s of every K block */
 void vt_gemm_panel_pack(const vt_gemm_panel *pn, int64_t s) {
-    gemm_job g = panel_job(pn, 0, NULL, 0, 0, 0.0f, NULL, 0);
+    gemm_job g = panel_job(pn, 0, NULL, 0, 0.0f, NULL, 0);
     const gemm_kernels *kn = pick();
     for (int64_t p0 = 0; p0 < pn->k; p0 += KC) {
         g.pk = pn->p + pn->nstrips * 16 * p0;
@@ -314,9 +307,9 @@ void vt_gemm_panel_pack(const vt_gemm_panel *pn, int64_t s) {
     }
 }
 
-void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t sar, int64_t sak, float beta,
-                        float *c, int64_t ldc) {
-    gemm_job g = panel_job(pn, m, a, sar, sak, beta, c, ldc);
+void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, float beta, float *c,
+                        int64_t ldc) {
+    gemm_job g = panel_job(pn, m, a, lda, beta, c, ldc);
     const gemm_kernels *kn = pick();
     for (int64_t p0 = 0; p0 < pn->k; p0 += KC) {
         g.pk = pn->p + pn->nstrips * 16 * p0;
@@ -325,7 +318,6 @@ void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int6
 }
 
 void vt_gemm_panel_free(vt_gemm_panel *pn) {
-    if (pn->bytes) vt_free(pn->p, pn->bytes);
+    if (pn->p) vt_free(pn->p, pn->bytes);
     pn->p = NULL;
-    pn->bytes = 0;
 }

@@ -43,19 +43,15 @@ enum { VT_GEMM_AUTO, VT_GEMM_BLAS, VT_GEMM_OWN };
 void vt_gemm_set_mode(int mode); /* [gemm] VT_GEMM_*: which path every product takes (benchmarks, tests) */
 /* [gemm] where AUTO sends C = op(A)·B (beta 0): 0 OpenBLAS, 1 our kernel, 2 OpenBLAS mirrored (Cᵀ = Bᵀ·A) */
 int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k);
-/* [gemm] op(B) (k × n) packed once, then C (m×n, ldc) = A·B + beta·C (A at strides sar, sak; beta 0
- * or 1) for many A on the calling thread, bitwise as vt_k_gemm's own kernel computes them. init
- * allocates (or set wraps vt_gemm_panel_floats(k, n) floats of the caller's); pack strip s for
- * every s in [0, nstrips) (any threads) before the first rows call; free releases what init
- * allocated. B must stay alive meanwhile. */
+/* [gemm] op(B) (k × n) packed once, then C (m×n, ldc) = A·B + beta·C (A plain, rows lda apart;
+ * beta 0 or 1) for many A on the calling thread, bitwise as vt_k_gemm's own kernel computes them.
+ * init allocates; pack strip s for every s in [0, nstrips) (any threads) before the first rows
+ * call; free releases. B must stay alive meanwhile. */
 typedef struct { float *p; const float *b; int64_t k, n, nstrips, sbk, sbn; size_t bytes; } vt_gemm_panel;
-int64_t vt_gemm_panel_floats(int64_t k, int64_t n);
 int vt_gemm_panel_init(vt_gemm_panel *pn, int transb, int64_t k, int64_t n, const float *b, int64_t ldb);
-void vt_gemm_panel_set(vt_gemm_panel *pn, float *storage, int transb, int64_t k, int64_t n, const float *b,
-                       int64_t ldb);
 void vt_gemm_panel_pack(const vt_gemm_panel *pn, int64_t s);
-void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t sar, int64_t sak, float beta,
-                        float *c, int64_t ldc);
+void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, float beta, float *c,
+                        int64_t ldc);
 void vt_gemm_panel_free(vt_gemm_panel *pn);
 /* [ops_util] dst[0:n) = src[0:n) with non-temporal stores when dst is 16-byte aligned: for data
  * written now and read much later (activations saved for backward), so the copy neither evicts
