@@ -45,6 +45,6 @@ def get_num_threads():
     return _C.get_num_threads()
 
 
-from . import data, nn, optim, models, losses  # noqa: E402,F401  (vitc.train is imported on use)
+from . import data, nn, optim, models, losses, profiler  # noqa: E402,F401  (vitc.train is imported on use)
 
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "node.h"
+#include "profile.h"
 
 static _Thread_local int grad_disabled; /* per thread, like torch.no_grad */
 
@@ -89,7 +90,9 @@ int vt_dispatch(int op, int nin, vt_tensor **in, const vt_args *args, int *nout,
     }
     c.save = needs && info->backward && vt_grad_enabled();
     c.needs_input_grad = needs;
+    int64_t t0 = vt_profiling() ? vt_prof_now() : 0;
     int st = info->forward(&c);
+    if (t0) vt_prof_record(op, VT_PROF_FORWARD, in[0]->ndim, in[0]->shape, t0);
     if (st) { release_ctx(&c); return st; }
     if (c.nout <= 0 || c.nout > VT_MAX_OUT) { release_ctx(&c); return vt_fail(VT_ERUNTIME, "internal: %s made %d outputs", info->name, c.nout); }
     if (c.save) {
@@ -291,7 +294,9 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
         vt_tensor *gin[VT_MAX_IN] = {0};
         if (any) {
             st = check_saved_versions(n);
+            int64_t t0 = vt_profiling() ? vt_prof_now() : 0;
             if (!st) st = vt_ops[n->op].backward(n, n->gbuf, gin);
+            if (t0) vt_prof_record(n->op, VT_PROF_BACKWARD, n->in_meta[0].ndim, n->in_meta[0].shape, t0);
             for (int k = 0; k < n->nout; k++) { vt_tensor_decref(n->gbuf[k]); n->gbuf[k] = NULL; }
             if (st) { for (int i = 0; i < n->nin; i++) vt_tensor_decref(gin[i]); goto done; }
         }
@@ -301,11 +306,16 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
             if (g && !(n->needs_input_grad >> i & 1)) { vt_tensor_decref(g); g = NULL; }
             if (g && (st = check_grad_shape(n, i, g))) { vt_tensor_decref(g); break; }
             vt_edge *e = &n->next[i];
+            int64_t t0 = g && vt_profiling() ? vt_prof_now() : 0;
+            vt_meta gm;
+            if (t0) meta_of(&gm, g);
             if (e->node) {
                 if (g && (st = accumulate_slot(&e->node->gbuf[e->output_nr], g))) break;
+                if (t0) vt_prof_record(n->op, VT_PROF_ACCUMULATE, gm.ndim, gm.shape, t0);
                 if (--e->node->deps == 0 && (st = vec_push(&ready, e->node))) break;
             } else if (e->leaf && g) {
                 if ((st = accumulate_leaf(e->leaf, g))) break;
+                if (t0) vt_prof_record(n->op, VT_PROF_ACCUMULATE, gm.ndim, gm.shape, t0);
             } else {
                 vt_tensor_decref(g);
             }

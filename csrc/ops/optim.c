@@ -17,8 +17,10 @@
 #define SEG_STEP 2
 #define SEG_ACTIVE 3
 #define CHUNK 16384 /* elements per work item: big parameters split, small ones stay whole */
-/* memory-bound loops: a second thread pays off only for big groups (and costs a lot on a busy machine) */
-#define PAR_MIN (1 << 20)
+/* memory-bound loops: threads split groups from 256K elements. At the old 1M the seed ViT's 893K
+ * parameters stepped on one thread: its Adam step took 1.73 ms at 1 thread and 1.80 at 2; split,
+ * 1.18 ms at 2 (bench/op_scaling.py, 2026-12-01). Elementwise, so the bits do not change. */
+#define PAR_MIN (1 << 18)
 
 /* the output of an in-place update: an alias of the buffer it wrote (marked modified) */
 static int out_alias(vt_ctx *c, vt_tensor *t) {

@@ -3,6 +3,7 @@
  * of numbers (or None). The package's Python modules give each op its PyTorch-style signature. */
 #include "binding.h"
 #include "../autograd/node.h"
+#include "../autograd/profile.h"
 #include "../core/rng.h"
 #include "../core/threads.h"
 #include "../ops/ops.h"
@@ -273,6 +274,33 @@ static PyObject *py_gemm_auto_path(PyObject *m, PyObject *args) {
     return PyUnicode_FromString(names[vt_gemm_auto_path(transa, mm, n, k)]);
 }
 
+static PyObject *py_profiler_start(PyObject *m, PyObject *u) {
+    int st = vt_profile_start();
+    if (st) return vtpy_raise(st);
+    Py_RETURN_NONE;
+}
+/* [(op name, phase, shape, ns)], phase 0 forward, 1 backward, 2 gradient accumulation */
+static PyObject *py_profiler_stop(PyObject *m, PyObject *u) {
+    vt_prof_event *ev;
+    int64_t n;
+    int st = vt_profile_stop(&ev, &n);
+    if (st) return vtpy_raise(st);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (int64_t j = 0; list && j < n; j++) {
+        PyObject *shape = PyTuple_New(ev[j].ndim);
+        for (int d = 0; shape && d < ev[j].ndim; d++) {
+            PyObject *v = PyLong_FromLongLong((long long)ev[j].shape[d]);
+            if (!v) { Py_CLEAR(shape); break; }
+            PyTuple_SET_ITEM(shape, d, v);
+        }
+        PyObject *row = shape ? Py_BuildValue("(siNL)", vt_ops[ev[j].op].name, ev[j].phase, shape, (long long)ev[j].ns) : NULL;
+        if (!row) { Py_CLEAR(list); break; }
+        PyList_SET_ITEM(list, (Py_ssize_t)j, row);
+    }
+    free(ev);
+    return list;
+}
+
 static PyMethodDef module_methods[] = {
     {"call", (PyCFunction)(void (*)(void))py_call, METH_FASTCALL, "call(op, tensors, ints=None, floats=None)"},
     {"from_numpy", vtpy_from_numpy, METH_O, "zero-copy tensor over a C-contiguous float32/int64/bool array"},
@@ -292,6 +320,8 @@ static PyMethodDef module_methods[] = {
     {"set_data", py_set_data, METH_VARARGS, "set_data(dst, src)"},
     {"_alloc_fail_after", py_alloc_fail_after, METH_O, "fail the n-th next allocation (tests)"},
     {"alloc_stats", py_alloc_stats, METH_NOARGS, "allocator bytes: live, cached, peak"},
+    {"_profiler_start", py_profiler_start, METH_NOARGS, "record op times on this thread (vitc.profiler)"},
+    {"_profiler_stop", py_profiler_stop, METH_NOARGS, "stop recording: [(op, phase, shape, ns)]"},
     {"reset_peak", py_reset_peak, METH_NOARGS, "set the allocator's peak to its live bytes"},
     {"empty_cache", py_empty_cache, METH_NOARGS, "free the allocator's cached blocks"},
     {"_gemm_auto_path", py_gemm_auto_path, METH_VARARGS, "(transa, m, n, k) -> 'own' | 'blas' | 'blas-mirrored': the default path"},
