@@ -743,16 +743,22 @@ int vt_qkv_attention_forward(vt_ctx *c) {
  * With wo (qkv_attention's output projection) gout[0] is the gradient of y = out·W_oᵀ + b_o and
  * the attention output's gradient is gy·W_o: per image into the staging buffer in staged plans
  * (W_o packed once), else as one product first. */
+/* qkv_attention's input gradient dx = dqkv·W, computed per image from the staged dqkv rows while
+ * they are in L2 (staged plans only): W (3·H·Dh × D, contiguous) in, *dx a new (B, T, D) tensor out,
+ * left NULL when the plan did not stage (the caller then takes dx from dqkv in memory) */
+typedef struct { const float *w; int64_t D; vt_tensor *dx; } in_grad;
+
 static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rng, vt_tensor **gout,
-                           const vt_tensor *wo, vt_tensor **dx_out) {
+                           const vt_tensor *wo, in_grad *ig, vt_tensor **dx_out) {
     int64_t H = n->args.i[0], B = x->shape[0], T = x->shape[1], C = x->shape[2], Dh = C / (3 * H), HD = H * Dh;
     double scale = n->args.i[2] ? 1.0 / sqrt((double)Dh) : n->args.f[0], p = n->args.f[1];
     vt_tensor *gy = wo && gout[0] ? vt_contiguous(gout[0]) : NULL, *woc = gy ? vt_contiguous((vt_tensor *)wo) : NULL;
     vt_tensor *g = !wo && gout[0] ? vt_contiguous(gout[0]) : NULL;
     vt_tensor *ga = n->nout > 1 && gout[1] ? vt_contiguous(gout[1]) : NULL, *dx = NULL;
-    vt_gemm_panel pw = {0};
+    vt_gemm_panel pw = {0}, pdx = {0};
     scratch_set scr = {0};
     int st = VT_OK;
+    if (ig) ig->dx = NULL;
     if ((gout[0] && !g && !(gy && woc)) || (n->nout > 1 && gout[1] && !ga)) goto fail;
     if (!(dx = vt_empty(VT_FLOAT32, 3, x->shape))) goto fail;
     int64_t pairs = B * H, Do = wo ? wo->shape[0] : 0;
@@ -767,6 +773,12 @@ static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rn
     } else if (gy && (st = vt_gemm_panel_init(&pw, 0, Do, HD, vt_f32(woc), HD)))
         goto fail;
     const float *gyp = gy && staged ? vt_f32(gy) : NULL;
+    float *dinp = NULL;
+    if (ig && staged && ig->D > 0) {
+        if (!(ig->dx = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, ig->D}))) goto fail;
+        if ((st = vt_gemm_panel_init(&pdx, 0, C, ig->D, ig->w, ig->D))) goto fail;
+        dinp = vt_f32(ig->dx);
+    }
     int64_t per = vt_attn_scratch_floats(T, T, Dh, Dh, p > 0.0) + (staged ? 2 * sq + sg : 0);
     if (pairs && T && (st = scratch_alloc(&scr, per, nt))) goto fail;
     uint64_t seed = rng ? (uint64_t)vt_i64(rng)[0] : 0, base = rng ? (uint64_t)vt_i64(rng)[1] : 0;
@@ -779,9 +791,10 @@ static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rn
         #pragma omp parallel num_threads(nt) if (nt > 1)
         {
             float *mine = scratch_mine(&scr), *img = mine + per - 2 * sq - sg, *dimg = img + sq, *gimg = dimg + sq;
-            if (gyp) {
+            if (gyp || dinp) {
+                int64_t n1 = gyp ? pw.nstrips : 0, n2 = dinp ? pdx.nstrips : 0;
                 #pragma omp for schedule(static)
-                for (int64_t s = 0; s < pw.nstrips; s++) vt_gemm_panel_pack(&pw, s);
+                for (int64_t s = 0; s < n1 + n2; s++) vt_gemm_panel_pack(s < n1 ? &pw : &pdx, s < n1 ? s : s - n1);
             }
             #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < B; b++) {
@@ -798,6 +811,7 @@ static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rn
                                           C, NULL, 0, mine);
                 }
                 memcpy(dp + b * T * C, dimg, sizeof(float) * (size_t)(T * C));
+                if (dinp) vt_gemm_panel_rows(&pdx, T, dimg, C, 0.0f, dinp + b * T * ig->D, ig->D);
             }
         }
     } else
@@ -824,6 +838,7 @@ static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rn
     }
     scratch_free(&scr);
     vt_gemm_panel_free(&pw);
+    vt_gemm_panel_free(&pdx);
     vt_tensor_decref(g);
     vt_tensor_decref(gy);
     vt_tensor_decref(woc);
@@ -834,6 +849,8 @@ fail:
     st = vt_last_code();
     scratch_free(&scr);
     vt_gemm_panel_free(&pw);
+    vt_gemm_panel_free(&pdx);
+    if (ig) { vt_tensor_decref(ig->dx); ig->dx = NULL; }
     vt_tensor_decref(g);
     vt_tensor_decref(gy);
     vt_tensor_decref(woc);
@@ -844,14 +861,17 @@ fail:
 
 int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     if (!(n->needs_input_grad & 1)) return VT_OK;
-    return packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 2 ? n->saved[2] : NULL, gout, NULL, &gin[0]);
+    return packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 2 ? n->saved[2] : NULL, gout, NULL, NULL, &gin[0]);
 }
 
 /* the output projection's gradients (dW_o = gyᵀ·out, db_o = Σ gy), dqkv as attention's backward
- * (its dout from gy·W_o), then the qkv projection's: dx = dqkv·W, dW = dqkvᵀ·x, db = Σ dqkv
- * (vt_k_linear_grads). A per-image fused backward (dx_b and a chunked dW_c += dqkv_bᵀ·x_b from
- * the image's dqkv in scratch, never writing dqkv out) measured no faster at 2 threads and 6 %
- * slower at 1 (interleaved in one process), so dqkv goes through memory. */
+ * (its dout from gy·W_o), then the qkv projection's: dx = dqkv·W, dW = dqkvᵀ·x, db = Σ dqkv.
+ * In staged plans dx_b = dqkv_b·W is computed per image from the staged rows (in_grad), so the
+ * K = 3·H·Dh product reads dqkv from L2 instead of memory: the op's forward+backward 4-5 % faster
+ * at 1 and 2 threads (two live workers alternating, 80 rounds), the seed step 0-7 % (bench/ab.py,
+ * both side orders). dW and db still read dqkv from memory (vt_k_linear_grads): a per-image
+ * chunked dW_c += dqkv_bᵀ·x_b as well measured no faster at 2 threads and 6 % slower at 1 (its
+ * chunk of dW, W's panel and the staging overflow L2). */
 int vt_qkv_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     unsigned need = n->needs_input_grad;
     int proj = n->args.ni > 3 && n->args.i[3], ns = n->nsaved - (proj ? 4 : 2);
@@ -860,9 +880,15 @@ int vt_qkv_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     if (proj && (need & 24) && gout[0])
         VT_TRY(vt_k_linear_grads(gout[0], ao, wo, NULL, need & 8 ? &gin[3] : NULL, need & 16 ? &gin[4] : NULL));
     if (!(need & 7)) return VT_OK;
-    VT_TRY(packed_backward(n, n->saved[0], n->saved[1], ns > 2 ? n->saved[2] : NULL, gout, wo, &dqkv));
-    int st = vt_k_linear_grads(dqkv, x, w, need & 1 ? &gin[0] : NULL, need & 2 ? &gin[1] : NULL,
-                               n->nin > 2 && (need & 4) ? &gin[2] : NULL);
+    vt_tensor *wc = need & 1 ? vt_contiguous(w) : NULL;
+    if ((need & 1) && !wc) return vt_last_code();
+    in_grad ig = {.w = wc ? vt_f32(wc) : NULL, .D = w->shape[1]};
+    int st = packed_backward(n, n->saved[0], n->saved[1], ns > 2 ? n->saved[2] : NULL, gout, wo, wc ? &ig : NULL, &dqkv);
+    vt_tensor_decref(wc);
+    if (st) return st;
+    if (ig.dx) gin[0] = ig.dx; /* computed per image; dqkv still feeds dW and db */
+    st = vt_k_linear_grads(dqkv, x, w, (need & 1) && !ig.dx ? &gin[0] : NULL, need & 2 ? &gin[1] : NULL,
+                           n->nin > 2 && (need & 4) ? &gin[2] : NULL);
     vt_tensor_decref(dqkv);
     return st;
 }
