@@ -108,6 +108,13 @@ vt_tensor *vt_k_gelu(const vt_tensor *x, int approximate) {
     return amap("gelu", approximate ? A_GELU_TANH : A_GELU, 0, x, NULL);
 }
 
+void vt_gelu_floats(float *out, const float *in, int64_t n, int approximate) {
+    actx k = {approximate ? A_GELU_TANH : A_GELU, 0};
+    char *p[2] = {(char *)out, (char *)in};
+    const int64_t s[2] = {sizeof(float), sizeof(float)};
+    act_row(n, p, s, &k);
+}
+
 vt_tensor *vt_k_gelu_backward(const vt_tensor *g, const vt_tensor *x, int approximate) {
     return amap("gelu", approximate ? A_GELU_TANH_BW : A_GELU_BW, 0, g, x);
 }

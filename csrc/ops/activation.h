@@ -23,6 +23,8 @@ vt_tensor *vt_k_softmax(const vt_tensor *x, int64_t dim, int log);
 vt_tensor *vt_k_gelu(const vt_tensor *x, int approximate);
 /* g ⊙ GELU'(x), the gradient through a GELU whose input was x */
 vt_tensor *vt_k_gelu_backward(const vt_tensor *g, const vt_tensor *x, int approximate);
+/* out[0:n) = GELU(in[0:n)) on contiguous floats, the same bits as vt_k_gelu */
+void vt_gelu_floats(float *out, const float *in, int64_t n, int approximate);
 
 static inline float vt_bits_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 

@@ -239,6 +239,11 @@ static int auto_path(int transa, int transb, int64_t m, int64_t n, int64_t k, fl
 
 int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k) { return auto_path(transa, 0, m, n, k, 0.0f); }
 
+int vt_gemm_path_now(int transa, int64_t m, int64_t n, int64_t k) {
+    int mode = gemm_mode();
+    return mode == VT_GEMM_BLAS ? PATH_BLAS : mode == VT_GEMM_OWN ? PATH_OWN : auto_path(transa, 0, m, n, k, 0.0f);
+}
+
 int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m < 0 || n < 0 || k < 0) return vt_fail(VT_ESHAPE, "gemm: negative size (%lld, %lld, %lld)", (long long)m,

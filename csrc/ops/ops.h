@@ -43,6 +43,8 @@ enum { VT_GEMM_AUTO, VT_GEMM_BLAS, VT_GEMM_OWN };
 void vt_gemm_set_mode(int mode); /* [gemm] VT_GEMM_*: which path every product takes (benchmarks, tests) */
 /* [gemm] where AUTO sends C = op(A)·B (beta 0): 0 OpenBLAS, 1 our kernel, 2 OpenBLAS mirrored (Cᵀ = Bᵀ·A) */
 int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k);
+/* [gemm] the path vt_k_gemm takes for that product now, VITC_GEMM / vt_gemm_set_mode included */
+int vt_gemm_path_now(int transa, int64_t m, int64_t n, int64_t k);
 /* [gemm] op(B) (k × n) packed once, then C (m×n, ldc) = A·B + beta·C (A plain, rows lda apart;
  * beta 0 or 1) for many A on the calling thread, bitwise as vt_k_gemm's own kernel computes them.
  * init allocates; pack strip s for every s in [0, nstrips) (any threads) before the first rows

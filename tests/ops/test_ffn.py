@@ -41,6 +41,48 @@ def test_large_parallel_rows():
              grad_atol=2e-4, fd=False)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("approximate,biases,strided,grads", [
+    ("none", True, False, "all"), ("tanh", False, False, "all"), ("none", True, True, "all"),
+    ("none", True, False, "x"), ("none", True, False, "x,b2"), ("tanh", True, False, "w1"), ("none", True, False, "b1")])
+def test_row_blocks_equal_the_three_ops(threads, approximate, biases, strided, grads):
+    """the seed ViT's FFN takes ffn.c's row-block plan (both products on the own kernel): same bits
+    as linear → gelu → linear, forward and every gradient, at 1700 rows (not a multiple of the
+    96-row block)"""
+    assert vitc._C._gemm_auto_path(False, 1700, 128, 64) == "own"
+    assert vitc._C._gemm_auto_path(False, 1700, 64, 128) == "own"
+    prev = vitc.get_num_threads()
+    vitc.set_num_threads(threads)
+    try:
+        rng = np.random.default_rng(3)
+        arr = lambda *s: rng.standard_normal(s).astype(np.float32)
+        x0 = vitc.from_numpy(arr(100, 17, 64) if not strided else arr(17, 100, 64))
+        want = {"x", "w1", "b1", "w2", "b2"} if grads == "all" else set(grads.split(","))
+        x = (x0 if not strided else x0.transpose(0, 1)).detach().requires_grad_("x" in want)
+        params = [vitc.from_numpy(arr(128, 64) * 0.1), vitc.from_numpy(arr(128)) if biases else None,
+                  vitc.from_numpy(arr(64, 128) * 0.1), vitc.from_numpy(arr(64)) if biases else None]
+        params = [p.requires_grad_(name in want) if p is not None else None
+                  for p, name in zip(params, ("w1", "b1", "w2", "b2"))]
+        g = vitc.from_numpy(arr(100, 17, 64))
+        leaves = [t for t in [x] + params if t is not None and t.requires_grad]
+
+        def run(fn):
+            for t in leaves:
+                t.grad = None
+            y = fn()
+            y.backward(g)
+            return [y.detach().numpy()] + [t.grad.numpy().copy() for t in leaves]
+
+        w1, b1, w2, b2 = params
+        fused = run(lambda: vitc.linear_gelu_linear(x, w1, b1, w2, b2, approximate=approximate))
+        plain = run(lambda: vitc.nn.functional.linear(
+            vitc.nn.functional.gelu(vitc.nn.functional.linear(x, w1, b1), approximate=approximate), w2, b2))
+        for a, b in zip(fused, plain):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        vitc.set_num_threads(prev)
+
+
 def test_saves_one_hidden_activation():
     rows, d, h = 256, 32, 512
     x = vitc.from_numpy(rand(rows, d))
@@ -84,3 +126,18 @@ def test_allocation_failures():
     def run():
         vitc.linear_gelu_linear(x, w1, b1, w2, b2).sum().backward()
     check_allocation_failures(run, attempts=60)
+
+
+@pytest.mark.parametrize("grads", ["all", "x,b2"])
+def test_allocation_failures_row_blocks(grads):
+    """the row-block plan (seed ViT shape) frees everything on every failed allocation"""
+    assert vitc._C._gemm_auto_path(False, 1700, 128, 64) == "own"
+    names = ("x", "w1", "b1", "w2", "b2")
+    shapes = ((100, 17, 64), (128, 64), (128,), (64, 128), (64,))
+    ts = [vitc.from_numpy(rand(*s)) for s in shapes]
+    for t, name in zip(ts, names):
+        t.requires_grad = grads == "all" or name in grads.split(",")
+
+    def run():
+        vitc.linear_gelu_linear(*ts).sum().backward()
+    check_allocation_failures(run, attempts=80, min_failures=5)
