@@ -739,15 +739,16 @@ int vt_qkv_attention_forward(vt_ctx *c) {
     return st;
 }
 
+/* qkv_attention's input gradient dx = dqkv·W, computed per image from the staged dqkv rows while
+ * they are in L2 (staged plans only): W (3·H·Dh × D, contiguous) in, *dx a new (B, T, D) tensor out,
+ * left NULL when the plan did not stage (the caller then takes dx from dqkv in memory). Only
+ * where vt_k_gemm would take the own kernel for dqkv·W, whose bits the panel reproduces */
+typedef struct { const float *w; int64_t D; vt_tensor *dx; } in_grad;
+
 /* SPEC §1.4 backward per head, all three gradients written into one packed dqkv (B, T, 3·H·Dh).
  * With wo (qkv_attention's output projection) gout[0] is the gradient of y = out·W_oᵀ + b_o and
  * the attention output's gradient is gy·W_o: per image into the staging buffer in staged plans
  * (W_o packed once), else as one product first. */
-/* qkv_attention's input gradient dx = dqkv·W, computed per image from the staged dqkv rows while
- * they are in L2 (staged plans only): W (3·H·Dh × D, contiguous) in, *dx a new (B, T, D) tensor out,
- * left NULL when the plan did not stage (the caller then takes dx from dqkv in memory) */
-typedef struct { const float *w; int64_t D; vt_tensor *dx; } in_grad;
-
 static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rng, vt_tensor **gout,
                            const vt_tensor *wo, in_grad *ig, vt_tensor **dx_out) {
     int64_t H = n->args.i[0], B = x->shape[0], T = x->shape[1], C = x->shape[2], Dh = C / (3 * H), HD = H * Dh;
@@ -774,7 +775,7 @@ static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rn
         goto fail;
     const float *gyp = gy && staged ? vt_f32(gy) : NULL;
     float *dinp = NULL;
-    if (ig && staged && ig->D > 0) {
+    if (ig && staged && ig->D > 0 && vt_gemm_path_now(0, B * T, ig->D, C) == 1) {
         if (!(ig->dx = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, ig->D}))) goto fail;
         if ((st = vt_gemm_panel_init(&pdx, 0, C, ig->D, ig->w, ig->D))) goto fail;
         dinp = vt_f32(ig->dx);

@@ -37,8 +37,9 @@ static int fused_forward(const vt_tensor *x, const vt_tensor *w1, const vt_tenso
     vt_tensor *h = NULL, *y = NULL;
     vt_gemm_panel p1 = {0}, p2 = {0};
     float *scratch = NULL;
-    int nt = vt_get_num_threads(), st;
     int64_t nblk = (M + FFN_ROWS - 1) / FFN_ROWS;
+    double flops = 2.0 * (double)M * (double)Hd * (double)(D + Do);
+    int nt = flops < 2e6 ? 1 : vt_get_num_threads(), st; /* vt_k_gemm's rule for one thread */
     if (nt > nblk) nt = (int)nblk;
     size_t sbytes = sizeof(float) * (size_t)(FFN_ROWS * Hd) * (size_t)nt;
     if (!xc || !(w1c = vt_contiguous((vt_tensor *)w1)) || !(w2c = vt_contiguous((vt_tensor *)w2))) goto fail;
