@@ -18,5 +18,5 @@ cd "$work"
 # leaks: CPython and NumPy keep interned objects alive at exit, so leak checking is off; vitc's
 # own leak checks are the allocator-balance tests (tests/opcheck.check_allocation_failures)
 LD_PRELOAD="$asan:$ubsan" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    PYTHONPATH=. "$PY" -m pytest -q -s -p no:cacheprovider -x tests/ops tests/test_tensor.py tests/test_autograd.py tests/data/test_augment_*.py \
+    PYTHONPATH=. "$PY" -m pytest -q -s -p no:cacheprovider -x tests/ops tests/test_tensor.py tests/test_autograd.py tests/test_profiler.py tests/data/test_augment_*.py \
     tests/test_determinism.py "$@"
