@@ -516,14 +516,6 @@ typedef struct { vt_gemm_panel wt; const float *bias; int64_t Do; } out_proj;
 
 typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; } attn_geom;
 
-/* y (T × n, contiguous) = a·op(B) + bias for one image's rows against a packed panel; the bias
- * fills y first and the product adds to it, as vt_k_linear does, so the bits are the same */
-static void project_rows(const vt_gemm_panel *wt, int64_t T, const float *a, int64_t lda, const float *bias,
-                         float *y) {
-    for (int64_t t = 0; bias && t < T; t++) memcpy(y + t * wt->n, bias, sizeof(float) * (size_t)wt->n);
-    vt_gemm_panel_rows(wt, T, a, lda, bias ? 1.0f : 0.0f, y, wt->n);
-}
-
 /* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
  * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws. With pj
  * (staged plans only) qkv is an empty tensor filled here, or NULL when nothing is saved. With po
@@ -563,7 +555,7 @@ static int packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po,
             #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < B; b++) {
                 if (pj) {
-                    project_rows(&pj->wt, T, pj->x + b * pj->sbx, pj->ldx, pj->bias, img);
+                    vt_gemm_panel_linear(&pj->wt, T, pj->x + b * pj->sbx, pj->ldx, pj->bias, img);
                     if (xp) vt_stream_copy(xp + b * T * C, img, T * C);
                 } else
                     stage_rows(img, xp + b * sb, T, C, ldx);
@@ -575,7 +567,7 @@ static int packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po,
                     vt_attn_head_forward(&hd, ob + hh * Dh, HD, ap ? ap + bh * T * T : NULL, T, mine);
                 }
                 if (po) {
-                    project_rows(&po->wt, T, obuf, HD, po->bias, op + b * T * po->Do);
+                    vt_gemm_panel_linear(&po->wt, T, obuf, HD, po->bias, op + b * T * po->Do);
                     if (aop) vt_stream_copy(aop + b * T * HD, obuf, T * HD);
                 }
             }

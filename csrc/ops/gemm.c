@@ -237,12 +237,15 @@ static int auto_path(int transa, int transb, int64_t m, int64_t n, int64_t k, fl
     return mirror_wins(transa, transb, m, n, k, beta) ? PATH_MIRRORED : PATH_BLAS;
 }
 
+/* the path taken now: a forced mode, else AUTO's rule */
+static int path_now(int transa, int transb, int64_t m, int64_t n, int64_t k, float beta) {
+    int mode = gemm_mode();
+    return mode == VT_GEMM_BLAS ? PATH_BLAS : mode == VT_GEMM_OWN ? PATH_OWN : auto_path(transa, transb, m, n, k, beta);
+}
+
 int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k) { return auto_path(transa, 0, m, n, k, 0.0f); }
 
-int vt_gemm_path_now(int transa, int64_t m, int64_t n, int64_t k) {
-    int mode = gemm_mode();
-    return mode == VT_GEMM_BLAS ? PATH_BLAS : mode == VT_GEMM_OWN ? PATH_OWN : auto_path(transa, 0, m, n, k, 0.0f);
-}
+int vt_gemm_path_now(int transa, int64_t m, int64_t n, int64_t k) { return path_now(transa, 0, m, n, k, 0.0f); }
 
 int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
@@ -254,9 +257,7 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return VT_OK;
     }
-    int mode = gemm_mode();
-    int path = mode == VT_GEMM_BLAS ? PATH_BLAS : mode == VT_GEMM_OWN ? PATH_OWN
-             : auto_path(transa, transb, m, n, k, beta);
+    int path = path_now(transa, transb, m, n, k, beta);
     if (path == PATH_MIRRORED) return blas_gemm_mirrored(m, n, k, alpha, a, lda, b, ldb, c, ldc);
     if (path == PATH_BLAS) return blas_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = transa ? 1 : lda, .sak = transa ? lda : 1, .b = b,
@@ -320,6 +321,12 @@ void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int6
         g.pk = pn->p + pn->nstrips * 16 * p0;
         for (int64_t t = 0; t < g.mblocks * g.sgroups; t++) kn->block(&g, p0, pn->k - p0 < KC ? pn->k - p0 : KC, t);
     }
+}
+
+void vt_gemm_panel_linear(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, const float *bias,
+                          float *y) {
+    for (int64_t r = 0; bias && r < m; r++) memcpy(y + r * pn->n, bias, sizeof(float) * (size_t)pn->n);
+    vt_gemm_panel_rows(pn, m, a, lda, bias ? 1.0f : 0.0f, y, pn->n);
 }
 
 void vt_gemm_panel_free(vt_gemm_panel *pn) {

@@ -54,6 +54,10 @@ int vt_gemm_panel_init(vt_gemm_panel *pn, int transb, int64_t k, int64_t n, cons
 void vt_gemm_panel_pack(const vt_gemm_panel *pn, int64_t s);
 void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, float beta, float *c,
                         int64_t ldc);
+/* y (m × n, contiguous) = a·op(B) + bias (bias NULL: none): the bias fills y first and the product
+ * adds to it, as vt_k_linear does, so the bits are vt_k_linear's on the own kernel */
+void vt_gemm_panel_linear(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, const float *bias,
+                          float *y);
 void vt_gemm_panel_free(vt_gemm_panel *pn);
 /* [ops_util] dst[0:n) = src[0:n) with non-temporal stores when dst is 16-byte aligned: for data
  * written now and read much later (activations saved for backward), so the copy neither evicts
