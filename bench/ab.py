@@ -19,33 +19,17 @@ import statistics
 import subprocess
 import sys
 
-SEED = dict(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls",
-            channels=1, dim_head=64)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import vitc_train_step  # noqa: E402
 
 
 def worker(model, threads, block):
     """read a line, run `block` timed steps, answer their times as one JSON line"""
     import time
 
-    import numpy as np
-
     import vitc
     vitc.set_num_threads(threads)
-    vitc.manual_seed(0)
-    rng = np.random.default_rng(0)
-    if model == "seed":
-        m, batch, shape, classes = vitc.models.ViT(**SEED), 100, (1, 28, 28), 10
-        opt = vitc.optim.Adam(m.parameters(), lr=5e-4)
-    else:
-        m, batch, shape, classes = vitc.models.create_model("vit_tiny_patch16_224"), 32, (3, 224, 224), 1000
-        opt = vitc.optim.AdamW(m.parameters(), lr=5e-4)
-    x = vitc.from_numpy(rng.uniform(0, 1, (batch,) + shape).astype(np.float32))
-    y = vitc.from_numpy(rng.integers(0, classes, batch).astype(np.int64))
-
-    def step():
-        opt.zero_grad()
-        vitc.cross_entropy(m(x), y).backward()
-        opt.step()
+    step = vitc_train_step(model)
     for _ in range(3):
         step()
     print(json.dumps({"ready": vitc.__file__}), flush=True)

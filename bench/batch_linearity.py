@@ -10,15 +10,15 @@ markdown table: per batch the median step ms, ms per sample and the median (and 
 per-round ratio to the first batch. Run by hand, never as a test.
 """
 import argparse
+import os
 import statistics
+import sys
 import time
-
-import numpy as np
 
 import vitc
 
-SEED = dict(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls",
-            channels=1, dim_head=64)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import vitc_batch, vitc_model  # noqa: E402
 
 
 def main():
@@ -32,12 +32,8 @@ def main():
     if not batches or min(batches) < 1:
         raise SystemExit("--batches: positive integers, comma-separated")
     vitc.set_num_threads(a.threads)
-    vitc.manual_seed(0)
-    rng = np.random.default_rng(0)
-    model = vitc.models.ViT(**SEED)
-    opt = vitc.optim.Adam(model.parameters(), lr=5e-4)
-    data = {b: (vitc.from_numpy(rng.uniform(0, 1, (b, 1, 28, 28)).astype(np.float32)),
-                vitc.from_numpy(rng.integers(0, 10, b).astype(np.int64))) for b in batches}
+    model, opt = vitc_model("seed")
+    data = {b: vitc_batch("seed", b) for b in batches}
 
     def step(b):
         x, y = data[b]

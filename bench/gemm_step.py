@@ -8,24 +8,21 @@ round), median per mode. This is what decided own_gemm_wins in csrc/ops/gemm.c.
 
 Run by hand, never as a test.
 """
-import sys, time, statistics
-import numpy as np
+import os
+import statistics
+import sys
+import time
+
 import vitc
-from vitc.models import ViT, create_model
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import vitc_train_step  # noqa: E402
+
 vitc.set_num_threads(int(sys.argv[1]))
 which = sys.argv[2] if len(sys.argv) > 2 else "seed"
-vitc.manual_seed(0)
-rng = np.random.default_rng(0)
-if which == "seed":
-    m = ViT(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls", channels=1, dim_head=64)
-    x = vitc.from_numpy(rng.standard_normal((100, 1, 28, 28)).astype(np.float32)); y = vitc.from_numpy(rng.integers(0, 10, 100).astype(np.int64))
-    opt = vitc.optim.Adam(m.parameters(), lr=1e-3); block, rounds = 5, int(sys.argv[3]) if len(sys.argv) > 3 else 8
-else:
-    m = create_model("vit_tiny_patch16_224")
-    x = vitc.from_numpy(rng.uniform(0, 1, (32, 3, 224, 224)).astype(np.float32)); y = vitc.from_numpy(rng.integers(0, 1000, 32).astype(np.int64))
-    opt = vitc.optim.AdamW(m.parameters(), lr=5e-4); block, rounds = 2, int(sys.argv[3]) if len(sys.argv) > 3 else 5
-def step():
-    opt.zero_grad(); vitc.cross_entropy(m(x), y).backward(); opt.step()
+step = vitc_train_step(which)
+block, rounds = (5, 8) if which == "seed" else (2, 5)
+rounds = int(sys.argv[3]) if len(sys.argv) > 3 else rounds
 for _ in range(3): step()
 ts = {"auto": [], "blas": []}
 for r in range(rounds):

@@ -61,9 +61,8 @@ def run_torch(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     ref = _vitc_model(args.seed)  # the same initial weights as the vitc run
-    cfg = dict(image_size=28, patch_size=7, num_classes=10, channels=1, dim=64, depth=6, heads=8, dim_head=64,
-               mlp_dim=128, pool="cls", pos_emb="learn")
-    model = copy_weights(ref, TorchViT(**cfg))
+    from common import SEED  # bench/common.py: the seed ViT's shape, as vit_seed_mnist builds it
+    model = copy_weights(ref, TorchViT(**SEED))
     tr, te = _loaders(args, torch.from_numpy)
     opt = torch.optim.Adam(model.parameters(), lr=5e-4)
     loss_fn = torch.nn.CrossEntropyLoss()

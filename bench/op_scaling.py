@@ -9,32 +9,14 @@ the binding). Run by hand, never as a test.
 """
 import argparse
 import collections
+import os
 import statistics
-
-import numpy as np
+import sys
 
 import vitc
 
-SEED = dict(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls",
-            channels=1, dim_head=64)
-
-
-def make_step(model):
-    vitc.manual_seed(0)
-    rng = np.random.default_rng(0)
-    if model == "seed":
-        m, batch, shape, classes = vitc.models.ViT(**SEED), 100, (1, 28, 28), 10
-    else:
-        m, batch, shape, classes = vitc.models.create_model("vit_tiny_patch16_224"), 32, (3, 224, 224), 1000
-    x = vitc.from_numpy(rng.uniform(0, 1, (batch,) + shape).astype(np.float32))
-    y = vitc.from_numpy(rng.integers(0, classes, batch).astype(np.int64))
-    opt = vitc.optim.Adam(m.parameters(), lr=5e-4)
-
-    def step():
-        opt.zero_grad()
-        vitc.cross_entropy(m(x), y).backward()
-        opt.step()
-    return step
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import vitc_train_step  # noqa: E402
 
 
 def main():
@@ -44,7 +26,7 @@ def main():
     ap.add_argument("--model", choices=("seed", "deit"), default="seed")
     ap.add_argument("--rows", type=int, default=16)
     a = ap.parse_args()
-    step = make_step(a.model)
+    step = vitc_train_step(a.model)
     ops = {1: collections.Counter(), 2: collections.Counter()}
     wall = {1: [], 2: []}
     for r in range(a.rounds):

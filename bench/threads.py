@@ -25,8 +25,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SEED = dict(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls",
-            channels=1, dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn")
+sys.path.insert(0, HERE)
+from common import SEED, vitc_train_step  # noqa: E402
 
 
 def thread_cpu():
@@ -61,22 +61,9 @@ def torch_step(threads):
 
 
 def vitc_step(threads):
-    import numpy as np
     import vitc
-    from vitc.models import ViT
     vitc.set_num_threads(threads)
-    vitc.manual_seed(0)
-    m = ViT(**SEED)
-    rng = np.random.default_rng(0)
-    x = vitc.from_numpy(rng.uniform(0, 1, (100, 1, 28, 28)).astype(np.float32))
-    y = vitc.from_numpy(rng.integers(0, 10, 100).astype(np.int64))
-    opt = vitc.optim.Adam(m.parameters(), lr=5e-4)
-
-    def step():
-        opt.zero_grad()
-        vitc.cross_entropy(m(x), y).backward()
-        opt.step()
-    return step, vitc._C.alloc_stats
+    return vitc_train_step("seed"), vitc._C.alloc_stats
 
 
 def measure(threads, steps, framework="vitc"):

@@ -33,9 +33,8 @@ import vitc  # noqa: E402
 from vitc.models import ViT  # noqa: E402
 from torch_vit import TorchViT, copy_weights  # noqa: E402
 from suite import forward_flops  # noqa: E402  (the one FLOP formula of bench/)
+from common import SEED as CFG  # noqa: E402
 
-CFG = dict(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls",
-           channels=1, dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn")
 
 
 def timed(fn, reps, warmup=3):

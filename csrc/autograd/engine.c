@@ -309,16 +309,15 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
             int64_t t0 = g && vt_profiling() ? vt_prof_now() : 0;
             vt_meta gm;
             if (t0) meta_of(&gm, g);
-            if (e->node) {
-                if (g && (st = accumulate_slot(&e->node->gbuf[e->output_nr], g))) break;
-                if (t0) vt_prof_record(n->op, VT_PROF_ACCUMULATE, gm.ndim, gm.shape, t0);
-                if (--e->node->deps == 0 && (st = vec_push(&ready, e->node))) break;
-            } else if (e->leaf && g) {
-                if ((st = accumulate_leaf(e->leaf, g))) break;
-                if (t0) vt_prof_record(n->op, VT_PROF_ACCUMULATE, gm.ndim, gm.shape, t0);
-            } else {
+            if (!e->node && !e->leaf) { /* an input that needs no gradient */
                 vt_tensor_decref(g);
+                continue;
             }
+            /* into the producing node's gradient slot, or into the leaf's .grad; both take g */
+            if (g && (st = e->node ? accumulate_slot(&e->node->gbuf[e->output_nr], g) : accumulate_leaf(e->leaf, g)))
+                break;
+            if (t0) vt_prof_record(n->op, VT_PROF_ACCUMULATE, gm.ndim, gm.shape, t0);
+            if (e->node && --e->node->deps == 0 && (st = vec_push(&ready, e->node))) break;
         }
         for (int i = 0; i < n->nin; i++) vt_tensor_decref(gin[i]);
         if (st) goto done;

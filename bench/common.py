@@ -1,0 +1,57 @@
+"""What the bench scripts share: the two model shapes issue 8's targets name and the vitc train step
+built from them, so every script times the same step.
+
+SEED is seed 004's ViT (28×28 one-channel images, patch 7, dim 64, depth 6, 8 heads of 64, MLP 128,
+10 classes; batch 100, Adam). DEIT is DeiT-Tiny's shape (224×224, patch 16, dim 192, depth 12,
+3 heads, MLP 768, 1000 classes; batch 32, AdamW), vitc's `vit_tiny_patch16_224` and timm's
+`deit_tiny_patch16_224`.
+
+`vitc` is imported inside the functions, so a script that puts another checkout first on sys.path
+(ab.py's workers) times that checkout's build.
+"""
+SEED = dict(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls",
+            channels=1, dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn")
+DEIT = dict(image_size=224, patch_size=16, num_classes=1000, dim=192, depth=12, heads=3, mlp_dim=768, pool="cls",
+            channels=3, dim_head=64)
+BATCH = {"seed": 100, "deit": 32}
+
+
+def vitc_model(model="seed", **overrides):
+    """(module, optimizer) of 'seed' (ViT(**SEED, **overrides), Adam) or 'deit' (AdamW), lr 5e-4,
+    weights from vitc.manual_seed(0)"""
+    import vitc
+    if model not in BATCH:
+        raise ValueError(f"model must be 'seed' or 'deit', got {model!r}")
+    vitc.manual_seed(0)
+    if model == "seed":
+        m = vitc.models.ViT(**dict(SEED, **overrides))
+        return m, vitc.optim.Adam(m.parameters(), lr=5e-4)
+    m = vitc.models.create_model("vit_tiny_patch16_224", **overrides)
+    return m, vitc.optim.AdamW(m.parameters(), lr=5e-4)
+
+
+def vitc_batch(model="seed", batch=None, seed=0):
+    """(images, labels) for one step: uniform [0, 1) images and random labels from numpy's seed"""
+    import numpy as np
+
+    import vitc
+    cfg = SEED if model == "seed" else DEIT
+    b = batch or BATCH[model]
+    rng = np.random.default_rng(seed)
+    shape = (b, cfg["channels"], cfg["image_size"], cfg["image_size"])
+    return (vitc.from_numpy(rng.uniform(0, 1, shape).astype(np.float32)),
+            vitc.from_numpy(rng.integers(0, cfg["num_classes"], b).astype(np.int64)))
+
+
+def vitc_train_step(model="seed", batch=None):
+    """a function running one train step (zero_grad, forward, cross-entropy, backward, optimizer
+    step) of `model` on one fixed batch"""
+    import vitc
+    m, opt = vitc_model(model)
+    x, y = vitc_batch(model, batch)
+
+    def step():
+        opt.zero_grad()
+        vitc.cross_entropy(m(x), y).backward()
+        opt.step()
+    return step
