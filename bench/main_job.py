@@ -3,11 +3,12 @@ the seed 004 ViT on Fashion-MNIST, Adam 5e-4, batch 100 shuffled, test batch 500
 the same initial weights, the same batches in the same order, each framework in its own process.
 
     .venv/bin/python bench/main_job.py --epochs 5                 # both, full data (~20 min)
-    .venv/bin/python bench/main_job.py --epochs 1 --subset 6000   # a quick look
+    .venv/bin/python bench/main_job.py --epochs 1 --subset 6000 --out /tmp/mj   # a quick look, elsewhere
 
 Per epoch: train wall time (data loading included, as seed 004's train_model), test wall time
 (under no_grad in both), train loss (sum of batch means) and test accuracy. Writes
-bench/results/main_job.json and .md (atomically). Run by hand, never as a test. The PyTorch
+main_job.json and .md (atomically) into --out, bench/results/ by default:
+give quick looks another --out, or they replace the committed full-run results. Run by hand, never as a test. The PyTorch
 network is tests/models/torch_vit.py's reference of vitc.models.ViT (parity-tested there).
 """
 import argparse
