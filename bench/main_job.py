@@ -145,6 +145,7 @@ def main():
     from vitc.io import atomic_write
 
     blob = json.dumps({"args": {k: v for k, v in vars(args).items() if k != "worker"}, "results": results}, indent=1)
+    os.makedirs(args.out, exist_ok=True)
     for name, text in (("main_job.json", blob), ("main_job.md", md)):
         atomic_write(os.path.join(args.out, name), lambda f, text=text: _write(f, text))
 
