@@ -7,6 +7,7 @@ here; this can.
     PYTHONPATH=. .venv/bin/python bench/ab.py "" "" --root-b /work/wt/other  # this tree vs another build
     PYTHONPATH=. .venv/bin/python bench/ab.py "" "OMP_WAIT_POLICY=ACTIVE" --threads 1 --model deit
     PYTHONPATH=. .venv/bin/python bench/ab.py "" "" --threads 1 --threads-b 2  # thread scaling, interleaved
+    PYTHONPATH=. .venv/bin/python bench/ab.py "" "" --root-b DIR --model ffn-deit --block 5  # one op
 
 Each side is "NAME=VALUE NAME=VALUE ..." added to the environment ("" for none). Prints the median
 step time of each side and the median of per-round ratios B/A (> 1: B slower). Run by hand,
@@ -20,7 +21,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import vitc_train_step  # noqa: E402
+from common import OPS, vitc_op_step, vitc_train_step  # noqa: E402
 
 
 def worker(model, threads, block):
@@ -29,7 +30,7 @@ def worker(model, threads, block):
 
     import vitc
     vitc.set_num_threads(threads)
-    step = vitc_train_step(model)
+    step = vitc_op_step(model) if model in OPS else vitc_train_step(model)
     for _ in range(3):
         step()
     print(json.dumps({"ready": vitc.__file__}), flush=True)
@@ -60,7 +61,8 @@ def main():
     ap.add_argument("env_b")
     ap.add_argument("--root-a", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap.add_argument("--root-b", default=None, help="checkout for side B (default: --root-a)")
-    ap.add_argument("--model", choices=["seed", "deit"], default="seed")
+    ap.add_argument("--model", choices=["seed", "deit", *OPS], default="seed",
+                    help="a whole train step, or one fused op forward+backward at a step's shape")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--threads-b", type=int, default=None, help="side B's thread count (default: --threads)")
     ap.add_argument("--rounds", type=int, default=12)
@@ -95,7 +97,7 @@ def main():
             p.wait()
     med = {k: 1e3 * statistics.median(v) for k, v in ts.items()}
     th = f"{a.threads} thread(s)" if threads_b == a.threads else f"A {a.threads} / B {threads_b} threads"
-    print(f"{a.model} step, {th}, {a.rounds} rounds of {a.block}: A {med['A']:.1f} ms, "
+    print(f"{a.model} {'op fwd+bwd' if a.model in OPS else 'step'}, {th}, {a.rounds} rounds of {a.block}: A {med['A']:.1f} ms, "
           f"B {med['B']:.1f} ms; B/A per round: median {statistics.median(ratios):.3f} "
           f"(range {min(ratios):.3f}-{max(ratios):.3f})")
 

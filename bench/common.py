@@ -7,7 +7,9 @@ SEED is seed 004's ViT (28×28 one-channel images, patch 7, dim 64, depth 6, 8 h
 `deit_tiny_patch16_224`.
 
 `vitc` is imported inside the functions, so a script that puts another checkout first on sys.path
-(ab.py's workers) times that checkout's build.
+(ab.py's workers) times that checkout's build. OPS are single fused ops of those steps, forward and
+backward at the step's shape (ab.py --model ffn-deit, ...), for changes too small to resolve in a
+whole step on this VM.
 """
 SEED = dict(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=8, mlp_dim=128, pool="cls",
             channels=1, dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn")
@@ -54,4 +56,44 @@ def vitc_train_step(model="seed", batch=None):
         opt.zero_grad()
         vitc.cross_entropy(m(x), y).backward()
         opt.step()
+    return step
+
+
+OPS = ("ffn-seed", "ffn-deit", "attn-seed", "attn-deit")
+
+
+def vitc_op_step(name):
+    """a function running one forward + backward of one block's fused op at a model's step shape:
+    'ffn-*' linear_gelu_linear (what nn.FeedForward runs), 'attn-*' qkv_attention with the output
+    projection (what nn.Attention runs); every input requires grad"""
+    import numpy as np
+
+    import vitc
+    if name not in OPS:
+        raise ValueError(f"op must be one of {OPS}, got {name!r}")
+    kind, model = name.split("-")
+    cfg = SEED if model == "seed" else DEIT
+    b, t = BATCH[model], (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
+    d, inner = cfg["dim"], cfg["heads"] * cfg["dim_head"]
+    rng = np.random.default_rng(0)
+
+    def leaf(*shape, scale=1.0):
+        return vitc.from_numpy((rng.standard_normal(shape) * scale).astype(np.float32)).requires_grad_()
+    x, g = leaf(b, t, d), vitc.from_numpy(rng.standard_normal((b, t, d)).astype(np.float32))
+    if kind == "ffn":
+        f = cfg["mlp_dim"]
+        ins = [x, leaf(f, d, scale=d ** -0.5), leaf(f), leaf(d, f, scale=f ** -0.5), leaf(d)]
+
+        def fwd():
+            return vitc.linear_gelu_linear(*ins)
+    else:
+        ins = [x, leaf(3 * inner, d, scale=d ** -0.5), leaf(d, inner, scale=inner ** -0.5), leaf(d)]
+
+        def fwd():
+            return vitc.qkv_attention(ins[0], ins[1], None, cfg["heads"], proj_weight=ins[2], proj_bias=ins[3])
+
+    def step():
+        for t_ in ins:
+            t_.grad = None
+        fwd().backward(g)
     return step

@@ -57,6 +57,12 @@ typedef struct { int kind; float c; } actx;
 
 /* tanh-form GELU as x·σ(2u): ½(1 + tanh u) = σ(2u), which does not cancel for x << 0 */
 static inline float gelu_tanh_sig(float x) { return vt_sigmoidf(2.0f * SQRT_2_PI * (x + GELU_K * x * x * x)); }
+/* GELU'(x) from Φ(x) and e^{−x²/2}: Φ + x·φ */
+static inline float gelu_grad(float x, float cdf, float gauss) { return cdf + x * INV_SQRT_2PI * gauss; }
+/* the tanh form's derivative from s = σ(2u): s + 2x·s(1−s)·u', u' = √(2/π)(1 + 3k x²) */
+static inline float gelu_tanh_grad(float x, float sg) {
+    return sg + 2.0f * x * sg * (1.0f - sg) * SQRT_2_PI * (1.0f + 3.0f * GELU_K * x * x);
+}
 
 #define ALOOP(E)                                                                        \
     do {                                                                                \
@@ -88,14 +94,32 @@ VT_SIMD_CLONES static void act_row(int64_t n, char **p, const int64_t *s, void *
     case A_RELU_BW: ALOOP(y > 0.0f ? x : 0.0f); break;
     case A_LEAKY_BW: ALOOP(y > 0.0f ? x : x * c); break;
     case A_SILU_BW: ALOOP(({ float sg = vt_sigmoidf(y); x * sg * (1.0f + y * (1.0f - sg)); })); break;
-    case A_GELU_BW: ALOOP(({ float gs, cdf = vt_normcdf_gauss(y, &gs); x * (cdf + y * INV_SQRT_2PI * gs); })); break;
-    case A_GELU_TANH_BW: /* s + 2x·s(1−s)·u', s = σ(2u), u' = √(2/π)(1 + 3k x²) */
-        ALOOP(({
-            float sg = gelu_tanh_sig(y);
-            x * (sg + 2.0f * y * sg * (1.0f - sg) * SQRT_2_PI * (1.0f + 3.0f * GELU_K * y * y));
-        }));
-        break;
+    case A_GELU_BW: ALOOP(({ float gs, cdf = vt_normcdf_gauss(y, &gs); x * gelu_grad(y, cdf, gs); })); break;
+    case A_GELU_TANH_BW: ALOOP(x * gelu_tanh_grad(y, gelu_tanh_sig(y))); break;
     }
+}
+
+/* GELU(h) into a and GELU'(h) into d in one pass: the two share Φ(h) and the Gaussian (or σ(2u)),
+ * so the FFN backward evaluates them once instead of twice. The expressions are the A_GELU* ones
+ * above: a is vt_k_gelu's bits and g·d vt_k_gelu_backward's. */
+typedef struct { int approximate; } gelu_pair_ctx;
+
+VT_SIMD_CLONES static void gelu_pair_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+    float *A = (float *)p[0], *D = (float *)p[1];
+    const float *H = (const float *)p[2];
+    (void)s; /* contiguous operands only (vt_gelu_with_grad) */
+    if (((const gelu_pair_ctx *)vctx)->approximate)
+        for (int64_t i = 0; i < n; i++) {
+            float x = H[i], sg = gelu_tanh_sig(x);
+            A[i] = x * sg;
+            D[i] = gelu_tanh_grad(x, sg);
+        }
+    else
+        for (int64_t i = 0; i < n; i++) {
+            float x = H[i], gs, cdf = vt_normcdf_gauss(x, &gs);
+            A[i] = x * cdf;
+            D[i] = gelu_grad(x, cdf, gs);
+        }
 }
 
 static vt_tensor *amap(const char *who, int kind, float c, const vt_tensor *a, const vt_tensor *b) {
@@ -117,6 +141,43 @@ void vt_gelu_floats(float *out, const float *in, int64_t n, int approximate) {
 
 vt_tensor *vt_k_gelu_backward(const vt_tensor *g, const vt_tensor *x, int approximate) {
     return amap("gelu", approximate ? A_GELU_TANH_BW : A_GELU_BW, 0, g, x);
+}
+
+VT_SIMD_CLONES static void scale_by_row(int64_t n, char **p, const int64_t *s, void *ctx) {
+    float *G = (float *)p[0];
+    const float *D = (const float *)p[1];
+    (void)s, (void)ctx;
+    for (int64_t i = 0; i < n; i++) G[i] = G[i] * D[i];
+}
+
+int vt_gelu_grad_apply(vt_tensor *g, const vt_tensor *d) {
+    if (!vt_is_contiguous(g) || !vt_is_contiguous(d) || g->dtype != VT_FLOAT32 || d->dtype != VT_FLOAT32 ||
+        vt_numel(g) != vt_numel(d))
+        return vt_fail(VT_ERUNTIME, "gelu: the gradient and GELU'(h) must be contiguous float32 of one size");
+    int64_t n = vt_numel(g), strides[2][VT_MAX_DIMS] = {{4}, {4}};
+    char *base[2] = {(char *)vt_f32(g), (char *)vt_f32(d)};
+    vt_iter(1, &n, 2, base, strides, scale_by_row, NULL);
+    return VT_OK;
+}
+
+int vt_gelu_with_grad(const vt_tensor *h, int approximate, vt_tensor **a_out, vt_tensor **d_out) {
+    *a_out = *d_out = NULL;
+    if (h->dtype != VT_FLOAT32) return vt_fail(VT_ETYPE, "gelu: expected a float32 tensor, got %s", vt_dtype_name(h->dtype));
+    vt_tensor *hc = vt_contiguous((vt_tensor *)h), *a = NULL, *d = NULL;
+    if (!hc || !(a = vt_empty(VT_FLOAT32, h->ndim, h->shape)) || !(d = vt_empty(VT_FLOAT32, h->ndim, h->shape))) {
+        int st = vt_last_code();
+        vt_tensor_decref(hc);
+        vt_tensor_decref(a);
+        return st;
+    }
+    int64_t n = vt_numel(h), strides[3][VT_MAX_DIMS] = {{4}, {4}, {4}};
+    char *base[3] = {(char *)vt_f32(a), (char *)vt_f32(d), (char *)vt_f32(hc)};
+    gelu_pair_ctx k = {approximate};
+    vt_iter(1, &n, 3, base, strides, gelu_pair_row, &k);
+    vt_tensor_decref(hc);
+    *a_out = a;
+    *d_out = d;
+    return VT_OK;
 }
 
 /* y = f(x); saves the output (save_out) or the input */

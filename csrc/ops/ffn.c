@@ -2,12 +2,12 @@
  * Why one node: unfused, the second Linear saves the GELU output for its weight gradient while the
  * GELU saves its input, so every block keeps two (rows × hidden) activations until backward — the
  * largest tensors of a ViT step (hidden = 4·dim). Here only the pre-activation h is saved and the
- * GELU output is recomputed in backward (one elementwise pass, ~1 % of the step): a DeiT-Tiny step
+ * GELU output is recomputed in backward (one elementwise pass, ~2 % of the step): a DeiT-Tiny step
  * at batch 32 keeps 12 × 19 MB less. Forward and backward do the same GEMMs as the three ops.
  *   forward:  h = x·w1ᵀ + b1, a = GELU(h), y = a·w2ᵀ + b2 (in row blocks where both products run on
  *             vitc's own kernel: fused_forward)
- *   backward: a = GELU(h); dw2 = dyᵀ·a, db2 = Σ dy, da = dy·w2; dh = da ⊙ GELU'(h);
- *             dw1 = dhᵀ·x, db1 = Σ dh, dx = dh·w1 */
+ *   backward: a = GELU(h) and d = GELU'(h) in one pass; dw2 = dyᵀ·a, db2 = Σ dy; da = dy·w2;
+ *             dh = da ⊙ d (in da); dw1 = dhᵀ·x, db1 = Σ dh, dx = dh·w1 */
 #include <omp.h>
 #include <string.h>
 #include "ops_util.h"
@@ -135,23 +135,27 @@ int vt_linear_gelu_linear_forward(vt_ctx *c) {
 /* The backward stays unfused: the same row blocks for it (a = GELU(h), da = gy·w2 in scratch,
  * dh = da ⊙ GELU'(h), dx = dh·w1, weight gradients after) measured no faster at 2 threads and
  * 4-6 % slower at 1 (the op's forward+backward, two live workers alternating, 100 rounds, both
- * side orders), so it was dropped. */
+ * side orders), so it was dropped. What it does instead: GELU(h) and GELU'(h) in one pass (they
+ * share Φ(h) and the Gaussian, the costly part: exact GELU is compute-bound, ~1.3 ns an element
+ * on one thread here, against ~0.2 for a relu), then dh = da ⊙ GELU'(h) in da's buffer. The
+ * second layer's weight gradients are taken before da exists, so a is freed first and at most two
+ * (rows × hidden) tensors are alive at once, as with separate ops. */
 int vt_linear_gelu_linear_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     vt_tensor *x = n->saved[0], *w1 = n->saved[1], *w2 = n->saved[2], *h = n->saved[3];
     unsigned need = n->needs_input_grad;
     int approx = (int)n->args.i[0];
     int want_lower = (need & 7) != 0; /* x, w1 or b1: the gradient must go through the GELU */
-    vt_tensor *a = vt_k_gelu(h, approx), *da = NULL, *dh = NULL;
-    if (!a) return vt_last_code();
-    int st = vt_k_linear_grads(gout[0], a, w2, want_lower ? &da : NULL, need & 8 ? &gin[3] : NULL,
-                               need & 16 ? &gin[4] : NULL);
+    vt_tensor *a = NULL, *d = NULL, *da = NULL;
+    int st = want_lower ? vt_gelu_with_grad(h, approx, &a, &d) : ((a = vt_k_gelu(h, approx)) ? VT_OK : vt_last_code());
+    if (st) return st;
+    st = vt_k_linear_grads(gout[0], a, w2, NULL, need & 8 ? &gin[3] : NULL, need & 16 ? &gin[4] : NULL);
     vt_tensor_decref(a);
-    if (st || !want_lower) return st;
-    dh = vt_k_gelu_backward(da, h, approx);
+    if (!st && want_lower) st = vt_k_linear_grads(gout[0], h, w2, &da, NULL, NULL); /* h: a's shape */
+    if (!st && want_lower) st = vt_gelu_grad_apply(da, d);
+    vt_tensor_decref(d);
+    if (!st && want_lower)
+        st = vt_k_linear_grads(da, x, w1, need & 1 ? &gin[0] : NULL, need & 2 ? &gin[1] : NULL,
+                               need & 4 ? &gin[2] : NULL);
     vt_tensor_decref(da);
-    if (!dh) return vt_last_code();
-    st = vt_k_linear_grads(dh, x, w1, need & 1 ? &gin[0] : NULL, need & 2 ? &gin[1] : NULL,
-                           need & 4 ? &gin[2] : NULL);
-    vt_tensor_decref(dh);
     return st;
 }

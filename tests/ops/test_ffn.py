@@ -102,6 +102,27 @@ def test_saves_one_hidden_activation():
     assert fused == 4 * rows * h and unfused == 2 * 4 * rows * h, (fused, unfused)
 
 
+@pytest.mark.parametrize("grads", ["all", "w2"])
+def test_backward_holds_two_hidden_tensors(grads):
+    """GELU(h) and GELU'(h) come from one pass, but the second layer's weight gradients are taken
+    before da exists: at most two (rows × hidden) tensors are alive in backward, as with the
+    separate ops (h, saved, not counted)"""
+    rows, d, h = 256, 32, 512
+    x = vitc.from_numpy(rand(rows, d))
+    params = [vitc.from_numpy(a) for a in (rand(h, d), rand(h), rand(d, h), rand(d))]
+    x.requires_grad = grads == "all"
+    for p, name in zip(params, ("w1", "b1", "w2", "b2")):
+        p.requires_grad = grads == "all" or name == grads
+    y = vitc.linear_gelu_linear(x, *params)
+    g = vitc.from_numpy(rand(rows, d))
+    before = vitc._C.alloc_stats()["live"]
+    vitc._C.reset_peak()
+    y.backward(g)
+    extra = vitc._C.alloc_stats()["peak"] - before
+    hidden = 4 * rows * h
+    assert hidden <= extra <= 2 * hidden + 4 * (rows * d + 2 * h * d + h + d) + 4096, (extra, hidden)
+
+
 def test_bad_input():
     x, w1, b1, w2, b2 = (vitc.from_numpy(a) for a in (rand(3, 4), rand(8, 4), rand(8), rand(4, 8), rand(4)))
     with pytest.raises(ValueError, match=r"w2 has 7 input features but w1 makes 8"):
