@@ -22,7 +22,7 @@ What it measures (each at 1 and 2 threads unless noted):
 
 Workers are persistent processes fed commands on stdin, so torch.compile compiles once per shape;
 every case runs in blocks (vitc block, torch block, compile block, repeat) so load drifts hit all
-alike. Each worker keeps its framework's default threading settings (vitc: OMP_WAIT_POLICY=PASSIVE;
+alike. Each worker keeps its framework's default threading settings (vitc: OMP_WAIT_POLICY=PASSIVE with GOMP_SPINCOUNT=20000;
 torch: its own). GFLOP/s are counted from the model shape (forward_flops below: 2·m·n·k per GEMM
 and per attention product; a train step counts 3× the forward). Run by hand, never as a test.
 """

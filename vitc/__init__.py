@@ -1,9 +1,14 @@
 """vitc: Vision Transformers on the CPU — a C core with autograd behind a PyTorch-style API."""
 import os as _os
 
-# GEMMs run on OpenBLAS's threads, other kernels on OpenMP's: two pools spinning on few cores
-# slow each other down (measured 2x on 2 cores), so idle OpenMP threads sleep instead of spinning
+# Idle OpenMP threads sleep (PASSIVE) rather than spin for libgomp's default ~300000 rounds: with
+# the pthread OpenBLAS (VITC_BLAS=pthread) two pools spinning on few cores slowed each other 2x.
+# But a wake-up per parallel region costs the seed ViT's step, hundreds of short regions, a few
+# ms, so they first spin briefly (GOMP_SPINCOUNT, which overrides PASSIVE's zero): seed step at
+# 2 threads 2.5-4 % faster than pure PASSIVE (bench/ab.py "" "GOMP_SPINCOUNT=20000", 30 rounds of
+# 5, both side orders: 0.971 and 1/1.039; 12 rounds: 0.973 and 1/1.006), 100000 no better.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 from . import _C  # noqa: E402
 from ._tensor import (Tensor, dtype, float32, int64, bool_ as bool, as_dtype, from_numpy, tensor, empty, zeros,
