@@ -15,6 +15,7 @@ SEED = dict(image_size=28, patch_size=7, num_classes=10, dim=64, depth=6, heads=
             channels=1, dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn")
 DEIT = dict(image_size=224, patch_size=16, num_classes=1000, dim=192, depth=12, heads=3, mlp_dim=768, pool="cls",
             channels=3, dim_head=64)
+SHAPES = {"seed": SEED, "deit": DEIT}
 BATCH = {"seed": 100, "deit": 32}
 
 
@@ -22,7 +23,7 @@ def vitc_model(model="seed", **overrides):
     """(module, optimizer) of 'seed' (ViT(**SEED, **overrides), Adam) or 'deit' (AdamW), lr 5e-4,
     weights from vitc.manual_seed(0)"""
     import vitc
-    if model not in BATCH:
+    if model not in SHAPES:
         raise ValueError(f"model must be 'seed' or 'deit', got {model!r}")
     vitc.manual_seed(0)
     if model == "seed":
@@ -37,7 +38,7 @@ def vitc_batch(model="seed", batch=None, seed=0):
     import numpy as np
 
     import vitc
-    cfg = SEED if model == "seed" else DEIT
+    cfg = SHAPES[model]
     b = batch or BATCH[model]
     rng = np.random.default_rng(seed)
     shape = (b, cfg["channels"], cfg["image_size"], cfg["image_size"])
@@ -72,7 +73,7 @@ def vitc_op_step(name):
     if name not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {name!r}")
     kind, model = name.split("-")
-    cfg = SEED if model == "seed" else DEIT
+    cfg = SHAPES[model]
     b, t = BATCH[model], (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
     d, inner = cfg["dim"], cfg["heads"] * cfg["dim_head"]
     rng = np.random.default_rng(0)

@@ -102,13 +102,11 @@ VT_SIMD_CLONES static void act_row(int64_t n, char **p, const int64_t *s, void *
 /* GELU(h) into a and GELU'(h) into d in one pass: the two share Φ(h) and the Gaussian (or σ(2u)),
  * so the FFN backward evaluates them once instead of twice. The expressions are the A_GELU* ones
  * above: a is vt_k_gelu's bits and g·d vt_k_gelu_backward's. */
-typedef struct { int approximate; } gelu_pair_ctx;
-
-VT_SIMD_CLONES static void gelu_pair_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+VT_SIMD_CLONES static void gelu_pair_row(int64_t n, char **p, const int64_t *s, void *approximate) {
     float *A = (float *)p[0], *D = (float *)p[1];
     const float *H = (const float *)p[2];
     (void)s; /* contiguous operands only (vt_gelu_with_grad) */
-    if (((const gelu_pair_ctx *)vctx)->approximate)
+    if (*(const int *)approximate)
         for (int64_t i = 0; i < n; i++) {
             float x = H[i], sg = gelu_tanh_sig(x);
             A[i] = x * sg;
@@ -172,8 +170,7 @@ int vt_gelu_with_grad(const vt_tensor *h, int approximate, vt_tensor **a_out, vt
     }
     int64_t n = vt_numel(h), strides[3][VT_MAX_DIMS] = {{4}, {4}, {4}};
     char *base[3] = {(char *)vt_f32(a), (char *)vt_f32(d), (char *)vt_f32(hc)};
-    gelu_pair_ctx k = {approximate};
-    vt_iter(1, &n, 3, base, strides, gelu_pair_row, &k);
+    vt_iter(1, &n, 3, base, strides, gelu_pair_row, &approximate);
     vt_tensor_decref(hc);
     *a_out = a;
     *d_out = d;

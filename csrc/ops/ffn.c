@@ -150,12 +150,16 @@ int vt_linear_gelu_linear_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin
     if (st) return st;
     st = vt_k_linear_grads(gout[0], a, w2, NULL, need & 8 ? &gin[3] : NULL, need & 16 ? &gin[4] : NULL);
     vt_tensor_decref(a);
-    if (!st && want_lower) st = vt_k_linear_grads(gout[0], h, w2, &da, NULL, NULL); /* h: a's shape */
-    if (!st && want_lower) st = vt_gelu_grad_apply(da, d);
+    if (!st && want_lower) {
+        st = vt_k_linear_grads(gout[0], h, w2, &da, NULL, NULL); /* da = dy·w2 (h: a's shape) */
+        if (!st) st = vt_gelu_grad_apply(da, d);                 /* dh, in da's buffer */
+        vt_tensor_decref(d); /* before the first layer's gradients are allocated */
+        d = NULL;
+        if (!st)
+            st = vt_k_linear_grads(da, x, w1, need & 1 ? &gin[0] : NULL, need & 2 ? &gin[1] : NULL,
+                                   need & 4 ? &gin[2] : NULL);
+    }
     vt_tensor_decref(d);
-    if (!st && want_lower)
-        st = vt_k_linear_grads(da, x, w1, need & 1 ? &gin[0] : NULL, need & 2 ? &gin[1] : NULL,
-                               need & 4 ? &gin[2] : NULL);
     vt_tensor_decref(da);
     return st;
 }
