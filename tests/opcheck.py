@@ -144,3 +144,25 @@ def check_allocation_failures(workload, attempts=80, min_failures=1):
     gc.collect()
     assert failures >= min_failures, f"only {failures} injected failures surfaced"
     assert vitc._C.alloc_stats()["live"] == live, "a failed run leaked"
+
+
+def at_thread_counts(run, counts=(1, 2)):
+    """run() once at each vitc thread count in `counts` (the setting is restored after): its results,
+    for tests that an op gives the same bits whatever the thread count."""
+    prev = vitc.get_num_threads()
+    try:
+        out = []
+        for n in counts:
+            vitc.set_num_threads(n)
+            out.append(run())
+        return out
+    finally:
+        vitc.set_num_threads(prev)
+
+
+def assert_same_at_1_and_2_threads(run):
+    """run() returns a list of arrays: they must be bitwise equal at 1 and at 2 threads."""
+    one, two = at_thread_counts(run)
+    assert len(one) == len(two)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)

@@ -6,7 +6,7 @@ import pytest
 import vitc
 import vitc.data as vd
 from vitc._ops import augment
-from opcheck import check_allocation_failures
+from opcheck import assert_same_at_1_and_2_threads, check_allocation_failures
 
 
 def inputs(seed=0):
@@ -27,16 +27,7 @@ def run_all(x, y, u8):
 
 def test_same_draws_at_any_thread_count():
     args = inputs()
-    threads = vitc.get_num_threads()
-    try:
-        vitc.set_num_threads(1)
-        one = run_all(*args)
-        vitc.set_num_threads(2)
-        two = run_all(*args)
-    finally:
-        vitc.set_num_threads(threads)
-    for a, b in zip(one, two):
-        np.testing.assert_array_equal(a, b)
+    assert_same_at_1_and_2_threads(lambda: run_all(*args))
 
 
 def test_no_autograd_and_inputs_untouched():

@@ -1,7 +1,7 @@
-"""vitc.models.ViTBNFFN / ViTBN (SPEC §2) against a plain-PyTorch reference written here from the
-article's classes (Batch_Norm = rearrange 'b n d -> b d n' + BatchNorm1d): logits and every gradient
-in train mode, running statistics and eval logits after several Adam steps, the article's
-first-block-only bug, the registry, a learning run and bad inputs."""
+"""vitc.models.ViTBNFFN / ViTBN (SPEC §2) against a plain-PyTorch reference of the article's classes
+(Batch_Norm = rearrange 'b n d -> b d n' + BatchNorm1d; the experiment's --backend torch models):
+logits and every gradient in train mode, running statistics and eval logits after several Adam
+steps, the article's first-block-only bug, the registry, a learning run and bad inputs."""
 import os
 import sys
 
@@ -12,10 +12,11 @@ from torch import nn as tnn
 
 import vitc
 from vitc import nn, optim
+from vitc.experiments._torch_vit_bn import TorchViTFamily
 from vitc.models import ViT, ViTBN, ViTBNFFN, create_model, list_models
 
 sys.path.insert(0, os.path.dirname(__file__))
-from torch_vit import TorchAttention, TorchPatchify, copy_weights  # noqa: E402
+from torch_vit import copy_weights  # noqa: E402
 
 CFG = dict(image_size=28, patch_size=7, num_classes=10, channels=1, dim=64, depth=6, heads=8, dim_head=64,
            mlp_dim=128)
@@ -33,72 +34,13 @@ def _close(a, b, what, elementwise=OUT_TOL, rel=1e-5):
         assert np.abs(a - b).max() <= rel * scale, f"{what}: max|Δ| {np.abs(a - b).max():.3g} > {rel}·{scale:.3g}"
 
 
-# ---- the PyTorch reference (seed 004's model/vitbn.py and vitbnffn.py, BatchNorm1d version) ----------
+# ---- the PyTorch reference: the experiment's --backend torch models (vitc/experiments/_torch_vit_bn.py,
+# plain PyTorch written from the article's classes, no vitc code), so these tests hold that backend to
+# SPEC's parity tolerances as well --------------------------------------------------------------------
 
-class TorchBatchNorm(tnn.BatchNorm1d):
-    """The article's Batch_Norm: x (b, n, d) -> (b, d, n) -> BatchNorm1d(d) -> (b, n, d)."""
-
-    def forward(self, x):
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
-
-
-def torch_norm(kind, d):
-    return TorchBatchNorm(d) if kind == "batch" else tnn.LayerNorm(d)
-
-
-class TorchBNFeedForward(tnn.Module):
-    """Lin1 -> Batch_Norm(hidden) -> GELU -> Dropout -> Lin2 (no norm before, no dropout after)."""
-
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.net = tnn.Sequential(tnn.Linear(dim, hidden), TorchBatchNorm(hidden), tnn.GELU(), tnn.Dropout(0.0),
-                                  tnn.Linear(hidden, dim))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class TorchBNBlock(tnn.Module):
-    def __init__(self, norm, dim, heads, dim_head, mlp_dim):
-        super().__init__()
-        self.norm1 = torch_norm(norm, dim)
-        self.attn = TorchAttention(dim, heads, dim_head, qkv_bias=True)
-        self.ff = TorchBNFeedForward(dim, mlp_dim)
-
-    def forward(self, x):
-        x = self.attn(self.norm1(x)) + x
-        return self.ff(x) + x
-
-
-class TorchViTBN(tnn.Module):
-    """norm='layer': ViTBNFFN; norm='batch': ViTBN. first_block_only: the article's early return."""
-
-    def __init__(self, norm, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, channels, dim_head,
-                 pool="cls", first_block_only=False):
-        super().__init__()
-        n = (image_size // patch_size) ** 2
-        pd = channels * patch_size ** 2
-        self.to_patch_embedding = tnn.Sequential(TorchPatchify(patch_size, patch_size), torch_norm(norm, pd),
-                                                 tnn.Linear(pd, dim), torch_norm(norm, dim))
-        self.pos_embedding = tnn.Parameter(torch.randn(1, n + 1, dim))
-        self.cls_token = tnn.Parameter(torch.randn(1, 1, dim))
-        self.transformer = tnn.Module()
-        self.transformer.layers = tnn.ModuleList([TorchBNBlock(norm, dim, heads, dim_head, mlp_dim)
-                                                  for _ in range(depth)])
-        self.transformer.norm = torch_norm(norm, dim)
-        self.mlp_head = tnn.Linear(dim, num_classes)
-        self.pool, self.first_block_only = pool, first_block_only
-
-    def forward(self, img):
-        x = self.to_patch_embedding(img)
-        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embedding
-        for blk in self.transformer.layers:
-            x = blk(x)
-            if self.first_block_only:
-                break
-        x = self.transformer.norm(x)
-        x = x.mean(dim=1) if self.pool == "mean" else x[:, 0]
-        return self.mlp_head(x)
+def torch_bn_model(norm, cfg, first_block_only=False):
+    """norm='layer': the article's ViTBNFFN; norm='batch': its ViTBN (both with the article-era qkv bias)."""
+    return TorchViTFamily(**cfg, norm=norm, ffn_norm="batch", qkv_bias=True, first_block_only=first_block_only)
 
 
 MODELS = {"ViTBNFFN": (ViTBNFFN, "layer"), "ViTBN": (ViTBN, "batch")}
@@ -108,7 +50,7 @@ def _pair(name, cfg, seed=0, bug=False):
     cls, norm = MODELS[name]
     vitc.manual_seed(seed)
     vm = cls(**cfg, bn_first_block_only=bug)
-    tm = copy_weights(vm, TorchViTBN(norm, **cfg, first_block_only=bug))
+    tm = copy_weights(vm, torch_bn_model(norm, cfg, first_block_only=bug))
     return vm, tm
 
 
@@ -266,7 +208,7 @@ def test_structure_and_registry():
     # the article's get_model() with the BN class in place of ViT
     m = ViTBN(image_size=28, patch_size=7, num_classes=10, channels=1, dim=64, depth=6, heads=8, dim_head=64,
               mlp_dim=128, pool="cls", dropout=0.0, emb_dropout=0.0, pos_emb="learn")
-    assert m.num_parameters() == sum(p.numel() for p in TorchViTBN("batch", **CFG).parameters())
+    assert m.num_parameters() == sum(p.numel() for p in torch_bn_model("batch", CFG).parameters())
     # the norm options compose into a plain ViT too
     v = ViT(**dict(CFG, depth=1), norm="batch")
     assert mods(v, nn.TokenBatchNorm) == 5 and mods(v, nn.LayerNorm) == 0

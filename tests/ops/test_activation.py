@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import vitc
-from opcheck import check_op, rand, check_allocation_failures
+from opcheck import at_thread_counts, check_allocation_failures, check_op, rand
 
 
 def away_from_zero(*shape, low=-3.0, high=3.0, gap=0.05):
@@ -109,15 +109,11 @@ def test_softmax_stable_and_masked(name, vf, tf):
 
 def test_dropout_same_seed_same_mask_and_thread_independent():
     x = vitc.ones(200, 300)
-    prev = vitc.get_num_threads()
-    outs = []
-    try:
-        for n in (1, 2, 2):
-            vitc.set_num_threads(n)
-            vitc.manual_seed(123)
-            outs.append(vitc.dropout(x, 0.3).numpy().copy())
-    finally:
-        vitc.set_num_threads(prev)
+
+    def run():
+        vitc.manual_seed(123)
+        return vitc.dropout(x, 0.3).numpy().copy()
+    outs = at_thread_counts(run, (1, 2, 2))
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[1], outs[2])
     vitc.manual_seed(124)

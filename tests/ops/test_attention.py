@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import vitc
-from opcheck import assert_close, check_allocation_failures, check_op, rand
+from opcheck import assert_close, at_thread_counts, check_allocation_failures, check_op, rand
 
 RTOL, ATOL = 1e-4, 1e-5  # SPEC §0: GEMM/attention outputs
 
@@ -135,19 +135,6 @@ def test_packed_empty(shape):
     assert x.grad.shape == shape
 
 
-def _at_one_and_two_threads(run):
-    """run() at 1 and then 2 vitc threads (the setting restored after): its two results"""
-    prev = vitc.get_num_threads()
-    try:
-        out = []
-        for nt in (1, 2):
-            vitc.set_num_threads(nt)
-            out.append(run())
-        return out
-    finally:
-        vitc.set_num_threads(prev)
-
-
 def test_packed_thread_count_invariant():
     x = rand(6, 33, 3 * 4 * 32)
     g = rand(6, 33, 4 * 32)
@@ -158,7 +145,7 @@ def test_packed_thread_count_invariant():
         out = vitc.multi_head_attention_packed(vx, 4)
         out.backward(vitc.from_numpy(g))
         return out.detach().numpy().copy(), vx.grad.numpy().copy()
-    one, two = _at_one_and_two_threads(run)
+    one, two = at_thread_counts(run)
     np.testing.assert_array_equal(one[0], two[0])
     np.testing.assert_array_equal(one[1], two[1])
 
@@ -182,7 +169,7 @@ def test_image_staging_matches_per_head_path(strided):
         out, a = vitc.multi_head_attention_packed(vx, H, dropout_p=p, need_weights=True)
         ((out * vitc.from_numpy(g)).sum() + (a * vitc.from_numpy(ga)).sum()).backward()
         return [t.numpy().copy() for t in (out.detach(), a.detach(), base.grad)]
-    for one, two in zip(*_at_one_and_two_threads(run)):
+    for one, two in zip(*at_thread_counts(run)):
         np.testing.assert_array_equal(one, two)
 
 
@@ -281,23 +268,11 @@ def test_packed_allocation_failures_do_not_leak():
     x = vitc.from_numpy(rand(2, 9, 3 * 2 * 8))
     x.requires_grad = True
     g = vitc.from_numpy(rand(2, 9, 16))
-    vitc.multi_head_attention_packed(x, 2, dropout_p=0.2, need_weights=True)[0].backward(g)  # warm caches
-    x.grad = None
-    live0 = vitc._C.alloc_stats()["live"]
-    failures = 0
-    for n in range(12):
-        vitc._C._alloc_fail_after(n)
-        try:
-            out = vitc.multi_head_attention_packed(x, 2, dropout_p=0.2, need_weights=True)[0]
-            out.backward(g)
-        except MemoryError:
-            failures += 1
-        finally:
-            vitc._C._alloc_fail_after(-1)
-        out = None
+
+    def run():
         x.grad = None
-    assert failures > 0
-    assert vitc._C.alloc_stats()["live"] == live0
+        vitc.multi_head_attention_packed(x, 2, dropout_p=0.2, need_weights=True)[0].backward(g)
+    check_allocation_failures(run, attempts=12)
 
 
 # ---- qkv_attention: the projection and attention in one op -------------------------------------
@@ -320,8 +295,8 @@ QKV_SHAPES = [(8, 17, 64, 8, 64, False), (8, 9, 12, 2, 8, True), (5, 9, 12, 2, 8
 def _fused_equals_plain(run):
     """run(fused) returns arrays; the fused and the separate-op runs must agree bit for bit, at 1
     and at 2 threads"""
-    one_f, two_f = _at_one_and_two_threads(lambda: run(True))
-    one_p, two_p = _at_one_and_two_threads(lambda: run(False))
+    one_f, two_f = at_thread_counts(lambda: run(True))
+    one_p, two_p = at_thread_counts(lambda: run(False))
     for got, want in zip(one_f + two_f, one_p + two_p):
         np.testing.assert_array_equal(got, want)
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import vitc
-from opcheck import assert_close, check_op, rand, check_allocation_failures
+from opcheck import assert_close, at_thread_counts, check_allocation_failures, check_op, rand
 
 RNG = np.random.default_rng(7)
 TOL = dict(rtol=1e-4, atol=1e-5, grad_rtol=1e-4, grad_atol=1e-4)
@@ -156,13 +156,8 @@ def test_conv2d_thread_counts_agree(shape):
         (vitc.conv2d(x, w, b, padding=1) * vitc.from_numpy(gy)).sum().backward()
         return [t.grad.numpy() for t in (x, w, b)]
     gy = rand(shape[0], 5, shape[2], shape[3], rng=RNG)
-    n = vitc.get_num_threads()
-    try:
-        vitc.set_num_threads(1)
-        one = run()
-    finally:
-        vitc.set_num_threads(n)
-    for a, b in zip(one, run()):
+    one, now = at_thread_counts(run, (1, vitc.get_num_threads()))
+    for a, b in zip(one, now):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 

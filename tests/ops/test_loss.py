@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import vitc
-from opcheck import assert_close, check_op, finite_difference, rand, check_allocation_failures
+from opcheck import (assert_close, assert_same_at_1_and_2_threads, check_allocation_failures, check_op,
+                     finite_difference, rand)
 
 RNG = np.random.default_rng(11)
 REDUCTIONS = ["none", "mean", "sum"]
@@ -414,13 +415,4 @@ def test_loss_results_do_not_depend_on_thread_count():
         c = vitc.mse_loss(_v(x), _v(x[::-1].copy()), reduction="sum")
         return [v.detach().numpy().copy() for v in (a, b, vx.grad, c)]
 
-    prev = vitc.get_num_threads()
-    try:
-        vitc.set_num_threads(1)
-        one = run()
-        vitc.set_num_threads(2)
-        two = run()
-    finally:
-        vitc.set_num_threads(prev)
-    for a, b in zip(one, two):
-        np.testing.assert_array_equal(a, b)
+    assert_same_at_1_and_2_threads(run)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import vitc
-from opcheck import check_op, rand, check_allocation_failures
+from opcheck import assert_same_at_1_and_2_threads, check_allocation_failures, check_op, rand
 
 
 RNG = np.random.default_rng(7)
@@ -83,18 +83,9 @@ def test_large_all_reduce_fd_and_threads():
     x = rand(100, 150)
     check_op(lambda t: vitc.var(t), lambda t: torch.var(t), [x], rtol=1e-4)
     big = vitc.from_numpy(rand(400, 700))
-    prev = vitc.get_num_threads()
-    try:
-        outs = []
-        for n in (1, 2):
-            vitc.set_num_threads(n)
-            outs.append([f(big).numpy().copy() for f in (vitc.sum, vitc.var, vitc.amax,
-                                                          lambda t: vitc.logsumexp(t, (0, 1)),
-                                                          lambda t: vitc.mean(t, 0), lambda t: vitc.std(t, 1))])
-    finally:
-        vitc.set_num_threads(prev)
-    for a, b in zip(*outs):
-        np.testing.assert_array_equal(a, b)  # bitwise identical for any thread count
+    fns = (vitc.sum, vitc.var, vitc.amax, lambda t: vitc.logsumexp(t, (0, 1)), lambda t: vitc.mean(t, 0),
+           lambda t: vitc.std(t, 1))
+    assert_same_at_1_and_2_threads(lambda: [f(big).numpy().copy() for f in fns])  # any thread count, same bits
 
 
 @pytest.mark.parametrize("kw", [dict(unbiased=False), dict(unbiased=True), dict(correction=0), dict(correction=2),
