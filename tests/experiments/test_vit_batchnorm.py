@@ -7,7 +7,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from nbrun import run_notebook
+from nbrun import ROOT, run_notebook
 
 import vitc
 from vitc.data import write_idx
@@ -244,4 +244,7 @@ def test_notebook_executes_small(tmp_path, data_root):
         cwd=tmp_path)
     assert "experiment 1 done" in text and "blocks that received a gradient: [0] of 2" in text
     assert "max |y - formula|" in text
-    assert pngs == 2  # four-panel figure + train time vs lr
+    # the small run's four-panel figure and train time vs lr, then the committed full run's lr 1e-2 figures
+    full = os.path.join(ROOT, "docs", "results", "vit_batchnorm_full")
+    shown = [f for f in ("fig_vitc_lr0.01.png", "fig_torch_lr0.01.png") if os.path.exists(os.path.join(full, f))]
+    assert f"full run: {len(shown)} figures shown" in text and pngs == 2 + len(shown)
