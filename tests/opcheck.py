@@ -161,8 +161,10 @@ def at_thread_counts(run, counts=(1, 2)):
 
 
 def assert_same_at_1_and_2_threads(run):
-    """run() returns a list of arrays: they must be bitwise equal at 1 and at 2 threads."""
+    """run() returns a list of arrays: they must be bitwise equal at 1 and at 2 threads. Returns them
+    (the 1-thread run's), for tests that go on to check the values themselves."""
     one, two = at_thread_counts(run)
     assert len(one) == len(two)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
+    return one

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import vitc
-from opcheck import assert_close, at_thread_counts, check_allocation_failures, check_op, rand
+from opcheck import (assert_close, assert_same_at_1_and_2_threads, at_thread_counts, check_allocation_failures, check_op,
+                     rand)
 
 RTOL, ATOL = 1e-4, 1e-5  # SPEC §0: GEMM/attention outputs
 
@@ -145,9 +146,7 @@ def test_packed_thread_count_invariant():
         out = vitc.multi_head_attention_packed(vx, 4)
         out.backward(vitc.from_numpy(g))
         return out.detach().numpy().copy(), vx.grad.numpy().copy()
-    one, two = at_thread_counts(run)
-    np.testing.assert_array_equal(one[0], two[0])
-    np.testing.assert_array_equal(one[1], two[1])
+    assert_same_at_1_and_2_threads(run)
 
 
 @pytest.mark.parametrize("strided", [False, True])
@@ -169,8 +168,7 @@ def test_image_staging_matches_per_head_path(strided):
         out, a = vitc.multi_head_attention_packed(vx, H, dropout_p=p, need_weights=True)
         ((out * vitc.from_numpy(g)).sum() + (a * vitc.from_numpy(ga)).sum()).backward()
         return [t.numpy().copy() for t in (out.detach(), a.detach(), base.grad)]
-    for one, two in zip(*at_thread_counts(run)):
-        np.testing.assert_array_equal(one, two)
+    assert_same_at_1_and_2_threads(run)
 
 
 # ---- dropout on the attention maps ---------------------------------------------------------------

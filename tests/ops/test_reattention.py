@@ -202,8 +202,7 @@ def test_grad_through_maps_only_and_thread_invariance():
                                           need_weights=True)
         (amap * vitc.from_numpy(up)).sum().backward()
         return [amap.detach().numpy().copy()] + [t.grad.numpy().copy() for t in leaves]
-    assert_same_at_1_and_2_threads(run)
-    got = run()
+    got = assert_same_at_1_and_2_threads(run)
     tl = [torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, th, tb, w, b)]
     _, tmap = ref64(tl[0], H, *tl[1:])
     (tmap * torch.from_numpy(up)).sum().backward()
