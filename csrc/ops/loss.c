@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ops_util.h"
-#include "activation.h"
 
 enum { RED_NONE = 0, RED_MEAN = 1, RED_SUM = 2, RED_BATCHMEAN = 3 };
 #define NCHUNK 32        /* row chunks for sums over rows */
@@ -35,16 +34,6 @@ static int get_reduction(const vt_args *a, int allow_batchmean, const char *who,
     if (a->i[0] < 0 || a->i[0] > hi)
         return vt_fail(VT_EVALUE, "%s: unknown reduction code %lld", who, (long long)a->i[0]);
     return VT_OK;
-}
-
-static void decref_all(vt_tensor **t, int n) {
-    for (int i = 0; i < n; i++) { vt_tensor_decref(t[i]); t[i] = NULL; }
-}
-
-/* the upstream gradient, contiguous (zeros of the output's shape when none came) */
-static vt_tensor *grad_out(vt_node *n, vt_tensor **gout) {
-    if (gout[0]) return vt_contiguous(gout[0]);
-    return vt_zeros(VT_FLOAT32, n->out_meta[0].ndim, n->out_meta[0].shape);
 }
 
 /* ---- class losses: geometry and targets --------------------------------------------------------- */
