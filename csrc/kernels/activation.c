@@ -14,7 +14,6 @@
 
 typedef struct { int kind; float c; } actx;
 
-
 #define INV_SQRT_2PI 0.39894228040143267794f /* 1/√(2π) */
 #define SQRT_2_PI 0.79788456080286535588f   /* √(2/π) */
 #define GELU_K 0.044715f

@@ -1,7 +1,7 @@
 /* vitc ops: elementwise arithmetic, unary math, comparisons, masks and casts.
  * Forward and backward of each op side by side. Every float kernel is one expression applied by
- * fmap() over broadcast operands (ops_util.h); broadcasting backward sums the gradient back to
- * each input's shape (vt_k_sum_to). Derivatives follow PyTorch's tools/autograd/derivatives.yaml
+ * fmap() over broadcast operands (vt_map, kernels/map.h); broadcasting backward sums the gradient
+ * back to each input's shape (vt_k_sum_to). Derivatives follow PyTorch's tools/autograd/derivatives.yaml
  * conventions where a choice exists: d|x|/dx = sign(x) with sign(0) = 0, clamp passes gradient
  * where min <= x <= max, d(x^c)/dx = 0 when c = 0, d(a^b)/db = 0 where a = 0 and b >= 0. */
 #include <math.h>

@@ -12,11 +12,11 @@
  * number of rows for probabilities (as torch). Backward: dx_k = s_r·(p_k·Σ_j c_j − c_k), s_r the
  * upstream gradient of the row (÷ the mean's denominator). Saved: the row max m and log Σ e^{x−m}
  * separately, so p_k = e^{(x_k−m) − log Σ} stays exact for logits of any magnitude. The row
- * kernels use the vectorisable vt_expf (activation.h) and SIMD float sums in short blocks totalled in double.
+ * kernels use the vectorisable vt_expf (kernels/fastmath.h) and SIMD float sums in short blocks totalled in double.
  *
  * nll_loss: loss_r = −w_t·x[r, t]. Pointwise losses (mse, kl_div, bce_with_logits) broadcast
  * their operands, compute in one loop, and reduce in fixed chunks (deterministic, double sums). */
-/* no FP traps are ever enabled; without this the vt_*f math of activation.h does not vectorize */
+/* no FP traps are ever enabled; without this the vt_*f math of kernels/fastmath.h does not vectorize */
 #pragma GCC optimize ("no-trapping-math")
 #include <math.h>
 #include <stdlib.h>
