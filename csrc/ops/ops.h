@@ -24,13 +24,13 @@ enum {
 /* the rows of ops.def as a table (ops_table.c); the binding hands it to vt_autograd_init */
 extern const vt_op_info vt_op_table[];
 
-/* ---- shared helpers (ops_util.c) ---- */
+/* ---- shared helpers (defined in the file named in brackets) ---- */
 /* argument access with range checks: fail with VT_EVALUE naming the op when missing */
-int vt_arg_count(const vt_ctx *c, int ni, int nf);
-int vt_need_inputs(const vt_ctx *c, int n); /* the first n tensor arguments are present */
-/* dst[0:n) = src[0:n) with non-temporal stores when dst is 16-byte aligned: for data written now
- * and read much later (activations saved for backward), so the copy neither evicts the working set
- * nor reads dst's lines first */
+int vt_arg_count(const vt_ctx *c, int ni, int nf);                          /* [ops_util] */
+int vt_need_inputs(const vt_ctx *c, int n); /* [ops_util] the first n tensor arguments are present */
+/* [ops_util] dst[0:n) = src[0:n) with non-temporal stores when dst is 16-byte aligned: for data
+ * written now and read much later (activations saved for backward), so the copy neither evicts
+ * the working set nor reads dst's lines first */
 void vt_stream_copy(float *dst, const float *src, int64_t n);
 
 #endif
