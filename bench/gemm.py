@@ -1,4 +1,4 @@
-"""Every GEMM of the seed ViT and DeiT-Tiny train steps: vitc's own kernels (csrc/ops/gemm.c)
+"""Every GEMM of the seed ViT and DeiT-Tiny train steps: vitc's own kernels (csrc/kernels/gemm.c)
 against OpenBLAS through the same vitc build and against torch.matmul.
 
     PYTHONPATH=. .venv/bin/python bench/gemm.py                 # 1 and 2 threads

@@ -1,7 +1,7 @@
 """Whole train steps with vitc's default GEMM dispatch (its own kernel where own_gemm_wins says so,
 OpenBLAS, plain or mirrored, for the rest) against the same build with every GEMM on OpenBLAS
 (vitc._C._gemm_mode("blas")), in one process, alternating blocks of steps (the order flips every
-round), median per mode. This is what decided own_gemm_wins in csrc/ops/gemm.c.
+round), median per mode. This is what decided own_gemm_wins in csrc/kernels/gemm.c.
 
     PYTHONPATH=. .venv/bin/python bench/gemm_step.py 2 seed        # threads, model (seed | deit)
     PYTHONPATH=. .venv/bin/python bench/gemm_step.py 2 deit 8      # rounds (DeiT-Tiny: 2 steps a block)

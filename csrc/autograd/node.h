@@ -82,8 +82,12 @@ typedef struct vt_op_info {
     vt_backward_fn backward; /* NULL: not differentiable */
 } vt_op_info;
 
-extern const vt_op_info vt_ops[];
-extern const int vt_nops;
+/* the op table: its rows live in the op layer (csrc/ops/ops_table.c), which autograd does not
+ * link against; vt_autograd_init points these at them before any op runs */
+extern const vt_op_info *vt_ops;
+extern int vt_nops;
+/* start-up, once, before any op runs: install the op table and core's grad_fn release hook */
+void vt_autograd_init(const vt_op_info *ops, int nops);
 
 /* save a detached alias of t into c (no-op returning VT_OK when c->save is 0) */
 int vt_save(vt_ctx *c, const vt_tensor *t);

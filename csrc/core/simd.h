@@ -4,7 +4,7 @@
  * ifunc). Mark the row kernels that hold the hot loops; loops inside OpenMP regions should call
  * such a function.
  * Why ISA levels: a bare "avx2" clone has no FMA, so every a·b + c of the polynomials in
- * ops/activation.h is two instructions and two roundings; "arch=haswell"-style CPU models are
+ * kernels/fastmath.h is two instructions and two roundings; "arch=haswell"-style CPU models are
  * only picked on Intel cores. The levels need GCC 12; older GCCs get avx2 + fma.
  * Define VT_NO_SIMD_CLONES to build the portable code path alone. */
 #ifndef VT_SIMD_H

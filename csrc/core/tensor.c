@@ -4,7 +4,6 @@
 #include <string.h>
 #include "tensor.h"
 #include "iter.h"
-#include "../autograd/node.h"
 
 #define VT_MAX_NUMEL ((int64_t)1 << 40)
 
@@ -50,6 +49,17 @@ int vt_normalize_dim(int64_t *dim, int ndim, const char *who) {
         return vt_fail(VT_EINDEX, "%s: dim %lld out of range for a %d-d tensor", who, (long long)*dim, ndim);
     if (*dim < 0) *dim += n;
     return VT_OK;
+}
+
+int vt_require_dtype(const vt_tensor *t, vt_dtype dt, const char *who, const char *what) {
+    if (!t) return vt_fail(VT_ETYPE, "%s: %s is missing", who, what);
+    if (t->dtype != dt)
+        return vt_fail(VT_ETYPE, "%s: %s must be %s, got %s", who, what, vt_dtype_name(dt), vt_dtype_name(t->dtype));
+    return VT_OK;
+}
+
+int vt_require_f32(const vt_tensor *t, const char *who, const char *what) {
+    return vt_require_dtype(t, VT_FLOAT32, who, what);
 }
 
 void vt_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
@@ -231,12 +241,15 @@ void vt_storage_decref(vt_storage *s) {
     free(s);
 }
 
+/* set once by autograd at start-up (vt_autograd_init); core knows nodes only as opaque pointers */
+static vt_grad_fn_release_fn grad_fn_release;
+
+void vt_set_grad_fn_release(vt_grad_fn_release_fn fn) { grad_fn_release = fn; }
+
 void vt_tensor_decref(vt_tensor *t) {
     if (!t || __atomic_sub_fetch(&t->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
-    if (t->grad_fn) {
-        vt_node_forget_output(t->grad_fn, t);
-        vt_node_decref(t->grad_fn);
-    }
+    /* only autograd sets grad_fn, and it installs the hook before it records a node */
+    if (t->grad_fn && grad_fn_release) grad_fn_release(t);
     vt_tensor_decref(t->grad);
     vt_storage_decref(t->storage);
     free(t);

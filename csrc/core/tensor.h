@@ -97,6 +97,11 @@ int vt_copy_into(vt_tensor *dst, const vt_tensor *src); /* same shape & dtype; a
 
 void vt_tensor_incref(vt_tensor *t);
 void vt_tensor_decref(vt_tensor *t);
+/* Core never looks inside a node: when the last reference to a tensor with a grad_fn goes,
+ * vt_tensor_decref calls this hook, which autograd installs at start-up; it drops the tensor's
+ * reference to t->grad_fn (and the node's weak pointer to t, rule 4). */
+typedef void (*vt_grad_fn_release_fn)(vt_tensor *t);
+void vt_set_grad_fn_release(vt_grad_fn_release_fn fn);
 void vt_storage_decref(vt_storage *s);
 
 /* geometry helpers */
@@ -107,6 +112,9 @@ void vt_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 int vt_same_shape(const vt_tensor *a, const vt_tensor *b);
 int vt_check_shape(int ndim, const int64_t *shape, const char *who); /* sizes >= 0, ndim ok */
 int vt_normalize_dim(int64_t *dim, int ndim, const char *who);     /* -1 -> ndim-1, range check */
+/* VT_ETYPE naming `who` and `what` unless t is present and of dtype dt (float32) */
+int vt_require_dtype(const vt_tensor *t, vt_dtype dt, const char *who, const char *what);
+int vt_require_f32(const vt_tensor *t, const char *who, const char *what);
 /* NumPy broadcasting of two shapes into out (ndim = max); VT_ESHAPE naming `who` if impossible */
 int vt_broadcast_shapes(int na, const int64_t *sa, int nb, const int64_t *sb, int *nout,
                         int64_t *out, const char *who);

@@ -21,8 +21,6 @@
 #include "ops_util.h"
 #include "../core/rng.h"
 
-#define WHO(c) (vt_ops[(c)->op].name)
-
 /* ---- draws ---------------------------------------------------------------------------------- */
 
 static inline double u32d(uint32_t w) { return w * (1.0 / 4294967296.0); } /* [0, 1) */

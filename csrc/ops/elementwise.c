@@ -1,7 +1,7 @@
 /* vitc ops: elementwise arithmetic, unary math, comparisons, masks and casts.
  * Forward and backward of each op side by side. Every float kernel is one expression applied by
- * fmap() over broadcast operands (ops_util.h); broadcasting backward sums the gradient back to
- * each input's shape (vt_k_sum_to). Derivatives follow PyTorch's tools/autograd/derivatives.yaml
+ * fmap() over broadcast operands (vt_map, kernels/map.h); broadcasting backward sums the gradient
+ * back to each input's shape (vt_k_sum_to). Derivatives follow PyTorch's tools/autograd/derivatives.yaml
  * conventions where a choice exists: d|x|/dx = sign(x) with sign(0) = 0, clamp passes gradient
  * where min <= x <= max, d(x^c)/dx = 0 when c = 0, d(a^b)/db = 0 where a = 0 and b >= 0. */
 #include <math.h>
@@ -74,16 +74,6 @@ static vt_tensor *fmap(const char *who, int kind, float c, float c2, int nin, co
     return vt_map(who, VT_FLOAT32, nin, in, float_row, &k);
 }
 
-vt_tensor *vt_k_add(const vt_tensor *a, const vt_tensor *b) { return fmap("add", K_ADD, 0, 0, 2, a, b, NULL); }
-vt_tensor *vt_k_mul(const vt_tensor *a, const vt_tensor *b) { return fmap("mul", K_MUL, 0, 0, 2, a, b, NULL); }
-vt_tensor *vt_k_scale(const vt_tensor *a, float s) { return fmap("mul", K_MULC, s, 0, 1, a, NULL, NULL); }
-
-static int out1(vt_ctx *c, vt_tensor *t) {
-    if (!t) return vt_last_code();
-    c->out[0] = t;
-    c->nout = 1;
-    return VT_OK;
-}
 
 static int check_float_inputs(vt_ctx *c, int n) {
     VT_TRY(vt_need_inputs(c, n));
@@ -100,14 +90,6 @@ static int check_float_inputs(vt_ctx *c, int n) {
 static vt_tensor *to_input(const vt_node *n, int i, const vt_tensor *g) {
     return vt_k_sum_to(g, n->in_meta[i].ndim, n->in_meta[i].shape);
 }
-static int wants(const vt_node *n, int i) { return n->needs_input_grad >> i & 1; }
-
-/* a zero gradient of output 0's shape when none arrived */
-static vt_tensor *grad0(vt_node *n, vt_tensor **gout) {
-    if (gout[0]) { vt_tensor_incref(gout[0]); return gout[0]; }
-    return vt_zeros(VT_FLOAT32, n->out_meta[0].ndim, n->out_meta[0].shape);
-}
-
 /* ---- binary arithmetic ------------------------------------------------------------------- */
 
 static int binary_forward(vt_ctx *c, int kind, int save_a, int save_b) {

@@ -11,7 +11,6 @@
 #include <omp.h>
 #include <string.h>
 #include "ops_util.h"
-#include "activation.h"
 #include "../core/threads.h"
 
 /* Row blocks through both layers: each thread takes FFN_ROWS rows at a time, writes their

@@ -12,17 +12,16 @@
  * number of rows for probabilities (as torch). Backward: dx_k = s_r·(p_k·Σ_j c_j − c_k), s_r the
  * upstream gradient of the row (÷ the mean's denominator). Saved: the row max m and log Σ e^{x−m}
  * separately, so p_k = e^{(x_k−m) − log Σ} stays exact for logits of any magnitude. The row
- * kernels use the vectorisable vt_expf (activation.h) and SIMD float sums in short blocks totalled in double.
+ * kernels use the vectorisable vt_expf (kernels/fastmath.h) and SIMD float sums in short blocks totalled in double.
  *
  * nll_loss: loss_r = −w_t·x[r, t]. Pointwise losses (mse, kl_div, bce_with_logits) broadcast
  * their operands, compute in one loop, and reduce in fixed chunks (deterministic, double sums). */
-/* no FP traps are ever enabled; without this the vt_*f math of activation.h does not vectorize */
+/* no FP traps are ever enabled; without this the vt_*f math of kernels/fastmath.h does not vectorize */
 #pragma GCC optimize ("no-trapping-math")
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ops_util.h"
-#include "activation.h"
 
 enum { RED_NONE = 0, RED_MEAN = 1, RED_SUM = 2, RED_BATCHMEAN = 3 };
 #define NCHUNK 32        /* row chunks for sums over rows */
@@ -35,16 +34,6 @@ static int get_reduction(const vt_args *a, int allow_batchmean, const char *who,
     if (a->i[0] < 0 || a->i[0] > hi)
         return vt_fail(VT_EVALUE, "%s: unknown reduction code %lld", who, (long long)a->i[0]);
     return VT_OK;
-}
-
-static void decref_all(vt_tensor **t, int n) {
-    for (int i = 0; i < n; i++) { vt_tensor_decref(t[i]); t[i] = NULL; }
-}
-
-/* the upstream gradient, contiguous (zeros of the output's shape when none came) */
-static vt_tensor *grad_out(vt_node *n, vt_tensor **gout) {
-    if (gout[0]) return vt_contiguous(gout[0]);
-    return vt_zeros(VT_FLOAT32, n->out_meta[0].ndim, n->out_meta[0].shape);
 }
 
 /* ---- class losses: geometry and targets --------------------------------------------------------- */

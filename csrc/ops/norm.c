@@ -95,16 +95,6 @@ static int param_vector(vt_tensor *p, int nd, const int64_t *shape, const char *
     return *out ? VT_OK : vt_last_code();
 }
 
-static void decref_all(vt_tensor **t, int n) {
-    for (int i = 0; i < n; i++) { vt_tensor_decref(t[i]); t[i] = NULL; }
-}
-
-/* the incoming gradient as a contiguous tensor of the output's shape (zeros when none came) */
-static vt_tensor *grad_out(vt_node *n, vt_tensor **gout) {
-    if (gout[0]) return vt_contiguous(gout[0]);
-    return vt_zeros(VT_FLOAT32, n->out_meta[0].ndim, n->out_meta[0].shape);
-}
-
 /* ---- layer norm ------------------------------------------------------------------------------ */
 
 /* One row of D values: two passes for the statistics (Σx, then Σ(x−c) and Σ(x−c)² about the first

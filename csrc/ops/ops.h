@@ -1,9 +1,10 @@
-/* vitc ops: every op's forward and backward (declared from ops.def) and the plain kernels the
- * families share. Kernels named vt_k_* do not record autograd; they return new references
- * (core/tensor.h rules) or NULL with the error set. */
+/* vitc ops: every op's forward and backward (declared from ops.def). An op family (one
+ * csrc/ops/<family>.def and its .c) uses core, autograd and the kernel layer (csrc/kernels: the
+ * vt_k_* computations several families share), never another family. */
 #ifndef VT_OPS_H
 #define VT_OPS_H
 #include "../autograd/node.h"
+#include "../kernels/kernels.h"
 
 enum {
 #define VT_OP(e, name, fwd, bwd) VT_OP_##e,
@@ -20,50 +21,16 @@ enum {
 #include "ops.def"
 #undef VT_OP
 
-/* ---- shared helpers (defined in the family named in brackets) ---- */
+/* the rows of ops.def as a table (ops_table.c); the binding hands it to vt_autograd_init */
+extern const vt_op_info vt_op_table[];
+
+/* ---- shared helpers (defined in the file named in brackets) ---- */
 /* argument access with range checks: fail with VT_EVALUE naming the op when missing */
 int vt_arg_count(const vt_ctx *c, int ni, int nf);                          /* [ops_util] */
 int vt_need_inputs(const vt_ctx *c, int n); /* [ops_util] the first n tensor arguments are present */
-int vt_require_f32(const vt_tensor *t, const char *who, const char *what);  /* [ops_util] */
-int vt_require_dtype(const vt_tensor *t, vt_dtype dt, const char *who, const char *what); /* [ops_util] */
-vt_tensor *vt_k_sum_to(const vt_tensor *g, int ndim, const int64_t *shape); /* [reduce] sum broadcast dims away */
-vt_tensor *vt_k_add(const vt_tensor *a, const vt_tensor *b);   /* [elementwise] broadcasting */
-vt_tensor *vt_k_mul(const vt_tensor *a, const vt_tensor *b);   /* [elementwise] broadcasting */
-vt_tensor *vt_k_scale(const vt_tensor *a, float s);            /* [elementwise] a*s */
-/* C (m,n) = op(A)·op(B) (+ beta·C) for 2-d or batched 3-d float32 views; transposed views go to
- * BLAS as flags. [blas] */
-vt_tensor *vt_k_matmul(const vt_tensor *a, const vt_tensor *b);
-int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-              int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
-/* y = x·Wᵀ + b (b may be NULL), and its gradients: each of dx, dw, db non-NULL is filled [blas] */
-vt_tensor *vt_k_linear(const vt_tensor *x, const vt_tensor *w, const vt_tensor *b);
-int vt_k_linear_grads(const vt_tensor *g, const vt_tensor *x, const vt_tensor *w, vt_tensor **dx, vt_tensor **dw,
-                      vt_tensor **db);
-enum { VT_GEMM_AUTO, VT_GEMM_BLAS, VT_GEMM_OWN };
-void vt_gemm_set_mode(int mode); /* [gemm] VT_GEMM_*: which path every product takes (benchmarks, tests) */
-/* [gemm] where AUTO sends C = op(A)·B (beta 0): 0 OpenBLAS, 1 our kernel, 2 OpenBLAS mirrored (Cᵀ = Bᵀ·A) */
-int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k);
-/* [gemm] the path vt_k_gemm takes for that product now, VITC_GEMM / vt_gemm_set_mode included */
-int vt_gemm_path_now(int transa, int64_t m, int64_t n, int64_t k);
-/* [gemm] op(B) (k × n) packed once, then C (m×n, ldc) = A·B + beta·C (A plain, rows lda apart;
- * beta 0 or 1) for many A on the calling thread, bitwise as vt_k_gemm's own kernel computes them.
- * init allocates; pack strip s for every s in [0, nstrips) (any threads) before the first rows
- * call; free releases. B must stay alive meanwhile. */
-typedef struct { float *p; const float *b; int64_t k, n, nstrips, sbk, sbn; size_t bytes; } vt_gemm_panel;
-int vt_gemm_panel_init(vt_gemm_panel *pn, int transb, int64_t k, int64_t n, const float *b, int64_t ldb);
-void vt_gemm_panel_pack(const vt_gemm_panel *pn, int64_t s);
-void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, float beta, float *c,
-                        int64_t ldc);
-/* y (m × n, contiguous) = a·op(B) + bias (bias NULL: none): the bias fills y first and the product
- * adds to it, as vt_k_linear does, so the bits are vt_k_linear's on the own kernel */
-void vt_gemm_panel_linear(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, const float *bias,
-                          float *y);
-void vt_gemm_panel_free(vt_gemm_panel *pn);
 /* [ops_util] dst[0:n) = src[0:n) with non-temporal stores when dst is 16-byte aligned: for data
  * written now and read much later (activations saved for backward), so the copy neither evicts
  * the working set nor reads dst's lines first */
 void vt_stream_copy(float *dst, const float *src, int64_t n);
-vt_tensor *vt_k_reshape(const vt_tensor *t, int ndim, const int64_t *shape); /* [shape] view or copy */
-vt_tensor *vt_k_permute(const vt_tensor *t, const int64_t *dims);            /* [shape] view */
 
 #endif

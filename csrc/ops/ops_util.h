@@ -1,16 +1,39 @@
-/* vitc ops: shared machinery for kernels — argument checks and the strided N-d iterator. */
+/* vitc ops: small helpers every op family uses, defined once here. */
 #ifndef VT_OPS_UTIL_H
 #define VT_OPS_UTIL_H
 #include "ops.h"
 #include "../core/simd.h"
 #include "../core/iter.h"
 
-/* Broadcast the inputs, allocate a contiguous output of dtype `odt` and iterate
- * (output is operand 0). Inputs may be NULL-terminated early (nin 1..3). */
-vt_tensor *vt_map(const char *who, vt_dtype odt, int nin, const vt_tensor **in, vt_row_fn fn, void *ctx);
+/* the name of the op a forward runs, for error messages */
+#define WHO(c) (vt_ops[(c)->op].name)
 
-/* 1 when the hand-written AVX2 + FMA kernels (attention, gemm) may run: the CPU has both and
- * VITC_ISA is not "baseline" (which forces the portable kernels, for tests); read once */
-int vt_use_avx2_kernels(void);
+/* t becomes the op's single output; a NULL t (a failed kernel) returns its error code */
+static inline int out1(vt_ctx *c, vt_tensor *t) {
+    if (!t) return vt_last_code();
+    c->out[0] = t;
+    c->nout = 1;
+    return VT_OK;
+}
+
+/* whether backward must fill the gradient of input i */
+static inline int wants(const vt_node *n, int i) { return n->needs_input_grad >> i & 1; }
+
+/* the gradient of output 0, or zeros of its shape when none arrived (new ref) */
+static inline vt_tensor *grad0(const vt_node *n, vt_tensor **gout) {
+    if (gout[0]) { vt_tensor_incref(gout[0]); return gout[0]; }
+    return vt_zeros(VT_FLOAT32, n->out_meta[0].ndim, n->out_meta[0].shape);
+}
+
+/* the gradient of output 0 as a contiguous tensor, or zeros of its shape when none came (new ref) */
+static inline vt_tensor *grad_out(const vt_node *n, vt_tensor **gout) {
+    if (gout[0]) return vt_contiguous(gout[0]);
+    return vt_zeros(VT_FLOAT32, n->out_meta[0].ndim, n->out_meta[0].shape);
+}
+
+/* release t[0..n) and clear the slots */
+static inline void decref_all(vt_tensor **t, int n) {
+    for (int i = 0; i < n; i++) { vt_tensor_decref(t[i]); t[i] = NULL; }
+}
 
 #endif

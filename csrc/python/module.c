@@ -332,6 +332,7 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "vitc._C", "vitc C core", -1, module_methods};
 
 PyMODINIT_FUNC PyInit__C(void) {
+    vt_autograd_init(vt_op_table, VT_OP_COUNT);
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
     if (vtpy_numpy_init() < 0 || vtpy_tensor_type_init(m) < 0) goto fail;

@@ -1,5 +1,5 @@
-/* vitc ops: sgemm, C = alpha·op(A)·op(B) + beta·C (row-major, BLAS argument order), the GEMM
- * under every matmul, linear and convolution (vt_k_gemm, ops.h).
+/* vitc kernels: sgemm, C = alpha·op(A)·op(B) + beta·C (row-major, BLAS argument order), the GEMM
+ * under every matmul, linear and convolution (vt_k_gemm, gemm.h).
  *
  * Why our own: ViT GEMMs are thin (K = 64…768, one side 64…1536), where a general BLAS spends
  * much of its time around the arithmetic, in zeroing C before accumulating (beta = 0) and in
@@ -20,7 +20,9 @@
 #include <string.h>
 #include <limits.h>
 #include <cblas.h>
-#include "ops_util.h"
+#include "gemm.h"
+#include "cpu.h"
+#include "../core/tensor.h"
 #include "../core/threads.h"
 
 #include "vec8.h"

@@ -1,36 +1,17 @@
-/* vitc ops: activation kernels other families may call (no autograd; new references or NULL
- * with the error set, core/tensor.h rules), and the branch-free float math they are built on.
- *
- * The vt_*f functions below are written so GCC vectorizes loops that call them (no libm calls,
- * selects instead of branches): libm's expf/tanhf/erff are scalar calls and were 5-20x slower
- * than a vectorized kernel. Polynomials are our own least-squares fits (relative error of the
- * fit: exp 3e-9, tanh 1.3e-7 on |x| < 0.625, erfc 1.3e-7); results are within a few ulp of the
- * correctly rounded values (tests compare with PyTorch at rtol 1e-5). Wrap hot loops in a
- * function marked VT_SIMD_CLONES (core/simd.h) to get AVX-512 and AVX2 + FMA versions picked at load time, and compile the
- * file with `#pragma GCC optimize ("no-trapping-math")` before its includes: under GCC's default
+/* vitc kernels: branch-free float math (exp, tanh, sigmoid, the normal CDF) for loops GCC
+ * vectorizes: no libm calls, selects instead of branches. libm's expf/tanhf/erff are scalar calls
+ * and were 5-20x slower than a vectorized kernel. Polynomials are our own least-squares fits
+ * (relative error of the fit: exp 3e-9, tanh 1.3e-7 on |x| < 0.625, erfc 1.3e-7); results are
+ * within a few ulp of the correctly rounded values (tests compare with PyTorch at rtol 1e-5).
+ * Wrap hot loops in a function marked VT_SIMD_CLONES (core/simd.h) to get AVX-512 and AVX2 + FMA
+ * versions picked at load time, and compile the file with
+ * `#pragma GCC optimize ("no-trapping-math")` before its includes: under GCC's default
  * -ftrapping-math the selects below are not if-converted and nothing vectorizes (vitc never
  * enables floating-point traps, so the flag changes no result). */
-#ifndef VT_ACTIVATION_H
-#define VT_ACTIVATION_H
+#ifndef VT_KERNELS_FASTMATH_H
+#define VT_KERNELS_FASTMATH_H
 #include <stdint.h>
 #include <string.h>
-#include "ops.h"
-#include "../core/simd.h" /* VT_SIMD_CLONES */
-
-/* softmax (log = 0) or log-softmax (log = 1) of float32 x over dim (any strides) */
-vt_tensor *vt_k_softmax(const vt_tensor *x, int64_t dim, int log);
-/* GELU, exact erf form (approximate = 0) or tanh form (approximate = 1) */
-vt_tensor *vt_k_gelu(const vt_tensor *x, int approximate);
-/* g ⊙ GELU'(x), the gradient through a GELU whose input was x */
-vt_tensor *vt_k_gelu_backward(const vt_tensor *g, const vt_tensor *x, int approximate);
-/* *a = GELU(h) and *d = GELU'(h), new contiguous tensors of h's shape, in one pass (the FFN
- * backward needs both): a has vt_k_gelu's bits and g ⊙ d vt_k_gelu_backward(g, h)'s */
-int vt_gelu_with_grad(const vt_tensor *h, int approximate, vt_tensor **a, vt_tensor **d);
-/* g ⊙= d in place (g and d contiguous, one size): with d from vt_gelu_with_grad, the gradient
- * through the GELU with vt_k_gelu_backward's bits, in g's own buffer */
-int vt_gelu_grad_apply(vt_tensor *g, const vt_tensor *d);
-/* out[0:n) = GELU(in[0:n)) on contiguous floats, the same bits as vt_k_gelu */
-void vt_gelu_floats(float *out, const float *in, int64_t n, int approximate);
 
 static inline float vt_bits_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
