@@ -26,11 +26,6 @@ def _dims(dim):
     raise TypeError(f"dim must be an int or a tuple of ints, got {dim!r}")
 
 
-def _reduce_args(dim, keepdim):
-    d = _dims(dim)
-    return (int(bool(keepdim)), len(d)) + d
-
-
 def _check(input, who):
     if not isinstance(input, Tensor):
         raise TypeError(f"{who}: expected a Tensor, got {type(input).__name__}")
@@ -47,9 +42,9 @@ def sum(input, dim=None, keepdim=False, dtype=None):
     _check(input, "sum")
     if input.dtype is not float32:
         input = input.to(float32)
-        out = _call("sum", (input,), _reduce_args(dim, keepdim))
+        out = _call("sum", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
         return out.long() if dtype is None else out.to(dtype)
-    return _call("sum", (input,), _reduce_args(dim, keepdim))
+    return _call("sum", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
 
 
 def mean(input, dim=None, keepdim=False):
@@ -57,7 +52,7 @@ def mean(input, dim=None, keepdim=False):
     _check(input, "mean")
     if input.dtype is not float32:
         raise TypeError(f"mean: input dtype should be float32, got {input.dtype!r}")
-    return _call("mean", (input,), _reduce_args(dim, keepdim))
+    return _call("mean", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
 
 
 def _correction(who, unbiased, correction):
@@ -78,7 +73,8 @@ def _var_like(op, input, dim, unbiased, keepdim, correction):
     _check(input, op)
     if isinstance(dim, bool):  # torch.var(x, False): the second positional is `unbiased`
         dim, unbiased = None, dim
-    return _call(op, (input,), _reduce_args(dim, keepdim), (_correction(op, unbiased, correction),))
+    return _call(op, (input,), keepdim=int(bool(keepdim)), dims=_dims(dim),
+                 correction=_correction(op, unbiased, correction))
 
 
 def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
@@ -99,7 +95,7 @@ def _extreme(op, result, input, dim, keepdim):
         return _call(op, (input,))
     if isinstance(dim, Tensor):
         raise TypeError(f"{op}(input, other) is not supported: compare with vitc.where(a > b, a, b)")
-    values, indices = _call(op + "_dim", (input,), (int(bool(keepdim)), 1, _one_dim(dim, op)))
+    values, indices = _call(op + "_dim", (input,), keepdim=int(bool(keepdim)), dims=(_one_dim(dim, op),))
     return result(values, indices)
 
 
@@ -117,20 +113,20 @@ def min(input, dim=None, keepdim=False):
 def amax(input, dim=(), keepdim=False):
     """Max over dim (an int or tuple; () = all); the gradient is shared evenly among ties."""
     _check(input, "amax")
-    return _call("amax", (input,), _reduce_args(dim, keepdim))
+    return _call("amax", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
 
 
 def amin(input, dim=(), keepdim=False):
     """Min over dim (an int or tuple; () = all); the gradient is shared evenly among ties."""
     _check(input, "amin")
-    return _call("amin", (input,), _reduce_args(dim, keepdim))
+    return _call("amin", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
 
 
 def _arg(op, input, dim, keepdim):
     _check(input, op)
     if dim is None:
-        return _call(op, (input,), (int(bool(keepdim)), 0))
-    return _call(op, (input,), (int(bool(keepdim)), 1, _one_dim(dim, op)))
+        return _call(op, (input,), keepdim=int(bool(keepdim)), dims=())
+    return _call(op, (input,), keepdim=int(bool(keepdim)), dims=(_one_dim(dim, op),))
 
 
 def argmax(input, dim=None, keepdim=False):
@@ -146,7 +142,7 @@ def argmin(input, dim=None, keepdim=False):
 def logsumexp(input, dim, keepdim=False):
     """log Σ exp(x) over dim (an int or tuple), computed stably (max-shifted)."""
     _check(input, "logsumexp")
-    return _call("logsumexp", (input,), _reduce_args(dim, keepdim))
+    return _call("logsumexp", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
 
 
 for _name in __all__:
