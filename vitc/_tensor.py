@@ -4,6 +4,7 @@ The C side owns data, shape, autograd state; this side adds dtype objects, repr,
 the PyTorch-named methods. Op families (vitc/_ops/*.py) attach their methods with `register`.
 """
 import numbers
+import operator
 
 import numpy as np
 
@@ -55,8 +56,80 @@ def as_dtype(d):
     raise TypeError(f"unsupported dtype {d!r}: vitc has float32, int64 and bool")
 
 
-def _call(op, tensors, ints=None, floats=None):
-    return _C.call(_OPS[op], tensors, ints, floats)
+def _getter(names):
+    """kwargs -> the tuple of kwargs[name] for names, in order (KeyError when one is missing)."""
+    if not names:
+        return lambda kw: ()
+    if len(names) == 1:
+        name = names[0]
+        return lambda kw: (kw[name],)
+    return operator.itemgetter(*names)
+
+
+class _OpSignature:
+    """One op's arguments as its row in csrc/ops/*.def declares them (_C.op_args: entries kind:name,
+    kind t tensor, t? tensor or None, t* any number of tensors, i int, i* int list, f float)."""
+
+    __slots__ = ("op", "id", "tensors", "variadic", "ints", "int_list", "floats", "nargs", "_ints", "_floats")
+
+    def __init__(self, op, spec):
+        self.op, self.id = op, _OPS[op]
+        self.tensors, self.ints, self.floats = [], [], []
+        self.variadic = self.int_list = None
+        for entry in spec.split():
+            kind, _, name = entry.partition(":")
+            if self.variadic and kind.startswith("t") or self.int_list and kind.startswith("i"):
+                raise RuntimeError(f"{op}: argument '{name}' follows a variable-length list of its kind")
+            if kind in ("t", "t?"):
+                self.tensors.append(name)
+            elif kind == "t*":
+                self.variadic = name
+            elif kind == "i":
+                self.ints.append(name)
+            elif kind == "i*":
+                self.int_list = name
+            elif kind == "f":
+                self.floats.append(name)
+            else:
+                raise RuntimeError(f"{op}: unknown argument kind {kind!r} in {spec!r}")
+        self.nargs = len(self.ints) + len(self.floats) + (self.int_list is not None)
+        self._ints, self._floats = _getter(self.ints), _getter(self.floats)
+
+    def names(self):
+        return self.ints + ([self.int_list] if self.int_list else []) + self.floats
+
+    def argument_error(self, kwargs):
+        missing = [n for n in self.names() if n not in kwargs]
+        extra = sorted(set(kwargs) - set(self.names()))
+        parts = [f"{what} argument{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}"
+                 for what, names in (("missing", missing), ("unexpected", extra)) if names]
+        return TypeError(f"{self.op}: {'; '.join(parts)} (it takes {', '.join(self.names()) or 'no arguments'})")
+
+
+_SIGNATURES = {op: _OpSignature(op, spec) for op, spec in _C.op_args.items()}
+
+
+def _call(op, tensors, **kwargs):
+    """Run op `op` of the C table on the tensors (a tuple, None for an absent optional tensor), its
+    non-tensor arguments given by name as its row declares them; packs them into the int and float
+    tuples _C.call takes. TypeError naming the op and the argument when one is missing or unknown,
+    or when the number of tensors is not the row's."""
+    sig = _SIGNATURES[op]
+    n = len(tensors)
+    if n != len(sig.tensors) and not (sig.variadic and n >= len(sig.tensors)):
+        want = f"at least {len(sig.tensors)}" if sig.variadic else str(len(sig.tensors))
+        names = ", ".join(sig.tensors + ([sig.variadic + "..."] if sig.variadic else []))
+        raise TypeError(f"{op}: expected {want} tensor arguments ({names}), got {n}")
+    if len(kwargs) != sig.nargs:
+        raise sig.argument_error(kwargs)
+    try:
+        ints = sig._ints(kwargs)
+        if sig.int_list:
+            ints = ints + tuple(kwargs[sig.int_list])
+        floats = sig._floats(kwargs)
+    except KeyError:
+        raise sig.argument_error(kwargs) from None
+    return _C.call(sig.id, tensors, ints, floats)
 
 
 class Tensor(_C._TensorBase):
@@ -184,7 +257,7 @@ class Tensor(_C._TensorBase):
         return self.fill_(0.0)
 
     def fill_(self, value):
-        return _call("fill_", (self,), None, (float(value),))
+        return _call("fill_", (self,), value=float(value))
 
     def copy_(self, src):
         return _call("copy_", (self, _as_tensor(src, self.dtype)))
@@ -196,7 +269,7 @@ class Tensor(_C._TensorBase):
         d = as_dtype(d)
         if d is self.dtype and not copy:
             return self
-        return _call("to_dtype", (self,), (d.code,))
+        return _call("to_dtype", (self,), dtype=d.code)
 
     def float(self):
         return self.to(float32)

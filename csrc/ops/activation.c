@@ -5,7 +5,7 @@
  * Derivatives (PyTorch's tools/autograd/derivatives.yaml conventions):
  *   tanh' = 1 − y², sigmoid' = y(1 − y), relu' = [y > 0] (all from the saved output y);
  *   leaky_relu' = [x > 0] + slope·[x <= 0]; silu' = σ(1 + x(1 − σ));
- *   gelu (SPEC §1.5) exact x·Φ(x): Φ(x) + x·φ(x); tanh form ½x(1 + tanh u) = x·σ(2u),
+ *   gelu (torch.nn.functional.gelu) exact x·Φ(x): Φ(x) + x·φ(x); tanh form ½x(1 + tanh u) = x·σ(2u),
  *     u = √(2/π)(x + 0.044715x³): σ(2u) + 2x·σ(2u)(1 − σ(2u))·√(2/π)(1 + 3·0.044715x²);
  *   softmax: dx = y ⊙ (g − Σ g⊙y); log_softmax: dx = g − exp(y)·Σ g (sums over the dim);
  *   dropout / drop path: the same mask and scale as the forward. */
@@ -52,21 +52,19 @@ int vt_silu_forward(vt_ctx *c) { return act_forward(c, A_SILU, 0, 0); }
 int vt_silu_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return act_backward(n, gout, gin, A_SILU_BW, 0); }
 
 int vt_leaky_relu_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 0, 1));
-    return act_forward(c, A_LEAKY, (float)c->args->f[0], 0);
+    return act_forward(c, A_LEAKY, (float)c->args->f[FARG(leaky_relu, negative_slope)], 0);
 }
 int vt_leaky_relu_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
-    return act_backward(n, gout, gin, A_LEAKY_BW, (float)n->args.f[0]);
+    return act_backward(n, gout, gin, A_LEAKY_BW, (float)n->args.f[FARG(leaky_relu, negative_slope)]);
 }
 
 int vt_gelu_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 1, 0));
-    int64_t a = c->args->i[0];
+    int64_t a = c->args->i[IARG(gelu, approximate)];
     if (a != 0 && a != 1) return vt_fail(VT_EVALUE, "gelu: approximate must be 0 ('none') or 1 ('tanh'), got %lld", (long long)a);
     return act_forward(c, a ? A_GELU_TANH : A_GELU, 0, 0);
 }
 int vt_gelu_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
-    return act_backward(n, gout, gin, n->args.i[0] ? A_GELU_TANH_BW : A_GELU_BW, 0);
+    return act_backward(n, gout, gin, n->args.i[IARG(gelu, approximate)] ? A_GELU_TANH_BW : A_GELU_BW, 0);
 }
 
 /* ---- softmax / log_softmax ------------------------------------------------------------------ */
@@ -212,18 +210,18 @@ static vt_tensor *vt_k_softmax(const vt_tensor *x, int64_t dim, int log) {
     return y;
 }
 
-/* (x) i0 = dim; saves the output */
+/* softmax and log_softmax: the output over `dim`; saves the output */
+VT_SAME_IARG(softmax, log_softmax, dim);
 static int softmax_forward(vt_ctx *c, int log) {
     VT_TRY(check_float(c));
-    VT_TRY(vt_arg_count(c, 1, 0));
-    VT_TRY(out1(c, vt_k_softmax(c->in[0], c->args->i[0], log)));
+    VT_TRY(out1(c, vt_k_softmax(c->in[0], c->args->i[IARG(softmax, dim)], log)));
     return vt_save(c, c->out[0]);
 }
 
 static int softmax_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int log) {
     const vt_meta *m = &n->in_meta[0];
     if (!gout[0]) return (gin[0] = vt_zeros(VT_FLOAT32, m->ndim, m->shape)) ? VT_OK : vt_last_code();
-    int64_t dim = n->args.i[0];
+    int64_t dim = n->args.i[IARG(softmax, dim)];
     VT_TRY(vt_normalize_dim(&dim, m->ndim, vt_ops[n->op].name));
     vt_tensor *g = vt_contiguous(gout[0]), *y = vt_contiguous(n->saved[0]);
     vt_tensor *dx = g && y ? vt_empty(VT_FLOAT32, m->ndim, m->shape) : NULL;
@@ -314,12 +312,11 @@ static int check_p(const vt_ctx *c, double p) {
     return VT_OK;
 }
 
-/* (x) f0 = p: inverted dropout, mask per element, kept values scaled by 1/(1−p) (SPEC §1.7);
+/* inverted dropout as torch.nn.functional.dropout: mask per element, kept values scaled by 1/(1−p);
  * p = 1 gives zeros. Saves (seed, base). */
 int vt_dropout_forward(vt_ctx *c) {
     VT_TRY(check_float(c));
-    VT_TRY(vt_arg_count(c, 0, 1));
-    double p = c->args->f[0];
+    double p = c->args->f[FARG(dropout, p)];
     VT_TRY(check_p(c, p));
     vt_tensor *x = vt_contiguous(c->in[0]);
     if (!x) return vt_last_code();
@@ -335,7 +332,7 @@ int vt_dropout_forward(vt_ctx *c) {
 int vt_dropout_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     const vt_meta *m = &n->in_meta[0];
     if (!gout[0]) return (gin[0] = vt_zeros(VT_FLOAT32, m->ndim, m->shape)) ? VT_OK : vt_last_code();
-    double p = n->args.f[0];
+    double p = n->args.f[FARG(dropout, p)];
     const int64_t *sb = vt_i64(n->saved[0]);
     vt_tensor *g = vt_contiguous(gout[0]);
     if (!g) return vt_last_code();
@@ -347,19 +344,19 @@ int vt_dropout_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     return dx ? VT_OK : vt_last_code();
 }
 
-/* (x) i0 = scale_by_keep, f0 = p: stochastic depth (SPEC §3.7): one keep decision per sample along
- * dim 0, kept samples scaled by 1/(1−p) when scale_by_keep. Saves the per-sample factor (B,). */
+/* stochastic depth (timm's drop_path, huggingface/pytorch-image-models:timm/layers/drop.py): one keep
+ * decision per sample along dim 0, kept samples scaled by 1/(1−p) when scale_by_keep. Saves the
+ * per-sample factor (B,). */
 int vt_drop_path_forward(vt_ctx *c) {
     VT_TRY(check_float(c));
-    VT_TRY(vt_arg_count(c, 1, 1));
-    double p = c->args->f[0];
+    double p = c->args->f[FARG(drop_path, p)];
     VT_TRY(check_p(c, p));
     vt_tensor *x = c->in[0];
     if (x->ndim < 1) return vt_fail(VT_ESHAPE, "drop_path: input must have a batch dim, got a 0-d tensor");
     int64_t B = x->shape[0], fshape[VT_MAX_DIMS];
     uint64_t seed = vt_rng_get_seed(), base = vt_rng_reserve((uint64_t)(B + 3) / 4);
     uint32_t thr = keep_threshold(p);
-    float scale = c->args->i[0] && p < 1.0 ? (float)(1.0 / (1.0 - p)) : 1.0f;
+    float scale = c->args->i[IARG(drop_path, scale_by_keep)] && p < 1.0 ? (float)(1.0 / (1.0 - p)) : 1.0f;
     /* factor shaped (B, 1, ..., 1) so the multiply broadcasts it over each sample */
     fshape[0] = B;
     for (int d = 1; d < x->ndim; d++) fshape[d] = 1;

@@ -613,25 +613,36 @@ fail:
     return st;
 }
 
-/* heads (i[0]), scale (i[2] default or f[0]) and dropout (f[1]) of an attention op whose packed
- * width is C; fills everything of ag but B and T */
+/* attention and qkv_attention keep their common arguments in the same slots, read through
+ * attention's names by the code both share */
+VT_SAME_IARG(attention, qkv_attention, heads);
+VT_SAME_IARG(attention, qkv_attention, need_weights);
+VT_SAME_IARG(attention, qkv_attention, default_scale);
+VT_SAME_FARG(attention, qkv_attention, scale);
+VT_SAME_FARG(attention, qkv_attention, dropout_p);
+#define ATTN_I(a, name) ((a)->i[IARG(attention, name)])
+#define ATTN_F(a, name) ((a)->f[FARG(attention, name)])
+/* the scale: Dh^-1/2 when default_scale, else the given one */
+#define ATTN_SCALE(a, Dh) (ATTN_I(a, default_scale) ? 1.0 / sqrt((double)(Dh)) : ATTN_F(a, scale))
+
+/* heads, need_weights, scale and dropout of an attention op whose packed width is C; fills
+ * everything of ag but B and T */
 static int attn_args(const vt_ctx *c, const char *who, int64_t C, const int64_t *shape, int ndim, attn_geom *ag) {
     char buf[128];
-    int64_t H = c->args->i[0];
+    int64_t H = ATTN_I(c->args, heads);
     if (H <= 0) return vt_fail(VT_EVALUE, "%s: heads must be positive, got %lld", who, (long long)H);
     if (C == 0 || C % (3 * H))
         return vt_fail(VT_ESHAPE, "%s: qkv's last dim %lld is not a positive multiple of 3*heads = %lld (shape %s)",
                        who, (long long)C, (long long)(3 * H), vt_shape_str(ndim, shape, buf, sizeof buf));
     ag->H = H;
     ag->Dh = C / (3 * H);
-    ag->need_weights = c->args->i[1] != 0;
-    ag->scale = c->args->i[2] ? 1.0 / sqrt((double)ag->Dh) : c->args->f[0];
-    ag->p = c->args->f[1];
+    ag->need_weights = ATTN_I(c->args, need_weights) != 0;
+    ag->scale = ATTN_SCALE(c->args, ag->Dh);
+    ag->p = ATTN_F(c->args, dropout_p);
     return check_dropout(who, ag->p);
 }
 
 int vt_attention_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 3, 2));
     vt_tensor *x = c->nin > 0 ? c->in[0] : NULL;
     VT_TRY(vt_require_f32(x, "attention", "qkv"));
     char buf[128];
@@ -649,14 +660,13 @@ int vt_attention_forward(vt_ctx *c) {
 }
 
 /* qkv_attention: the projection qkv = x·Wᵀ + b and attention in one node, optionally followed by
- * the output projection y = out·W_oᵀ + b_o (i[3] = 1, inputs 3 and 4). Staged plans (the seed
+ * the output projection y = out·W_oᵀ + b_o (apply_projection, inputs 3 and 4). Staged plans (the seed
  * ViT's small images) fuse both projections per image (qkv_proj, out_proj); others run
  * vt_k_linear before and after the same attention. Saves qkv, A, [dropout draws], x, W
  * [, out, W_o]. */
 int vt_qkv_attention_forward(vt_ctx *c) {
     VT_TRY(vt_need_inputs(c, 2));
-    VT_TRY(vt_arg_count(c, 3, 2));
-    int proj = c->args->ni > 3 && c->args->i[3];
+    int proj = c->args->i[IARG(qkv_attention, apply_projection)] != 0;
     vt_tensor *x = c->in[0], *w = c->in[1], *b = c->nin > 2 ? c->in[2] : NULL;
     vt_tensor *wo = proj && c->nin > 3 ? c->in[3] : NULL, *bo = proj && c->nin > 4 ? c->in[4] : NULL;
     const char *who = "qkv_attention";
@@ -743,8 +753,8 @@ typedef struct { const float *w; int64_t D; vt_tensor *dx; } in_grad;
  * (W_o packed once), else as one product first. */
 static int packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rng, vt_tensor **gout,
                            const vt_tensor *wo, in_grad *ig, vt_tensor **dx_out) {
-    int64_t H = n->args.i[0], B = x->shape[0], T = x->shape[1], C = x->shape[2], Dh = C / (3 * H), HD = H * Dh;
-    double scale = n->args.i[2] ? 1.0 / sqrt((double)Dh) : n->args.f[0], p = n->args.f[1];
+    int64_t H = ATTN_I(&n->args, heads), B = x->shape[0], T = x->shape[1], C = x->shape[2], Dh = C / (3 * H), HD = H * Dh;
+    double scale = ATTN_SCALE(&n->args, Dh), p = ATTN_F(&n->args, dropout_p);
     vt_tensor *gy = wo && gout[0] ? vt_contiguous(gout[0]) : NULL, *woc = gy ? vt_contiguous((vt_tensor *)wo) : NULL;
     vt_tensor *g = !wo && gout[0] ? vt_contiguous(gout[0]) : NULL;
     vt_tensor *ga = n->nout > 1 && gout[1] ? vt_contiguous(gout[1]) : NULL, *dx = NULL;
@@ -867,7 +877,7 @@ int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
  * chunk of dW, W's panel and the staging overflow L2). */
 int vt_qkv_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     unsigned need = n->needs_input_grad;
-    int proj = n->args.ni > 3 && n->args.i[3], ns = n->nsaved - (proj ? 4 : 2);
+    int proj = n->args.i[IARG(qkv_attention, apply_projection)] != 0, ns = n->nsaved - (proj ? 4 : 2);
     vt_tensor *x = n->saved[ns], *w = n->saved[ns + 1], *dqkv = NULL;
     vt_tensor *ao = proj ? n->saved[ns + 2] : NULL, *wo = proj ? n->saved[ns + 3] : NULL;
     if (proj && (need & 24) && gout[0])
@@ -976,10 +986,15 @@ static vt_attn_head sdpa_head(const sdpa_geom *g, int64_t bi, const vt_tensor *q
     return h;
 }
 
+/* E^-1/2 when default_scale, else the given scale */
+static double sdpa_scale(const vt_args *a, int64_t E) {
+    return a->i[IARG(scaled_dot_product_attention, default_scale)] ? 1.0 / sqrt((double)E)
+                                                                   : a->f[FARG(scaled_dot_product_attention, scale)];
+}
+
 /* inputs q (..., L, E), k (..., S, E), v (..., S, Ev), attn_mask or NULL (bool: True takes part;
  * float: added to the scores), batch dims broadcast. Saves q, k, v, P, the dropout draws, mask. */
 int vt_sdpa_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 2, 2));
     const char *who = "scaled_dot_product_attention";
     if (c->nin < 3) return vt_fail(VT_EVALUE, "%s: expected query, key, value (and attn_mask)", who);
     vt_tensor *q = c->in[0], *k = c->in[1], *v = c->in[2], *mask = c->nin > 3 ? c->in[3] : NULL;
@@ -988,9 +1003,9 @@ int vt_sdpa_forward(vt_ctx *c) {
     VT_TRY(vt_require_f32(v, who, "value"));
     if (mask && mask->dtype != VT_BOOL && mask->dtype != VT_FLOAT32)
         return vt_fail(VT_ETYPE, "%s: attn_mask must be bool or float32, got %s", who, vt_dtype_name(mask->dtype));
-    int causal = (int)c->args->i[0];
+    int causal = (int)c->args->i[IARG(scaled_dot_product_attention, is_causal)];
     if (causal && mask) return vt_fail(VT_EVALUE, "%s: attn_mask must not be given together with is_causal=True", who);
-    double p = c->args->f[1];
+    double p = c->args->f[FARG(scaled_dot_product_attention, dropout_p)];
     VT_TRY(check_dropout(who, p));
     sdpa_geom g = {0};
     vt_tensor *qc = NULL, *kc = NULL, *vc = NULL, *out = NULL, *P = NULL, *rng = NULL;
@@ -998,7 +1013,7 @@ int vt_sdpa_forward(vt_ctx *c) {
     int st = VT_OK;
     if (!(qc = unit_last(q)) || !(kc = unit_last(k)) || !(vc = unit_last(v))) goto fail;
     if ((st = sdpa_geometry(&g, qc, kc, vc, mask))) goto done; /* offsets of the views the kernels read */
-    double scale = c->args->i[1] ? 1.0 / sqrt((double)g.E) : c->args->f[0];
+    double scale = sdpa_scale(c->args, g.E);
     int64_t shape[VT_MAX_DIMS];
     memcpy(shape, g.bshape, sizeof(int64_t) * (size_t)g.nbd);
     shape[g.nbd] = g.L;
@@ -1047,14 +1062,14 @@ done:
 int vt_sdpa_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     vt_tensor *q = n->saved[0], *k = n->saved[1], *v = n->saved[2], *P = n->saved[3], *rng = n->saved[4];
     vt_tensor *mask = n->nsaved > 5 ? n->saved[5] : NULL;
-    double p = n->args.f[1];
-    int causal = (int)n->args.i[0];
+    double p = n->args.f[FARG(scaled_dot_product_attention, dropout_p)];
+    int causal = (int)n->args.i[IARG(scaled_dot_product_attention, is_causal)];
     sdpa_geom g = {0};
     vt_tensor *gc = NULL, *full[4] = {NULL, NULL, NULL, NULL};
     scratch_set scr = {0};
     int st = VT_OK;
     if ((st = sdpa_geometry(&g, q, k, v, mask))) goto done;
-    double scale = n->args.i[1] ? 1.0 / sqrt((double)g.E) : n->args.f[0];
+    double scale = sdpa_scale(&n->args, g.E);
     if (!(gc = vt_contiguous(gout[0]))) goto fail;
     int64_t widths[4][2] = {{g.L, g.E}, {g.S, g.E}, {g.S, g.Ev}, {g.L, g.S}};
     for (int t = 0; t < 4; t++) {
@@ -1258,7 +1273,6 @@ static int reattn_running(const vt_ctx *c, int idx, int64_t H, const char *what)
  * batch or (2, B, T, T) for layer (mean, rstd; (2, 1) unused for none), Θ, γ (ones when absent),
  * the dropout draws. */
 int vt_reattention_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 5, 5));
     const char *who = "reattention";
     vt_tensor *x = c->nin > 0 ? c->in[0] : NULL, *th = c->nin > 1 ? c->in[1] : NULL;
     vt_tensor *tb = c->nin > 2 ? c->in[2] : NULL, *w = c->nin > 3 ? c->in[3] : NULL, *bi = c->nin > 4 ? c->in[4] : NULL;
@@ -1268,7 +1282,7 @@ int vt_reattention_forward(vt_ctx *c) {
     if (x->ndim != 3)
         return vt_fail(VT_ESHAPE, "reattention: qkv must be 3-d (B, T, 3*heads*head_dim), got shape %s",
                        vt_shape_str(x->ndim, x->shape, buf, sizeof buf));
-    int64_t H = c->args->i[0], C = x->shape[2];
+    int64_t H = c->args->i[IARG(reattention, heads)], C = x->shape[2];
     if (H <= 0) return vt_fail(VT_EVALUE, "reattention: heads must be positive, got %lld", (long long)H);
     if (C == 0 || H > C / 3 || C % (3 * H))
         return vt_fail(VT_ESHAPE, "reattention: qkv's last dim %lld is not a positive multiple of 3*heads (heads = %lld, "
@@ -1279,13 +1293,15 @@ int vt_reattention_forward(vt_ctx *c) {
     g.HD = H * g.Dh;
     g.TT = g.T * g.T;
     g.tkp = pad8(g.T);
-    int64_t norm = c->args->i[3];
+    int64_t norm = c->args->i[IARG(reattention, norm)];
     if (norm < REATTN_NONE || norm > REATTN_LAYER)
         return vt_fail(VT_EVALUE, "reattention: norm must be 0 (none), 1 (batch) or 2 (layer), got %lld", (long long)norm);
     g.norm = (int)norm;
-    g.training = c->args->i[4] != 0;
-    double scale = c->args->i[2] ? 1.0 / sqrt((double)g.Dh) : c->args->f[0], p = c->args->f[1];
-    double momentum = c->args->f[2], eps = c->args->f[3], ts = c->args->f[4];
+#define RA_I(name) c->args->i[IARG(reattention, name)]
+#define RA_F(name) c->args->f[FARG(reattention, name)]
+    g.training = RA_I(training) != 0;
+    double scale = RA_I(default_scale) ? 1.0 / sqrt((double)g.Dh) : RA_F(scale), p = RA_F(dropout_p);
+    double momentum = RA_F(momentum), eps = RA_F(eps), ts = RA_F(transform_scale);
     VT_TRY(check_dropout(who, p));
     if (!isfinite(scale)) return vt_fail(VT_EVALUE, "reattention: scale must be finite, got %g", scale);
     if (!isfinite(ts)) return vt_fail(VT_EVALUE, "reattention: transform scale must be finite, got %g", ts);
@@ -1422,11 +1438,11 @@ int vt_reattention_forward(vt_ctx *c) {
     c->out[0] = out;
     c->nout = 1;
     out = NULL;
-    if (c->args->i[1]) {
+    if (RA_I(need_weights)) {
         vt_tensor_incref(Ah);
         c->out[c->nout++] = Ah;
     }
-    if (c->args->ni > 5 && c->args->i[5]) { /* the softmax maps too (diagnostics) */
+    if (RA_I(return_softmax)) { /* the softmax maps too (diagnostics) */
         vt_tensor_incref(A);
         c->out[c->nout++] = A;
     }
@@ -1443,6 +1459,8 @@ done:
     vt_tensor_decref(xc); vt_tensor_decref(out); vt_tensor_decref(A); vt_tensor_decref(At);
     vt_tensor_decref(Ah); vt_tensor_decref(stats); vt_tensor_decref(gam); vt_tensor_decref(rng);
     return st;
+#undef RA_I
+#undef RA_F
 }
 
 /* Backward (SPEC §4.1), in reverse order of the forward:
@@ -1456,18 +1474,20 @@ int vt_reattention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     vt_tensor *th = n->saved[5], *gam = n->saved[6], *rng = n->saved[7];
     unsigned want = n->needs_input_grad;
     int want_x = want & 1, want_th = want >> 1 & 1, want_tb = want >> 2 & 1, want_w = want >> 3 & 1, want_b = want >> 4 & 1;
-    reattn_geom g = {.B = x->shape[0], .T = x->shape[1], .H = n->args.i[0], .C = x->shape[2]};
+#define RA_I(name) n->args.i[IARG(reattention, name)]
+#define RA_F(name) n->args.f[FARG(reattention, name)]
+    reattn_geom g = {.B = x->shape[0], .T = x->shape[1], .H = RA_I(heads), .C = x->shape[2]};
     g.Dh = g.C / (3 * g.H);
     g.HD = g.H * g.Dh;
     g.TT = g.T * g.T;
     g.tkp = pad8(g.T);
-    g.norm = (int)n->args.i[3];
-    g.training = n->args.i[4] != 0;
-    g.scale = (float)(n->args.i[2] ? 1.0 / sqrt((double)g.Dh) : n->args.f[0]);
-    g.p = (float)n->args.f[1];
-    g.drop = n->args.f[1] > 0.0;
-    g.ts = (float)n->args.f[4];
-    g.eps = n->args.f[3];
+    g.norm = (int)RA_I(norm);
+    g.training = RA_I(training) != 0;
+    g.scale = (float)(RA_I(default_scale) ? 1.0 / sqrt((double)g.Dh) : RA_F(scale));
+    g.p = (float)RA_F(dropout_p);
+    g.drop = RA_F(dropout_p) > 0.0;
+    g.ts = (float)RA_F(transform_scale);
+    g.eps = RA_F(eps);
     g.seed = (uint64_t)vt_i64(rng)[0];
     g.base = (uint64_t)vt_i64(rng)[1];
     int64_t B = g.B, T = g.T, H = g.H, TT = g.TT, HD = g.HD, C = g.C;
@@ -1476,8 +1496,11 @@ int vt_reattention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     float *coef = NULL;
     scratch_set scr = {0};
     int st = VT_OK;
-    /* outputs: out [, Â if i[1]] [, A if i[5]]; gp: the gradient on the returned softmax maps A */
-    int ia = n->args.i[1] ? 1 : -1, ip = n->args.ni > 5 && n->args.i[5] ? (n->args.i[1] ? 2 : 1) : -1;
+    /* outputs: out [, Â if need_weights] [, A if return_softmax]; gp: the gradient on the returned
+     * softmax maps A */
+    int ia = RA_I(need_weights) ? 1 : -1, ip = RA_I(return_softmax) ? (RA_I(need_weights) ? 2 : 1) : -1;
+#undef RA_I
+#undef RA_F
     vt_tensor *gpr = NULL;
     if ((gout[0] && !(go = vt_contiguous(gout[0]))) || (ia > 0 && gout[ia] && !(ga = vt_contiguous(gout[ia]))) ||
         (ip > 0 && gout[ip] && !(gpr = vt_contiguous(gout[ip]))))
@@ -1648,13 +1671,12 @@ done:
  * block; O_h = M[b,h]·v_h, heads concatenated head-major. Backward: dv_h = M[b,h]ᵀ·dO_h into the v
  * part of a zero dqkv, dM[b,h] = dO_h·v_hᵀ (so the block that made M gets its gradient). */
 int vt_attention_apply_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 1, 0));
     const char *who = "attention_apply";
     vt_tensor *x = c->nin > 0 ? c->in[0] : NULL, *m = c->nin > 1 ? c->in[1] : NULL;
     VT_TRY(vt_require_f32(x, who, "qkv"));
     VT_TRY(vt_require_f32(m, who, "maps"));
     char b1[128], b2[128];
-    int64_t H = c->args->i[0];
+    int64_t H = c->args->i[IARG(attention_apply, heads)];
     if (H <= 0) return vt_fail(VT_EVALUE, "attention_apply: heads must be positive, got %lld", (long long)H);
     if (x->ndim != 3 || x->shape[2] == 0 || H > x->shape[2] / 3 || x->shape[2] % (3 * H))
         return vt_fail(VT_ESHAPE, "attention_apply: qkv must be (B, T, 3*heads*head_dim) with heads = %lld, got %s",
@@ -1696,7 +1718,8 @@ done:
 
 int vt_attention_apply_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     vt_tensor *x = n->saved[0], *m = n->saved[1];
-    int64_t H = n->args.i[0], B = x->shape[0], T = x->shape[1], C = x->shape[2], Dh = C / (3 * H), HD = H * Dh;
+    int64_t H = n->args.i[IARG(attention_apply, heads)], B = x->shape[0], T = x->shape[1], C = x->shape[2];
+    int64_t Dh = C / (3 * H), HD = H * Dh;
     int want_x = n->needs_input_grad & 1, want_m = n->needs_input_grad >> 1 & 1;
     int64_t tkp = pad8(T);
     vt_tensor *g = gout[0] ? vt_contiguous(gout[0]) : NULL, *dx = NULL, *dm = NULL;

@@ -7,7 +7,7 @@
  * single threaded: callers parallelise over heads with OpenMP.
  *
  * The work is split into two phases so a step can sit between the softmax and the product with v
- * (DeepViT re-attention, SPEC §4.1, mixes the maps of all heads of an image and normalises them):
+ * (DeepViT re-attention, arXiv 2103.11886, mixes the maps of all heads of an image and normalises them):
  *   forward:  vt_attn_probs  (S, mask, softmax -> P)        then  vt_attn_apply  (O = M·v)
  *   backward: vt_attn_apply_backward (dM = dO·vᵀ, dv = Mᵀ·dO)  then  vt_attn_probs_backward
  *             (dS = P⊙(dP − rowsum(dP⊙P)), dq = dS·k·scale, dk = dSᵀ·q·scale)

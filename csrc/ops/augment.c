@@ -1,14 +1,14 @@
 /* vitc ops: batch data augmentations on image batches x (B,C,H,W), one sample per OpenMP task.
- *   mixup         Mixup / CutMix with smoothed soft targets (SPEC §3.4; R timm:data/mixup.py `Mixup`)
- *   random_erase  Random Erasing, one or more boxes per sample (SPEC §3.6; R timm:data/random_erasing.py)
- *   rand_augment  RandAugment's ops on uint8-valued images (SPEC §3.5; R timm:data/auto_augment.py).
+ *   mixup         Mixup / CutMix with smoothed soft targets (huggingface/pytorch-image-models:timm/data/mixup.py `Mixup`)
+ *   random_erase  Random Erasing, one or more boxes per sample (huggingface/pytorch-image-models:timm/data/random_erasing.py)
+ *   rand_augment  RandAugment's ops on uint8-valued images (huggingface/pytorch-image-models:timm/data/auto_augment.py).
  *                 Point ops follow Pillow's arithmetic (ImageOps.autocontrast/equalize/posterize/
  *                 solarize, ImageEnhance + libImaging/Blend.c, the SMOOTH kernel of Filter.c, the
  *                 ITU-R 601 L of Convert.c); geometric ops Pillow's affine transform with its
  *                 bilinear and bicubic filters (libImaging/Geometry.c), fill outside the image.
  *
  * Randomness. Every draw is Philox4x32-10 (core/rng.h) at counters offset + j under key seed, both
- * passed in by the caller (i0 = seed, i1 = offset): the op never touches the global offset, so an
+ * passed in by the caller (the seed and offset arguments): the op never touches the global offset, so an
  * augmentation running in a DataLoader thread cannot shift the training stream, and a sample's
  * draws do not depend on which thread handles it. The counter layout of each op is written above
  * it; the Python wrapper (vitc/_ops/augment.py) reserves exactly that many counters per call.
@@ -126,7 +126,7 @@ static void mix_draw(uint64_t seed, uint64_t ctr, const mix_cfg *k, int64_t H, i
     }
     int64_t cy = (int64_t)(u32d(w[2]) * (double)H), cx = (int64_t)(u32d(w[3]) * (double)W);
     /* far edge at cy + ⌈h_c/2⌉ as timm 1.0 (rand_bbox), so an odd h_c gives a box of h_c rows;
-     * SPEC §3.4's cy + ⌊h_c/2⌋ (one row shorter) is the older timm rule */
+     * the older timm rule cy + ⌊h_c/2⌋ gives one row fewer */
     int64_t y0 = clip64(cy - ch / 2, 0, H), y1 = clip64(cy + (ch + 1) / 2, 0, H);
     int64_t x0 = clip64(cx - cw / 2, 0, W), x1 = clip64(cx + (cw + 1) / 2, 0, W);
     if (k->correct_lam) {
@@ -144,30 +144,31 @@ static void mix_weights(const float *p, double lam, int elem, float *a, float *b
     *b = elem ? 1.0f - p[3] : (float)(1.0 - lam);
 }
 
-/* (x (B,C,H,W) float32, y (B,) int64) i0 = seed, i1 = offset, i2 = mode (0 batch, 1 elem),
- * i3 = num_classes K, i4 = correct_lam; f0 = mixup_alpha, f1 = cutmix_alpha, f2 = prob,
- * f3 = switch_prob, f4 = label_smoothing ε.
+/* (x (B,C,H,W) float32, y (B,) int64), arguments as mixup's row in augment.def (num_classes K,
+ * label_smoothing ε)
  * -> x̃ (B,C,H,W), ỹ (B,K) = λ·s(y) + (1−λ)·s(y_flip), params (B,10) as above. Partner of b is B−1−b. */
 int vt_mixup_forward(vt_ctx *c) {
     VT_TRY(vt_need_inputs(c, 2));
-    VT_TRY(vt_arg_count(c, 5, 5));
     const char *who = WHO(c);
     vt_tensor *xin = c->in[0], *yin = c->in[1];
     VT_TRY(check_image_batch(xin, who));
     VT_TRY(vt_require_dtype(yin, VT_INT64, who, "labels"));
     int64_t B = xin->shape[0], C = xin->shape[1], H = xin->shape[2], W = xin->shape[3];
-    const int64_t *ia = c->args->i;
-    const double *fa = c->args->f;
-    int64_t K = ia[3];
-    mix_cfg k = {fa[0], fa[1], fa[2], fa[3], (int)ia[2], ia[4] != 0};
-    double eps = fa[4];
+#define IA(name) c->args->i[IARG(mixup, name)]
+#define FA(name) c->args->f[FARG(mixup, name)]
+    int64_t K = IA(num_classes), mode = IA(mode);
+    mix_cfg k = {FA(mixup_alpha), FA(cutmix_alpha), FA(prob), FA(switch_prob), (int)mode, IA(correct_lam) != 0};
+    double eps = FA(label_smoothing);
+    uint64_t seed = (uint64_t)IA(seed), off = (uint64_t)IA(offset);
+#undef IA
+#undef FA
     if (yin->ndim != 1 || yin->shape[0] != B)
         return vt_fail(VT_ESHAPE, "%s: labels must have shape (%lld,) to match the batch, got %d-d", who, (long long)B,
                        yin->ndim);
     if (B < 2 || B % 2)
         return vt_fail(VT_ESHAPE, "%s: the batch size must be even and >= 2 (sample b mixes with B-1-b), got %lld", who,
                        (long long)B);
-    if (ia[2] != 0 && ia[2] != 1) return vt_fail(VT_EVALUE, "%s: mode must be 0 (batch) or 1 (elem), got %lld", who, (long long)ia[2]);
+    if (mode != 0 && mode != 1) return vt_fail(VT_EVALUE, "%s: mode must be 0 (batch) or 1 (elem), got %lld", who, (long long)mode);
     if (K < 1 || K > (1 << 24)) return vt_fail(VT_EVALUE, "%s: num_classes must be in 1..2^24, got %lld", who, (long long)K);
     if (!(k.mix_a >= 0.0 && k.cut_a >= 0.0 && isfinite(k.mix_a) && isfinite(k.cut_a)) || (k.mix_a == 0.0 && k.cut_a == 0.0))
         return vt_fail(VT_EVALUE, "%s: mixup_alpha and cutmix_alpha must be finite and >= 0, one of them > 0; got %g and %g",
@@ -195,7 +196,6 @@ int vt_mixup_forward(vt_ctx *c) {
     yo = vt_empty(VT_FLOAT32, 2, ysh);
     po = vt_empty(VT_FLOAT32, 2, psh);
     if (!xo || !yo || !po) { st = vt_last_code(); goto done; }
-    uint64_t seed = (uint64_t)ia[0], off = (uint64_t)ia[1];
     float *P = vt_f32(po);
     double lam_batch = 1.0, lam_unused;
     if (k.elem) {
@@ -260,21 +260,23 @@ done:
  * (mode pixel) or the channel (mode rand). Uniforms are 53-bit, as CPython's random.random(). */
 enum { ERASE_CONST = 0, ERASE_RAND = 1, ERASE_PIXEL = 2 };
 
-/* (x (B,C,H,W) float32) i0 = seed, i1 = offset, i2 = mode (0 const, 1 rand, 2 pixel), i3 = min_count,
- * i4 = max_count; f0 = probability, f1 = min_area, f2 = max_area (fractions of H·W), f3 = log min
- * aspect, f4 = log max aspect.
+/* (x (B,C,H,W) float32), arguments as random_erase's row in augment.def (min_area and max_area
+ * fractions of H·W).
  * -> erased x (B,C,H,W), boxes (B,max_count,4) int64 (top, left, h, w), −1 where no box was placed. */
 int vt_random_erase_forward(vt_ctx *c) {
     VT_TRY(vt_need_inputs(c, 1));
-    VT_TRY(vt_arg_count(c, 5, 5));
     const char *who = WHO(c);
     VT_TRY(check_image_batch(c->in[0], who));
-    const int64_t *ia = c->args->i;
-    const double *fa = c->args->f;
-    int mode = (int)ia[2];
-    int64_t cmin = ia[3], cmax = ia[4];
-    double p = fa[0], amin = fa[1], amax = fa[2], lrmin = fa[3], lrmax = fa[4];
-    if (ia[2] < 0 || ia[2] > 2) return vt_fail(VT_EVALUE, "%s: mode must be 0 (const), 1 (rand) or 2 (pixel), got %lld", who, (long long)ia[2]);
+#define IA(name) c->args->i[IARG(random_erase, name)]
+#define FA(name) c->args->f[FARG(random_erase, name)]
+    int64_t mode64 = IA(mode), cmin = IA(min_count), cmax = IA(max_count);
+    double p = FA(probability), amin = FA(min_area), amax = FA(max_area), lrmin = FA(log_min_aspect),
+           lrmax = FA(log_max_aspect);
+    uint64_t seed = (uint64_t)IA(seed), off = (uint64_t)IA(offset);
+#undef IA
+#undef FA
+    int mode = (int)mode64;
+    if (mode64 < 0 || mode64 > 2) return vt_fail(VT_EVALUE, "%s: mode must be 0 (const), 1 (rand) or 2 (pixel), got %lld", who, (long long)mode64);
     if (cmin < 1 || cmax < cmin || cmax > 64)
         return vt_fail(VT_EVALUE, "%s: need 1 <= min_count <= max_count <= 64, got %lld and %lld", who, (long long)cmin, (long long)cmax);
     VT_TRY(check_prob(p, who, "probability"));
@@ -292,7 +294,7 @@ int vt_random_erase_forward(vt_ctx *c) {
         if (xo) vt_tensor_decref(xo);
         return vt_last_code();
     }
-    uint64_t seed = (uint64_t)ia[0], off = (uint64_t)ia[1], S = 1 + 11 * (uint64_t)cmax;
+    uint64_t S = 1 + 11 * (uint64_t)cmax;
     uint64_t nbase = off + (uint64_t)B * S, chw = (uint64_t)(C * H * W);
     float *O = vt_f32(xo);
     int64_t *BX = vt_i64(bo);
@@ -642,23 +644,27 @@ static void ra_apply(const ra_img *g, int op, double mag, double sign, int bicub
 #define RA_NP 4
 
 /* (x (B,C,H,W) float32 of integers 0..255, fill (C,) float32 of integers 0..255, plan (B,n,4) or
- * None) i0 = seed, i1 = offset, i2 = num_ops n, i3 = increasing (1: timm inc1 set, 0: original),
- * i4 = interpolation (0 bilinear, 1 bicubic, 2 random); f0 = magnitude, f1 = magnitude_std (inf:
- * uniform in [0, magnitude]), f2 = prob, f3 = magnitude_max, f4 = translate_pct.
+ * None), arguments as rand_augment's row in augment.def: num_ops n, increasing (1: timm inc1 set,
+ * 0: original), interpolation (0 bilinear, 1 bicubic, 2 random), magnitude_std (inf: uniform in
+ * [0, magnitude]).
  * -> augmented x (B,C,H,W) (same integer values), plan (B,n,4) (the given plan or the drawn one).
  * Images of 1 (L) or 3 (RGB) channels. */
 int vt_rand_augment_forward(vt_ctx *c) {
     VT_TRY(vt_need_inputs(c, 2));
-    VT_TRY(vt_arg_count(c, 5, 5));
     const char *who = WHO(c);
     vt_tensor *xin = c->in[0], *fin = c->in[1], *plin = c->nin > 2 ? c->in[2] : NULL;
     VT_TRY(check_image_batch(xin, who));
     VT_TRY(vt_require_f32(fin, who, "fill"));
-    const int64_t *ia = c->args->i;
-    const double *fa = c->args->f;
-    int64_t B = xin->shape[0], C = xin->shape[1], H = xin->shape[2], W = xin->shape[3], nops = ia[2];
-    double mag = fa[0], mstd = fa[1], prob = fa[2], mmax = fa[3], tpct = fa[4];
-    int interp = (int)ia[4];
+#define IA(name) c->args->i[IARG(rand_augment, name)]
+#define FA(name) c->args->f[FARG(rand_augment, name)]
+    int64_t B = xin->shape[0], C = xin->shape[1], H = xin->shape[2], W = xin->shape[3], nops = IA(num_ops);
+    double mag = FA(magnitude), mstd = FA(magnitude_std), prob = FA(prob), mmax = FA(magnitude_max),
+           tpct = FA(translate_pct);
+    int interp = (int)IA(interpolation);
+    int64_t increasing = IA(increasing);
+    uint64_t seed = (uint64_t)IA(seed), off = (uint64_t)IA(offset);
+#undef IA
+#undef FA
     if (C != 1 && C != 3) return vt_fail(VT_ESHAPE, "%s: images must have 1 (grey) or 3 (RGB) channels, got %lld", who, (long long)C);
     if (fin->ndim != 1 || fin->shape[0] != C)
         return vt_fail(VT_ESHAPE, "%s: fill must have one value per channel (%lld)", who, (long long)C);
@@ -669,7 +675,7 @@ int vt_rand_augment_forward(vt_ctx *c) {
     VT_TRY(check_prob(prob, who, "prob"));
     if (!(tpct >= 0.0 && tpct <= 1.0)) return vt_fail(VT_EVALUE, "%s: translate_pct must be in [0, 1], got %g", who, tpct);
     if (interp < 0 || interp > 2) return vt_fail(VT_EVALUE, "%s: interpolation must be 0 (bilinear), 1 (bicubic) or 2 (random)", who);
-    if (ia[3] != 0 && ia[3] != 1) return vt_fail(VT_EVALUE, "%s: increasing must be 0 or 1", who);
+    if (increasing != 0 && increasing != 1) return vt_fail(VT_EVALUE, "%s: increasing must be 0 or 1", who);
     if (plin) {
         VT_TRY(vt_require_f32(plin, who, "plan"));
         if (plin->ndim != 3 || plin->shape[0] != B || plin->shape[1] != nops || plin->shape[2] != RA_NP)
@@ -722,7 +728,6 @@ int vt_rand_augment_forward(vt_ctx *c) {
         }
         if (B > 0 && nops > 0) memcpy(P, Q, (size_t)(B * nops * RA_NP) * sizeof(float));
     } else {
-        uint64_t seed = (uint64_t)ia[0], off = (uint64_t)ia[1];
         for (int64_t s = 0; s < B * nops; s++) {
             uint32_t w[4], z[4];
             vt_philox(seed, off + 2 * (uint64_t)s, w);
@@ -733,7 +738,7 @@ int vt_rand_augment_forward(vt_ctx *c) {
             if (isinf(mstd)) m = mag * u53(z[0], z[1]);
             else if (mstd > 0.0) m = mag + mstd * normal2(z[0], z[1]);
             m = fmax(0.0, fmin(m, mmax));
-            q[0] = prob < 1.0 && u32d(w[1]) > prob ? -1.0f : (float)(ia[3] ? pick : ra_set_original[pick]);
+            q[0] = prob < 1.0 && u32d(w[1]) > prob ? -1.0f : (float)(increasing ? pick : ra_set_original[pick]);
             q[1] = (float)m;
             q[2] = u32d(w[2]) > 0.5 ? -1.0f : 1.0f;
             q[3] = interp == 2 ? (float)(u32d(w[3]) >= 0.5) : (float)interp;

@@ -36,14 +36,16 @@ typedef struct {
     int64_t sh, sw, pt, pb, pl, pr, dh, dw, G;
 } conv_geom;
 
-/* check shapes and args (i[] layout in conv.def) and derive the output size */
+/* check shapes and args (conv2d's row in conv.def) and derive the output size */
 static int conv_geometry(int xnd, const int64_t *xs, int wnd, const int64_t *ws, const vt_args *a, conv_geom *g) {
     char b1[128], b2[128];
     if (xnd != 4 || wnd != 4)
         return vt_fail(VT_ESHAPE, "conv2d: expected a 4-d input (N, C, H, W) and a 4-d weight (O, C/groups, kh, kw), got shapes %s and %s",
                        vt_shape_str(xnd, xs, b1, sizeof b1), vt_shape_str(wnd, ws, b2, sizeof b2));
-    if (a->ni < 9) return vt_fail(VT_EVALUE, "conv2d: expected 9 integer arguments, got %d", a->ni);
-    const int64_t *i = a->i;
+#define A(name) a->i[IARG(conv2d, name)]
+    const int64_t i[9] = {A(stride_h), A(stride_w), A(pad_top), A(pad_bottom), A(pad_left), A(pad_right),
+                          A(dilation_h), A(dilation_w), A(groups)};
+#undef A
     for (int k = 0; k < 9; k++)
         if (i[k] > INT_MAX) return vt_fail(VT_EVALUE, "conv2d: argument %lld is too large", (long long)i[k]);
     if (i[0] < 1 || i[1] < 1) return vt_fail(VT_EVALUE, "conv2d: stride must be positive, got (%lld, %lld)", (long long)i[0], (long long)i[1]);
@@ -462,10 +464,18 @@ static int pool_out(const char *who, int64_t in, int64_t k, int64_t s, int64_t p
 typedef struct { int64_t kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo; } pool_geom;
 
 /* kernel, stride, padding (<= kernel/2 as PyTorch requires), dilation from i[0..], output size */
-static int pool_geometry(const char *who, const int64_t *i, int dil, int ceil, int64_t H, int64_t W, pool_geom *p) {
-    for (int k = 0; k < (dil ? 8 : 6); k++)
+/* the window arguments, in one slot each for both pools (dilation: max_pool2d only) */
+VT_SAME_IARG(max_pool2d, avg_pool2d, kernel_h); VT_SAME_IARG(max_pool2d, avg_pool2d, kernel_w);
+VT_SAME_IARG(max_pool2d, avg_pool2d, stride_h); VT_SAME_IARG(max_pool2d, avg_pool2d, stride_w);
+VT_SAME_IARG(max_pool2d, avg_pool2d, pad_h); VT_SAME_IARG(max_pool2d, avg_pool2d, pad_w);
+static int pool_geometry(const char *who, const vt_args *a, int dil, int ceil, int64_t H, int64_t W, pool_geom *p) {
+#define A(name) a->i[IARG(max_pool2d, name)]
+    const int64_t i[8] = {A(kernel_h), A(kernel_w), A(stride_h), A(stride_w), A(pad_h), A(pad_w),
+                          dil ? A(dilation_h) : 1, dil ? A(dilation_w) : 1};
+#undef A
+    for (int k = 0; k < 8; k++)
         if (i[k] > INT_MAX || i[k] < INT_MIN) return vt_fail(VT_EVALUE, "%s: argument %lld is out of range", who, (long long)i[k]);
-    *p = (pool_geom){i[0], i[1], i[2], i[3], i[4], i[5], dil ? i[6] : 1, dil ? i[7] : 1, 0, 0};
+    *p = (pool_geom){i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0};
     if (p->kh < 1 || p->kw < 1) return vt_fail(VT_EVALUE, "%s: kernel_size must be positive, got (%lld, %lld)", who, (long long)p->kh, (long long)p->kw);
     if (p->sh < 1 || p->sw < 1) return vt_fail(VT_EVALUE, "%s: stride must be positive, got (%lld, %lld)", who, (long long)p->sh, (long long)p->sw);
     if (p->ph < 0 || p->pw < 0) return vt_fail(VT_EVALUE, "%s: padding must be non-negative, got (%lld, %lld)", who, (long long)p->ph, (long long)p->pw);
@@ -551,11 +561,10 @@ int vt_max_pool2d_forward(vt_ctx *c) {
     vt_tensor *x = c->in[0];
     int64_t planes, H, W;
     VT_TRY(pool_input("max_pool2d", x, &planes, &H, &W));
-    VT_TRY(vt_arg_count(c, 10, 0));
-    const int64_t *a = c->args->i;
+    int return_indices = c->args->i[IARG(max_pool2d, return_indices)] != 0;
     pool_geom p;
-    VT_TRY(pool_geometry("max_pool2d", a, 1, a[8] != 0, H, W, &p));
-    int want_idx = a[9] != 0 || c->save;
+    VT_TRY(pool_geometry("max_pool2d", c->args, 1, c->args->i[IARG(max_pool2d, ceil_mode)] != 0, H, W, &p));
+    int want_idx = return_indices || c->save;
     int64_t oshape[4];
     pooled_shape(x->ndim, x->shape, p.Ho, p.Wo, oshape);
     vt_tensor *xc = vt_contiguous(x), *y = NULL, *idx = NULL;
@@ -574,7 +583,7 @@ int vt_max_pool2d_forward(vt_ctx *c) {
     int st = VT_OK;
     if (idx) {
         st = vt_save(c, idx);
-        if (a[9]) { c->out[c->nout++] = idx; idx = NULL; }
+        if (return_indices) { c->out[c->nout++] = idx; idx = NULL; }
         vt_tensor_decref(idx);
     }
     return st;
@@ -657,10 +666,9 @@ static void avg_pool_plane(const pool_geom *p, const float *xs, int64_t H, int64
 
 static int avg_args(vt_ctx *c, const vt_tensor *x, int64_t *planes, int64_t *H, int64_t *W, pool_geom *p) {
     VT_TRY(pool_input("avg_pool2d", x, planes, H, W));
-    VT_TRY(vt_arg_count(c, 9, 0));
-    const int64_t *a = c->args->i;
-    if (a[8] < 0 || a[8] > INT_MAX) return vt_fail(VT_EVALUE, "avg_pool2d: divisor_override must be positive, got %lld", (long long)a[8]);
-    return pool_geometry("avg_pool2d", a, 0, a[6] != 0, *H, *W, p);
+    int64_t divisor = c->args->i[IARG(avg_pool2d, divisor_override)];
+    if (divisor < 0 || divisor > INT_MAX) return vt_fail(VT_EVALUE, "avg_pool2d: divisor_override must be positive, got %lld", (long long)divisor);
+    return pool_geometry("avg_pool2d", c->args, 0, c->args->i[IARG(avg_pool2d, ceil_mode)] != 0, *H, *W, p);
 }
 
 int vt_avg_pool2d_forward(vt_ctx *c) {
@@ -668,8 +676,8 @@ int vt_avg_pool2d_forward(vt_ctx *c) {
     int64_t planes, H, W;
     pool_geom p;
     VT_TRY(avg_args(c, x, &planes, &H, &W, &p));
-    int cip = c->args->i[7] != 0;
-    int64_t divisor = c->args->i[8], oshape[4];
+    int cip = c->args->i[IARG(avg_pool2d, count_include_pad)] != 0;
+    int64_t divisor = c->args->i[IARG(avg_pool2d, divisor_override)], oshape[4];
     pooled_shape(x->ndim, x->shape, p.Ho, p.Wo, oshape);
     vt_tensor *xc = vt_contiguous(x), *y = NULL;
     if (!xc || !(y = vt_empty(VT_FLOAT32, x->ndim, oshape))) { vt_tensor_decref(xc); return vt_last_code(); }
@@ -692,8 +700,8 @@ int vt_avg_pool2d_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     int64_t planes, H, W;
     pool_geom p;
     VT_TRY(avg_args(&c, &shell, &planes, &H, &W, &p));
-    int cip = n->args.i[7] != 0;
-    int64_t divisor = n->args.i[8], HW = H * W, OP = p.Ho * p.Wo;
+    int cip = n->args.i[IARG(avg_pool2d, count_include_pad)] != 0;
+    int64_t divisor = n->args.i[IARG(avg_pool2d, divisor_override)], HW = H * W, OP = p.Ho * p.Wo;
     if (!(gin[0] = vt_zeros(VT_FLOAT32, m->ndim, m->shape))) return vt_last_code();
     if (!gout[0]) return VT_OK;
     vt_tensor *g = vt_contiguous(gout[0]);
@@ -722,11 +730,10 @@ static inline int64_t ad_start(int64_t i, int64_t n, int64_t o) { return i * n /
 static inline int64_t ad_end(int64_t i, int64_t n, int64_t o) { return ((i + 1) * n + o - 1) / o; }
 
 static int adaptive_args(const vt_args *a, const char *who, int64_t *oh, int64_t *ow) {
-    if (a->ni < 2) return vt_fail(VT_EVALUE, "%s: expected 2 integer arguments, got %d", who, a->ni);
-    if (a->i[0] < 0 || a->i[1] < 0 || a->i[0] > INT_MAX || a->i[1] > INT_MAX)
-        return vt_fail(VT_EVALUE, "%s: output_size must be non-negative, got (%lld, %lld)", who, (long long)a->i[0], (long long)a->i[1]);
-    *oh = a->i[0];
-    *ow = a->i[1];
+    *oh = a->i[IARG(adaptive_avg_pool2d, output_h)];
+    *ow = a->i[IARG(adaptive_avg_pool2d, output_w)];
+    if (*oh < 0 || *ow < 0 || *oh > INT_MAX || *ow > INT_MAX)
+        return vt_fail(VT_EVALUE, "%s: output_size must be non-negative, got (%lld, %lld)", who, (long long)*oh, (long long)*ow);
     return VT_OK;
 }
 

@@ -186,16 +186,16 @@ static int unary_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int kin
     return gin[0] ? VT_OK : vt_last_code();
 }
 
-#define SCALAR(n) ((float)(n)->args.f[0])
+#define SCALAR(n, op, name) ((float)(n)->args.f[FARG(op, name)])
 
-int vt_add_scalar_forward(vt_ctx *c) { VT_TRY(vt_arg_count(c, 0, 1)); return unary_forward(c, K_ADDC, (float)c->args->f[0], 0, 0, 0); }
+int vt_add_scalar_forward(vt_ctx *c) { return unary_forward(c, K_ADDC, (float)c->args->f[FARG(add_scalar, other)], 0, 0, 0); }
 int vt_add_scalar_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return unary_backward(n, gout, gin, -1, 1.0f, 0); }
-int vt_mul_scalar_forward(vt_ctx *c) { VT_TRY(vt_arg_count(c, 0, 1)); return unary_forward(c, K_MULC, (float)c->args->f[0], 0, 0, 0); }
-int vt_mul_scalar_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return unary_backward(n, gout, gin, -1, SCALAR(n), 0); }
-int vt_pow_scalar_forward(vt_ctx *c) { VT_TRY(vt_arg_count(c, 0, 1)); return unary_forward(c, K_POWC, (float)c->args->f[0], 0, 1, 0); }
-int vt_pow_scalar_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return unary_backward(n, gout, gin, K_POWC_BW, SCALAR(n), 0); }
-int vt_rpow_scalar_forward(vt_ctx *c) { VT_TRY(vt_arg_count(c, 0, 1)); return unary_forward(c, K_RPOWC, (float)c->args->f[0], 0, 0, 1); }
-int vt_rpow_scalar_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return unary_backward(n, gout, gin, K_RPOWC_BW, 0, logf(SCALAR(n))); }
+int vt_mul_scalar_forward(vt_ctx *c) { return unary_forward(c, K_MULC, (float)c->args->f[FARG(mul_scalar, other)], 0, 0, 0); }
+int vt_mul_scalar_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return unary_backward(n, gout, gin, -1, SCALAR(n, mul_scalar, other), 0); }
+int vt_pow_scalar_forward(vt_ctx *c) { return unary_forward(c, K_POWC, (float)c->args->f[FARG(pow_scalar, exponent)], 0, 1, 0); }
+int vt_pow_scalar_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return unary_backward(n, gout, gin, K_POWC_BW, SCALAR(n, pow_scalar, exponent), 0); }
+int vt_rpow_scalar_forward(vt_ctx *c) { return unary_forward(c, K_RPOWC, (float)c->args->f[FARG(rpow_scalar, base)], 0, 0, 1); }
+int vt_rpow_scalar_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return unary_backward(n, gout, gin, K_RPOWC_BW, 0, logf(SCALAR(n, rpow_scalar, base))); }
 int vt_neg_forward(vt_ctx *c) { return unary_forward(c, K_NEG, 0, 0, 0, 0); }
 int vt_neg_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return unary_backward(n, gout, gin, -1, -1.0f, 0); }
 int vt_exp_forward(vt_ctx *c) { return unary_forward(c, K_EXP, 0, 0, 0, 1); }
@@ -211,12 +211,11 @@ int vt_abs_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return unar
 
 /* clamp bounds: a missing bound is ±inf */
 static void clamp_bounds(const vt_args *a, float *lo, float *hi) {
-    *lo = a->i[0] ? (float)a->f[0] : -INFINITY;
-    *hi = a->i[1] ? (float)a->f[1] : INFINITY;
+    *lo = a->i[IARG(clamp, has_min)] ? (float)a->f[FARG(clamp, min)] : -INFINITY;
+    *hi = a->i[IARG(clamp, has_max)] ? (float)a->f[FARG(clamp, max)] : INFINITY;
 }
 int vt_clamp_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 2, 2));
-    if (!c->args->i[0] && !c->args->i[1]) return vt_fail(VT_EVALUE, "clamp: at least one of min or max must be given");
+    if (!c->args->i[IARG(clamp, has_min)] && !c->args->i[IARG(clamp, has_max)]) return vt_fail(VT_EVALUE, "clamp: at least one of min or max must be given");
     float lo, hi;
     clamp_bounds(c->args, &lo, &hi);
     return unary_forward(c, K_CLAMP, lo, hi, 1, 0);
@@ -276,7 +275,6 @@ int vt_where_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
 
 int vt_masked_fill_forward(vt_ctx *c) {
     VT_TRY(vt_need_inputs(c, 2));
-    VT_TRY(vt_arg_count(c, 0, 1));
     VT_TRY(vt_require_f32(c->in[0], "masked_fill", "input"));
     VT_TRY(vt_require_dtype(c->in[1], VT_BOOL, "masked_fill", "mask"));
     vt_tensor *x = c->in[0], *m = c->in[1];
@@ -288,7 +286,7 @@ int vt_masked_fill_forward(vt_ctx *c) {
         return vt_fail(VT_ESHAPE, "masked_fill: mask of shape %s does not broadcast to the input's shape %s",
                        vt_shape_str(m->ndim, m->shape, b1, sizeof b1), vt_shape_str(x->ndim, x->shape, b2, sizeof b2));
     }
-    VT_TRY(out1(c, select_map("masked_fill", 3, (float)c->args->f[0], m, x, NULL)));
+    VT_TRY(out1(c, select_map("masked_fill", 3, (float)c->args->f[FARG(masked_fill, value)], m, x, NULL)));
     return vt_save(c, m);
 }
 int vt_masked_fill_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
@@ -323,7 +321,7 @@ static int compare(vt_ctx *c, int kind, int scalar) {
     if (a->dtype == VT_BOOL || (b && b->dtype != a->dtype))
         return vt_fail(VT_ETYPE, "%s: operands must both be float32 or both int64, got %s and %s", who,
                        vt_dtype_name(a->dtype), vt_dtype_name(b ? b->dtype : a->dtype));
-    cmpctx k = {kind, a->dtype == VT_INT64, scalar ? c->args->f[0] : 0, scalar};
+    cmpctx k = {kind, a->dtype == VT_INT64, scalar ? c->args->f[FARG(cmp_scalar, other)] : 0, scalar};
     const vt_tensor *in[2] = {a, b};
     return out1(c, vt_map(who, VT_BOOL, scalar ? 1 : 2, in, cmp_row, &k));
 }
@@ -334,9 +332,9 @@ int vt_le_forward(vt_ctx *c) { return compare(c, 3, 0); }
 int vt_gt_forward(vt_ctx *c) { return compare(c, 4, 0); }
 int vt_ge_forward(vt_ctx *c) { return compare(c, 5, 0); }
 int vt_cmp_scalar_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 1, 1));
-    if (c->args->i[0] < 0 || c->args->i[0] > 5) return vt_fail(VT_EVALUE, "cmp_scalar: unknown comparison %lld", (long long)c->args->i[0]);
-    return compare(c, (int)c->args->i[0], 1);
+    int64_t kind = c->args->i[IARG(cmp_scalar, kind)];
+    if (kind < 0 || kind > 5) return vt_fail(VT_EVALUE, "cmp_scalar: unknown comparison %lld", (long long)kind);
+    return compare(c, (int)kind, 1);
 }
 
 /* ---- casts, fill, copy --------------------------------------------------------------------- */
@@ -355,8 +353,7 @@ static void cast_row(int64_t n, char **p, const int64_t *s, void *vctx) {
 }
 
 int vt_to_dtype_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 1, 0));
-    int64_t dt = c->args->i[0];
+    int64_t dt = c->args->i[IARG(to_dtype, dtype)];
     if (dt < 0 || dt >= VT_NDTYPES) return vt_fail(VT_ETYPE, "to: unknown dtype code %lld", (long long)dt);
     castctx k = {c->in[0]->dtype, (vt_dtype)dt};
     const vt_tensor *in[1] = {c->in[0]};
@@ -375,10 +372,9 @@ static int check_inplace(vt_tensor *t, const char *who) {
 }
 
 int vt_fill_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 0, 1));
     vt_tensor *t = c->in[0];
     VT_TRY(check_inplace(t, "fill_"));
-    vt_tensor *v = vt_full(t->dtype, 0, NULL, c->args->f[0]);
+    vt_tensor *v = vt_full(t->dtype, 0, NULL, c->args->f[FARG(fill_, value)]);
     if (!v) return vt_last_code();
     vt_tensor *e = vt_view_of(v, t->ndim, t->shape, (int64_t[VT_MAX_DIMS]){0}, 0);
     vt_tensor_decref(v);

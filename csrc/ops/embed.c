@@ -1,4 +1,4 @@
-/* vitc ops: patch embedding rearrangements (SPEC §1.1).
+/* vitc ops: patch embedding rearrangements (ViT's, as lucidrains/vit-pytorch:vit_pytorch/vit.py writes it).
  * patchify is einops 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)': token n = i·w + j, feature
  * f = (a·p2 + b)·C + c takes x[·, c, i·p1 + a, j·p2 + b]. It is a pure permutation, so its
  * backward is the inverse permutation (unpatchify) and vice versa; one copy kernel serves all
@@ -29,10 +29,11 @@ static void patch_copy(const patch_geom *g, float *img, const int64_t *is, float
     }
 }
 
+VT_SAME_IARG(patchify, unpatchify, p1);
+VT_SAME_IARG(patchify, unpatchify, p2);
 static int patch_sizes(const vt_args *a, const char *who, int64_t *p1, int64_t *p2) {
-    if (a->ni < 2) return vt_fail(VT_EVALUE, "%s: expected the patch size (2 integer arguments), got %d", who, a->ni);
-    *p1 = a->i[0];
-    *p2 = a->i[1];
+    *p1 = a->i[IARG(patchify, p1)];
+    *p2 = a->i[IARG(patchify, p2)];
     if (*p1 < 1 || *p2 < 1 || *p1 > INT_MAX || *p2 > INT_MAX)
         return vt_fail(VT_EVALUE, "%s: patch size must be positive, got (%lld, %lld)", who, (long long)*p1, (long long)*p2);
     return VT_OK;
@@ -52,13 +53,12 @@ static int patchify_geom(int ndim, const int64_t *xs, const vt_args *a, patch_ge
     return VT_OK;
 }
 
-/* t (B,N,D) with args (p1, p2, h, w) -> geometry; N = h·w, D % (p1·p2) == 0 */
+/* t (B,N,D) with patch (p1, p2) and grid (h, w) -> geometry; N = h·w, D % (p1·p2) == 0 */
 static int unpatchify_geom(int ndim, const int64_t *ts, const vt_args *a, patch_geom *g) {
     int64_t p1 = 1, p2 = 1;
     char b1[128];
     VT_TRY(patch_sizes(a, "unpatchify", &p1, &p2));
-    if (a->ni < 4) return vt_fail(VT_EVALUE, "unpatchify: expected the grid size (4 integer arguments), got %d", a->ni);
-    int64_t h = a->i[2], w = a->i[3];
+    int64_t h = a->i[IARG(unpatchify, h)], w = a->i[IARG(unpatchify, w)];
     if (ndim != 3)
         return vt_fail(VT_ESHAPE, "unpatchify: expected a 3-d input (B, N, D), got shape %s", vt_shape_str(ndim, ts, b1, sizeof b1));
     if (h < 0 || w < 0 || h > INT_MAX || w > INT_MAX || h * w != ts[1])

@@ -1,4 +1,4 @@
-/* vitc ops: the feed-forward layer Linear → GELU → Linear (ViT's MLP, SPEC §1.6) as one node.
+/* vitc ops: the feed-forward layer Linear → GELU → Linear (ViT's MLP, lucidrains/vit-pytorch:vit_pytorch/vit.py `FeedForward`) as one node.
  * Why one node: unfused, the second Linear saves the GELU output for its weight gradient while the
  * GELU saves its input, so every block keeps two (rows × hidden) activations until backward — the
  * largest tensors of a ViT step (hidden = 4·dim). Here only the pre-activation h is saved and the
@@ -92,8 +92,7 @@ static int fused_applies(const vt_tensor *x, const vt_tensor *w1, const vt_tenso
 int vt_linear_gelu_linear_forward(vt_ctx *c) {
     VT_TRY(vt_need_inputs(c, 2));
     if (c->nin < 4 || !c->in[3]) return vt_fail(VT_ETYPE, "linear_gelu_linear: w2 is missing");
-    VT_TRY(vt_arg_count(c, 1, 0));
-    int64_t approx = c->args->i[0];
+    int64_t approx = c->args->i[IARG(linear_gelu_linear, approximate)];
     if (approx != 0 && approx != 1)
         return vt_fail(VT_EVALUE, "linear_gelu_linear: approximate must be 0 ('none') or 1 ('tanh'), got %lld",
                        (long long)approx);
@@ -142,7 +141,7 @@ int vt_linear_gelu_linear_forward(vt_ctx *c) {
 int vt_linear_gelu_linear_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     vt_tensor *x = n->saved[0], *w1 = n->saved[1], *w2 = n->saved[2], *h = n->saved[3];
     unsigned need = n->needs_input_grad;
-    int approx = (int)n->args.i[0];
+    int approx = (int)n->args.i[IARG(linear_gelu_linear, approximate)];
     int want_lower = (need & 7) != 0; /* x, w1 or b1: the gradient must go through the GELU */
     vt_tensor *a = NULL, *d = NULL, *da = NULL;
     int st = want_lower ? vt_gelu_with_grad(h, approx, &a, &d) : ((a = vt_k_gelu(h, approx)) ? VT_OK : vt_last_code());

@@ -1,6 +1,6 @@
 /* vitc ops: losses. Forward and backward of each op side by side.
  *
- * cross_entropy (SPEC §3.2): fused log-softmax + NLL, one row at a time while it sits in cache
+ * cross_entropy (torch.nn.functional.cross_entropy, label smoothing included): fused log-softmax + NLL, one row at a time while it sits in cache
  * (max, Σe^{x−max}, loss), rows in parallel. Logits (N, K, *) are read in place: row r = (n, s)
  * holds class k at n·K·S + k·S + s (S = prod(*)); (N, K) rows are used directly, strided rows are
  * gathered into a per-thread buffer, and no transpose is materialised. With per-class weights w,
@@ -28,11 +28,20 @@ enum { RED_NONE = 0, RED_MEAN = 1, RED_SUM = 2, RED_BATCHMEAN = 3 };
 #define CHUNK 8192       /* element chunks for pointwise sums */
 #define PAR_WORK 32768
 
+/* every loss keeps `reduction` in one slot, and cross_entropy and nll_loss `ignore_index` */
+VT_SAME_IARG(cross_entropy, nll_loss, reduction);
+VT_SAME_IARG(cross_entropy, binary_cross_entropy_with_logits, reduction);
+VT_SAME_IARG(cross_entropy, kl_div, reduction);
+VT_SAME_IARG(cross_entropy, mse_loss, reduction);
+VT_SAME_IARG(cross_entropy, nll_loss, ignore_index);
+#define REDUCTION(a) ((a)->i[IARG(cross_entropy, reduction)])
+#define IGNORE_INDEX(a) ((a)->i[IARG(cross_entropy, ignore_index)])
+
 static int get_reduction(const vt_args *a, int allow_batchmean, const char *who, int *red) {
-    *red = (int)a->i[0];
+    int64_t r = REDUCTION(a);
+    *red = (int)r;
     int hi = allow_batchmean ? RED_BATCHMEAN : RED_SUM;
-    if (a->i[0] < 0 || a->i[0] > hi)
-        return vt_fail(VT_EVALUE, "%s: unknown reduction code %lld", who, (long long)a->i[0]);
+    if (r < 0 || r > hi) return vt_fail(VT_EVALUE, "%s: unknown reduction code %lld", who, (long long)r);
     return VT_OK;
 }
 
@@ -248,12 +257,11 @@ static inline void row_out(float *base, int64_t K, int64_t S, const float *buf) 
  * weight (if given), in that order. Rows in NCHUNK chunks (parallel), sums in chunk order. */
 int vt_cross_entropy_forward(vt_ctx *c) {
     const char *who = "cross_entropy";
-    VT_TRY(vt_arg_count(c, 2, 1));
     vt_tensor *x = c->in[0], *t = c->nin > 1 ? c->in[1] : NULL, *w = c->nin > 2 ? c->in[2] : NULL;
     int red;
     VT_TRY(get_reduction(c->args, 0, who, &red));
-    int64_t ignore = c->args->i[1];
-    double eps = c->args->f[0];
+    int64_t ignore = IGNORE_INDEX(c->args);
+    double eps = c->args->f[FARG(cross_entropy, label_smoothing)];
     if (!(eps >= 0.0 && eps <= 1.0))
         return vt_fail(VT_EVALUE, "%s: label_smoothing must be between 0.0 and 1.0, got %g", who, eps);
     cgeom g;
@@ -325,9 +333,9 @@ int vt_cross_entropy_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     if (n->needs_input_grad >> 2 & 1)
         return vt_fail(VT_ERUNTIME, "%s: the derivative for 'weight' is not implemented", who);
     vt_tensor *xc = n->saved[0], *tc = n->saved[1], *mlt = n->saved[2], *wc = n->nsaved > 3 ? n->saved[3] : NULL;
-    int red = (int)n->args.i[0];
-    int64_t ignore = n->args.i[1];
-    const double eps = n->args.f[0];
+    int red = (int)REDUCTION(&n->args);
+    int64_t ignore = IGNORE_INDEX(&n->args);
+    const double eps = n->args.f[FARG(cross_entropy, label_smoothing)];
     cgeom g;
     VT_TRY(class_geometry(who, xc, tc, 1, &g));
     int want_x = n->needs_input_grad & 1, want_y = g.soft && (n->needs_input_grad >> 1 & 1);
@@ -388,11 +396,10 @@ fail:
 /* Forward. Saves: target (contiguous), weight (if given). */
 int vt_nll_loss_forward(vt_ctx *c) {
     const char *who = "nll_loss";
-    VT_TRY(vt_arg_count(c, 2, 0));
     vt_tensor *x = c->in[0], *t = c->nin > 1 ? c->in[1] : NULL, *w = c->nin > 2 ? c->in[2] : NULL;
     int red;
     VT_TRY(get_reduction(c->args, 0, who, &red));
-    int64_t ignore = c->args->i[1];
+    int64_t ignore = IGNORE_INDEX(c->args);
     cgeom g;
     VT_TRY(class_geometry(who, x, t, 0, &g));
     vt_tensor *k[3] = {0}; /* xc, tc, wc */
@@ -434,8 +441,8 @@ int vt_nll_loss_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     if (!(n->needs_input_grad & 1)) return VT_OK;
     vt_tensor *tc = n->saved[0], *wc = n->nsaved > 1 ? n->saved[1] : NULL;
     const vt_meta *im = &n->in_meta[0];
-    int red = (int)n->args.i[0];
-    int64_t ignore = n->args.i[1];
+    int red = (int)REDUCTION(&n->args);
+    int64_t ignore = IGNORE_INDEX(&n->args);
     int64_t K = im->shape[1], S = vt_shape_numel(im->ndim - 2, im->shape + 2), R = im->shape[0] * S;
     vt_tensor *gt = grad_out(n, gout);
     if (!gt) return vt_last_code();
@@ -562,7 +569,6 @@ static int pw_give(vt_node *n, vt_tensor **gin, int i, vt_tensor *g) {
 
 /* the two-operand (input, target) broadcast losses */
 static int pw2_forward(vt_ctx *c, int kind, int allow_batchmean, const char *who) {
-    VT_TRY(vt_arg_count(c, allow_batchmean ? 2 : 1, 0));
     vt_tensor *a = c->in[0], *b = c->nin > 1 ? c->in[1] : NULL;
     int red;
     VT_TRY(get_reduction(c->args, allow_batchmean, who, &red));
@@ -571,7 +577,7 @@ static int pw2_forward(vt_ctx *c, int kind, int allow_batchmean, const char *who
     int nd;
     int64_t shape[VT_MAX_DIMS];
     VT_TRY(vt_broadcast_shapes(a->ndim, a->shape, b->ndim, b->shape, &nd, shape, who));
-    if (kind == PW_KL && c->args->i[1]) kind = PW_KL_LOG;
+    if (kind == PW_KL && c->args->i[IARG(kl_div, log_target)]) kind = PW_KL_LOG;
     vt_tensor *k[4] = {0};
     int st;
     if (!(k[0] = expand_contig(a, nd, shape)) || !(k[1] = expand_contig(b, nd, shape))) st = vt_last_code();
@@ -582,8 +588,8 @@ static int pw2_forward(vt_ctx *c, int kind, int allow_batchmean, const char *who
 
 static int pw2_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int kind) {
     vt_tensor *A = n->saved[0], *B = n->saved[1];
-    int red = (int)n->args.i[0];
-    if (kind == PW_KL && n->args.i[1]) kind = PW_KL_LOG;
+    int red = (int)REDUCTION(&n->args);
+    if (kind == PW_KL && n->args.i[IARG(kl_div, log_target)]) kind = PW_KL_LOG;
     int want_a = n->needs_input_grad & 1, want_b = n->needs_input_grad >> 1 & 1;
     int64_t numel = vt_numel(A);
     vt_tensor *gt = grad_out(n, gout), *da = NULL, *db = NULL;
@@ -622,15 +628,15 @@ int vt_kl_div_forward(vt_ctx *c) { return pw2_forward(c, PW_KL, 1, "kl_div"); }
 int vt_kl_div_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return pw2_backward(n, gout, gin, PW_KL); }
 
 /* binary_cross_entropy_with_logits: z and y of one shape; weight and pos_weight broadcast to it.
- * i1 / i2 flag whether weight / pos_weight are given (so backward knows the saved layout). */
+ * has_weight / has_pos_weight say whether weight / pos_weight are given (so backward knows the saved layout). */
 int vt_bce_with_logits_forward(vt_ctx *c) {
     const char *who = "binary_cross_entropy_with_logits";
-    VT_TRY(vt_arg_count(c, 3, 0));
     vt_tensor *z = c->in[0], *y = c->nin > 1 ? c->in[1] : NULL;
     vt_tensor *w = c->nin > 2 ? c->in[2] : NULL, *pw = c->nin > 3 ? c->in[3] : NULL;
     int red;
     VT_TRY(get_reduction(c->args, 0, who, &red));
-    if ((w != NULL) != (c->args->i[1] != 0) || (pw != NULL) != (c->args->i[2] != 0))
+    if ((w != NULL) != (c->args->i[IARG(binary_cross_entropy_with_logits, has_weight)] != 0) ||
+        (pw != NULL) != (c->args->i[IARG(binary_cross_entropy_with_logits, has_pos_weight)] != 0))
         return vt_fail(VT_EVALUE, "%s: weight/pos_weight presence flags do not match the inputs", who);
     VT_TRY(vt_require_f32(z, who, "input"));
     VT_TRY(vt_require_f32(y, who, "target"));
@@ -664,10 +670,11 @@ int vt_bce_with_logits_forward(vt_ctx *c) {
 /* ∂/∂z = w·[(1−y) − L·σ(−z)], ∂/∂y = w·[−z + (pw−1)·softplus(−z)], ∂/∂w = loss/w,
  * ∂/∂pw = w·y·softplus(−z), softplus(−z) = max(−z, 0) + log(1+e^{−|z|}) */
 int vt_bce_with_logits_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
-    int has_w = n->args.i[1] != 0, has_pw = n->args.i[2] != 0;
+    int has_w = n->args.i[IARG(binary_cross_entropy_with_logits, has_weight)] != 0;
+    int has_pw = n->args.i[IARG(binary_cross_entropy_with_logits, has_pos_weight)] != 0;
     vt_tensor *Z = n->saved[0], *Y = n->saved[1];
     vt_tensor *Wt = has_w ? n->saved[2] : NULL, *Pt = has_pw ? n->saved[2 + has_w] : NULL;
-    int red = (int)n->args.i[0];
+    int red = (int)REDUCTION(&n->args);
     int64_t numel = vt_numel(Z);
     vt_tensor *gt = grad_out(n, gout), *d[4] = {0};
     if (!gt) return vt_last_code();

@@ -1,8 +1,8 @@
 /* vitc ops: normalisation layers. Forward and backward of each op side by side.
  *
- * layer_norm  (SPEC §1.3): rows of D = prod(normalized_shape) values; per row μ, biased σ²,
+ * layer_norm  (torch.nn.functional.layer_norm): rows of D = prod(normalized_shape) values; per row μ, biased σ²,
  *             rstd = 1/√(σ²+ε); y = γ·(x−μ)·rstd + β. Rows run in parallel.
- * batch_norm  (SPEC §2.1, §5.1): x seen as a contiguous (N, C, S) block (S = prod of dims after
+ * batch_norm  (torch.nn.functional.batch_norm): x seen as a contiguous (N, C, S) block (S = prod of dims after
  *             the channel); per channel statistics over the n = N·S values.
  * token_batch_norm: x (B, T, F) is the same block with N = B·T, C = F, S = 1, i.e. BatchNorm1d on
  *             x.transpose(1, 2) without materialising the transposes: the statistics are column
@@ -143,15 +143,14 @@ VT_SIMD_CLONES static void layer_norm_row_backward(const float *x, const float *
 /* Forward. Saves: x (contiguous), mean (M), rstd (M), weight (if given), in that order. */
 int vt_layer_norm_forward(vt_ctx *c) {
     const char *who = "layer_norm";
-    VT_TRY(vt_arg_count(c, 1, 1));
     vt_tensor *x = c->in[0];
     vt_tensor *w = c->nin > 1 ? c->in[1] : NULL, *b = c->nin > 2 ? c->in[2] : NULL;
     VT_TRY(vt_require_f32(x, who, "input"));
     const vt_args *a = c->args;
-    int64_t k = a->i[0];
-    if (k < 1 || k > VT_MAX_DIMS || a->ni < 1 + k)
+    int64_t k = VT_LIST_LEN(a, layer_norm, normalized_shape);
+    if (k < 1 || k > VT_MAX_DIMS)
         return vt_fail(VT_EVALUE, "%s: normalized_shape must have 1 to %d dims, got %lld", who, VT_MAX_DIMS, (long long)k);
-    const int64_t *ns = a->i + 1;
+    const int64_t *ns = a->i + IARG(layer_norm, normalized_shape);
     int ok = k <= x->ndim;
     for (int64_t d = 0; ok && d < k; d++) ok = ns[d] == x->shape[x->ndim - k + d];
     if (!ok) {
@@ -160,7 +159,7 @@ int vt_layer_norm_forward(vt_ctx *c) {
                        "but got input of shape %s", who, vt_shape_str((int)k, ns, b1, sizeof b1), (long long)k,
                        vt_shape_str(x->ndim, x->shape, b2, sizeof b2));
     }
-    double eps = a->f[0];
+    double eps = a->f[FARG(layer_norm, eps)];
     if (!(eps >= 0)) return vt_fail(VT_EVALUE, "%s: eps must be >= 0, got %g", who, eps);
     int64_t D = vt_shape_numel((int)k, ns), M = vt_shape_numel(x->ndim - (int)k, x->shape);
     vt_tensor *t[5] = {0}; /* xc, wc, bc, mean, rstd */
@@ -197,14 +196,14 @@ fail:
     return st;
 }
 
-/* Backward (SPEC §1.3): ĝ = g⊙γ; dx = (ĝ − mean(ĝ) − x̂·mean(ĝ⊙x̂))·rstd; dγ = Σ g⊙x̂; dβ = Σ g.
+/* Backward: ĝ = g⊙γ; dx = (ĝ − mean(ĝ) − x̂·mean(ĝ⊙x̂))·rstd; dγ = Σ g⊙x̂; dβ = Σ g.
  * Rows in NCHUNK chunks; each chunk keeps private dγ/dβ partials, summed in chunk order. */
 int vt_layer_norm_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     vt_tensor *x = n->saved[0], *mean = n->saved[1], *rstd = n->saved[2];
     vt_tensor *w = n->nsaved > 3 ? n->saved[3] : NULL;
     int want_x = n->needs_input_grad & 1, want_w = n->needs_input_grad >> 1 & 1, want_b = n->needs_input_grad >> 2 & 1;
-    int64_t k = n->args.i[0];
-    const int64_t *ns = n->args.i + 1;
+    int64_t k = VT_LIST_LEN(&n->args, layer_norm, normalized_shape);
+    const int64_t *ns = n->args.i + IARG(layer_norm, normalized_shape);
     int64_t D = vt_shape_numel((int)k, ns), M = vt_numel(mean);
     vt_tensor *g = grad_out(n, gout), *dx = NULL, *dw = NULL, *db = NULL;
     double *part = NULL;
@@ -388,8 +387,10 @@ static int check_running(const vt_ctx *c, int idx, int64_t C, const char *who, c
  *   r_μ ← (1−m)·r_μ + m·μ,  r_σ² ← (1−m)·r_σ² + m·σ²·n/(n−1).
  * Eval: running stats normalise. y = (x − μ)·(γ·rstd) + β.
  * Saves: x (contiguous), mean (C), rstd (C), weight (if given), in that order. */
+VT_SAME_IARG(batch_norm, token_batch_norm, training);
+VT_SAME_FARG(batch_norm, token_batch_norm, momentum);
+VT_SAME_FARG(batch_norm, token_batch_norm, eps);
 static int bn_forward(vt_ctx *c, int axis, const char *who) {
-    VT_TRY(vt_arg_count(c, 1, 2));
     vt_tensor *x = c->in[0];
     vt_tensor *rm = c->nin > 1 ? c->in[1] : NULL, *rv = c->nin > 2 ? c->in[2] : NULL;
     vt_tensor *w = c->nin > 3 ? c->in[3] : NULL, *b = c->nin > 4 ? c->in[4] : NULL;
@@ -399,8 +400,8 @@ static int bn_forward(vt_ctx *c, int axis, const char *who) {
         return vt_fail(VT_ESHAPE, "%s: expected an input of shape (N, C, *), got %s", who, vt_shape_str(x->ndim, x->shape, b1, sizeof b1));
     if (axis == 2 && x->ndim != 3)
         return vt_fail(VT_ESHAPE, "%s: expected an input of shape (B, T, F), got %s", who, vt_shape_str(x->ndim, x->shape, b1, sizeof b1));
-    int training = c->args->i[0] != 0;
-    double momentum = c->args->f[0], eps = c->args->f[1];
+    int training = c->args->i[IARG(batch_norm, training)] != 0;
+    double momentum = c->args->f[FARG(batch_norm, momentum)], eps = c->args->f[FARG(batch_norm, eps)];
     if (!(eps >= 0)) return vt_fail(VT_EVALUE, "%s: eps must be >= 0, got %g", who, eps);
     if (!isfinite(momentum)) return vt_fail(VT_EVALUE, "%s: momentum must be finite, got %g", who, momentum);
     int64_t N, C, S;
@@ -489,13 +490,13 @@ fail_st:
     return st;
 }
 
-/* Backward (SPEC §2.1), per channel over its n values, x̂ = (x−μ)·rstd:
+/* Backward (BatchNorm, Ioffe & Szegedy arXiv 1502.03167 §3), per channel over its n values, x̂ = (x−μ)·rstd:
  *   train: dx = γ·rstd/n·(n·g − Σg − x̂·Σ(g⊙x̂)),  eval: dx = γ·rstd·g;  dγ = Σ g⊙x̂; dβ = Σ g.
  * dx is applied as g·A + (x−μ)·B + D with per-channel A, B, D. */
 static int bn_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int axis) {
     vt_tensor *x = n->saved[0], *mean = n->saved[1], *rstd = n->saved[2];
     vt_tensor *w = n->nsaved > 3 ? n->saved[3] : NULL;
-    int training = n->args.i[0] != 0;
+    int training = n->args.i[IARG(batch_norm, training)] != 0;
     int want_x = n->needs_input_grad & 1, want_w = n->needs_input_grad >> 3 & 1, want_b = n->needs_input_grad >> 4 & 1;
     int64_t N, C, S;
     ncs(x->ndim, x->shape, axis, &N, &C, &S);

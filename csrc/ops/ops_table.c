@@ -1,10 +1,33 @@
-/* the dispatch table, expanded from ops.def; the Python binding hands it to vt_autograd_init */
+/* the dispatch table and the argument specs, expanded from ops.def; the Python binding hands the
+ * table to vt_autograd_init */
 #include "ops.h"
 
+/* every forward is entered through a check that the call carries the row's fixed arguments */
+#define VT_OP(e, name, fwd, bwd, args)                                   \
+    static int checked_##fwd(vt_ctx *c) {                                \
+        VT_TRY(vt_arg_count(c, VT_NIARGS(name), VT_NFARGS(name)));       \
+        return fwd(c);                                                   \
+    }                                                                    \
+    _Static_assert(VT_NIARGS(name) <= VT_MAX_IARGS && VT_NFARGS(name) <= VT_MAX_FARGS, #name ": too many arguments");
+#include "ops.def"
+#undef VT_OP
+
 #define vt_nograd NULL
-#define VT_OP(e, name, fwd, bwd) {#name, fwd, bwd},
+#define VT_OP(e, name, fwd, bwd, args) {#name, checked_##fwd, bwd},
 const vt_op_info vt_op_table[] = {
 #include "ops.def"
 };
 #undef VT_OP
 _Static_assert(sizeof vt_op_table / sizeof vt_op_table[0] == VT_OP_COUNT, "op table and enum disagree");
+
+#define TENSOR(n) " t:" #n
+#define OPT_TENSOR(n) " t?:" #n
+#define TENSORS(n) " t*:" #n
+#define INT(n) " i:" #n
+#define INT_LIST(n) " i*:" #n
+#define FLOAT(n) " f:" #n
+#define VT_OP(e, name, fwd, bwd, args) "" args,
+const char *const vt_op_args[] = {
+#include "ops.def"
+};
+#undef VT_OP

@@ -38,14 +38,13 @@ int vt_optim_view_forward(vt_ctx *c) {
     const vt_args *a = c->args;
     vt_tensor *flat = c->in[0];
     if (c->nin != 1 || !flat) return vt_fail(VT_ETYPE, "optim_view: expected one tensor (the flat buffer)");
-    if (a->ni < 1) return vt_fail(VT_EVALUE, "optim_view: missing offset");
-    int nd = a->ni - 1;
+    int nd = VT_LIST_LEN(a, optim_view, shape);
     if (nd > VT_MAX_DIMS) return vt_fail(VT_ESHAPE, "optim_view: %d dimensions, at most %d supported", nd, VT_MAX_DIMS);
     if (flat->ndim != 1 || !vt_is_contiguous(flat))
         return vt_fail(VT_ESHAPE, "optim_view: the flat buffer must be a contiguous 1-d tensor");
-    const int64_t *shape = a->i + 1;
+    const int64_t *shape = a->i + IARG(optim_view, shape);
     VT_TRY(vt_check_shape(nd, shape, "optim_view"));
-    int64_t off = a->i[0], n = vt_shape_numel(nd, shape);
+    int64_t off = a->i[IARG(optim_view, offset)], n = vt_shape_numel(nd, shape);
     if (off < 0 || off > flat->shape[0] || n > flat->shape[0] - off) {
         char b[128];
         return vt_fail(VT_EINDEX, "optim_view: %s at offset %lld does not fit in a buffer of %lld elements",
@@ -133,13 +132,13 @@ static int check_hyper(double v, double lo, double hi, int hi_open, const char *
 int vt_sgd_step_forward(vt_ctx *c) {
     const char *who = "sgd_step";
     if (c->nin != 4) return vt_fail(VT_ETYPE, "%s: expected (param, grad, momentum_buf|None, seg)", who);
-    VT_TRY(vt_arg_count(c, 2, 4));
     vt_tensor *P = c->in[0], *G = c->in[1], *B = c->in[2], *seg = c->in[3];
     VT_TRY(check_flat(P, -1, who, "param"));
     int64_t n = P->shape[0];
     VT_TRY(check_flat(G, n, who, "grad"));
-    const double lr = c->args->f[0], mom = c->args->f[1], damp = c->args->f[2], wd = c->args->f[3];
-    const int nesterov = c->args->i[0] != 0, maximize = c->args->i[1] != 0;
+    const double lr = c->args->f[FARG(sgd_step, lr)], mom = c->args->f[FARG(sgd_step, momentum)],
+                 damp = c->args->f[FARG(sgd_step, dampening)], wd = c->args->f[FARG(sgd_step, weight_decay)];
+    const int nesterov = c->args->i[IARG(sgd_step, nesterov)] != 0, maximize = c->args->i[IARG(sgd_step, maximize)] != 0;
     VT_TRY(check_hyper(lr, 0, INFINITY, 0, who, "lr"));
     VT_TRY(check_hyper(mom, 0, INFINITY, 0, who, "momentum"));
     VT_TRY(check_hyper(damp, -INFINITY, INFINITY, 0, who, "dampening"));
@@ -233,17 +232,19 @@ static void adam_row(int64_t lo, int64_t hi, float *p, const float *g, float *m,
 int vt_adam_step_forward(vt_ctx *c) {
     const char *who = "adam_step";
     if (c->nin != 6) return vt_fail(VT_ETYPE, "%s: expected (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq|None, seg)", who);
-    VT_TRY(vt_arg_count(c, 3, 5));
     vt_tensor *P = c->in[0], *G = c->in[1], *M = c->in[2], *V = c->in[3], *VM = c->in[4], *seg = c->in[5];
     VT_TRY(check_flat(P, -1, who, "param"));
     int64_t n = P->shape[0];
     VT_TRY(check_flat(G, n, who, "grad"));
     VT_TRY(check_flat(M, n, who, "exp_avg"));
     VT_TRY(check_flat(V, n, who, "exp_avg_sq"));
-    const int amsgrad = c->args->i[0] != 0, decoupled = c->args->i[1] != 0, maximize = c->args->i[2] != 0;
+    const int amsgrad = c->args->i[IARG(adam_step, amsgrad)] != 0, decoupled = c->args->i[IARG(adam_step, decoupled)] != 0,
+              maximize = c->args->i[IARG(adam_step, maximize)] != 0;
     if (amsgrad && !VM) return vt_fail(VT_EVALUE, "%s: amsgrad needs a max_exp_avg_sq buffer", who);
     if (VM) VT_TRY(check_flat(VM, n, who, "max_exp_avg_sq"));
-    const double lr = c->args->f[0], b1 = c->args->f[1], b2 = c->args->f[2], eps = c->args->f[3], wd = c->args->f[4];
+    const double lr = c->args->f[FARG(adam_step, lr)], b1 = c->args->f[FARG(adam_step, beta1)],
+                 b2 = c->args->f[FARG(adam_step, beta2)], eps = c->args->f[FARG(adam_step, eps)],
+                 wd = c->args->f[FARG(adam_step, weight_decay)];
     VT_TRY(check_hyper(lr, 0, INFINITY, 0, who, "lr"));
     VT_TRY(check_hyper(b1, 0, 1, 1, who, "beta1"));
     VT_TRY(check_hyper(b2, 0, 1, 1, who, "beta2"));

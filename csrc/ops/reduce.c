@@ -1,8 +1,8 @@
 /* vitc ops: reductions over dims (sum, mean, var, std, max/min, amax/amin, argmax/argmin,
  * logsumexp). Forward and backward side by side.
  *
- * Args of dim reductions: i[0] = keepdim, i[1] = number of dims (0 = all), i[2..] = the dims
- * (var/std add f[0] = correction). Every kernel sees its input as a 3-d array (O, R, I): R runs
+ * Dim reductions take keepdim and the list of dims (empty = all; reduce.def); var/std add the
+ * correction. Every kernel sees its input as a 3-d array (O, R, I): R runs
  * over the reduced elements, O and I over the kept ones before and after them. A contiguous input
  * whose reduced dims are adjacent is read in place (R contiguous when I = 1: row reductions;
  * otherwise blocks of I columns); any other input is permuted to (kept, reduced) and copied once.
@@ -22,17 +22,24 @@
 
 /* ---- dims ----------------------------------------------------------------------------------- */
 
-/* parse i[first..] into a dim bitmask over x's dims */
-static int parse_dims(const vt_ctx *c, const vt_tensor *x, int first, unsigned *mask, int *keepdim) {
+/* every row with dims reads them through sum's slots */
+#define SAME_DIM_ARGS(op) VT_SAME_IARG(sum, op, keepdim); VT_SAME_IARG(sum, op, dims)
+SAME_DIM_ARGS(mean); SAME_DIM_ARGS(var); SAME_DIM_ARGS(std); SAME_DIM_ARGS(amax); SAME_DIM_ARGS(amin);
+SAME_DIM_ARGS(max_dim); SAME_DIM_ARGS(min_dim); SAME_DIM_ARGS(argmax); SAME_DIM_ARGS(argmin); SAME_DIM_ARGS(logsumexp);
+VT_SAME_FARG(var, std, correction);
+
+/* how many dims the call lists (0: all dims) */
+static int dim_count(const vt_ctx *c) { return VT_LIST_LEN(c->args, sum, dims); }
+
+/* the keepdim flag and the dims list as a dim bitmask over x's dims */
+static int parse_dims(const vt_ctx *c, const vt_tensor *x, unsigned *mask, int *keepdim) {
     const vt_args *a = c->args;
-    if (a->ni < first + 2) return vt_fail(VT_EVALUE, "%s: missing dim arguments", WHO(c));
-    *keepdim = (int)a->i[first];
-    int64_t nd = a->i[first + 1];
-    if (nd < 0 || first + 2 + nd > a->ni) return vt_fail(VT_EVALUE, "%s: bad dim list", WHO(c));
+    *keepdim = (int)a->i[IARG(sum, keepdim)];
+    int nd = dim_count(c);
     if (nd == 0) { *mask = x->ndim ? (1u << x->ndim) - 1 : 0; return VT_OK; }
     *mask = 0;
-    for (int64_t k = 0; k < nd; k++) {
-        int64_t d = a->i[first + 2 + k];
+    for (int k = 0; k < nd; k++) {
+        int64_t d = a->i[IARG(sum, dims) + k];
         VT_TRY(vt_normalize_dim(&d, x->ndim, WHO(c)));
         if (x->ndim == 0) continue;
         if (*mask >> d & 1) return vt_fail(VT_EVALUE, "%s: dim %lld appears more than once", WHO(c), (long long)d);
@@ -156,7 +163,7 @@ static int sum_like_forward(vt_ctx *c, int mean) {
     VT_TRY(vt_require_f32(x, WHO(c), "input"));
     unsigned mask;
     int keepdim;
-    VT_TRY(parse_dims(c, x, 0, &mask, &keepdim));
+    VT_TRY(parse_dims(c, x, &mask, &keepdim));
     int64_t count = reduced_count(x, mask);
     double scale = mean ? (count ? 1.0 / (double)count : NAN) : 1.0;
     return out1(c, finish_shape(vt_k_sum_dims(x, mask, scale), x, mask, keepdim));
@@ -168,7 +175,7 @@ static int sum_like_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int 
     vt_ctx c = {.op = n->op, .args = &n->args};
     unsigned mask;
     int keepdim;
-    VT_TRY(parse_dims(&c, &x, 0, &mask, &keepdim));
+    VT_TRY(parse_dims(&c, &x, &mask, &keepdim));
     int64_t count = reduced_count(&x, mask);
     vt_tensor *g = grad_keep(n, gout, &x, mask);
     if (!g) return vt_last_code();
@@ -195,11 +202,10 @@ int vt_mean_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return sum
 static int var_like_forward(vt_ctx *c, int is_std) {
     vt_tensor *x = c->in[0];
     VT_TRY(vt_require_f32(x, WHO(c), "input"));
-    VT_TRY(vt_arg_count(c, 2, 1));
     unsigned mask;
     int keepdim;
-    VT_TRY(parse_dims(c, x, 0, &mask, &keepdim));
-    double corr = c->args->f[0], n = (double)reduced_count(x, mask), dof = n - corr > 0 ? n - corr : 0;
+    VT_TRY(parse_dims(c, x, &mask, &keepdim));
+    double corr = c->args->f[FARG(var, correction)], n = (double)reduced_count(x, mask), dof = n - corr > 0 ? n - corr : 0;
     vt_tensor *out = keep_tensor(x, mask), *mu = keep_tensor(x, mask);
     double *acc = NULL;
     int st = VT_OK;
@@ -239,8 +245,8 @@ static int var_like_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int 
     vt_ctx c = {.op = n->op, .args = &n->args};
     unsigned mask;
     int keepdim;
-    VT_TRY(parse_dims(&c, &xm, 0, &mask, &keepdim));
-    double dof = (double)reduced_count(&xm, mask) - n->args.f[0];
+    VT_TRY(parse_dims(&c, &xm, &mask, &keepdim));
+    double dof = (double)reduced_count(&xm, mask) - n->args.f[FARG(var, correction)];
     vt_tensor *x = n->saved[0], *mu = n->saved[1];
     vt_tensor *h = grad_keep(n, gout, &xm, mask);
     if (!h) return vt_last_code();
@@ -288,8 +294,8 @@ static int extreme_forward(vt_ctx *c, int want_max, int all) {
     unsigned mask;
     int keepdim = 0;
     if (all) mask = x->ndim ? (1u << x->ndim) - 1 : 0;
-    else VT_TRY(parse_dims(c, x, 0, &mask, &keepdim));
-    VT_TRY(check_nonempty(c, x, mask, all || c->args->i[1] == 0));
+    else VT_TRY(parse_dims(c, x, &mask, &keepdim));
+    VT_TRY(check_nonempty(c, x, mask, all || dim_count(c) == 0));
     vt_tensor *out = keep_tensor(x, mask);
     if (!out) return vt_last_code();
     if (vt_numel(out)) {
@@ -315,7 +321,7 @@ static int extreme_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int a
     if (!all) {
         vt_ctx c = {.op = n->op, .args = &n->args};
         int keepdim;
-        VT_TRY(parse_dims(&c, &xm, 0, &mask, &keepdim));
+        VT_TRY(parse_dims(&c, &xm, &mask, &keepdim));
     }
     vt_tensor *x = n->saved[0], *val = n->saved[1];
     vt_tensor *g = grad_keep(n, gout, &xm, mask);
@@ -355,8 +361,8 @@ int vt_min_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) { return extr
 
 /* the single dim of a one-dim reduction (ndim 0: dim 0 of a 1-element view) */
 static int one_dim(const vt_ctx *c, const vt_tensor *x, unsigned *mask, int *keepdim, int *dim) {
-    VT_TRY(parse_dims(c, x, 0, mask, keepdim));
-    if (c->args->i[1] > 1) return vt_fail(VT_EVALUE, "%s: expects a single dim, got %lld", WHO(c), (long long)c->args->i[1]);
+    VT_TRY(parse_dims(c, x, mask, keepdim));
+    if (dim_count(c) > 1) return vt_fail(VT_EVALUE, "%s: expects a single dim, got %d", WHO(c), dim_count(c));
     *dim = -1;
     for (int d = 0; d < x->ndim; d++) if (*mask >> d & 1) *dim = d;
     return VT_OK;
@@ -379,7 +385,7 @@ static int extreme_dim_forward(vt_ctx *c, int want_max) {
     unsigned mask;
     int keepdim, dim = -1;
     VT_TRY(one_dim(c, x, &mask, &keepdim, &dim));
-    if (c->args->i[1] != 1) return vt_fail(VT_EVALUE, "%s: expects exactly one dim", WHO(c));
+    if (dim_count(c) != 1) return vt_fail(VT_EVALUE, "%s: expects exactly one dim", WHO(c));
     VT_TRY(check_nonempty(c, x, mask, 0));
     int64_t ks[VT_MAX_DIMS];
     int knd = reduced_shape(x, mask, 1, ks);
@@ -445,7 +451,7 @@ static int arg_forward(vt_ctx *c, int want_max) {
     unsigned mask;
     int keepdim, dim = -1;
     VT_TRY(one_dim(c, x, &mask, &keepdim, &dim));
-    int all = c->args->i[1] == 0;
+    int all = dim_count(c) == 0;
     if (all && vt_numel(x) == 0)
         return vt_fail(VT_EINDEX, "%s(): Expected reduction dim to be specified for input.numel() == 0.", WHO(c));
     VT_TRY(check_nonempty(c, x, mask, 0));
@@ -480,7 +486,7 @@ int vt_logsumexp_forward(vt_ctx *c) {
     VT_TRY(vt_require_f32(x, WHO(c), "input"));
     unsigned mask;
     int keepdim;
-    VT_TRY(parse_dims(c, x, 0, &mask, &keepdim));
+    VT_TRY(parse_dims(c, x, &mask, &keepdim));
     vt_tensor *out = keep_tensor(x, mask);
     double *acc = NULL;
     if (!out) return vt_last_code();
@@ -516,7 +522,7 @@ int vt_logsumexp_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     vt_ctx c = {.op = n->op, .args = &n->args};
     unsigned mask;
     int keepdim;
-    VT_TRY(parse_dims(&c, &xm, 0, &mask, &keepdim));
+    VT_TRY(parse_dims(&c, &xm, &mask, &keepdim));
     vt_tensor *g = grad_keep(n, gout, &xm, mask);
     if (!g) return vt_last_code();
     gin[0] = bw_map("logsumexp", BW_EXP, 1.0f, n->saved[0], n->saved[1], g);

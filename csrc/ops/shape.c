@@ -11,9 +11,9 @@
 /* ---- reshape ------------------------------------------------------------------------------- */
 
 int vt_reshape_forward(vt_ctx *c) {
-    const vt_args *a = c->args;
-    if (a->ni > VT_MAX_DIMS) return vt_fail(VT_ESHAPE, "reshape: %d dimensions, at most %d supported", a->ni, VT_MAX_DIMS);
-    return out1(c, vt_k_reshape(c->in[0], a->ni, a->i));
+    int nd = VT_LIST_LEN(c->args, reshape, shape);
+    if (nd > VT_MAX_DIMS) return vt_fail(VT_ESHAPE, "reshape: %d dimensions, at most %d supported", nd, VT_MAX_DIMS);
+    return out1(c, vt_k_reshape(c->in[0], nd, c->args->i + IARG(reshape, shape)));
 }
 int vt_reshape_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     gin[0] = vt_k_reshape(gout[0], n->in_meta[0].ndim, n->in_meta[0].shape);
@@ -23,15 +23,17 @@ int vt_reshape_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
 /* ---- permute ------------------------------------------------------------------------------- */
 
 int vt_permute_forward(vt_ctx *c) {
-    if (c->args->ni != c->in[0]->ndim)
-        return vt_fail(VT_ESHAPE, "permute: %d dims given for a %d-d tensor", c->args->ni, c->in[0]->ndim);
-    return out1(c, vt_k_permute(c->in[0], c->args->i));
+    int nd = VT_LIST_LEN(c->args, permute, dims);
+    if (nd != c->in[0]->ndim) return vt_fail(VT_ESHAPE, "permute: %d dims given for a %d-d tensor", nd, c->in[0]->ndim);
+    return out1(c, vt_k_permute(c->in[0], c->args->i + IARG(permute, dims)));
 }
 int vt_permute_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     int64_t inv[VT_MAX_DIMS];
-    for (int d = 0; d < n->args.ni; d++) {
-        int64_t p = n->args.i[d];
-        if (p < 0) p += n->args.ni;
+    const int64_t *dims = n->args.i + IARG(permute, dims);
+    int nd = VT_LIST_LEN(&n->args, permute, dims);
+    for (int d = 0; d < nd; d++) {
+        int64_t p = dims[d];
+        if (p < 0) p += nd;
         inv[p] = d;
     }
     gin[0] = vt_k_permute(gout[0], inv);
@@ -108,11 +110,11 @@ static vt_tensor *narrow_view(const vt_tensor *t, int dim, int64_t start, int64_
 
 /* ---- expand -------------------------------------------------------------------------------- */
 
-/* view of x broadcast to i[] (stride 0 on new and size-1 dims); backward sums those dims away */
+/* view of x broadcast to `shape` (stride 0 on new and size-1 dims); backward sums those dims away */
 int vt_expand_forward(vt_ctx *c) {
     const vt_tensor *x = c->in[0];
-    const vt_args *a = c->args;
-    int nt = a->ni, lead = nt - x->ndim;
+    const int64_t *target = c->args->i + IARG(expand, shape);
+    int nt = VT_LIST_LEN(c->args, expand, shape), lead = nt - x->ndim;
     char b1[128], b2[128];
     if (nt > VT_MAX_DIMS) return vt_fail(VT_ESHAPE, "expand: %d dimensions, at most %d supported", nt, VT_MAX_DIMS);
     if (lead < 0)
@@ -120,7 +122,7 @@ int vt_expand_forward(vt_ctx *c) {
                        "dimensions (%d)", nt, x->ndim);
     int64_t shape[VT_MAX_DIMS], strides[VT_MAX_DIMS];
     for (int d = 0; d < nt; d++) {
-        int64_t s = a->i[d];
+        int64_t s = target[d];
         if (d < lead) {
             if (s < 0) return vt_fail(VT_EVALUE, "expand: size %lld is not allowed in a new leading dimension %d", (long long)s, d);
             shape[d] = s;
@@ -133,7 +135,7 @@ int vt_expand_forward(vt_ctx *c) {
         if (xs != 1 || s < 0)
             return vt_fail(VT_ESHAPE, "expand: the size %lld of dimension %d must match the target size %lld unless it "
                            "is 1 (input %s, target %s)", (long long)xs, d - lead, (long long)s,
-                           vt_shape_str(x->ndim, x->shape, b1, sizeof b1), vt_shape_str(nt, a->i, b2, sizeof b2));
+                           vt_shape_str(x->ndim, x->shape, b1, sizeof b1), vt_shape_str(nt, target, b2, sizeof b2));
         shape[d] = s;
         strides[d] = 0;
     }
@@ -176,11 +178,12 @@ static int slice_geometry(int nd, const int64_t *shape, const int64_t *strides, 
 
 int vt_slice_forward(vt_ctx *c) {
     const vt_tensor *x = c->in[0];
-    if (c->args->ni != 3 * x->ndim)
-        return vt_fail(VT_EVALUE, "slice: expected 3 integers per dimension (%d), got %d", 3 * x->ndim, c->args->ni);
+    int nr = VT_LIST_LEN(c->args, slice, ranges);
+    if (nr != 3 * x->ndim)
+        return vt_fail(VT_EVALUE, "slice: expected 3 integers per dimension (%d), got %d", 3 * x->ndim, nr);
     int nd;
     int64_t shape[VT_MAX_DIMS], strides[VT_MAX_DIMS], off;
-    VT_TRY(slice_geometry(x->ndim, x->shape, x->strides, c->args->i, &nd, shape, strides, &off));
+    VT_TRY(slice_geometry(x->ndim, x->shape, x->strides, c->args->i + IARG(slice, ranges), &nd, shape, strides, &off));
     return out1(c, vt_view_of(x, nd, shape, strides, x->offset + off));
 }
 /* the gradient lands in the same window of a zero tensor of the input's shape; a slice never maps
@@ -192,7 +195,7 @@ int vt_slice_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     int nd;
     int64_t shape[VT_MAX_DIMS], strides[VT_MAX_DIMS], off;
     vt_tensor *v = NULL;
-    if (slice_geometry(z->ndim, z->shape, z->strides, n->args.i, &nd, shape, strides, &off) ||
+    if (slice_geometry(z->ndim, z->shape, z->strides, n->args.i + IARG(slice, ranges), &nd, shape, strides, &off) ||
         !(v = vt_view_of(z, nd, shape, strides, off))) {
         vt_tensor_decref(z);
         return vt_last_code();
@@ -208,13 +211,12 @@ int vt_slice_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
 /* 1..3 views along dim in one node, so the backward writes one gradient buffer instead of one
  * zero-padded buffer per piece (qkv splits); more pieces go through SLICE from Python */
 static int split_args(const vt_args *a, int ndim, int64_t *dim, int *drop, int *np) {
-    if (a->ni < 3 || a->ni - 2 > VT_MAX_OUT)
-        return vt_fail(VT_EVALUE, "split: expected a dim, a drop flag and 1..%d sizes, got %d integers", VT_MAX_OUT, a->ni);
+    *np = VT_LIST_LEN(a, split, sizes);
+    if (*np < 1 || *np > VT_MAX_OUT) return vt_fail(VT_EVALUE, "split: expected 1..%d sizes, got %d", VT_MAX_OUT, *np);
     if (ndim == 0) return vt_fail(VT_ESHAPE, "split: cannot split a 0-d tensor");
-    *dim = a->i[0];
+    *dim = a->i[IARG(split, dim)];
     VT_TRY(vt_normalize_dim(dim, ndim, "split"));
-    *drop = a->i[1] != 0;
-    *np = a->ni - 2;
+    *drop = a->i[IARG(split, drop)] != 0;
     return VT_OK;
 }
 
@@ -225,7 +227,7 @@ int vt_split_forward(vt_ctx *c) {
     VT_TRY(split_args(c->args, x->ndim, &dim, &drop, &np));
     int64_t total = 0;
     for (int k = 0; k < np; k++) {
-        int64_t s = c->args->i[2 + k];
+        int64_t s = c->args->i[IARG(split, sizes) + k];
         if (s < 0 || (drop && s != 1))
             return vt_fail(VT_EVALUE, "split: piece %d has invalid size %lld", k, (long long)s);
         total += s;
@@ -235,7 +237,7 @@ int vt_split_forward(vt_ctx *c) {
                        (long long)dim, (long long)x->shape[dim]);
     int64_t pos = 0;
     for (int k = 0; k < np; k++) {
-        int64_t s = c->args->i[2 + k];
+        int64_t s = c->args->i[IARG(split, sizes) + k];
         if (!(c->out[k] = narrow_view(x, (int)dim, pos, s, drop))) return vt_last_code();
         c->nout = k + 1;
         pos += s;
@@ -244,15 +246,15 @@ int vt_split_forward(vt_ctx *c) {
 }
 int vt_split_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     const vt_meta *m = &n->in_meta[0];
-    int64_t dim = n->args.i[0];
-    int drop = n->args.i[1] != 0, np = n->args.ni - 2, missing = 0;
+    int64_t dim = n->args.i[IARG(split, dim)];
+    int drop = n->args.i[IARG(split, drop)] != 0, np = VT_LIST_LEN(&n->args, split, sizes), missing = 0;
     vt_normalize_dim(&dim, m->ndim, "split");
     for (int k = 0; k < np; k++) missing |= !gout[k];
     vt_tensor *g = missing ? vt_zeros(VT_FLOAT32, m->ndim, m->shape) : vt_empty(VT_FLOAT32, m->ndim, m->shape);
     if (!g) return vt_last_code();
     int64_t pos = 0;
     for (int k = 0; k < np; k++) {
-        int64_t s = n->args.i[2 + k];
+        int64_t s = n->args.i[IARG(split, sizes) + k];
         if (gout[k]) {
             vt_tensor *v = narrow_view(g, (int)dim, pos, s, drop);
             if (!v) { vt_tensor_decref(g); return vt_last_code(); }
@@ -273,8 +275,7 @@ static int cat_skipped(int ndim, const int64_t *shape) { return ndim == 1 && sha
 /* inputs of one dtype; cat: same shape except along dim; stack: same shape, a new dim. The
  * output is contiguous; each input is one strided copy into its window. */
 int vt_cat_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 2, 0));
-    int nin = c->nin, stack = c->args->i[1] != 0;
+    int nin = c->nin, stack = c->args->i[IARG(cat, stack)] != 0;
     const char *who = stack ? "stack" : "cat";
     char b1[128], b2[128];
     if (nin < 1) return vt_fail(VT_EVALUE, "%s: expected a non-empty list of tensors", who);
@@ -292,7 +293,7 @@ int vt_cat_forward(vt_ctx *c) {
     }
     const vt_tensor *r = c->in[ref];
     int nd = r->ndim + stack;
-    int64_t dim = c->args->i[0];
+    int64_t dim = c->args->i[IARG(cat, dim)];
     if (nd > VT_MAX_DIMS) return vt_fail(VT_ESHAPE, "stack: %d dimensions, at most %d supported", nd, VT_MAX_DIMS);
     VT_TRY(vt_normalize_dim(&dim, nd, who));
     int64_t total = 0;
@@ -334,9 +335,9 @@ int vt_cat_forward(vt_ctx *c) {
 }
 /* each input's gradient is its window of g (a view, no copy); skipped or empty inputs get zeros */
 int vt_cat_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
-    int stack = n->args.i[1] != 0;
+    int stack = n->args.i[IARG(cat, stack)] != 0;
     const vt_tensor *g = gout[0];
-    int64_t dim = n->args.i[0], pos = 0;
+    int64_t dim = n->args.i[IARG(cat, dim)], pos = 0;
     for (int i = 0; i < n->nin; i++) {
         const vt_meta *m = &n->in_meta[i];
         int64_t numel = vt_shape_numel(m->ndim, m->shape);
@@ -371,8 +372,8 @@ static vt_tensor *flip_copy(const vt_tensor *x, unsigned mask) {
 
 static int flip_mask(const vt_args *a, int ndim, unsigned *mask) {
     *mask = 0;
-    for (int k = 0; k < a->ni; k++) {
-        int64_t d = a->i[k];
+    for (int k = 0; k < VT_LIST_LEN(a, flip, dims); k++) {
+        int64_t d = a->i[IARG(flip, dims) + k];
         VT_TRY(vt_normalize_dim(&d, ndim, "flip"));
         if (*mask >> d & 1) return vt_fail(VT_EVALUE, "flip: dim %lld appears more than once", (long long)d);
         *mask |= 1u << d;
@@ -569,22 +570,24 @@ static int64_t *block_offsets(const vt_tensor *t, int p, int k, const int64_t *i
     return off;
 }
 
-/* the (p, k, wrap) arguments of index_select / index_put_ checked against t and the index */
+/* the (dim, ndims, wrap) arguments of index_select / index_put_ (one layout) checked against t and the index */
+VT_SAME_IARG(index_select, index_put_, dim);
+VT_SAME_IARG(index_select, index_put_, ndims);
+VT_SAME_IARG(index_select, index_put_, wrap);
 static int index_args(const vt_ctx *c, const vt_tensor *t, const vt_tensor *idx, const char *who, int *p, int *k,
                       int *wrap) {
-    VT_TRY(vt_arg_count(c, 3, 0));
     if (!t) return vt_fail(VT_ETYPE, "%s: input is missing", who);
     VT_TRY(vt_require_dtype(idx, VT_INT64, who, "index"));
     if (idx->ndim > 1) return vt_fail(VT_ESHAPE, "%s: index must be 0-d or 1-d, got %d dimensions", who, idx->ndim);
     if (t->ndim == 0) return vt_fail(VT_ESHAPE, "%s: input must have at least one dimension", who);
-    int64_t dim = c->args->i[0], nk = c->args->i[1];
+    int64_t dim = c->args->i[IARG(index_select, dim)], nk = c->args->i[IARG(index_select, ndims)];
     VT_TRY(vt_normalize_dim(&dim, t->ndim, who));
     if (nk < 1 || dim + nk > t->ndim)
         return vt_fail(VT_EVALUE, "%s: %lld dims from dim %lld do not fit a %d-d input", who, (long long)nk,
                        (long long)dim, t->ndim);
     *p = (int)dim;
     *k = (int)nk;
-    *wrap = c->args->i[2] != 0;
+    *wrap = c->args->i[IARG(index_select, wrap)] != 0;
     int64_t M = vt_shape_numel(*k, t->shape + *p);
     return check_indices(vt_i64(idx), vt_numel(idx), *wrap ? -M : 0, M, who, *k == 1 ? "dimension" : "the dims from",
                          dim, M);
@@ -644,7 +647,6 @@ static void gather_fibers(int nd, const int64_t *xst, char *xbase, const int64_t
 
 /* out = x[..., index[...], ...] along dim (torch.gather); index saved for the scatter-add backward */
 int vt_gather_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 1, 0));
     const vt_tensor *x = c->in[0], *idx = c->in[1];
     if (!x) return vt_fail(VT_ETYPE, "gather: input is missing");
     VT_TRY(vt_require_dtype(idx, VT_INT64, "gather", "index"));
@@ -653,7 +655,7 @@ int vt_gather_forward(vt_ctx *c) {
         return vt_fail(VT_ESHAPE, "gather: index of shape %s has %d dimensions but the input of shape %s has %d",
                        vt_shape_str(idx->ndim, idx->shape, b1, sizeof b1), idx->ndim,
                        vt_shape_str(x->ndim, x->shape, b2, sizeof b2), x->ndim);
-    int64_t dim = c->args->i[0];
+    int64_t dim = c->args->i[IARG(gather, dim)];
     VT_TRY(vt_normalize_dim(&dim, x->ndim, "gather"));
     for (int d = 0; d < x->ndim; d++)
         if (d != dim && idx->shape[d] > x->shape[d])
@@ -682,7 +684,7 @@ int vt_gather_forward(vt_ctx *c) {
 int vt_gather_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     const vt_meta *m = &n->in_meta[0];
     const vt_tensor *ic = n->saved[0];
-    int64_t dim = n->args.i[0];
+    int64_t dim = n->args.i[IARG(gather, dim)];
     VT_TRY(vt_normalize_dim(&dim, m->ndim, "gather"));
     vt_tensor *gx = vt_zeros(VT_FLOAT32, m->ndim, m->shape);
     if (!gx) return vt_last_code();
@@ -728,9 +730,9 @@ int vt_index_select_forward(vt_ctx *c) {
 int vt_index_select_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     const vt_meta *m = &n->in_meta[0];
     const vt_tensor *ic = n->saved[0];
-    int64_t dim = n->args.i[0];
+    int64_t dim = n->args.i[IARG(index_select, dim)];
     VT_TRY(vt_normalize_dim(&dim, m->ndim, "index_select"));
-    int p = (int)dim, k = (int)n->args.i[1];
+    int p = (int)dim, k = (int)n->args.i[IARG(index_select, ndims)];
     vt_tensor *gx = vt_zeros(VT_FLOAT32, m->ndim, m->shape);
     if (!gx) return vt_last_code();
     const vt_tensor *g = gout[0];
@@ -796,9 +798,8 @@ int vt_index_put_forward(vt_ctx *c) {
 /* positions of true elements in row-major order: per-block counts, a prefix sum, then each block
  * writes its own range (fixed blocks, so the result does not depend on the thread count) */
 int vt_nonzero_forward(vt_ctx *c) {
-    VT_TRY(vt_arg_count(c, 1, 0));
     VT_TRY(vt_require_dtype(c->in[0], VT_BOOL, "nonzero", "mask"));
-    int flat = c->args->i[0] != 0;
+    int flat = c->args->i[IARG(nonzero, flat)] != 0;
     vt_tensor *m = vt_contiguous(c->in[0]);
     if (!m) return vt_last_code();
     const uint8_t *mp = vt_u8(m);

@@ -1,6 +1,8 @@
 /* vitc python binding: the _C module. `call` runs any op of the table (csrc/ops/ops.def) by id:
  * call(op, tensors, ints, floats) with tensors a tuple of Tensor-or-None, ints and floats tuples
- * of numbers (or None). The package's Python modules give each op its PyTorch-style signature. */
+ * of numbers (or None). `op_args` maps each op to its named arguments (the row's ARGS), from
+ * which vitc/_tensor.py's _call packs keywords into those tuples; the package's Python modules
+ * give each op its PyTorch-style signature. */
 #include "binding.h"
 #include "../autograd/node.h"
 #include "../autograd/profile.h"
@@ -352,6 +354,15 @@ PyMODINIT_FUNC PyInit__C(void) {
         Py_DECREF(v);
     }
     PyModule_AddObject(m, "ops", ops);
+    /* op name -> its argument spec (vt_op_args, ops.h): how vitc/_tensor.py packs keywords */
+    PyObject *specs = PyDict_New();
+    if (!specs) goto fail;
+    for (int i = 0; i < vt_nops; i++) {
+        PyObject *v = PyUnicode_FromString(vt_op_args[i]);
+        if (!v || PyDict_SetItemString(specs, vt_ops[i].name, v) < 0) { Py_XDECREF(v); Py_DECREF(specs); goto fail; }
+        Py_DECREF(v);
+    }
+    PyModule_AddObject(m, "op_args", specs);
     PyModule_AddIntConstant(m, "MAX_DIMS", VT_MAX_DIMS);
     PyModule_AddIntConstant(m, "MAX_IN", VT_MAX_IN);
     return m;

@@ -1,5 +1,5 @@
 """Attention ops against PyTorch: the fused multi-head attention on the packed qkv projection
-(SPEC §1.4) and scaled_dot_product_attention, forward, attention maps, gradients, dropout, errors."""
+(ViT, arXiv 2010.11929) and scaled_dot_product_attention, forward, attention maps, gradients, dropout, errors."""
 import os
 import subprocess
 import sys
@@ -13,11 +13,11 @@ import vitc
 from opcheck import (assert_close, assert_same_at_1_and_2_threads, at_thread_counts, check_allocation_failures, check_op,
                      rand)
 
-RTOL, ATOL = 1e-4, 1e-5  # SPEC §0: GEMM/attention outputs
+RTOL, ATOL = 1e-4, 1e-5  # vitc's float32 parity tolerance for GEMM/attention outputs
 
 
 def torch_mha(qkv, heads, scale=None, mult=None):
-    """The reference with explicit torch ops (SPEC §1.4); mult (B, H, T, T) injects vitc's dropout
+    """The reference with explicit torch ops (softmax(q·kᵀ·scale)·v per head); mult (B, H, T, T) injects vitc's dropout
     multipliers (0 or 1/(1-p)) between the softmax and the product with v."""
     B, T, C = qkv.shape
     Dh = C // (3 * heads)

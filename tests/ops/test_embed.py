@@ -1,4 +1,4 @@
-"""patchify / unpatchify (SPEC §1.1) against the einops-equivalent torch code, forward and backward."""
+"""patchify / unpatchify (ViT's patch rearrangement) against the einops-equivalent torch code, forward and backward."""
 import numpy as np
 import pytest
 
@@ -61,7 +61,7 @@ def test_patchify_channels_last_view():
 
 
 def test_patchify_then_linear_equals_strided_conv():
-    """SPEC §1.1: a linear layer on patches is a conv with kernel = stride = P when
+    """A linear layer on patches is a conv with kernel = stride = P when
     W_lin[:, (a·P2 + b)·C + c] = W_conv[:, c, a, b]."""
     x, wc, b = rand(2, 3, 8, 12, rng=RNG), rand(5, 3, 2, 4, rng=RNG), rand(5, rng=RNG)
     wl = np.ascontiguousarray(wc.transpose(0, 2, 3, 1).reshape(5, -1))

@@ -1,4 +1,4 @@
-"""DeepViT re-attention (SPEC §4.1) against the formula written with torch ops: outputs, the maps Â,
+"""DeepViT re-attention (arXiv 2103.11886; zhoudaquan/dvit_repo:models/layers.py `ReAttention`) against the formula written with torch ops: outputs, the maps Â,
 gradients of qkv, Θ, θ and the norm's γ/β, running statistics, train and eval, dropout, errors."""
 import numpy as np
 import pytest
@@ -9,13 +9,13 @@ import vitc
 from opcheck import assert_close, assert_same_at_1_and_2_threads, check_allocation_failures, check_op, rand
 from test_attention import _packed_multipliers
 
-RTOL, ATOL = 1e-4, 1e-5          # SPEC §0: attention/norm outputs
-GRTOL, GATOL = 1e-3, 1e-5        # SPEC §0: gradients
+RTOL, ATOL = 1e-4, 1e-5          # vitc's float32 parity tolerance for attention/norm outputs
+GRTOL, GATOL = 1e-3, 1e-5        # vitc's float32 parity tolerance for gradients
 
 
 def torch_reattention(qkv, heads, theta, theta_bias=None, w=None, b=None, rm=None, rv=None, norm="batch",
                       training=True, momentum=0.1, eps=1e-5, scale=None, ts=1.0, mult=None):
-    """SPEC §4.1 with explicit torch ops: softmax maps, dropout multipliers injected, the head mixing
+    """Re-attention with explicit torch ops: softmax maps, dropout multipliers injected, the head mixing
     as an einsum (a 1×1 Conv2d over heads), BatchNorm2d / LayerNorm over the head axis, then ·v."""
     B, T, C = qkv.shape
     Dh = C // (3 * heads)
@@ -98,7 +98,7 @@ def test_forward_maps_and_all_gradients(norm, B, T, H, Dh):
     affine = norm != "none"
     x = rand(B, T, 3 * H * Dh, low=-2, high=2)
     # the normed maps have unit variance per head (not rows summing to 1), so Â·v sums terms of
-    # size |Â|·|v|; a smaller v keeps those terms O(1), the scale SPEC §0's atol assumes
+    # size |Â|·|v|; a smaller v keeps those terms O(1), the scale ATOL assumes
     x[..., 2 * H * Dh:] *= 0.25
     vfn, tfn = _fns(H, norm, affine=affine)
     inputs = [x] + _params(H, affine=affine)
@@ -265,7 +265,7 @@ def test_bad_input():
         R(x, 2, th, running_mean=vitc.zeros(2), running_var=rv)
 
 
-# ---- attention_apply: another block's maps times this block's v (attention reuse, SPEC §4.3) ------
+# ---- attention_apply: another block's maps times this block's v (attention reuse, arXiv 2103.11886 §5)
 
 def torch_apply(qkv, maps, heads):
     B, T, C = qkv.shape

@@ -221,17 +221,17 @@ def test_slice_op_checks_in_c():
     from vitc._tensor import _call
     x = vitc.zeros(3, 4)
     with pytest.raises(vitc.IndexError):
-        _call("slice", (x,), (0, 3, 1, 2, 3, 1))
+        _call("slice", (x,), ranges=(0, 3, 1, 2, 3, 1))
     with pytest.raises(ValueError):
-        _call("slice", (x,), (0, 3, 1, 0, 2, -1))
+        _call("slice", (x,), ranges=(0, 3, 1, 0, 2, -1))
     with pytest.raises(vitc.IndexError):
-        _call("slice", (x,), (3, 0, 0, 0, 4, 1))
+        _call("slice", (x,), ranges=(3, 0, 0, 0, 4, 1))
     with pytest.raises(ValueError):
-        _call("slice", (x,), (0, 3, 1))
+        _call("slice", (x,), ranges=(0, 3, 1))
     with pytest.raises(ValueError):
-        _call("split", (x,), (0, 0, 1, 1))
+        _call("split", (x,), dim=0, drop=0, sizes=(1, 1))
     with pytest.raises(ValueError):
-        _call("index_select", (x, vitc.tensor([0])), (0, 3, 0))
+        _call("index_select", (x, vitc.tensor([0])), dim=0, ndims=3, wrap=0)
 
 
 # ---- flip / repeat ----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     expect_tensor(input, "leaky_relu")
     if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
         raise TypeError(f"leaky_relu: negative_slope must be a number, got {type(negative_slope).__name__}")
-    return _call("leaky_relu", (input,), None, (float(negative_slope),))
+    return _call("leaky_relu", (input,), negative_slope=float(negative_slope))
 
 
 def silu(input, inplace=False):
@@ -42,11 +42,11 @@ _GELU = {"none": 0, "tanh": 1}
 
 
 def gelu(input, approximate="none"):
-    """x·Φ(x) (approximate='none', exact erf form) or its tanh approximation ('tanh'), SPEC §1.5."""
+    """x·Φ(x) (approximate='none', exact erf form) or its tanh approximation ('tanh'), as torch.nn.functional.gelu."""
     expect_tensor(input, "gelu")
     if approximate not in _GELU:
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return _call("gelu", (input,), (_GELU[approximate],))
+    return _call("gelu", (input,), approximate=_GELU[approximate])
 
 
 def _dim(dim, who):
@@ -61,7 +61,7 @@ def _softmax(op, input, dim, dtype):
     expect_tensor(input, op)
     if dtype is not None and as_dtype(dtype) is not float32:
         raise TypeError(f"{op}: only dtype float32 is supported, got {dtype!r}")
-    return _call(op, (input,), (_dim(dim, op),))
+    return _call(op, (input,), dim=_dim(dim, op))
 
 
 def softmax(input, dim=None, dtype=None):
@@ -82,18 +82,18 @@ def dropout(input, p=0.5, training=True, inplace=False):
     p = expect_probability(p, "dropout")
     if not training or p == 0.0:
         return input
-    return _call("dropout", (input,), None, (p,))
+    return _call("dropout", (input,), p=p)
 
 
 def drop_path(input, p=0.0, training=False, scale_by_keep=True):
-    """Stochastic depth (timm's drop_path, SPEC §3.7): each sample along dim 0 is zeroed with
+    """Stochastic depth (timm's drop_path, huggingface/pytorch-image-models:timm/layers/drop.py): each sample along dim 0 is zeroed with
     probability p, kept ones scaled by 1/(1−p) (scale_by_keep). Identity (the input itself) when
     not training or p = 0."""
     expect_tensor(input, "drop_path")
     p = expect_probability(p, "drop_path")
     if not training or p == 0.0:
         return input
-    return _call("drop_path", (input,), (int(bool(scale_by_keep)),), (p,))
+    return _call("drop_path", (input,), scale_by_keep=int(bool(scale_by_keep)), p=p)
 
 
 register("tanh", tanh)

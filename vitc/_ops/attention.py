@@ -1,5 +1,6 @@
-"""Attention: the fused multi-head self-attention on a packed qkv projection (SPEC §1.4) and
-torch.nn.functional.scaled_dot_product_attention (csrc/ops/attention.c)."""
+"""Attention: the fused multi-head self-attention on a packed qkv projection (ViT, arXiv 2010.11929 Appendix A,
+heads laid out as timm's reshape(B, T, 3, heads, Dh)) and torch.nn.functional.scaled_dot_product_attention
+(csrc/ops/attention/)."""
 import numbers
 
 from .._checks import expect_int, expect_probability, expect_tensor
@@ -32,8 +33,8 @@ def multi_head_attention_packed(qkv, heads, scale=None, dropout_p=0.0, training=
     expect_int(heads, who, "heads", minimum=1)
     default, s = _check_scale(scale, who)
     p = expect_probability(dropout_p, who, "dropout_p")
-    return _call("attention", (qkv,), (int(heads), int(bool(need_weights)), default),
-                 (s, p if training else 0.0))
+    return _call("attention", (qkv,), heads=int(heads), need_weights=int(bool(need_weights)), default_scale=default,
+                 scale=s, dropout_p=p if training else 0.0)
 
 
 def qkv_attention(input, weight, bias, heads, scale=None, dropout_p=0.0, training=True, need_weights=False,
@@ -56,15 +57,15 @@ def qkv_attention(input, weight, bias, heads, scale=None, dropout_p=0.0, trainin
     expect_int(heads, who, "heads", minimum=1)
     default, s = _check_scale(scale, who)
     p = expect_probability(dropout_p, who, "dropout_p")
-    proj = proj_weight is not None
-    return _call("qkv_attention", (input, weight, bias) + ((proj_weight, proj_bias) if proj else ()),
-                 (int(heads), int(bool(need_weights)), default, int(proj)), (s, p if training else 0.0))
+    return _call("qkv_attention", (input, weight, bias, proj_weight, proj_bias), heads=int(heads),
+                 need_weights=int(bool(need_weights)), default_scale=default,
+                 apply_projection=int(proj_weight is not None), scale=s, dropout_p=p if training else 0.0)
 
 
 def reattention_packed(qkv, heads, theta, theta_bias=None, norm='batch', norm_weight=None, norm_bias=None,
                        running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5, scale=None,
                        dropout_p=0.0, transform_scale=None, need_weights=False, return_softmax=False):
-    """DeepViT re-attention (SPEC §4.1; P-DeepViT arXiv 2103.11886, official zhoudaquan/dvit_repo) from the
+    """DeepViT re-attention (Zhou et al., arXiv 2103.11886; official zhoudaquan/dvit_repo:models/layers.py) from the
     packed projection qkv (B, T, 3·heads·Dh), one fused autograd node.
 
     Per image: A = softmax(q·kᵀ·scale) per head, A' = dropout(A) (when training), the heads mixed by
@@ -100,21 +101,22 @@ def reattention_packed(qkv, heads, theta, theta_bias=None, norm='batch', norm_we
         if not isinstance(v, numbers.Real) or isinstance(v, bool):
             raise TypeError(f"{who}: {n} must be a number, got {type(v).__name__}")
     return _call("reattention", (qkv, theta, theta_bias, norm_weight, norm_bias, running_mean, running_var),
-                 (int(heads), int(bool(need_weights)), default, _REATTN_NORMS[norm], int(bool(training)),
-                  int(bool(return_softmax))),
-                 (s, p if training else 0.0, float(momentum), float(eps), ts))
+                 heads=int(heads), need_weights=int(bool(need_weights)), default_scale=default,
+                 norm=_REATTN_NORMS[norm], training=int(bool(training)), return_softmax=int(bool(return_softmax)),
+                 scale=s, dropout_p=p if training else 0.0, momentum=float(momentum), eps=float(eps),
+                 transform_scale=ts)
 
 
 def attention_apply(qkv, maps, heads):
     """out = maps·v per head, v the third chunk of the packed projection qkv (B, T, 3·heads·Dh), maps
-    (B, heads, T, T) made elsewhere (DeepViT attention reuse, SPEC §4.3: a later block multiplies its
+    (B, heads, T, T) made elsewhere (DeepViT attention reuse, arXiv 2103.11886 §5: a later block multiplies its
     own v with an earlier block's maps). Heads concatenated head-major -> (B, T, heads·Dh).
     Gradients reach v and the maps (hence the block that made them)."""
     who = "attention_apply"
     expect_tensor(qkv, who, "qkv")
     expect_tensor(maps, who, "maps")
     expect_int(heads, who, "heads", minimum=1)
-    return _call("attention_apply", (qkv, maps), (int(heads),))
+    return _call("attention_apply", (qkv, maps), heads=int(heads))
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -135,5 +137,5 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError(f"{who}: enable_gqa is not supported")
     default, s = _check_scale(scale, who)
     p = expect_probability(dropout_p, who, "dropout_p")
-    return _call("scaled_dot_product_attention", (query, key, value, attn_mask), (int(bool(is_causal)), default),
-                 (s, p))
+    return _call("scaled_dot_product_attention", (query, key, value, attn_mask), is_causal=int(bool(is_causal)),
+                 default_scale=default, scale=s, dropout_p=p)

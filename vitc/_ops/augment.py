@@ -39,8 +39,10 @@ def mixup(x, y, seed, offset, *, num_classes, mixup_alpha=1.0, cutmix_alpha=0.0,
     expect_tensor(y, "mixup", "y")
     if mode not in MIX_MODES:
         raise ValueError(f"mixup: mode must be 'batch' or 'elem', got {mode!r}")
-    return _call("mixup", (x, y), (_i64(seed), _i64(offset), MIX_MODES[mode], int(num_classes), int(bool(correct_lam))),
-                 (float(mixup_alpha), float(cutmix_alpha), float(prob), float(switch_prob), float(label_smoothing)))
+    return _call("mixup", (x, y), seed=_i64(seed), offset=_i64(offset), mode=MIX_MODES[mode],
+                 num_classes=int(num_classes), correct_lam=int(bool(correct_lam)), mixup_alpha=float(mixup_alpha),
+                 cutmix_alpha=float(cutmix_alpha), prob=float(prob), switch_prob=float(switch_prob),
+                 label_smoothing=float(label_smoothing))
 
 
 def random_erase_counters(shape, max_count):
@@ -58,8 +60,10 @@ def random_erase(x, seed, offset, *, probability=0.5, min_area=0.02, max_area=1 
     if not (min_aspect > 0 and max_aspect > 0):
         raise ValueError(f"random_erase: aspect ratios must be > 0, got {min_aspect} and {max_aspect}")
     max_count = max_count or min_count
-    return _call("random_erase", (x,), (_i64(seed), _i64(offset), ERASE_MODES[mode], int(min_count), int(max_count)),
-                 (float(probability), float(min_area), float(max_area), math.log(min_aspect), math.log(max_aspect)))
+    return _call("random_erase", (x,), seed=_i64(seed), offset=_i64(offset), mode=ERASE_MODES[mode],
+                 min_count=int(min_count), max_count=int(max_count), probability=float(probability),
+                 min_area=float(min_area), max_area=float(max_area), log_min_aspect=math.log(min_aspect),
+                 log_max_aspect=math.log(max_aspect))
 
 
 def rand_augment_counters(batch_size, num_ops):
@@ -77,6 +81,7 @@ def rand_augment(x, fill, seed, offset, plan=None, *, num_ops=2, magnitude=9.0, 
         expect_tensor(plan, "rand_augment", "plan")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"rand_augment: interpolation must be 'bilinear', 'bicubic' or 'random', got {interpolation!r}")
-    return _call("rand_augment", (x, fill, plan),
-                 (_i64(seed), _i64(offset), int(num_ops), int(bool(increasing)), INTERPOLATIONS[interpolation]),
-                 (float(magnitude), float(magnitude_std), float(prob), float(magnitude_max), float(translate_pct)))
+    return _call("rand_augment", (x, fill, plan), seed=_i64(seed), offset=_i64(offset), num_ops=int(num_ops),
+                 increasing=int(bool(increasing)), interpolation=INTERPOLATIONS[interpolation],
+                 magnitude=float(magnitude), magnitude_std=float(magnitude_std), prob=float(prob),
+                 magnitude_max=float(magnitude_max), translate_pct=float(translate_pct))

@@ -1,7 +1,7 @@
 """Convolution, pooling and patch embedding (csrc/ops/conv.c, csrc/ops/embed.c).
 
 Signatures and semantics follow torch.nn.functional: NCHW float32 tensors, int-or-pair size
-arguments, unbatched (C, H, W) inputs accepted. patchify is SPEC §1.1's einops rearrangement
+arguments, unbatched (C, H, W) inputs accepted. patchify is ViT's patch rearrangement, the einops pattern
 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)'; unpatchify is its inverse.
 """
 
@@ -47,7 +47,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         ph, pw = expect_pair(padding, who, "padding", single_ok=True)
         pads = (ph, ph, pw, pw)
     x, squeeze = _unbatched(input, who)
-    out = _call("conv2d", (x, weight, bias), (sh, sw) + pads + (dh, dw, groups))
+    top, bottom, left, right = pads
+    out = _call("conv2d", (x, weight, bias), stride_h=sh, stride_w=sw, pad_top=top, pad_bottom=bottom, pad_left=left,
+                pad_right=right, dilation_h=dh, dilation_w=dw, groups=groups)
     return out.reshape(*out.shape[1:]) if squeeze else out
 
 
@@ -66,8 +68,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     With return_indices, also the int64 argmax positions (flat index into each H·W plane)."""
     who = "max_pool2d"
     expect_tensor(input, who, "input")
-    args = _pool_args(kernel_size, stride, padding, who) + expect_pair(dilation, who, "dilation", single_ok=True)
-    return _call(who, (input,), args + (int(bool(ceil_mode)), int(bool(return_indices))))
+    kh, kw, sh, sw, ph, pw = _pool_args(kernel_size, stride, padding, who)
+    dh, dw = expect_pair(dilation, who, "dilation", single_ok=True)
+    return _call("max_pool2d", (input,), kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw,
+                 dilation_h=dh, dilation_w=dw, ceil_mode=int(bool(ceil_mode)), return_indices=int(bool(return_indices)))
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -75,14 +79,15 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     """torch.nn.functional.avg_pool2d (zero padding counted in the divisor when count_include_pad)."""
     who = "avg_pool2d"
     expect_tensor(input, who, "input")
-    args = _pool_args(kernel_size, stride, padding, who)
+    kh, kw, sh, sw, ph, pw = _pool_args(kernel_size, stride, padding, who)
     if divisor_override is None:
         div = 0
     else:
         div = expect_int(divisor_override, who, "divisor_override")
         if div <= 0:
             raise ValueError(f"{who}: divisor_override must be positive, got {div}")
-    return _call(who, (input,), args + (int(bool(ceil_mode)), int(bool(count_include_pad)), div))
+    return _call("avg_pool2d", (input,), kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw,
+                 ceil_mode=int(bool(ceil_mode)), count_include_pad=int(bool(count_include_pad)), divisor_override=div)
 
 
 def adaptive_avg_pool2d(input, output_size):
@@ -101,15 +106,15 @@ def adaptive_avg_pool2d(input, output_size):
         oh = ow = expect_int(output_size, who, "output_size")
     if oh < 0 or ow < 0:
         raise ValueError(f"{who}: output_size must be non-negative, got {(oh, ow)}")
-    return _call(who, (input,), (oh, ow))
+    return _call("adaptive_avg_pool2d", (input,), output_h=oh, output_w=ow)
 
 
 def patchify(x, patch_size):
     """(B, C, H, W) -> (B, (H/p1)(W/p2), p1·p2·C), einops 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)'
-    (SPEC §1.1); patch_size an int or (p1, p2); H % p1 and W % p2 must be 0."""
+    (lucidrains/vit-pytorch:vit_pytorch/vit.py); patch_size an int or (p1, p2); H % p1 and W % p2 must be 0."""
     expect_tensor(x, "patchify", "x")
     p1, p2 = expect_pair(patch_size, "patchify", "patch_size", single_ok=True)
-    return _call("patchify", (x,), (p1, p2))
+    return _call("patchify", (x,), p1=p1, p2=p2)
 
 
 def unpatchify(tokens, patch_size, grid_size):
@@ -117,4 +122,4 @@ def unpatchify(tokens, patch_size, grid_size):
     expect_tensor(tokens, "unpatchify", "tokens")
     p1, p2 = expect_pair(patch_size, "unpatchify", "patch_size", single_ok=True)
     h, w = expect_pair(grid_size, "unpatchify", "grid_size", single_ok=True)
-    return _call("unpatchify", (tokens,), (p1, p2, h, w))
+    return _call("unpatchify", (tokens,), p1=p1, p2=p2, h=h, w=w)

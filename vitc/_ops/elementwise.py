@@ -31,9 +31,9 @@ def _is_scalar(x):
 
 def add(input, other, alpha=1):
     if _is_scalar(other) and isinstance(input, Tensor):
-        return _call("add_scalar", (input,), None, (float(other) * alpha,))
+        return _call("add_scalar", (input,), other=float(other) * alpha)
     if _is_scalar(input) and isinstance(other, Tensor):
-        return add(other * alpha, input) if alpha != 1 else _call("add_scalar", (other,), None, (float(input),))
+        return add(other * alpha, input) if alpha != 1 else _call("add_scalar", (other,), other=float(input))
     a, b = _promote(_t(input), _t(other))
     if alpha != 1:
         b = mul(b, alpha)
@@ -42,7 +42,7 @@ def add(input, other, alpha=1):
 
 def sub(input, other, alpha=1):
     if _is_scalar(other) and isinstance(input, Tensor):
-        return _call("add_scalar", (input,), None, (-float(other) * alpha,))
+        return _call("add_scalar", (input,), other=-float(other) * alpha)
     if _is_scalar(input) and isinstance(other, Tensor):
         return add(neg(other) if alpha == 1 else mul(other, -alpha), input)
     a, b = _promote(_t(input), _t(other))
@@ -53,9 +53,9 @@ def sub(input, other, alpha=1):
 
 def mul(input, other):
     if _is_scalar(other) and isinstance(input, Tensor):
-        return _call("mul_scalar", (input,), None, (float(other),))
+        return _call("mul_scalar", (input,), other=float(other))
     if _is_scalar(input) and isinstance(other, Tensor):
-        return _call("mul_scalar", (other,), None, (float(input),))
+        return _call("mul_scalar", (other,), other=float(input))
     return _call("mul", _promote(_t(input), _t(other)))
 
 
@@ -67,9 +67,9 @@ def div(input, other):
 
 def pow(input, exponent):
     if _is_scalar(exponent) and isinstance(input, Tensor):
-        return _call("pow_scalar", (input,), None, (float(exponent),))
+        return _call("pow_scalar", (input,), exponent=float(exponent))
     if _is_scalar(input) and isinstance(exponent, Tensor):
-        return _call("rpow_scalar", (exponent,), None, (float(input),))
+        return _call("rpow_scalar", (exponent,), base=float(input))
     return _call("pow", _promote(_t(input), _t(exponent)))
 
 
@@ -99,8 +99,8 @@ def clamp(input, min=None, max=None):
     for v, n in ((min, "min"), (max, "max")):
         if v is not None and not isinstance(v, numbers.Real):
             raise TypeError(f"clamp: {n} must be a number, got {type(v).__name__}")
-    return _call("clamp", (input,), (int(min is not None), int(max is not None)),
-                 (float(min if min is not None else 0), float(max if max is not None else 0)))
+    return _call("clamp", (input,), has_min=int(min is not None), has_max=int(max is not None),
+                 min=float(min if min is not None else 0), max=float(max if max is not None else 0))
 
 
 clip = clamp
@@ -122,7 +122,7 @@ def masked_fill(input, mask, value):
         value = value.item()
     if not isinstance(value, numbers.Real):
         raise TypeError(f"masked_fill: value must be a number, got {type(value).__name__}")
-    return _call("masked_fill", (input, mask if mask.dtype is bool_ else mask.bool()), None, (float(value),))
+    return _call("masked_fill", (input, mask if mask.dtype is bool_ else mask.bool()), value=float(value))
 
 
 _CMP = {"eq": 0, "ne": 1, "lt": 2, "le": 3, "gt": 4, "ge": 5}
@@ -131,7 +131,7 @@ _CMP = {"eq": 0, "ne": 1, "lt": 2, "le": 3, "gt": 4, "ge": 5}
 def _compare(name):
     def fn(input, other):
         if _is_scalar(other) and isinstance(input, Tensor):
-            return _call("cmp_scalar", (input,), (_CMP[name],), (float(other),))
+            return _call("cmp_scalar", (input,), kind=_CMP[name], other=float(other))
         a, b = _t(input), _t(other)
         if a.dtype is not b.dtype:
             a, b = _promote(a, b)

@@ -16,4 +16,4 @@ def linear_gelu_linear(input, weight1, bias1, weight2, bias2, approximate="none"
         expect_tensor(t, "linear_gelu_linear", n, optional=True)
     if approximate not in _GELU:
         raise ValueError(f"linear_gelu_linear: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return _call("linear_gelu_linear", (input, weight1, bias1, weight2, bias2), (_GELU[approximate],))
+    return _call("linear_gelu_linear", (input, weight1, bias1, weight2, bias2), approximate=_GELU[approximate])

@@ -122,19 +122,20 @@ def _index_plan(t, key):
             d += k
     x = t
     if not identity or not adv:
-        x = _call("slice", (t,), tuple(args))
+        x = _call("slice", (t,), ranges=args)
     if "new" in vdims or "empty" in vdims:
         it = iter(x.shape)
         x = reshape(x, tuple(1 if v in ("new", "empty") else next(it) for v in vdims))
         if "empty" in vdims:
-            x = _call("slice", (x,), tuple(a for v, s in zip(vdims, x.shape) for a in ((0, 0, 1) if v == "empty" else (0, s, 1))))
+            x = _call("slice", (x,), ranges=tuple(a for v, s in zip(vdims, x.shape)
+                                                  for a in ((0, 0, 1) if v == "empty" else (0, s, 1))))
     if not adv:
         return x, None
 
     if len(adv) == 1:
         kind, ix, p, k = adv[0]
         if kind == "mask":
-            lin = _call("nonzero", (ix,), (1,))
+            lin = _call("nonzero", (ix,), flat=1)
             return x, (p, k, lin, 0, (lin.shape[0],))
         lin = ix if ix.ndim == 1 else reshape(ix, (-1,))
         return x, (p, 1, lin, 1, ix.shape)
@@ -144,7 +145,7 @@ def _index_plan(t, key):
     for kind, ix, p, k in adv:
         dims += range(p, p + k)
         if kind == "mask":
-            coords = _call("nonzero", (ix,), (0,)).numpy()
+            coords = _call("nonzero", (ix,), flat=0).numpy()
             arrays += [coords[:, j] for j in range(k)]
         else:
             a = ix.numpy()
@@ -166,7 +167,7 @@ def _index_plan(t, key):
     rest = [i for i in range(x.ndim) if i not in dims]
     order = rest[:q] + dims + rest[q:]
     if order != list(range(x.ndim)):
-        x = _call("permute", (x,), tuple(order))
+        x = _call("permute", (x,), dims=order)
     return x, (q, len(dims), from_numpy(np.ascontiguousarray(lin, dtype=np.int64)), 0, B)
 
 
@@ -185,7 +186,7 @@ def getitem(self, key):
     if adv is None:
         return x
     q, k, lin, wrap, B = adv
-    out = _call("index_select", (x, lin), (q, k, wrap))
+    out = _call("index_select", (x, lin), dim=q, ndims=k, wrap=wrap)
     if len(B) != 1:
         out = reshape(out, out.shape[:q] + tuple(B) + out.shape[q + 1:])
     return out
@@ -230,7 +231,7 @@ def setitem(self, key, value):
             value = reshape(expand(value, target), outer + (lin.shape[0],) + inner)
         while value.ndim > len(outer) + 1 + len(inner) and value.shape[0] == 1:
             value = reshape(value, value.shape[1:])
-        _call("index_put_", (x, lin, value), (q, k, wrap))
+        _call("index_put_", (x, lin, value), dim=q, ndims=k, wrap=wrap)
 
 
 # ---- functions ------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ def gather(input, dim, index, *, sparse_grad=False):
     index = _index_arg(index, "gather")
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
         raise TypeError(f"gather: dim must be an int, got {type(dim).__name__}")
-    return _call("gather", (input, index), (int(dim),))
+    return _call("gather", (input, index), dim=int(dim))
 
 
 def take_along_dim(input, indices, dim):
@@ -264,7 +265,7 @@ def take_along_dim(input, indices, dim):
                            tuple(1 if i == d else s for i, s in enumerate(indices.shape)))
     x = expand(input, tuple(input.shape[d] if i == d else s for i, s in enumerate(shp)))
     ix = expand(indices, tuple(indices.shape[d] if i == d else s for i, s in enumerate(shp)))
-    return _call("gather", (x, ix), (d,))
+    return _call("gather", (x, ix), dim=d)
 
 
 def index_select(input, dim, index):
@@ -273,8 +274,8 @@ def index_select(input, dim, index):
     index = _index_arg(index, "index_select")
     if input.ndim == 0:
         d = _wrap_dim(dim, 0)
-        return reshape(_call("index_select", (reshape(input, (1,)), index), (d, 1, 0)), ())
-    return _call("index_select", (input, index), (_wrap_dim(dim, input.ndim), 1, 0))
+        return reshape(_call("index_select", (reshape(input, (1,)), index), dim=d, ndims=1, wrap=0), ())
+    return _call("index_select", (input, index), dim=_wrap_dim(dim, input.ndim), ndims=1, wrap=0)
 
 
 def masked_select(input, mask):
@@ -286,18 +287,18 @@ def masked_select(input, mask):
     shape = broadcast_shapes(input.shape, mask.shape) or (1,)
     x = expand(input, shape) if input.shape != shape else input
     m = expand(mask, shape) if mask.shape != shape else mask
-    lin = _call("nonzero", (m,), (1,))
-    return _call("index_select", (x, lin), (0, len(shape), 0))
+    lin = _call("nonzero", (m,), flat=1)
+    return _call("index_select", (x, lin), dim=0, ndims=len(shape), wrap=0)
 
 
 def nonzero(input, *, as_tuple=False):
     """Indices of nonzero elements: (n, ndim) int64, or a tuple of ndim 1-d tensors."""
     expect_tensor(input, "nonzero", "input")
     m = input if input.dtype is bool_ else input != 0
-    out = _call("nonzero", (m,), (0,))
+    out = _call("nonzero", (m,), flat=0)
     if as_tuple:
         if input.ndim == 0:
-            return (_call("nonzero", (m,), (1,)),)
+            return (_call("nonzero", (m,), flat=1),)
         return tuple(out[:, j] for j in range(input.ndim))
     return out
 

@@ -47,7 +47,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                   label_smoothing=0.0):
     """Cross entropy of logits input (N, K, *) against class indices (N, *) int64 or class
     probabilities (N, K, *) float32, with optional class weight (K,) and label smoothing
-    (y ← (1−ε)·y + ε/K, SPEC §3.2)."""
+    (y ← (1−ε)·y + ε/K on every class, as torch.nn.functional.cross_entropy)."""
     who = "cross_entropy"
     expect_tensor(input, who, "input")
     expect_tensor(target, who, "target")
@@ -60,7 +60,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{who}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     input, target, single = _unbatched(input, target, who)
-    out = _call("cross_entropy", (input, target, weight), (red, ignore_index), (float(label_smoothing),))
+    out = _call("cross_entropy", (input, target, weight), reduction=red, ignore_index=ignore_index,
+                label_smoothing=float(label_smoothing))
     return out.reshape(()) if single and red == 0 else out
 
 
@@ -76,9 +77,10 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
         if target.ndim != 0:
             raise ValueError(f"{who}: for an unbatched input of shape {tuple(input.shape)} the target must be 0-d, "
                              f"got shape {tuple(target.shape)}")
-        out = _call("nll_loss", (input.reshape(1, -1), target.reshape(1), weight), (red, ignore_index))
+        out = _call("nll_loss", (input.reshape(1, -1), target.reshape(1), weight), reduction=red,
+                    ignore_index=ignore_index)
         return out.reshape(()) if red == 0 else out
-    return _call("nll_loss", (input, target, weight), (red, ignore_index))
+    return _call("nll_loss", (input, target, weight), reduction=red, ignore_index=ignore_index)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction='mean',
@@ -91,8 +93,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     expect_tensor(weight, who, "weight", optional=True)
     expect_tensor(pos_weight, who, "pos_weight", optional=True)
     red = _reduction(size_average, reduce, reduction, who)
-    return _call("binary_cross_entropy_with_logits", (input, target, weight, pos_weight),
-                 (red, int(weight is not None), int(pos_weight is not None)))
+    return _call("binary_cross_entropy_with_logits", (input, target, weight, pos_weight), reduction=red,
+                 has_weight=int(weight is not None), has_pos_weight=int(pos_weight is not None))
 
 
 def kl_div(input, target, size_average=None, reduce=None, reduction='mean', log_target=False):
@@ -102,7 +104,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction='mean', log_
     expect_tensor(input, who, "input")
     expect_tensor(target, who, "target")
     red = _reduction(size_average, reduce, reduction, who, extra=(('batchmean', 3),))
-    return _call("kl_div", (input, target), (red, int(bool(log_target))))
+    return _call("kl_div", (input, target), reduction=red, log_target=int(bool(log_target)))
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction='mean'):
@@ -115,4 +117,4 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction='mean'):
         warnings.warn(f"Using a target size ({tuple(target.shape)}) that is different to the input size "
                       f"({tuple(input.shape)}). This will likely lead to incorrect results due to broadcasting. "
                       "Please ensure they have the same size.", stacklevel=2)
-    return _call("mse_loss", (input, target), (red,))
+    return _call("mse_loss", (input, target), reduction=red)

@@ -25,7 +25,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     expect_tensor(weight, "layer_norm", "weight", optional=True)
     expect_tensor(bias, "layer_norm", "bias", optional=True)
     eps = expect_number(eps, "layer_norm", "eps")
-    return _call("layer_norm", (input, weight, bias), (len(ns),) + ns, (eps,))
+    return _call("layer_norm", (input, weight, bias), normalized_shape=ns, eps=eps)
 
 
 def _bn_call(op, input, running_mean, running_var, weight, bias, training, momentum, eps):
@@ -35,7 +35,8 @@ def _bn_call(op, input, running_mean, running_var, weight, bias, training, momen
         expect_tensor(t, op, what, optional=True)
     momentum = expect_number(momentum, op, "momentum")
     eps = expect_number(eps, op, "eps")
-    return _call(op, (input, running_mean, running_var, weight, bias), (int(bool(training)),), (momentum, eps))
+    return _call(op, (input, running_mean, running_var, weight, bias), training=int(bool(training)), momentum=momentum,
+                 eps=eps)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
@@ -52,5 +53,6 @@ def token_batch_norm(input, running_mean, running_var, weight=None, bias=None, t
                      eps=1e-5):
     """BatchNorm1d(F) over the features of x (B, T, F): the same as
     batch_norm(x.transpose(1, 2), ...).transpose(1, 2), statistics per feature over the B·T tokens,
-    computed without materialising the transposes (SPEC §2.1)."""
+    computed without materialising the transposes (the per-feature token BatchNorm of
+    anindyahepth/BatchNorm_in_Transformers_CV:model/vitbn.py)."""
     return _bn_call("token_batch_norm", input, running_mean, running_var, weight, bias, training, momentum, eps)

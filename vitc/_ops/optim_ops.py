@@ -10,19 +10,20 @@ __all__ = []
 
 def flat_view(flat, offset, shape):
     """A contiguous view of ``shape`` starting ``offset`` elements into the 1-d buffer ``flat``."""
-    return _call("optim_view", (flat,), (int(offset),) + tuple(int(s) for s in shape))
+    return _call("optim_view", (flat,), offset=int(offset), shape=tuple(int(s) for s in shape))
 
 
 def sgd_step(param, grad, momentum_buf, seg, lr, momentum, dampening, weight_decay, nesterov, maximize):
-    return _call("sgd_step", (param, grad, momentum_buf, seg), (int(bool(nesterov)), int(bool(maximize))),
-                 (float(lr), float(momentum), float(dampening), float(weight_decay)))
+    return _call("sgd_step", (param, grad, momentum_buf, seg), nesterov=int(bool(nesterov)),
+                 maximize=int(bool(maximize)), lr=float(lr), momentum=float(momentum), dampening=float(dampening),
+                 weight_decay=float(weight_decay))
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, seg, lr, beta1, beta2, eps, weight_decay,
               amsgrad, decoupled, maximize):
-    return _call("adam_step", (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, seg),
-                 (int(bool(amsgrad)), int(bool(decoupled)), int(bool(maximize))),
-                 (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay)))
+    return _call("adam_step", (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, seg), amsgrad=int(bool(amsgrad)),
+                 decoupled=int(bool(decoupled)), maximize=int(bool(maximize)), lr=float(lr), beta1=float(beta1),
+                 beta2=float(beta2), eps=float(eps), weight_decay=float(weight_decay))
 
 
 def flat_zero(flat):

@@ -27,9 +27,6 @@ def _dims(dim):
     raise TypeError(f"dim must be an int or a tuple of ints, got {dim!r}")
 
 
-def _reduce_args(dim, keepdim):
-    d = _dims(dim)
-    return (int(bool(keepdim)), len(d)) + d
 
 
 def _one_dim(dim, who):
@@ -43,9 +40,9 @@ def sum(input, dim=None, keepdim=False, dtype=None):
     expect_tensor(input, "sum")
     if input.dtype is not float32:
         input = input.to(float32)
-        out = _call("sum", (input,), _reduce_args(dim, keepdim))
+        out = _call("sum", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
         return out.long() if dtype is None else out.to(dtype)
-    return _call("sum", (input,), _reduce_args(dim, keepdim))
+    return _call("sum", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
 
 
 def mean(input, dim=None, keepdim=False):
@@ -53,7 +50,7 @@ def mean(input, dim=None, keepdim=False):
     expect_tensor(input, "mean")
     if input.dtype is not float32:
         raise TypeError(f"mean: input dtype should be float32, got {input.dtype!r}")
-    return _call("mean", (input,), _reduce_args(dim, keepdim))
+    return _call("mean", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
 
 
 def _correction(who, unbiased, correction):
@@ -74,7 +71,8 @@ def _var_like(op, input, dim, unbiased, keepdim, correction):
     expect_tensor(input, op)
     if isinstance(dim, bool):  # torch.var(x, False): the second positional is `unbiased`
         dim, unbiased = None, dim
-    return _call(op, (input,), _reduce_args(dim, keepdim), (_correction(op, unbiased, correction),))
+    return _call(op, (input,), keepdim=int(bool(keepdim)), dims=_dims(dim),
+                 correction=_correction(op, unbiased, correction))
 
 
 def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
@@ -95,7 +93,7 @@ def _extreme(op, result, input, dim, keepdim):
         return _call(op, (input,))
     if isinstance(dim, Tensor):
         raise TypeError(f"{op}(input, other) is not supported: compare with vitc.where(a > b, a, b)")
-    values, indices = _call(op + "_dim", (input,), (int(bool(keepdim)), 1, _one_dim(dim, op)))
+    values, indices = _call(op + "_dim", (input,), keepdim=int(bool(keepdim)), dims=(_one_dim(dim, op),))
     return result(values, indices)
 
 
@@ -113,20 +111,20 @@ def min(input, dim=None, keepdim=False):
 def amax(input, dim=(), keepdim=False):
     """Max over dim (an int or tuple; () = all); the gradient is shared evenly among ties."""
     expect_tensor(input, "amax")
-    return _call("amax", (input,), _reduce_args(dim, keepdim))
+    return _call("amax", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
 
 
 def amin(input, dim=(), keepdim=False):
     """Min over dim (an int or tuple; () = all); the gradient is shared evenly among ties."""
     expect_tensor(input, "amin")
-    return _call("amin", (input,), _reduce_args(dim, keepdim))
+    return _call("amin", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
 
 
 def _arg(op, input, dim, keepdim):
     expect_tensor(input, op)
     if dim is None:
-        return _call(op, (input,), (int(bool(keepdim)), 0))
-    return _call(op, (input,), (int(bool(keepdim)), 1, _one_dim(dim, op)))
+        return _call(op, (input,), keepdim=int(bool(keepdim)), dims=())
+    return _call(op, (input,), keepdim=int(bool(keepdim)), dims=(_one_dim(dim, op),))
 
 
 def argmax(input, dim=None, keepdim=False):
@@ -142,7 +140,7 @@ def argmin(input, dim=None, keepdim=False):
 def logsumexp(input, dim, keepdim=False):
     """log Σ exp(x) over dim (an int or tuple), computed stably (max-shifted)."""
     expect_tensor(input, "logsumexp")
-    return _call("logsumexp", (input,), _reduce_args(dim, keepdim))
+    return _call("logsumexp", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))
 
 
 for _name in __all__:

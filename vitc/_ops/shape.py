@@ -39,14 +39,14 @@ def _infer(shape, numel, who):
 def reshape(input, *shape):
     expect_tensor(input, "reshape")
     shape = _infer(_shape_arg(shape, "reshape"), input.numel(), "reshape")
-    return _call("reshape", (input,), shape)
+    return _call("reshape", (input,), shape=shape)
 
 
 def view(input, *shape):
     expect_tensor(input, "view")
     """Like reshape but refuses to copy (PyTorch's view contract)."""
     shape = _infer(_shape_arg(shape, "view"), input.numel(), "view")
-    out = _call("reshape", (input,), shape)
+    out = _call("reshape", (input,), shape=shape)
     if input.numel() and out.data_ptr() != input.data_ptr():
         raise RuntimeError(f"view: shape {shape} is not compatible with the input's strides; use reshape()")
     return out
@@ -70,7 +70,7 @@ def permute(input, *dims):
     dims = _shape_arg(dims, "permute")
     if len(dims) != input.ndim:
         raise ValueError(f"permute: {len(dims)} dims given for a {input.ndim}-d tensor")
-    return _call("permute", (input,), dims)
+    return _call("permute", (input,), dims=dims)
 
 
 def transpose(input, dim0, dim1):
@@ -81,7 +81,7 @@ def transpose(input, dim0, dim1):
     d0, d1 = _wrap_dim(dim0, n), _wrap_dim(dim1, n)
     perm = list(range(n))
     perm[d0], perm[d1] = perm[d1], perm[d0]
-    return _call("permute", (input,), tuple(perm))
+    return _call("permute", (input,), dims=perm)
 
 
 def t(input):
@@ -108,7 +108,7 @@ def _size_int(x, who, name):
 def expand(input, *sizes):
     """A view with size-1 dims repeated by stride 0 (-1 keeps a dim); no copy."""
     expect_tensor(input, "expand")
-    return _call("expand", (input,), _shape_arg(sizes, "expand"))
+    return _call("expand", (input,), shape=_shape_arg(sizes, "expand"))
 
 
 def expand_as(input, other):
@@ -154,7 +154,7 @@ def squeeze(input, dim=None):
     else:
         dims = {_wrap_dim(dim, n)}
     shape = tuple(s for i, s in enumerate(input.shape) if not (i in dims and s == 1))
-    return _call("reshape", (input,), shape)
+    return _call("reshape", (input,), shape=shape)
 
 
 def unsqueeze(input, dim):
@@ -162,7 +162,7 @@ def unsqueeze(input, dim):
     expect_tensor(input, "unsqueeze")
     d = _wrap_dim(dim, input.ndim + 1)
     shape = input.shape[:d] + (1,) + input.shape[d:]
-    return _call("reshape", (input,), shape)
+    return _call("reshape", (input,), shape=shape)
 
 
 def movedim(input, source, destination):
@@ -203,7 +203,7 @@ def _tensor_list(tensors, who):
 def _cat_call(tensors, dim, stack):
     # the op table takes at most MAX_IN tensors per call: groups, then the groups' results
     if len(tensors) <= _MAX_IN:
-        return _call("cat", tuple(tensors), (dim, stack))
+        return _call("cat", tuple(tensors), dim=dim, stack=stack)
     # (stacked groups already have the new dim: they join along it)
     parts = [_cat_call(tensors[i:i + _MAX_IN], dim, stack) for i in range(0, len(tensors), _MAX_IN)]
     return _cat_call(parts, dim, 0)
@@ -263,7 +263,7 @@ def narrow(input, dim, start, length):
         start += size
     if not 0 <= start <= size or length < 0 or start + length > size:
         raise _C.IndexError(f"narrow: start ({start}) + length ({length}) exceeds dimension {dim} of size {size}")
-    return _call("slice", (input,), _slice_args(input, dim, start, length))
+    return _call("slice", (input,), ranges=_slice_args(input, dim, start, length))
 
 
 def select(input, dim, index):
@@ -275,18 +275,18 @@ def select(input, dim, index):
     index, size = _size_int(index, "select", "index"), input.shape[dim]
     if not -size <= index < size:
         raise _C.IndexError(f"select: index {index} is out of bounds for dimension {dim} with size {size}")
-    return _call("slice", (input,), _slice_args(input, dim, index % size if size else index, 0, 0))
+    return _call("slice", (input,), ranges=_slice_args(input, dim, index % size if size else index, 0, 0))
 
 
 def _pieces(input, sizes, dim, drop):
     """Views of consecutive pieces of the given sizes along dim: one SPLIT node for up to 3 pieces
     (one gradient buffer in backward), else one slice/select view per piece."""
     if len(sizes) <= 3:
-        out = _call("split", (input,), (dim, int(drop)) + tuple(sizes))
+        out = _call("split", (input,), dim=dim, drop=int(drop), sizes=sizes)
         return out if isinstance(out, tuple) else (out,)
     res, pos = [], 0
     for s in sizes:
-        res.append(_call("slice", (input,), _slice_args(input, dim, pos, 0 if drop else s, 0 if drop else 1)))
+        res.append(_call("slice", (input,), ranges=_slice_args(input, dim, pos, 0 if drop else s, 0 if drop else 1)))
         pos += s
     return tuple(res)
 
@@ -349,7 +349,7 @@ def flip(input, dims):
     dims = tuple(_wrap_dim(d, input.ndim) for d in dims)
     if len(set(dims)) != len(dims):
         raise ValueError(f"flip: repeated dim in {dims}")
-    return _call("flip", (input,), dims)
+    return _call("flip", (input,), dims=dims)
 
 
 def repeat(input, *sizes):
@@ -369,7 +369,7 @@ def repeat(input, *sizes):
         x = expand(unsqueeze(x, d), shape[:d] + (r,) + shape[d:])
         x = reshape(x, shape[:d] + (r * shape[d],) + shape[d + 1:])
     if all(r == 1 for r in sizes):  # still a view of input: repeat always copies
-        x = _call("flip", (x,), ())
+        x = _call("flip", (x,), dims=())
     return x
 
 
