@@ -1,4 +1,4 @@
-/* vitc ops: GCC vector types of 8 floats for the hand-written kernels (attention.c, gemm.c).
+/* vitc ops: GCC vector types of 8 floats for the hand-written kernels (attention/kernels.c, gemm.c).
  * A kernel body is written once on these types and compiled twice: with AVX2+FMA (one ymm per
  * vector, a*b+c contracted to FMA) and for the baseline x86-64 (two xmm per vector); bodies are
  * always_inline (AI) so each ISA wrapper gets its own instruction selection, and
