@@ -17,8 +17,8 @@ RTOL, ATOL = 1e-4, 1e-5  # vitc's float32 parity tolerance for GEMM/attention ou
 
 
 def torch_mha(qkv, heads, scale=None, mult=None):
-    """The reference with explicit torch ops (softmax(q·kᵀ·scale)·v per head); mult (B, H, T, T) injects vitc's dropout
-    multipliers (0 or 1/(1-p)) between the softmax and the product with v."""
+    """The reference with explicit torch ops (softmax(q·kᵀ·scale)·v per head); mult (B, H, T, T) injects
+    vitc's dropout multipliers (0 or 1/(1-p)) between the softmax and the product with v."""
     B, T, C = qkv.shape
     Dh = C // (3 * heads)
     q, k, v = qkv.reshape(B, T, 3, heads, Dh).permute(2, 0, 3, 1, 4)
