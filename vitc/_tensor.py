@@ -78,7 +78,7 @@ class _OpSignature:
         self.variadic = self.int_list = None
         for entry in spec.split():
             kind, _, name = entry.partition(":")
-            if self.variadic and kind.startswith("t") or self.int_list and kind.startswith("i"):
+            if (self.variadic and kind.startswith("t")) or (self.int_list and kind.startswith("i")):
                 raise RuntimeError(f"{op}: argument '{name}' follows a variable-length list of its kind")
             if kind in ("t", "t?"):
                 self.tensors.append(name)

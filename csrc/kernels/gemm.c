@@ -280,7 +280,7 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
 }
 
 /* ---- one packed B for many small products on the calling thread ----------------------------- */
-/* attention.c's fused projection multiplies each image's T rows by the same W or Wᵀ: packing it
+/* attention/packed.c's fused projection multiplies each image's T rows by the same W or Wᵀ: packing it
  * once per op instead of once per image keeps the per-image products at the big kernel's speed.
  * The panel holds every K block of op(B) one after another, each in vt_k_gemm's strip layout, and
  * a rows call walks them as vt_k_gemm does (first block writes, later ones add): the same bits. */

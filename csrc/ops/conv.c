@@ -43,17 +43,17 @@ static int conv_geometry(int xnd, const int64_t *xs, int wnd, const int64_t *ws,
         return vt_fail(VT_ESHAPE, "conv2d: expected a 4-d input (N, C, H, W) and a 4-d weight (O, C/groups, kh, kw), got shapes %s and %s",
                        vt_shape_str(xnd, xs, b1, sizeof b1), vt_shape_str(wnd, ws, b2, sizeof b2));
 #define A(name) a->i[IARG(conv2d, name)]
-    const int64_t i[9] = {A(stride_h), A(stride_w), A(pad_top), A(pad_bottom), A(pad_left), A(pad_right),
-                          A(dilation_h), A(dilation_w), A(groups)};
-#undef A
-    for (int k = 0; k < 9; k++)
-        if (i[k] > INT_MAX) return vt_fail(VT_EVALUE, "conv2d: argument %lld is too large", (long long)i[k]);
-    if (i[0] < 1 || i[1] < 1) return vt_fail(VT_EVALUE, "conv2d: stride must be positive, got (%lld, %lld)", (long long)i[0], (long long)i[1]);
-    if (i[2] < 0 || i[3] < 0 || i[4] < 0 || i[5] < 0) return vt_fail(VT_EVALUE, "conv2d: padding must be non-negative");
-    if (i[6] < 1 || i[7] < 1) return vt_fail(VT_EVALUE, "conv2d: dilation must be positive, got (%lld, %lld)", (long long)i[6], (long long)i[7]);
-    if (i[8] < 1) return vt_fail(VT_EVALUE, "conv2d: groups must be positive, got %lld", (long long)i[8]);
     *g = (conv_geom){.N = xs[0], .C = xs[1], .H = xs[2], .W = xs[3], .O = ws[0], .kh = ws[2], .kw = ws[3],
-                     .sh = i[0], .sw = i[1], .pt = i[2], .pb = i[3], .pl = i[4], .pr = i[5], .dh = i[6], .dw = i[7], .G = i[8]};
+                     .sh = A(stride_h), .sw = A(stride_w), .pt = A(pad_top), .pb = A(pad_bottom), .pl = A(pad_left),
+                     .pr = A(pad_right), .dh = A(dilation_h), .dw = A(dilation_w), .G = A(groups)};
+#undef A
+    const int64_t args[9] = {g->sh, g->sw, g->pt, g->pb, g->pl, g->pr, g->dh, g->dw, g->G};
+    for (int k = 0; k < 9; k++)
+        if (args[k] > INT_MAX) return vt_fail(VT_EVALUE, "conv2d: argument %lld is too large", (long long)args[k]);
+    if (g->sh < 1 || g->sw < 1) return vt_fail(VT_EVALUE, "conv2d: stride must be positive, got (%lld, %lld)", (long long)g->sh, (long long)g->sw);
+    if (g->pt < 0 || g->pb < 0 || g->pl < 0 || g->pr < 0) return vt_fail(VT_EVALUE, "conv2d: padding must be non-negative");
+    if (g->dh < 1 || g->dw < 1) return vt_fail(VT_EVALUE, "conv2d: dilation must be positive, got (%lld, %lld)", (long long)g->dh, (long long)g->dw);
+    if (g->G < 1) return vt_fail(VT_EVALUE, "conv2d: groups must be positive, got %lld", (long long)g->G);
     vt_shape_str(4, xs, b1, sizeof b1);
     vt_shape_str(4, ws, b2, sizeof b2);
     if (g->C % g->G || g->O % g->G)
@@ -463,19 +463,19 @@ static int pool_out(const char *who, int64_t in, int64_t k, int64_t s, int64_t p
 
 typedef struct { int64_t kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo; } pool_geom;
 
-/* kernel, stride, padding (<= kernel/2 as PyTorch requires), dilation from i[0..], output size */
-/* the window arguments, in one slot each for both pools (dilation: max_pool2d only) */
+/* kernel, stride, padding (<= kernel/2 as PyTorch requires), dilation (max_pool2d only; else 1) and
+ * the output size; both pools keep the window arguments in the same slots */
 VT_SAME_IARG(max_pool2d, avg_pool2d, kernel_h); VT_SAME_IARG(max_pool2d, avg_pool2d, kernel_w);
 VT_SAME_IARG(max_pool2d, avg_pool2d, stride_h); VT_SAME_IARG(max_pool2d, avg_pool2d, stride_w);
 VT_SAME_IARG(max_pool2d, avg_pool2d, pad_h); VT_SAME_IARG(max_pool2d, avg_pool2d, pad_w);
 static int pool_geometry(const char *who, const vt_args *a, int dil, int ceil, int64_t H, int64_t W, pool_geom *p) {
 #define A(name) a->i[IARG(max_pool2d, name)]
-    const int64_t i[8] = {A(kernel_h), A(kernel_w), A(stride_h), A(stride_w), A(pad_h), A(pad_w),
-                          dil ? A(dilation_h) : 1, dil ? A(dilation_w) : 1};
+    *p = (pool_geom){.kh = A(kernel_h), .kw = A(kernel_w), .sh = A(stride_h), .sw = A(stride_w), .ph = A(pad_h),
+                     .pw = A(pad_w), .dh = dil ? A(dilation_h) : 1, .dw = dil ? A(dilation_w) : 1};
 #undef A
+    const int64_t args[8] = {p->kh, p->kw, p->sh, p->sw, p->ph, p->pw, p->dh, p->dw};
     for (int k = 0; k < 8; k++)
-        if (i[k] > INT_MAX || i[k] < INT_MIN) return vt_fail(VT_EVALUE, "%s: argument %lld is out of range", who, (long long)i[k]);
-    *p = (pool_geom){i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0};
+        if (args[k] > INT_MAX || args[k] < INT_MIN) return vt_fail(VT_EVALUE, "%s: argument %lld is out of range", who, (long long)args[k]);
     if (p->kh < 1 || p->kw < 1) return vt_fail(VT_EVALUE, "%s: kernel_size must be positive, got (%lld, %lld)", who, (long long)p->kh, (long long)p->kw);
     if (p->sh < 1 || p->sw < 1) return vt_fail(VT_EVALUE, "%s: stride must be positive, got (%lld, %lld)", who, (long long)p->sh, (long long)p->sw);
     if (p->ph < 0 || p->pw < 0) return vt_fail(VT_EVALUE, "%s: padding must be non-negative, got (%lld, %lld)", who, (long long)p->ph, (long long)p->pw);

@@ -17,8 +17,8 @@ RTOL, ATOL = 1e-4, 1e-5  # vitc's float32 parity tolerance for GEMM/attention ou
 
 
 def torch_mha(qkv, heads, scale=None, mult=None):
-    """The reference with explicit torch ops (softmax(q·kᵀ·scale)·v per head); mult (B, H, T, T) injects vitc's dropout
-    multipliers (0 or 1/(1-p)) between the softmax and the product with v."""
+    """The reference with explicit torch ops (softmax(q·kᵀ·scale)·v per head); mult (B, H, T, T) injects
+    vitc's dropout multipliers (0 or 1/(1-p)) between the softmax and the product with v."""
     B, T, C = qkv.shape
     Dh = C // (3 * heads)
     q, k, v = qkv.reshape(B, T, 3, heads, Dh).permute(2, 0, 3, 1, 4)
@@ -152,7 +152,7 @@ def test_packed_thread_count_invariant():
 @pytest.mark.parametrize("strided", [False, True])
 def test_image_staging_matches_per_head_path(strided):
     """With B >= 4 per thread the op stages each image's rows in scratch and runs its heads there
-    (attention.c, by_image); with fewer images it reads per head in place. At B = 5 one thread
+    (attention/packed.c, by_image); with fewer images it reads per head in place. At B = 5 one thread
     stages and two threads do not: outputs, maps and gradients, dropout included, must agree
     bitwise, for a contiguous qkv and for a row-strided view (rows B·C apart)."""
     B, T, H, Dh, p = 5, 17, 4, 16, 0.2

@@ -91,8 +91,9 @@ def test_conv2d_channels_last_view():
 
 
 def test_lvvit_stem_shapes():
-    """LV-ViT's conv stem (zihangJiang/TokenLabeling:tlt/models/layers.py `PatchEmbed4_2`) at 32x32, P = 8: 7x7/2 p3 3->64, 3x3 p1 64->64 twice, 4x4/4 64->D with bias,
-    flattened to tokens; compared as one composite (ReLU between convs, BN left out)."""
+    """LV-ViT's conv stem (zihangJiang/TokenLabeling:tlt/models/layers.py `PatchEmbed4_2`) at 32x32,
+    P = 8: 7x7/2 p3 3->64, 3x3 p1 64->64 twice, 4x4/4 64->D with bias, flattened to tokens; compared
+    as one composite (ReLU between convs, BN left out)."""
     x = rand(2, 3, 32, 32, rng=RNG)
     ws = [rand(64, 3, 7, 7, rng=RNG) / 10, rand(64, 64, 3, 3, rng=RNG) / 24, rand(64, 64, 3, 3, rng=RNG) / 24,
           rand(32, 64, 4, 4, rng=RNG) / 32, rand(32, rng=RNG)]

@@ -327,7 +327,8 @@ def test_kl_div_zero_targets_and_broadcast():
 
 
 def test_kl_div_deit_soft_distillation_formula():
-    # DeiT's soft distillation (arXiv 2012.12877 eq. 2, facebookresearch/deit:losses.py): F.kl_div(log_softmax(zs/τ), log_softmax(zt/τ), 'sum', log_target=True)·τ²/(B·K)
+    # DeiT's soft distillation (arXiv 2012.12877 eq. 2, facebookresearch/deit:losses.py):
+    # F.kl_div(log_softmax(zs/τ), log_softmax(zt/τ), 'sum', log_target=True)·τ²/(B·K)
     zs, zt, tau = rand(4, 10, low=-3, high=3), rand(4, 10, low=-3, high=3), 3.0
     ls = torch.log_softmax(_t(zs) / tau, 1).numpy()
     lt = torch.log_softmax(_t(zt) / tau, 1).numpy()

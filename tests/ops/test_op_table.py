@@ -139,11 +139,15 @@ def call_sites(source, module):
     return out
 
 
+DYNAMIC_SEEN = set()
+
+
 def resolve_ops(node, module, func):
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return (node.value,)
     key = (module, func, ast.unparse(node).replace('"', "'"))
     assert key in DYNAMIC_SITES, f"{key}: a _call with a computed op name; list its ops in DYNAMIC_SITES"
+    DYNAMIC_SEEN.add(key)
     return DYNAMIC_SITES[key]
 
 
@@ -178,6 +182,7 @@ def test_every_wrapper_passes_what_its_row_declares():
     assert not problems, "\n".join(problems)
     reached = {op for ops, *_ in sites for op in ops}
     assert reached == set(vitc._C.ops), f"ops no wrapper calls: {sorted(set(vitc._C.ops) - reached)}"
+    assert DYNAMIC_SEEN == set(DYNAMIC_SITES), f"stale DYNAMIC_SITES entries: {set(DYNAMIC_SITES) - DYNAMIC_SEEN}"
 
 
 @pytest.mark.parametrize("line, complaint", [

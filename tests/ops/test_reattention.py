@@ -1,5 +1,6 @@
-"""DeepViT re-attention (arXiv 2103.11886; zhoudaquan/dvit_repo:models/layers.py `ReAttention`) against the formula written with torch ops: outputs, the maps Â,
-gradients of qkv, Θ, θ and the norm's γ/β, running statistics, train and eval, dropout, errors."""
+"""DeepViT re-attention (arXiv 2103.11886; zhoudaquan/dvit_repo:models/layers.py `ReAttention`) against
+the formula written with torch ops: outputs, the maps Â, gradients of qkv, Θ, θ and the norm's γ/β,
+running statistics, train and eval, dropout, errors."""
 import numpy as np
 import pytest
 import torch

@@ -86,9 +86,9 @@ def dropout(input, p=0.5, training=True, inplace=False):
 
 
 def drop_path(input, p=0.0, training=False, scale_by_keep=True):
-    """Stochastic depth (timm's drop_path, huggingface/pytorch-image-models:timm/layers/drop.py): each sample along dim 0 is zeroed with
-    probability p, kept ones scaled by 1/(1−p) (scale_by_keep). Identity (the input itself) when
-    not training or p = 0."""
+    """Stochastic depth (timm's drop_path, huggingface/pytorch-image-models:timm/layers/drop.py): each
+    sample along dim 0 is zeroed with probability p, kept ones scaled by 1/(1−p) (scale_by_keep).
+    Identity (the input itself) when not training or p = 0."""
     expect_tensor(input, "drop_path")
     p = expect_probability(p, "drop_path")
     if not training or p == 0.0:

@@ -1,4 +1,5 @@
-/* vitc ops: the per-head attention kernels shared by the attention family (csrc/ops/attention.c).
+/* vitc ops: the per-head attention kernels shared by the attention family (csrc/ops/attention/,
+ * kernels.c).
  *
  * One head is the problem  S = q·kᵀ·scale (+mask),  P = softmax_rows(S),  P' = dropout(P),
  * O = P'·v  with q (tq×dh), k (tk×dh), v (tk×dv) given as row pointers with a row stride and unit
@@ -60,5 +61,26 @@ void vt_attn_head_forward(const vt_attn_head *h, float *o, int64_t ldo, float *p
 void vt_attn_head_backward(const vt_attn_head *h, const float *dout, int64_t lddo, const float *p, int64_t ldp,
                            const float *gp, int64_t ldgp, float *dq, int64_t lddq, float *dk, int64_t lddk,
                            float *dv, int64_t lddv, float *dmask, int64_t lddm, float *scratch);
+
+/* n rounded up to a multiple of 8 (a kernel row's padded width) */
+static inline int64_t pad8(int64_t n) { return (n + 7) & ~(int64_t)7; }
+
+/* floats of B-operand packing room the phase functions need: kᵀ or vᵀ (w × tkp), or a copy of
+ * q, k, v or dout (rows × w) */
+static inline int64_t pack_floats(int64_t tq, int64_t tk, int64_t dh, int64_t dv) {
+    int64_t w = pad8(dh > dv ? dh : dv), r = pad8(tq > tk ? tq : tk);
+    return w * r;
+}
+
+/* the ISA variant of the register-tiled kernels under the phase functions, picked once at run time
+ * (AVX2+FMA or baseline SSE); re-attention calls them directly for its head mixing */
+typedef struct {
+    void (*gemm)(int64_t m, int64_t n, int64_t kd, float alpha, const float *a, int64_t sar, int64_t sak,
+                 const float *b, int64_t ldb, int bpacked, float *pk, float *c, int64_t ldc);
+    void (*pack_bt)(int64_t rows, int64_t kd, const float *src, int64_t lds, int64_t np, float *dst);
+    void (*softmax_rows)(float *s, int64_t rows, int64_t n, int64_t ld);
+    void (*dsoftmax_rows)(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, int64_t n);
+} attn_kernels;
+const attn_kernels *vt_attn_kernels(void);
 
 #endif

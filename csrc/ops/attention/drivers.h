@@ -1,0 +1,123 @@
+/* vitc ops, attention (private to csrc/ops/attention/): what the ops' drivers share. Every op here
+ * runs heads or whole images in parallel with OpenMP, one scratch block per thread: the thread
+ * count, scratch and small view helpers below serve all of them. The packed multi-head attention
+ * driver (packed.c: forward and backward on the (B, T, 3·H·Dh) projection, staged per image where
+ * that fits L2) serves attention and qkv_attention (mha.c). */
+#ifndef VT_ATTENTION_DRIVERS_H
+#define VT_ATTENTION_DRIVERS_H
+#include <math.h>
+#include <omp.h>
+#include "../ops_util.h"
+#include "attention.h"
+
+/* ---- threads and scratch -------------------------------------------------------------------- */
+
+typedef struct { float *buf; size_t bytes; int64_t per; } scratch_set;
+
+static inline int scratch_alloc(scratch_set *s, int64_t per, int nthreads) {
+    s->per = per;
+    s->bytes = sizeof(float) * (size_t)per * (size_t)nthreads;
+    s->buf = vt_alloc(s->bytes);
+    return s->buf ? VT_OK : vt_last_code();
+}
+
+static inline void scratch_free(scratch_set *s) {
+    if (s->buf) vt_free(s->buf, s->bytes);
+    s->buf = NULL;
+}
+
+static inline float *scratch_mine(const scratch_set *s) { return s->buf + s->per * omp_get_thread_num(); }
+
+/* threads for `heads` heads of `flops` multiply-adds in all */
+static inline int team_size(int64_t heads, int64_t flops) {
+    int nt = omp_get_max_threads();
+    if (flops < 65536 || heads < 2) return 1;
+    return heads < nt ? (int)heads : nt;
+}
+
+/* heads are handed out in chunks (about 16 per thread), not statically: on a busy machine a thread
+ * that loses its core would otherwise hold up the whole op. Each head's arithmetic is the same
+ * whichever thread runs it, so results stay bitwise identical. */
+static inline int64_t chunk_size(int64_t heads, int nt) {
+    int64_t c = heads / (16 * (int64_t)nt);
+    return c > 0 ? c : 1;
+}
+
+/* pull the next head's rows toward L1 while this one computes: heads are Dh-wide column blocks of
+ * rows 3·H·Dh floats apart, a pattern the hardware prefetchers do not follow */
+static inline void prefetch_rows(const float *p, int64_t rows, int64_t width, int64_t ld) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < width; c += 16) __builtin_prefetch(p + r * ld + c, 0, 1); /* prefetcht2: measured best here */
+}
+
+static inline vt_tensor *rng_state(uint64_t seed, uint64_t base) {
+    vt_tensor *r = vt_empty(VT_INT64, 1, (int64_t[]){2});
+    if (r) { vt_i64(r)[0] = (int64_t)seed; vt_i64(r)[1] = (int64_t)base; }
+    return r;
+}
+
+/* a view whose last dim has unit stride (the kernels' one layout requirement), as a new ref */
+static inline vt_tensor *unit_last(vt_tensor *t) {
+    if (t->ndim == 0 || t->strides[t->ndim - 1] == 1 || t->shape[t->ndim - 1] <= 1) {
+        vt_tensor_incref(t);
+        return t;
+    }
+    return vt_clone(t);
+}
+
+static inline int check_dropout(const char *who, double p) {
+    if (!(p >= 0.0 && p <= 1.0)) return vt_fail(VT_EVALUE, "%s: dropout_p must be in [0, 1], got %g", who, p);
+    return VT_OK;
+}
+
+/* ---- the packed multi-head attention driver (packed.c) ------------------------------------- */
+
+/* how a forward runs: threads, whether whole images are staged (by_image), scratch per thread */
+typedef struct { int nt, staged; int64_t sq, per; } fwd_plan;
+
+fwd_plan vt_attn_forward_plan(int64_t B, int64_t T, int64_t H, int64_t Dh, double p);
+
+/* qkv_attention's projection, fused into the staged forward: each image's qkv rows are computed
+ * straight into the thread's staging buffer (x_b·Wᵀ + bias against Wᵀ packed once for all
+ * images), then streamed to the saved qkv tensor when a backward will need it. The projection's
+ * 3·H·Dh-wide output is never written and read back through memory before attention. */
+typedef struct { const float *x; int64_t sbx, ldx; vt_gemm_panel wt; const float *bias; } qkv_proj;
+
+/* qkv_attention's optional output projection y = out·W_oᵀ + b_o, fused into the staged forward:
+ * the image's heads write into scratch (T × H·Dh), y_b is computed from there, and the attention
+ * output is streamed to its saved tensor (ao, for W_o's gradient) when a backward needs it. */
+typedef struct { vt_gemm_panel wt; const float *bias; int64_t Do; } out_proj;
+
+typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; } attn_geom;
+
+/* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
+ * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws. With pj
+ * (staged plans only) qkv is an empty tensor filled here, or NULL when nothing is saved. With po
+ * (staged plans only) the output is y and *ao the attention output to save (NULL without save). */
+int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po, const fwd_plan *pl,
+                           const attn_geom *ag, vt_tensor **ao);
+
+/* qkv_attention's input gradient dx = dqkv·W, computed per image from the staged dqkv rows while
+ * they are in L2 (staged plans only): W (3·H·Dh × D, contiguous) in, *dx a new (B, T, D) tensor out,
+ * left NULL when the plan did not stage (the caller then takes dx from dqkv in memory). Only
+ * where vt_k_gemm would take the own kernel for dqkv·W, whose bits the panel reproduces */
+typedef struct { const float *w; int64_t D; vt_tensor *dx; } in_grad;
+
+/* the backward of vt_attn_packed_forward into one packed dqkv (B, T, 3·H·Dh) (*dx_out); with wo,
+ * gout[0] is the gradient of qkv_attention's projected output y = out·W_oᵀ + b_o */
+int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rng, vt_tensor **gout,
+                            const vt_tensor *wo, in_grad *ig, vt_tensor **dx_out);
+
+/* attention and qkv_attention keep their common arguments in the same slots, read through
+ * attention's names by the code both share */
+VT_SAME_IARG(attention, qkv_attention, heads);
+VT_SAME_IARG(attention, qkv_attention, need_weights);
+VT_SAME_IARG(attention, qkv_attention, default_scale);
+VT_SAME_FARG(attention, qkv_attention, scale);
+VT_SAME_FARG(attention, qkv_attention, dropout_p);
+#define ATTN_I(a, name) ((a)->i[IARG(attention, name)])
+#define ATTN_F(a, name) ((a)->f[FARG(attention, name)])
+/* the scale: Dh^-1/2 when default_scale, else the given one */
+#define ATTN_SCALE(a, Dh) (ATTN_I(a, default_scale) ? 1.0 / sqrt((double)(Dh)) : ATTN_F(a, scale))
+
+#endif
