@@ -1,4 +1,5 @@
-"""conv2d forward+backward, vitc vs PyTorch, on the LV-ViT stem's first conv (SPEC §5.1):
+"""conv2d forward+backward, vitc vs PyTorch, on the LV-ViT stem's first conv
+(zihangJiang/TokenLabeling tlt/models/layers.py, PatchEmbed4_2):
 7×7 stride 2 padding 3, 3→64 channels, no bias, batch 32 of 3×224×224, 2 threads.
 
     PYTHONPATH=. python bench/conv_bench.py [--batch 32] [--threads 2] [--repeat 5]

@@ -214,7 +214,7 @@ def memory_probe(framework, case, steps=3):
 
 # ---- orchestrator -----------------------------------------------------------------------------
 
-# case name -> the seed-004 experiment's model name (vitc/experiments/vit_batchnorm.py MODELS)
+# case name -> the seed-004 experiment's model name (vitc/experiments/vit_batchnorm/config.py MODELS)
 BN_CASES = {"seed_bnffn": "ViTBNFFN", "seed_bn": "ViTBN"}
 BN_SIZES = ("image_size", "patch_size", "num_classes", "channels", "dim", "depth", "heads", "dim_head", "mlp_dim",
             "pool")

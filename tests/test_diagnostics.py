@@ -1,4 +1,5 @@
-"""vitc.diagnostics (SPEC §4.2): the attention-collapse metrics against NumPy loops written from the
+"""vitc.diagnostics (DeepViT, arXiv 2103.11886 eq. 2): the attention-collapse metrics against NumPy
+loops written from the
 paper's definitions, recording during training, plots, and bad input."""
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""vitc.losses against PyTorch computations of the same formulas (SPEC §3.2): values and gradients
+"""vitc.losses against PyTorch computations of the same formulas (DeiT eqs. 2 and 3): values and gradients
 (≤1e-5), finite differences, the teacher kinds (vitc Module, torch Module, NumPy callable), bad input."""
 import numpy as np
 import pytest
@@ -67,7 +67,8 @@ def test_soft_distillation_closed_form_gradient_and_no_teacher_gradient():
     soft_distillation(vs, vt, tau).backward()
     ps = torch.softmax(torch.from_numpy(zs) / tau, 1).numpy()
     pt = torch.softmax(torch.from_numpy(zt) / tau, 1).numpy()
-    np.testing.assert_allclose(vs.grad.numpy(), tau / (B * K) * (ps - pt), rtol=1e-5, atol=1e-7)  # SPEC §3.2
+    # soft distillation's ∂L/∂z_dist
+    np.testing.assert_allclose(vs.grad.numpy(), tau / (B * K) * (ps - pt), rtol=1e-5, atol=1e-7)
     assert vt.grad is None  # the teacher is a constant
     same = vitc.from_numpy(zs)
     assert soft_distillation(same, same, tau).item() == pytest.approx(0.0, abs=1e-7)

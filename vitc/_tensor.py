@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from . import _C
+from ._checks import expect_tensor
 
 _OPS = _C.ops
 
@@ -239,13 +240,6 @@ def _wrap_dim(dim, ndim):
     if not -n <= dim < n:
         raise _C.IndexError(f"dim {dim} out of range for a {ndim}-d tensor")
     return dim + n if dim < 0 else dim
-
-
-def expect_tensor(x, who, what="input"):
-    """x if it is a Tensor, else a TypeError naming the function and argument."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{who}: {what} must be a vitc.Tensor, got {type(x).__name__}")
-    return x
 
 
 def register(name, fn):

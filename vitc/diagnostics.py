@@ -1,4 +1,4 @@
-"""Attention-collapse diagnostics (DeepViT, SPEC §4.2; P-DeepViT arXiv 2103.11886 eq. 2, Fig. 3–4).
+"""Attention-collapse diagnostics (DeepViT: Zhou et al., arXiv 2103.11886, eq. 2 and Figs. 3–4).
 
 On any model built from vitc.nn.Attention / vitc.nn.TransformerBlock (every model of the registry):
 
@@ -13,17 +13,17 @@ During training, without a second forward: ``with AttentionRecorder(model) as re
 forward keep its maps (detached) and block outputs; ``rec.report()`` summarises the last one.
 
 Maps are the ones that multiply v: post-softmax (pre-dropout) A for MHSA, Â for re-attention
-(SPEC §4.2). Â is signed and zero-mean per head after re-attention's BatchNorm, so its cosines are
+(see docs/choices.md, DeepViT). Â is signed and zero-mean per head after re-attention's BatchNorm, so its cosines are
 not on the scale of softmax maps' (which are positive); the report also carries the similarity of
 the per-head softmax maps A before the mixing (softmax_similarity), comparable across variants.
 """
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 
 import vitc as _v
 from vitc import nn
+from vitc._checks import expect_number
 
 __all__ = ["AttentionRecorder", "CollapseReport", "attention_maps", "softmax_maps", "attention_similarity", "similar_blocks",
            "head_similarity", "feature_similarity", "collapse_report", "plot_report"]
@@ -51,14 +51,6 @@ def _unit_columns(a):
     return np.divide(a, n, out=np.zeros_like(a), where=n > 0)
 
 
-def _check_threshold(threshold, who):
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"{who}: threshold must be a number in [0, 1], got {type(threshold).__name__}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"{who}: threshold must be in [0, 1], got {threshold}")
-    return float(threshold)
-
-
 def attention_similarity(maps):
     """M̄^{p,q} (L, L): the cosine between column t of layer p's and layer q's map of the same head
     and image (a^p_{h,t} = A^p[b, h, :, t], how much token t feeds every output token), averaged over
@@ -73,8 +65,9 @@ def attention_similarity(maps):
 
 
 def similar_blocks(similarity, threshold=0.9):
-    """#{k ≥ 1 : M̄^{k−1,k} > threshold} (0-based blocks; SPEC §4.2's reading of the paper's rule)."""
-    t = _check_threshold(threshold, "similar_blocks")
+    """#{k ≥ 1 : M̄^{k−1,k} > threshold} (0-based blocks; vitc's reading of the paper's
+    90 % rule, docs/choices.md)."""
+    t = expect_number(threshold, "similar_blocks", "threshold", 0.0, 1.0)
     s = np.asarray(similarity, dtype=np.float64)
     if s.ndim != 2 or s.shape[0] != s.shape[1]:
         raise ValueError(f"similar_blocks: similarity must be a square (L, L) matrix, got shape {s.shape}")
@@ -214,7 +207,7 @@ class CollapseReport:
 
 
 def _report(maps, softmax_maps, feats, threshold):
-    t = _check_threshold(threshold, "collapse_report")
+    t = expect_number(threshold, "collapse_report", "threshold", 0.0, 1.0)
     sim = attention_similarity(maps)
     ssim = attention_similarity(softmax_maps)
     return CollapseReport(maps=[m.numpy() if isinstance(m, _v.Tensor) else m for m in maps], similarity=sim,
@@ -225,7 +218,7 @@ def _report(maps, softmax_maps, feats, threshold):
 
 def collapse_report(model, images, threshold=0.9, train_mode=False):
     """Everything above from one forward of `images` (eval mode unless train_mode)."""
-    _check_threshold(threshold, "collapse_report")
+    expect_number(threshold, "collapse_report", "threshold", 0.0, 1.0)
     maps, softmax_maps, feats = _forward(model, images, train_mode)
     return _report(maps, softmax_maps, feats, threshold)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ._tensor import Tensor, from_numpy
 
-__all__ = ["save_safetensors", "load_safetensors", "atomic_write"]
+__all__ = ["save_safetensors", "load_safetensors", "atomic_write", "write_text_atomic"]
 
 
 def _to_array(key, value):
@@ -68,6 +68,17 @@ def atomic_write(path, write):
             os.close(dfd)
     except OSError:
         pass
+
+
+def write_text_atomic(path, text, encoding="utf-8"):
+    """Write ``text`` to ``path`` atomically: a temporary file in the same directory, fsynced, then
+    ``os.replace``d over ``path`` (see atomic_write); a crash leaves the old file or the new one."""
+    data = text.encode(encoding)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+    atomic_write(path, write)
 
 
 def save_safetensors(state_dict, path, metadata=None):

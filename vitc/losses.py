@@ -1,4 +1,5 @@
-"""Training losses beyond torch.nn's: DeiT's classification and distillation losses (SPEC §3.2).
+"""Training losses beyond torch.nn's: DeiT's classification and distillation losses
+(arXiv 2012.12877 eqs. 2 and 3; facebookresearch/deit losses.py).
 
 H(z, y) = −Σ_k y_k·log softmax(z)_k, mean over the batch.
 - ``LabelSmoothingCrossEntropy(ε)``: int labels, y = (1−ε)·onehot + ε/K on every class (timm, the code

@@ -1,4 +1,4 @@
-"""Random Erasing (SPEC §3.6) against timm's RandomErasing with `random` patched to vitc's boxes."""
+"""Random Erasing against timm's RandomErasing with `random` patched to vitc's boxes."""
 import math
 import random
 

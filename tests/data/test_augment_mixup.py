@@ -1,4 +1,4 @@
-"""Mixup / CutMix (SPEC §3.4) against timm's Mixup with vitc's draws injected into np.random."""
+"""Mixup / CutMix against timm's Mixup with vitc's draws injected into np.random."""
 import numpy as np
 import pytest
 

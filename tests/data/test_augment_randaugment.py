@@ -1,4 +1,4 @@
-"""RandAugment (SPEC §3.5): each op against timm's op on a Pillow image (point ops exactly, geometric
+"""RandAugment (timm/data/auto_augment.py): each op against timm's op on a Pillow image (point ops exactly, geometric
 ops within a tolerance), the per-sample draws, a whole drawn plan replayed through timm, bad input."""
 import math
 import random

@@ -1,4 +1,4 @@
-"""Repeated augmentation sampler (SPEC §3.8) and DataLoader(sampler=)."""
+"""Repeated augmentation sampler (facebookresearch/deit samplers.py) and DataLoader(sampler=)."""
 import numpy as np
 import pytest
 

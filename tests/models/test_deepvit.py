@@ -1,4 +1,4 @@
-"""DeepViT (SPEC §4): a re-attention ViT against a plain-PyTorch one with the same weights (logits,
+"""DeepViT (arXiv 2103.11886): a re-attention ViT against a plain-PyTorch one with the same weights (logits,
 every gradient, Adam steps with the BatchNorm running statistics, eval after training), attention
 reuse, the registry entries, learning, and a 32-block model that trains with and without
 re-attention."""
@@ -19,7 +19,7 @@ from torch_vit import TorchViT, copy_weights  # noqa: E402
 
 
 class TorchReAttention(tnn.Module):
-    """The official dvit_repo ReAttention math (SPEC §4.1) with vitc's parameter names: Θ as an (H, H)
+    """The official dvit_repo ReAttention math (dvit_repo models/layers.py) with vitc's parameter names: Θ as an (H, H)
     matrix (the squeezed Conv2d(H, H, 1) weight), θ, BatchNorm2d(H) / LayerNorm(H) over the heads."""
 
     def __init__(self, dim, heads, dim_head, norm="batch", bias=True, scale_maps=False):

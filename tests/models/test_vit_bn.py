@@ -1,4 +1,4 @@
-"""vitc.models.ViTBNFFN / ViTBN (SPEC §2) against a plain-PyTorch reference of the article's classes
+"""vitc.models.ViTBNFFN / ViTBN (the ViT+BatchNorm article) against a plain-PyTorch reference of the article's classes
 (Batch_Norm = rearrange 'b n d -> b d n' + BatchNorm1d; the experiment's --backend torch models):
 logits and every gradient in train mode, running statistics and eval logits after several Adam
 steps, the article's first-block-only bug, the registry, a learning run and bad inputs."""
@@ -21,13 +21,13 @@ from torch_vit import copy_weights  # noqa: E402
 CFG = dict(image_size=28, patch_size=7, num_classes=10, channels=1, dim=64, depth=6, heads=8, dim_head=64,
            mlp_dim=128)
 SMALL = dict(CFG, depth=3)
-# SPEC §0 parity tolerances: norm/GEMM outputs rtol 1e-4 atol 1e-5; gradients rtol 1e-3 atol 1e-5
+# parity tolerances (docs/choices.md): norm/GEMM outputs rtol 1e-4 atol 1e-5; gradients rtol 1e-3 atol 1e-5
 OUT_TOL = dict(rtol=1e-4, atol=1e-5)
 GRAD_TOL = dict(rtol=1e-3, atol=1e-5)
 
 
 def _close(a, b, what, elementwise=OUT_TOL, rel=1e-5):
-    """SPEC's elementwise tolerance and, tensor-wise, max|a − b| ≤ rel·max|b| (the issue's ≤1e-5)."""
+    """The elementwise parity tolerance and, tensor-wise, max|a − b| ≤ rel·max|b| (the issue's ≤1e-5)."""
     np.testing.assert_allclose(a, b, **elementwise, err_msg=what)
     scale = np.abs(b).max()
     if scale > 1e-6:  # exactly-zero gradients (BN invariances) are float noise; the atol above covers them
@@ -36,7 +36,7 @@ def _close(a, b, what, elementwise=OUT_TOL, rel=1e-5):
 
 # ---- the PyTorch reference: the experiment's --backend torch models (vitc/experiments/_torch_vit_bn.py,
 # plain PyTorch written from the article's classes, no vitc code), so these tests hold that backend to
-# SPEC's parity tolerances as well --------------------------------------------------------------------
+# the parity tolerances as well --------------------------------------------------------------------
 
 def torch_bn_model(norm, cfg, first_block_only=False):
     """norm='layer': the article's ViTBNFFN; norm='batch': its ViTBN (both with the article-era qkv bias)."""

@@ -1,5 +1,5 @@
 """A plain-PyTorch ViT with vitc.models.ViT's structure and parameter names (the reference for the
-parity tests): lucidrains/vit-pytorch (Aug 2023) math, SPEC §1."""
+parity tests): lucidrains/vit-pytorch (Aug 2023) math."""
 import math
 
 import torch

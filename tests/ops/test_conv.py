@@ -217,9 +217,9 @@ def test_conv2d_errors():
         conv_err((1, 3, 5, 5), (2, 3, 3, 3), stride=1.5)
     with pytest.raises(TypeError, match="groups"):
         conv_err((1, 3, 5, 5), (2, 3, 3, 3), groups=True)
-    with pytest.raises(TypeError, match="input must be a Tensor"):
+    with pytest.raises(TypeError, match="input must be a vitc.Tensor"):
         vitc.conv2d(np.zeros((1, 3, 5, 5), np.float32), vitc.zeros(2, 3, 3, 3))
-    with pytest.raises(TypeError, match="bias must be a Tensor or None"):
+    with pytest.raises(TypeError, match="bias must be a vitc.Tensor or None"):
         vitc.conv2d(vitc.zeros(1, 3, 5, 5), vitc.zeros(2, 3, 3, 3), 1.0)
     xi = vitc.from_numpy(np.zeros((1, 3, 5, 5), np.int64))
     with pytest.raises(TypeError, match="float32"):
@@ -364,7 +364,7 @@ def test_pool_errors():
         vitc.adaptive_avg_pool2d(x, (1, 2, 3))
     with pytest.raises(TypeError, match="kernel_size"):
         vitc.max_pool2d(x, 2.0)
-    with pytest.raises(TypeError, match="input must be a Tensor"):
+    with pytest.raises(TypeError, match="input must be a vitc.Tensor"):
         vitc.avg_pool2d([[1.0]], 2)
     xi = vitc.from_numpy(np.zeros((1, 2, 6, 6), np.int64))
     for f in (lambda: vitc.max_pool2d(xi, 2), lambda: vitc.avg_pool2d(xi, 2), lambda: vitc.adaptive_avg_pool2d(xi, 1)):

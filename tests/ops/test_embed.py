@@ -105,7 +105,7 @@ def test_patchify_errors():
         vitc.patchify(x, (2, 2, 2))
     with pytest.raises(TypeError, match="patch_size"):
         vitc.patchify(x, 2.0)
-    with pytest.raises(TypeError, match="x must be a Tensor"):
+    with pytest.raises(TypeError, match="x must be a vitc.Tensor"):
         vitc.patchify(np.zeros((2, 3, 8, 8), np.float32), 4)
     with pytest.raises(TypeError, match="float32"):
         vitc.patchify(vitc.from_numpy(np.zeros((2, 3, 8, 8), np.int64)), 4)

@@ -133,7 +133,7 @@ def test_bad_input():
         vitc.linear_gelu_linear(x, w1, vitc.from_numpy(rand(3)), w2, b2)
     with pytest.raises(ValueError, match="approximate must be"):
         vitc.linear_gelu_linear(x, w1, b1, w2, b2, approximate="erf")
-    with pytest.raises(TypeError, match="weight2 must be a Tensor"):
+    with pytest.raises(TypeError, match="weight2 must be a vitc.Tensor"):
         vitc.linear_gelu_linear(x, w1, b1, None, b2)
     with pytest.raises(TypeError, match="float32"):
         vitc.linear_gelu_linear(vitc.from_numpy(np.ones((3, 4), np.int64)), w1, b1, w2, b2)

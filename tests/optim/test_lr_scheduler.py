@@ -78,7 +78,7 @@ def test_state_dict_resume():
 
 
 @pytest.mark.parametrize("kw", [
-    dict(t_initial=300, lr_min=1e-5, warmup_t=5, warmup_lr_init=1e-6),  # DeiT, SPEC §3.9
+    dict(t_initial=300, lr_min=1e-5, warmup_t=5, warmup_lr_init=1e-6),  # DeiT (facebookresearch/deit main.py)
     dict(t_initial=10, lr_min=0.0, warmup_t=3, warmup_lr_init=1e-4, warmup_prefix=True),
     dict(t_initial=6, lr_min=1e-3, cycle_mul=2.0, cycle_decay=0.5, cycle_limit=3, k_decay=1.5),
 ])

@@ -2,23 +2,12 @@
 torch.nn.functional.scaled_dot_product_attention (csrc/ops/attention.c)."""
 import numbers
 
-from .._tensor import Tensor, _call
+from .._checks import expect_int, expect_probability, expect_tensor
+from .._tensor import _call
 
 __all__ = ['multi_head_attention_packed', 'qkv_attention', 'reattention_packed', 'attention_apply', 'scaled_dot_product_attention']
 
 _REATTN_NORMS = {'none': 0, 'batch': 1, 'layer': 2}
-
-
-def _check_tensor(x, who, what):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{who}: {what} must be a vitc.Tensor, got {type(x).__name__}")
-
-
-def _check_heads(heads, who):
-    if not isinstance(heads, numbers.Integral) or isinstance(heads, bool):
-        raise TypeError(f"{who}: heads must be an int, got {type(heads).__name__}")
-    if heads <= 0:
-        raise ValueError(f"{who}: heads must be positive, got {heads}")
 
 
 def _check_scale(scale, who):
@@ -27,14 +16,6 @@ def _check_scale(scale, who):
     if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
         raise TypeError(f"{who}: scale must be a number or None, got {type(scale).__name__}")
     return 0, float(scale)
-
-
-def _check_p(p, who):
-    if not isinstance(p, numbers.Real) or isinstance(p, bool):
-        raise TypeError(f"{who}: dropout_p must be a number, got {type(p).__name__}")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{who}: dropout_p must be in [0, 1], got {p}")
-    return float(p)
 
 
 def multi_head_attention_packed(qkv, heads, scale=None, dropout_p=0.0, training=True, need_weights=False):
@@ -47,10 +28,10 @@ def multi_head_attention_packed(qkv, heads, scale=None, dropout_p=0.0, training=
     post-softmax, pre-dropout maps (differentiable). One autograd node; nothing is permuted.
     """
     who = "multi_head_attention_packed"
-    _check_tensor(qkv, who, "qkv")
-    _check_heads(heads, who)
+    expect_tensor(qkv, who, "qkv")
+    expect_int(heads, who, "heads", minimum=1)
     default, s = _check_scale(scale, who)
-    p = _check_p(dropout_p, who)
+    p = expect_probability(dropout_p, who, "dropout_p")
     return _call("attention", (qkv,), (int(heads), int(bool(need_weights)), default),
                  (s, p if training else 0.0))
 
@@ -65,16 +46,16 @@ def qkv_attention(input, weight, bias, heads, scale=None, dropout_p=0.0, trainin
     straight into and out of the attention's working buffers instead of through whole tensors.
     """
     who = "qkv_attention"
-    _check_tensor(input, who, "input")
-    _check_tensor(weight, who, "weight")
+    expect_tensor(input, who, "input")
+    expect_tensor(weight, who, "weight")
     for t, what in ((bias, "bias"), (proj_weight, "proj_weight"), (proj_bias, "proj_bias")):
         if t is not None:
-            _check_tensor(t, who, what)
+            expect_tensor(t, who, what)
     if proj_bias is not None and proj_weight is None:
         raise ValueError(f"{who}: proj_bias needs proj_weight")
-    _check_heads(heads, who)
+    expect_int(heads, who, "heads", minimum=1)
     default, s = _check_scale(scale, who)
-    p = _check_p(dropout_p, who)
+    p = expect_probability(dropout_p, who, "dropout_p")
     proj = proj_weight is not None
     return _call("qkv_attention", (input, weight, bias) + ((proj_weight, proj_bias) if proj else ()),
                  (int(heads), int(bool(need_weights)), default, int(proj)), (s, p if training else 0.0))
@@ -97,19 +78,19 @@ def reattention_packed(qkv, heads, theta, theta_bias=None, norm='batch', norm_we
     softmax maps A (post-softmax, pre-dropout, before the mixing) as a further output.
     """
     who = "reattention_packed"
-    _check_tensor(qkv, who, "qkv")
-    _check_heads(heads, who)
-    _check_tensor(theta, who, "theta")
+    expect_tensor(qkv, who, "qkv")
+    expect_int(heads, who, "heads", minimum=1)
+    expect_tensor(theta, who, "theta")
     if tuple(theta.shape) != (heads, heads):
         raise ValueError(f"{who}: theta must have shape ({heads}, {heads}) (heads x heads), got {tuple(theta.shape)}")
     for t, n in ((theta_bias, "theta_bias"), (norm_weight, "norm_weight"), (norm_bias, "norm_bias"),
                  (running_mean, "running_mean"), (running_var, "running_var")):
         if t is not None:
-            _check_tensor(t, who, n)
+            expect_tensor(t, who, n)
     if norm not in _REATTN_NORMS:
         raise ValueError(f"{who}: norm must be one of {tuple(_REATTN_NORMS)}, got {norm!r}")
     default, s = _check_scale(scale, who)
-    p = _check_p(dropout_p, who)
+    p = expect_probability(dropout_p, who, "dropout_p")
     ts = 1.0
     if transform_scale is not None:
         if not isinstance(transform_scale, numbers.Real) or isinstance(transform_scale, bool):
@@ -130,9 +111,9 @@ def attention_apply(qkv, maps, heads):
     own v with an earlier block's maps). Heads concatenated head-major -> (B, T, heads·Dh).
     Gradients reach v and the maps (hence the block that made them)."""
     who = "attention_apply"
-    _check_tensor(qkv, who, "qkv")
-    _check_tensor(maps, who, "maps")
-    _check_heads(heads, who)
+    expect_tensor(qkv, who, "qkv")
+    expect_tensor(maps, who, "maps")
+    expect_int(heads, who, "heads", minimum=1)
     return _call("attention_apply", (qkv, maps), (int(heads),))
 
 
@@ -147,12 +128,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     """
     who = "scaled_dot_product_attention"
     for t, n in ((query, "query"), (key, "key"), (value, "value")):
-        _check_tensor(t, who, n)
+        expect_tensor(t, who, n)
     if attn_mask is not None:
-        _check_tensor(attn_mask, who, "attn_mask")
+        expect_tensor(attn_mask, who, "attn_mask")
     if enable_gqa:
         raise ValueError(f"{who}: enable_gqa is not supported")
     default, s = _check_scale(scale, who)
-    p = _check_p(dropout_p, who)
+    p = expect_probability(dropout_p, who, "dropout_p")
     return _call("scaled_dot_product_attention", (query, key, value, attn_mask), (int(bool(is_causal)), default),
                  (s, p))

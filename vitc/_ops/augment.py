@@ -4,7 +4,8 @@ RandAugment. Each takes the Philox (seed, offset) to draw from and returns the d
 None of these ops records autograd: they act on data, not on the graph."""
 import math
 
-from .._tensor import Tensor, _call
+from .._checks import expect_tensor
+from .._tensor import _call
 
 __all__ = ["mixup", "random_erase", "rand_augment", "mixup_counters", "random_erase_counters",
            "rand_augment_counters", "MIX_MODES", "ERASE_MODES", "RA_OPS", "INTERPOLATIONS"]
@@ -26,12 +27,6 @@ def _i64(v):
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def _tensor(t, who, what):
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{who}: {what} must be a vitc.Tensor, got {type(t).__name__}")
-    return t
-
-
 def mixup_counters(batch_size, mode):
     return 128 * (batch_size if mode == "elem" else 1)
 
@@ -40,8 +35,8 @@ def mixup(x, y, seed, offset, *, num_classes, mixup_alpha=1.0, cutmix_alpha=0.0,
           mode="batch", correct_lam=True, label_smoothing=0.1):
     """-> (x_mixed (B,C,H,W), y_soft (B,K), params (B,10)); params columns: applied, cutmix, λ drawn,
     λ used, cy, cx, y0, y1, x0, x1."""
-    _tensor(x, "mixup", "x")
-    _tensor(y, "mixup", "y")
+    expect_tensor(x, "mixup", "x")
+    expect_tensor(y, "mixup", "y")
     if mode not in MIX_MODES:
         raise ValueError(f"mixup: mode must be 'batch' or 'elem', got {mode!r}")
     return _call("mixup", (x, y), (_i64(seed), _i64(offset), MIX_MODES[mode], int(num_classes), int(bool(correct_lam))),
@@ -56,7 +51,7 @@ def random_erase_counters(shape, max_count):
 def random_erase(x, seed, offset, *, probability=0.5, min_area=0.02, max_area=1 / 3, min_aspect=0.3, max_aspect=None,
                  mode="const", min_count=1, max_count=None):
     """-> (x_erased, boxes (B,max_count,4) int64 of (top, left, h, w), -1 where no box)."""
-    _tensor(x, "random_erase", "x")
+    expect_tensor(x, "random_erase", "x")
     if mode not in ERASE_MODES:
         raise ValueError(f"random_erase: mode must be 'const', 'rand' or 'pixel', got {mode!r}")
     max_aspect = max_aspect or 1 / min_aspect
@@ -76,10 +71,10 @@ def rand_augment(x, fill, seed, offset, plan=None, *, num_ops=2, magnitude=9.0, 
     """x float32 (B,C,H,W) holding integers 0..255, fill float32 (C,) -> (x_aug, plan (B,n,4)); plan
     rows: op id (RA_OPS index, -1 skipped), magnitude, sign, filter (0 bilinear, 1 bicubic). A given
     plan is applied as is (no draws)."""
-    _tensor(x, "rand_augment", "x")
-    _tensor(fill, "rand_augment", "fill")
+    expect_tensor(x, "rand_augment", "x")
+    expect_tensor(fill, "rand_augment", "fill")
     if plan is not None:
-        _tensor(plan, "rand_augment", "plan")
+        expect_tensor(plan, "rand_augment", "plan")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"rand_augment: interpolation must be 'bilinear', 'bicubic' or 'random', got {interpolation!r}")
     return _call("rand_augment", (x, fill, plan),

@@ -29,10 +29,8 @@ def mm(input, mat2):
 def linear(input, weight, bias=None):
     """y = input·weightᵀ + bias, weight (out_features, in_features) as in PyTorch."""
     for t, n in ((input, "input"), (weight, "weight")):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"linear: {n} must be a Tensor, got {type(t).__name__}")
-    if bias is not None and not isinstance(bias, Tensor):
-        raise TypeError(f"linear: bias must be a Tensor or None, got {type(bias).__name__}")
+        expect_tensor(t, "linear", n)
+    expect_tensor(bias, "linear", "bias", optional=True)
     return _call("linear", (input, weight, bias))
 
 

@@ -4,37 +4,11 @@ Signatures and semantics follow torch.nn.functional: NCHW float32 tensors, int-o
 arguments, unbatched (C, H, W) inputs accepted. patchify is SPEC §1.1's einops rearrangement
 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)'; unpatchify is its inverse.
 """
-import numbers
 
-from .._tensor import Tensor, _call
+from .._checks import expect_int, expect_pair, expect_tensor
+from .._tensor import _call
 
 __all__ = ['conv2d', 'max_pool2d', 'avg_pool2d', 'adaptive_avg_pool2d', 'patchify', 'unpatchify']
-
-
-def _int(v, name, who):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{who}: {name} must be an int or a pair of ints, got {v!r}")
-    return int(v)
-
-
-def _pair(v, name, who):
-    """int or a length-2 tuple/list of ints -> (a, b)."""
-    if isinstance(v, (tuple, list)):
-        if len(v) == 1:
-            v = (v[0], v[0])
-        if len(v) != 2:
-            raise ValueError(f"{who}: {name} must be an int or a pair, got {v!r}")
-        return _int(v[0], name, who), _int(v[1], name, who)
-    v = _int(v, name, who)
-    return v, v
-
-
-def _tensor_arg(t, name, who, optional=False):
-    if optional and t is None:
-        return
-    if not isinstance(t, Tensor):
-        kind = "a Tensor or None" if optional else "a Tensor"
-        raise TypeError(f"{who}: {name} must be {kind}, got {type(t).__name__}")
 
 
 def _unbatched(input, who):
@@ -51,12 +25,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     bias (O,) or None; padding an int, a pair, 'valid' or 'same' (stride 1; asymmetric when the
     dilated kernel's extent is even, as PyTorch pads the extra row/column at the end)."""
     who = "conv2d"
-    _tensor_arg(input, "input", who)
-    _tensor_arg(weight, "weight", who)
-    _tensor_arg(bias, "bias", who, optional=True)
-    sh, sw = _pair(stride, "stride", who)
-    dh, dw = _pair(dilation, "dilation", who)
-    groups = _int(groups, "groups", who)
+    expect_tensor(input, who, "input")
+    expect_tensor(weight, who, "weight")
+    expect_tensor(bias, who, "bias", optional=True)
+    sh, sw = expect_pair(stride, who, "stride", single_ok=True)
+    dh, dw = expect_pair(dilation, who, "dilation", single_ok=True)
+    groups = expect_int(groups, who, "groups")
     if weight.ndim != 4:
         raise ValueError(f"{who}: weight must be 4-d (O, C/groups, kh, kw), got shape {tuple(weight.shape)}")
     if isinstance(padding, str):
@@ -70,7 +44,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         else:
             raise ValueError(f"{who}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
     else:
-        ph, pw = _pair(padding, "padding", who)
+        ph, pw = expect_pair(padding, who, "padding", single_ok=True)
         pads = (ph, ph, pw, pw)
     x, squeeze = _unbatched(input, who)
     out = _call("conv2d", (x, weight, bias), (sh, sw) + pads + (dh, dw, groups))
@@ -78,12 +52,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def _pool_args(kernel_size, stride, padding, who):
-    kh, kw = _pair(kernel_size, "kernel_size", who)
+    kh, kw = expect_pair(kernel_size, who, "kernel_size", single_ok=True)
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
         sh, sw = kh, kw
     else:
-        sh, sw = _pair(stride, "stride", who)
-    ph, pw = _pair(padding, "padding", who)
+        sh, sw = expect_pair(stride, who, "stride", single_ok=True)
+    ph, pw = expect_pair(padding, who, "padding", single_ok=True)
     return kh, kw, sh, sw, ph, pw
 
 
@@ -91,8 +65,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """torch.nn.functional.max_pool2d; padding at most kernel_size/2, padded taps never win.
     With return_indices, also the int64 argmax positions (flat index into each H·W plane)."""
     who = "max_pool2d"
-    _tensor_arg(input, "input", who)
-    args = _pool_args(kernel_size, stride, padding, who) + _pair(dilation, "dilation", who)
+    expect_tensor(input, who, "input")
+    args = _pool_args(kernel_size, stride, padding, who) + expect_pair(dilation, who, "dilation", single_ok=True)
     return _call(who, (input,), args + (int(bool(ceil_mode)), int(bool(return_indices))))
 
 
@@ -100,12 +74,12 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
                divisor_override=None):
     """torch.nn.functional.avg_pool2d (zero padding counted in the divisor when count_include_pad)."""
     who = "avg_pool2d"
-    _tensor_arg(input, "input", who)
+    expect_tensor(input, who, "input")
     args = _pool_args(kernel_size, stride, padding, who)
     if divisor_override is None:
         div = 0
     else:
-        div = _int(divisor_override, "divisor_override", who)
+        div = expect_int(divisor_override, who, "divisor_override")
         if div <= 0:
             raise ValueError(f"{who}: divisor_override must be positive, got {div}")
     return _call(who, (input,), args + (int(bool(ceil_mode)), int(bool(count_include_pad)), div))
@@ -115,15 +89,16 @@ def adaptive_avg_pool2d(input, output_size):
     """torch.nn.functional.adaptive_avg_pool2d; output_size an int or a pair whose entries may be
     None (keep that input size). output_size 1 is global average pooling."""
     who = "adaptive_avg_pool2d"
-    _tensor_arg(input, "input", who)
+    expect_tensor(input, who, "input")
     if input.ndim not in (3, 4):
         raise ValueError(f"{who}: expected a 3-d (C, H, W) or 4-d (N, C, H, W) input, got shape {tuple(input.shape)}")
     if isinstance(output_size, (tuple, list)):
         if len(output_size) != 2:
             raise ValueError(f"{who}: output_size must be an int or a pair, got {output_size!r}")
-        oh, ow = (input.shape[-2 + k] if v is None else _int(v, "output_size", who) for k, v in enumerate(output_size))
+        oh, ow = (input.shape[-2 + k] if v is None else expect_int(v, who, "output_size")
+                  for k, v in enumerate(output_size))
     else:
-        oh = ow = _int(output_size, "output_size", who)
+        oh = ow = expect_int(output_size, who, "output_size")
     if oh < 0 or ow < 0:
         raise ValueError(f"{who}: output_size must be non-negative, got {(oh, ow)}")
     return _call(who, (input,), (oh, ow))
@@ -132,14 +107,14 @@ def adaptive_avg_pool2d(input, output_size):
 def patchify(x, patch_size):
     """(B, C, H, W) -> (B, (H/p1)(W/p2), p1·p2·C), einops 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)'
     (SPEC §1.1); patch_size an int or (p1, p2); H % p1 and W % p2 must be 0."""
-    _tensor_arg(x, "x", "patchify")
-    p1, p2 = _pair(patch_size, "patch_size", "patchify")
+    expect_tensor(x, "patchify", "x")
+    p1, p2 = expect_pair(patch_size, "patchify", "patch_size", single_ok=True)
     return _call("patchify", (x,), (p1, p2))
 
 
 def unpatchify(tokens, patch_size, grid_size):
     """Inverse of patchify: (B, h·w, p1·p2·C) -> (B, C, h·p1, w·p2); grid_size (h, w) or an int."""
-    _tensor_arg(tokens, "tokens", "unpatchify")
-    p1, p2 = _pair(patch_size, "patch_size", "unpatchify")
-    h, w = _pair(grid_size, "grid_size", "unpatchify")
+    expect_tensor(tokens, "unpatchify", "tokens")
+    p1, p2 = expect_pair(patch_size, "unpatchify", "patch_size", single_ok=True)
+    h, w = expect_pair(grid_size, "unpatchify", "grid_size", single_ok=True)
     return _call("unpatchify", (tokens,), (p1, p2, h, w))

@@ -16,6 +16,7 @@ import numpy as np
 
 __all__ = ['gather', 'index_select', 'masked_select', 'nonzero', 'take_along_dim']
 
+from .._checks import expect_tensor
 from .. import _C
 from .._tensor import Tensor, _call, register, int64, bool_, float32, full, from_numpy, is_grad_enabled, no_grad, \
     clone_detached, tensor as _tensor
@@ -234,16 +235,10 @@ def setitem(self, key, value):
 
 # ---- functions ------------------------------------------------------------------------------
 
-def _tensor_arg(x, who, what):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{who}: {what} must be a vitc.Tensor, got {type(x).__name__}")
-    return x
-
-
 def _index_arg(index, who):
     if isinstance(index, (list, tuple)):
         index = _tensor(index, dtype=int64)
-    _tensor_arg(index, who, "index")
+    expect_tensor(index, who, "index")
     if index.dtype is not int64:
         raise TypeError(f"{who}: index must be an int64 tensor, got {index.dtype!r}")
     return index
@@ -251,7 +246,7 @@ def _index_arg(index, who):
 
 def gather(input, dim, index, *, sparse_grad=False):
     """out[i][j][k] = input[index[i][j][k]][j][k] for dim 0 (torch.gather); index int64 of input's ndim."""
-    _tensor_arg(input, "gather", "input")
+    expect_tensor(input, "gather", "input")
     index = _index_arg(index, "gather")
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
         raise TypeError(f"gather: dim must be an int, got {type(dim).__name__}")
@@ -260,7 +255,7 @@ def gather(input, dim, index, *, sparse_grad=False):
 
 def take_along_dim(input, indices, dim):
     """gather with the index broadcast against input outside dim (torch.take_along_dim)."""
-    _tensor_arg(input, "take_along_dim", "input")
+    expect_tensor(input, "take_along_dim", "input")
     indices = _index_arg(indices, "take_along_dim")
     d = _wrap_dim(dim, input.ndim)
     if indices.ndim != input.ndim:
@@ -274,7 +269,7 @@ def take_along_dim(input, indices, dim):
 
 def index_select(input, dim, index):
     """input's entries at positions index (1-d int64) along dim; gradients of repeated indices add."""
-    _tensor_arg(input, "index_select", "input")
+    expect_tensor(input, "index_select", "input")
     index = _index_arg(index, "index_select")
     if input.ndim == 0:
         d = _wrap_dim(dim, 0)
@@ -284,8 +279,8 @@ def index_select(input, dim, index):
 
 def masked_select(input, mask):
     """The elements of input where mask (broadcast together) is true, as a 1-d tensor."""
-    _tensor_arg(input, "masked_select", "input")
-    _tensor_arg(mask, "masked_select", "mask")
+    expect_tensor(input, "masked_select", "input")
+    expect_tensor(mask, "masked_select", "mask")
     if mask.dtype is not bool_:
         raise TypeError(f"masked_select: mask must be a bool tensor, got {mask.dtype!r}")
     shape = broadcast_shapes(input.shape, mask.shape) or (1,)
@@ -297,7 +292,7 @@ def masked_select(input, mask):
 
 def nonzero(input, *, as_tuple=False):
     """Indices of nonzero elements: (n, ndim) int64, or a tuple of ndim 1-d tensors."""
-    _tensor_arg(input, "nonzero", "input")
+    expect_tensor(input, "nonzero", "input")
     m = input if input.dtype is bool_ else input != 0
     out = _call("nonzero", (m,), (0,))
     if as_tuple:

@@ -9,7 +9,8 @@ import warnings
 
 __all__ = ['cross_entropy', 'nll_loss', 'binary_cross_entropy_with_logits', 'kl_div', 'mse_loss']
 
-from .._tensor import Tensor, _call, float32, int64
+from .._checks import expect_int, expect_tensor
+from .._tensor import _call, float32, int64
 
 _RED = {'none': 0, 'mean': 1, 'sum': 2}
 
@@ -27,24 +28,6 @@ def _reduction(size_average, reduce, reduction, who, extra=()):
         raise ValueError(f"{who}: {reduction!r} is not a valid value for reduction "
                          f"(expected one of {', '.join(repr(k) for k in codes)})")
     return codes[reduction]
-
-
-def _need_tensor(x, who, what):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{who}: {what} must be a Tensor, got {type(x).__name__}")
-
-
-def _opt_tensor(x, who, what):
-    if x is not None and not isinstance(x, Tensor):
-        raise TypeError(f"{who}: {what} must be a Tensor or None, got {type(x).__name__}")
-
-
-def _int(x, who, what):
-    if type(x) is int:
-        return x
-    if not isinstance(x, numbers.Integral) or isinstance(x, bool):
-        raise TypeError(f"{who}: {what} must be an int, got {type(x).__name__}")
-    return int(x)
 
 
 def _unbatched(input, target, who):
@@ -66,11 +49,11 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     probabilities (N, K, *) float32, with optional class weight (K,) and label smoothing
     (y ← (1−ε)·y + ε/K, SPEC §3.2)."""
     who = "cross_entropy"
-    _need_tensor(input, who, "input")
-    _need_tensor(target, who, "target")
-    _opt_tensor(weight, who, "weight")
+    expect_tensor(input, who, "input")
+    expect_tensor(target, who, "target")
+    expect_tensor(weight, who, "weight", optional=True)
     red = _reduction(size_average, reduce, reduction, who)
-    ignore_index = _int(ignore_index, who, "ignore_index")
+    ignore_index = expect_int(ignore_index, who, "ignore_index")
     if type(label_smoothing) not in (float, int) and (not isinstance(label_smoothing, numbers.Real)
                                                       or isinstance(label_smoothing, bool)):
         raise TypeError(f"{who}: label_smoothing must be a float, got {type(label_smoothing).__name__}")
@@ -84,11 +67,11 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction='mean'):
     """Negative log likelihood of log-probabilities input (N, K, *) at class indices target (N, *)."""
     who = "nll_loss"
-    _need_tensor(input, who, "input")
-    _need_tensor(target, who, "target")
-    _opt_tensor(weight, who, "weight")
+    expect_tensor(input, who, "input")
+    expect_tensor(target, who, "target")
+    expect_tensor(weight, who, "weight", optional=True)
     red = _reduction(size_average, reduce, reduction, who)
-    ignore_index = _int(ignore_index, who, "ignore_index")
+    ignore_index = expect_int(ignore_index, who, "ignore_index")
     if input.ndim == 1:
         if target.ndim != 0:
             raise ValueError(f"{who}: for an unbatched input of shape {tuple(input.shape)} the target must be 0-d, "
@@ -103,10 +86,10 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     """Sigmoid + binary cross entropy in one stable expression:
     max(z, 0) − z·y + log(1 + e^{−|z|}) (pos_weight p scales the positive term by p)."""
     who = "binary_cross_entropy_with_logits"
-    _need_tensor(input, who, "input")
-    _need_tensor(target, who, "target")
-    _opt_tensor(weight, who, "weight")
-    _opt_tensor(pos_weight, who, "pos_weight")
+    expect_tensor(input, who, "input")
+    expect_tensor(target, who, "target")
+    expect_tensor(weight, who, "weight", optional=True)
+    expect_tensor(pos_weight, who, "pos_weight", optional=True)
     red = _reduction(size_average, reduce, reduction, who)
     return _call("binary_cross_entropy_with_logits", (input, target, weight, pos_weight),
                  (red, int(weight is not None), int(pos_weight is not None)))
@@ -116,8 +99,8 @@ def kl_div(input, target, size_average=None, reduce=None, reduction='mean', log_
     """KL divergence with input = log q: target·(log target − input) (log_target: e^t·(t − input)).
     'batchmean' divides the sum by input.shape[0]; 'mean' by the number of elements."""
     who = "kl_div"
-    _need_tensor(input, who, "input")
-    _need_tensor(target, who, "target")
+    expect_tensor(input, who, "input")
+    expect_tensor(target, who, "target")
     red = _reduction(size_average, reduce, reduction, who, extra=(('batchmean', 3),))
     return _call("kl_div", (input, target), (red, int(bool(log_target))))
 
@@ -125,8 +108,8 @@ def kl_div(input, target, size_average=None, reduce=None, reduction='mean', log_
 def mse_loss(input, target, size_average=None, reduce=None, reduction='mean'):
     """(input − target)², broadcast like torch (which warns when the shapes differ)."""
     who = "mse_loss"
-    _need_tensor(input, who, "input")
-    _need_tensor(target, who, "target")
+    expect_tensor(input, who, "input")
+    expect_tensor(target, who, "target")
     red = _reduction(size_average, reduce, reduction, who)
     if tuple(input.shape) != tuple(target.shape):
         warnings.warn(f"Using a target size ({tuple(target.shape)}) that is different to the input size "

@@ -7,25 +7,13 @@ import numbers
 
 __all__ = ['layer_norm', 'batch_norm', 'token_batch_norm']
 
-from .._tensor import Tensor, _call
-
-
-def _tensor_or_none(x, who, what):
-    if x is not None and not isinstance(x, Tensor):
-        raise TypeError(f"{who}: {what} must be a Tensor or None, got {type(x).__name__}")
-    return x
-
-
-def _float(x, who, what):
-    if not isinstance(x, numbers.Real) or isinstance(x, bool):
-        raise TypeError(f"{who}: {what} must be a number, got {type(x).__name__}")
-    return float(x)
+from .._checks import expect_number, expect_tensor
+from .._tensor import _call
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """LayerNorm over the last len(normalized_shape) dims: γ·(x−μ)/√(σ²+ε) + β (biased σ²)."""
-    if not isinstance(input, Tensor):
-        raise TypeError(f"layer_norm: input must be a Tensor, got {type(input).__name__}")
+    expect_tensor(input, "layer_norm")
     if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
         normalized_shape = (int(normalized_shape),)
     if not isinstance(normalized_shape, (tuple, list)) or not all(
@@ -34,20 +22,19 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     if len(normalized_shape) == 0:
         raise ValueError("layer_norm: normalized_shape must not be empty")
     ns = tuple(int(s) for s in normalized_shape)
-    _tensor_or_none(weight, "layer_norm", "weight")
-    _tensor_or_none(bias, "layer_norm", "bias")
-    eps = _float(eps, "layer_norm", "eps")
+    expect_tensor(weight, "layer_norm", "weight", optional=True)
+    expect_tensor(bias, "layer_norm", "bias", optional=True)
+    eps = expect_number(eps, "layer_norm", "eps")
     return _call("layer_norm", (input, weight, bias), (len(ns),) + ns, (eps,))
 
 
 def _bn_call(op, input, running_mean, running_var, weight, bias, training, momentum, eps):
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    expect_tensor(input, op)
     for t, what in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"),
                     (bias, "bias")):
-        _tensor_or_none(t, op, what)
-    momentum = _float(momentum, op, "momentum")
-    eps = _float(eps, op, "eps")
+        expect_tensor(t, op, what, optional=True)
+    momentum = expect_number(momentum, op, "momentum")
+    eps = expect_number(eps, op, "eps")
     return _call(op, (input, running_mean, running_var, weight, bias), (int(bool(training)),), (momentum, eps))
 
 

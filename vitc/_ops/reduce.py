@@ -5,6 +5,7 @@ import numbers
 
 __all__ = ['sum', 'mean', 'var', 'std', 'max', 'min', 'amax', 'amin', 'argmax', 'argmin', 'logsumexp']
 
+from .._checks import expect_tensor
 from .._tensor import Tensor, _call, register, float32
 
 # what torch.max(x, dim) returns: a named tuple (values, indices)
@@ -31,11 +32,6 @@ def _reduce_args(dim, keepdim):
     return (int(bool(keepdim)), len(d)) + d
 
 
-def _check(input, who):
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{who}: expected a Tensor, got {type(input).__name__}")
-
-
 def _one_dim(dim, who):
     if not _is_int(dim):
         raise TypeError(f"{who}: dim must be an int, got {dim!r}")
@@ -44,7 +40,7 @@ def _one_dim(dim, who):
 
 def sum(input, dim=None, keepdim=False, dtype=None):
     """Sum over dim (an int or tuple; None or () = all dims). Integer/bool inputs sum to int64."""
-    _check(input, "sum")
+    expect_tensor(input, "sum")
     if input.dtype is not float32:
         input = input.to(float32)
         out = _call("sum", (input,), _reduce_args(dim, keepdim))
@@ -54,7 +50,7 @@ def sum(input, dim=None, keepdim=False, dtype=None):
 
 def mean(input, dim=None, keepdim=False):
     """Mean over dim (an int or tuple; None or () = all dims); NaN for an empty reduction."""
-    _check(input, "mean")
+    expect_tensor(input, "mean")
     if input.dtype is not float32:
         raise TypeError(f"mean: input dtype should be float32, got {input.dtype!r}")
     return _call("mean", (input,), _reduce_args(dim, keepdim))
@@ -75,7 +71,7 @@ def _correction(who, unbiased, correction):
 
 
 def _var_like(op, input, dim, unbiased, keepdim, correction):
-    _check(input, op)
+    expect_tensor(input, op)
     if isinstance(dim, bool):  # torch.var(x, False): the second positional is `unbiased`
         dim, unbiased = None, dim
     return _call(op, (input,), _reduce_args(dim, keepdim), (_correction(op, unbiased, correction),))
@@ -92,7 +88,7 @@ def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 
 def _extreme(op, result, input, dim, keepdim):
-    _check(input, op)
+    expect_tensor(input, op)
     if dim is None:
         if keepdim:
             raise TypeError(f"{op}: keepdim needs a dim")
@@ -116,18 +112,18 @@ def min(input, dim=None, keepdim=False):
 
 def amax(input, dim=(), keepdim=False):
     """Max over dim (an int or tuple; () = all); the gradient is shared evenly among ties."""
-    _check(input, "amax")
+    expect_tensor(input, "amax")
     return _call("amax", (input,), _reduce_args(dim, keepdim))
 
 
 def amin(input, dim=(), keepdim=False):
     """Min over dim (an int or tuple; () = all); the gradient is shared evenly among ties."""
-    _check(input, "amin")
+    expect_tensor(input, "amin")
     return _call("amin", (input,), _reduce_args(dim, keepdim))
 
 
 def _arg(op, input, dim, keepdim):
-    _check(input, op)
+    expect_tensor(input, op)
     if dim is None:
         return _call(op, (input,), (int(bool(keepdim)), 0))
     return _call(op, (input,), (int(bool(keepdim)), 1, _one_dim(dim, op)))
@@ -145,7 +141,7 @@ def argmin(input, dim=None, keepdim=False):
 
 def logsumexp(input, dim, keepdim=False):
     """log Σ exp(x) over dim (an int or tuple), computed stably (max-shifted)."""
-    _check(input, "logsumexp")
+    expect_tensor(input, "logsumexp")
     return _call("logsumexp", (input,), _reduce_args(dim, keepdim))
 
 

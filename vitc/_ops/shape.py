@@ -7,6 +7,7 @@ __all__ = ['reshape', 'view', 'flatten', 'permute', 'transpose', 't', 'contiguou
            'split', 'chunk', 'unbind', 'narrow', 'select', 'flip', 'movedim']
 
 from .. import _C
+from .._checks import expect_int
 from .._tensor import Tensor, _call, expect_tensor, register, _wrap_dim, float32, int64, bool_
 
 _MAX_IN = _C.MAX_IN
@@ -95,12 +96,11 @@ def contiguous(input):
     return input if input.is_contiguous() else _call("contiguous", (input,))
 
 
-def _int(x, what, who):
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        if isinstance(x, Tensor) and x.numel() == 1 and x.dtype is int64:
-            return int(x.item())
-        raise TypeError(f"{who}: {what} must be an int, got {type(x).__name__}")
-    return int(x)
+def _size_int(x, who, name):
+    """An int; a one-element int64 Tensor counts as its value (as PyTorch's sizes accept)."""
+    if isinstance(x, Tensor) and x.numel() == 1 and x.dtype is int64:
+        return int(x.item())
+    return expect_int(x, who, name)
 
 
 # ---- expand / broadcast -------------------------------------------------------------------
@@ -212,7 +212,7 @@ def _cat_call(tensors, dim, stack):
 def cat(tensors, dim=0):
     """Concatenate along an existing dim (1-d empty tensors are skipped, as in PyTorch)."""
     tensors = _tensor_list(tensors, "cat")
-    dim = _int(dim, "dim", "cat")
+    dim = _size_int(dim, "cat", "dim")
     if len(tensors) > _MAX_IN:  # grouped calls would number tensors within a group: check here
         full = [(i, x.shape) for i, x in enumerate(tensors) if x.shape != (0,)]
         if full:
@@ -231,7 +231,7 @@ concat = concatenate = cat
 def stack(tensors, dim=0):
     """Join same-shape tensors along a new dim."""
     tensors = _tensor_list(tensors, "stack")
-    dim = _int(dim, "dim", "stack")
+    dim = _size_int(dim, "stack", "dim")
     for i, x in enumerate(tensors):
         if x.shape != tensors[0].shape:
             raise ValueError(f"stack: all tensors must have the same shape: tensor 0 has shape "
@@ -257,7 +257,7 @@ def narrow(input, dim, start, length):
     if input.ndim == 0:
         raise ValueError("narrow: cannot narrow a 0-d tensor")
     dim = _wrap_dim(dim, input.ndim)
-    start, length = _int(start, "start", "narrow"), _int(length, "length", "narrow")
+    start, length = _size_int(start, "narrow", "start"), _size_int(length, "narrow", "length")
     size = input.shape[dim]
     if start < 0:
         start += size
@@ -272,7 +272,7 @@ def select(input, dim, index):
     if input.ndim == 0:
         raise _C.IndexError("select: cannot select from a 0-d tensor")
     dim = _wrap_dim(dim, input.ndim)
-    index, size = _int(index, "index", "select"), input.shape[dim]
+    index, size = _size_int(index, "select", "index"), input.shape[dim]
     if not -size <= index < size:
         raise _C.IndexError(f"select: index {index} is out of bounds for dimension {dim} with size {size}")
     return _call("slice", (input,), _slice_args(input, dim, index % size if size else index, 0, 0))
@@ -299,13 +299,13 @@ def split(tensor, split_size_or_sections, dim=0):
     dim = _wrap_dim(dim, tensor.ndim)
     size = tensor.shape[dim]
     if isinstance(split_size_or_sections, (tuple, list)):
-        sizes = [_int(s, "section size", "split") for s in split_size_or_sections]
+        sizes = [_size_int(s, "split", "section size") for s in split_size_or_sections]
         if any(s < 0 for s in sizes) or sum(sizes) != size:
             raise ValueError(f"split: sections {sizes} do not sum to dimension {dim} of size {size}")
         if not sizes:
             raise ValueError("split: expected at least one section")
     else:
-        step = _int(split_size_or_sections, "split_size", "split")
+        step = _size_int(split_size_or_sections, "split", "split_size")
         if step < 0 or (step == 0 and size != 0):
             raise ValueError(f"split: split_size must be positive, got {step}")
         sizes = [min(step, size - i) for i in range(0, size, step)] if size else [0]
@@ -315,7 +315,7 @@ def split(tensor, split_size_or_sections, dim=0):
 def chunk(input, chunks, dim=0):
     """At most `chunks` pieces of ceil(size/chunks) along dim (PyTorch's rule); views."""
     expect_tensor(input, "chunk")
-    chunks = _int(chunks, "chunks", "chunk")
+    chunks = _size_int(chunks, "chunk", "chunks")
     if chunks <= 0:
         raise ValueError(f"chunk: chunks must be positive, got {chunks}")
     if input.ndim == 0:

@@ -13,11 +13,12 @@ from .mixup import Mixup
 from .random_erasing import RandomErasing
 from .auto_augment import RandAugment
 from .samplers import RepeatAugSampler
+from .recipe import RecipeTransform
 
 __all__ = [
     "read_idx", "write_idx",
     "MNIST", "FashionMNIST",
     "DataLoader",
     "Transform", "Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip",
-    "Mixup", "RandomErasing", "RandAugment", "RepeatAugSampler",
+    "Mixup", "RandomErasing", "RandAugment", "RepeatAugSampler", "RecipeTransform",
 ]

@@ -1,4 +1,4 @@
-"""RandAugment on batches of uint8 images (SPEC §3.5).
+"""RandAugment on batches of uint8 images (timm/data/auto_augment.py, config 'rand-m9-mstd0.5-inc1').
 
 Cubuk et al., "RandAugment" (arXiv 1909.13719); semantics of timm's ``rand_augment_transform``
 (huggingface/pytorch-image-models, data/auto_augment.py), e.g. DeiT's ``rand-m9-mstd0.5-inc1``.

@@ -7,12 +7,12 @@ every run, different from epoch to epoch, and reproducible after a restart via `
 Each ``iter(loader)`` runs the next epoch.
 """
 
-import numbers
 import queue
 import threading
 
 import numpy as np
 
+from .._checks import expect_int
 from .transforms import Transform
 
 __all__ = ["DataLoader"]
@@ -46,10 +46,10 @@ class DataLoader:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"dataset must support len() and indexing, got {type(dataset).__name__}")
         self.dataset = dataset
-        self.batch_size = _int(batch_size, "batch_size", minimum=1)
+        self.batch_size = expect_int(batch_size, "DataLoader", "batch_size", minimum=1)
         self.shuffle = _bool(shuffle, "shuffle")
         self.drop_last = _bool(drop_last, "drop_last")
-        self.prefetch = _int(prefetch, "prefetch", minimum=0)
+        self.prefetch = expect_int(prefetch, "DataLoader", "prefetch", minimum=0)
         for name, fn in (("transform", transform), ("to_tensor", to_tensor)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
@@ -69,7 +69,7 @@ class DataLoader:
             seed = int(generator.integers(2**63))
         elif seed is None:
             seed = np.random.SeedSequence().entropy
-        self.seed = _int(seed, "seed", minimum=0)
+        self.seed = expect_int(seed, "DataLoader", "seed", minimum=0)
         self.epoch = 0
 
     def __len__(self):
@@ -78,7 +78,7 @@ class DataLoader:
 
     def set_epoch(self, epoch):
         """Make the next ``iter(loader)`` run epoch ``epoch`` (e.g. when resuming training)."""
-        self.epoch = _int(epoch, "epoch", minimum=0)
+        self.epoch = expect_int(epoch, "DataLoader", "epoch", minimum=0)
 
     def __iter__(self):
         epoch, self.epoch = self.epoch, self.epoch + 1
@@ -125,14 +125,6 @@ class DataLoader:
         return (f"DataLoader(samples={len(self.dataset)}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}, "
                 f"prefetch={self.prefetch})")
-
-
-def _int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _bool(value, name):

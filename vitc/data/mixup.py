@@ -1,4 +1,4 @@
-"""Mixup and CutMix on a batch, with smoothed soft targets (SPEC §3.4).
+"""Mixup and CutMix on a batch, with smoothed soft targets (timm/data/mixup.py, mode 'batch').
 
 Zhang et al., "mixup: Beyond Empirical Risk Minimization" (arXiv 1710.09412); Yun et al., "CutMix"
 (arXiv 1905.04899); semantics of timm's ``timm.data.Mixup`` (huggingface/pytorch-image-models,
@@ -28,7 +28,7 @@ class Mixup:
     ``last_params`` holds the draws of the last call: a (B, 10) array of applied, cutmix, λ drawn,
     λ used, cy, cx, y0, y1, x0, x1. Set ``mixup_enabled = False`` to pass batches through with
     smoothed one-hot targets (as timm's training loop does to switch mixing off). Defaults are
-    DeiT's recipe (SPEC §3.3); timm's are mixup_alpha=1.0, cutmix_alpha=0.0.
+    DeiT's recipe (arXiv 2012.12877, Table 9); timm's are mixup_alpha=1.0, cutmix_alpha=0.0.
     """
 
     def __init__(self, mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch",

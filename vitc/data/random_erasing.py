@@ -1,4 +1,4 @@
-"""Random Erasing on a normalized float32 batch (SPEC §3.6).
+"""Random Erasing on a normalized float32 batch (timm/data/random_erasing.py).
 
 Zhong et al., "Random Erasing Data Augmentation" (arXiv 1708.04896); semantics of timm's
 ``timm.data.RandomErasing`` (huggingface/pytorch-image-models, data/random_erasing.py). Runs in C
@@ -21,7 +21,7 @@ class RandomErasing(Transform):
     area s ~ U(min_area, max_area)·H·W/count and aspect r = exp(U(ln min_aspect, ln max_aspect)),
     h = round(√(s·r)), w = round(√(s/r)); the first with h < H and w < W is placed at a uniform
     (top, left) and filled: ``'pixel'`` N(0,1) per element, ``'rand'`` one N(0,1) per channel,
-    ``'const'`` zeros. Defaults are DeiT's (SPEC §3.6: p 0.25, mode pixel); timm's are 0.5, const.
+    ``'const'`` zeros. Defaults are DeiT's (p 0.25, mode pixel); timm's are 0.5, const.
 
     x: float32 (B, C, H, W), a vitc Tensor or NumPy array (the result has the input's kind; the
     input is not modified). ``seed``: see ``CounterStream``. ``last_boxes``: the (B, max_count, 4)

@@ -1,4 +1,4 @@
-"""Repeated augmentation (SPEC §3.8): Hoffer et al., "Augment your batch" (arXiv 1901.09335), as
+"""Repeated augmentation (facebookresearch/deit samplers.py): Hoffer et al., "Augment your batch" (arXiv 1901.09335), as
 DeiT's RASampler (facebookresearch/deit, samplers.py) and timm's RepeatAugSampler
 (data/distributed_sampler.py) draw it."""
 import math
@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .loader import _int
+from .._checks import expect_int
 
 __all__ = ["RepeatAugSampler"]
 
@@ -26,15 +26,15 @@ class RepeatAugSampler:
     def __init__(self, data_source, num_repeats=3, shuffle=True, seed=0, selected_round=256, num_replicas=1, rank=0):
         n = data_source if isinstance(data_source, numbers.Integral) and not isinstance(data_source, bool) \
             else len(data_source)
-        self.n = _int(n, "dataset length", 1)
-        self.num_repeats = _int(num_repeats, "num_repeats", 1)
+        self.n = expect_int(n, "RepeatAugSampler", "dataset length", 1)
+        self.num_repeats = expect_int(num_repeats, "RepeatAugSampler", "num_repeats", 1)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
         self.shuffle = bool(shuffle)
-        self.seed = _int(seed, "seed", 0)
-        self.selected_round = _int(selected_round, "selected_round", 0)
-        self.num_replicas = _int(num_replicas, "num_replicas", 1)
-        self.rank = _int(rank, "rank", 0)
+        self.seed = expect_int(seed, "RepeatAugSampler", "seed", 0)
+        self.selected_round = expect_int(selected_round, "RepeatAugSampler", "selected_round", 0)
+        self.num_replicas = expect_int(num_replicas, "RepeatAugSampler", "num_replicas", 1)
+        self.rank = expect_int(rank, "RepeatAugSampler", "rank", 0)
         if self.rank >= self.num_replicas:
             raise ValueError(f"rank must be < num_replicas ({self.num_replicas}), got {self.rank}")
         self.epoch = 0
@@ -47,7 +47,7 @@ class RepeatAugSampler:
         self.num_selected = min(selected, self.num_samples)
 
     def set_epoch(self, epoch):
-        self.epoch = _int(epoch, "epoch", 0)
+        self.epoch = expect_int(epoch, "RepeatAugSampler", "epoch", 0)
 
     def permutation(self, epoch):
         if not self.shuffle:

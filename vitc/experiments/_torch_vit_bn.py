@@ -1,5 +1,6 @@
 """PyTorch implementations of seed 004's three models for the experiment's ``--backend torch``:
-ViT (lucidrains/vit-pytorch, Aug 2023), ViTBNFFN and ViTBN (the article's classes; SPEC §1, §2).
+ViT (lucidrains/vit-pytorch, Aug 2023), ViTBNFFN and ViTBN (the article's classes,
+anindyahepth/BatchNorm_in_Transformers_CV model/vitbn.py and model/vitbnffn.py).
 
 Parameter and buffer names equal vitc's (``vitc.models.ViT``/``ViTBNFFN``/``ViTBN``), so a vitc
 model's state_dict loads into its PyTorch twin and both backends start from the same weights.
@@ -93,7 +94,7 @@ class TorchViTFamily(nn.Module):
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embedding
         for blk in self.transformer.layers:
             x = blk(x)
-            if self.first_block_only:  # the article's early return (SPEC §2.4)
+            if self.first_block_only:  # the article's early return (docs/choices.md)
                 break
         x = self.transformer.norm(x)
         x = x.mean(dim=1) if self.pool == "mean" else x[:, 0]

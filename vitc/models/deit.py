@@ -1,4 +1,4 @@
-"""DeiT: a ViT with a distillation token (SPEC §3.1; Touvron et al., arXiv 2012.12877;
+"""DeiT: a ViT with a distillation token (Touvron et al., arXiv 2012.12877, section 4;
 facebookresearch/deit models.py, timm VisionTransformerDistilled).
 
 image -> patches -> [cls, dist, patches] + position embedding (N+2 rows) -> blocks -> final LN
@@ -131,7 +131,8 @@ def deit_mnist(**overrides):
 
 
 # ---- timm interop --------------------------------------------------------------------------------
-# vitc name -> timm name, per block i; the patch embedding needs a permutation (SPEC §1.1)
+# vitc name -> timm name, per block i; the patch embedding needs a permutation (timm flattens
+# its conv kernel as (c, a, b), vitc's patches as (a, b, c))
 _BLOCK = (("norm1", "norm1"), ("attn.to_qkv", "attn.qkv"), ("attn.to_out.0", "attn.proj"), ("norm2", "norm2"),
           ("ff.net.0", "mlp.fc1"), ("ff.net.3", "mlp.fc2"))
 _TOP = (("cls_token", "cls_token"), ("dist_token", "dist_token"), ("pos_embedding", "pos_embed"),

@@ -1,12 +1,12 @@
 """A small ResNet (He et al. 2016, basic blocks; torchvision's module names) for 28×28 images: the
-convnet teacher of the DeiT experiment (SPEC §3.2: DeiT's teacher is a convnet).
+convnet teacher of the DeiT experiment (DeiT, arXiv 2012.12877 section 5: its teacher is a convnet).
 
 image -> conv3×3 -> BN -> ReLU -> stages of BasicBlocks (the first block of a stage may stride 2,
 with a 1×1 conv + BN shortcut) -> global average pool -> Linear.
 BasicBlock: x -> conv3×3 -> BN -> ReLU -> conv3×3 -> BN, + shortcut(x), ReLU.
 """
 from vitc import nn
-from vitc.nn._util import check_int
+from vitc._checks import expect_int
 
 from .registry import register_model
 
@@ -43,7 +43,7 @@ class ResNet(nn.Module):
         super().__init__()
         who = "ResNet"
         for name, v in (("num_classes", num_classes), ("in_channels", in_channels), ("stem_channels", stem_channels)):
-            check_int(v, name, who, 1)
+            expect_int(v, who, name, 1)
         if not (len(channels) == len(blocks) == len(strides)) or not channels:
             raise ValueError(f"{who}: channels, blocks and strides must be non-empty and of equal length, got "
                              f"{channels!r}, {blocks!r}, {strides!r}")
@@ -53,9 +53,9 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU()
         stages, c_in = [], stem_channels
         for c, n, s in zip(channels, blocks, strides):
-            check_int(c, "channels", who, 1)
-            check_int(n, "blocks", who, 1)
-            check_int(s, "strides", who, 1)
+            expect_int(c, who, "channels", 1)
+            expect_int(n, who, "blocks", 1)
+            expect_int(s, who, "strides", 1)
             stage = [BasicBlock(c_in, c, s)] + [BasicBlock(c, c) for _ in range(n - 1)]
             stages.append(nn.Sequential(*stage))
             c_in = c

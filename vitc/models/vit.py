@@ -1,4 +1,5 @@
-"""Vision Transformer (SPEC §1; seed 004 / lucidrains/vit-pytorch Aug-2023 layout).
+"""Vision Transformer (lucidrains/vit-pytorch vit_pytorch/vit.py, Aug-2023 layout, as the ViT+BatchNorm
+article uses it).
 
 image (B, C, H, W) -> patches (B, N, P1·P2·C) -> LN -> Linear -> LN -> prepend cls -> + position
 embedding -> dropout -> depth pre-norm blocks -> final LN -> cls token or mean of all N+1 tokens
@@ -10,7 +11,7 @@ import numpy as np
 import vitc as _v
 from vitc import nn
 from vitc.nn import init
-from vitc.nn._util import check_float, check_int, pair
+from vitc._checks import expect_int, expect_number, expect_pair
 from vitc.nn.transformer import make_norm
 
 from .registry import register_model
@@ -22,7 +23,8 @@ _POOLS = ("cls", "mean", "gap", "map")
 
 
 def posemb_sincos_1d(n, dim, temperature=10000.0, variant="lucidrains"):
-    """Fixed 1-d sin-cos position embedding (n, dim), float32 (SPEC §1.2): two halves [sin | cos].
+    """Fixed 1-d sin-cos position embedding (n, dim), float32 (lucidrains'
+    posemb_sincos_1d, vit_pytorch/simple_vit_1d.py): two halves [sin | cos].
 
     variant 'lucidrains': ω_k = T^(−k/(D/2−1)); 'article' (seed 004's pe1d): ω_k = T^(−(k+1)/(D/2)).
     """
@@ -57,12 +59,12 @@ class ViT(nn.Module):
     Extra options: qkv_bias, norm_eps (LayerNorm ε), patch_norm (the LNs around the patch
     Linear), drop_path (stochastic depth of the last block), gelu ('none' exact | 'tanh'),
     init ('torch': PyTorch defaults + N(0,1) cls/pos, as lucidrains and the article;
-    'timm': trunc-normal(.02) Linear weights and cls/pos, zero biases — SPEC §1.8),
+    'timm': trunc-normal(.02) Linear weights and cls/pos, zero biases, as timm's VisionTransformer),
     norm ('layer' | 'batch': every norm, patch embedding's included, is LayerNorm or token
-    BatchNorm, SPEC §2.3), ffn_norm (None | 'batch': the FFN's norm sits after its first Linear,
-    SPEC §2.2; see vitc.models.ViTBNFFN / ViTBN).
+    BatchNorm, the article's ViTBN), ffn_norm (None | 'batch': the FFN's norm sits after its first Linear,
+    the article's ViTBNFFN; see vitc.models.ViTBNFFN / ViTBN).
     forward(img, return_attention=True) also returns the per-block attention maps.
-    DeepViT (SPEC §4): attn 'mhsa' | 'reattention' (or one name per block), reattn_norm 'batch' |
+    DeepViT (arXiv 2103.11886): attn 'mhsa' | 'reattention' (or one name per block), reattn_norm 'batch' |
     'layer' | 'none', reattn_bias, reattn_scale; attn_reuse_from=r: blocks after r reuse block r's maps.
     """
 
@@ -74,8 +76,8 @@ class ViT(nn.Module):
                  attn="mhsa", reattn_norm="batch", reattn_bias=True, reattn_scale=False, attn_reuse_from=None,
                  class_token=True, pre_logits=None, head_zero_init=False, head_bias_init=None):
         super().__init__()
-        ih, iw = pair(image_size, "image_size", "ViT")
-        ph, pw = pair(patch_size, "patch_size", "ViT")
+        ih, iw = expect_pair(image_size, "ViT", "image_size", minimum=1)
+        ph, pw = expect_pair(patch_size, "ViT", "patch_size", minimum=1)
         if ih % ph or iw % pw:
             raise ValueError(f"ViT: image dimensions {ih}x{iw} must be divisible by the patch size {ph}x{pw}")
         if pool not in _POOLS:
@@ -89,9 +91,9 @@ class ViT(nn.Module):
             raise ValueError(f"ViT: init must be 'torch' or 'timm', got {init!r}")
         for name, v in (("num_classes", num_classes), ("dim", dim), ("depth", depth), ("heads", heads),
                         ("mlp_dim", mlp_dim), ("channels", channels), ("dim_head", dim_head)):
-            check_int(v, name, "ViT", 1)
-        check_float(dropout, "dropout", "ViT", 0.0, 1.0)
-        check_float(emb_dropout, "emb_dropout", "ViT", 0.0, 1.0)
+            expect_int(v, "ViT", name, 1)
+        expect_number(dropout, "ViT", "dropout", 0.0, 1.0)
+        expect_number(emb_dropout, "ViT", "emb_dropout", 0.0, 1.0)
         self.image_size, self.patch_size, self.channels = (ih, iw), (ph, pw), channels
         self.num_patches = (ih // ph) * (iw // pw)
         self.class_token = bool(class_token)

@@ -1,6 +1,7 @@
-"""ViT with BatchNorm over tokens (seed 004; SPEC §2; R anindyahepth/BatchNorm_in_Transformers_CV, Jul–Aug 2024).
+"""ViT with BatchNorm over tokens (the ViT+BatchNorm article;
+its code anindyahepth/BatchNorm_in_Transformers_CV, Jul–Aug 2024).
 
-ViTBNFFN: the ViT of SPEC §1 with the FFN's LayerNorm replaced by a token BatchNorm between the FFN's
+ViTBNFFN: the ViT of vitc.models.vit with the FFN's LayerNorm replaced by a token BatchNorm between the FFN's
 first Linear and its GELU (attention keeps its pre-norm LayerNorm; patch embedding and final norm
 unchanged).
 ViTBN: every LayerNorm becomes a token BatchNorm: patch embedding BN(patch_dim) → Linear → BN(dim),
@@ -9,7 +10,7 @@ Both have a qkv bias, as the article-era code (nn.Linear default).
 
 bn_first_block_only=True reproduces the article's models: until 2024-08-27 the authors'
 Transformer.forward returned norm(x) from inside the block loop, so only the first of `depth`
-blocks ran (SPEC §2.4; checked in model/vitbnffn.py and model/vitbn.py of the authors' repository,
+blocks ran (docs/choices.md; checked in model/vitbnffn.py and model/vitbn.py of the authors' repository,
 revisions 5fcc4ac / 99a16b1 of 2024-07-29 to 3663c1b of 2024-08-25: `return self.norm(x)` indented
 under `for attn, ff in self.layers:`). The remaining blocks keep their parameters (same parameter count and
 state_dict as the correct model) but take no part in the forward pass.

@@ -1,7 +1,7 @@
 """Activation modules: GELU, ReLU, Tanh, Sigmoid, Softmax, LogSoftmax."""
 import vitc as _v
 
-from ._util import check_int
+from .._checks import expect_int
 from .module import Module
 
 __all__ = ["GELU", "ReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax"]
@@ -50,7 +50,7 @@ class Softmax(Module):
 
     def __init__(self, dim=-1):
         super().__init__()
-        self.dim = -1 if dim is None else check_int(dim, "dim", "Softmax")
+        self.dim = -1 if dim is None else expect_int(dim, "Softmax", "dim")
 
     def forward(self, input):
         return _v.softmax(input, self.dim)

@@ -4,16 +4,11 @@ import math
 import vitc as _v
 
 from . import init
-from ._util import check_int, pair
+from .._checks import expect_int, expect_pair
 from .module import Module
 from .parameter import Parameter
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
-
-
-def _pair0(v, name, who):
-    """An int or pair of ints >= 0 (paddings)."""
-    return pair(v, name, who, minimum=0)
 
 
 class Conv2d(Module):
@@ -26,21 +21,21 @@ class Conv2d(Module):
                  bias=True):
         super().__init__()
         who = "Conv2d"
-        self.in_channels = check_int(in_channels, "in_channels", who, 1)
-        self.out_channels = check_int(out_channels, "out_channels", who, 1)
-        self.groups = check_int(groups, "groups", who, 1)
+        self.in_channels = expect_int(in_channels, who, "in_channels", 1)
+        self.out_channels = expect_int(out_channels, who, "out_channels", 1)
+        self.groups = expect_int(groups, who, "groups", 1)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{who}: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
                              f"divisible by groups ({groups})")
-        self.kernel_size = pair(kernel_size, "kernel_size", who)
-        self.stride = pair(stride, "stride", who)
+        self.kernel_size = expect_pair(kernel_size, who, "kernel_size", minimum=1)
+        self.stride = expect_pair(stride, who, "stride", minimum=1)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(f"{who}: padding must be 'same', 'valid' or ints, got {padding!r}")
             self.padding = padding
         else:
-            self.padding = _pair0(padding, "padding", who)
-        self.dilation = pair(dilation, "dilation", who)
+            self.padding = expect_pair(padding, who, "padding", minimum=0)
+        self.dilation = expect_pair(dilation, who, "dilation", minimum=1)
         self.weight = Parameter(_v.empty(out_channels, in_channels // groups, *self.kernel_size))
         if bias:
             self.bias = Parameter(_v.empty(out_channels))
@@ -78,12 +73,13 @@ class _Pool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         who = type(self).__name__
-        self.kernel_size = kernel_size if isinstance(kernel_size, int) else pair(kernel_size, "kernel_size", who)
-        pair(kernel_size, "kernel_size", who)
+        self.kernel_size = kernel_size if isinstance(kernel_size, int) else \
+            expect_pair(kernel_size, who, "kernel_size", minimum=1)
+        expect_pair(kernel_size, who, "kernel_size", minimum=1)
         self.stride = self.kernel_size if stride is None else stride
-        pair(self.stride, "stride", who)
+        expect_pair(self.stride, who, "stride", minimum=1)
         self.padding = padding
-        _pair0(padding, "padding", who)
+        expect_pair(padding, who, "padding", minimum=0)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -103,7 +99,7 @@ class AdaptiveAvgPool2d(Module):
     def __init__(self, output_size):
         super().__init__()
         self.output_size = output_size
-        pair(output_size, "output_size", "AdaptiveAvgPool2d")
+        expect_pair(output_size, "AdaptiveAvgPool2d", "output_size", minimum=1)
 
     def forward(self, input):
         return _v.adaptive_avg_pool2d(input, self.output_size)

@@ -1,7 +1,7 @@
 """Dropout and DropPath (stochastic depth)."""
 import vitc as _v
 
-from ._util import check_prob
+from .._checks import expect_probability
 from .module import Module
 
 __all__ = ["Dropout", "DropPath"]
@@ -12,7 +12,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
-        self.p = check_prob(p, "Dropout")
+        self.p = expect_probability(p, "Dropout", "p")
         self.inplace = inplace
 
     def forward(self, input):
@@ -25,11 +25,11 @@ class Dropout(Module):
 
 
 class DropPath(Module):
-    """Stochastic depth (SPEC §3.7): drop the whole residual branch per sample with prob p."""
+    """Stochastic depth (timm/layers/drop.py, drop_path): drop the whole residual branch per sample with prob p."""
 
     def __init__(self, drop_prob=0.0):
         super().__init__()
-        self.drop_prob = check_prob(drop_prob, "DropPath")
+        self.drop_prob = expect_probability(drop_prob, "DropPath", "drop_prob")
 
     def forward(self, input):
         if self.drop_prob == 0.0 or not self.training:

@@ -8,15 +8,15 @@ import numbers
 
 import numpy as np
 
-from .._tensor import Tensor, from_numpy, no_grad, rand, randn
+from .._checks import expect_tensor
+from .._tensor import from_numpy, no_grad, rand, randn
 
 __all__ = ["calculate_gain", "uniform_", "normal_", "trunc_normal_", "constant_", "zeros_", "ones_",
            "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_"]
 
 
-def _check(tensor, who):
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"{who}: expected a vitc.Tensor, got {type(tensor).__name__}")
+def _expect_float_tensor(tensor, who):
+    expect_tensor(tensor, who, "tensor")
     if not tensor.is_floating_point():
         raise TypeError(f"{who}: expected a float32 tensor, got {tensor.dtype!r}")
 
@@ -63,7 +63,7 @@ def _fans(tensor, who):
 
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with U(a, b)."""
-    _check(tensor, "uniform_")
+    _expect_float_tensor(tensor, "uniform_")
     a, b = _number(a, "a", "uniform_"), _number(b, "b", "uniform_")
     if a > b:
         raise ValueError(f"uniform_: expects a <= b, got a={a}, b={b}")
@@ -73,7 +73,7 @@ def uniform_(tensor, a=0.0, b=1.0):
 
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with N(mean, std²)."""
-    _check(tensor, "normal_")
+    _expect_float_tensor(tensor, "normal_")
     mean, std = _number(mean, "mean", "normal_"), _number(std, "std", "normal_")
     if std < 0:
         raise ValueError(f"normal_: std must be >= 0, got {std}")
@@ -87,7 +87,7 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
     Drawn by rejection: out-of-range values are redrawn. (With timm's std 0.02 and bounds ±2 no
     value is ever out of range.)
     """
-    _check(tensor, "trunc_normal_")
+    _expect_float_tensor(tensor, "trunc_normal_")
     mean, std = _number(mean, "mean", "trunc_normal_"), _number(std, "std", "trunc_normal_")
     a, b = _number(a, "a", "trunc_normal_"), _number(b, "b", "trunc_normal_")
     if std < 0:
@@ -114,7 +114,7 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
 
 
 def constant_(tensor, val):
-    _check(tensor, "constant_")
+    _expect_float_tensor(tensor, "constant_")
     with no_grad():
         tensor.fill_(_number(val, "val", "constant_"))
     return tensor
@@ -130,14 +130,14 @@ def ones_(tensor):
 
 def xavier_uniform_(tensor, gain=1.0):
     """U(±gain·√(6/(fan_in+fan_out))) (Glorot & Bengio 2010)."""
-    _check(tensor, "xavier_uniform_")
+    _expect_float_tensor(tensor, "xavier_uniform_")
     fan_in, fan_out = _fans(tensor, "xavier_uniform_")
     bound = _number(gain, "gain", "xavier_uniform_") * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound)
 
 
 def xavier_normal_(tensor, gain=1.0):
-    _check(tensor, "xavier_normal_")
+    _expect_float_tensor(tensor, "xavier_normal_")
     fan_in, fan_out = _fans(tensor, "xavier_normal_")
     return normal_(tensor, 0.0, _number(gain, "gain", "xavier_normal_") * math.sqrt(2.0 / (fan_in + fan_out)))
 
@@ -154,11 +154,11 @@ def _kaiming_std(tensor, a, mode, nonlinearity, who):
 
 def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
     """U(±gain·√(3/fan)) (He et al. 2015); a=√5 gives nn.Linear's default U(±1/√fan_in)."""
-    _check(tensor, "kaiming_uniform_")
+    _expect_float_tensor(tensor, "kaiming_uniform_")
     bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity, "kaiming_uniform_")
     return uniform_(tensor, -bound, bound)
 
 
 def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
-    _check(tensor, "kaiming_normal_")
+    _expect_float_tensor(tensor, "kaiming_normal_")
     return normal_(tensor, 0.0, _kaiming_std(tensor, a, mode, nonlinearity, "kaiming_normal_"))

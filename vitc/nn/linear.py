@@ -6,7 +6,7 @@ import vitc as _v
 from . import init
 from .module import Module
 from .parameter import Parameter
-from ._util import check_int
+from .._checks import expect_int
 
 __all__ = ["Linear", "Identity", "Flatten"]
 
@@ -29,8 +29,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
-        self.in_features = check_int(in_features, "in_features", "Linear", minimum=0)
-        self.out_features = check_int(out_features, "out_features", "Linear", minimum=0)
+        self.in_features = expect_int(in_features, "Linear", "in_features", minimum=0)
+        self.out_features = expect_int(out_features, "Linear", "out_features", minimum=0)
         self.weight = Parameter(_v.empty(out_features, in_features))
         if bias:
             self.bias = Parameter(_v.empty(out_features))
@@ -64,8 +64,8 @@ class Flatten(Module):
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
-        self.start_dim = check_int(start_dim, "start_dim", "Flatten")
-        self.end_dim = check_int(end_dim, "end_dim", "Flatten")
+        self.start_dim = expect_int(start_dim, "Flatten", "start_dim")
+        self.end_dim = expect_int(end_dim, "Flatten", "end_dim")
 
     def forward(self, input):
         return _v.flatten(input, self.start_dim, self.end_dim)

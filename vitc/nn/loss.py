@@ -1,7 +1,7 @@
 """Loss modules (the math is in the loss op family, vitc.cross_entropy etc.)."""
 import vitc as _v
 
-from ._util import check_float, check_int
+from .._checks import expect_int, expect_number
 from .module import Module
 
 __all__ = ["CrossEntropyLoss", "MSELoss", "KLDivLoss", "BCEWithLogitsLoss"]
@@ -18,7 +18,8 @@ def _reduction(r, who):
 class CrossEntropyLoss(Module):
     """Cross-entropy of logits (N, C) against int64 class indices (N,) or soft targets (N, C).
 
-    label_smoothing ε mixes the target with the uniform distribution: (1−ε)·y + ε/C (SPEC §3.2).
+    label_smoothing ε mixes the target with the uniform distribution: (1−ε)·y + ε/C (PyTorch's label_smoothing;
+    DeiT uses ε = 0.1).
     """
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
@@ -27,9 +28,9 @@ class CrossEntropyLoss(Module):
             raise TypeError(f"CrossEntropyLoss: weight must be a vitc.Tensor of class weights or None, "
                             f"got {type(weight).__name__}")
         self.register_buffer("weight", weight)
-        self.ignore_index = check_int(ignore_index, "ignore_index", "CrossEntropyLoss")
+        self.ignore_index = expect_int(ignore_index, "CrossEntropyLoss", "ignore_index")
         self.reduction = _reduction(reduction, "CrossEntropyLoss")
-        self.label_smoothing = check_float(label_smoothing, "label_smoothing", "CrossEntropyLoss", 0.0, 1.0)
+        self.label_smoothing = expect_number(label_smoothing, "CrossEntropyLoss", "label_smoothing", 0.0, 1.0)
 
     def forward(self, input, target):
         return _v.cross_entropy(input, target, weight=self.weight, reduction=self.reduction,

@@ -1,4 +1,5 @@
-"""LayerNorm, BatchNorm1d/2d and TokenBatchNorm (SPEC §1.3, §2.1)."""
+"""LayerNorm, BatchNorm1d/2d (torch.nn semantics) and TokenBatchNorm (the ViT+BatchNorm article's
+Batch_Norm, anindyahepth/BatchNorm_in_Transformers_CV; docs/choices.md)."""
 import numbers
 
 import numpy as np
@@ -6,7 +7,7 @@ import numpy as np
 import vitc as _v
 
 from . import init
-from ._util import check_float, check_int
+from .._checks import expect_int, expect_number
 from .module import Module
 from .parameter import Parameter
 
@@ -23,8 +24,8 @@ class LayerNorm(Module):
         if not isinstance(normalized_shape, (tuple, list)) or not normalized_shape:
             raise TypeError(f"LayerNorm: normalized_shape must be an int or a non-empty tuple of ints, "
                             f"got {normalized_shape!r}")
-        self.normalized_shape = tuple(check_int(s, "normalized_shape", "LayerNorm", 1) for s in normalized_shape)
-        self.eps = check_float(eps, "eps", "LayerNorm", lo=0.0)
+        self.normalized_shape = tuple(expect_int(s, "LayerNorm", "normalized_shape", 1) for s in normalized_shape)
+        self.eps = expect_number(eps, "LayerNorm", "eps", lo=0.0)
         self.elementwise_affine = bool(elementwise_affine)
         if self.elementwise_affine:
             self.weight = Parameter(_v.ones(*self.normalized_shape))
@@ -60,9 +61,9 @@ class _NormBase(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__()
         who = type(self).__name__
-        self.num_features = check_int(num_features, "num_features", who, 1)
-        self.eps = check_float(eps, "eps", who, lo=0.0)
-        self.momentum = None if momentum is None else check_float(momentum, "momentum", who, lo=0.0, hi=1.0)
+        self.num_features = expect_int(num_features, who, "num_features", 1)
+        self.eps = expect_number(eps, who, "eps", lo=0.0)
+        self.momentum = None if momentum is None else expect_number(momentum, who, "momentum", lo=0.0, hi=1.0)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         if self.affine:
@@ -139,7 +140,8 @@ class BatchNorm2d(_BatchNorm):
 
 
 class TokenBatchNorm(_NormBase):
-    """The article's Batch_Norm (SPEC §2.1): x (B, T, F) normalised per feature F over all B·T tokens.
+    """The article's Batch_Norm (anindyahepth/BatchNorm_in_Transformers_CV, model/vitbn.py):
+    x (B, T, F) normalised per feature F over all B·T tokens.
 
     Equals BatchNorm1d(F) applied to x.transpose(1, 2), without the two transposes.
     """

@@ -1,12 +1,12 @@
-"""Transformer building blocks of a ViT (SPEC §1.1, §1.4, §1.6): Patchify, Attention, FeedForward,
-TransformerBlock (pre-norm) and Transformer (blocks + final norm).
+"""Transformer building blocks of a ViT (lucidrains/vit-pytorch vit_pytorch/vit.py, Aug 2023):
+Patchify, Attention, FeedForward, TransformerBlock (pre-norm) and Transformer (blocks + final norm).
 
-norm='layer' | 'batch' picks LayerNorm or the article's token BatchNorm (SPEC §2.1) for every norm
+norm='layer' | 'batch' picks LayerNorm or the article's token BatchNorm (docs/choices.md) for every norm
 of a block stack; ffn_norm='batch' moves the FFN's norm between its first Linear and the GELU
-(seed 004's ViTBNFFN/ViTBN FFN, SPEC §2.2)."""
+(the ViTBNFFN/ViTBN FFN of anindyahepth/BatchNorm_in_Transformers_CV, model/vitbnffn.py)."""
 import vitc as _v
 
-from ._util import check_float, check_int, check_prob, pair
+from .._checks import expect_int, expect_number, expect_pair, expect_probability
 from .activation import GELU
 from .container import ModuleList, Sequential
 from .dropout import Dropout, DropPath
@@ -22,7 +22,7 @@ _NORMS = ("layer", "batch")
 
 def make_norm(kind, dim, eps=1e-5):
     """'layer': LayerNorm(dim) over the last dim; 'batch': TokenBatchNorm(dim), statistics per feature
-    over all B·T tokens (SPEC §2.1)."""
+    over all B·T tokens (the article's Batch_Norm)."""
     if kind == "layer":
         return LayerNorm(dim, eps=eps)
     if kind == "batch":
@@ -31,11 +31,11 @@ def make_norm(kind, dim, eps=1e-5):
 
 
 class Patchify(Module):
-    """(B, C, H, W) -> (B, N, P1·P2·C), einops 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)' (SPEC §1.1)."""
+    """(B, C, H, W) -> (B, N, P1·P2·C), einops 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)' (lucidrains' vit.py)."""
 
     def __init__(self, patch_size):
         super().__init__()
-        self.patch_size = pair(patch_size, "patch_size", "Patchify")
+        self.patch_size = expect_pair(patch_size, "Patchify", "patch_size", minimum=1)
 
     def forward(self, input):
         if input.ndim != 4:
@@ -55,14 +55,16 @@ class Attention(Module):
 
     inner = heads·dim_head; scale dim_head^-1/2; attention-map dropout `dropout`; to_out =
     Linear(inner, dim) + Dropout, or Identity when heads == 1 and dim_head == dim (as lucidrains).
-    attn='reattention': DeepViT re-attention (SPEC §4.1): the heads' maps mixed by a learnable
+    attn='reattention': DeepViT re-attention (arXiv 2103.11886 eq. 3; dvit_repo models/layers.py): the
+    heads' maps mixed by a learnable
     reattn_weight Θ (heads, heads) (+ reattn_bias θ when reattn_bias), then reattn_norm over the head
     axis — 'batch' (BatchNorm2d(heads), official dvit_repo), 'layer' (LayerNorm(heads), lucidrains) or
     'none' — optionally times dim_head^-1/2 (reattn_scale, DeepViT-S's transform_scale); one fused op.
     Θ, θ init U(±1/√heads) (the official Conv2d(heads, heads, 1) default).
     forward(x, return_attention=True) also returns the maps (B, heads, T, T) that multiply v
     (post-softmax pre-dropout A for 'mhsa', Â for 'reattention'); forward(x, reuse_map=M) multiplies
-    this block's v with maps M of another block instead (attention reuse, SPEC §4.3).
+    this block's v with maps M of another block instead (attention reuse, DeepViT section 5;
+    docs/choices.md).
     With record_attention = True every forward keeps its maps (detached) in last_attention, and the
     per-head softmax maps in last_softmax (the same tensor for 'mhsa'; A before the mixing for
     'reattention').
@@ -72,10 +74,10 @@ class Attention(Module):
                  reattn_bias=True, reattn_scale=False):
         super().__init__()
         who = "Attention"
-        self.dim = check_int(dim, "dim", who, 1)
-        self.heads = check_int(heads, "heads", who, 1)
-        self.dim_head = check_int(dim_head, "dim_head", who, 1)
-        self.attn_drop = check_prob(dropout, who)
+        self.dim = expect_int(dim, who, "dim", 1)
+        self.heads = expect_int(heads, who, "heads", 1)
+        self.dim_head = expect_int(dim_head, who, "dim_head", 1)
+        self.attn_drop = expect_probability(dropout, who, "dropout")
         if attn not in ("mhsa", "reattention"):
             raise ValueError(f"{who}: attn must be 'mhsa' or 'reattention', got {attn!r}")
         self.attn = attn
@@ -167,9 +169,9 @@ class Attention(Module):
 
 
 class FeedForward(Module):
-    """Linear(dim, hidden) -> GELU -> Dropout -> Linear(hidden, dim) -> Dropout (SPEC §1.6).
+    """Linear(dim, hidden) -> GELU -> Dropout -> Linear(hidden, dim) -> Dropout (lucidrains' vit.py).
 
-    mid_norm='batch' | 'layer': the article's FFN (SPEC §2.2) Linear -> norm(hidden) -> GELU ->
+    mid_norm='batch' | 'layer': the article's FFN (model/vitbnffn.py) Linear -> norm(hidden) -> GELU ->
     Dropout -> Linear, with no dropout after the second Linear.
 
     Without a mid norm and with no dropout to apply (p = 0 or eval mode) the three layers run as
@@ -179,8 +181,8 @@ class FeedForward(Module):
 
     def __init__(self, dim, hidden_dim, dropout=0.0, approximate="none", mid_norm=None, norm_eps=1e-5):
         super().__init__()
-        check_int(dim, "dim", "FeedForward", 1)
-        check_int(hidden_dim, "hidden_dim", "FeedForward", 1)
+        expect_int(dim, "FeedForward", "dim", 1)
+        expect_int(hidden_dim, "FeedForward", "hidden_dim", 1)
         self.fusable = mid_norm is None
         if mid_norm is None:
             self.net = Sequential(Linear(dim, hidden_dim), GELU(approximate), Dropout(dropout),
@@ -197,10 +199,10 @@ class FeedForward(Module):
 
 
 class TransformerBlock(Module):
-    """Pre-norm block: x + DP(attn(norm1 x)); x + DP(ff(norm2 x)) (DP = drop path, SPEC §3.7).
+    """Pre-norm block: x + DP(attn(norm1 x)); x + DP(ff(norm2 x)) (DP = drop path, timm/layers/drop.py).
 
     norm: 'layer' | 'batch' (token BatchNorm). ffn_norm: None, or the norm put inside the FFN after
-    its first Linear; then norm2 is Identity (seed 004's ViTBNFFN/ViTBN block, SPEC §2.2).
+    its first Linear; then norm2 is Identity (the article's ViTBNFFN/ViTBN block).
     attn / reattn_*: see Attention; forward(x, reuse_map=M) runs the attention on maps M.
     """
 
@@ -229,22 +231,23 @@ class TransformerBlock(Module):
 class Transformer(Module):
     """depth pre-norm blocks then a final norm (lucidrains since Aug 2023; timm's `norm`).
 
-    drop_path is the rate of the last block; block i gets drop_path·i/(depth−1) (SPEC §3.7).
+    drop_path is the rate of the last block; block i gets drop_path·i/(depth−1) (DeiT's linear rule,
+    timm's VisionTransformer).
     norm / ffn_norm as TransformerBlock. first_block_only=True reproduces seed 004's ViTBN/ViTBNFFN
-    code before 2024-08-27, whose forward returned norm(x) inside the block loop (SPEC §2.4): only
+    code before 2024-08-27, whose forward returned norm(x) inside the block loop (docs/choices.md): only
     block 0 runs, the other blocks exist (parameters, state_dict) but get no gradient.
     attn: 'mhsa' | 'reattention' for every block, or a sequence of depth such names (DeepViT-S/L
     re-attend only in their last blocks); reattn_norm, reattn_bias, reattn_scale: see Attention.
     attn_reuse_from=r (0-based block index): every block after r multiplies its own v with block r's
-    maps of the same forward (attention reuse, SPEC §4.3); gradients reach block r through all users.
+    maps of the same forward (attention reuse, DeepViT section 5); gradients reach block r through all users.
     """
 
     def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout=0.0, drop_path=0.0, qkv_bias=False,
                  norm_eps=1e-5, gelu="none", norm="layer", ffn_norm=None, first_block_only=False, attn="mhsa",
                  reattn_norm="batch", reattn_bias=True, reattn_scale=False, attn_reuse_from=None):
         super().__init__()
-        depth = check_int(depth, "depth", "Transformer", 1)
-        drop_path = check_float(drop_path, "drop_path", "Transformer", 0.0, 1.0)
+        depth = expect_int(depth, "Transformer", "depth", 1)
+        drop_path = expect_number(drop_path, "Transformer", "drop_path", 0.0, 1.0)
         if norm not in _NORMS or ffn_norm not in (None,) + _NORMS:
             raise ValueError(f"Transformer: norm must be one of {_NORMS} and ffn_norm None or one of {_NORMS}, "
                              f"got norm={norm!r}, ffn_norm={ffn_norm!r}")
@@ -253,7 +256,7 @@ class Transformer(Module):
         if len(kinds) != depth:
             raise ValueError(f"Transformer: attn must be a name or a sequence of depth={depth} names, got {attn!r}")
         if attn_reuse_from is not None:
-            attn_reuse_from = check_int(attn_reuse_from, "attn_reuse_from", "Transformer", 0)
+            attn_reuse_from = expect_int(attn_reuse_from, "Transformer", "attn_reuse_from", 0)
             if attn_reuse_from >= depth:
                 raise ValueError(f"Transformer: attn_reuse_from must be a block index in [0, {depth - 1}], "
                                  f"got {attn_reuse_from}")

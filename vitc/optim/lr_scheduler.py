@@ -1,5 +1,5 @@
 """Learning-rate schedules with torch.optim.lr_scheduler's semantics (step(), get_last_lr(),
-state_dict()), plus timm's warmup + cosine ``CosineLRScheduler`` (SPEC §3.9).
+state_dict()), plus timm's warmup + cosine ``CosineLRScheduler`` (timm/scheduler/cosine_lr.py; DeiT's schedule).
 
 Like torch, constructing a scheduler applies epoch 0's rate, and each ``step()`` (once per epoch,
 after ``optimizer.step()``) moves to the next epoch. The recursive update rules are torch's, so
@@ -234,7 +234,8 @@ class SequentialLR(LRScheduler):
 
 
 class CosineLRScheduler:
-    """Linear warmup then cosine decay, timm's ``CosineLRScheduler`` semantics (SPEC §3.9).
+    """Linear warmup then cosine decay, timm's ``CosineLRScheduler`` semantics
+    (huggingface/pytorch-image-models, timm/scheduler/cosine_lr.py).
 
     t < warmup_t: lr = warmup_lr_init + t·(base − warmup_lr_init)/warmup_t; otherwise
     lr = lr_min + ½(base − lr_min)(1 + cos(π·t_c/T)) within cycle i (cycle_mul/cycle_decay/

@@ -1,6 +1,6 @@
 """vitc.train: a small training engine — fit(), evaluate() and crash-safe checkpoints.
 
-fit() runs the seed 004 protocol (SPEC §2.4): per epoch, the training loop over shuffled batches
+fit() runs the ViT+BatchNorm article's protocol (docs/choices.md): per epoch, the training loop over shuffled batches
 (data loading included in its wall time), then a test pass in eval mode. It records the sum of
 the batch-mean losses (the article's "training loss") and their mean, the test accuracy (argmax),
 and both wall times. Unlike the article's script, the test pass runs under ``vitc.no_grad()``.

@@ -14,8 +14,8 @@ from vitc import nn, optim
 from vitc.data import MNIST, DataLoader, FashionMNIST
 from vitc.models import create_model, list_models
 
-from ..io import atomic_write
-from . import _write_text, fit
+from ..io import write_text_atomic
+from . import fit
 
 
 def build_parser():
@@ -110,7 +110,7 @@ def main(argv=None):
         print(f"weights saved to {args.save}")
     if args.history:
         text = json.dumps({"args": vars(args), "history": history}, indent=1)
-        atomic_write(args.history, lambda p: _write_text(p, text))
+        write_text_atomic(args.history, text)
     return 0
 
 

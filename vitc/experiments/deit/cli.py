@@ -1,152 +1,28 @@
-"""python -m vitc.experiments.deit: seed 001's comparison, DeiT with and without distillation from a
-convnet teacher, on Fashion-MNIST (or MNIST).
-
-1. the teacher: ``resnet_mnist`` (vitc Conv2d/BatchNorm2d), trained here (random crop + flip,
-   AdamW, cosine) or loaded with ``--teacher CKPT`` (a safetensors state dict, as written here);
-2. the same small transformer three times, with DeiT's recipe (SPEC §3.3): AdamW (wd 0.05, none on
-   biases, norms, tokens and position embedding), linear warmup + cosine, label smoothing 0.1,
-   stochastic depth (linear rule), RandAugment rand-m9-mstd0.5-inc1, Random Erasing 0.25 (pixel),
-   Mixup 0.8 / CutMix 1.0 (switch 0.5), repeated augmentation ×3 — each can be switched off:
-   - none: ``deit_mnist`` (no distillation token), base loss only;
-   - soft: ``deit_mnist_distilled``, (1−λ)·CE(z_cls, y) + λ·τ²·KL(teacher ‖ z_dist), τ 3, λ 0.1;
-   - hard: ``deit_mnist_distilled``, ½·CE(z_cls, y) + ½·CE(z_dist, argmax teacher);
-3. the test accuracy of every head (cls, dist, their averaged logits — the default — and the paper's
-   sum of softmaxes), printed and written as ``results.md`` + ``results.json`` under ``--out``.
-
-Reduced on purpose (a CPU, minutes): a few epochs, optionally a training subset, 28×28 inputs, no
-RandomResizedCrop (a padded random crop instead), the schedule stepped per update rather than per
-epoch (so a 1-epoch warmup is not one wasted epoch). See docs/results/deit/README.md.
-"""
+"""The command line of python -m vitc.experiments.deit: the teacher, then the students, then the table."""
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
-import numpy as np
-
 import vitc
-from vitc import optim
 from vitc.data import (DataLoader, FashionMNIST, MNIST, Mixup, RandAugment, RandomCrop, RandomErasing,
-                       RandomHorizontalFlip, RepeatAugSampler)
-from vitc.io import atomic_write, load_safetensors, save_safetensors
+                       RandomHorizontalFlip, RecipeTransform, RepeatAugSampler)
+from vitc.io import load_safetensors, save_safetensors, write_text_atomic
 from vitc.losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from vitc.models import DeiT, create_model
-from vitc.models.deit import fuse_heads
+from vitc.models import create_model
 
-__all__ = ["main", "build_parser", "param_groups_weight_decay", "RecipeTransform", "evaluate_heads"]
+from ..common import machine_info, set_threads
+from .report import table_markdown
+from .runs import _teacher_criterion, evaluate_heads, train_model
 
 MEAN_STD = {"fashion-mnist": (0.2860, 0.3530), "mnist": (0.1307, 0.3081)}
-NO_DECAY = ("pos_embedding", "cls_token", "dist_token")
 RUNS = ("none", "soft", "hard")
 
 
-def param_groups_weight_decay(model, weight_decay, no_decay_names=NO_DECAY):
-    """Two groups as timm's ``param_groups_weight_decay`` (SPEC §3.9): decay for tensors with ndim ≥ 2
-    whose name is not in no_decay_names; biases, norm parameters, tokens, position embedding get 0."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.split(".")[-1] in no_decay_names else decay).append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
-
-
-class RecipeTransform:
-    """The training batch pipeline, ``(x, y, rng) -> (x, y)`` for DataLoader(transform=):
-    [crop + flip] -> [RandAugment (on [0, 1] pixels)] -> normalize -> [RandomErasing] -> [Mixup/CutMix].
-    Labels become soft (B, K) float32 targets when mixing is on."""
-
-    def __init__(self, mean, std, crop=None, flip=None, randaug=None, erasing=None, mixup=None):
-        self.mean, self.std = np.float32(mean), np.float32(std)
-        self.crop, self.flip, self.randaug, self.erasing, self.mixup = crop, flip, randaug, erasing, mixup
-
-    def __call__(self, x, y, rng):
-        for t in (self.crop, self.flip, self.randaug):
-            if t is not None:
-                x = t(x, rng)
-        x = ((x - self.mean) / self.std).astype(np.float32)
-        if self.erasing is not None:
-            x = self.erasing(x, rng)
-        if self.mixup is not None:
-            x, y = self.mixup(x, y, rng)
-        return x, y
-
-    def __repr__(self):
-        parts = [repr(t) for t in (self.crop, self.flip, self.randaug, self.erasing, self.mixup) if t is not None]
-        return f"RecipeTransform(normalize({self.mean}, {self.std}), {', '.join(parts)})"
-
-
-def evaluate_heads(model, loader):
-    """Test accuracy of each head: {'cls'} for a plain model; cls, dist, avg, sum_softmax for a DeiT."""
-    was_training = model.training
-    model.eval()
-    correct, n = {}, 0
-    with vitc.no_grad():
-        for x, y in loader:
-            y = y.numpy() if isinstance(y, vitc.Tensor) else np.asarray(y)
-            if isinstance(model, DeiT):
-                f = model.forward_features(x)
-                zc, zd = model.mlp_head(f[:, 0]), model.dist_head(f[:, 1])
-                preds = {h: fuse_heads(zc, zd, h) for h in ("cls", "dist", "avg", "sum_softmax")}
-            else:
-                preds = {"cls": model(x)}
-            for h, z in preds.items():
-                correct[h] = correct.get(h, 0) + int((z.numpy().argmax(1) == y).sum())
-            n += len(y)
-    model.train(was_training)
-    return {h: c / n for h, c in correct.items()}
-
-
-def _train(model, loader, test_loader, criterion, epochs, lr, weight_decay, warmup_epochs, min_lr, log, name,
-           progress):
-    """AdamW + warmup/cosine stepped per update; returns the per-epoch history."""
-    opt = optim.AdamW(param_groups_weight_decay(model, weight_decay), lr=lr, weight_decay=weight_decay)
-    steps = len(loader)
-    sched = optim.lr_scheduler.CosineLRScheduler(opt, t_initial=max(1, epochs * steps), lr_min=min_lr,
-                                                 warmup_t=warmup_epochs * steps,
-                                                 warmup_lr_init=1e-6 if warmup_epochs else 0.0, t_in_epochs=False)
-    hist = {"epoch": [], "train_loss": [], "train_time": [], "test_accuracy": [], "lr_end": []}
-    updates = 0
-    for epoch in range(epochs):
-        model.train()
-        t0, total, batches = time.perf_counter(), 0.0, 0
-        it = loader
-        if progress:
-            try:
-                from tqdm.auto import tqdm
-                it = tqdm(loader, total=steps, desc=f"{name} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
-            except ImportError:
-                pass
-        for x, y in it:
-            out = model(x)
-            loss = criterion(x, out, y)
-            opt.zero_grad(set_to_none=False)
-            loss.backward()
-            opt.step()
-            updates += 1
-            sched.step_update(updates)
-            total += loss.item()
-            batches += 1
-        train_time = time.perf_counter() - t0
-        acc = evaluate_heads(model, test_loader)
-        for k, v in (("epoch", epoch + 1), ("train_loss", total / max(1, batches)), ("train_time", train_time),
-                     ("test_accuracy", acc), ("lr_end", opt.param_groups[0]["lr"])):
-            hist[k].append(v)
-        accs = ", ".join(f"{h} {100 * a:.2f}%" for h, a in acc.items())
-        log(f"[{name}] epoch {epoch + 1}/{epochs}: train loss {total / max(1, batches):.4f}, test {accs}, "
-            f"train {train_time:.1f} s")
-    return hist
-
-
-def _teacher_criterion(smoothing):
-    base = LabelSmoothingCrossEntropy(smoothing)
-    return lambda x, out, y: base(out, y)
-
-
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m vitc.experiments.deit", description=__doc__.split("\n\n")[0])
+    description = sys.modules[__package__].__doc__.split("\n\n")[0]  # the package docstring's first paragraph
+    p = argparse.ArgumentParser(prog="python -m vitc.experiments.deit", description=description)
     a = p.add_argument
     a("--dataset", default="fashion-mnist", choices=sorted(MEAN_STD))
     a("--data-root", default=None)
@@ -192,22 +68,6 @@ def _dataset(args, train):
     return (FashionMNIST if args.dataset == "fashion-mnist" else MNIST)(**kw)
 
 
-def _table(rows):
-    head = "| run | model | params | distillation | test acc cls | dist | avg (default) | sum_softmax | train s |\n"
-    head += "|---|---|---|---|---|---|---|---|---|\n"
-    fmt = lambda v: "—" if v is None else f"{100 * v:.2f}"  # noqa: E731
-    for r in rows:
-        a = r["test_accuracy"]
-        head += (f"| {r['run']} | {r['model']} | {r['params']:,} | {r['distillation']} | {fmt(a.get('cls'))} | "
-                 f"{fmt(a.get('dist'))} | {fmt(a.get('avg'))} | {fmt(a.get('sum_softmax'))} | "
-                 f"{r['train_time']:.0f} |\n")
-    return head
-
-
-def _write_text(path, text):
-    atomic_write(path, lambda p: open(p, "w").write(text))
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
@@ -217,7 +77,7 @@ def main(argv=None):
     if args.epochs < 1 or args.batch_size < 2 or args.batch_size % 2:
         raise SystemExit("error: --epochs must be >= 1 and --batch-size even (Mixup pairs b with B-1-b)")
     if args.threads:
-        vitc.set_num_threads(args.threads)
+        set_threads(args.threads)
     log = lambda s: print(s, flush=True)  # noqa: E731
     try:
         train_set, test_set = _dataset(args, True), _dataset(args, False)
@@ -231,9 +91,7 @@ def main(argv=None):
                              to_tensor=vitc.from_numpy)
     log(f"vitc DeiT experiment: {args.dataset}, {len(train_set)} train / {len(test_set)} test images, "
         f"{vitc.get_num_threads()} threads, seed {args.seed}")
-    result = {"args": vars(args), "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                                              "cpu_count": os.cpu_count(), "threads": vitc.get_num_threads(),
-                                              "python": sys.version.split()[0]},
+    result = {"args": vars(args), "machine": dict(machine_info(), threads=vitc.get_num_threads()),
               "rows": [], "histories": {}}
     t_all = time.perf_counter()
 
@@ -249,7 +107,7 @@ def main(argv=None):
             RecipeTransform(mean, std, RandomCrop(28, padding=2), RandomHorizontalFlip())
         loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed,
                             transform=aug, to_tensor=vitc.from_numpy)
-        t_hist = _train(teacher, loader, test_loader, _teacher_criterion(0.0), args.teacher_epochs, args.teacher_lr,
+        t_hist = train_model(teacher, loader, test_loader, _teacher_criterion(0.0), args.teacher_epochs, args.teacher_lr,
                         1e-4, 0, 1e-5, log, "teacher", progress)
         t_time = sum(t_hist["train_time"])
         save_safetensors(teacher.state_dict(), os.path.join(args.out, "teacher.safetensors"),
@@ -281,7 +139,7 @@ def main(argv=None):
         alpha = {"none": None, "soft": args.alpha_soft, "hard": args.alpha_hard}[run]
         criterion = DistillationLoss(base, teacher if run != "none" else None, run, alpha, args.tau,
                                      args.kl_reduction)
-        hist = _train(model, loader, test_loader, criterion, args.epochs, args.lr, args.weight_decay,
+        hist = train_model(model, loader, test_loader, criterion, args.epochs, args.lr, args.weight_decay,
                       args.warmup_epochs, args.min_lr, log, run, progress)
         desc = {"none": "none", "soft": f"soft τ={args.tau:g} λ={args.alpha_soft:g}",
                 "hard": f"hard (weight {args.alpha_hard:g})"}[run]
@@ -290,7 +148,7 @@ def main(argv=None):
         result["histories"][run] = hist
     result["wall_time"] = time.perf_counter() - t_all
 
-    table = _table(result["rows"])
+    table = table_markdown(result["rows"])
     recipe = (f"students: {args.epochs} epochs, batch {args.batch_size}, AdamW lr {args.lr:g} "
               f"wd {args.weight_decay:g}, "
               f"warmup {args.warmup_epochs} epoch(s) + cosine to {args.min_lr:g} (per update), label smoothing "
@@ -301,11 +159,7 @@ def main(argv=None):
     md = (f"# DeiT distillation on {args.dataset}\n\n{len(train_set)} train / {len(test_set)} test images; "
           f"{recipe}.\n\n{table}\nWall time {result['wall_time']:.0f} s, {vitc.get_num_threads()} threads.\n")
     log("\n" + table)
-    _write_text(os.path.join(args.out, "results.md"), md)
-    _write_text(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
+    write_text_atomic(os.path.join(args.out, "results.md"), md)
+    write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
     log(f"written: {os.path.join(args.out, 'results.md')}, results.json")
     return result
-
-
-if __name__ == "__main__":
-    main()

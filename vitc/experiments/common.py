@@ -1,0 +1,94 @@
+"""What the experiments share: machine information, thread settings, figures written atomically,
+and MLflow tracking (one run per configuration, a no-op when tracking is off)."""
+import io
+import os
+import platform
+import sys
+
+import vitc
+from vitc._checks import expect_int
+from vitc.io import atomic_write
+
+__all__ = ["machine_info", "set_threads", "pyplot", "save_figure", "Tracker"]
+
+
+def machine_info(backends=("vitc",)):
+    """Platform, CPU model, thread counts (and PyTorch's version and threads when it is a backend)."""
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "vitc_threads": vitc.get_num_threads()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+        info["loadavg_at_start"] = os.getloadavg()
+    except OSError:
+        pass
+    if "torch" in backends:
+        import torch
+        info["torch"], info["torch_threads"] = torch.__version__, torch.get_num_threads()
+    return info
+
+
+def set_threads(threads, backends=("vitc",)):
+    """Compute threads of vitc (and of PyTorch when it is a backend); None keeps the defaults."""
+    if threads is None:
+        return
+    threads = expect_int(threads, "experiment", "threads", minimum=1)
+    vitc.set_num_threads(threads)
+    if "torch" in backends:
+        import torch
+        torch.set_num_threads(threads)
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (unless a notebook already chose one)."""
+    import matplotlib
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path, dpi=100):
+    """Write ``fig`` as a PNG atomically and close it."""
+    plt = pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    data = buf.getvalue()
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+    atomic_write(path, write)
+
+
+class Tracker:
+    """One MLflow run per configuration; every call is a no-op when ``enabled`` is false."""
+
+    def __init__(self, enabled, out, tracking_uri, experiment):
+        self.mlflow = None
+        if not enabled:
+            return
+        try:
+            import mlflow
+        except ImportError:
+            raise ValueError("MLflow is not installed (pip install 'vitc[experiments]'); or pass --no-mlflow") from None
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+            "sqlite:///" + os.path.join(os.path.abspath(out), "mlflow.db")
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment(experiment)
+        self.mlflow, self.uri = mlflow, uri
+
+    def run(self, run_name, params, fn):
+        """fn(log_epoch) -> result; log_epoch(rec) logs the article's four metrics with step=epoch.
+        Returns (result, MLflow run id or None)."""
+        if self.mlflow is None:
+            return fn(None), None
+        with self.mlflow.start_run(run_name=run_name) as r:
+            self.mlflow.log_params(params)
+
+            def log_epoch(rec):
+                self.mlflow.log_metrics({"training_loss": rec["train_loss"], "validation_accuracy": rec["test_accuracy"],
+                                         "training_time": rec["train_time"], "validation_time": rec["test_time"]},
+                                        step=rec["epoch"])
+            return fn(log_epoch), r.info.run_id

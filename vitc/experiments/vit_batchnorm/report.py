@@ -1,0 +1,217 @@
+"""The seed-004 experiments' results: results.json (rewritten atomically after every run, resumable),
+the speed ratios r_t, r_v, g_t, g_v against ViT (the article's section 4, eqs. for the gain
+g = 1 − 1/r), the markdown tables and the article's figures."""
+import json
+import os
+import time
+
+import numpy as np
+
+from vitc.io import write_text_atomic
+
+from ..common import pyplot, save_figure
+
+__all__ = ["ratio_rows", "ratio_table", "four_panel_figure", "train_time_vs_lr_figure", "convergence_figure",
+           "Results", "write_report", "report"]
+
+
+# ---- analysis: ratios, table, figures ------------------------------------------------------------
+
+def ratio_rows(runs):
+    """Rows of r_t, r_v, g_t, g_v (the article's ratios) of every model against ViT of the same backend and
+    configuration label; plus, for an ``-article`` model, the factor its bug adds over the correct model."""
+    by = {(r["backend"], r["label"], r["model"]): r for r in runs}
+    rows = []
+    for (backend, label, model), r in by.items():
+        vit = by.get((backend, label, "ViT"))
+        if model == "ViT" or vit is None:
+            continue
+        # medians over epochs: a transient load on the machine (another job for a minute) moves one
+        # epoch's time, not the ratio; results.json keeps every epoch for the article's means
+        t = {k: float(np.median(r[k])) for k in ("train_time", "test_time")}
+        tv = {k: float(np.median(vit[k])) for k in ("train_time", "test_time")}
+        rt, rv = tv["train_time"] / t["train_time"], tv["test_time"] / t["test_time"]
+        row = {"backend": backend, "label": label, "model": model, "r_t": rt, "r_v": rv, "g_t": 1 - 1 / rt,
+               "g_v": 1 - 1 / rv, "acc_vit": vit["test_accuracy"][-1], "acc": r["test_accuracy"][-1],
+               "t_train": t["train_time"], "t_train_vit": tv["train_time"],
+               "t_test": t["test_time"], "t_test_vit": tv["test_time"]}
+        base = by.get((backend, label, model.replace("-article", ""))) if model.endswith("-article") else None
+        if base is not None:
+            row["bug_t"] = float(np.median(base["train_time"])) / t["train_time"]
+            row["bug_v"] = float(np.median(base["test_time"])) / t["test_time"]
+        rows.append(row)
+    return rows
+
+
+def ratio_table(runs, title="Speed ratios against ViT"):
+    """Markdown: per backend and configuration, each model's r_t, r_v, g_t, g_v and final accuracies."""
+    rows = ratio_rows(runs)
+    lines = [f"### {title}", "",
+             "r_t = T_train(ViT)/T_train(model), r_v = T_test(ViT)/T_test(model), T the median over epochs "
+             "(robust to a transient load; the article uses means, every epoch is in results.json); "
+             "g = 1 − 1/r (the article's gain; r = 2.5 ⇒ 60 %). 'bug ×' = the further speed-up of the article's "
+             "first-block-only model over the correct model (train / test). Accuracy after the last epoch.", "",
+             "| backend | lr / config | model | T_train s (ViT) | T_test s (ViT) | r_t | r_v | g_t | g_v | bug × (t / v) "
+             "| acc ViT | acc model |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        bug = f"{r['bug_t']:.2f} / {r['bug_v']:.2f}" if "bug_t" in r else "—"
+        lines.append(f"| {r['backend']} | {r['label']} | {r['model']} | {r['t_train']:.2f} ({r['t_train_vit']:.2f}) | "
+                     f"{r['t_test']:.2f} ({r['t_test_vit']:.2f}) | {r['r_t']:.2f} | {r['r_v']:.2f} | "
+                     f"{100 * r['g_t']:.0f} % | {100 * r['g_v']:.0f} % | {bug} | {100 * r['acc_vit']:.2f} % | "
+                     f"{100 * r['acc']:.2f} % |")
+    return "\n".join(lines) + "\n"
+
+_PANELS = (("train_time", "training time per epoch (s)"), ("test_time", "test time per epoch (s, no_grad)"),
+           ("train_loss", "training loss (sum of batch means)"), ("test_accuracy", "test accuracy"))
+
+
+def four_panel_figure(runs, title):
+    """The article's figures 3–5 / 8: train time, test time, train loss, test accuracy per epoch."""
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    for ax, (key, label) in zip(axes.flat, _PANELS):
+        for r in runs:
+            ax.plot(r["epoch"], r[key], marker="o", ms=3, label=r["model"],
+                    ls="--" if r["model"].endswith("-article") else "-")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def train_time_vs_lr_figure(runs, title):
+    """The article's figure 6: each model's per-epoch train time, one line per learning rate."""
+    plt = pyplot()
+    models = list(dict.fromkeys(r["model"] for r in runs))
+    fig, axes = plt.subplots(len(models), 1, figsize=(7, 2.4 * len(models)), sharex=True, squeeze=False)
+    for ax, m in zip(axes[:, 0], models):
+        for i, r in enumerate(x for x in runs if x["model"] == m):
+            ax.plot(r["epoch"], r["train_time"], marker="o", ms=3, label=f"{m}_{i + 1} (lr {r['lr']:g})")
+        ax.set_ylabel("train time (s)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("epoch")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def convergence_figure(trials, title):
+    """The article's figure 7: each trial's accuracy and the best so far."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    n = np.arange(1, len(trials) + 1)
+    acc = np.array([t["value"] for t in trials], dtype=float)
+    ax.plot(n, acc, "o", ms=4, label="trial")
+    ax.plot(n, np.maximum.accumulate(acc), "-", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+# meta keys two invocations must share for --resume to put their runs in one table
+# meta keys two invocations must share for --resume to put their runs in one table
+_RESUME_KEYS = ("experiment", "dataset", "train_samples", "test_samples", "epochs", "batch_size", "test_batch_size",
+                "seed", "overrides")
+
+
+class Results:
+    """results.json, rewritten atomically after every finished run."""
+
+    def __init__(self, out, meta):
+        self.path = os.path.join(out, "results.json")
+        self.doc = {"meta": meta, "runs": []}
+
+    def resume(self):
+        """Keep the finished runs of an earlier invocation with the same settings (a long run can span
+        several sessions, one backend each); returns the set of (backend, model, lr) already done."""
+        if not os.path.exists(self.path):
+            return set()
+        try:
+            with open(self.path) as f:
+                old = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--resume: cannot read {self.path}: {e}") from None
+        meta, prev = self.doc["meta"], old.get("meta", {})
+        # (setting, there, now); times are only comparable at one thread count (--threads sets both backends')
+        pairs = [(k, prev.get(k), meta.get(k)) for k in _RESUME_KEYS]
+        pairs.append(("threads", *(m.get("machine", {}).get("vitc_threads") for m in (prev, meta))))
+        diff = [(k, a, b) for k, a, b in pairs if json.dumps(a) != json.dumps(b)]
+        if diff:
+            raise ValueError(f"--resume: {self.path} was made with other settings ("
+                             + ", ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diff) + ")")
+        for k in ("models", "lrs", "backends"):
+            meta[k] = list(dict.fromkeys(list(prev.get(k, [])) + list(meta[k])))
+        # each invocation keeps its own command, machine and start time
+        meta["invocations"] = prev.get("invocations", [{k: prev.get(k) for k in ("command", "machine", "started")}])
+        meta["invocations"].append({k: meta.get(k) for k in ("command", "machine", "started")})
+        self.doc["runs"] = list(old.get("runs", []))
+        return {(r["backend"], r["model"], r["lr"]) for r in self.doc["runs"]}
+
+    def add(self, run):
+        self.doc["runs"].append(run)
+        self.save()
+
+    def save(self):
+        write_text_atomic(self.path, json.dumps(self.doc, indent=1, default=float))
+
+
+def _four_panel_figures(runs, out, backends, labels, title):
+    """fig_<backend>_<label>.png for every backend and configuration label; returns the paths."""
+    files = []
+    for backend in backends:
+        for label in labels:
+            sel = [r for r in runs if r["backend"] == backend and r["label"] == label]
+            if not sel:
+                continue
+            path = os.path.join(out, f"fig_{backend}_{label}.png")
+            save_figure(four_panel_figure(sel, f"{title} — {backend}, {label}"), path)
+            files.append(path)
+    return files
+
+
+def write_report(res, log=print):
+    """Figures and table.md of experiment 1 from its results (also `report`, e.g. after an interrupted run)."""
+    runs, meta, out = res.doc["runs"], res.doc["meta"], os.path.dirname(res.path)
+    backends = list(dict.fromkeys(r["backend"] for r in runs))
+    labels = list(dict.fromkeys(r["label"] for r in runs))
+    files = _four_panel_figures(runs, out, backends, labels, "ViT vs BatchNorm ViTs")
+    for backend_ in backends:
+        path = os.path.join(out, f"fig_{backend_}_train_time_vs_lr.png")
+        save_figure(train_time_vs_lr_figure([r for r in runs if r["backend"] == backend_],
+                                          f"train time per epoch vs learning rate — {backend_}"), path)
+        files.append(path)
+    table = ratio_table(runs, f"Experiment 1 ({meta['dataset']}, {meta['train_samples']} train / "
+                              f"{meta['test_samples']} test, {meta['epochs']} epochs)")
+    write_text_atomic(os.path.join(out, "table.md"), table)
+    meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    meta["files"] = [os.path.basename(f) for f in files] + ["table.md"]
+    res.save()
+    if log:
+        log(table)
+        log(f"wrote {len(files)} figures, table.md and results.json to {out}")
+
+
+def report(out, log=print):
+    """Rebuild experiment 1's figures and table from OUT/results.json."""
+    path = os.path.join(out, "results.json")
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    if doc.get("meta", {}).get("experiment") != "fixed-lr" or not doc.get("runs"):
+        raise ValueError(f"{path} holds no fixed-lr runs")
+    res = Results(out, doc["meta"])
+    res.doc = doc
+    write_report(res, log)
+    return doc
+
