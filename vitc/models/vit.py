@@ -130,7 +130,7 @@ class ViT(nn.Module):
         if pre_logits is None:
             self.to_latent, head_in = nn.Identity(), dim
         else:
-            head_in = check_int(pre_logits, "pre_logits", "ViT", 1)
+            head_in = expect_int(pre_logits, "ViT", "pre_logits", 1)
             self.to_latent = nn.Sequential(nn.Linear(dim, head_in), nn.Tanh())
         self.mlp_head = nn.Linear(head_in, num_classes)
         if init == "timm":
@@ -138,7 +138,7 @@ class ViT(nn.Module):
         if head_zero_init:  # big_vision's head kernel starts at zero
             nn.init.zeros_(self.mlp_head.weight)
         if head_bias_init is not None:  # e.g. -10 for sigmoid cross-entropy (big_vision scaling-laws config)
-            nn.init.constant_(self.mlp_head.bias, check_float(head_bias_init, "head_bias_init", "ViT"))
+            nn.init.constant_(self.mlp_head.bias, expect_number(head_bias_init, "ViT", "head_bias_init"))
 
     def _init_timm(self):
         for m in self.modules():

@@ -10,7 +10,7 @@ xavier-uniform as in big_vision.
 import vitc as _v
 
 from . import init
-from ._util import check_int
+from .._checks import expect_int
 from .linear import Linear
 from .module import Module
 from .normalization import LayerNorm
@@ -25,9 +25,9 @@ class MAPHead(Module):
 
     def __init__(self, dim, heads, mlp_dim, norm_eps=1e-6, qkv_bias=True):
         super().__init__()
-        check_int(dim, "dim", "MAPHead", 1)
-        check_int(heads, "heads", "MAPHead", 1)
-        check_int(mlp_dim, "mlp_dim", "MAPHead", 1)
+        expect_int(dim, "MAPHead", "dim", 1)
+        expect_int(heads, "MAPHead", "heads", 1)
+        expect_int(mlp_dim, "MAPHead", "mlp_dim", 1)
         if dim % heads:
             raise ValueError(f"MAPHead: heads ({heads}) must divide dim ({dim})")
         self.dim, self.heads = dim, heads
