@@ -1,9 +1,10 @@
 """vitc.models: the ViT family and a registry (create_model by name, as timm)."""
 from .registry import create_model, is_model, list_models, register_model
-from .vit import ViT, posemb_sincos_1d
+from .vit import SCALING_SHAPES, ViT, posemb_sincos_1d, scaling_vit
 from .vit_bn import ViTBN, ViTBNFFN
 from .deit import DeiT
 from .resnet import ResNet
 
-__all__ = ["ViT", "ViTBNFFN", "ViTBN", "DeiT", "ResNet", "posemb_sincos_1d", "create_model", "list_models",
+__all__ = ["ViT", "ViTBNFFN", "ViTBN", "DeiT", "ResNet", "posemb_sincos_1d", "SCALING_SHAPES", "scaling_vit",
+           "create_model", "list_models",
            "register_model", "is_model"]

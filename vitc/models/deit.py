@@ -31,8 +31,10 @@ def _check_head(head):
 class DeiT(ViT):
     """DeiT(*, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, head='avg', ...)
 
-    The ViT keyword arguments (pool must be 'cls'; init defaults to 'timm' as DeiT: trunc-normal(.02)
-    Linear weights, cls, dist token and position embedding) plus ``head``, the eval-mode inference
+    The ViT keyword arguments (pool 'cls', or 'gap'/'map' over the patch tokens, also with
+    class_token=False, when the distillation token is the only prefix token; init defaults to 'timm'
+    as DeiT: trunc-normal(.02) Linear weights, cls, dist token and position embedding) plus
+    ``head``, the eval-mode inference
     rule. forward(img, return_attention=False, head=None): head=None gives the tuple
     (logits_cls, logits_dist) in training mode and ``self.head``'s fusion in eval mode; an explicit
     head picks that output in either mode.
@@ -41,12 +43,12 @@ class DeiT(ViT):
     num_prefix_tokens = 2  # cls, dist
 
     def __init__(self, *, head="avg", init="timm", pool="cls", **kwargs):
-        if pool != "cls":
-            raise ValueError(f"DeiT: the heads read the class and distillation tokens, pool must be 'cls', "
-                             f"got {pool!r}")
+        if pool == "mean":
+            raise ValueError("DeiT: pool must be 'cls', 'gap' or 'map' (gap/map pool the patch tokens only); "
+                             "pool='mean' would average the distillation token into the class head's input")
         super().__init__(init=init, pool=pool, **kwargs)
         self.head = _check_head(head)
-        dim = self.cls_token.shape[-1]
+        dim = self.pos_embedding.shape[-1]
         self.dist_token = nn.Parameter(_v.randn(1, 1, dim))
         self.dist_head = nn.Linear(dim, self.mlp_head.weight.shape[0])
         if init == "timm":
@@ -55,12 +57,15 @@ class DeiT(ViT):
             nn_init.zeros_(self.dist_head.bias)
 
     def _prefix_tokens(self, b):
-        return (self.cls_token.expand(b, -1, -1), self.dist_token.expand(b, -1, -1))
+        return super()._prefix_tokens(b) + (self.dist_token.expand(b, -1, -1),)
 
     def forward(self, img, return_attention=False, head=None):
         res = self.forward_features(img, return_attention=return_attention)
         x, maps = res if return_attention else (res, None)
-        z_cls, z_dist = self.mlp_head(x[:, 0]), self.dist_head(x[:, 1])
+        # the class head reads the pooled tokens (the class token, or GAP/MAP of the patches when
+        # class_token=False); the distillation head always reads the distillation token, the last prefix
+        z_cls = self.mlp_head(self.to_latent(self.pool_tokens(x)))
+        z_dist = self.dist_head(x[:, self.num_prefix_tokens - 1])
         if head is None and self.training:
             out = (z_cls, z_dist)
         else:
@@ -132,7 +137,9 @@ _BLOCK = (("norm1", "norm1"), ("attn.to_qkv", "attn.qkv"), ("attn.to_out.0", "at
           ("ff.net.0", "mlp.fc1"), ("ff.net.3", "mlp.fc2"))
 _TOP = (("cls_token", "cls_token"), ("dist_token", "dist_token"), ("pos_embedding", "pos_embed"),
         ("to_patch_embedding.1.bias", "patch_embed.proj.bias"), ("transformer.norm", "norm"), ("mlp_head", "head"),
-        ("dist_head", "head_dist"))
+        ("dist_head", "head_dist"), ("attn_pool.probe", "attn_pool.latent"), ("attn_pool.q", "attn_pool.q"),
+        ("attn_pool.kv", "attn_pool.kv"), ("attn_pool.proj", "attn_pool.proj"), ("attn_pool.norm", "attn_pool.norm"),
+        ("attn_pool.mlp.net.0", "attn_pool.mlp.fc1"), ("attn_pool.mlp.net.3", "attn_pool.mlp.fc2"))
 _PATCH_W = "to_patch_embedding.1.weight"
 
 
@@ -140,8 +147,8 @@ def _timm_names(model):
     if len(model.to_patch_embedding) != 2:
         raise ValueError("timm conversion: the model has patch-embedding norms (patch_norm=True), which timm's "
                          "conv patch embedding does not have")
-    if model.pos_emb != "learn" or model.pool != "cls":
-        raise ValueError("timm conversion needs pos_emb='learn' and pool='cls'")
+    if model.pos_emb != "learn" or model.pool == "mean" or not isinstance(model.to_latent, nn.Identity):
+        raise ValueError("timm conversion needs pos_emb='learn', pool 'cls', 'gap' or 'map' and no pre_logits layer")
     pairs = []
     for v, t in _TOP:
         pairs.append((v, t))

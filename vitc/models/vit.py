@@ -16,9 +16,10 @@ from vitc.nn.transformer import make_norm
 
 from .registry import register_model
 
-__all__ = ["ViT", "posemb_sincos_1d"]
+__all__ = ["ViT", "posemb_sincos_1d", "SCALING_SHAPES", "scaling_vit"]
 
 _POS_EMB = ("learn", "pe1d", "sincos1d", "sincos1d_article")
+_POOLS = ("cls", "mean", "gap", "map")
 
 
 def posemb_sincos_1d(n, dim, temperature=10000.0, variant="lucidrains"):
@@ -48,7 +49,11 @@ class ViT(nn.Module):
     """ViT(*, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool='cls', channels=3,
     dim_head=64, dropout=0., emb_dropout=0., pos_emb='learn', ...)
 
-    pool: 'cls' (token 0) or 'mean' (mean over all N+1 tokens, the article's rule).
+    pool: 'cls' (token 0), 'mean' (mean over all N+1 tokens, the article's rule), 'gap' (mean of the N
+    patch tokens) or 'map' (multi-head attention pooling over the patch tokens, nn.MAPHead).
+    Scaling-ViT head options (Zhai et al. 2021 §3.2): class_token=False (no class token; pool 'gap'
+    or 'map'), pre_logits=n (Linear+tanh representation layer before the head; default none),
+    head_zero_init (zero head kernel), head_bias_init (constant head bias, e.g. -10).
     pos_emb: 'learn' (N(0,1) init), 'pe1d' / 'sincos1d_article' (the article's fixed sin-cos),
     'sincos1d' (lucidrains' fixed sin-cos).
     Extra options: qkv_bias, norm_eps (LayerNorm ε), patch_norm (the LNs around the patch
@@ -68,14 +73,18 @@ class ViT(nn.Module):
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool="cls", channels=3,
                  dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn", qkv_bias=False, norm_eps=1e-5,
                  patch_norm=True, drop_path=0.0, gelu="none", init="torch", norm="layer", ffn_norm=None,
-                 attn="mhsa", reattn_norm="batch", reattn_bias=True, reattn_scale=False, attn_reuse_from=None):
+                 attn="mhsa", reattn_norm="batch", reattn_bias=True, reattn_scale=False, attn_reuse_from=None,
+                 class_token=True, pre_logits=None, head_zero_init=False, head_bias_init=None):
         super().__init__()
         ih, iw = expect_pair(image_size, "ViT", "image_size", minimum=1)
         ph, pw = expect_pair(patch_size, "ViT", "patch_size", minimum=1)
         if ih % ph or iw % pw:
             raise ValueError(f"ViT: image dimensions {ih}x{iw} must be divisible by the patch size {ph}x{pw}")
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"ViT: pool type must be either 'cls' (cls token) or 'mean' (mean pooling), got {pool!r}")
+        if pool not in _POOLS:
+            raise ValueError(f"ViT: pool must be one of {_POOLS} ('cls' token, 'mean' of all tokens, 'gap' mean of "
+                             f"the patch tokens, 'map' attention pooling), got {pool!r}")
+        if not class_token and pool == "cls":
+            raise ValueError("ViT: pool='cls' reads the class token; with class_token=False use pool='gap' or 'map'")
         if pos_emb not in _POS_EMB:
             raise ValueError(f"ViT: pos_emb must be one of {_POS_EMB}, got {pos_emb!r}")
         if init not in ("torch", "timm"):
@@ -87,6 +96,9 @@ class ViT(nn.Module):
         expect_number(emb_dropout, "ViT", "emb_dropout", 0.0, 1.0)
         self.image_size, self.patch_size, self.channels = (ih, iw), (ph, pw), channels
         self.num_patches = (ih // ph) * (iw // pw)
+        self.class_token = bool(class_token)
+        if not self.class_token:  # an instance attribute: DeiT keeps its distillation token
+            self.num_prefix_tokens = type(self).num_prefix_tokens - 1
         self.pool, self.pos_emb, self.init_mode = pool, pos_emb, init
         patch_dim = channels * ph * pw
         layers = [nn.Patchify((ph, pw))]
@@ -102,16 +114,31 @@ class ViT(nn.Module):
             variant = "lucidrains" if pos_emb == "sincos1d" else "article"
             pe = posemb_sincos_1d(n_tok, dim, variant=variant)[None]
             self.register_buffer("pos_embedding", _v.from_numpy(np.ascontiguousarray(pe)), persistent=False)
-        self.cls_token = nn.Parameter(_v.randn(1, 1, dim))
+        if self.class_token:
+            self.cls_token = nn.Parameter(_v.randn(1, 1, dim))
         self.dropout = nn.Dropout(emb_dropout)
         self.transformer = nn.Transformer(dim, depth, heads, dim_head, mlp_dim, dropout=dropout, drop_path=drop_path,
                                           qkv_bias=qkv_bias, norm_eps=norm_eps, gelu=gelu, norm=norm, ffn_norm=ffn_norm,
                                           attn=attn, reattn_norm=reattn_norm, reattn_bias=reattn_bias,
                                           reattn_scale=reattn_scale, attn_reuse_from=attn_reuse_from)
-        self.to_latent = nn.Identity()
-        self.mlp_head = nn.Linear(dim, num_classes)
+        if pool == "map":
+            if dim % heads:
+                raise ValueError(f"ViT: pool='map' runs {heads} heads over width {dim}; heads must divide dim")
+            self.attn_pool = nn.MAPHead(dim, heads, mlp_dim, norm_eps=norm_eps)
+        # pre_logits=n: Linear(dim, n) + tanh before the head (the original ViT's representation layer);
+        # Zhai et al. 2021 §3.2 drop it (None)
+        if pre_logits is None:
+            self.to_latent, head_in = nn.Identity(), dim
+        else:
+            head_in = expect_int(pre_logits, "ViT", "pre_logits", 1)
+            self.to_latent = nn.Sequential(nn.Linear(dim, head_in), nn.Tanh())
+        self.mlp_head = nn.Linear(head_in, num_classes)
         if init == "timm":
             self._init_timm()
+        if head_zero_init:  # big_vision's head kernel starts at zero
+            nn.init.zeros_(self.mlp_head.weight)
+        if head_bias_init is not None:  # e.g. -10 for sigmoid cross-entropy (big_vision scaling-laws config)
+            nn.init.constant_(self.mlp_head.bias, expect_number(head_bias_init, "ViT", "head_bias_init"))
 
     def _init_timm(self):
         for m in self.modules():
@@ -121,7 +148,8 @@ class ViT(nn.Module):
                     init.zeros_(m.bias)
         if isinstance(self.pos_embedding, nn.Parameter):
             init.trunc_normal_(self.pos_embedding, std=0.02)
-        init.trunc_normal_(self.cls_token, std=0.02)
+        if self.class_token:
+            init.trunc_normal_(self.cls_token, std=0.02)
 
     def _check_input(self, img):
         want = (self.channels,) + self.image_size
@@ -133,13 +161,15 @@ class ViT(nn.Module):
 
     def _prefix_tokens(self, b):
         """The tokens put before the patch tokens, each (b, 1, dim)."""
-        return (self.cls_token.expand(b, -1, -1),)
+        return (self.cls_token.expand(b, -1, -1),) if self.class_token else ()
 
     def forward_features(self, img, return_attention=False):
         """Tokens after the final LayerNorm, (B, N+1, dim) [, attention maps]."""
         self._check_input(img)
         x = self.to_patch_embedding(img)
-        x = _v.cat((*self._prefix_tokens(x.shape[0]), x), dim=1)
+        prefix = self._prefix_tokens(x.shape[0])
+        if prefix:
+            x = _v.cat((*prefix, x), dim=1)
         x = x + self.pos_embedding
         x = self.dropout(x)
         return self.transformer(x, return_attention=return_attention)
@@ -147,9 +177,19 @@ class ViT(nn.Module):
     def forward(self, img, return_attention=False):
         res = self.forward_features(img, return_attention=return_attention)
         x, maps = res if return_attention else (res, None)
-        x = x.mean(dim=1) if self.pool == "mean" else x[:, 0]
-        logits = self.mlp_head(self.to_latent(x))
+        logits = self.mlp_head(self.to_latent(self.pool_tokens(x)))
         return (logits, maps) if return_attention else logits
+
+
+    def pool_tokens(self, x):
+        """(B, T, dim) final tokens -> (B, dim): 'cls' token 0, 'mean' all tokens, 'gap' the mean of the
+        patch tokens, 'map' attention pooling over the patch tokens."""
+        if self.pool == "cls":
+            return x[:, 0]
+        if self.pool == "mean":
+            return x.mean(dim=1)
+        patches = x[:, self.num_prefix_tokens:] if self.num_prefix_tokens else x
+        return patches.mean(dim=1) if self.pool == "gap" else self.attn_pool(patches)
 
 
 def _build(defaults, overrides):
@@ -200,3 +240,39 @@ def deepvit_mnist_d32(**overrides):
     block: the issue's deep model (pass attn='mhsa' for the plain baseline)."""
     return _build(dict(image_size=28, patch_size=7, num_classes=10, channels=1, dim=64, depth=32, heads=4,
                        dim_head=16, mlp_dim=128, pool="cls", attn="reattention"), overrides)
+
+
+# Zhai et al., "Scaling Vision Transformers" (arXiv 2106.04560), Table 2: width, depth, MLP width, heads
+# (the same numbers as big_vision's models/vit.py decode_variant).
+SCALING_SHAPES = {"Ti": (192, 12, 768, 3), "S": (384, 12, 1536, 6), "M": (512, 12, 2048, 8), "B": (768, 12, 3072, 12),
+                  "L": (1024, 24, 4096, 16), "H": (1280, 32, 5120, 16), "g": (1408, 40, 6144, 16),
+                  "G": (1664, 48, 8192, 16)}
+
+
+def scaling_vit(variant, **overrides):
+    """A ViT of the paper's family by its name, 'B/16' style (size/patch; case matters: g ≠ G), with the
+    paper's head: no class token, MAP pooling, no pre-logits layer, zero-init head, LN ε 1e-6, qkv bias,
+    a linear patch embedding without norms, timm-style init, 224 px, 1000 classes. Keyword arguments
+    override any of these (e.g. pool='gap', image_size=28, channels=1, num_classes=10)."""
+    if not isinstance(variant, str) or "/" not in variant:
+        raise ValueError(f"scaling_vit: variant must look like 'B/16' (one of {sorted(SCALING_SHAPES)} / patch), "
+                         f"got {variant!r}")
+    size, patch = variant.split("/", 1)
+    if size not in SCALING_SHAPES or not patch.isdigit() or int(patch) < 1:
+        raise ValueError(f"scaling_vit: unknown variant {variant!r}; sizes are {sorted(SCALING_SHAPES)}, the patch a "
+                         "positive int")
+    width, depth, mlp, heads = SCALING_SHAPES[size]
+    return _build(dict(image_size=224, patch_size=int(patch), num_classes=1000, channels=3, dim=width, depth=depth,
+                       heads=heads, dim_head=width // heads, mlp_dim=mlp, pool="map", class_token=False,
+                       qkv_bias=True, norm_eps=1e-6, patch_norm=False, init="timm", head_zero_init=True), overrides)
+
+
+def _register_scaling(size, patch):
+    def build(**overrides):
+        return scaling_vit(f"{size}/{patch}", **overrides)
+    build.__doc__ = f"ViT-{size}/{patch} of Zhai et al. 2021 (Table 2), MAP head, no class token: see scaling_vit."
+    register_model(build, name=f"vit_scaling_{size}_{patch}")
+
+
+for _size, _patch in (("Ti", 16), ("S", 16), ("M", 16), ("B", 16), ("L", 16), ("H", 14), ("g", 14), ("G", 14)):
+    _register_scaling(_size, _patch)

@@ -6,6 +6,7 @@ from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
 from .dropout import Dropout, DropPath
 from .linear import Flatten, Identity, Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, MSELoss
+from .attention_pool import MAPHead
 from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, TokenBatchNorm
 from .parameter import Parameter
@@ -18,5 +19,5 @@ __all__ = [
     "LayerNorm", "BatchNorm1d", "BatchNorm2d", "TokenBatchNorm",
     "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "CrossEntropyLoss", "MSELoss", "KLDivLoss", "BCEWithLogitsLoss",
-    "Patchify", "Attention", "FeedForward", "TransformerBlock", "Transformer",
+    "Patchify", "Attention", "FeedForward", "TransformerBlock", "Transformer", "MAPHead",
 ]

@@ -3,7 +3,8 @@ learning-rate schedules (vitc.optim.lr_scheduler), with torch.optim's names and 
 from . import lr_scheduler
 from .adam import Adam, AdamW
 from .optimizer import Optimizer
-from .param_groups import param_groups_weight_decay
+from .param_groups import param_groups_by_pattern, param_groups_head_body_decay, param_groups_weight_decay
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler", "param_groups_weight_decay"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler", "param_groups_weight_decay",
+           "param_groups_by_pattern", "param_groups_head_body_decay"]

@@ -13,7 +13,7 @@ import types
 from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "CosineAnnealingLR", "LinearLR", "SequentialLR",
-           "CosineLRScheduler"]
+           "CosineLRScheduler", "RsqrtLR", "rsqrt_factor"]
 
 
 def _check_optimizer(opt):
@@ -318,3 +318,118 @@ class CosineLRScheduler:
 
     def load_state_dict(self, state_dict):
         self.__dict__.update(state_dict)
+
+
+def _steps(value, total, name):
+    """A step count: an int >= 0, or a float in [0, 1] read as a fraction of ``total``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"RsqrtLR: {name} must be an int (steps) or a float in [0, 1] (fraction of total_steps), "
+                        f"got {type(value).__name__}")
+    if isinstance(value, numbers.Integral):
+        if value < 0:
+            raise ValueError(f"RsqrtLR: {name} must be >= 0, got {value}")
+        return int(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"RsqrtLR: {name} as a fraction of total_steps must be in [0, 1], got {value}")
+    return int(round(value * total))
+
+
+def rsqrt_factor(step, total_steps, warmup_steps=0, timescale=10_000, cooldown_steps=0):
+    """The multiplier f(s) of the base lr after ``step`` completed updates (0 for the first update).
+
+    Zhai et al., "Scaling Vision Transformers" (arXiv 2106.04560) §3.5, in the form of big_vision's
+    utils.create_learning_rate_schedule(decay_type='rsqrt'):
+        f(s) = r(s) · min(1, s/w) · min(1, (S − s)/c),   r(s) = 1/√(1 + (s − w)/τ) for s ≥ w, else 1,
+    w warmup, τ timescale, c cooldown, S total. Past the end (s ≥ S) the cooldown factor would turn
+    negative; vitc clamps f to 0 there (our choice: a schedule never reverses the update).
+    """
+    if step >= total_steps:
+        return 0.0
+    f = 1.0
+    if warmup_steps and step < warmup_steps:
+        f *= step / warmup_steps
+    else:
+        f /= math.sqrt(1.0 + (step - warmup_steps) / timescale)
+    if cooldown_steps:
+        f *= min(1.0, (total_steps - step) / cooldown_steps)
+    return f
+
+
+class RsqrtLR:
+    """Linear warmup, reciprocal-square-root decay and a linear cooldown to 0 (``rsqrt_factor``),
+    stepped once per optimizer update.
+
+    RsqrtLR(optimizer, total_steps, warmup_steps=0, timescale=10000, cooldown_steps=0): warmup and
+    cooldown in steps (int) or as fractions of total_steps (float). Building it sets the rate of
+    update 0 (0 when warming up). Use ``step()`` after each ``optimizer.step()`` (torch style) or
+    ``step_update(num_updates)`` (timm style, what vitc.train.fit calls each batch).
+
+    One rsqrt run can be cooled down at several lengths (the paper's reason for the schedule):
+    save a checkpoint during the long run, and for each branch load it and call
+    ``branch(total_steps, cooldown_steps)``: the rate stays rsqrt's until the new cooldown starts.
+    """
+
+    def __init__(self, optimizer, total_steps, warmup_steps=0, timescale=10_000, cooldown_steps=0):
+        self.optimizer = _check_optimizer(optimizer)
+        if isinstance(timescale, bool) or not isinstance(timescale, numbers.Real) or not timescale > 0:
+            raise ValueError(f"RsqrtLR: timescale must be a number > 0, got {timescale!r}")
+        self.timescale = float(timescale)
+        self.warmup_steps, self.cooldown_steps, self.total_steps = 0, 0, 0
+        self._set_total(total_steps, warmup_steps, cooldown_steps)
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.num_updates = 0
+        self._apply()
+
+    def _set_total(self, total_steps, warmup_steps, cooldown_steps):
+        if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1:
+            raise ValueError(f"RsqrtLR: total_steps must be an int >= 1, got {total_steps!r}")
+        warmup = _steps(warmup_steps, total_steps, "warmup_steps")
+        cooldown = _steps(cooldown_steps, total_steps, "cooldown_steps")
+        if warmup > total_steps:
+            raise ValueError(f"RsqrtLR: warmup_steps ({warmup}) exceeds total_steps ({total_steps})")
+        if warmup + cooldown > total_steps:
+            raise ValueError(f"RsqrtLR: warmup_steps + cooldown_steps ({warmup} + {cooldown}) exceed total_steps "
+                             f"({total_steps})")
+        self.total_steps, self.warmup_steps, self.cooldown_steps = int(total_steps), warmup, cooldown
+
+    def factor(self, step):
+        return rsqrt_factor(step, self.total_steps, self.warmup_steps, self.timescale, self.cooldown_steps)
+
+    def _apply(self):
+        f = self.factor(self.num_updates)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * f
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def step(self, epoch=None):
+        """torch style: one more update done. (With an argument, as fit() passes per epoch: ignored,
+        the schedule counts updates.)"""
+        if epoch is None:
+            self.num_updates += 1
+            self._apply()
+
+    def step_update(self, num_updates, metric=None):
+        self.num_updates = int(num_updates)
+        self._apply()
+
+    def branch(self, total_steps, cooldown_steps):
+        """Give the run a new end: the same warmup and timescale, a cooldown of ``cooldown_steps``
+        ending at ``total_steps``. The branch must not start its cooldown before the current update."""
+        self._set_total(total_steps, self.warmup_steps, cooldown_steps)
+        if self.total_steps - self.cooldown_steps < self.num_updates:
+            raise ValueError(f"RsqrtLR.branch: the cooldown would start at update {self.total_steps - self.cooldown_steps}, "
+                             f"before the current update {self.num_updates}")
+        self._apply()
+        return self
+
+    def get_last_lr(self):
+        return self._last_lr
+
+    def state_dict(self):
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict):
+        self.__dict__.update(state_dict)
+        self._apply()
