@@ -23,8 +23,15 @@
  * 5. `pyobj` is a weak back-pointer to the Python wrapper (the wrapper owns one reference to the
  *    tensor); the binding uses it to hand out the same Python object for the same tensor.
  * 6. `Tensor.numpy()` is zero-copy: the array's base is the Python wrapper, which keeps the tensor
- *    and its storage alive. `from_numpy` is zero-copy for aligned C-contiguous float32/int64/bool
- *    arrays: the storage keeps the array alive (rule 3).
+ *    and its storage alive. `from_numpy` is zero-copy for aligned C-contiguous WRITEABLE
+ *    float32/int64/bool arrays: the storage keeps the array alive (rule 3). A read-only array
+ *    (np.frombuffer over bytes, np.memmap mode='r', flags.writeable False) is copied, so every
+ *    storage is writable memory and in-place ops (copy_, fill_, optimizer steps, running
+ *    statistics) never need to ask; PyTorch instead shares it with a warning and a write
+ *    crashes. Hence .numpy() may always hand out a writeable view.
+ * 7. In-place writes refuse destinations that hold one element in several places (a stride-0,
+ *    expanded dimension of size > 1): the result would depend on the write order. A source that
+ *    partially overlaps the destination's bytes is read through a temporary copy (copy_).
  *
  * Shapes and strides are counted in elements, not bytes. Strides may be 0 (expand) but never
  * negative. ndim <= VT_MAX_DIMS.

@@ -16,6 +16,7 @@ static PyObject *py_call(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     if (op == -1 && PyErr_Occurred()) return NULL;
     if (op < 0 || op >= vt_nops) return PyErr_Format(PyExc_ValueError, "unknown op id %d", op);
     const char *name = vt_ops[op].name;
+    vt_threads_sync(); /* this Python thread runs kernels with the process's thread count */
     PyObject *tens = args[1];
     if (!PyTuple_Check(tens)) return PyErr_Format(PyExc_TypeError, "%s: tensors must be a tuple", name);
     Py_ssize_t nin = PyTuple_GET_SIZE(tens);
@@ -118,6 +119,7 @@ static PyObject *py_full(PyObject *m, PyObject *args) {
     int nd = vtpy_parse_shape(shp, shape, "full");
     if (nd < 0 || parse_dtype(dto, &dt)) return NULL;
     vt_tensor *t;
+    vt_threads_sync();
     Py_BEGIN_ALLOW_THREADS
     t = vt_full(dt, nd, shape, v);
     Py_END_ALLOW_THREADS
@@ -145,6 +147,7 @@ static PyObject *py_random(PyObject *m, PyObject *args) {
     if (nd < 0) return NULL;
     vt_tensor *t = vt_empty(VT_FLOAT32, nd, shape);
     if (!t) return vtpy_raise(vt_last_code());
+    vt_threads_sync();
     Py_BEGIN_ALLOW_THREADS
     vt_rng_fill(vt_f32(t), vt_numel(t), kind);
     Py_END_ALLOW_THREADS
@@ -184,6 +187,9 @@ static PyObject *py_set_num_threads(PyObject *m, PyObject *arg) {
     Py_RETURN_NONE;
 }
 static PyObject *py_get_num_threads(PyObject *m, PyObject *u) { return PyLong_FromLong(vt_get_num_threads()); }
+/* OpenMP's team size for this thread as it stands (no sync): tests check that ops applied the
+ * process-wide setting in a thread that never called set_num_threads */
+static PyObject *py_omp_max_threads(PyObject *m, PyObject *u) { return PyLong_FromLong(vt_thread_omp_max_threads()); }
 
 static PyObject *py_set_grad_enabled(PyObject *m, PyObject *arg) {
     int on = PyObject_IsTrue(arg);
@@ -313,6 +319,7 @@ static PyMethodDef module_methods[] = {
     {"rng_reserve", py_rng_reserve, METH_O, "reserve n counters: (seed, base)"},
     {"set_num_threads", py_set_num_threads, METH_O, "threads for OpenBLAS and OpenMP"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "current thread count"},
+    {"_omp_max_threads", py_omp_max_threads, METH_NOARGS, "this thread's OpenMP thread count, unsynced (tests)"},
     {"set_grad_enabled", py_set_grad_enabled, METH_O, "turn recording on/off; returns the previous state"},
     {"is_grad_enabled", py_is_grad_enabled, METH_NOARGS, "whether ops are recorded"},
     {"_set_tensor_class", py_set_tensor_class, METH_O, "register vitc.Tensor"},
