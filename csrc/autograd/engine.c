@@ -1,4 +1,20 @@
-/* vitc autograd: recording (vt_dispatch) and the backward pass (vt_backward). See node.h. */
+/* vitc autograd: recording (vt_dispatch) and the backward pass (vt_backward). See node.h.
+ *
+ * THREADS: Python threads may run ops and backward passes at once (the binding releases the GIL).
+ * Shared state and what guards it:
+ *  - tensor, storage and node reference counts: atomic;
+ *  - a leaf's .grad (accumulation, first assignment, Tensor.grad =) and node->retained: leaf_lock;
+ *  - a node's backward scratch (deps, gbuf): claimed by one pass at a time (claim_node); a second
+ *    pass through a node in use fails with a RuntimeError. There is no global tape: each forward
+ *    builds its own graph, so threads with their own forwards never meet there;
+ *  - grad mode (no_grad), the profiler's event buffer and the error message: per thread;
+ *  - version counters: atomic increments; an in-place write in one thread racing a backward that
+ *    reads the same saved tensor in another is the caller's race (as in PyTorch);
+ *  - the allocator's cache: its own mutex (core/alloc.c); the RNG's offset: its own mutex
+ *    (core/rng.c), so draws never repeat, but which thread gets which draws follows the order
+ *    they ask in; the thread count: process-wide (core/threads.c).
+ * Not guarded: replacing a tensor's storage (Parameter.data = ...) while another thread runs an
+ * op on that tensor. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
