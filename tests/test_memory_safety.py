@@ -144,3 +144,43 @@ def test_expanded_running_stats_refused():
     rm, rv = vitc.zeros(1).expand(3), vitc.ones(1).expand(3)
     with pytest.raises((RuntimeError, ValueError)):
         vitc.batch_norm(x, rm, rv, training=True)
+
+
+# ---- every in-place op of the table refuses an expanded destination ----------------------------
+
+def _call(name, tensors, ints=None, floats=None):
+    return vitc._C.call(vitc._C.ops[name], tensors, ints, floats)
+
+
+def _expanded(n):
+    return vitc.zeros(1).expand(n)
+
+
+IN_PLACE = {
+    "fill_": lambda: _call("fill_", (vitc.zeros(1, 3).expand(2, 3),), None, (1.0,)),
+    "copy_": lambda: _call("copy_", (vitc.zeros(1, 3).expand(2, 3), vitc.ones(2, 3))),
+    "index_put_": lambda: _call("index_put_", (vitc.zeros(1, 3).expand(2, 3), vitc.tensor([0, 1]), vitc.ones(2, 2)),
+                                (1, 1, 0)),
+    "optim_zero": lambda: _call("optim_zero", (_expanded(4),)),
+    "sgd_step": lambda: _call("sgd_step", (_expanded(4), vitc.ones(4), None, vitc.tensor([[0, 4, 0, 1]])),
+                              (0, 0), (0.1, 0.0, 0.0, 0.0)),
+    "adam_step": lambda: _call("adam_step", (_expanded(4), vitc.ones(4), vitc.zeros(4), vitc.zeros(4), None,
+                                             vitc.tensor([[0, 4, 0, 1]])), (0, 0, 0), (0.1, 0.9, 0.999, 1e-8, 0.0)),
+    "batch_norm": lambda: vitc.batch_norm(vitc.randn(8, 3), _expanded(3), vitc.ones(1).expand(3), training=True),
+    "reattention": lambda: vitc.reattention_packed(vitc.randn(2, 3, 3 * 2 * 4), 2, vitc.randn(2, 2), norm="batch",
+                                                   running_mean=_expanded(2), running_var=vitc.ones(1).expand(2),
+                                                   training=True),
+}
+
+
+@pytest.mark.parametrize("op", sorted(IN_PLACE))
+def test_in_place_op_refuses_expanded_destination(op):
+    with pytest.raises((RuntimeError, ValueError), match="expanded|contiguous|single memory location"):
+        IN_PLACE[op]()
+
+
+def test_in_place_list_covers_the_op_table():
+    """ops that write into an argument: the trailing-underscore ones, optimizer steps and buffers,
+    and the two that update running statistics; a new one must join IN_PLACE above"""
+    writers = {n for n in vitc._C.ops if n.endswith("_") or n.endswith("_step") or n == "optim_zero"}
+    assert writers | {"batch_norm", "reattention"} == set(IN_PLACE), sorted(writers)
