@@ -19,4 +19,4 @@ cd "$work"
 # own leak checks are the allocator-balance tests (tests/opcheck.check_allocation_failures)
 LD_PRELOAD="$asan:$ubsan" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     PYTHONPATH=. "$PY" -m pytest -q -s -p no:cacheprovider -x tests/ops tests/test_tensor.py tests/test_autograd.py tests/test_profiler.py tests/data/test_augment_*.py \
-    tests/test_determinism.py "$@"
+    tests/test_determinism.py tests/test_memory_safety.py tests/test_fuzz_memory.py tests/test_threads.py tests/test_allocator.py "$@"

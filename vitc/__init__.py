@@ -1,4 +1,5 @@
 """vitc: Vision Transformers on the CPU — a C core with autograd behind a PyTorch-style API."""
+import numbers as _numbers
 import os as _os
 
 # Idle OpenMP threads sleep (PASSIVE) rather than spin for libgomp's default ~300000 rounds: with
@@ -48,6 +49,41 @@ def set_num_threads(n):
 
 def get_num_threads():
     return _C.get_num_threads()
+
+
+def memory_stats():
+    """The caching allocator's state (csrc/core/alloc.c), a dict of ints (cache_fraction a float):
+    live_bytes (held by tensors now), peak_bytes (highest live since reset_peak_memory_stats),
+    max_live_bytes (highest live ever), cached_bytes / cached_blocks (freed, kept for reuse),
+    cache_limit_bytes = max(cache_min_bytes, cache_fraction * max_live_bytes) (the cache never
+    holds more), and counts: allocs, frees, cache_hits, system_allocs, released (blocks returned
+    to the system). Sizes are block sizes: a request is rounded up to its size class (at most
+    12.5 % more; powers of two exact)."""
+    return _C.memory_stats()
+
+
+def empty_cache():
+    """Return every cached block to the system (live tensors are untouched)."""
+    _C.empty_cache()
+
+
+def reset_peak_memory_stats():
+    """peak_bytes <- live_bytes, to measure the peak of one region."""
+    _C.reset_peak()
+
+
+def set_cache_limit(min_bytes=None, fraction=None):
+    """Bound the allocator's cache: it keeps at most max(min_bytes, fraction * max_live_bytes) bytes
+    of freed blocks (defaults 64 MiB and 1.0); blocks past that go back to the system. The cache is
+    trimmed to the new limit at once. None keeps a setting; set_cache_limit(0, 0) turns caching off."""
+    s = _C.memory_stats()
+    min_bytes = s["cache_min_bytes"] if min_bytes is None else min_bytes
+    fraction = s["cache_fraction"] if fraction is None else fraction
+    if not isinstance(min_bytes, int) or isinstance(min_bytes, type(True)):
+        raise TypeError(f"set_cache_limit: min_bytes must be an int, got {type(min_bytes).__name__}")
+    if not isinstance(fraction, _numbers.Real) or isinstance(fraction, type(True)):
+        raise TypeError(f"set_cache_limit: fraction must be a number, got {type(fraction).__name__}")
+    _C.set_cache_limit(min_bytes, fraction)
 
 
 from . import data, nn, optim, models, losses, profiler  # noqa: E402,F401  (vitc.train is imported on use)

@@ -326,7 +326,11 @@ _C._set_tensor_class(Tensor)
 # ---- creation -----------------------------------------------------------------------------
 
 def from_numpy(arr):
-    """A tensor sharing arr's memory (C-contiguous float32/int64/bool); others are copied."""
+    """A tensor sharing arr's memory (C-contiguous writeable float32/int64/bool); others are copied.
+
+    Read-only arrays (np.frombuffer over bytes, np.memmap(mode="r")) are copied, so in-place ops on
+    the tensor can never write into read-only memory; later changes to such an array's memory are
+    not seen by the tensor."""
     return _C.from_numpy(arr)
 
 

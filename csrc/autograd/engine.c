@@ -1,4 +1,21 @@
-/* vitc autograd: recording (vt_dispatch) and the backward pass (vt_backward). See node.h. */
+/* vitc autograd: recording (vt_dispatch) and the backward pass (vt_backward). See node.h.
+ *
+ * THREADS: Python threads may run ops and backward passes at once (the binding releases the GIL).
+ * Shared state and what guards it:
+ *  - tensor, storage and node reference counts: atomic;
+ *  - a leaf's .grad (accumulation, first assignment, Tensor.grad =) and node->retained: leaf_lock;
+ *  - a node's backward scratch (deps, gbuf): claimed by one pass at a time (claim_node); a second
+ *    pass through a node in use fails with a RuntimeError. There is no global tape: each forward
+ *    builds its own graph, so threads with their own forwards never meet there;
+ *  - grad mode (no_grad), the profiler's event buffer and the error message: per thread;
+ *  - version counters: atomic increments; an in-place write in one thread racing a backward that
+ *    reads the same saved tensor in another is the caller's race (as in PyTorch);
+ *  - the allocator's cache: its own mutex (core/alloc.c); the RNG's offset: its own mutex
+ *    (core/rng.c), so draws never repeat, but which thread gets which draws follows the order
+ *    they ask in; the thread count: process-wide (core/threads.c).
+ * Not guarded: replacing a tensor's storage (Parameter.data = ...) while another thread runs an
+ * op on that tensor. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "node.h"
@@ -53,15 +70,19 @@ void vt_node_decref(vt_node *n) {
 }
 
 void vt_node_forget_output(vt_node *n, const vt_tensor *t) {
-    if (t->output_nr >= 0 && t->output_nr < VT_MAX_OUT && n->retained[t->output_nr] == t)
-        n->retained[t->output_nr] = NULL;
+    if (t->output_nr < 0 || t->output_nr >= VT_MAX_OUT || n->retained[t->output_nr] != t) return;
+    vt_leaf_grad_lock(); /* a backward in another thread may be reading it (leaf_lock below) */
+    if (n->retained[t->output_nr] == t) n->retained[t->output_nr] = NULL;
+    vt_leaf_grad_unlock();
 }
 
 int vt_retain_grad(vt_tensor *t) {
     if (!t->requires_grad)
         return vt_fail(VT_ERUNTIME, "can't retain_grad on a tensor that has requires_grad=False");
+    vt_leaf_grad_lock();
     if (t->grad_fn) t->grad_fn->retained[t->output_nr] = t;
     t->retains_grad = 1;
+    vt_leaf_grad_unlock();
     return VT_OK;
 }
 
@@ -172,21 +193,49 @@ static int accumulate_slot(vt_tensor **slot, vt_tensor *g) {
     return st;
 }
 
+/* Leaf gradients are shared state: Python threads running backward passes at once (each on its
+ * own graph) may reach the same parameter, and `d[i] += p[i]` from two of them loses updates.
+ * One process-wide lock serialises every write of a leaf's .grad (accumulation, the first
+ * assignment, Tensor.grad = ...) and of node->retained, as PyTorch's AccumulateGrad locks. Nothing
+ * is freed while it is held: a release may need the GIL (core/tensor.h rule 3), whose holder may
+ * be waiting for this lock. */
+static pthread_mutex_t leaf_lock = PTHREAD_MUTEX_INITIALIZER;
+void vt_leaf_grad_lock(void) { pthread_mutex_lock(&leaf_lock); }
+void vt_leaf_grad_unlock(void) { pthread_mutex_unlock(&leaf_lock); }
+
 /* leaf.grad += g (stealing g); the stored grad is always a private contiguous tensor */
 static int accumulate_leaf(vt_tensor *leaf, vt_tensor *g) {
+    vt_tensor *s = NULL; /* the contiguous gradient read by the sum (allocated under the lock) */
+    int st = VT_OK;
+    pthread_mutex_lock(&leaf_lock);
     if (leaf->grad) {
-        int st = accumulate_into(leaf->grad, g);
-        vt_tensor_decref(g);
-        return st;
+        if (!(s = vt_contiguous(g))) st = vt_last_code();
+        float *d = st ? NULL : vt_f32(leaf->grad);
+        const float *p = st ? NULL : vt_f32(s);
+        int64_t n = st ? 0 : vt_numel(leaf->grad);
+        #pragma omp parallel for if (n > 65536) schedule(static)
+        for (int64_t i = 0; i < n; i++) d[i] += p[i];
+    } else if (exclusively_owned(g)) {
+        leaf->grad = g;
+        g = NULL;
+    } else if (!(leaf->grad = vt_clone(g))) {
+        st = vt_last_code();
     }
-    if (!exclusively_owned(g)) {
-        vt_tensor *c = vt_clone(g);
-        vt_tensor_decref(g);
-        if (!c) return vt_last_code();
-        g = c;
-    }
-    leaf->grad = g;
-    return VT_OK;
+    pthread_mutex_unlock(&leaf_lock);
+    vt_tensor_decref(s);
+    vt_tensor_decref(g);
+    return st;
+}
+
+/* a new reference to the output n->retained[k], or NULL; the output may be being freed by another
+ * thread (its count already 0, vt_node_forget_output waiting for the lock): then it is not taken */
+static vt_tensor *retained_ref(vt_node *n, int k) {
+    pthread_mutex_lock(&leaf_lock);
+    vt_tensor *r = n->retained[k];
+    int64_t c = r ? __atomic_load_n(&r->refcount, __ATOMIC_ACQUIRE) : 0;
+    while (c > 0 && !__atomic_compare_exchange_n(&r->refcount, &c, c + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {}
+    pthread_mutex_unlock(&leaf_lock);
+    return c > 0 ? r : NULL;
 }
 
 static int check_grad_shape(const vt_node *n, int i, const vt_tensor *g) {
@@ -219,6 +268,19 @@ static int vec_push(node_vec *s, vt_node *n) {
     return VT_OK;
 }
 
+/* A node's deps and gbuf are scratch of one backward pass, so two passes (Python threads) must not
+ * run through the same node at once: a pass claims each node it collects (visit: 0 -> its stamp)
+ * and gives them back when it ends. A node another pass holds is an error, not a race; graphs
+ * that share nothing (each thread its own forward, shared leaves) never meet here. */
+static int claim_node(vt_node *n, uint64_t stamp) {
+    uint64_t free_ = 0;
+    if (__atomic_compare_exchange_n(&n->visit, &free_, stamp, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return VT_OK;
+    return vt_fail(VT_ERUNTIME, "backward: another thread is running a backward pass through this graph (at %s) "
+                   "at the same time; run backward passes that share graph nodes one after the other",
+                   vt_ops[n->op].name);
+}
+static void release_node(vt_node *n) { __atomic_store_n(&n->visit, 0, __ATOMIC_RELEASE); }
+
 int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
     if (!root->requires_grad)
         return vt_fail(VT_ERUNTIME, "element 0 of tensors does not require grad and does not have a grad_fn");
@@ -248,11 +310,13 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
     node_vec all = {0}, ready = {0}, stack = {0};
     int st = VT_OK;
     vt_node *start = root->grad_fn;
-    if ((st = vec_push(&stack, start))) goto done;
-    start->visit = stamp;
+    if ((st = claim_node(start, stamp)) || (st = vec_push(&stack, start))) {
+        if (!st) release_node(start); /* claimed but not recorded: give it back */
+        goto done;
+    }
     while (stack.n) {
         vt_node *n = stack.v[--stack.n];
-        if ((st = vec_push(&all, n))) goto done;
+        if ((st = vec_push(&all, n))) { release_node(n); goto done; }
         if (n->released) {
             st = vt_fail(VT_ERUNTIME, "Trying to backward through the graph a second time (or directly access "
                          "saved tensors after they have already been freed); specify retain_graph=True "
@@ -261,9 +325,9 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
         }
         for (int i = 0; i < n->nin; i++) {
             vt_node *m = n->next[i].node;
-            if (m && m->visit != stamp) {
-                m->visit = stamp;
-                if ((st = vec_push(&stack, m))) goto done;
+            if (m && __atomic_load_n(&m->visit, __ATOMIC_ACQUIRE) != stamp) {
+                if ((st = claim_node(m, stamp))) goto done;
+                if ((st = vec_push(&stack, m))) { release_node(m); goto done; }
             }
         }
     }
@@ -284,11 +348,12 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
         for (int k = 0; k < n->nout; k++) {
             if (!n->gbuf[k]) continue;
             any = 1;
-            vt_tensor *r = n->retained[k];
+            vt_tensor *r = retained_ref(n, k);
             if (r) {
                 vt_tensor *c = vt_clone(n->gbuf[k]);
-                if (!c) { st = vt_last_code(); goto done; }
-                if ((st = accumulate_leaf(r, c))) goto done;
+                st = c ? accumulate_leaf(r, c) : vt_last_code();
+                vt_tensor_decref(r);
+                if (st) goto done;
             }
         }
         vt_tensor *gin[VT_MAX_IN] = {0};
@@ -327,6 +392,8 @@ done:
     vt_tensor_decref(g0);
     for (int64_t j = 0; j < all.n; j++)
         for (int k = 0; k < VT_MAX_OUT; k++) { vt_tensor_decref(all.v[j]->gbuf[k]); all.v[j]->gbuf[k] = NULL; }
+    for (int64_t j = 0; j < all.n; j++) release_node(all.v[j]);
+    for (int64_t j = 0; j < stack.n; j++) release_node(stack.v[j]);
     free(all.v);
     free(ready.v);
     free(stack.v);

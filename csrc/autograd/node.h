@@ -102,6 +102,9 @@ void vt_set_grad_enabled(int on);
 
 void vt_node_decref(vt_node *n);
 void vt_node_forget_output(vt_node *n, const vt_tensor *t);
+/* the lock around every write of a leaf's .grad (engine.c); the binding takes it for Tensor.grad = */
+void vt_leaf_grad_lock(void);
+void vt_leaf_grad_unlock(void);
 /* ask for t.grad to be kept after backward (non-leaf); leaves always keep theirs */
 int vt_retain_grad(vt_tensor *t);
 

@@ -1,9 +1,19 @@
 /* vitc core: the caching allocator.
- * A training step allocates the same sizes every step, so freed blocks are kept in per-size free
- * lists (sizes rounded up to 64 bytes) and handed out again: no malloc/free per op in steady
- * state. The cache is bounded (VT_CACHE_MAX bytes); when the system allocator fails the cache is
- * emptied and the allocation retried once. Thread safe (one mutex; allocations are per tensor,
- * not per element). vt_alloc_fail_after() lets tests fail the n-th allocation.
+ * A training step allocates the same sizes every step, so freed blocks are kept in free lists and
+ * handed out again: no malloc/free per op in steady state.
+ * SIZE CLASSES: a request is rounded up to a class, so nearby sizes share blocks and the number
+ * of lists does not grow with the number of distinct sizes: multiples of 64 bytes up to 1 KiB,
+ * then 8 classes per power of two (a block is at most 12.5 % larger than asked; whole powers of
+ * two are exact). The class index is computed, not searched: O(1) per allocation.
+ * CAP: cached bytes never exceed max(min_bytes, fraction x the highest live byte count seen);
+ * defaults 64 MiB and 1.0, so a training loop keeps a step's worth of blocks while a stream of
+ * random shapes cannot grow the cache past 64 MiB. A block that would pass the cap goes back to
+ * the system; lowering the cap (vt_alloc_set_cache_limit) trims the cache at once, largest
+ * classes first. Before this cap, 500 tensors of distinct sizes freed at once left 2 GB cached
+ * with a live peak of 7.8 MB (issue 19).
+ * When the system allocator fails the cache is emptied and the allocation retried once. Thread
+ * safe (one mutex; allocations are per tensor, not per element). vt_alloc_fail_after() lets
+ * tests fail the n-th allocation.
  * Blocks of 2 MiB and more start on a 2 MiB boundary and are madvise(MADV_HUGEPAGE)d, so where the
  * kernel's transparent huge pages are in "madvise" mode (Debian's default) they are backed by
  * 2 MiB pages: the seed ViT's qkv activations (10 MB per block, read in 256-byte pieces 6 KB
@@ -19,43 +29,65 @@
 #include "tensor.h"
 
 #define VT_ALIGN 64
-#define VT_NBUCKETS 4096
-#define VT_CACHE_MAX ((int64_t)4 << 30)
+#define VT_SMALL 1024    /* classes of VT_ALIGN bytes up to here */
+#define VT_PER_OCTAVE 8  /* then this many classes per power of two */
+#define VT_NCLASSES (VT_SMALL / VT_ALIGN + 54 * VT_PER_OCTAVE) /* octaves k = 10 .. 63 */
 #define VT_HUGE ((size_t)2 << 20) /* x86-64's transparent huge page */
 
 typedef struct block { struct block *next; } block;
-typedef struct { size_t size; block *head; } bucket;
+typedef struct { block *head; int64_t nblocks; } bucket;
 
-static bucket buckets[VT_NBUCKETS];
+static bucket buckets[VT_NCLASSES];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static int64_t live_bytes, cached_bytes, peak_bytes;
+static int64_t live_bytes, cached_bytes, peak_bytes, max_live_bytes;
+static int64_t cache_min_bytes = (int64_t)64 << 20;
+static double cache_fraction = 1.0;
+static vt_alloc_counts counts;
 static int64_t fail_countdown = -1;
 
-static size_t round_size(size_t n) { return n ? (n + VT_ALIGN - 1) & ~(size_t)(VT_ALIGN - 1) : VT_ALIGN; }
-
-static bucket *find_bucket(size_t size, int create) {
-    size_t h = (size / VT_ALIGN) * 2654435761u % VT_NBUCKETS;
-    for (int probe = 0; probe < VT_NBUCKETS; probe++, h = (h + 1) % VT_NBUCKETS) {
-        if (buckets[h].size == size) return &buckets[h];
-        if (buckets[h].size == 0) {
-            if (!create) return NULL;
-            buckets[h].size = size;
-            return &buckets[h];
-        }
+/* the class of an n-byte request: its index and its block size */
+static int size_class(size_t n, size_t *size) {
+    if (n <= VT_SMALL) {
+        size_t m = n ? (n + VT_ALIGN - 1) / VT_ALIGN : 1;
+        *size = m * VT_ALIGN;
+        return (int)m - 1;
     }
-    return NULL;
+    int k = 63 - __builtin_clzll((unsigned long long)(n - 1)); /* n in (2^k, 2^(k+1)], k >= 10 */
+    size_t step = (size_t)1 << (k - 3);                         /* 2^k / VT_PER_OCTAVE */
+    size_t m = (n + step - 1) / step;                           /* 9 .. 16 */
+    *size = m * step;
+    return VT_SMALL / VT_ALIGN + (k - 10) * VT_PER_OCTAVE + (int)(m - 9);
 }
 
-static void clear_cache_locked(void) {
-    for (int i = 0; i < VT_NBUCKETS; i++) {
-        while (buckets[i].head) {
-            block *b = buckets[i].head;
-            buckets[i].head = b->next;
+/* the block size of class c (inverse of size_class) */
+static size_t class_size(int c) {
+    if (c < VT_SMALL / VT_ALIGN) return (size_t)(c + 1) * VT_ALIGN;
+    c -= VT_SMALL / VT_ALIGN;
+    int k = 10 + c / VT_PER_OCTAVE;
+    return (size_t)(c % VT_PER_OCTAVE + 9) << (k - 3);
+}
+
+static int64_t cache_cap_locked(void) {
+    double rel = cache_fraction * (double)max_live_bytes;
+    return rel > (double)cache_min_bytes ? (int64_t)rel : cache_min_bytes;
+}
+
+/* free cached blocks, largest classes first, until at most `keep` bytes stay cached */
+static void trim_cache_locked(int64_t keep) {
+    for (int c = VT_NCLASSES - 1; c >= 0 && cached_bytes > keep; c--) {
+        int64_t size = (int64_t)class_size(c);
+        while (buckets[c].head && cached_bytes > keep) {
+            block *b = buckets[c].head;
+            buckets[c].head = b->next;
+            buckets[c].nblocks--;
             free(b);
-            cached_bytes -= (int64_t)buckets[i].size;
+            cached_bytes -= size;
+            counts.released++;
         }
     }
 }
+
+static void clear_cache_locked(void) { trim_cache_locked(0); }
 
 /* refuse single requests larger than physical memory: with overcommit they would "succeed" and
  * the process would be killed when the pages are touched */
@@ -91,26 +123,34 @@ void *vt_alloc(size_t nbytes) {
     if (nbytes > max_request())
         return vt_fail_null(VT_ENOMEM, "out of memory: %zu bytes requested, more than this machine's %zu bytes of RAM",
                             nbytes, max_request());
-    size_t size = round_size(nbytes);
+    size_t size;
+    int c = size_class(nbytes, &size);
     void *p = NULL;
     pthread_mutex_lock(&lock);
     if (fail_countdown >= 0 && fail_countdown-- == 0) {
         pthread_mutex_unlock(&lock);
         return vt_fail_null(VT_ENOMEM, "out of memory allocating %zu bytes (injected failure)", nbytes);
     }
-    bucket *b = find_bucket(size, 0);
-    if (b && b->head) {
+    bucket *b = &buckets[c];
+    if (b->head) {
         p = b->head;
         b->head = b->head->next;
+        b->nblocks--;
         cached_bytes -= (int64_t)size;
+        counts.cache_hits++;
     }
-    if (!p && !(p = system_alloc(size))) {
-        clear_cache_locked();
-        p = system_alloc(size);
+    if (!p) {
+        if (!(p = system_alloc(size))) {
+            clear_cache_locked();
+            p = system_alloc(size);
+        }
+        if (p) counts.system_allocs++;
     }
     if (p) {
+        counts.allocs++;
         live_bytes += (int64_t)size;
         if (live_bytes > peak_bytes) peak_bytes = live_bytes;
+        if (live_bytes > max_live_bytes) max_live_bytes = live_bytes;
     }
     pthread_mutex_unlock(&lock);
     if (!p) return vt_fail_null(VT_ENOMEM, "out of memory allocating %zu bytes", nbytes);
@@ -119,17 +159,20 @@ void *vt_alloc(size_t nbytes) {
 
 void vt_free(void *p, size_t nbytes) {
     if (!p) return;
-    size_t size = round_size(nbytes);
+    size_t size;
+    int c = size_class(nbytes, &size);
     pthread_mutex_lock(&lock);
     live_bytes -= (int64_t)size;
-    bucket *b = cached_bytes + (int64_t)size <= VT_CACHE_MAX ? find_bucket(size, 1) : NULL;
-    if (b) {
+    counts.frees++;
+    if (cached_bytes + (int64_t)size <= cache_cap_locked()) {
         block *blk = p;
-        blk->next = b->head;
-        b->head = blk;
+        blk->next = buckets[c].head;
+        buckets[c].head = blk;
+        buckets[c].nblocks++;
         cached_bytes += (int64_t)size;
     } else {
         free(p);
+        counts.released++;
     }
     pthread_mutex_unlock(&lock);
 }
@@ -146,6 +189,17 @@ void vt_alloc_clear_cache(void) {
     pthread_mutex_unlock(&lock);
 }
 
+int vt_alloc_set_cache_limit(int64_t min_bytes, double fraction) {
+    if (min_bytes < 0) return vt_fail(VT_EVALUE, "set_cache_limit: min_bytes must be >= 0, got %lld", (long long)min_bytes);
+    if (!(fraction >= 0 && fraction <= 1e6)) return vt_fail(VT_EVALUE, "set_cache_limit: fraction must be in [0, 1e6], got %g", fraction);
+    pthread_mutex_lock(&lock);
+    cache_min_bytes = min_bytes;
+    cache_fraction = fraction;
+    trim_cache_locked(cache_cap_locked());
+    pthread_mutex_unlock(&lock);
+    return VT_OK;
+}
+
 void vt_alloc_reset_peak(void) {
     pthread_mutex_lock(&lock);
     peak_bytes = live_bytes;
@@ -158,4 +212,22 @@ void vt_alloc_stats(int64_t *live, int64_t *cached, int64_t *peak) {
     *cached = cached_bytes;
     *peak = peak_bytes;
     pthread_mutex_unlock(&lock);
+}
+
+void vt_alloc_policy(vt_alloc_counts *out, int64_t *max_live, int64_t *cap, int64_t *min_bytes, double *fraction) {
+    pthread_mutex_lock(&lock);
+    *out = counts;
+    out->cached_blocks = 0;
+    for (int c = 0; c < VT_NCLASSES; c++) out->cached_blocks += buckets[c].nblocks;
+    *max_live = max_live_bytes;
+    *cap = cache_cap_locked();
+    *min_bytes = cache_min_bytes;
+    *fraction = cache_fraction;
+    pthread_mutex_unlock(&lock);
+}
+
+size_t vt_alloc_block_size(size_t nbytes) {
+    size_t size;
+    (void)size_class(nbytes, &size);
+    return size;
 }

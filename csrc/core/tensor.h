@@ -23,8 +23,15 @@
  * 5. `pyobj` is a weak back-pointer to the Python wrapper (the wrapper owns one reference to the
  *    tensor); the binding uses it to hand out the same Python object for the same tensor.
  * 6. `Tensor.numpy()` is zero-copy: the array's base is the Python wrapper, which keeps the tensor
- *    and its storage alive. `from_numpy` is zero-copy for aligned C-contiguous float32/int64/bool
- *    arrays: the storage keeps the array alive (rule 3).
+ *    and its storage alive. `from_numpy` is zero-copy for aligned C-contiguous WRITEABLE
+ *    float32/int64/bool arrays: the storage keeps the array alive (rule 3). A read-only array
+ *    (np.frombuffer over bytes, np.memmap mode='r', flags.writeable False) is copied, so every
+ *    storage is writable memory and in-place ops (copy_, fill_, optimizer steps, running
+ *    statistics) never need to ask; PyTorch instead shares it with a warning and a write
+ *    crashes. Hence .numpy() may always hand out a writeable view.
+ * 7. In-place writes refuse destinations that hold one element in several places (a stride-0,
+ *    expanded dimension of size > 1): the result would depend on the write order. A source that
+ *    partially overlaps the destination's bytes is read through a temporary copy (copy_).
  *
  * Shapes and strides are counted in elements, not bytes. Strides may be 0 (expand) but never
  * negative. ndim <= VT_MAX_DIMS.
@@ -71,13 +78,25 @@ typedef struct vt_tensor {
 size_t vt_dtype_size(vt_dtype dt);
 const char *vt_dtype_name(vt_dtype dt);
 
-/* memory (core/alloc.c): 64-byte aligned, cached by size; fault injection for tests */
+/* memory (core/alloc.c): 64-byte aligned, cached by size class under a cap; fault injection for tests */
 void *vt_alloc(size_t nbytes);
 void vt_free(void *p, size_t nbytes);
 void vt_alloc_fail_after(int64_t n); /* the n-th next allocation fails (n<0: never) */
 void vt_alloc_clear_cache(void);
 void vt_alloc_stats(int64_t *live_bytes, int64_t *cached_bytes, int64_t *peak_bytes);
 void vt_alloc_reset_peak(void); /* peak <- live, to measure one region (torch.cuda.reset_peak_memory_stats) */
+/* cache cap = max(min_bytes, fraction x highest live bytes seen); trims the cache to it now */
+int vt_alloc_set_cache_limit(int64_t min_bytes, double fraction);
+typedef struct {
+    int64_t allocs, frees;  /* vt_alloc / vt_free calls that succeeded */
+    int64_t cache_hits;     /* allocations served from the cache */
+    int64_t system_allocs;  /* allocations that went to the system */
+    int64_t released;       /* blocks given back to the system (over the cap, trims) */
+    int64_t cached_blocks;  /* blocks in the cache now */
+} vt_alloc_counts;
+void vt_alloc_policy(vt_alloc_counts *counts, int64_t *max_live_bytes, int64_t *cap_bytes, int64_t *min_bytes,
+                     double *fraction);
+size_t vt_alloc_block_size(size_t nbytes); /* the size class a request of nbytes is served from */
 
 /* construction */
 vt_tensor *vt_empty(vt_dtype dt, int ndim, const int64_t *shape);

@@ -368,7 +368,37 @@ static int check_inplace(vt_tensor *t, const char *who) {
     if (vt_grad_enabled() && t->requires_grad)
         return vt_fail(VT_ERUNTIME, "%s: a tensor that requires grad is being used in an in-place operation "
                        "(wrap it in vitc.no_grad())", who);
+    /* core/tensor.h rule 7: an expanded destination keeps one of its several writes */
+    if (vt_numel(t) > 0)
+        for (int d = 0; d < t->ndim; d++)
+            if (t->strides[d] == 0 && t->shape[d] > 1)
+                return vt_fail(VT_ERUNTIME, "%s: unsupported operation: more than one element of the written-to "
+                               "tensor refers to a single memory location (dimension %d is expanded); clone() "
+                               "it first", who, d);
     return VT_OK;
+}
+
+/* [first, last] element of t's storage that t touches (strides are >= 0, numel > 0) */
+static void element_span(const vt_tensor *t, int64_t *first, int64_t *last) {
+    int64_t hi = t->offset;
+    for (int d = 0; d < t->ndim; d++) hi += (t->shape[d] - 1) * t->strides[d];
+    *first = t->offset;
+    *last = hi;
+}
+
+/* src shares bytes with dst without being the very same view: copying element by element would
+ * read values already overwritten (x.copy_(x.T)), so the caller reads a temporary copy instead */
+static int partially_overlaps(const vt_tensor *dst, const vt_tensor *src) {
+    if (dst->storage != src->storage || vt_numel(dst) == 0 || vt_numel(src) == 0) return 0;
+    if (dst->dtype == src->dtype && dst->offset == src->offset && dst->ndim == src->ndim &&
+        !memcmp(dst->shape, src->shape, sizeof(int64_t) * (size_t)dst->ndim) &&
+        !memcmp(dst->strides, src->strides, sizeof(int64_t) * (size_t)dst->ndim))
+        return 0;
+    int64_t a0, a1, b0, b1;
+    element_span(dst, &a0, &a1);
+    element_span(src, &b0, &b1);
+    int64_t ea = (int64_t)vt_dtype_size(dst->dtype), eb = (int64_t)vt_dtype_size(src->dtype);
+    return a0 * ea < (b1 + 1) * eb && b0 * eb < (a1 + 1) * ea; /* byte ranges intersect */
 }
 
 int vt_fill_forward(vt_ctx *c) {
@@ -402,6 +432,12 @@ int vt_copy_forward(vt_ctx *c) {
     vt_broadcast_strides(src, nd, shape, strides);
     vt_tensor *e = vt_view_of(src, nd, shape, strides, src->offset), *conv = NULL;
     if (!e) return vt_last_code();
+    if (partially_overlaps(dst, e)) {
+        vt_tensor *tmp = vt_clone(e);
+        vt_tensor_decref(e);
+        if (!tmp) return vt_last_code();
+        e = tmp;
+    }
     if (e->dtype != dst->dtype) {
         castctx k = {e->dtype, dst->dtype};
         const vt_tensor *in[1] = {e};

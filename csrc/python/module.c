@@ -18,6 +18,7 @@ static PyObject *py_call(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     if (op == -1 && PyErr_Occurred()) return NULL;
     if (op < 0 || op >= vt_nops) return PyErr_Format(PyExc_ValueError, "unknown op id %d", op);
     const char *name = vt_ops[op].name;
+    vt_threads_sync(); /* this Python thread runs kernels with the process's thread count */
     PyObject *tens = args[1];
     if (!PyTuple_Check(tens)) return PyErr_Format(PyExc_TypeError, "%s: tensors must be a tuple", name);
     Py_ssize_t nin = PyTuple_GET_SIZE(tens);
@@ -120,6 +121,7 @@ static PyObject *py_full(PyObject *m, PyObject *args) {
     int nd = vtpy_parse_shape(shp, shape, "full");
     if (nd < 0 || parse_dtype(dto, &dt)) return NULL;
     vt_tensor *t;
+    vt_threads_sync();
     Py_BEGIN_ALLOW_THREADS
     t = vt_full(dt, nd, shape, v);
     Py_END_ALLOW_THREADS
@@ -147,6 +149,7 @@ static PyObject *py_random(PyObject *m, PyObject *args) {
     if (nd < 0) return NULL;
     vt_tensor *t = vt_empty(VT_FLOAT32, nd, shape);
     if (!t) return vtpy_raise(vt_last_code());
+    vt_threads_sync();
     Py_BEGIN_ALLOW_THREADS
     vt_rng_fill(vt_f32(t), vt_numel(t), kind);
     Py_END_ALLOW_THREADS
@@ -186,6 +189,9 @@ static PyObject *py_set_num_threads(PyObject *m, PyObject *arg) {
     Py_RETURN_NONE;
 }
 static PyObject *py_get_num_threads(PyObject *m, PyObject *u) { return PyLong_FromLong(vt_get_num_threads()); }
+/* OpenMP's team size for this thread as it stands (no sync): tests check that ops applied the
+ * process-wide setting in a thread that never called set_num_threads */
+static PyObject *py_omp_max_threads(PyObject *m, PyObject *u) { return PyLong_FromLong(vt_thread_omp_max_threads()); }
 
 static PyObject *py_set_grad_enabled(PyObject *m, PyObject *arg) {
     int on = PyObject_IsTrue(arg);
@@ -254,6 +260,32 @@ static PyObject *py_alloc_stats(PyObject *m, PyObject *u) {
     vt_alloc_stats(&live, &cached, &peak);
     return Py_BuildValue("{s:L,s:L,s:L}", "live", (long long)live, "cached", (long long)cached, "peak", (long long)peak);
 }
+static PyObject *py_memory_stats(PyObject *m, PyObject *u) {
+    int64_t live, cached, peak, max_live, cap, min_bytes;
+    double fraction;
+    vt_alloc_counts c;
+    vt_alloc_stats(&live, &cached, &peak);
+    vt_alloc_policy(&c, &max_live, &cap, &min_bytes, &fraction);
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:d,s:L,s:L,s:L,s:L,s:L,s:L}", "live_bytes", (long long)live,
+                         "peak_bytes", (long long)peak, "max_live_bytes", (long long)max_live, "cached_bytes",
+                         (long long)cached, "cache_limit_bytes", (long long)cap, "cache_min_bytes", (long long)min_bytes,
+                         "cache_fraction", fraction, "cached_blocks", (long long)c.cached_blocks, "allocs",
+                         (long long)c.allocs, "frees", (long long)c.frees, "cache_hits", (long long)c.cache_hits,
+                         "system_allocs", (long long)c.system_allocs, "released", (long long)c.released);
+}
+static PyObject *py_set_cache_limit(PyObject *m, PyObject *args) {
+    long long min_bytes;
+    double fraction;
+    if (!PyArg_ParseTuple(args, "Ld:set_cache_limit", &min_bytes, &fraction)) return NULL;
+    if (vt_alloc_set_cache_limit(min_bytes, fraction)) return vtpy_raise(vt_last_code());
+    Py_RETURN_NONE;
+}
+static PyObject *py_block_size(PyObject *m, PyObject *arg) {
+    long long n = PyLong_AsLongLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 0) return PyErr_Format(PyExc_ValueError, "_block_size: n must be >= 0");
+    return PyLong_FromSize_t(vt_alloc_block_size((size_t)n));
+}
 static PyObject *py_reset_peak(PyObject *m, PyObject *u) { vt_alloc_reset_peak(); Py_RETURN_NONE; }
 static PyObject *py_empty_cache(PyObject *m, PyObject *u) { vt_alloc_clear_cache(); Py_RETURN_NONE; }
 static PyObject *py_gemm_mode(PyObject *m, PyObject *arg) {
@@ -315,6 +347,7 @@ static PyMethodDef module_methods[] = {
     {"rng_reserve", py_rng_reserve, METH_O, "reserve n counters: (seed, base)"},
     {"set_num_threads", py_set_num_threads, METH_O, "threads for OpenBLAS and OpenMP"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "current thread count"},
+    {"_omp_max_threads", py_omp_max_threads, METH_NOARGS, "this thread's OpenMP thread count, unsynced (tests)"},
     {"set_grad_enabled", py_set_grad_enabled, METH_O, "turn recording on/off; returns the previous state"},
     {"is_grad_enabled", py_is_grad_enabled, METH_NOARGS, "whether ops are recorded"},
     {"_set_tensor_class", py_set_tensor_class, METH_O, "register vitc.Tensor"},
@@ -325,6 +358,9 @@ static PyMethodDef module_methods[] = {
     {"_profiler_start", py_profiler_start, METH_NOARGS, "record op times on this thread (vitc.profiler)"},
     {"_profiler_stop", py_profiler_stop, METH_NOARGS, "stop recording: [(op, phase, shape, ns)]"},
     {"reset_peak", py_reset_peak, METH_NOARGS, "set the allocator's peak to its live bytes"},
+    {"memory_stats", py_memory_stats, METH_NOARGS, "the allocator's bytes, cache policy and counts (a dict)"},
+    {"set_cache_limit", py_set_cache_limit, METH_VARARGS, "set_cache_limit(min_bytes, fraction): cache cap = max(min_bytes, fraction x max live)"},
+    {"_block_size", py_block_size, METH_O, "the size class an n-byte request is served from"},
     {"empty_cache", py_empty_cache, METH_NOARGS, "free the allocator's cached blocks"},
     {"_gemm_auto_path", py_gemm_auto_path, METH_VARARGS, "(transa, m, n, k) -> 'own' | 'blas' | 'blas-mirrored': the default path"},
     {"_gemm_mode", py_gemm_mode, METH_O, "'auto' | 'blas' | 'own': which path every GEMM takes (benchmarks, tests)"},

@@ -54,9 +54,12 @@ PyObject *vtpy_from_numpy(PyObject *module, PyObject *obj) {
     if (nd > VT_MAX_DIMS) return PyErr_Format(PyExc_ValueError, "from_numpy: %d dimensions, at most %d supported", nd, VT_MAX_DIMS);
     int64_t shape[VT_MAX_DIMS];
     for (int i = 0; i < nd; i++) shape[i] = PyArray_DIM(arr, i);
-    /* zero-copy only for aligned, native-order, C-contiguous arrays; anything else is copied */
+    /* zero-copy only for aligned, native-order, C-contiguous, writeable arrays; anything else is
+     * copied. A read-only array (np.frombuffer over bytes, a mode='r' memmap) is copied because
+     * every in-place op (copy_, fill_, optimizer steps, running statistics) writes into a tensor's
+     * storage: writing into a read-only mapping is a SIGSEGV, into bytes a silent corruption. */
     PyArrayObject *src = arr;
-    int flags = NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED;
+    int flags = NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_WRITEABLE;
     if (!PyArray_CHKFLAGS(arr, flags) || !PyArray_ISNOTSWAPPED(arr)) {
         src = (PyArrayObject *)PyArray_FromAny(obj, PyArray_DescrFromType(npy_type_of(dt)), 0, 0,
                                                NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_ENSURECOPY, NULL);

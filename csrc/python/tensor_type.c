@@ -2,6 +2,7 @@
  * adds operators and methods). Holds one reference to a vt_tensor; see core/tensor.h rule 5. */
 #include "binding.h"
 #include "../autograd/node.h"
+#include "../core/threads.h"
 #include "../ops/ops.h"
 
 PyTypeObject *vtpy_TensorBase;
@@ -110,10 +111,20 @@ static PyObject *get_grad(PyObject *self, void *c) {
     vt_tensor_incref(g);
     return vtpy_wrap(g);
 }
+/* t.grad = g (stealing g) under the engine's leaf lock: a backward in another thread may be adding
+ * into the old one; it is dropped after the lock (its release may need the GIL we hold) */
+static void set_grad_locked(vt_tensor *t, vt_tensor *g) {
+    vt_leaf_grad_lock();
+    vt_tensor *old = t->grad;
+    t->grad = g;
+    vt_leaf_grad_unlock();
+    vt_tensor_decref(old);
+}
+
 static int set_grad(PyObject *self, PyObject *v, void *c) {
     vt_tensor *t = SELF_T(self);
     if (!t) return -1;
-    if (!v || v == Py_None) { vt_tensor_decref(t->grad); t->grad = NULL; return 0; }
+    if (!v || v == Py_None) { set_grad_locked(t, NULL); return 0; }
     vt_tensor *g = vtpy_unwrap(v, "grad");
     if (!g) return -1;
     if (!vt_same_shape(g, t) || g->dtype != t->dtype) {
@@ -125,8 +136,7 @@ static int set_grad(PyObject *self, PyObject *v, void *c) {
     }
     vt_tensor *gc = vt_is_contiguous(g) ? (vt_tensor_incref(g), g) : vt_clone(g);
     if (!gc) { vtpy_raise(vt_last_code()); return -1; }
-    vt_tensor_decref(t->grad);
-    t->grad = gc;
+    set_grad_locked(t, gc);
     return 0;
 }
 
@@ -176,6 +186,7 @@ static PyObject *t_backward(PyObject *self, PyObject *args, PyObject *kw) {
     if (g != Py_None && !(gt = vtpy_unwrap(g, "gradient"))) return NULL;
     vt_tensor *t = SELF_T(self);
     int st;
+    vt_threads_sync();
     Py_BEGIN_ALLOW_THREADS
     st = vt_backward(t, gt, retain);
     Py_END_ALLOW_THREADS
