@@ -195,42 +195,38 @@ static void blas_call(int transa, int transb, int64_t m, int64_t n, int64_t k, f
                 (blasint)(ldb > 0 ? ldb : 1), beta, c, (blasint)(ldc > 0 ? ldc : 1));
 }
 
-/* Thread-count independence: OpenBLAS's threaded driver (level3_thread.c) halves a K remainder
- * between GEMM_Q and 2·GEMM_Q as (r+1)/2, its one-thread driver (level3.c) rounds the half up to
- * a multiple of GEMM_UNROLL_M, so the same product summed K in different blocks, and different
- * bits, at 1 and at 2 threads (the weight gradients of every ViT layer, K = batch·tokens). So
- * OpenBLAS only ever runs its one-thread driver here, and the threads split C: the larger of M and
- * N in chunks that are multiples of 64 (every OpenBLAS unroll divides 64, so each element lies in
- * the same micro-tile as in the unsplit call), never K. Each element's sum is then the one the
- * one-thread call makes, whatever the thread count. OpenBLAS's OpenMP build (the one linked here)
- * runs single-threaded inside an active parallel region or when the caller's OpenMP thread count
- * is 1; the unsplit call sets that count to 1 for the calling thread only (an OpenMP ICV). */
-#define BLAS_SPLIT_ALIGN 64
+/* Thread-count independence: OpenBLAS picks its algorithm from the size of each call and from its
+ * thread count. Its threaded driver (level3_thread.c) halves a K remainder between GEMM_Q and
+ * 2·GEMM_Q as (r+1)/2, its one-thread driver (level3.c) rounds the half up to a multiple of
+ * GEMM_UNROLL_M; and the SkylakeX/Cooperlake build takes a small-matrix kernel (no K blocking) below
+ * M·N·K = 10^6. So the same product summed K differently, in different bits, at 1 and 2 threads
+ * (the weight gradients of every ViT layer, K = batch·tokens). Here OpenBLAS only runs one-thread
+ * calls, and C is cut, over the larger of M and N (never K), into chunks of BLAS_CHUNK, a fixed
+ * width independent of the thread count: every thread count makes the same calls on the same
+ * chunks, so each element gets the same sum. The threads share out the chunks. OpenBLAS's OpenMP
+ * build (the one linked here) runs single-threaded inside an active parallel region or when the
+ * caller's OpenMP thread count is 1 (an ICV of the calling thread, set around the one-thread path). */
+#define BLAS_CHUNK 128
 
 static int blas_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX || ldc > INT_MAX)
         return vt_fail(VT_ESHAPE, "matmul: a dimension exceeds the BLAS integer range");
-    int nt = omp_in_parallel() ? 1 : vt_get_num_threads();
     int split_m = m >= n;
-    int64_t len = split_m ? m : n;
-    int64_t chunk = ((len + nt - 1) / nt + BLAS_SPLIT_ALIGN - 1) / BLAS_SPLIT_ALIGN * BLAS_SPLIT_ALIGN;
-    int64_t pieces = (len + chunk - 1) / chunk;
-    if (pieces < 2 || 2.0 * (double)m * (double)n * (double)k < 2e6) {
-        int outer = omp_get_max_threads();
-        omp_set_num_threads(1); /* OpenBLAS's OpenMP build follows the caller's thread count */
-        blas_call(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        omp_set_num_threads(outer);
-        return VT_OK;
-    }
-    #pragma omp parallel for num_threads((int)pieces) schedule(static)
+    int64_t len = split_m ? m : n, pieces = (len + BLAS_CHUNK - 1) / BLAS_CHUNK;
+    int nt = omp_in_parallel() ? 1 : vt_get_num_threads();
+    if (nt > pieces) nt = (int)pieces;
+    int outer = omp_get_max_threads();
+    if (nt < 2) omp_set_num_threads(1); /* OpenBLAS's OpenMP build follows the caller's thread count */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t p = 0; p < pieces; p++) {
-        int64_t s = p * chunk, w = len - s < chunk ? len - s : chunk;
+        int64_t s = p * BLAS_CHUNK, w = len - s < BLAS_CHUNK ? len - s : BLAS_CHUNK;
         if (split_m) /* rows s.. of op(A) and C */
             blas_call(transa, transb, w, n, k, alpha, transa ? a + s : a + s * lda, lda, b, ldb, beta, c + s * ldc, ldc);
         else /* columns s.. of op(B) and C */
             blas_call(transa, transb, m, w, k, alpha, a, lda, transb ? b + s * ldb : b + s, ldb, beta, c + s, ldc);
     }
+    if (nt < 2) omp_set_num_threads(outer);
     return VT_OK;
 }
 
