@@ -61,8 +61,6 @@ void vt_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
 }
 
 int vt_is_contiguous(const vt_tensor *t) {
-    if (vt_numel(t) == 0) return 1; /* no element to misplace (PyTorch says the same); vt_empty's strides of
-                                       a zero-size shape treat 0 as 1 and would fail the test below */
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->strides[i] != s) return 0;
