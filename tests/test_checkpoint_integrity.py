@@ -202,3 +202,17 @@ def test_resume_with_every_checkpoint_damaged_raises(tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="no intact checkpoint.*ckpt-000002.*state.json.*ckpt-000001"):
             _fit(*_setup(), 3, d, resume=True)
+
+
+def test_keep_is_checked_and_keep_1_leaves_nothing_to_fall_back_to(tmp_path):
+    model, opt = _setup()
+    for bad in (0, -1, 1.5, True, None):
+        with pytest.raises(ValueError, match="keep must be an int >= 1"):
+            vtrain.save_checkpoint(str(tmp_path / "k"), 1, model, opt, keep=bad)
+    d = str(tmp_path / "one")
+    vtrain.save_checkpoint(d, 1, model, opt, keep=1)
+    path = vtrain.save_checkpoint(d, 2, model, opt, keep=1)
+    assert sorted(n for n in os.listdir(d) if n.startswith("ckpt-")) == ["ckpt-000002"]
+    _flip_bit(os.path.join(path, "model.safetensors"), os.path.getsize(os.path.join(path, "model.safetensors")) - 1)
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="no intact checkpoint"):
+        _fit(*_setup(), 3, d, resume=True)

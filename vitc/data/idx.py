@@ -108,8 +108,10 @@ def _read_stream(stream, path, size, limit, max_bytes):
                          f"{want} bytes, file has {have}")
     extra = len(stream.read(1))  # one byte more tells a longer stream, without inflating it
     if extra:
-        more = f"{size - start - want}" if limit == size else "at least 1 (the stream inflates beyond the header's size)"
-        raise ValueError(f"{path}: {more} trailing bytes after the IDX payload of shape {dims}")
+        if limit == size:
+            raise ValueError(f"{path}: {size - start - want} trailing bytes after the IDX payload of shape {dims}")
+        raise ValueError(f"{path}: trailing bytes after the IDX payload of shape {dims}: the gzip stream inflates "
+                         f"beyond the {start + want} bytes the header declares (the rest was not inflated)")
     # swap to native order in place: the result owns its memory and is the only copy
     if not dtype.isnative:
         out.byteswap(inplace=True)

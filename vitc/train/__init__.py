@@ -239,7 +239,12 @@ def _resume(checkpoint_dir, model, optimizer, scheduler):
 
 def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None, history=None, extra=None,
                     keep=2):
-    """Write checkpoint ``ckpt-<epoch>`` (see the module docstring) and return its path."""
+    """Write checkpoint ``ckpt-<epoch>`` (see the module docstring) and return its path.
+
+    keep: how many checkpoints stay (this one included); keep=1 leaves no older one to fall back to
+    when the newest is found damaged on resume."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"save_checkpoint: keep must be an int >= 1, got {keep!r}")
     os.makedirs(checkpoint_dir, exist_ok=True)
     for d in os.listdir(checkpoint_dir):  # leftovers of a save that was killed (one writer per directory)
         if d.startswith((".ckpt-", f".{_LATEST}.")) and d.endswith((".tmp", ".old")):
