@@ -216,3 +216,13 @@ def test_keep_is_checked_and_keep_1_leaves_nothing_to_fall_back_to(tmp_path):
     _flip_bit(os.path.join(path, "model.safetensors"), os.path.getsize(os.path.join(path, "model.safetensors")) - 1)
     with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="no intact checkpoint"):
         _fit(*_setup(), 3, d, resume=True)
+
+
+def test_names_and_dtypes_that_would_make_a_broken_file_are_refused_before_writing(tmp_path):
+    p = tmp_path / "x.safetensors"
+    with pytest.raises(ValueError, match="__metadata__"):
+        save_safetensors({"__metadata__": np.zeros(2, np.float32)}, p)
+    assert not p.exists()
+    big_endian = np.arange(4, dtype=">f4")
+    save_safetensors({"a": big_endian}, p)
+    np.testing.assert_array_equal(load_safetensors(p, as_numpy=True)["a"], big_endian)

@@ -106,6 +106,8 @@ def save_safetensors(state_dict, path, metadata=None):
     for k, v in state_dict.items():
         if not isinstance(k, str):
             raise TypeError(f"save_safetensors: keys must be str, got {type(k).__name__}")
+        if k == "__metadata__":  # the format's header key: a tensor of that name makes an unreadable file
+            raise ValueError("save_safetensors: the name '__metadata__' is reserved by the safetensors format")
         arrays[k] = _to_array(k, v)
     if metadata is not None:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
