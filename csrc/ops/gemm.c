@@ -198,11 +198,12 @@ static void blas_call(int transa, int transb, int64_t m, int64_t n, int64_t k, f
 /* Thread-count independence: OpenBLAS picks its algorithm from the size of each call and from its
  * thread count. Its threaded driver (level3_thread.c) halves a K remainder between GEMM_Q and
  * 2·GEMM_Q as (r+1)/2, its one-thread driver (level3.c) rounds the half up to a multiple of
- * GEMM_UNROLL_M; and the SkylakeX/Cooperlake build takes a small-matrix kernel (no K blocking) below
- * M·N·K = 10^6. So the same product summed K differently, in different bits, at 1 and 2 threads
- * (the weight gradients of every ViT layer, K = batch·tokens). Here OpenBLAS only runs one-thread
- * calls, and C is cut, over the larger of M and N (never K), into chunks of BLAS_CHUNK, a fixed
- * width independent of the thread count: every thread count makes the same calls on the same
+ * GEMM_UNROLL_M (OpenBLAS 0.3.21 driver/level3/); and its SkylakeX/Cooperlake build may take a
+ * small-matrix kernel for M·N·K <= 10^6 (kernel/x86_64/sgemm_small_kernel_permit_skylakex.c), so
+ * cutting C into chunks whose size follows the thread count still changed bits. The same product
+ * thus summed K differently at 1 and 2 threads (the weight gradients of every ViT layer,
+ * K = batch·tokens). Here OpenBLAS only runs one-thread calls, and C is cut, over the larger of
+ * M and N (never K), into chunks of BLAS_CHUNK, a fixed width independent of the thread count: every thread count makes the same calls on the same
  * chunks, so each element gets the same sum. The threads share out the chunks. OpenBLAS's OpenMP
  * build (the one linked here) runs single-threaded inside an active parallel region or when the
  * caller's OpenMP thread count is 1 (an ICV of the calling thread, set around the one-thread path). */
