@@ -415,11 +415,16 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False):
             raise TypeError(f"arange: expected numbers, got {type(v).__name__}")
     if step == 0:
         raise ValueError("arange: step must be nonzero")
+    if not all(isinstance(v, numbers.Integral) or np.isfinite(v) for v in (start, end, step)):
+        raise ValueError(f"arange: start, end and step must be finite, got {start}, {end}, {step}")
     if dtype is None:
         ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
         dtype = int64 if ints else float32
     dtype = as_dtype(dtype)
-    n = max(0, int(np.ceil((end - start) / step)))
+    try:
+        n = max(0, int(np.ceil((end - start) / step)))
+    except OverflowError:  # ints whose quotient no float holds
+        raise ValueError(f"arange: {start} to {end} in steps of {step} is too many elements") from None
     out = _C.empty((n,), dtype.code)  # the core refuses sizes beyond memory before any work
     view, chunk = out.numpy(), 1 << 20
     for i in range(0, n, chunk):

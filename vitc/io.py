@@ -2,9 +2,21 @@
 
 ``save_safetensors`` writes to a temporary file in the target directory, flushes it to disk and
 renames it over the target (``os.replace``), so a crash mid-write leaves any previous file intact.
+The file gets the mode a plain ``open()`` would give it (0666 minus the umask).
+
+Integrity: the header metadata key ``vitc.crc32`` holds a JSON map tensor name -> CRC-32 of the
+tensor's little-endian bytes; ``load_safetensors`` verifies every tensor against it and raises
+ValueError naming the file and the tensor on a mismatch. CRC-32 (zlib, IEEE polynomial) rather than
+SHA-256 because the threat is storage damage, not an adversary (anyone who can flip data bits can
+rewrite a stored hash too): it detects every error burst of up to 32 bits, so every single- or
+double-bit flip within a tensor of any size here, and any other damage with probability 1 - 2^-32,
+at a fraction of SHA-256's cost. Files without the key (written before it existed, or by other
+tools) load unverified.
 """
+import json
 import os
 import tempfile
+import zlib
 
 import numpy as np
 
@@ -49,8 +61,9 @@ def atomic_write(path, write):
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode open() would
         write(tmp)
+        # mkstemp makes 0600 and some writers (safetensors) recreate the file: give the mode open() would
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -81,10 +94,20 @@ def write_text_atomic(path, text, encoding="utf-8"):
     atomic_write(path, write)
 
 
+CHECKSUM_KEY = "vitc.crc32"
+
+
+def _crc32(arr):
+    """CRC-32 of the array's bytes as safetensors stores them (C order, little-endian), 8 hex digits."""
+    a = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return f"{zlib.crc32(a.reshape(-1).view(np.uint8)):08x}"
+
+
 def save_safetensors(state_dict, path, metadata=None):
     """Save a name -> tensor/array mapping (e.g. ``model.state_dict()``) as a safetensors file.
 
-    metadata: optional dict of str -> str stored in the header.
+    metadata: optional dict of str -> str stored in the header (the key ``vitc.crc32`` is reserved for
+    the per-tensor checksums).
     """
     import safetensors.numpy
 
@@ -94,11 +117,16 @@ def save_safetensors(state_dict, path, metadata=None):
     for k, v in state_dict.items():
         if not isinstance(k, str):
             raise TypeError(f"save_safetensors: keys must be str, got {type(k).__name__}")
+        if k == "__metadata__":  # the format's header key: a tensor of that name makes an unreadable file
+            raise ValueError("save_safetensors: the name '__metadata__' is reserved by the safetensors format")
         arrays[k] = _to_array(k, v)
     if metadata is not None:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise TypeError("save_safetensors: metadata must map str to str")
-        metadata = dict(metadata)
+        if CHECKSUM_KEY in metadata:
+            raise ValueError(f"save_safetensors: metadata key {CHECKSUM_KEY!r} is reserved for the tensor checksums")
+    metadata = dict(metadata or {})
+    metadata[CHECKSUM_KEY] = json.dumps({k: _crc32(a) for k, a in arrays.items()}, sort_keys=True)
     atomic_write(path, lambda tmp: safetensors.numpy.save_file(arrays, tmp, metadata=metadata))
 
 
@@ -110,7 +138,14 @@ def load_safetensors(path, as_numpy=False):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_safetensors: no such file: {path}")
-    arrays = safetensors.numpy.load_file(path)
+    try:
+        with safetensors.safe_open(path, framework="np") as f:
+            metadata = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+    except safetensors.SafetensorError as e:  # truncated or garbled header, data not covering the tensors
+        raise ValueError(f"load_safetensors: {path} is not a valid safetensors file (damaged or truncated?): "
+                         f"{e}") from None
+    _verify(path, arrays, metadata.get(CHECKSUM_KEY))
     if as_numpy:
         return arrays
     out = {}
@@ -121,3 +156,24 @@ def load_safetensors(path, as_numpy=False):
             a = a.astype(np.int64)
         out[k] = from_numpy(np.require(a, requirements="C"))
     return out
+
+
+def _verify(path, arrays, stored):
+    """Compare every tensor with its stored CRC-32; no stored map (an older file) is not checked."""
+    if stored is None:
+        return
+    try:
+        sums = json.loads(stored)
+        if not isinstance(sums, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        raise ValueError(f"load_safetensors: {path}: the checksum map in the header is damaged ({e})") from None
+    if set(sums) != set(arrays):
+        missing = sorted(set(arrays) ^ set(sums))
+        raise ValueError(f"load_safetensors: {path}: tensors and checksums do not match "
+                         f"(damaged header?): {missing[:5]}")
+    for k, a in arrays.items():
+        got = _crc32(a)
+        if got != sums[k]:
+            raise ValueError(f"load_safetensors: {path}: tensor {k!r} is damaged (CRC-32 {got}, "
+                             f"stored {sums[k]})")

@@ -99,7 +99,9 @@ def soft_distillation(student_logits, teacher_logits, tau=3.0, reduction="elemen
     log_ps = _v.log_softmax(student_logits * (1.0 / tau), 1)
     log_pt = _v.log_softmax(teacher_logits.detach() * (1.0 / tau), 1)
     kl = _v.kl_div(log_ps, log_pt, reduction="sum", log_target=True)
-    return kl * (tau * tau / (b * k if reduction == "element_mean" else b))
+    count = b * k if reduction == "element_mean" else b
+    # an empty batch is a mean over nothing: NaN, as kl_div's own means and PyTorch's tensor division give
+    return kl * (tau * tau / count if count else float("nan"))
 
 
 def hard_distillation(student_logits, teacher_logits):

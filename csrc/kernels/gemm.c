@@ -190,13 +190,46 @@ static int own_gemm_wins(int transa, int64_t m, int64_t n, int64_t k) {
     return !transa && k <= 1536 && mnk >= 65536.0 && mnk <= 2e8;
 }
 
+static void blas_call(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
+                (blasint)m, (blasint)n, (blasint)k, alpha, a, (blasint)(lda > 0 ? lda : 1), b,
+                (blasint)(ldb > 0 ? ldb : 1), beta, c, (blasint)(ldc > 0 ? ldc : 1));
+}
+
+/* Thread-count independence: OpenBLAS picks its algorithm from the size of each call and from its
+ * thread count. Its threaded driver (level3_thread.c) halves a K remainder between GEMM_Q and
+ * 2·GEMM_Q as (r+1)/2, its one-thread driver (level3.c) rounds the half up to a multiple of
+ * GEMM_UNROLL_M (OpenBLAS 0.3.21 driver/level3/); and its SkylakeX/Cooperlake build may take a
+ * small-matrix kernel for M·N·K <= 10^6 (kernel/x86_64/sgemm_small_kernel_permit_skylakex.c), so
+ * cutting C into chunks whose size follows the thread count still changed bits. The same product
+ * thus summed K differently at 1 and 2 threads (the weight gradients of every ViT layer,
+ * K = batch·tokens). Here OpenBLAS only runs one-thread calls, and C is cut, over the larger of
+ * M and N (never K), into chunks of BLAS_CHUNK, a fixed width independent of the thread count: every thread count makes the same calls on the same
+ * chunks, so each element gets the same sum. The threads share out the chunks. OpenBLAS's OpenMP
+ * build (the one linked here) runs single-threaded inside an active parallel region or when the
+ * caller's OpenMP thread count is 1 (an ICV of the calling thread, set around the one-thread path). */
+#define BLAS_CHUNK 128
+
 static int blas_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX || ldc > INT_MAX)
         return vt_fail(VT_ESHAPE, "matmul: a dimension exceeds the BLAS integer range");
-    cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
-                (blasint)m, (blasint)n, (blasint)k, alpha, a, (blasint)(lda > 0 ? lda : 1), b,
-                (blasint)(ldb > 0 ? ldb : 1), beta, c, (blasint)(ldc > 0 ? ldc : 1));
+    int split_m = m >= n;
+    int64_t len = split_m ? m : n, pieces = (len + BLAS_CHUNK - 1) / BLAS_CHUNK;
+    int nt = omp_in_parallel() ? 1 : vt_get_num_threads();
+    if (nt > pieces) nt = (int)pieces;
+    int outer = omp_get_max_threads();
+    if (nt < 2) omp_set_num_threads(1); /* OpenBLAS's OpenMP build follows the caller's thread count */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t p = 0; p < pieces; p++) {
+        int64_t s = p * BLAS_CHUNK, w = len - s < BLAS_CHUNK ? len - s : BLAS_CHUNK;
+        if (split_m) /* rows s.. of op(A) and C */
+            blas_call(transa, transb, w, n, k, alpha, transa ? a + s : a + s * lda, lda, b, ldb, beta, c + s * ldc, ldc);
+        else /* columns s.. of op(B) and C */
+            blas_call(transa, transb, m, w, k, alpha, a, lda, transb ? b + s * ldb : b + s, ldb, beta, c + s, ldc);
+    }
+    if (nt < 2) omp_set_num_threads(outer);
     return VT_OK;
 }
 

@@ -58,9 +58,10 @@ int vt_matmul_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
         if (i == 0) full = vt_k_matmul(gm, ot);
         else if (am->ndim > 2 && bm->ndim == 2) {
             /* b unbatched: dB = Σ_batch Aᵀ·dC as one GEMM over folded rows */
+            /* rows = product of the leading dims, not numel / k: k or n may be 0 */
             int64_t k = am->shape[am->ndim - 1], nn = gm->shape[gm->ndim - 1];
-            vt_tensor *a2 = vt_k_reshape(am, 2, (int64_t[]){vt_numel(am) / (k ? k : 1), k});
-            vt_tensor *g2 = vt_k_reshape(gm, 2, (int64_t[]){vt_numel(gm) / (nn ? nn : 1), nn});
+            vt_tensor *a2 = vt_k_reshape(am, 2, (int64_t[]){vt_shape_numel(am->ndim - 1, am->shape), k});
+            vt_tensor *g2 = vt_k_reshape(gm, 2, (int64_t[]){vt_shape_numel(gm->ndim - 1, gm->shape), nn});
             vt_tensor *a2t = a2 ? transpose_last(a2) : NULL;
             full = a2t && g2 ? vt_k_matmul(a2t, g2) : NULL;
             vt_tensor_decref(a2); vt_tensor_decref(g2); vt_tensor_decref(a2t);

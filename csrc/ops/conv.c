@@ -264,10 +264,13 @@ static int piece_backward(const conv_job *j, int64_t p, float *col, float *tmp, 
  * threads take contiguous ranges of pieces with private col/tmp buffers and single-threaded
  * GEMMs: OpenBLAS is set to one thread meanwhile (a threaded GEMM inside an OpenMP team would
  * oversubscribe the cores, and alternating between the two thread pools costs more than it
- * gains on a few cores). Private dW partials are summed in thread order, so a run is
- * reproducible for a given thread count. When a backward needs dx, all pieces of an image stay
- * in one thread (col2im of neighbouring row blocks overlaps). With too little work to share,
- * pieces run one after another and each step is threaded instead. */
+ * gains on a few cores). dW is summed in CONV_DW_PARTS contiguous parts of the pieces (fewer when
+ * there are fewer units), each into its own buffer, then the parts in order: the parts do not
+ * depend on the thread count (threads take whole parts), so neither do dW's bits. When a backward
+ * needs dx, all pieces of an image stay in one thread (col2im of neighbouring row blocks overlaps).
+ * With too little work to share, pieces run one after another and each step is threaded instead. */
+#define CONV_DW_PARTS 8
+
 static int conv_run(const conv_job *j, float *dw) {
     const conv_geom *g = j->g;
     int backward = j->gy != NULL;
@@ -275,37 +278,45 @@ static int conv_run(const conv_job *j, float *dw) {
     if (npieces == 0) return VT_OK;
     if (j->Og > INT_MAX || j->K > INT_MAX || j->nb * j->P > INT_MAX)
         return vt_fail(VT_ESHAPE, "conv2d: a GEMM dimension exceeds the BLAS integer range");
-    int nt = (int)min64(omp_get_max_threads(), nunits);
+    int64_t dwsz = backward && dw ? j->Og * j->Kg * g->G : 0;
+    int64_t nparts = dwsz ? min64(nunits, CONV_DW_PARTS) : nunits;
+    int nt = (int)min64(omp_get_max_threads(), nparts);
+    if (!dwsz) nparts = nt; /* no dW: one part per thread */
     int nbuf = nt > 1 ? nt : 1;
     int64_t colsz = j->pointwise ? 0 : j->K * j->nb * j->rb * g->Wo, tmpsz = j->nb > 1 ? g->O * j->nb * j->P : 0;
-    int64_t dwsz = backward && dw ? j->Og * j->Kg * g->G : 0;
-    int64_t per = colsz + tmpsz, total = per * nbuf + dwsz * (nbuf - 1);
+    int64_t per = colsz + tmpsz, total = per * nbuf + dwsz * (nparts - 1);
     size_t bytes = sizeof(float) * (size_t)total;
     float *buf = total ? vt_alloc(bytes) : NULL;
     if (total && !buf) return vt_last_code();
+    float *dwp = buf + per * nbuf; /* dW of parts 1.. (part 0 sums into dw) */
+    if (dwsz) memset(dwp, 0, sizeof(float) * (size_t)(dwsz * (nparts - 1)));
     int st = VT_OK;
     if (nbuf == 1) {
-        for (int64_t p = 0; p < npieces && !st; p++)
-            st = backward ? piece_backward(j, p, buf, buf + colsz, dw, 1) : piece_forward(j, p, buf, buf + colsz, 1);
+        for (int64_t q = 0; q < nparts && !st; q++) {
+            float *partdw = dw && q ? dwp + dwsz * (q - 1) : dw;
+            for (int64_t p = nunits * q / nparts * unit; p < nunits * (q + 1) / nparts * unit && !st; p++)
+                st = backward ? piece_backward(j, p, buf, buf + colsz, partdw, 1) : piece_forward(j, p, buf, buf + colsz, 1);
+        }
     } else {
-        float *dwp = buf + per * nbuf;
-        if (dwsz) memset(dwp, 0, sizeof(float) * (size_t)(dwsz * (nbuf - 1)));
         int blas_threads = openblas_get_num_threads();
         openblas_set_num_threads(1);
         #pragma omp parallel num_threads(nt) reduction(|:st)
         {
             int t = omp_get_thread_num();
-            float *col = buf + per * t, *tmp = col + colsz, *mydw = dw && t ? dwp + dwsz * (t - 1) : dw;
-            int64_t p1 = nunits * (t + 1) / nt * unit;
-            for (int64_t p = nunits * t / nt * unit; p < p1 && !st; p++)
-                st |= backward ? piece_backward(j, p, col, tmp, mydw, 0) : piece_forward(j, p, col, tmp, 0);
+            float *col = buf + per * t, *tmp = col + colsz;
+            for (int64_t q = nparts * t / nt; q < nparts * (t + 1) / nt && !st; q++) {
+                float *partdw = dw && q ? dwp + dwsz * (q - 1) : dw;
+                int64_t p1 = nunits * (q + 1) / nparts * unit;
+                for (int64_t p = nunits * q / nparts * unit; p < p1 && !st; p++)
+                    st |= backward ? piece_backward(j, p, col, tmp, partdw, 0) : piece_forward(j, p, col, tmp, 0);
+            }
         }
         openblas_set_num_threads(blas_threads);
-        if (dwsz && !st) {
-            #pragma omp parallel for if (dwsz * nbuf > 32768) schedule(static)
-            for (int64_t e = 0; e < dwsz; e++)
-                for (int t = 1; t < nbuf; t++) dw[e] += dwp[dwsz * (t - 1) + e];
-        }
+    }
+    if (dwsz && nparts > 1 && !st) {
+        #pragma omp parallel for if (dwsz * nparts > 32768) schedule(static)
+        for (int64_t e = 0; e < dwsz; e++)
+            for (int64_t q = 1; q < nparts; q++) dw[e] += dwp[dwsz * (q - 1) + e];
     }
     /* a worker thread's message is in its own thread-local buffer: restate it here */
     if (st == VT_ENOMEM) st = vt_fail(VT_ENOMEM, "conv2d: out of memory in a GEMM");

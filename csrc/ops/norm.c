@@ -520,7 +520,8 @@ static int bn_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin, int axis) 
     for (int64_t j = 0; j < C; j++) {
         double gam = W ? W[j] : 1.0, r = RS[j];
         if (need_sums) {
-            if (dw) vt_f32(dw)[j] = (float)(q[j] * r); /* Σ g·x̂ */
+            /* Σ g·x̂; an empty batch has no x̂ (its rstd is NaN) and a zero sum, as in PyTorch */
+            if (dw) vt_f32(dw)[j] = (float)(cnt > 0 ? q[j] * r : 0.0);
             if (db) vt_f32(db)[j] = (float)s[j];
         }
         if (training) {

@@ -175,6 +175,8 @@ def movedim(input, source, destination):
     src, dst = [_wrap_dim(d, n) for d in src], [_wrap_dim(d, n) for d in dst]
     if len(set(src)) != len(src) or len(set(dst)) != len(dst):
         raise ValueError("movedim: repeated dim")
+    if n == 0:  # a 0-d tensor: dims 0 and -1 are valid (checked above) and there is nothing to move
+        return permute(input, [])
     perm = [None] * n
     for s, d in zip(src, dst):
         perm[d] = s

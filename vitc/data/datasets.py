@@ -128,9 +128,9 @@ class FashionMNIST(_IDXImageDataset):
         stems = _split_names(train)
         paths = [_find(self.root, s) for s in stems]
         if None in paths:
-            wanted = ", ".join(f"{s}.gz (or {s})" for s in stems)
+            missing = " and ".join(f"{s}.gz (or {s})" for s, p in zip(stems, paths) if p is None)
             raise FileNotFoundError(
-                f"Fashion-MNIST files not found in {self.root}: looked for {wanted}. "
+                f"Fashion-MNIST files missing in {self.root}: {missing}. "
                 "Install them with `apt-get install dataset-fashion-mnist`, or pass root= "
                 "the folder that holds them.")
         super().__init__(*paths, transform=transform, subset=subset)

@@ -15,6 +15,8 @@ import zlib
 
 import numpy as np
 
+from ..io import _umask
+
 __all__ = ["read_idx", "write_idx"]
 
 # Type code -> big-endian dtype, as in the IDX description (0x0A is unassigned).
@@ -30,53 +32,90 @@ _CODES = {(dt.kind, dt.itemsize): code for code, dt in _DTYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_idx(path):
+# Deflate cannot expand data more than 1032:1 (zlib's technical details, "Maximum compression
+# factor"); the slack covers the gzip header and trailer of small files.
+_DEFLATE_MAX_RATIO, _GZIP_SLACK = 1032, 1024
+_CHUNK = 1 << 20
+
+
+def read_idx(path, max_bytes=1 << 32):
     """Read an IDX file (plain or gzip) into a new native-endian NumPy array.
 
     Raises ``ValueError`` naming the file when the magic, type code, dimensions or payload length
-    are wrong, or when a gzip stream is corrupt.
+    are wrong, or when a gzip stream is corrupt. The header is read first: a payload larger than
+    ``max_bytes``, larger than the file (plain) or than deflate's 1032:1 limit allows (gzip) is
+    refused before anything is allocated, and a gzip stream is never inflated beyond the header's
+    size plus one byte, so a decompression bomb costs no more memory than the size it declares.
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise ValueError(f"{path}: corrupt gzip data ({e})") from None
-    return _parse(raw, path)
+        size = os.fstat(f.fileno()).st_size
+        if f.read(2) == _GZIP_MAGIC:
+            f.seek(0)
+            try:
+                with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+                    return _read_stream(gz, path, size, _DEFLATE_MAX_RATIO * size + _GZIP_SLACK, max_bytes)
+            except (OSError, EOFError, zlib.error) as e:
+                raise ValueError(f"{path}: corrupt gzip data ({e})") from None
+        f.seek(0)
+        return _read_stream(f, path, size, size, max_bytes)
 
 
-def _parse(raw, path):
-    if len(raw) < 4:
-        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, need at least 4)")
-    if raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path}: bad IDX magic: first two bytes are {raw[:2].hex(' ')}, expected 00 00")
-    code, ndim = raw[2], raw[3]
+def _read_exactly(stream, buf):
+    """Fill the writable byte buffer from stream; returns how many bytes it got (less at the end)."""
+    got = 0
+    while got < len(buf):
+        n = stream.readinto(buf[got:got + _CHUNK])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _read_stream(stream, path, size, limit, max_bytes):
+    """Parse an IDX stream whose whole content can be at most ``limit`` bytes (file size or deflate bound)."""
+    head = stream.read(4)
+    if len(head) < 4:
+        raise ValueError(f"{path}: truncated IDX header ({len(head)} bytes, need at least 4)")
+    if head[0] != 0 or head[1] != 0:
+        raise ValueError(f"{path}: bad IDX magic: first two bytes are {head[:2].hex(' ')}, expected 00 00")
+    code, ndim = head[2], head[3]
     if code not in _DTYPES:
         valid = ", ".join(f"0x{c:02X}" for c in _DTYPES)
         raise ValueError(f"{path}: wrong IDX type code 0x{code:02X} (valid: {valid})")
     if ndim == 0:
         raise ValueError(f"{path}: IDX header says 0 dimensions")
     start = 4 + 4 * ndim
-    if len(raw) < start:
+    raw_dims = stream.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
         raise ValueError(f"{path}: truncated IDX header: {ndim} dimensions need {start} bytes, "
-                         f"file has {len(raw)}")
-    dims = struct.unpack(f">{ndim}I", raw[4:start])
+                         f"file has {4 + len(raw_dims)}")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
     dtype = _DTYPES[code]
     count = math.prod(dims)
     want = count * dtype.itemsize
-    have = len(raw) - start
+    if start + want > limit:
+        how = "the file has" if limit == size else f"a {size}-byte gzip file inflates to at most"
+        raise ValueError(f"{path}: truncated or implausible IDX payload: shape {dims} of {dtype.name} needs "
+                         f"{want} bytes, {how} {limit - start}")
+    if want > max_bytes:
+        raise ValueError(f"{path}: IDX shape {dims} of {dtype.name} needs {want} bytes, more than "
+                         f"max_bytes={max_bytes}")
+    out = np.empty(count, dtype=dtype)
+    have = _read_exactly(stream, memoryview(out).cast("B"))
     if have < want:
         raise ValueError(f"{path}: truncated IDX payload: shape {dims} of {dtype.name} needs "
                          f"{want} bytes, file has {have}")
-    if have > want:
-        raise ValueError(f"{path}: {have - want} trailing bytes after the IDX payload of shape {dims}")
-    native = dtype.newbyteorder("=")
-    if count == 0:
-        return np.empty(dims, dtype=native)
-    # astype copies, so the result is writable and owns its memory (not a view on `raw`).
-    return np.frombuffer(raw, dtype=dtype, count=count, offset=start).astype(native).reshape(dims)
+    extra = len(stream.read(1))  # one byte more tells a longer stream, without inflating it
+    if extra:
+        if limit == size:
+            raise ValueError(f"{path}: {size - start - want} trailing bytes after the IDX payload of shape {dims}")
+        raise ValueError(f"{path}: trailing bytes after the IDX payload of shape {dims}: the gzip stream inflates "
+                         f"beyond the {start + want} bytes the header declares (the rest was not inflated)")
+    # swap to native order in place: the result owns its memory and is the only copy
+    if not dtype.isnative:
+        out.byteswap(inplace=True)
+    return out.view(dtype.newbyteorder("=")).reshape(dims)
 
 
 def write_idx(path, array):
@@ -119,7 +158,7 @@ def _atomic_write(path):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the data is not secret
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the mode open() would
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

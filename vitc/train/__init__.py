@@ -11,6 +11,11 @@ Checkpoints (``checkpoint_dir``): after each epoch a directory ``ckpt-<epoch>`` 
 built under a temporary name, then renamed into place, then the ``latest`` pointer file is
 replaced atomically. A crash at any point leaves the previous checkpoint and pointer intact.
 ``resume=True`` continues from ``latest`` and gives the same result as an uninterrupted run.
+
+Damage: every tensor carries a CRC-32 (see vitc.io) and state.json a CRC-32 of its canonical JSON
+(key ``crc32``), so a flipped bit or a truncated file raises ValueError naming the file on load.
+``resume=True`` then warns and falls back to the newest intact older checkpoint (``keep=2``, the
+default, keeps the previous one for that). Checkpoints written before the checksums load unverified.
 """
 import json
 import math
@@ -18,6 +23,8 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
+import zlib
 
 import numpy as np
 
@@ -154,6 +161,33 @@ def _jsonable(obj):
     raise TypeError(f"checkpoint: cannot store a {type(obj).__name__} in state.json")
 
 
+_STATE_CRC = "crc32"
+
+
+def _state_crc(state):
+    """CRC-32 of the state's canonical JSON (sorted keys, no spaces): any change of a parsed value changes it."""
+    text = json.dumps(state, sort_keys=True, separators=(",", ":"))
+    return f"{zlib.crc32(text.encode()):08x}"
+
+
+def _read_state(path):
+    """state.json of checkpoint directory ``path``, checked; ValueError naming the file when it is damaged."""
+    file = os.path.join(path, "state.json")
+    try:
+        with open(file, "rb") as f:
+            state = json.loads(f.read().decode("utf-8"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"load_checkpoint: {file} is damaged (not valid JSON: {e})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"load_checkpoint: {file} is damaged (a JSON {type(state).__name__}, not an object)")
+    stored = state.pop(_STATE_CRC, None)
+    if stored is not None and stored != _state_crc(state):  # None: written before the checksum existed
+        raise ValueError(f"load_checkpoint: {file} is damaged (CRC-32 {_state_crc(state)}, stored {stored})")
+    if not isinstance(state.get("epoch"), int) or isinstance(state.get("epoch"), bool):
+        raise ValueError(f"load_checkpoint: {file} has no integer 'epoch' (damaged?)")
+    return state
+
+
 def _write_text(path, text):
     with open(path, "w") as f:
         f.write(text)
@@ -163,30 +197,54 @@ def _complete(path):
     return os.path.isfile(os.path.join(path, "state.json")) and os.path.isfile(os.path.join(path, "model.safetensors"))
 
 
+def _checkpoints_newest_first(checkpoint_dir):
+    """Complete checkpoint directories, the ``latest`` pointer's first, then the ``ckpt-*`` by epoch."""
+    if not os.path.isdir(checkpoint_dir):
+        return []
+    paths = []
+    try:
+        with open(os.path.join(checkpoint_dir, _LATEST)) as f:
+            paths.append(os.path.join(checkpoint_dir, json.load(f)["name"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    names = sorted((d for d in os.listdir(checkpoint_dir) if d.startswith("ckpt-")), reverse=True)
+    paths += [os.path.join(checkpoint_dir, n) for n in names if os.path.join(checkpoint_dir, n) not in paths]
+    return [p for p in paths if _complete(p)]
+
+
 def latest_checkpoint(checkpoint_dir):
     """Path of the newest complete checkpoint directory, or None.
 
     The ``latest`` pointer names it; when the pointer is missing, unreadable or names a directory
-    that is gone (a crash between the steps of a save), the newest complete ``ckpt-*`` wins."""
-    if not os.path.isdir(checkpoint_dir):
-        return None
-    try:
-        with open(os.path.join(checkpoint_dir, _LATEST)) as f:
-            path = os.path.join(checkpoint_dir, json.load(f)["name"])
-        if _complete(path):
-            return path
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    names = sorted((d for d in os.listdir(checkpoint_dir) if d.startswith("ckpt-")), reverse=True)
-    for name in names:
-        if _complete(os.path.join(checkpoint_dir, name)):
-            return os.path.join(checkpoint_dir, name)
-    return None
+    that is gone (a crash between the steps of a save), the newest complete ``ckpt-*`` wins.
+    Complete means its files exist; their contents are checked when loaded (see resume in fit)."""
+    paths = _checkpoints_newest_first(checkpoint_dir)
+    return paths[0] if paths else None
+
+
+def _resume(checkpoint_dir, model, optimizer, scheduler):
+    """Load the newest checkpoint that loads cleanly; a damaged one is skipped with a warning.
+    Returns (path, state), or (None, None) when there is no checkpoint; ValueError when all are damaged."""
+    paths, errors = _checkpoints_newest_first(checkpoint_dir), []
+    for path in paths:
+        try:
+            return path, load_checkpoint(path, model, optimizer, scheduler)
+        except (ValueError, OSError) as e:
+            errors.append(str(e))
+            warnings.warn(f"fit(resume=True): skipping checkpoint {path}: {e}", RuntimeWarning, stacklevel=3)
+    if errors:
+        raise ValueError(f"fit(resume=True): no intact checkpoint in {checkpoint_dir}: " + "; ".join(errors))
+    return None, None
 
 
 def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None, history=None, extra=None,
                     keep=2):
-    """Write checkpoint ``ckpt-<epoch>`` (see the module docstring) and return its path."""
+    """Write checkpoint ``ckpt-<epoch>`` (see the module docstring) and return its path.
+
+    keep: how many checkpoints stay (this one included); keep=1 leaves no older one to fall back to
+    when the newest is found damaged on resume."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"save_checkpoint: keep must be an int >= 1, got {keep!r}")
     os.makedirs(checkpoint_dir, exist_ok=True)
     for d in os.listdir(checkpoint_dir):  # leftovers of a save that was killed (one writer per directory)
         if d.startswith((".ckpt-", f".{_LATEST}.")) and d.endswith((".tmp", ".old")):
@@ -208,7 +266,9 @@ def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None
             state["optimizer"] = meta
         if scheduler is not None:
             state["scheduler"] = scheduler.state_dict()
-        text = json.dumps(_jsonable(state), indent=1)
+        state = _jsonable(state)
+        state[_STATE_CRC] = _state_crc(state)
+        text = json.dumps(state, indent=1)
         atomic_write(os.path.join(tmp, "state.json"), lambda p: _write_text(p, text))
         if os.path.exists(final):  # a previous run wrote this epoch: move it aside atomically, then replace it
             old = tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=checkpoint_dir)
@@ -232,23 +292,27 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=Tru
     """Load a checkpoint directory into model/optimizer/scheduler; returns its state.json dict.
 
     A checkpoint written by another model class, or whose tensors do not fit this model, raises
-    ValueError naming the checkpoint and the mismatch; nothing is modified then."""
+    ValueError naming the checkpoint and the mismatch; a damaged file (checksum mismatch, truncated,
+    not parseable) raises ValueError naming the file. Every file is read and checked before anything
+    is modified, so nothing is modified then."""
     path = os.fspath(path)
     if not _complete(path):
         raise FileNotFoundError(f"load_checkpoint: {path} is not a complete checkpoint directory "
                                 f"(needs state.json and model.safetensors)")
-    with open(os.path.join(path, "state.json")) as f:
-        state = json.load(f)
+    state = _read_state(path)
     written_by = state.get("model")
     if written_by is not None and written_by != type(model).__name__:
         raise ValueError(f"load_checkpoint: {path} was written by a {written_by} model, cannot load it into a "
                          f"{type(model).__name__}")
-    try:
-        model.load_state_dict(load_safetensors(os.path.join(path, "model.safetensors")))
-    except RuntimeError as e:
-        raise ValueError(f"load_checkpoint: {path} does not fit this {type(model).__name__}: {e}") from None
+    weights = load_safetensors(os.path.join(path, "model.safetensors"))
+    tensors = None
     if optimizer is not None and "optimizer" in state:
         tensors = load_safetensors(os.path.join(path, "optimizer.safetensors"))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ValueError(f"load_checkpoint: {path} does not fit this {type(model).__name__}: {e}") from None
+    if tensors is not None:
         _optimizer_restore(optimizer, tensors, state["optimizer"])
     if scheduler is not None and "scheduler" in state:
         sd = state["scheduler"]
@@ -281,9 +345,8 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
     history = {k: [] for k in _KEYS}
     start, num_updates = 0, 0
     if resume:
-        path = latest_checkpoint(checkpoint_dir)
+        path, state = _resume(checkpoint_dir, model, optimizer, scheduler)
         if path is not None:
-            state = load_checkpoint(path, model, optimizer, scheduler)
             start = int(state["epoch"])
             history = {k: list(state["history"].get(k, [])) for k in _KEYS}
             num_updates = int(state["extra"].get("num_updates", 0))
