@@ -288,12 +288,12 @@ static int conv_run(const conv_job *j, float *dw) {
     size_t bytes = sizeof(float) * (size_t)total;
     float *buf = total ? vt_alloc(bytes) : NULL;
     if (total && !buf) return vt_last_code();
-    float *dwp = buf + per * nbuf; /* dW of parts 1.. (part 0 sums into dw) */
-    if (dwsz) memset(dwp, 0, sizeof(float) * (size_t)(dwsz * (nparts - 1)));
+    float *dwp = dwsz && nparts > 1 ? buf + per * nbuf : NULL; /* dW of parts 1.. (part 0 sums into dw) */
+    if (dwp) memset(dwp, 0, sizeof(float) * (size_t)(dwsz * (nparts - 1)));
     int st = VT_OK;
     if (nbuf == 1) {
         for (int64_t q = 0; q < nparts && !st; q++) {
-            float *partdw = dw && q ? dwp + dwsz * (q - 1) : dw;
+            float *partdw = !q ? dw : dwp ? dwp + dwsz * (q - 1) : NULL;
             for (int64_t p = nunits * q / nparts * unit; p < nunits * (q + 1) / nparts * unit && !st; p++)
                 st = backward ? piece_backward(j, p, buf, buf + colsz, partdw, 1) : piece_forward(j, p, buf, buf + colsz, 1);
         }
@@ -305,7 +305,7 @@ static int conv_run(const conv_job *j, float *dw) {
             int t = omp_get_thread_num();
             float *col = buf + per * t, *tmp = col + colsz;
             for (int64_t q = nparts * t / nt; q < nparts * (t + 1) / nt && !st; q++) {
-                float *partdw = dw && q ? dwp + dwsz * (q - 1) : dw;
+                float *partdw = !q ? dw : dwp ? dwp + dwsz * (q - 1) : NULL;
                 int64_t p1 = nunits * (q + 1) / nparts * unit;
                 for (int64_t p = nunits * q / nparts * unit; p < p1 && !st; p++)
                     st |= backward ? piece_backward(j, p, col, tmp, partdw, 0) : piece_forward(j, p, col, tmp, 0);
