@@ -117,8 +117,8 @@ def test_paper_shapes_registered():
     assert not np.any(m.mlp_head.weight.detach().numpy())
     tm = timm.create_model("vit_tiny_patch16_224", class_token=False, global_pool="map", fc_norm=False)
     assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in tm.parameters())
-    big = scaling_vit("G/14", depth=1, image_size=28, channels=1, num_classes=10)
-    assert big.pos_embedding.shape == (1, 4, 1664) and big.attn_pool.heads == 16
+    small = scaling_vit("S/32", depth=1, image_size=64, channels=1, num_classes=10)
+    assert small.pos_embedding.shape == (1, 4, 384) and small.attn_pool.heads == 6
     assert {"vit_scaling_g_14", "vit_scaling_G_14", "vit_scaling_B_16"} <= set(vitc.models.list_models("vit_scaling*"))
 
 
