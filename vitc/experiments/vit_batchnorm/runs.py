@@ -227,11 +227,16 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
     _sampler(sampler, seed)
     os.makedirs(out, exist_ok=True)
     storage = storage or "sqlite:///" + os.path.join(os.path.abspath(out), "optuna.db")
+    from vitc.search import open_storage, optimize_shared, redact
+    try:
+        rdb = open_storage(storage)  # heartbeats: a killed worker's trial is failed and retried by another
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
     data_name, tr, te, note = _prepare(out, backends, threads, dataset, data_root, subset, test_subset, download, log)
     tracker = Tracker(mlflow, out, tracking_uri, experiment)
     meta = {"experiment": "bayes-search", "command": command, "dataset": data_name, "data_note": note,
             "train_samples": len(tr), "test_samples": len(te), "trials": trials, "trial_epochs": trial_epochs,
-            "epochs": epochs, "sampler": sampler, "storage": storage, "models": models, "backends": backends,
+            "epochs": epochs, "sampler": sampler, "storage": redact(storage), "models": models, "backends": backends,
             "seed": seed, "overrides": overrides, "machine": machine_info(backends),
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "mlflow_tracking_uri": getattr(tracker, "uri", None),
             "lr_range": {m: LR_RANGE[MODELS[m][1]] for m in models}, "batch_range": BATCH_RANGE}
@@ -243,7 +248,7 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
         _warmup(backend_, tr, overrides)
         for m in models:
             lo, hi = LR_RANGE[MODELS[m][1]]
-            study = optuna.create_study(study_name=f"{study_prefix}-{backend_}-{m}", storage=storage,
+            study = optuna.create_study(study_name=f"{study_prefix}-{backend_}-{m}", storage=rdb,
                                         direction="maximize", load_if_exists=True,
                                         # one seed per model: equal search spaces must not get equal draws
                                         sampler=_sampler(sampler, seed + list(MODELS).index(m)))
@@ -260,8 +265,9 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
             done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
             if done < trials:
                 if log:
-                    log(f"{backend_} {m}: {trials - done} trials ({done} already in the study), sampler {sampler}")
-                study.optimize(objective, n_trials=trials - done)
+                    log(f"{backend_} {m}: {trials - done} trials ({done} already in the study, shared with any "
+                        f"other worker on {redact(storage)}), sampler {sampler}")
+                optimize_shared(study, objective, trials)
             complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
             rec = [{"number": t.number, "value": t.value, "params": t.params} for t in complete]
             best = max(complete, key=lambda t: t.value)
