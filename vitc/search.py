@@ -93,7 +93,9 @@ def optimize_shared(study, objective, n_trials, poll=2.0, log=None):
             study_.stop()
 
     while True:
-        optuna.storages.fail_stale_trials(study)  # dead workers' trials: FAIL, then re-queued as WAITING
+        with warnings.catch_warnings():  # marked experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # dead workers' trials: FAIL, then re-queued as WAITING
         trials = study.get_trials(deepcopy=False)
         complete = _count(trials, (TS.COMPLETE,))
         if complete >= n_trials:
