@@ -3,7 +3,8 @@
 # csrc/) with its test dependencies. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="build-essential pkg-config libopenblas-dev libopenblas-openmp-dev dataset-fashion-mnist"
+# openmpi-bin + libopenmpi-dev: vitc.distributed (mpirun, mpi4py); postgresql: the shared Optuna study of the search tests
+PKGS="build-essential pkg-config libopenblas-dev libopenblas-openmp-dev dataset-fashion-mnist openmpi-bin libopenmpi-dev postgresql"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -17,6 +18,6 @@ stamp=.venv/.vitc-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] || \
    [ -n "$(find csrc -newer "$stamp" -print -quit 2>/dev/null)" ]; then
     .venv/bin/pip install -q --upgrade pip setuptools wheel
-    .venv/bin/pip install -q -e '.[test,experiments]'
+    .venv/bin/pip install -q -e '.[test,experiments,distributed]'
     touch "$stamp"
 fi

@@ -12,7 +12,7 @@ from .transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, Tr
 from .mixup import Mixup
 from .random_erasing import RandomErasing
 from .auto_augment import RandAugment
-from .samplers import RepeatAugSampler
+from .samplers import DistributedBatchSampler, RepeatAugSampler, ShardSampler
 from .recipe import RecipeTransform
 
 __all__ = [
@@ -20,5 +20,5 @@ __all__ = [
     "MNIST", "FashionMNIST",
     "DataLoader",
     "Transform", "Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip",
-    "Mixup", "RandomErasing", "RandAugment", "RepeatAugSampler", "RecipeTransform",
+    "Mixup", "RandomErasing", "RandAugment", "RepeatAugSampler", "DistributedBatchSampler", "ShardSampler", "RecipeTransform",
 ]

@@ -328,7 +328,7 @@ _KEYS = ("epoch", "train_loss_sum", "train_loss", "train_time", "test_accuracy",
 
 
 def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=None, callbacks=(),
-        checkpoint_dir=None, resume=False, progress=True, log=print, keep_checkpoints=2):
+        checkpoint_dir=None, resume=False, progress=True, log=print, keep_checkpoints=2, distributed=None):
     """Train for ``epochs`` epochs, testing after each; returns the history dict of lists:
     epoch, train_loss_sum (the article's per-epoch loss), train_loss (mean of batch losses),
     train_time, test_accuracy, test_loss, test_time, lr.
@@ -337,11 +337,24 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
     and ``step(epoch + 1)`` per epoch). callbacks: callables ``cb(record) -> stop?`` run after each
     epoch with that epoch's record (or objects with ``on_epoch_end(record)``); a true return value
     stops training. log: function for the per-epoch line (None: silent).
+
+    distributed: None (default) = data-parallel when launched by mpirun with more than one process,
+    True = always through MPI, False = never. Then (vitc.distributed) the loaders are sharded, the
+    gradients averaged before each step, BatchNorm buffers averaged before each test pass and
+    checkpoint, statistics summed over the ranks; rank 0 alone logs, shows progress and writes
+    checkpoints, which every rank reads on resume.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be an int >= 0, got {epochs!r}")
     if resume and not checkpoint_dir:
         raise ValueError("fit: resume=True needs a checkpoint_dir")
+    dist = _distributed_context(distributed)
+    if dist is not None:
+        from ..distributed import shard_eval_loader, shard_train_loader
+        train_loader, val_loader = shard_train_loader(train_loader, dist), shard_eval_loader(val_loader, dist)
+        if dist.rank != 0:
+            progress, log = False, None
+    writes = checkpoint_dir and (dist is None or dist.rank == 0)
     history = {k: [] for k in _KEYS}
     start, num_updates = 0, 0
     if resume:
@@ -353,14 +366,22 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
             if log:
                 log(f"resumed from {path} (epoch {start})")
     kind = _scheduler_kind(scheduler)
+    stepper = optimizer
+    if dist is not None:
+        dist.broadcast_state(model)  # every rank starts from rank 0's weights
+        stepper = dist.averaging(optimizer)
     for epoch in range(start, epochs):
         for loader in (train_loader, val_loader):
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(epoch)  # shuffling is a function of (seed, epoch): resumable
         lr = optimizer.param_groups[0]["lr"]
-        tr, num_updates = train_one_epoch(model, train_loader, optimizer, loss_fn, epoch, scheduler, num_updates,
+        tr, num_updates = train_one_epoch(model, train_loader, stepper, loss_fn, epoch, scheduler, num_updates,
                                           progress, desc=f"epoch {epoch + 1}/{epochs}")
+        if dist is not None:
+            dist.average_buffers(model)
         ev = evaluate(model, val_loader, loss_fn)
+        if dist is not None:
+            tr, ev = _combine_over_ranks(dist, tr, ev)
         if kind == "torch":
             scheduler.step()
         elif kind == "timm":
@@ -374,9 +395,11 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
             log(f"epoch {epoch + 1}/{epochs}: train loss {tr['loss_sum']:.4f} (sum of {tr['batches']} batch means; "
                 f"mean {tr['loss_mean']:.4f}), test accuracy {100 * ev['accuracy']:.2f}%, "
                 f"train {tr['time']:.1f} s, test {ev['time']:.1f} s (no_grad), lr {lr:.3g}")
-        if checkpoint_dir:
+        if writes:
             save_checkpoint(checkpoint_dir, epoch + 1, model, optimizer, scheduler, history,
                             {"num_updates": num_updates}, keep=keep_checkpoints)
+        if checkpoint_dir and dist is not None:
+            dist.barrier("the barrier after rank 0's checkpoint")
         stop = False
         for cb in callbacks:
             fn = getattr(cb, "on_epoch_end", cb)
@@ -384,3 +407,30 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
         if stop:
             break
     return history
+
+
+def _distributed_context(distributed):
+    """vitc.distributed's Context when fit runs data-parallel, else None (MPI is imported only then)."""
+    if distributed is None:
+        from ..distributed._launch import launched_world_size
+        if launched_world_size() == 1:
+            return None
+    elif distributed is False:
+        return None
+    from ..distributed import current
+    return current(distributed)
+
+
+def _combine_over_ranks(dist, tr, ev):
+    """The epoch's statistics over all ranks: the batch-mean losses averaged (each rank's batch is an
+    equal share of the global batch), test counts summed; times are rank 0's."""
+    n = ev["samples"]
+    correct = round(ev["accuracy"] * n) if n else 0
+    test_loss = ev["loss"] * n if (n and ev["loss"] is not None) else 0.0
+    loss_sum, nonfinite, correct, test_loss, n = dist.sum_floats(tr["loss_sum"], tr["nonfinite"], correct,
+                                                                  test_loss, n)
+    tr = dict(tr, loss_sum=loss_sum / dist.size, nonfinite=int(nonfinite))
+    tr["loss_mean"] = tr["loss_sum"] / tr["batches"] if tr["batches"] else float("nan")
+    ev = dict(ev, accuracy=correct / n if n else float("nan"),
+              loss=test_loss / n if (n and ev["loss"] is not None) else None, samples=int(n))
+    return tr, ev

@@ -73,6 +73,10 @@ def main(argv=None):
         test_set = _dataset(args.dataset, args.data_root, False, args.test_subset)
     except (FileNotFoundError, OSError, ValueError) as e:
         raise SystemExit(f"error: {e}")
+    from ..distributed._launch import launched_rank, launched_world_size
+    world, lead = launched_world_size(), launched_rank() == 0  # under mpirun: rank 0 alone prints and writes
+    if world > 1 and args.batch_size % world:
+        raise SystemExit(f"error: --batch-size {args.batch_size} is not a multiple of the {world} MPI ranks")
     model = create_model(args.model)
     n_params = model.num_parameters()
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, seed=args.seed,
@@ -90,15 +94,19 @@ def main(argv=None):
         sched = optim.lr_scheduler.CosineLRScheduler(opt, t_initial=max(1, args.epochs), lr_min=args.min_lr,
                                                      warmup_t=args.warmup_epochs, warmup_lr_init=args.min_lr)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    print(f"vitc {vitc.__version__}: {args.model} ({n_params:,} parameters) on {args.dataset} "
-          f"({len(train_set)} train / {len(test_set)} test images), {vitc.get_num_threads()} threads, "
-          f"{args.optimizer} lr {args.lr:g}, batch {args.batch_size}, test batch {args.test_batch_size}, "
-          f"seed {args.seed}", flush=True)
+    say = print if lead else (lambda *a, **k: None)
+    say(f"vitc {vitc.__version__}: {args.model} ({n_params:,} parameters) on {args.dataset} "
+        f"({len(train_set)} train / {len(test_set)} test images), {vitc.get_num_threads()} threads"
+        f"{f' x {world} MPI ranks' if world > 1 else ''}, "
+        f"{args.optimizer} lr {args.lr:g}, batch {args.batch_size}, test batch {args.test_batch_size}, "
+        f"seed {args.seed}", flush=True)
     t0 = time.perf_counter()
     history = fit(model, train_loader, test_loader, opt, loss_fn, args.epochs, scheduler=sched,
                   checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=not args.no_progress,
-                  log=lambda s: print(s, flush=True))
+                  log=lambda s: say(s, flush=True))
     total = time.perf_counter() - t0
+    if not lead:
+        return 0
     if history["test_accuracy"]:
         acc = history["test_accuracy"][-1]
         print(f"final test accuracy: {100 * acc:.2f}% after {history['epoch'][-1]} epochs "

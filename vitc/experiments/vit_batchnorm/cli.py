@@ -51,6 +51,8 @@ def build_parser():
     b.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///OUT/optuna.db); share "
                    "one RDB URL to run workers on several machines")
     b.add_argument("--study-prefix", default="vit_batchnorm")
+    b.add_argument("--worker-id", type=int, default=0, help="a distinct number for each worker sharing one "
+                   "--storage (offsets the sampler's seed, so workers do not draw the same parameters)")
     common(b, "results/vit_batchnorm_bayes")
     r = sub.add_parser("report", help="rebuild experiment 1's figures and table from OUT/results.json")
     r.add_argument("--out", default="results/vit_batchnorm")
@@ -84,7 +86,7 @@ def main(argv=None):
             run_fixed_lr(lrs=args.lrs, batch_size=args.batch_size, resume=args.resume, pause_file=args.pause_file, **kw)
         else:
             run_bayes_search(trials=args.trials, trial_epochs=args.trial_epochs, sampler=args.sampler,
-                             storage=args.storage, study_prefix=args.study_prefix, **kw)
+                             storage=args.storage, study_prefix=args.study_prefix, worker_id=args.worker_id, **kw)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     return 0

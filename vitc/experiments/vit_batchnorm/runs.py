@@ -212,14 +212,17 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
                      study_prefix="vit_batchnorm", backend="vitc", test_batch_size=5000, subset=None,
                      test_subset=None, dataset="auto", data_root=None, download=True, out="results/vit_batchnorm_bayes",
                      threads=None, seed=0, mlflow=True, tracking_uri=None, experiment="vit_batchnorm_bayes",
-                     overrides=None, log=print, command=None):
-    """Experiment 2: one Optuna study per (backend, model), then the best configurations retrained."""
+                     overrides=None, log=print, command=None, worker_id=0):
+    """Experiment 2: one Optuna study per (backend, model), then the best configurations retrained.
+    ``worker_id``: give each worker sharing one ``storage`` its own number; it offsets the sampler's
+    seed, or workers with equal seeds would draw the same parameters (TPE's random start-up trials)."""
     try:
         import optuna
     except ImportError:
         raise ValueError("Optuna is not installed (pip install 'vitc[experiments]')") from None
     models, backends = _model_names(models), _backends(backend)
     trials = expect_int(trials, "run_bayes_search", "trials", minimum=1)
+    worker_id = expect_int(worker_id, "run_bayes_search", "worker id", minimum=0)
     trial_epochs = expect_int(trial_epochs, "run_bayes_search", "trial epochs", minimum=1)
     epochs = expect_int(epochs, "run_bayes_search", "epochs", minimum=0)
     expect_int(test_batch_size, "run_bayes_search", "test batch size", minimum=1)
@@ -227,11 +230,16 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
     _sampler(sampler, seed)
     os.makedirs(out, exist_ok=True)
     storage = storage or "sqlite:///" + os.path.join(os.path.abspath(out), "optuna.db")
+    from vitc.search import open_storage, optimize_shared, redact
+    try:
+        rdb = open_storage(storage)  # heartbeats: a killed worker's trial is failed and retried by another
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
     data_name, tr, te, note = _prepare(out, backends, threads, dataset, data_root, subset, test_subset, download, log)
     tracker = Tracker(mlflow, out, tracking_uri, experiment)
     meta = {"experiment": "bayes-search", "command": command, "dataset": data_name, "data_note": note,
             "train_samples": len(tr), "test_samples": len(te), "trials": trials, "trial_epochs": trial_epochs,
-            "epochs": epochs, "sampler": sampler, "storage": storage, "models": models, "backends": backends,
+            "epochs": epochs, "sampler": sampler, "storage": redact(storage), "worker_id": worker_id, "models": models, "backends": backends,
             "seed": seed, "overrides": overrides, "machine": machine_info(backends),
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "mlflow_tracking_uri": getattr(tracker, "uri", None),
             "lr_range": {m: LR_RANGE[MODELS[m][1]] for m in models}, "batch_range": BATCH_RANGE}
@@ -243,10 +251,10 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
         _warmup(backend_, tr, overrides)
         for m in models:
             lo, hi = LR_RANGE[MODELS[m][1]]
-            study = optuna.create_study(study_name=f"{study_prefix}-{backend_}-{m}", storage=storage,
+            study = optuna.create_study(study_name=f"{study_prefix}-{backend_}-{m}", storage=rdb,
                                         direction="maximize", load_if_exists=True,
                                         # one seed per model: equal search spaces must not get equal draws
-                                        sampler=_sampler(sampler, seed + list(MODELS).index(m)))
+                                        sampler=_sampler(sampler, seed + list(MODELS).index(m) + 1000 * worker_id))
 
             def objective(trial, m=m, lo=lo, hi=hi, backend_=backend_):
                 lr = trial.suggest_float("lr", lo, hi, log=True)
@@ -260,8 +268,9 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
             done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
             if done < trials:
                 if log:
-                    log(f"{backend_} {m}: {trials - done} trials ({done} already in the study), sampler {sampler}")
-                study.optimize(objective, n_trials=trials - done)
+                    log(f"{backend_} {m}: {trials - done} trials ({done} already in the study, shared with any "
+                        f"other worker on {redact(storage)}), sampler {sampler}")
+                optimize_shared(study, objective, trials)
             complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
             rec = [{"number": t.number, "value": t.value, "params": t.params} for t in complete]
             best = max(complete, key=lambda t: t.value)
