@@ -195,12 +195,13 @@ def random_resized_crop_boxes(n, size, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 /
 
 def crop_resize(images, crops, out_size):
     """Crop (top, left, h, w) of every image (B, C, H, W) and resize it to out_size by RoIAlign with
-    half-pixel alignment and 2×2 bilinear samples per output pixel (a box-filtered bilinear resize)."""
+    half-pixel alignment and one bilinear sample per output pixel: a bilinear resize (crops are never
+    larger than the image, so this only upsamples)."""
     b = len(images)
     t, l_, h, w = (crops[:, j].astype(np.float32) for j in range(4))
     rois = np.stack([np.arange(b, dtype=np.float32), l_, t, l_ + w, t + h], 1)
     return _v.roi_align(_v.from_numpy(np.ascontiguousarray(images, np.float32)),
-                        _v.from_numpy(np.ascontiguousarray(rois)), out_size, sampling_ratio=2, aligned=True).numpy()
+                        _v.from_numpy(np.ascontiguousarray(rois)), out_size, sampling_ratio=1, aligned=True).numpy()
 
 
 class TokenLabelBatches:
