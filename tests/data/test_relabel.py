@@ -123,3 +123,72 @@ def test_batches_without_a_map_give_the_image_label():
     batches = list(it)
     assert len(batches) == 2 and all(yt is None for _, _, yt in batches)
     assert sorted(int(v) for _, yc, _ in batches for v in yc.numpy().argmax(1)) == [0, 1, 1, 2]
+
+
+def _block_image_and_map(cell, hl=7, size=28):
+    """A 28×28 image bright on one 4×4 block and a 7×7 map hot on the same cell (class 1)."""
+    r, c = cell
+    s = size // hl
+    img = np.zeros((1, 1, size, size), np.float32)
+    img[0, 0, r * s:(r + 1) * s, c * s:(c + 1) * s] = 1.0
+    dense = np.zeros((1, 2, hl, hl), np.float32)
+    dense[0, 1, r, c] = 5.0
+    return img, dense
+
+
+@pytest.mark.parametrize("op,mag,sign", [("TranslateXRel", 10 * (8 / 28) / 0.45, 1.0),
+                                         ("TranslateYRel", 10 * (4 / 28) / 0.45, -1.0),
+                                         ("ShearX", 10.0, 1.0), ("ShearY", 6.0, -1.0), ("Rotate", 10.0, 1.0),
+                                         ("Rotate", 7.0, -1.0)])
+def test_geometric_randaugment_moves_the_map_with_the_image(op, mag, sign):
+    from vitc._ops.augment import RA_OPS
+    from vitc.data import RandAugment
+    from vitc.data.relabel_augment import warp_dense_maps
+    ra = RandAugment("rand-n1-m9", interpolation="bilinear", fill=0)
+    plan = np.array([[[RA_OPS.index(op), mag, sign, 0.0]]], np.float32)
+    for cell in [(3, 3), (1, 2), (5, 4)]:
+        img, dense = _block_image_and_map(cell)
+        out = ra.apply(img, plan)[0, 0]
+        warped = warp_dense_maps(dense, plan, (28, 28))[0, 1]
+        # the image value at every cell centre, thresholded, is the warped map's hot set
+        # the image's value at each cell centre (a pixel corner): the mean of the four pixels around it
+        centres = (out[1::4, 1::4] + out[1::4, 2::4] + out[2::4, 1::4] + out[2::4, 2::4]) / 4 > 0.5
+        # (a cell whose centre falls on the warped block's edge may go either way)
+        assert np.any(centres & (warped > 0))
+        assert np.mean(centres == (warped > 0)) >= 0.93, (op, cell, centres.astype(int), warped)
+
+
+def test_translate_by_two_cells_exactly_and_fill_outside():
+    from vitc._ops.augment import RA_OPS
+    from vitc.data.relabel_augment import warp_dense_maps
+    dense = np.arange(2 * 7 * 7, dtype=np.float32).reshape(1, 2, 7, 7) + 1
+    # TranslateXRel by +8 px = 2 cells: the source column is x + 2 cells, so the map moves left
+    plan = np.array([[[RA_OPS.index("TranslateXRel"), 10 * (8 / 28) / 0.45, 1.0, 0.0]]])
+    out = warp_dense_maps(dense, plan, (28, 28))
+    np.testing.assert_array_equal(out[0, :, :, :5], dense[0, :, :, 2:])
+    assert np.all(out[0, :, :, 5:] == 0)
+    # colour ops leave the map alone
+    plan2 = np.array([[[RA_OPS.index("Equalize"), 9, 1.0, 0.0]]])
+    np.testing.assert_array_equal(warp_dense_maps(dense, plan2, (28, 28)), dense)
+    with pytest.raises(ValueError, match="same B"):
+        warp_dense_maps(dense, np.zeros((2, 1, 4)), (28, 28))
+
+
+def test_batches_with_randaugment_and_normalize():
+    from vitc.data import RandAugment
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(4, 1, 28, 28)).astype(np.float32)
+
+    class Map:
+        num_classes = 3
+
+        def __len__(self):
+            return 4
+
+        def dense(self, rows):
+            return rng.standard_normal((len(rows), 3, 7, 7)).astype(np.float32)
+    it = TokenLabelBatches(x, [0, 1, 2, 0], Map(), 4, (7, 7), num_classes=3, randaug=RandAugment("rand-m9-mstd0.5"),
+                           normalize=(0.5, 0.25))
+    xb, yc, yt = next(iter(it))
+    assert tuple(xb.shape) == (4, 1, 28, 28) and tuple(yt.shape) == (4, 49, 3)
+    assert xb.numpy().min() < 0  # normalised

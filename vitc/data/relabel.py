@@ -5,7 +5,8 @@ tlt/data/label_transforms_factory.py).
 1. generate_label_map: run a teacher over the whole data set, take its pre-pool feature map, apply its
    classifier to every cell (a 1×1 conv with the head's weights) and keep the top-k (score, class) per
    cell; one safetensors file per data set, carrying the data set's checksum.
-2. Per batch (TokenLabelBatches): flip images and maps together, draw a RandomResizedCrop box per image,
+2. Per batch (TokenLabelBatches): flip images and maps together, optionally RandAugment (its geometric
+   ops warp the map too, vitc.data.relabel_augment), draw a RandomResizedCrop box per image,
    crop-resize the images and pool the dense map inside the same box with RoIAlign to 1×1 (the class
    label) and to the token grid (the token labels), softmax over classes, smooth. The map itself is
    never cropped: the box travels with the sample.
@@ -21,6 +22,7 @@ from safetensors.numpy import load_file, save_file
 import vitc as _v
 
 from ..io import atomic_write
+from .relabel_augment import warp_dense_maps
 
 __all__ = ["dataset_checksum", "dense_logits", "generate_label_map", "load_label_map", "dense_from_topk",
            "relabel_pool", "random_resized_crop_boxes", "crop_resize", "TokenLabelBatches"]
@@ -212,8 +214,12 @@ class TokenLabelBatches:
     'dense' (ReLabel pooled maps) or, with label_map None, every token takes the one-hot image label."""
 
     def __init__(self, images, labels, label_map, batch_size, grid, *, num_classes, seed=0, flip=0.5,
-                 scale=(0.35, 1.0), smoothing=0.1, legacy_box_order=False, drop_last=True):
+                 scale=(0.35, 1.0), smoothing=0.1, legacy_box_order=False, drop_last=True, randaug=None,
+                 normalize=None):
         self.images, self.labels = np.asarray(images, np.float32), np.asarray(labels, np.int64)
+        # randaug: a vitc.data.RandAugment run after the flip and before the crop (the reference's order),
+        # on images in [0, 1]; its geometric ops warp the label map too. normalize=(mean, std) afterwards.
+        self.randaug, self.normalize = randaug, normalize
         if label_map is not None and len(label_map) != len(self.images):
             raise ValueError(f"TokenLabelBatches: label map has {len(label_map)} entries, images {len(self.images)}")
         self.label_map, self.batch_size, self.grid = label_map, int(batch_size), tuple(grid)
@@ -234,18 +240,27 @@ class TokenLabelBatches:
         b, _, h0, w0 = x.shape
         flip = self.rng.uniform(size=b) < self.flip
         x = np.where(flip[:, None, None, None], x[..., ::-1], x)
+        dense = None
+        if self.label_map is not None:
+            dense = self.label_map.dense(rows)
+            dense = np.where(flip[:, None, None, None], dense[..., ::-1], dense)  # the map flips with the image
+        if self.randaug is not None:
+            x = self.randaug(np.ascontiguousarray(x), self.rng)
+            if dense is not None:
+                dense = warp_dense_maps(dense, self.randaug.last_plan, (h0, w0), self.randaug.translate_pct)
         if self.scale is not None:
             crops = random_resized_crop_boxes(b, (h0, w0), self.rng, self.scale)
             x = crop_resize(x, crops, (h0, w0))
         else:
             crops = np.tile(np.array([[0, 0, h0, w0]]), (b, 1))
-        if self.label_map is None:
+        if self.normalize is not None:
+            x = (x - np.float32(self.normalize[0])) / np.float32(self.normalize[1])
+        x = _v.from_numpy(np.ascontiguousarray(x, np.float32))
+        if dense is None:
             y = np.full((b, self.num_classes), self.smoothing / self.num_classes, np.float32)
             y[np.arange(b), self.labels[rows]] += np.float32(1 - self.smoothing)
-            return _v.from_numpy(np.ascontiguousarray(x)), _v.from_numpy(y), None
-        dense = self.label_map.dense(rows)
-        dense = np.where(flip[:, None, None, None], dense[..., ::-1], dense)  # the map flips with the image
+            return x, _v.from_numpy(y), None
         boxes = np.stack([crops[:, 0] / h0, crops[:, 1] / w0, (crops[:, 0] + crops[:, 2]) / h0,
                           (crops[:, 1] + crops[:, 3]) / w0], 1)
         y_cls, y_tok = relabel_pool(dense, boxes, self.grid, self.smoothing, self.legacy)
-        return _v.from_numpy(np.ascontiguousarray(x)), _v.from_numpy(y_cls), _v.from_numpy(y_tok)
+        return x, _v.from_numpy(y_cls), _v.from_numpy(y_tok)

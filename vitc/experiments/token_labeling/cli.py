@@ -96,6 +96,13 @@ def _train_teacher(args, x, y, x_te, y_te, k, log):
     return t
 
 
+def _run_config(args, n_train, n_test, checksum):
+    """What a saved (arm, seed) result depends on; a rerun reuses it only when all of it is unchanged."""
+    keys = ("epochs", "batch_size", "model", "lr", "min_lr", "weight_decay", "drop_path", "smoothing", "beta",
+            "crop_scale", "legacy_box_order")
+    return dict({k: getattr(args, k) for k in keys}, n_train=n_train, n_test=n_test, data=checksum[:16])
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -145,15 +152,19 @@ def main(argv=None):
     for seed in range(args.seeds):
         for arm in arms:
             path = os.path.join(args.out, "runs", f"{arm}_seed{seed}.json")
+            config = _run_config(args, len(x_tr), len(x_te), checksum)
             if os.path.exists(path):
                 with open(path) as f:
-                    records.append(json.load(f))
-                continue
+                    done = json.load(f)
+                if done.get("config") == config:  # finished with these settings: reuse
+                    records.append(done)
+                    continue
+                log(f"[{arm} seed {seed}] saved run has other settings; training it again")
             params = {"arm": arm, "seed": seed, "epochs": args.epochs, "train": len(x_tr), "beta": args.beta}
             rec, run_id = tracker.run(f"{arm}-s{seed}", params,
                                       lambda le: train_arm(arm, seed, (x_tr, y_tr, x_te, y_te, k), label_map, args,
                                                            log, le))
-            rec["mlflow_run_id"] = run_id
+            rec["mlflow_run_id"], rec["config"] = run_id, config
             write_text_atomic(path, json.dumps(rec, indent=1))
             records.append(rec)
 
