@@ -37,6 +37,9 @@ def test_experiment_runs_resumes_and_writes_the_table(tmp_path):
     res2 = exp.main(TINY + ["--arms", "plain,tl_mixtoken,control", "--out", str(out)])
     assert res2["rows"][:2] == res["rows"]
     assert res2["rows"][2]["arm"] == "control"
+    # RandAugment (geometric ops warping the map) changes the settings: those runs are trained again
+    res3 = exp.main(TINY + ["--arms", "tl", "--seeds", "1", "--randaug", "rand-m9-mstd0.5-inc1", "--out", str(out)])
+    assert res3["records"][0]["config"]["randaug"] == "rand-m9-mstd0.5-inc1"
 
 
 def test_bad_arguments():

@@ -6,7 +6,7 @@ import numpy as np
 
 import vitc
 from vitc import optim
-from vitc.data import Mixup
+from vitc.data import Mixup, RandAugment
 from vitc.data.relabel import TokenLabelBatches
 from vitc.losses import TokenLabelingLoss
 from vitc.models import create_model
@@ -61,9 +61,14 @@ def train_arm(arm, seed, data, label_map, args, log, log_epoch=None):
     model = build_student(arm, args.model, k, args.drop_path)
     _, labels, aux, _, cutmix = ARMS[arm]
     grid = model.grid_size
+    aug = {}
+    if getattr(args, "randaug", "none") != "none":  # RandAugment works on [0, 1] pixels: undo the normalisation
+        mean, std = args.mean_std
+        x_tr = np.clip(x_tr * np.float32(std) + np.float32(mean), 0.0, 1.0)
+        aug = dict(randaug=RandAugment(args.randaug, fill=int(round(255 * mean)), seed=seed), normalize=(mean, std))
     batches = TokenLabelBatches(x_tr, y_tr, label_map if labels != "image" else None, args.batch_size, grid,
                                 num_classes=k, seed=seed, scale=(args.crop_scale, 1.0), smoothing=args.smoothing,
-                                legacy_box_order=args.legacy_box_order)
+                                legacy_box_order=args.legacy_box_order, **aug)
     mix = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=args.smoothing, num_classes=k, seed=seed) \
         if cutmix else None
     loss_fn = TokenLabelingLoss(beta=args.beta)
