@@ -217,7 +217,8 @@ class ViT(nn.Module):
             if mix_draw is not None:
                 raise ValueError("ViT: mix_draw is used only in training mode with mix_token=True")
             return None
-        b = img.shape[0] if isinstance(img, _v.Tensor) and img.ndim == 4 else 0
+        self._check_input(img)
+        b = img.shape[0]
         lam, cx, cy = draw_mixtoken(self.grid_size) if mix_draw is None else mix_draw
         return MixTokenPlan(b, self.grid_size, lam, cx, cy)
 
