@@ -37,6 +37,9 @@ def test_experiment_runs_resumes_and_writes_the_table(tmp_path):
     res2 = exp.main(TINY + ["--arms", "plain,tl_mixtoken,control", "--out", str(out)])
     assert res2["rows"][:2] == res["rows"]
     assert res2["rows"][2]["arm"] == "control"
+    # --report-only tabulates what is finished and trains nothing (skip has no runs)
+    res_r = exp.main(TINY + ["--arms", "plain,skip", "--report-only", "--out", str(out)])
+    assert [r["arm"] for r in res_r["rows"]] == ["plain"] and res_r["rows"][0] == res["rows"][0]
     # RandAugment (geometric ops warping the map) changes the settings: those runs are trained again
     res3 = exp.main(TINY + ["--arms", "tl", "--seeds", "1", "--randaug", "rand-m9-mstd0.5-inc1", "--out", str(out)])
     assert res3["records"][0]["config"]["randaug"] == "rand-m9-mstd0.5-inc1"

@@ -55,6 +55,7 @@ def build_parser():
     a("--teacher-epochs", type=int, default=8)
     a("--teacher-lr", type=float, default=2e-3)
     a("--threads", type=int, default=None)
+    a("--report-only", action="store_true", help="train nothing: tabulate the finished (arm, seed) runs in --out")
     a("--no-mlflow", action="store_true")
     a("--tracking-uri", default=None)
     return p
@@ -163,6 +164,8 @@ def main(argv=None):
                     records.append(done)
                     continue
                 log(f"[{arm} seed {seed}] saved run has other settings; training it again")
+            if args.report_only:
+                continue
             params = {"arm": arm, "seed": seed, "epochs": args.epochs, "train": len(x_tr), "beta": args.beta}
             rec, run_id = tracker.run(f"{arm}-s{seed}", params,
                                       lambda le: train_arm(arm, seed, (x_tr, y_tr, x_te, y_te, k), label_map, args,
@@ -172,8 +175,10 @@ def main(argv=None):
             records.append(rec)
 
     # 4. report
+    if not records:
+        raise SystemExit(f"error: no finished runs in {os.path.join(args.out, 'runs')} for these settings")
     rows = summarise(records, arms)
-    size = (f"{len(x_tr)} train / {len(x_te)} test images, {args.epochs} epochs, {args.seeds} seeds, "
+    size = (f"{len(x_tr)} train / {len(x_te)} test images, {args.epochs} epochs, up to {args.seeds} seeds, "
             f"{args.model}")
     plot_arms(rows, records, teacher_acc, size, os.path.join(args.out, "arms.png"))
     plot_curves(records, arms, size, os.path.join(args.out, "curves.png"))

@@ -26,8 +26,9 @@ def table_markdown(rows, teacher_acc, descriptions):
     out += "| arm | what | seeds | mean acc % | std | min | max | cls head only % | params | train s / run |\n"
     out += "|---|---|---|---|---|---|---|---|---|---|\n"
     for r in rows:
+        std = f"{100 * r['std']:.2f}" if r["seeds"] > 1 else "—"
         out += (f"| {r['arm']} | {descriptions[r['arm']]} | {r['seeds']} | {100 * r['mean']:.2f} | "
-                f"{100 * r['std']:.2f} | {100 * r['min']:.2f} | {100 * r['max']:.2f} | {100 * r['cls_mean']:.2f} | "
+                f"{std} | {100 * r['min']:.2f} | {100 * r['max']:.2f} | {100 * r['cls_mean']:.2f} | "
                 f"{r['params']:,} | {r['train_time']:.0f} |\n")
     return out
 
@@ -35,7 +36,7 @@ def table_markdown(rows, teacher_acc, descriptions):
 def plot_arms(rows, records, teacher_acc, size_note, path):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    for i, r in enumerate(rows):
+    for i, r in enumerate(rows):  # one bar per arm with at least one finished seed
         pts = [100 * x["accuracy"] for x in records if x["arm"] == r["arm"]]
         ax.bar(i, 100 * r["mean"], color="#8ab", yerr=100 * r["std"], capsize=3)
         ax.plot([i] * len(pts), pts, "k.", ms=4)
