@@ -35,6 +35,7 @@ def build_parser():
     a("--out", default="token-labeling-results")
     a("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     a("--seeds", type=int, default=3)
+    a("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+seeds-1 (split a run over processes)")
     a("--epochs", type=int, default=10)
     a("--subset", type=int, default=None, help="first N training images only")
     a("--test-subset", type=int, default=None)
@@ -111,8 +112,9 @@ def main(argv=None):
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if not arms or any(a not in ARMS for a in arms):
         raise SystemExit(f"error: --arms takes a comma-separated subset of {','.join(ARMS)}, got {args.arms!r}")
-    if args.seeds < 1 or args.epochs < 1 or args.batch_size < 2 or args.beta < 0:
-        raise SystemExit("error: --seeds and --epochs must be >= 1, --batch-size >= 2 and --beta >= 0")
+    if args.seeds < 1 or args.first_seed < 0 or args.epochs < 1 or args.batch_size < 2 or args.beta < 0:
+        raise SystemExit("error: --seeds and --epochs must be >= 1, --first-seed >= 0, --batch-size >= 2 and "
+                         "--beta >= 0")
     set_threads(args.threads)
     args.mean_std = (MEAN, STD)
     log = lambda s: print(s, flush=True)  # noqa: E731
@@ -153,14 +155,16 @@ def main(argv=None):
     # 3. arms × seeds, each saved when done (resumable)
     tracker = Tracker(not args.no_mlflow, args.out, args.tracking_uri, "token_labeling")
     records = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for arm in arms:
             path = os.path.join(args.out, "runs", f"{arm}_seed{seed}.json")
             config = _run_config(args, len(x_tr), len(x_te), checksum)
             if os.path.exists(path):
                 with open(path) as f:
                     done = json.load(f)
-                if done.get("config") == config:  # finished with these settings: reuse
+                # an option added after a run was saved counts at its default (its earlier behaviour)
+                saved = dict({k: build_parser().get_default(k) for k in config}, **done.get("config", {}))
+                if saved == config:  # finished with these settings: reuse
                     records.append(done)
                     continue
                 log(f"[{arm} seed {seed}] saved run has other settings; training it again")
