@@ -28,6 +28,7 @@ from ._ops.loss import *  # noqa: F401,F403
 from ._ops.attention import *  # noqa: F401,F403
 from ._ops.ffn import *  # noqa: F401,F403
 from ._ops.optim_ops import *  # noqa: F401,F403
+from ._ops.roi_align import *  # noqa: F401,F403
 
 float = float32
 long = int64

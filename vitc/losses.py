@@ -215,3 +215,83 @@ class DistillationLoss(Module):
     def extra_repr(self):
         return (f"distillation_type={self.distillation_type!r}, alpha={self.alpha}, tau={self.tau}, "
                 f"kl_reduction={self.kl_reduction!r}")
+
+
+__all__.append("TokenLabelingLoss")
+
+
+class TokenLabelingLoss(Module):
+    """Token labeling loss (Jiang et al., arXiv 2104.10858 eq. 4; zihangJiang/TokenLabeling
+    tlt/loss/cross_entropy.py `TokenLabelCrossEntropy`):
+
+        L = cls_weight·H(z_cls, ŷ_cls) + β·(1/(B·N))·Σ_b Σ_i H(z_i^b, y_i^b)
+
+    forward(output, target, token_target=None): output is a model's training TokenLabelingOutput
+    (cls_logits (B, K), token_logits (B, N, K), lam); target the class label, float32 (B, K) or int64 (B,)
+    (made one-hot, smoothed by ``smoothing`` ε/K on every class); token_target float32 (B, N, K), or None:
+    then every token takes the un-mixed class label. With MixToken (lam < 1) the class target becomes
+    ŷ = λ·y_b + (1−λ)·y_{B−1−b}; the token logits come back already aligned with their own images.
+    β (beta) 0.5 is the paper's; the official code and the released checkpoints use 1.0.
+    """
+
+    def __init__(self, beta=0.5, cls_weight=1.0, smoothing=0.0):
+        super().__init__()
+        who = "TokenLabelingLoss"
+        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not (beta >= 0 and np.isfinite(beta)):
+            raise ValueError(f"{who}: beta (the token loss weight) must be a finite number >= 0, got {beta!r}")
+        if isinstance(cls_weight, bool) or not isinstance(cls_weight, numbers.Real) or not cls_weight >= 0:
+            raise ValueError(f"{who}: cls_weight must be a number >= 0, got {cls_weight!r}")
+        if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"{who}: smoothing must be in [0, 1), got {smoothing!r}")
+        self.beta, self.cls_weight, self.smoothing = float(beta), float(cls_weight), float(smoothing)
+
+    def _class_target(self, target, b, k):
+        who = "TokenLabelingLoss"
+        if not isinstance(target, _v.Tensor):
+            raise TypeError(f"{who}: target must be a vitc.Tensor, got {type(target).__name__}")
+        if target.dtype is _v.int64:
+            if tuple(target.shape) != (b,):
+                raise ValueError(f"{who}: int64 target must have shape ({b},), got {tuple(target.shape)}")
+            y = np.full((b, k), self.smoothing / k, np.float32)
+            labels = target.numpy()
+            if labels.min() < 0 or labels.max() >= k:
+                raise ValueError(f"{who}: class labels must be in [0, {k}), got [{labels.min()}, {labels.max()}]")
+            y[np.arange(b), labels] += np.float32(1.0 - self.smoothing)
+            return _v.from_numpy(y)
+        if target.dtype is not _v.float32 or tuple(target.shape) != (b, k):
+            raise ValueError(f"{who}: target must be float32 ({b}, {k}) or int64 ({b},), got {target.dtype!r} "
+                             f"{tuple(target.shape)}")
+        return target.detach()
+
+    def forward(self, output, target, token_target=None):
+        who = "TokenLabelingLoss"
+        if not (isinstance(output, tuple) and len(output) == 3):
+            raise TypeError(f"{who}: output must be the (cls_logits, token_logits, lam) a model with aux_head=True "
+                            f"returns in training, got {type(output).__name__}")
+        z_cls, z_tok, lam = output
+        _logits(z_cls, who, "cls_logits")
+        b, k = z_cls.shape
+        if not isinstance(z_tok, _v.Tensor) or z_tok.ndim != 3 or z_tok.shape[0] != b or z_tok.shape[2] != k:
+            raise ValueError(f"{who}: token_logits must be (B={b}, N, K={k}), got "
+                             f"{tuple(getattr(z_tok, 'shape', ()))}")
+        n = z_tok.shape[1]
+        y_cls = self._class_target(target, b, k)
+        if token_target is None:
+            y_tok = _v.unsqueeze(y_cls, 1).expand(b, n, k)
+        else:
+            if not isinstance(token_target, _v.Tensor) or token_target.dtype is not _v.float32 or \
+                    tuple(token_target.shape) != (b, n, k):
+                raise ValueError(f"{who}: token_target must be float32 ({b}, {n}, {k}) (one soft label per token), "
+                                 f"got {getattr(token_target, 'dtype', None)!r} "
+                                 f"{tuple(getattr(token_target, 'shape', ()))}")
+            y_tok = token_target.detach()
+        lam = float(lam)
+        if lam < 1.0:  # MixToken's class target (reference: lam·y + (1−lam)·y.flip(0))
+            y_cls = y_cls * lam + _v.flip(y_cls, 0) * (1.0 - lam)
+        loss = _v.cross_entropy(z_cls, y_cls) * self.cls_weight
+        if self.beta > 0:
+            loss = loss + _v.cross_entropy(z_tok.reshape(b * n, k), y_tok.reshape(b * n, k)) * self.beta
+        return loss
+
+    def extra_repr(self):
+        return f"beta={self.beta}, cls_weight={self.cls_weight}, smoothing={self.smoothing}"

@@ -46,6 +46,11 @@ class DeiT(ViT):
         if pool == "mean":
             raise ValueError("DeiT: pool must be 'cls', 'gap' or 'map' (gap/map pool the patch tokens only); "
                              "pool='mean' would average the distillation token into the class head's input")
+        if kwargs.get("aux_head") or kwargs.get("mix_token"):
+            # the distillation token has its own head and training output; LV-ViT's aux head and MixToken
+            # would need a third output form, not defined by either paper
+            raise ValueError("DeiT: aux_head / mix_token are not supported with the distillation token; use ViT "
+                             "(the conv stem and skip_lam do work with DeiT)")
         super().__init__(init=init, pool=pool, **kwargs)
         self.head = _check_head(head)
         dim = self.pos_embedding.shape[-1]

@@ -12,6 +12,8 @@ import vitc as _v
 from vitc import nn
 from vitc.nn import init
 from vitc._checks import expect_int, expect_number, expect_pair
+from vitc.nn.mix_token import MixTokenPlan, TokenLabelingOutput, draw_mixtoken
+from vitc.nn.patch_embed import ConvPatchEmbed
 from vitc.nn.transformer import make_norm
 
 from .registry import register_model
@@ -20,6 +22,8 @@ __all__ = ["ViT", "posemb_sincos_1d", "SCALING_SHAPES", "scaling_vit"]
 
 _POS_EMB = ("learn", "pe1d", "sincos1d", "sincos1d_article")
 _POOLS = ("cls", "mean", "gap", "map")
+_PATCH_EMBEDS = ("linear", "conv")
+_INFER = ("aux", "cls")
 
 
 def posemb_sincos_1d(n, dim, temperature=10000.0, variant="lucidrains"):
@@ -66,6 +70,12 @@ class ViT(nn.Module):
     forward(img, return_attention=True) also returns the per-block attention maps.
     DeepViT (arXiv 2103.11886): attn 'mhsa' | 'reattention' (or one name per block), reattn_norm 'batch' |
     'layer' | 'none', reattn_bias, reattn_scale; attn_reuse_from=r: blocks after r reuse block r's maps.
+    LV-ViT (arXiv 2104.10858; zihangJiang/TokenLabeling): patch_embed 'linear' (the options above) | 'conv'
+    (nn.ConvPatchEmbed, the 4-conv stem, stem_width channels; patch_norm does not apply), skip_lam (every
+    residual branch divided by it), aux_head=True (a Linear over the patch tokens: in training forward
+    returns TokenLabelingOutput(cls_logits, token_logits, lam) for losses.TokenLabelingLoss; in eval the
+    logits are z_cls + 0.5·max over tokens of z_tok, or z_cls alone with infer='cls'), mix_token=True
+    (MixToken in training, needs aux_head; forward(img, mix_draw=(λ, cx, cy)) injects the draws).
     """
 
     num_prefix_tokens = 1  # tokens before the patches: cls (DeiT adds a distillation token, models/deit.py)
@@ -74,7 +84,8 @@ class ViT(nn.Module):
                  dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn", qkv_bias=False, norm_eps=1e-5,
                  patch_norm=True, drop_path=0.0, gelu="none", init="torch", norm="layer", ffn_norm=None,
                  attn="mhsa", reattn_norm="batch", reattn_bias=True, reattn_scale=False, attn_reuse_from=None,
-                 class_token=True, pre_logits=None, head_zero_init=False, head_bias_init=None):
+                 class_token=True, pre_logits=None, head_zero_init=False, head_bias_init=None,
+                 patch_embed="linear", stem_width=64, skip_lam=1.0, aux_head=False, mix_token=False, infer="aux"):
         super().__init__()
         ih, iw = expect_pair(image_size, "ViT", "image_size", minimum=1)
         ph, pw = expect_pair(patch_size, "ViT", "patch_size", minimum=1)
@@ -94,6 +105,15 @@ class ViT(nn.Module):
             expect_int(v, "ViT", name, 1)
         expect_number(dropout, "ViT", "dropout", 0.0, 1.0)
         expect_number(emb_dropout, "ViT", "emb_dropout", 0.0, 1.0)
+        if patch_embed not in _PATCH_EMBEDS:
+            raise ValueError(f"ViT: patch_embed must be one of {_PATCH_EMBEDS}, got {patch_embed!r}")
+        if infer not in _INFER:
+            raise ValueError(f"ViT: infer must be one of {_INFER}, got {infer!r}")
+        if mix_token and not aux_head:
+            raise ValueError("ViT: mix_token=True needs aux_head=True (the token logits are swapped back after "
+                             "the mix and trained on the token labels)")
+        self.grid_size = (ih // ph, iw // pw)
+        self.mix_token, self.infer = bool(mix_token), infer
         self.image_size, self.patch_size, self.channels = (ih, iw), (ph, pw), channels
         self.num_patches = (ih // ph) * (iw // pw)
         self.class_token = bool(class_token)
@@ -101,12 +121,16 @@ class ViT(nn.Module):
             self.num_prefix_tokens = type(self).num_prefix_tokens - 1
         self.pool, self.pos_emb, self.init_mode = pool, pos_emb, init
         patch_dim = channels * ph * pw
-        layers = [nn.Patchify((ph, pw))]
-        if patch_norm:
-            layers += [make_norm(norm, patch_dim, norm_eps), nn.Linear(patch_dim, dim), make_norm(norm, dim, norm_eps)]
+        if patch_embed == "conv":
+            self.to_patch_embedding = ConvPatchEmbed((ih, iw), (ph, pw), channels, dim, stem_width)
         else:
-            layers += [nn.Linear(patch_dim, dim)]
-        self.to_patch_embedding = nn.Sequential(*layers)
+            layers = [nn.Patchify((ph, pw))]
+            if patch_norm:
+                layers += [make_norm(norm, patch_dim, norm_eps), nn.Linear(patch_dim, dim),
+                           make_norm(norm, dim, norm_eps)]
+            else:
+                layers += [nn.Linear(patch_dim, dim)]
+            self.to_patch_embedding = nn.Sequential(*layers)
         n_tok = self.num_patches + self.num_prefix_tokens
         if pos_emb == "learn":
             self.pos_embedding = nn.Parameter(_v.randn(1, n_tok, dim))
@@ -120,7 +144,8 @@ class ViT(nn.Module):
         self.transformer = nn.Transformer(dim, depth, heads, dim_head, mlp_dim, dropout=dropout, drop_path=drop_path,
                                           qkv_bias=qkv_bias, norm_eps=norm_eps, gelu=gelu, norm=norm, ffn_norm=ffn_norm,
                                           attn=attn, reattn_norm=reattn_norm, reattn_bias=reattn_bias,
-                                          reattn_scale=reattn_scale, attn_reuse_from=attn_reuse_from)
+                                          reattn_scale=reattn_scale, attn_reuse_from=attn_reuse_from,
+                                          skip_lam=skip_lam)
         if pool == "map":
             if dim % heads:
                 raise ValueError(f"ViT: pool='map' runs {heads} heads over width {dim}; heads must divide dim")
@@ -133,6 +158,8 @@ class ViT(nn.Module):
             head_in = expect_int(pre_logits, "ViT", "pre_logits", 1)
             self.to_latent = nn.Sequential(nn.Linear(dim, head_in), nn.Tanh())
         self.mlp_head = nn.Linear(head_in, num_classes)
+        # LV-ViT's aux head: one Linear shared by all patch tokens (TokenLabeling lvvit.py `aux_head`)
+        self.aux_head = nn.Linear(dim, num_classes) if aux_head else None
         if init == "timm":
             self._init_timm()
         if head_zero_init:  # big_vision's head kernel starts at zero
@@ -163,10 +190,13 @@ class ViT(nn.Module):
         """The tokens put before the patch tokens, each (b, 1, dim)."""
         return (self.cls_token.expand(b, -1, -1),) if self.class_token else ()
 
-    def forward_features(self, img, return_attention=False):
-        """Tokens after the final LayerNorm, (B, N+1, dim) [, attention maps]."""
+    def forward_features(self, img, return_attention=False, mix=None):
+        """Tokens after the final LayerNorm, (B, N+1, dim) [, attention maps]; mix (a MixTokenPlan)
+        mixes the patch tokens before the prefix tokens and the position embedding join."""
         self._check_input(img)
         x = self.to_patch_embedding(img)
+        if mix is not None:
+            x = mix.apply(x)
         prefix = self._prefix_tokens(x.shape[0])
         if prefix:
             x = _v.cat((*prefix, x), dim=1)
@@ -174,11 +204,38 @@ class ViT(nn.Module):
         x = self.dropout(x)
         return self.transformer(x, return_attention=return_attention)
 
-    def forward(self, img, return_attention=False):
-        res = self.forward_features(img, return_attention=return_attention)
+    def forward(self, img, return_attention=False, mix_draw=None):
+        mix = self._mix_plan(img, mix_draw)
+        res = self.forward_features(img, return_attention=return_attention, mix=mix)
         x, maps = res if return_attention else (res, None)
-        logits = self.mlp_head(self.to_latent(self.pool_tokens(x)))
+        logits = self._with_aux(self.mlp_head(self.to_latent(self.pool_tokens(x))), x, mix)
         return (logits, maps) if return_attention else logits
+
+    def _mix_plan(self, img, mix_draw):
+        """This batch's MixToken (training with mix_token only), from injected or fresh draws."""
+        if not (self.mix_token and self.training):
+            if mix_draw is not None:
+                raise ValueError("ViT: mix_draw is used only in training mode with mix_token=True")
+            return None
+        self._check_input(img)
+        b = img.shape[0]
+        lam, cx, cy = draw_mixtoken(self.grid_size) if mix_draw is None else mix_draw
+        return MixTokenPlan(b, self.grid_size, lam, cx, cy)
+
+    def _with_aux(self, logits, x, mix):
+        """Without an aux head: the logits. With one: TokenLabelingOutput in training, else the
+        reference's inference rule z_cls + 0.5·max_i z_i (infer='aux') or z_cls (infer='cls')."""
+        if self.aux_head is None:
+            return logits
+        if not self.training and self.infer == "cls":
+            return logits
+        patches = x[:, self.num_prefix_tokens:] if self.num_prefix_tokens else x
+        z_tok = self.aux_head(patches)
+        if not self.training:
+            return logits + 0.5 * _v.amax(z_tok, dim=1)
+        if mix is not None:  # swap the boxed logits back: token i now lines up with its own image's label
+            z_tok = mix.apply(z_tok)
+        return TokenLabelingOutput(logits, z_tok, mix.lam if mix is not None else 1.0)
 
 
     def pool_tokens(self, x):

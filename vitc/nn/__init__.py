@@ -10,6 +10,7 @@ from .attention_pool import MAPHead
 from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, TokenBatchNorm
 from .parameter import Parameter
+from .patch_embed import ConvPatchEmbed
 from .transformer import Attention, FeedForward, Patchify, Transformer, TransformerBlock
 
 __all__ = [
@@ -19,5 +20,5 @@ __all__ = [
     "LayerNorm", "BatchNorm1d", "BatchNorm2d", "TokenBatchNorm",
     "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "CrossEntropyLoss", "MSELoss", "KLDivLoss", "BCEWithLogitsLoss",
-    "Patchify", "Attention", "FeedForward", "TransformerBlock", "Transformer", "MAPHead",
+    "Patchify", "ConvPatchEmbed", "Attention", "FeedForward", "TransformerBlock", "Transformer", "MAPHead",
 ]

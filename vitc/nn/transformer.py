@@ -204,12 +204,17 @@ class TransformerBlock(Module):
     norm: 'layer' | 'batch' (token BatchNorm). ffn_norm: None, or the norm put inside the FFN after
     its first Linear; then norm2 is Identity (the article's ViTBNFFN/ViTBN block).
     attn / reattn_*: see Attention; forward(x, reuse_map=M) runs the attention on maps M.
+    skip_lam λ_s: each residual branch is divided by the fixed constant λ_s, x + DP(f(x))/λ_s (LV-ViT,
+    arXiv 2104.10858 §3.2; TokenLabeling tlt/models/layers.py `Block`); not a learned LayerScale.
     """
 
     def __init__(self, dim, heads=8, dim_head=64, mlp_dim=None, dropout=0.0, drop_path=0.0, qkv_bias=False,
                  norm_eps=1e-5, gelu="none", norm="layer", ffn_norm=None, attn="mhsa", reattn_norm="batch",
-                 reattn_bias=True, reattn_scale=False):
+                 reattn_bias=True, reattn_scale=False, skip_lam=1.0):
         super().__init__()
+        self.skip_lam = expect_number(skip_lam, "TransformerBlock", "skip_lam")
+        if not self.skip_lam > 0:
+            raise ValueError(f"TransformerBlock: skip_lam (the residual divisor) must be > 0, got {skip_lam!r}")
         mlp_dim = 4 * dim if mlp_dim is None else mlp_dim
         self.norm1 = make_norm(norm, dim, norm_eps)
         self.attn = Attention(dim, heads=heads, dim_head=dim_head, dropout=dropout, qkv_bias=qkv_bias, attn=attn,
@@ -223,9 +228,12 @@ class TransformerBlock(Module):
             a, attn = self.attn(self.norm1(x), return_attention=True, reuse_map=reuse_map)
         else:
             a, attn = self.attn(self.norm1(x), reuse_map=reuse_map), None
-        x = x + self.drop_path(a)
-        x = x + self.drop_path(self.ff(self.norm2(x)))
+        x = x + self._scaled(self.drop_path(a))
+        x = x + self._scaled(self.drop_path(self.ff(self.norm2(x))))
         return (x, attn) if return_attention else x
+
+    def _scaled(self, branch):
+        return branch if self.skip_lam == 1.0 else branch / self.skip_lam
 
 
 class Transformer(Module):
@@ -240,11 +248,12 @@ class Transformer(Module):
     re-attend only in their last blocks); reattn_norm, reattn_bias, reattn_scale: see Attention.
     attn_reuse_from=r (0-based block index): every block after r multiplies its own v with block r's
     maps of the same forward (attention reuse, DeepViT section 5); gradients reach block r through all users.
+    skip_lam: every block's residual divisor (see TransformerBlock).
     """
 
     def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout=0.0, drop_path=0.0, qkv_bias=False,
                  norm_eps=1e-5, gelu="none", norm="layer", ffn_norm=None, first_block_only=False, attn="mhsa",
-                 reattn_norm="batch", reattn_bias=True, reattn_scale=False, attn_reuse_from=None):
+                 reattn_norm="batch", reattn_bias=True, reattn_scale=False, attn_reuse_from=None, skip_lam=1.0):
         super().__init__()
         depth = expect_int(depth, "Transformer", "depth", 1)
         drop_path = expect_number(drop_path, "Transformer", "drop_path", 0.0, 1.0)
@@ -263,7 +272,7 @@ class Transformer(Module):
         self.attn_reuse_from = attn_reuse_from
         self.layers = ModuleList([TransformerBlock(dim, heads, dim_head, mlp_dim, dropout, rates[i], qkv_bias,
                                                    norm_eps, gelu, norm, ffn_norm, kinds[i], reattn_norm,
-                                                   reattn_bias, reattn_scale)
+                                                   reattn_bias, reattn_scale, skip_lam)
                                   for i in range(depth)])
         self.norm = make_norm(norm, dim, norm_eps)
         self.first_block_only = bool(first_block_only)

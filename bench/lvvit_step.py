@@ -1,0 +1,105 @@
+"""LV-ViT train step (conv stem + aux head + MixToken + token labeling loss + AdamW), vitc against the
+PyTorch reimplementation of the TokenLabeling definitions (tests/models/torch_lvvit.py) with the same
+weights, batch, dense labels and MixToken draws, in one process, interleaved; median and spread.
+
+    .venv/bin/python bench/lvvit_step.py --threads 2 --reps 20
+    .venv/bin/python bench/lvvit_step.py --check      # one step each, losses compared, no timing
+
+Run by hand, never as a test. Both frameworks share a process, so OMP_WAIT_POLICY=PASSIVE is set before
+either loads (see bench/vit_step.py on the two OpenMP runtimes).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "models"))
+
+import torch  # noqa: E402
+
+import vitc  # noqa: E402
+from vitc import optim  # noqa: E402
+from vitc.losses import TokenLabelingLoss  # noqa: E402
+from vitc.models import create_model  # noqa: E402
+from vitc.models.lvvit import to_official_state_dict  # noqa: E402
+from torch_lvvit import LVViT, token_label_ce  # noqa: E402
+
+
+def build(a):
+    vitc.manual_seed(0)
+    vm = create_model(a.model, num_classes=10)
+    cfg = vm.transformer.layers[0]
+    dim = vm.pos_embedding.shape[-1]
+    tm = LVViT(vm.image_size[0], vm.patch_size[0], vm.channels, 10, dim, len(vm.transformer.layers),
+               cfg.attn.heads, cfg.ff.net[0].weight.shape[0], cfg.skip_lam, vm.to_patch_embedding.conv1.out_channels)
+    tm.load_state_dict({k: torch.from_numpy(v) for k, v in to_official_state_dict(vm).items()})
+    return vm, tm
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--model", default="lvvit_tiny_mnist")
+    ap.add_argument("--beta", type=float, default=0.5)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--check", action="store_true", help="one step each and compare the losses; no timing")
+    a = ap.parse_args()
+    vitc.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
+    vm, tm = build(a)
+    vm.train(), tm.train()
+    rng = np.random.default_rng(0)
+    b, n = a.batch, vm.num_patches
+    x = rng.standard_normal((b, vm.channels) + vm.image_size).astype(np.float32)
+    y = rng.dirichlet(np.ones(10), b).astype(np.float32)
+    yt = rng.dirichlet(np.ones(10), (b, n)).astype(np.float32)
+    draw = (0.6, vm.grid_size[0] // 2, vm.grid_size[1] // 2)
+    vx, vy, vyt = vitc.tensor(x), vitc.tensor(y), vitc.tensor(yt)
+    tx = torch.tensor(x)
+    tt = torch.cat([torch.tensor(y)[:, None], torch.tensor(y)[:, None], torch.tensor(yt)], 1)
+    vo, to = optim.AdamW(vm.parameters(), lr=1e-3), torch.optim.AdamW(tm.parameters(), lr=1e-3)
+    loss_fn = TokenLabelingLoss(beta=a.beta)
+
+    def vstep():
+        vo.zero_grad()
+        loss = loss_fn(vm(vx, mix_draw=draw), vy, vyt)
+        loss.backward()
+        vo.step()
+        return loss.item()
+
+    def tstep():
+        to.zero_grad()
+        loss = token_label_ce(tm(tx, draw=draw), tt, dense_weight=a.beta)
+        loss.backward()
+        to.step()
+        return loss.item()
+    if a.check:
+        lv, lt = vstep(), tstep()
+        print(f"first-step loss vitc {lv:.6f} torch {lt:.6f}")
+        return
+    times = {"vitc": [], "torch": []}
+    for _ in range(3):
+        vstep(), tstep()
+    for _ in range(a.reps):
+        for name, fn in (("vitc", vstep), ("torch", tstep)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    res = {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v)} for k, v in times.items()}
+    res["vitc_over_torch"] = res["vitc"]["median_s"] / res["torch"]["median_s"]
+    res["config"] = vars(a)
+    print(json.dumps(res, indent=1))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
