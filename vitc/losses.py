@@ -215,3 +215,10 @@ class DistillationLoss(Module):
     def extra_repr(self):
         return (f"distillation_type={self.distillation_type!r}, alpha={self.alpha}, tau={self.tau}, "
                 f"kl_reduction={self.kl_reduction!r}")
+
+
+# ---- sigmoid cross-entropy (Scaling ViT, arXiv 2106.04560; big_vision utils.py sigmoid_xent) ----------------
+# One fused C op (csrc/ops/loss.c); the module form is vitc.nn.SigmoidCrossEntropyLoss.
+from ._ops.loss import sigmoid_cross_entropy  # noqa: E402
+
+__all__ += ["sigmoid_cross_entropy"]
