@@ -384,3 +384,8 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
         if stop:
             break
     return history
+
+
+from .branches import branch_cooldowns, branch_dir  # noqa: E402  (uses the checkpoint functions above)
+
+__all__ += ["branch_cooldowns", "branch_dir"]
