@@ -7,7 +7,7 @@ import torch
 
 import vitc
 from vitc import nn
-from opcheck import assert_close
+from opcheck import assert_close, check_allocation_failures
 
 RNG = np.random.default_rng(25)
 
@@ -212,3 +212,20 @@ def test_clone_and_detach_():
         assert not leaf.requires_grad
         ints = lib.tensor([1, 2])
         assert ints.clone().dtype == ints.dtype and ints.clone().tolist() == [1, 2]
+
+
+def _inplace_workload():
+    x = vitc.ones(4, requires_grad=True)
+    h = x * 2.0
+    h.mul_(x).add_(1.0)
+    h.detach_()
+    g = x * 3.0
+    g.lerp_(x, 0.5)
+    acc = vitc.zeros(4)
+    acc += g
+    acc.sum().backward()
+
+
+def test_no_leaks_and_allocation_failures():
+    # the history a tensor takes over or drops is released exactly once; a failed step leaves nothing behind
+    check_allocation_failures(_inplace_workload, attempts=120)
