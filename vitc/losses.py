@@ -295,3 +295,10 @@ class TokenLabelingLoss(Module):
 
     def extra_repr(self):
         return f"beta={self.beta}, cls_weight={self.cls_weight}, smoothing={self.smoothing}"
+
+
+# ---- sigmoid cross-entropy (Scaling ViT, arXiv 2106.04560; big_vision utils.py sigmoid_xent) ----------------
+# One fused C op (csrc/ops/loss.c); the module form is vitc.nn.SigmoidCrossEntropyLoss.
+from ._ops.loss import sigmoid_cross_entropy  # noqa: E402
+
+__all__ += ["sigmoid_cross_entropy"]

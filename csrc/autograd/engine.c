@@ -86,6 +86,29 @@ int vt_retain_grad(vt_tensor *t) {
     return VT_OK;
 }
 
+/* dst takes src's place in the graph: its grad_fn and output slot (src NULL: dst leaves the graph and
+ * stops requiring grad). An in-place op that vitc records out of place (vitc/_ops/inplace.py) writes the
+ * result's values into dst and then gives dst the result's history, as PyTorch rebases an in-place
+ * output's history; detach_() drops it. A retain_grad() request moves with dst. */
+void vt_set_history(vt_tensor *dst, const vt_tensor *src) {
+    vt_node *old = dst->grad_fn;
+    if (old) vt_node_forget_output(old, dst);
+    vt_leaf_grad_lock();
+    if (src && src->grad_fn) {
+        __atomic_add_fetch(&src->grad_fn->refcount, 1, __ATOMIC_RELAXED);
+        dst->grad_fn = src->grad_fn;
+        dst->output_nr = src->output_nr;
+        dst->requires_grad = 1;
+        if (dst->retains_grad) dst->grad_fn->retained[dst->output_nr] = dst;
+    } else {
+        dst->grad_fn = NULL;
+        dst->output_nr = 0;
+        dst->requires_grad = 0;
+    }
+    vt_leaf_grad_unlock();
+    vt_node_decref(old);
+}
+
 static void release_ctx(vt_ctx *c) {
     for (int k = 0; k < c->nout; k++) { vt_tensor_decref(c->out[k]); c->out[k] = NULL; }
     for (int k = 0; k < c->nsaved; k++) vt_tensor_decref(c->saved[k]);

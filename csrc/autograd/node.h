@@ -105,6 +105,8 @@ void vt_node_forget_output(vt_node *n, const vt_tensor *t);
 /* the lock around every write of a leaf's .grad (engine.c); the binding takes it for Tensor.grad = */
 void vt_leaf_grad_lock(void);
 void vt_leaf_grad_unlock(void);
+/* dst takes src's autograd history (src NULL: none); for in-place ops and detach_() */
+void vt_set_history(vt_tensor *dst, const vt_tensor *src);
 /* ask for t.grad to be kept after backward (non-leaf); leaves always keep theirs */
 int vt_retain_grad(vt_tensor *t);
 

@@ -706,3 +706,69 @@ int vt_bce_with_logits_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     }
     return st;
 }
+
+/* ---- sigmoid cross-entropy (big_vision utils.py sigmoid_xent; Scaling ViT, arXiv 2106.04560 §3.4) ----
+ * L = (1/N)·Σ_{n,k} −[y log σ(z) + (1−y) log σ(−z)]: summed over the classes, averaged over the batch.
+ * Each term is binary_cross_entropy_with_logits' element loss, so the forward runs the same kernel
+ * (pw_forward, PW_BCE) and its sum matches reduction='sum' of that op bit for bit before the ÷N.
+ * Class-index targets are expanded to one-hot here; backward needs only the saved z and y. */
+
+/* the (N, K, *) one-hot float copy of class indices t (N, *) */
+static vt_tensor *one_hot_targets(const char *who, const vt_tensor *t, const vt_tensor *z, const cgeom *g) {
+    vt_tensor *tc = vt_contiguous((vt_tensor *)t);
+    if (!tc) return NULL;
+    vt_tensor *y = vt_zeros(VT_FLOAT32, z->ndim, z->shape);
+    if (!y) { vt_tensor_decref(tc); return NULL; }
+    const int64_t *T = vt_i64(tc);
+    float *Y = vt_f32(y);
+    for (int64_t r = 0; r < g->R; r++) {
+        if (T[r] < 0 || T[r] >= g->K) {
+            vt_fail(VT_EINDEX, "%s: target %lld is out of bounds for %lld classes (at flat position %lld)", who,
+                    (long long)T[r], (long long)g->K, (long long)r);
+            vt_tensor_decref(tc);
+            vt_tensor_decref(y);
+            return NULL;
+        }
+        Y[(r / g->S) * g->K * g->S + T[r] * g->S + r % g->S] = 1.0f;
+    }
+    vt_tensor_decref(tc);
+    return y;
+}
+
+int vt_sigmoid_xent_forward(vt_ctx *c) {
+    const char *who = "sigmoid_cross_entropy";
+    vt_tensor *z = c->in[0], *t = c->nin > 1 ? c->in[1] : NULL;
+    cgeom g;
+    VT_TRY(class_geometry(who, z, t, 1, &g));
+    vt_tensor *k[4] = {0};
+    int st;
+    if (!(k[0] = vt_contiguous(z)) || !(k[1] = g.soft ? vt_contiguous(t) : one_hot_targets(who, t, z, &g)))
+        st = vt_last_code();
+    else st = pw_finish(c, PW_BCE, RED_BATCHMEAN, k, z->ndim, z->shape, g.N); /* an empty batch gives 0/0 = NaN */
+    decref_all(k, 4);
+    return st;
+}
+
+/* ∂L/∂z = (σ(z) − y)/N, ∂L/∂y = −z/N (soft targets may carry a gradient), times the upstream gradient */
+int vt_sigmoid_xent_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
+    vt_tensor *Z = n->saved[0], *Y = n->saved[1];
+    int64_t numel = vt_numel(Z);
+    vt_tensor *gt = grad_out(n, gout), *d[2] = {0};
+    if (!gt) return vt_last_code();
+    for (int i = 0; i < 2; i++)
+        if (wants(n, i) && !(d[i] = vt_empty_like(Z))) { vt_tensor_decref(gt); decref_all(d, 2); return vt_last_code(); }
+    const float *z = vt_f32(Z), *y = vt_f32(Y);
+    const float s = (float)pw_scale(n, RED_BATCHMEAN, vt_f32(gt), numel);
+    float *DZ = d[0] ? vt_f32(d[0]) : NULL, *DY = d[1] ? vt_f32(d[1]) : NULL;
+    #pragma omp parallel for if (numel > PAR_WORK) schedule(static)
+    for (int64_t i = 0; i < numel; i++) {
+        const float zi = z[i], e = expf(-fabsf(zi));
+        const float sig = zi >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e); /* σ(z), no overflow for any z */
+        if (DZ) DZ[i] = s * (sig - y[i]);
+        if (DY) DY[i] = -s * zi;
+    }
+    vt_tensor_decref(gt);
+    gin[0] = d[0];
+    gin[1] = d[1];
+    return VT_OK;
+}

@@ -249,6 +249,22 @@ static PyObject *py_set_data(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* _set_history(dst, src or None): dst takes src's autograd history (vt_set_history) */
+static PyObject *py_set_history(PyObject *m, PyObject *args) {
+    PyObject *d, *s;
+    if (!PyArg_ParseTuple(args, "OO:_set_history", &d, &s)) return NULL;
+    vt_tensor *dst = vtpy_unwrap(d, "tensor"), *src = s == Py_None ? NULL : vtpy_unwrap(s, "source");
+    if (!dst || (s != Py_None && !src)) return NULL;
+    vt_set_history(dst, src);
+    Py_RETURN_NONE;
+}
+/* _shares_memory(t): whether another tensor (a view, or a tensor saved for backward) uses t's storage */
+static PyObject *py_shares_memory(PyObject *m, PyObject *arg) {
+    vt_tensor *t = vtpy_unwrap(arg, "tensor");
+    if (!t) return NULL;
+    return PyBool_FromLong(__atomic_load_n(&t->storage->refcount, __ATOMIC_RELAXED) > 1);
+}
+
 static PyObject *py_alloc_fail_after(PyObject *m, PyObject *arg) {
     long long n = PyLong_AsLongLong(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
@@ -353,6 +369,8 @@ static PyMethodDef module_methods[] = {
     {"_set_tensor_class", py_set_tensor_class, METH_O, "register vitc.Tensor"},
     {"make_subclass", py_make_subclass, METH_VARARGS, "make_subclass(cls, tensor, requires_grad)"},
     {"set_data", py_set_data, METH_VARARGS, "set_data(dst, src)"},
+    {"_set_history", py_set_history, METH_VARARGS, "_set_history(dst, src or None): dst takes src's autograd history"},
+    {"_shares_memory", py_shares_memory, METH_O, "whether another tensor uses this tensor's storage"},
     {"_alloc_fail_after", py_alloc_fail_after, METH_O, "fail the n-th next allocation (tests)"},
     {"alloc_stats", py_alloc_stats, METH_NOARGS, "allocator bytes: live, cached, peak"},
     {"_profiler_start", py_profiler_start, METH_NOARGS, "record op times on this thread (vitc.profiler)"},

@@ -2,12 +2,13 @@
 
 cross_entropy is one fused C kernel (log-softmax + NLL per row, class indices or class
 probabilities, label smoothing, class weights, ignore_index, inputs (N, K) or (N, K, d1, ...) and
-unbatched (K,)). nll_loss, binary_cross_entropy_with_logits, kl_div and mse_loss are C kernels too.
+unbatched (K,)). sigmoid_cross_entropy (big_vision's sigmoid_xent) is one fused kernel too. nll_loss, binary_cross_entropy_with_logits, kl_div and mse_loss are C kernels too.
 """
 import numbers
 import warnings
 
-__all__ = ['cross_entropy', 'nll_loss', 'binary_cross_entropy_with_logits', 'kl_div', 'mse_loss']
+__all__ = ['cross_entropy', 'nll_loss', 'binary_cross_entropy_with_logits', 'kl_div', 'mse_loss',
+           'sigmoid_cross_entropy']
 
 from .._checks import expect_int, expect_tensor
 from .._tensor import _call, float32, int64
@@ -118,3 +119,15 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction='mean'):
                       f"({tuple(input.shape)}). This will likely lead to incorrect results due to broadcasting. "
                       "Please ensure they have the same size.", stacklevel=2)
     return _call("mse_loss", (input, target), reduction=red)
+
+
+def sigmoid_cross_entropy(input, target):
+    """Sigmoid cross-entropy (big_vision utils.sigmoid_xent, used by Scaling ViT, arXiv 2106.04560):
+    Σ_k −[y·log σ(z) + (1−y)·log σ(−z)] summed over the classes (and any trailing dims), averaged over
+    the batch dim N. input (N, K, *) logits; target float32 of input's shape (multi-label or soft) or int64
+    class indices (N, *), taken as one-hot. Equals torch's binary_cross_entropy_with_logits(z, y,
+    reduction='sum') / N; an empty batch gives NaN (0/0), as that formula does."""
+    who = "sigmoid_cross_entropy"
+    expect_tensor(input, who, "input")
+    expect_tensor(target, who, "target")
+    return _call("sigmoid_cross_entropy", (input, target))

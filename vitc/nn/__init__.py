@@ -5,7 +5,7 @@ from .container import ModuleDict, ModuleList, Sequential
 from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
 from .dropout import Dropout, DropPath
 from .linear import Flatten, Identity, Linear
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, MSELoss
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, MSELoss, SigmoidCrossEntropyLoss
 from .attention_pool import MAPHead
 from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, TokenBatchNorm
@@ -19,6 +19,6 @@ __all__ = [
     "GELU", "ReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout", "DropPath",
     "LayerNorm", "BatchNorm1d", "BatchNorm2d", "TokenBatchNorm",
     "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-    "CrossEntropyLoss", "MSELoss", "KLDivLoss", "BCEWithLogitsLoss",
+    "CrossEntropyLoss", "MSELoss", "KLDivLoss", "BCEWithLogitsLoss", "SigmoidCrossEntropyLoss",
     "Patchify", "ConvPatchEmbed", "Attention", "FeedForward", "TransformerBlock", "Transformer", "MAPHead",
 ]

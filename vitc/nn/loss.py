@@ -4,7 +4,7 @@ import vitc as _v
 from .._checks import expect_int, expect_number
 from .module import Module
 
-__all__ = ["CrossEntropyLoss", "MSELoss", "KLDivLoss", "BCEWithLogitsLoss"]
+__all__ = ["CrossEntropyLoss", "MSELoss", "KLDivLoss", "BCEWithLogitsLoss", "SigmoidCrossEntropyLoss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -73,3 +73,13 @@ class BCEWithLogitsLoss(Module):
 
     def forward(self, input, target):
         return _v.binary_cross_entropy_with_logits(input, target, reduction=self.reduction)
+
+
+class SigmoidCrossEntropyLoss(Module):
+    """Sigmoid cross-entropy of big_vision (utils.sigmoid_xent, the loss of Scaling ViT, arXiv 2106.04560):
+    per-class binary cross-entropy summed over the classes and averaged over the batch, i.e.
+    BCEWithLogitsLoss(reduction='sum') / N rather than its 'mean' (which also divides by K).
+    target: float32 (N, K) multi-label or soft labels, or int64 class indices (N,) taken as one-hot."""
+
+    def forward(self, input, target):
+        return _v.sigmoid_cross_entropy(input, target)

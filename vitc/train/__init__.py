@@ -434,3 +434,8 @@ def _combine_over_ranks(dist, tr, ev):
     ev = dict(ev, accuracy=correct / n if n else float("nan"),
               loss=test_loss / n if (n and ev["loss"] is not None) else None, samples=int(n))
     return tr, ev
+
+
+from .branches import branch_cooldowns, branch_dir  # noqa: E402  (uses the checkpoint functions above)
+
+__all__ += ["branch_cooldowns", "branch_dir"]
