@@ -204,6 +204,7 @@ static void copy_row(int64_t n, char **p, const int64_t *s, void *ctx) {
     if (s[0] == (int64_t)es && s[1] == (int64_t)es) { memcpy(p[0], p[1], (size_t)n * es); return; }
     if (es == 4) for (int64_t i = 0; i < n; i++) *(uint32_t *)(p[0] + i * s[0]) = *(const uint32_t *)(p[1] + i * s[1]);
     else if (es == 8) for (int64_t i = 0; i < n; i++) *(uint64_t *)(p[0] + i * s[0]) = *(const uint64_t *)(p[1] + i * s[1]);
+    else if (es == 2) for (int64_t i = 0; i < n; i++) *(uint16_t *)(p[0] + i * s[0]) = *(const uint16_t *)(p[1] + i * s[1]);
     else for (int64_t i = 0; i < n; i++) p[0][i * s[0]] = p[1][i * s[1]];
 }
 
