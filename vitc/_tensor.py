@@ -443,6 +443,8 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False):
         ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
         dtype = int64 if ints else float32
     dtype = as_dtype(dtype)
+    if dtype is bfloat16:
+        return _finish(arange(start, end, step, dtype=float32).to(bfloat16), requires_grad)
     try:
         n = max(0, int(np.ceil((end - start) / step)))
     except OverflowError:  # ints whose quotient no float holds
@@ -457,6 +459,13 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False):
 
 def tensor(data, dtype=None, requires_grad=False):
     """A new tensor holding a copy of data (nested lists, numbers, NumPy arrays or tensors)."""
+    if isinstance(data, Tensor) and data.dtype is bfloat16 and dtype is None:
+        dtype = bfloat16
+    if dtype is not None and as_dtype(dtype) is bfloat16:  # via float32, rounded to nearest even
+        src = data.detach().float() if isinstance(data, Tensor) else tensor(data, float32)
+        return _finish(src.to(bfloat16, copy=True), requires_grad)
+    if isinstance(data, Tensor) and data.dtype is bfloat16:
+        data = data.detach().float()
     if isinstance(data, Tensor):
         arr = data.detach().numpy()
     else:

@@ -89,6 +89,10 @@ def test_construction_views_copies_and_python_values():
     assert z.tolist() == b.tolist()
     assert "dtype=vitc.bfloat16" in repr(b)
     assert vitc.as_dtype("bfloat16") is vitc.bfloat16
+    t = vitc.tensor([1.00390625, 2.0], dtype=vitc.bfloat16)
+    assert t.dtype is vitc.bfloat16 and t.tolist() == [1.0, 2.0]
+    assert vitc.tensor(t).dtype is vitc.bfloat16 and vitc.tensor(t, dtype=vitc.float32).tolist() == [1.0, 2.0]
+    assert vitc.arange(3, dtype=vitc.bfloat16).tolist() == [0.0, 1.0, 2.0]
     again = pickle.loads(pickle.dumps(b))
     np.testing.assert_array_equal(vitc.bfloat16_bits(again), vitc.bfloat16_bits(b))
     assert again.dtype is vitc.bfloat16
