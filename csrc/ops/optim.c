@@ -74,9 +74,9 @@ static int check_flat(const vt_tensor *t, int64_t n, const char *who, const char
     return VT_OK;
 }
 
-/* an optimizer state buffer: float32, or bfloat16 where the caller allows it (stored moments) */
-static int check_state(const vt_tensor *t, int64_t n, int allow_bf16, const char *who, const char *what) {
-    if (allow_bf16 && t && t->dtype == VT_BFLOAT16) {
+/* a stored moment: a flat float32 or bfloat16 buffer */
+static int check_state(const vt_tensor *t, int64_t n, const char *who, const char *what) {
+    if (t && t->dtype == VT_BFLOAT16) {
         if (t->ndim != 1 || !vt_is_contiguous(t))
             return vt_fail(VT_ESHAPE, "%s: %s must be a contiguous 1-d buffer", who, what);
         if (n >= 0 && t->shape[0] != n)
@@ -272,8 +272,8 @@ int vt_adam_step_forward(vt_ctx *c) {
     VT_TRY(check_flat(P, -1, who, "param"));
     int64_t n = P->shape[0];
     VT_TRY(check_flat(G, n, who, "grad"));
-    VT_TRY(check_state(M, n, 1, who, "exp_avg"));
-    VT_TRY(check_state(V, n, 1, who, "exp_avg_sq"));
+    VT_TRY(check_state(M, n, who, "exp_avg"));
+    VT_TRY(check_state(V, n, who, "exp_avg_sq"));
     const int amsgrad = c->args->i[IARG(adam_step, amsgrad)] != 0, decoupled = c->args->i[IARG(adam_step, decoupled)] != 0,
               maximize = c->args->i[IARG(adam_step, maximize)] != 0;
     if (amsgrad && !VM) return vt_fail(VT_EVALUE, "%s: amsgrad needs a max_exp_avg_sq buffer", who);
@@ -447,7 +447,7 @@ int vt_adafactor_step_forward(vt_ctx *c) {
     VT_TRY(check_flat(P, -1, who, "param"));
     int64_t n = P->shape[0];
     VT_TRY(check_flat(G, n, who, "grad"));
-    VT_TRY(check_state(M, n, 1, who, "exp_avg"));
+    VT_TRY(check_state(M, n, who, "exp_avg"));
     VT_TRY(check_flat(V, -1, who, "exp_avg_sq"));
     const double lr = c->args->f[FARG(adafactor_step, lr)], mom = c->args->f[FARG(adafactor_step, momentum)],
                  rate = c->args->f[FARG(adafactor_step, decay_rate)], cap = c->args->f[FARG(adafactor_step, beta2_cap)],
@@ -501,7 +501,7 @@ int vt_adafactor_step_forward(vt_ctx *c) {
 int vt_optim_zero_forward(vt_ctx *c) {
     VT_TRY(vt_need_inputs(c, 1));
     vt_tensor *t = c->in[0];
-    VT_TRY(check_state(t, -1, 1, "optim_zero", "buffer"));
+    VT_TRY(check_state(t, -1, "optim_zero", "buffer"));
     char *d = (char *)t->storage->data + t->offset * (int64_t)vt_dtype_size(t->dtype);
     const size_t es = vt_dtype_size(t->dtype);
     int64_t n = t->shape[0], nchunks = (n + (1 << 18) - 1) >> 18;

@@ -324,3 +324,30 @@ def test_bad_input():
     sd["state"][0] = {"step": 1, "exp_avg_sq": np.zeros((40, 48), np.float32)}  # factored: no full V
     with pytest.raises(ValueError, match="not a state"):
         opt.load_state_dict(sd)
+
+
+def test_adafactor_kernel_refuses_inconsistent_layouts():
+    from vitc._ops.optim_ops import adafactor_step
+
+    p, g = vitc.zeros(12), vitc.ones(12)
+    m, v = vitc.zeros(12, dtype=vitc.bfloat16), vitc.zeros(7)
+    seg = vitc.tensor([[0, 12, 0, 1]])
+
+    def call(fac, v=v, m=m, cap=0.999):
+        return adafactor_step(p, g, m, v, seg, vitc.tensor(fac), 0.1, 0.9, 0.8, cap, 1e-30, 0.0)
+
+    call([[0, 1, 3, 1, 4, 1, 1, 1]])  # (3, 4) factored: 4 + 3 statistics fit in 7
+    with pytest.raises(ValueError, match="does not hold"):
+        call([[0, 1, 3, 1, 5, 1, 1, 1]])
+    with pytest.raises(IndexError, match="outside"):
+        call([[1, 1, 3, 1, 4, 1, 1, 1]])
+    with pytest.raises(IndexError, match="outside"):
+        call([[0, 1, 1, 1, 1, 12, 0, 0]])  # a full V needs 12
+    with pytest.raises(ValueError, match="fac"):
+        adafactor_step(p, g, m, v, seg, vitc.tensor([[0, 1, 3]]), 0.1, 0.9, 0.8, 0.999, 1e-30, 0.0)
+    with pytest.raises(ValueError, match="beta2_cap"):
+        call([[0, 1, 3, 1, 4, 1, 1, 1]], cap=1.0)
+    with pytest.raises(TypeError, match="bfloat16"):
+        call([[0, 1, 3, 1, 4, 1, 1, 1]], v=vitc.zeros(7, dtype=vitc.bfloat16))  # the second moments stay float32
+    with pytest.raises(TypeError, match="float32"):
+        call([[0, 1, 3, 1, 4, 1, 1, 1]], m=vitc.zeros(12, dtype=vitc.int64))
