@@ -12,7 +12,9 @@ class Adam(Optimizer):
 
     mu_dtype=vitc.bfloat16 stores the first moment in bfloat16 (Zhai et al. 2021 §3.4; optax
     ``scale_by_adam(mu_dtype=jnp.bfloat16)``): each step computes m̃ = β1·m + (1−β1)·g in float32
-    from the stored m, updates θ with the unrounded m̃, and stores m̃ rounded to nearest even —
+    from the stored m (in torch's form m + (1−β1)(g − m), so the float32 path is unchanged; the
+    two forms differ in the last float32 bit), updates θ with the unrounded m̃, and stores m̃
+    rounded to nearest even —
     half the memory of the first moment. nu_dtype=vitc.bfloat16 does the same to the second
     moment; the paper reports that this hurts, and it does: bfloat16 has 8 significant bits, so
     once g² is much smaller than v the relative change (1−β2)(1 − g²/v) ≈ 1e-3 per step is below

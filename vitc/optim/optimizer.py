@@ -27,7 +27,7 @@ from collections import OrderedDict, defaultdict
 import numpy as np
 
 from .. import _C
-from .._tensor import Tensor, bfloat16, enable_grad, float32, from_numpy, no_grad, tensor, zeros
+from .._tensor import Tensor, enable_grad, float32, from_numpy, no_grad, tensor, zeros
 from .._ops.optim_ops import flat_view, flat_zero
 
 __all__ = ["Optimizer", "required"]
