@@ -15,7 +15,13 @@ _OPS = _C.ops
 
 
 class dtype:
-    """A vitc dtype (vitc.float32, vitc.int64, vitc.bool)."""
+    """A vitc dtype (vitc.float32, vitc.int64, vitc.bool, vitc.bfloat16).
+
+    bfloat16 is a storage dtype (optimizer moments, checkpoints): tensors of it can be created,
+    copied, viewed and converted with ``.to()``/``.float()`` (bitwise as torch.bfloat16); compute
+    ops raise TypeError naming the op. NumPy has no bfloat16, so ``.numpy()`` raises: use
+    ``t.float().numpy()`` for the values or ``vitc.bfloat16_bits(t)`` for the uint16 bit patterns
+    (``vitc.bfloat16_from_bits`` goes back). ``self.np`` of bfloat16 is uint16, the bits' type."""
 
     __slots__ = ("name", "code", "np", "is_floating_point")
 
@@ -32,8 +38,10 @@ class dtype:
 float32 = dtype("float32", 0, np.float32, True)
 int64 = dtype("int64", 1, np.int64, False)
 bool_ = dtype("bool", 2, np.bool_, False)
-_DTYPES = (float32, int64, bool_)
-_ALIASES = {"float32": float32, "float": float32, "int64": int64, "long": int64, "bool": bool_}
+bfloat16 = dtype("bfloat16", 3, np.uint16, True)
+_DTYPES = (float32, int64, bool_, bfloat16)
+_ALIASES = {"float32": float32, "float": float32, "int64": int64, "long": int64, "bool": bool_,
+            "bfloat16": bfloat16}
 
 
 def _dtype_by_name(name):
@@ -50,10 +58,10 @@ def as_dtype(d):
         nd = np.dtype(d)
     except TypeError:
         nd = None
-    for t in _DTYPES:
+    for t in (float32, int64, bool_):  # bfloat16's uint16 is its bits' type, not a NumPy equivalent
         if nd is not None and nd == t.np:
             return t
-    raise TypeError(f"unsupported dtype {d!r}: vitc has float32, int64 and bool")
+    raise TypeError(f"unsupported dtype {d!r}: vitc has float32, int64, bool and bfloat16")
 
 
 def _getter(names):
@@ -217,7 +225,7 @@ class Tensor(_C._TensorBase):
         return id(self)
 
     def __repr__(self):
-        arr = self.detach().numpy()
+        arr = self.detach().float().numpy() if self.dtype is bfloat16 else self.detach().numpy()
         body = np.array2string(arr, separator=", ", threshold=1000, edgeitems=3, prefix="tensor(",
                                formatter=_float_formatter(arr) if arr.dtype == np.float32 else None)
         extras = []
@@ -234,6 +242,8 @@ class Tensor(_C._TensorBase):
     __str__ = __repr__
 
     def __reduce_ex__(self, proto):
+        if self.dtype is bfloat16:
+            return (bfloat16_from_bits, (bfloat16_bits(self.detach()).copy(),))
         arr = self.detach().numpy().copy()
         return (_rebuild, (arr, self.requires_grad))
 
@@ -247,7 +257,8 @@ class Tensor(_C._TensorBase):
         return a.astype(dtype) if dtype is not None else a
 
     def tolist(self):
-        return self.detach().numpy().tolist()
+        t = self.detach()
+        return (t.float() if t.dtype is bfloat16 else t).numpy().tolist()
 
     def requires_grad_(self, requires_grad=True):
         self.requires_grad = requires_grad
@@ -332,6 +343,17 @@ def from_numpy(arr):
     the tensor can never write into read-only memory; later changes to such an array's memory are
     not seen by the tensor."""
     return _C.from_numpy(arr)
+
+
+def bfloat16_bits(t):
+    """The uint16 bit patterns of a bfloat16 tensor as a NumPy array sharing its memory."""
+    expect_tensor(t, "bfloat16_bits", "t")
+    return _C.bits_numpy(t)
+
+
+def bfloat16_from_bits(arr):
+    """A bfloat16 tensor over a uint16 NumPy array of bit patterns (shared under from_numpy's rules)."""
+    return _C.from_bits(arr)
 
 
 def _size_args(size, who):
@@ -421,6 +443,8 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False):
         ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
         dtype = int64 if ints else float32
     dtype = as_dtype(dtype)
+    if dtype is bfloat16:
+        return _finish(arange(start, end, step, dtype=float32).to(bfloat16), requires_grad)
     try:
         n = max(0, int(np.ceil((end - start) / step)))
     except OverflowError:  # ints whose quotient no float holds
@@ -435,6 +459,13 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False):
 
 def tensor(data, dtype=None, requires_grad=False):
     """A new tensor holding a copy of data (nested lists, numbers, NumPy arrays or tensors)."""
+    if isinstance(data, Tensor) and data.dtype is bfloat16 and dtype is None:
+        dtype = bfloat16
+    if dtype is not None and as_dtype(dtype) is bfloat16:  # via float32, rounded to nearest even
+        src = data.detach().float() if isinstance(data, Tensor) else tensor(data, float32)
+        return _finish(src.to(bfloat16, copy=True), requires_grad)
+    if isinstance(data, Tensor) and data.dtype is bfloat16:
+        data = data.detach().float()
     if isinstance(data, Tensor):
         arr = data.detach().numpy()
     else:

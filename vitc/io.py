@@ -20,12 +20,15 @@ import zlib
 
 import numpy as np
 
-from ._tensor import Tensor, from_numpy
+from ._tensor import Tensor, bfloat16, bfloat16_bits, bfloat16_from_bits, from_numpy
 
 __all__ = ["save_safetensors", "load_safetensors", "atomic_write", "write_text_atomic"]
 
 
 def _to_array(key, value):
+    """(C-contiguous array, safetensors dtype name); bfloat16 tensors give their uint16 bits."""
+    if isinstance(value, Tensor) and value.dtype is bfloat16:
+        return np.require(bfloat16_bits(value.detach()), requirements="C"), "bfloat16"
     if isinstance(value, Tensor):
         arr = value.detach().numpy()
     elif isinstance(value, np.ndarray):
@@ -36,7 +39,7 @@ def _to_array(key, value):
         raise TypeError(f"save_safetensors: value for {key!r} is a {type(value).__name__}, not a tensor or array")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"save_safetensors: {key!r} has unsupported dtype {arr.dtype}")
-    return np.require(arr, requirements="C")
+    return np.require(arr, requirements="C"), arr.dtype.name
 
 
 def _umask():
@@ -105,21 +108,20 @@ def _crc32(arr):
 
 def save_safetensors(state_dict, path, metadata=None):
     """Save a name -> tensor/array mapping (e.g. ``model.state_dict()``) as a safetensors file.
+    bfloat16 tensors are stored as the format's BF16 (their bits; torch reads them as torch.bfloat16).
 
     metadata: optional dict of str -> str stored in the header (the key ``vitc.crc32`` is reserved for
     the per-tensor checksums).
     """
-    import safetensors.numpy
-
     if not hasattr(state_dict, "items"):
         raise TypeError(f"save_safetensors: expected a dict of tensors, got {type(state_dict).__name__}")
-    arrays = {}
+    arrays, dtypes = {}, {}
     for k, v in state_dict.items():
         if not isinstance(k, str):
             raise TypeError(f"save_safetensors: keys must be str, got {type(k).__name__}")
         if k == "__metadata__":  # the format's header key: a tensor of that name makes an unreadable file
             raise ValueError("save_safetensors: the name '__metadata__' is reserved by the safetensors format")
-        arrays[k] = _to_array(k, v)
+        arrays[k], dtypes[k] = _to_array(k, v)
     if metadata is not None:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise TypeError("save_safetensors: metadata must map str to str")
@@ -127,12 +129,28 @@ def save_safetensors(state_dict, path, metadata=None):
             raise ValueError(f"save_safetensors: metadata key {CHECKSUM_KEY!r} is reserved for the tensor checksums")
     metadata = dict(metadata or {})
     metadata[CHECKSUM_KEY] = json.dumps({k: _crc32(a) for k, a in arrays.items()}, sort_keys=True)
-    atomic_write(path, lambda tmp: safetensors.numpy.save_file(arrays, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: _write_file(arrays, dtypes, tmp, metadata))
+
+
+def _write_file(arrays, dtypes, path, metadata):
+    """safetensors.numpy.save_file, or — when some tensor is bfloat16, which NumPy cannot name —
+    the format's serializer given each tensor's dtype and little-endian bytes."""
+    import safetensors
+    import safetensors.numpy
+
+    if "bfloat16" not in dtypes.values():
+        return safetensors.numpy.save_file(arrays, path, metadata=metadata)
+    # the specs point into these arrays, alive until serialize_file returns
+    arrays = {k: a.astype(a.dtype.newbyteorder("<"), order="C", copy=False) for k, a in arrays.items()}
+    specs = {k: safetensors.TensorSpec(dtype=dtypes[k], shape=a.shape, data_ptr=a.ctypes.data, data_len=a.nbytes)
+             for k, a in arrays.items()}
+    safetensors.serialize_file(specs, path, metadata=metadata)
 
 
 def load_safetensors(path, as_numpy=False):
-    """Read a safetensors file into a dict name -> vitc Tensor (float32/int64/bool; other float and
-    int dtypes are converted). as_numpy=True returns the NumPy arrays as stored."""
+    """Read a safetensors file into a dict name -> vitc Tensor (float32/int64/bool/bfloat16; other
+    float and int dtypes are converted). as_numpy=True returns the NumPy arrays as stored (a BF16
+    tensor as its uint16 bit patterns: NumPy has no bfloat16)."""
     import safetensors.numpy
 
     path = os.fspath(path)
@@ -141,20 +159,45 @@ def load_safetensors(path, as_numpy=False):
     try:
         with safetensors.safe_open(path, framework="np") as f:
             metadata = f.metadata() or {}
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
+            bf16 = {k for k in f.keys() if f.get_slice(k).get_dtype() == "BF16"}
+            arrays = {k: f.get_tensor(k) for k in f.keys() if k not in bf16}
     except safetensors.SafetensorError as e:  # truncated or garbled header, data not covering the tensors
         raise ValueError(f"load_safetensors: {path} is not a valid safetensors file (damaged or truncated?): "
                          f"{e}") from None
+    if bf16:
+        arrays.update(_read_bf16_bits(path, bf16))
     _verify(path, arrays, metadata.get(CHECKSUM_KEY))
     if as_numpy:
         return arrays
     out = {}
     for k, a in arrays.items():
+        if k in bf16:
+            out[k] = bfloat16_from_bits(np.require(a, requirements="CW"))
+            continue
         if a.dtype.kind == "f" and a.dtype != np.float32:
             a = a.astype(np.float32)
         elif a.dtype.kind in "iu" and a.dtype != np.int64:
             a = a.astype(np.int64)
         out[k] = from_numpy(np.require(a, requirements="C"))
+    return out
+
+
+def _read_bf16_bits(path, names):
+    """The BF16 tensors ``names`` as uint16 arrays of their bits (safetensors' NumPy reader has no
+    bfloat16). Layout: an 8-byte little-endian header length, the JSON header, then the data, each
+    tensor at its data_offsets; safe_open has already validated the header and the offsets."""
+    out = {}
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        for k in names:
+            info = header[k]
+            begin, end = info["data_offsets"]
+            f.seek(8 + n + begin)
+            data = f.read(end - begin)
+            if len(data) != end - begin:
+                raise ValueError(f"load_safetensors: {path}: tensor {k!r} is truncated")
+            out[k] = np.frombuffer(data, dtype="<u2").astype(np.uint16).reshape(info["shape"])
     return out
 
 

@@ -4,12 +4,13 @@
 #include <string.h>
 #include "tensor.h"
 #include "iter.h"
+#include "bf16.h"
 
 #define VT_MAX_NUMEL ((int64_t)1 << 40)
 
-size_t vt_dtype_size(vt_dtype dt) { return dt == VT_FLOAT32 ? 4 : dt == VT_INT64 ? 8 : 1; }
+size_t vt_dtype_size(vt_dtype dt) { return dt == VT_FLOAT32 ? 4 : dt == VT_INT64 ? 8 : dt == VT_BFLOAT16 ? 2 : 1; }
 const char *vt_dtype_name(vt_dtype dt) {
-    return dt == VT_FLOAT32 ? "float32" : dt == VT_INT64 ? "int64" : dt == VT_BOOL ? "bool" : "?";
+    return dt == VT_FLOAT32 ? "float32" : dt == VT_INT64 ? "int64" : dt == VT_BOOL ? "bool" : dt == VT_BFLOAT16 ? "bfloat16" : "?";
 }
 
 int64_t vt_shape_numel(int ndim, const int64_t *shape) {
@@ -53,6 +54,9 @@ int vt_normalize_dim(int64_t *dim, int ndim, const char *who) {
 
 int vt_require_dtype(const vt_tensor *t, vt_dtype dt, const char *who, const char *what) {
     if (!t) return vt_fail(VT_ETYPE, "%s: %s is missing", who, what);
+    if (t->dtype == VT_BFLOAT16 && dt != VT_BFLOAT16)
+        return vt_fail(VT_ETYPE, "%s: %s must be %s, got bfloat16 (a storage dtype: convert with .float() first)",
+                       who, what, vt_dtype_name(dt));
     if (t->dtype != dt)
         return vt_fail(VT_ETYPE, "%s: %s must be %s, got %s", who, what, vt_dtype_name(dt), vt_dtype_name(t->dtype));
     return VT_OK;
@@ -153,6 +157,7 @@ vt_tensor *vt_full(vt_dtype dt, int ndim, const int64_t *shape, double value) {
     int64_t n = vt_numel(t);
     if (dt == VT_FLOAT32) { float v = (float)value, *p = vt_f32(t); for (int64_t i = 0; i < n; i++) p[i] = v; }
     else if (dt == VT_INT64) { int64_t v = (int64_t)value, *p = vt_i64(t); for (int64_t i = 0; i < n; i++) p[i] = v; }
+    else if (dt == VT_BFLOAT16) { uint16_t v = vt_f32_to_bf16((float)value), *p = vt_bf16(t); for (int64_t i = 0; i < n; i++) p[i] = v; }
     else memset(t->storage->data, value != 0, (size_t)n);
     return t;
 }
@@ -199,6 +204,7 @@ static void copy_row(int64_t n, char **p, const int64_t *s, void *ctx) {
     if (s[0] == (int64_t)es && s[1] == (int64_t)es) { memcpy(p[0], p[1], (size_t)n * es); return; }
     if (es == 4) for (int64_t i = 0; i < n; i++) *(uint32_t *)(p[0] + i * s[0]) = *(const uint32_t *)(p[1] + i * s[1]);
     else if (es == 8) for (int64_t i = 0; i < n; i++) *(uint64_t *)(p[0] + i * s[0]) = *(const uint64_t *)(p[1] + i * s[1]);
+    else if (es == 2) for (int64_t i = 0; i < n; i++) *(uint16_t *)(p[0] + i * s[0]) = *(const uint16_t *)(p[1] + i * s[1]);
     else for (int64_t i = 0; i < n; i++) p[0][i * s[0]] = p[1][i * s[1]];
 }
 

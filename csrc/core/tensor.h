@@ -45,7 +45,9 @@
 
 #define VT_MAX_DIMS 8
 
-typedef enum { VT_FLOAT32 = 0, VT_INT64 = 1, VT_BOOL = 2, VT_NDTYPES } vt_dtype;
+/* VT_BFLOAT16 is a storage dtype (core/bf16.h): tensors of it can be created, copied, viewed,
+ * converted and held as optimizer state; compute ops take float32 and refuse it by name. */
+typedef enum { VT_FLOAT32 = 0, VT_INT64 = 1, VT_BOOL = 2, VT_BFLOAT16 = 3, VT_NDTYPES } vt_dtype;
 
 typedef struct vt_storage {
     int64_t refcount;
@@ -147,5 +149,6 @@ static inline void vt_mark_modified(vt_tensor *t) { __atomic_add_fetch(&t->stora
 static inline float *vt_f32(const vt_tensor *t) { return (float *)t->storage->data + t->offset; }
 static inline int64_t *vt_i64(const vt_tensor *t) { return (int64_t *)t->storage->data + t->offset; }
 static inline uint8_t *vt_u8(const vt_tensor *t) { return (uint8_t *)t->storage->data + t->offset; }
+static inline uint16_t *vt_bf16(const vt_tensor *t) { return (uint16_t *)t->storage->data + t->offset; }
 
 #endif

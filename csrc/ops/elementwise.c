@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 #include "ops_util.h"
+#include "../core/bf16.h"
 
 /* ---- the float expression engine ---------------------------------------------------------- */
 
@@ -345,8 +346,12 @@ static void cast_row(int64_t n, char **p, const int64_t *s, void *vctx) {
     for (int64_t i = 0; i < n; i++) {
         const char *src = p[1] + i * s[1];
         char *dst = p[0] + i * s[0];
-        double v = k->from == VT_FLOAT32 ? *(const float *)src : k->from == VT_INT64 ? (double)*(const int64_t *)src : *(const uint8_t *)src;
-        if (k->to == VT_FLOAT32) *(float *)dst = k->from == VT_INT64 ? (float)*(const int64_t *)src : (float)v;
+        double v = k->from == VT_FLOAT32 ? *(const float *)src : k->from == VT_INT64 ? (double)*(const int64_t *)src
+                 : k->from == VT_BFLOAT16 ? vt_bf16_to_f32(*(const uint16_t *)src) : *(const uint8_t *)src;
+        /* int64 goes through float32 first, as torch's casts to float types do */
+        float f = k->from == VT_INT64 ? (float)*(const int64_t *)src : (float)v;
+        if (k->to == VT_FLOAT32) *(float *)dst = f;
+        else if (k->to == VT_BFLOAT16) *(uint16_t *)dst = vt_f32_to_bf16(f);
         else if (k->to == VT_INT64) *(int64_t *)dst = k->from == VT_INT64 ? *(const int64_t *)src : (isfinite(v) ? (int64_t)v : 0);
         else *(uint8_t *)dst = v != 0;
     }

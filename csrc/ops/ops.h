@@ -79,6 +79,7 @@ extern const char *const vt_op_args[];
 /* ---- shared helpers (defined in the file named in brackets) ---- */
 /* argument access with range checks: fail with VT_EVALUE naming the op when missing */
 int vt_arg_count(const vt_ctx *c, int ni, int nf); /* [ops_util] (the dispatch table calls it for every op) */
+int vt_bf16_gate(const vt_ctx *c); /* [ops_util] VT_ETYPE unless the op takes bfloat16 or no input is bfloat16 */
 int vt_need_inputs(const vt_ctx *c, int n); /* [ops_util] the first n tensor arguments are present */
 /* [ops_util] dst[0:n) = src[0:n) with non-temporal stores when dst is 16-byte aligned: for data
  * written now and read much later (activations saved for backward), so the copy neither evicts

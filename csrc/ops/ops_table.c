@@ -2,10 +2,12 @@
  * table to vt_autograd_init */
 #include "ops.h"
 
-/* every forward is entered through a check that the call carries the row's fixed arguments */
+/* every forward is entered through a check that the call carries the row's fixed arguments and
+ * that a bfloat16 input goes only to an op that takes it (ops_util.c) */
 #define VT_OP(e, name, fwd, bwd, args)                                   \
     static int checked_##fwd(vt_ctx *c) {                                \
         VT_TRY(vt_arg_count(c, VT_NIARGS(name), VT_NFARGS(name)));       \
+        VT_TRY(vt_bf16_gate(c));                                         \
         return fwd(c);                                                   \
     }                                                                    \
     _Static_assert(VT_NIARGS(name) <= VT_MAX_IARGS && VT_NFARGS(name) <= VT_MAX_FARGS, #name ": too many arguments");

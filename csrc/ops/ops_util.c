@@ -23,6 +23,23 @@ int vt_arg_count(const vt_ctx *c, int ni, int nf) {
     return VT_OK;
 }
 
+/* bfloat16 is a storage dtype: only the ops that move, view, convert or store it take it; the
+ * rest (all compute, which reads float32) refuse it here with one message naming the op */
+static const char *const bf16_ops[] = {"reshape", "permute", "contiguous", "slice", "expand", "to_dtype", "fill_",
+                                       "copy_", "optim_view", "optim_zero", "adam_step", "adafactor_step"};
+
+int vt_bf16_gate(const vt_ctx *c) {
+    for (int i = 0; i < c->nin; i++) {
+        if (!c->in[i] || c->in[i]->dtype != VT_BFLOAT16) continue;
+        const char *name = vt_ops[c->op].name;
+        for (size_t k = 0; k < sizeof bf16_ops / sizeof bf16_ops[0]; k++)
+            if (!strcmp(name, bf16_ops[k])) return VT_OK;
+        return vt_fail(VT_ETYPE, "%s: does not accept bfloat16 (tensor argument %d); bfloat16 is a storage dtype in "
+                       "vitc: convert with .float() first", name, i);
+    }
+    return VT_OK;
+}
+
 int vt_need_inputs(const vt_ctx *c, int n) {
     if (c->nin < n) return vt_fail(VT_ETYPE, "%s: expected %d tensor arguments, got %d", vt_ops[c->op].name, n, c->nin);
     for (int i = 0; i < n; i++)

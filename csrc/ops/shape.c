@@ -70,6 +70,10 @@ static void copy_row(int64_t n, char **p, const int64_t *s, void *vctx) {
         int64_t *d = (int64_t *)p[0]; const int64_t *x = (const int64_t *)p[1];
         int64_t sd = s[0] / 8, sx = s[1] / 8;
         for (int64_t i = 0; i < n; i++) d[i * sd] = x[i * sx];
+    } else if (es == 2) { /* bfloat16 */
+        uint16_t *d = (uint16_t *)p[0]; const uint16_t *x = (const uint16_t *)p[1];
+        int64_t sd = s[0] / 2, sx = s[1] / 2;
+        for (int64_t i = 0; i < n; i++) d[i * sd] = x[i * sx];
     } else {
         uint8_t *d = (uint8_t *)p[0]; const uint8_t *x = (const uint8_t *)p[1];
         for (int64_t i = 0; i < n; i++) d[i * s[0]] = x[i * s[1]];

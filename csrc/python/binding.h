@@ -27,6 +27,8 @@ int vtpy_tensor_type_init(PyObject *module);
 int vtpy_numpy_init(void);
 PyObject *vtpy_to_numpy(PyObject *self, PyObject *unused);
 PyObject *vtpy_from_numpy(PyObject *module, PyObject *arr);
+PyObject *vtpy_bits_numpy(PyObject *module, PyObject *t);   /* bfloat16 tensor -> zero-copy uint16 view */
+PyObject *vtpy_from_bits(PyObject *module, PyObject *arr);  /* uint16 array -> bfloat16 tensor (from_numpy rules) */
 /* a shape from a tuple/list of ints; returns ndim or -1 with an exception */
 int vtpy_parse_shape(PyObject *seq, int64_t *shape, const char *who);
 

@@ -104,7 +104,7 @@ static int parse_dtype(PyObject *o, vt_dtype *dt) {
     long v = PyLong_AsLong(o);
     if ((v == -1 && PyErr_Occurred()) || v < 0 || v >= VT_NDTYPES) {
         PyErr_Clear();
-        PyErr_SetString(PyExc_TypeError, "dtype must be vitc.float32, vitc.int64 or vitc.bool");
+        PyErr_SetString(PyExc_TypeError, "dtype must be vitc.float32, vitc.int64, vitc.bool or vitc.bfloat16");
         return -1;
     }
     *dt = (vt_dtype)v;
@@ -354,6 +354,8 @@ static PyObject *py_profiler_stop(PyObject *m, PyObject *u) {
 static PyMethodDef module_methods[] = {
     {"call", (PyCFunction)(void (*)(void))py_call, METH_FASTCALL, "call(op, tensors, ints=None, floats=None)"},
     {"from_numpy", vtpy_from_numpy, METH_O, "zero-copy tensor over a C-contiguous float32/int64/bool array"},
+    {"bits_numpy", vtpy_bits_numpy, METH_O, "zero-copy uint16 view of a bfloat16 tensor's bits"},
+    {"from_bits", vtpy_from_bits, METH_O, "bfloat16 tensor over a uint16 array of bit patterns (from_numpy rules)"},
     {"full", py_full, METH_VARARGS, "full(shape, dtype_code, value)"},
     {"empty", py_empty, METH_VARARGS, "empty(shape, dtype_code)"},
     {"random", py_random, METH_VARARGS, "random(shape, kind): 0 uniform, 1 normal"},

@@ -8,11 +8,20 @@ int vtpy_numpy_init(void) {
     return 0;
 }
 
-static int npy_type_of(vt_dtype dt) { return dt == VT_FLOAT32 ? NPY_FLOAT32 : dt == VT_INT64 ? NPY_INT64 : NPY_BOOL; }
+/* bfloat16 tensors are exchanged as their uint16 bit patterns, and only through the explicit
+ * bits functions: NumPy has no bfloat16, and a uint16 array from .numpy() would pass for integers */
+static int npy_type_of(vt_dtype dt) {
+    return dt == VT_FLOAT32 ? NPY_FLOAT32 : dt == VT_INT64 ? NPY_INT64 : dt == VT_BFLOAT16 ? NPY_UINT16 : NPY_BOOL;
+}
 
-PyObject *vtpy_to_numpy(PyObject *self, PyObject *unused) {
+static PyObject *to_numpy(PyObject *self, int bits) {
     vt_tensor *t = vtpy_unwrap(self, "self");
     if (!t) return NULL;
+    if (!bits && t->dtype == VT_BFLOAT16)
+        return PyErr_Format(PyExc_TypeError, "numpy(): NumPy has no bfloat16; use t.float().numpy() for the values "
+                            "or vitc.bfloat16_bits(t) for the raw uint16 bit patterns");
+    if (bits && t->dtype != VT_BFLOAT16)
+        return PyErr_Format(PyExc_TypeError, "bfloat16_bits: expected a bfloat16 tensor, got %s", vt_dtype_name(t->dtype));
     if (t->requires_grad) {
         PyErr_SetString(PyExc_RuntimeError, "Can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()");
         return NULL;
@@ -29,6 +38,9 @@ PyObject *vtpy_to_numpy(PyObject *self, PyObject *unused) {
     return arr;
 }
 
+PyObject *vtpy_to_numpy(PyObject *self, PyObject *unused) { return to_numpy(self, 0); }
+PyObject *vtpy_bits_numpy(PyObject *module, PyObject *t) { return to_numpy(t, 1); }
+
 /* storage release for NumPy-owned memory: may run on any thread, with or without the GIL */
 static void release_array(void *owner) {
     PyGILState_STATE s = PyGILState_Ensure();
@@ -36,13 +48,19 @@ static void release_array(void *owner) {
     PyGILState_Release(s);
 }
 
-PyObject *vtpy_from_numpy(PyObject *module, PyObject *obj) {
+static PyObject *from_array(PyObject *obj, int bits) {
     if (!PyArray_Check(obj))
-        return PyErr_Format(PyExc_TypeError, "from_numpy expects a numpy.ndarray, got %.100s", Py_TYPE(obj)->tp_name);
+        return PyErr_Format(PyExc_TypeError, "%s expects a numpy.ndarray, got %.100s",
+                            bits ? "bfloat16_from_bits" : "from_numpy", Py_TYPE(obj)->tp_name);
     PyArrayObject *arr = (PyArrayObject *)obj;
     int type = PyArray_TYPE(arr);
     vt_dtype dt;
-    if (type == NPY_FLOAT32) dt = VT_FLOAT32;
+    if (bits) {
+        if (type != NPY_UINT16)
+            return PyErr_Format(PyExc_TypeError, "bfloat16_from_bits expects a uint16 array of bit patterns, got %c%d",
+                                PyArray_DESCR(arr)->kind, (int)PyDataType_ELSIZE(PyArray_DESCR(arr)));
+        dt = VT_BFLOAT16;
+    } else if (type == NPY_FLOAT32) dt = VT_FLOAT32;
     else if (type == NPY_INT64 || (type == NPY_LONGLONG && sizeof(long long) == 8)) dt = VT_INT64;
     else if (type == NPY_BOOL) dt = VT_BOOL;
     else {
@@ -71,3 +89,6 @@ PyObject *vtpy_from_numpy(PyObject *module, PyObject *obj) {
     if (!t) { Py_DECREF(src); return vtpy_raise(vt_last_code()); }
     return vtpy_wrap(t); /* the storage now owns the reference to src */
 }
+
+PyObject *vtpy_from_numpy(PyObject *module, PyObject *obj) { return from_array(obj, 0); }
+PyObject *vtpy_from_bits(PyObject *module, PyObject *obj) { return from_array(obj, 1); }

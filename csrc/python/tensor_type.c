@@ -2,6 +2,7 @@
  * adds operators and methods). Holds one reference to a vt_tensor; see core/tensor.h rule 5. */
 #include "binding.h"
 #include "../autograd/node.h"
+#include "../core/bf16.h"
 #include "../core/threads.h"
 #include "../ops/ops.h"
 
@@ -162,6 +163,7 @@ static PyObject *t_item(PyObject *self, PyObject *u) {
         return PyErr_Format(PyExc_ValueError, "a Tensor with %lld elements cannot be converted to a Python number", (long long)vt_numel(t));
     if (t->dtype == VT_FLOAT32) return PyFloat_FromDouble(*vt_f32(t));
     if (t->dtype == VT_INT64) return PyLong_FromLongLong(*vt_i64(t));
+    if (t->dtype == VT_BFLOAT16) return PyFloat_FromDouble(vt_bf16_to_f32(*vt_bf16(t)));
     return PyBool_FromLong(*vt_u8(t));
 }
 
@@ -198,7 +200,7 @@ static PyGetSetDef tensor_getset[] = {
     {"shape", get_shape, NULL, "the sizes, a tuple", NULL},
     {"_strides", get_strides, NULL, "strides in elements", NULL},
     {"ndim", get_ndim, NULL, "number of dimensions", NULL},
-    {"_dtype_code", get_dtype_code, NULL, "0 float32, 1 int64, 2 bool", NULL},
+    {"_dtype_code", get_dtype_code, NULL, "0 float32, 1 int64, 2 bool, 3 bfloat16", NULL},
     {"_offset", get_offset, NULL, "storage offset in elements", NULL},
     {"requires_grad", get_requires_grad, set_requires_grad, "whether gradients flow to this tensor", NULL},
     {"is_leaf", get_is_leaf, NULL, "True when no op made this tensor", NULL},

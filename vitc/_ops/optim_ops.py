@@ -26,6 +26,13 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, seg, lr, beta1, 
                  beta2=float(beta2), eps=float(eps), weight_decay=float(weight_decay))
 
 
+def adafactor_step(param, grad, exp_avg, exp_avg_sq, seg, fac, lr, momentum, decay_rate, beta2_cap, eps,
+                   weight_decay):
+    return _call("adafactor_step", (param, grad, exp_avg, exp_avg_sq, seg, fac), lr=float(lr),
+                 momentum=float(momentum), decay_rate=float(decay_rate), beta2_cap=float(beta2_cap), eps=float(eps),
+                 weight_decay=float(weight_decay))
+
+
 def flat_zero(flat):
-    """Zero a contiguous 1-d float32 buffer in place (a parallel memset)."""
+    """Zero a contiguous 1-d float32 or bfloat16 buffer in place (a parallel memset)."""
     return _call("optim_zero", (flat,))

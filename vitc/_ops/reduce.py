@@ -6,7 +6,7 @@ import numbers
 __all__ = ['sum', 'mean', 'var', 'std', 'max', 'min', 'amax', 'amin', 'argmax', 'argmin', 'logsumexp']
 
 from .._checks import expect_tensor
-from .._tensor import Tensor, _call, register, float32
+from .._tensor import Tensor, _call, bfloat16, float32, register
 
 # what torch.max(x, dim) returns: a named tuple (values, indices)
 _MaxResult = collections.namedtuple("max", ["values", "indices"])
@@ -38,6 +38,8 @@ def _one_dim(dim, who):
 def sum(input, dim=None, keepdim=False, dtype=None):
     """Sum over dim (an int or tuple; None or () = all dims). Integer/bool inputs sum to int64."""
     expect_tensor(input, "sum")
+    if input.dtype is bfloat16:  # a storage dtype: the int64 rule below is for integer and bool inputs
+        raise TypeError("sum: does not accept bfloat16; convert with .float() first")
     if input.dtype is not float32:
         input = input.to(float32)
         out = _call("sum", (input,), keepdim=int(bool(keepdim)), dims=_dims(dim))

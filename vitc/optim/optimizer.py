@@ -8,6 +8,13 @@ array. Gradients and optimizer moments get flat buffers of the same layout; afte
 straight into it, ``zero_grad(set_to_none=False)`` is one memset and ``step`` is one kernel
 (csrc/ops/optim.c) over all parameters.
 
+Optimizer state may be stored in bfloat16 (``mu_dtype``/``momentum_dtype``): such buffers are
+bfloat16 flat buffers of the same layout; ``state_dict`` hands out bfloat16 views and
+``load_state_dict`` rounds float values into them. ``max_grad_norm`` clips the gradients of all
+groups together by their global L2 norm before the update (optax ``clip_by_global_norm``; the
+flat gradient buffers are scaled in place, as torch.nn.utils.clip_grad_norm_ does).
+``state_bytes()`` is the exact size of the optimizer state buffers.
+
 Semantics follow torch.optim: a parameter whose ``.grad`` is None (or that does not require
 grad) is skipped and its step count does not advance; ``zero_grad()`` sets grads to None (torch's
 default) and the next step gathers them back into the flat buffer; ``param_groups[i]['lr']`` (and
@@ -20,7 +27,7 @@ from collections import OrderedDict, defaultdict
 import numpy as np
 
 from .. import _C
-from .._tensor import Tensor, enable_grad, float32, from_numpy, no_grad, zeros
+from .._tensor import Tensor, enable_grad, float32, from_numpy, no_grad, tensor, zeros
 from .._ops.optim_ops import flat_view, flat_zero
 
 __all__ = ["Optimizer", "required"]
@@ -40,7 +47,7 @@ _START, _NUMEL, _STEP, _ACTIVE = range(4)
 class _FlatGroup:
     """The flat storage of one parameter group: params, grads and named state buffers."""
 
-    def __init__(self, params, state_names):
+    def __init__(self, params):
         sizes = [p.numel() for p in params]
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else np.zeros(0, np.int64)
         self.n = int(sum(sizes))
@@ -60,17 +67,13 @@ class _FlatGroup:
             for p, v in zip(params, self.pviews):
                 v.copy_(p.detach())
                 _C.set_data(p, v)
-        for name in state_names:
-            self.add_buffer(name)
 
-    def add_buffer(self, name):
+    def add_buffer(self, name, dtype=float32, size=None):
+        """The flat state buffer ``name`` (created zero: ``size`` elements, default one per parameter
+        element, of ``dtype``)."""
         if name not in self.buffers:
-            self.buffers[name] = zeros(self.n)
+            self.buffers[name] = zeros(self.n if size is None else size, dtype=dtype)
         return self.buffers[name]
-
-    def buffer_view(self, name, i):
-        s = int(self.seg_np[i, _START])
-        return flat_view(self.buffers[name], s, self.params[i].shape)
 
     def sync(self):
         """Before a step: re-adopt parameters whose .data was replaced, gather gradients that are
@@ -112,7 +115,13 @@ class Optimizer:
 
     _state_names = ()
 
-    def __init__(self, params, defaults):
+    def __init__(self, params, defaults, max_grad_norm=None):
+        if max_grad_norm is not None:
+            max_grad_norm = _check_number(max_grad_norm, "max_grad_norm")
+            if not (max_grad_norm > 0 and np.isfinite(max_grad_norm)):
+                raise ValueError(f"max_grad_norm must be a positive finite number (or None), got {max_grad_norm}")
+        self.max_grad_norm = max_grad_norm
+        self.last_grad_norm = None  # the global gradient norm before clipping, when max_grad_norm is set
         self.defaults = dict(defaults)
         self.param_groups = []
         self._flat = []
@@ -167,7 +176,14 @@ class Optimizer:
         self._check_group(group)
         group["params"] = uniq
         self.param_groups.append(group)
-        self._flat.append(_FlatGroup(uniq, self._state_names_for(group)))
+        fg = _FlatGroup(uniq)
+        self._init_state(group, fg)
+        self._flat.append(fg)
+
+    def _init_state(self, group, fg):
+        """Create the group's state buffers (zero)."""
+        for name in self._state_names_for(group):
+            fg.add_buffer(name, self._buffer_dtype(name))
 
     def _check_group(self, group):
         pass
@@ -188,19 +204,46 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         with no_grad():
+            live = []
             for group, fg in zip(self.param_groups, self._flat):
                 if fg.n == 0:
                     continue
                 self._check_group(group)
                 fg.sync()
                 if fg.seg_np[:, _ACTIVE].any():
-                    self._step_group(group, fg)
+                    live.append((group, fg))
+            if self.max_grad_norm is not None:
+                self.last_grad_norm = _clip_global_norm([fg for _, fg in live], self.max_grad_norm)
+            for group, fg in live:
+                self._step_group(group, fg)
         return loss
 
     def _step_group(self, group, fg):
         raise NotImplementedError
 
     # ---- state ----------------------------------------------------------------------------
+
+    def state_bytes(self):
+        """Bytes held by the optimizer state buffers (moments, factored statistics), exactly:
+        parameters, gradients and the per-parameter step tables are not counted."""
+        return sum(b.numel() * b.dtype.np.itemsize for fg in self._flat for b in fg.buffers.values())
+
+    def _buffer_dtype(self, name):
+        return float32
+
+    def _state_slots(self, fg, i):
+        """{state name: (flat buffer, start, shape)} of parameter i's state (buffers existing now)."""
+        s = int(fg.seg_np[i, _START])
+        return {name: (buf, s, tuple(fg.params[i].shape)) for name, buf in fg.buffers.items()}
+
+    def _slot_shape(self, fg, i, name):
+        """The shape state ``name`` of parameter i must have (None: not a state of this optimizer)."""
+        return tuple(fg.params[i].shape)
+
+    def _slot_for_load(self, fg, i, name):
+        """(buffer, start, shape) to load state ``name`` of parameter i into; creates the buffer."""
+        fg.add_buffer(name, self._buffer_dtype(name))
+        return self._state_slots(fg, i)[name]
 
     @property
     def state(self):
@@ -219,8 +262,8 @@ class Optimizer:
         if step == 0:
             return {}
         st = {"step": from_numpy(np.array(float(step), dtype=np.float32))}
-        for name in fg.buffers:
-            st[name] = fg.buffer_view(name, i)
+        for name, (buf, start, shape) in self._state_slots(fg, i).items():
+            st[name] = flat_view(buf, start, shape)
         return st
 
     def state_dict(self):
@@ -262,10 +305,14 @@ class Optimizer:
                 for name, value in st.items():
                     if name == "step" or value is None:
                         continue
-                    arr = np.asarray(value.detach().numpy() if isinstance(value, Tensor) else value)
-                    if tuple(arr.shape) != tuple(fg.params[i].shape):
-                        raise ValueError(f"optimizer state {name!r} of parameter {idx} has shape {tuple(arr.shape)}, "
-                                         f"the parameter has {tuple(fg.params[i].shape)}")
+                    shape = tuple(_state_value(value, name, idx).shape)
+                    want = self._slot_shape(fg, i, name)
+                    if want is None:
+                        raise ValueError(f"optimizer state {name!r} of parameter {idx} is not a state of "
+                                         f"{type(self).__name__}")
+                    if shape != want:
+                        raise ValueError(f"optimizer state {name!r} of parameter {idx} has shape {shape}, "
+                                         f"expected {want} (the parameter has {tuple(fg.params[i].shape)})")
         with no_grad():
             for g, own, fg in zip(groups, self.param_groups, self._flat):
                 for k, v in g.items():
@@ -284,10 +331,9 @@ class Optimizer:
                     for name, value in st.items():
                         if name == "step" or value is None:
                             continue
-                        arr = np.asarray(value.detach().numpy() if isinstance(value, Tensor) else value)
-                        buf = fg.add_buffer(name)
-                        s = int(fg.seg_np[i, _START])
-                        buf.numpy()[s:s + arr.size] = arr.reshape(-1)
+                        buf, start, shape = self._slot_for_load(fg, i, name)
+                        v = _state_value(value, name, idx)
+                        flat_view(buf, start, shape).copy_(v if v.dtype is buf.dtype else v.to(buf.dtype))
 
     def __repr__(self):
         s = type(self).__name__ + " ("
@@ -297,6 +343,46 @@ class Optimizer:
                 if k != "params":
                     s += f"\n    {k}: {group[k]}"
         return s + "\n)"
+
+
+def _state_value(value, name, idx):
+    """A state value from a state_dict as a vitc Tensor (float32 or bfloat16); NumPy arrays and
+    torch tensors (bfloat16 ones too, via .float()) are accepted."""
+    if isinstance(value, Tensor):
+        return value.detach()
+    if hasattr(value, "detach") and hasattr(value, "float"):  # a torch tensor
+        value = value.detach().float().numpy()
+    try:
+        return tensor(np.asarray(value, dtype=np.float32))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"optimizer state {name!r} of parameter {idx}: expected a tensor or array ({e})") from None
+
+
+def _clip_global_norm(flats, max_norm):
+    """Scale the active gradients of all groups by max_norm / ‖g‖ when the global L2 norm ‖g‖
+    exceeds max_norm (optax clip_by_global_norm: g / ‖g‖ · max_norm in float32). The norm is
+    accumulated in float64; returns it (before clipping)."""
+    segs = []
+    for fg in flats:
+        g = fg.grad.numpy()
+        for start, numel, _, active in fg.seg_np:
+            if active and numel:
+                segs.append(g[start:start + numel])
+    total = 0.0
+    for x in segs:
+        for lo in range(0, x.size, 1 << 20):
+            c = x[lo:lo + (1 << 20)].astype(np.float64)
+            total += float(np.dot(c, c))
+    norm = float(np.sqrt(total))
+    if norm > max_norm:
+        n32, m32 = np.float32(norm), np.float32(max_norm)
+        for x in segs:
+            np.divide(x, n32, out=x)
+            np.multiply(x, m32, out=x)
+    elif not np.isfinite(norm):  # NaN: optax's g / NaN · max_norm makes every gradient NaN
+        for x in segs:
+            x[...] = np.nan
+    return norm
 
 
 def _check_number(v, name, lo=None, hi=None, hi_open=False):

@@ -10,9 +10,9 @@ class SGD(Optimizer):
     g ← g + μ·buf (nesterov) or buf; θ ← θ − lr·g."""
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
-                 maximize=False):
+                 maximize=False, max_grad_norm=None):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov, maximize=maximize))
+                                      nesterov=nesterov, maximize=maximize), max_grad_norm=max_grad_norm)
 
     def _check_group(self, g):
         _check_number(g["lr"], "learning rate", lo=0.0)
