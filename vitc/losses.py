@@ -213,3 +213,7 @@ class DistillationLoss(Module):
     def extra_repr(self):
         return (f"distillation_type={self.distillation_type!r}, alpha={self.alpha}, tau={self.tau}, "
                 f"kl_reduction={self.kl_reduction!r}")
+
+
+# the losses against over-smoothing (Gong et al. 2021) live in their own module
+from .oversmoothing import cosine_penalty, patch_contrastive_loss, patch_mixing_loss, region_mixing_loss  # noqa: E402,F401

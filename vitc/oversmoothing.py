@@ -267,6 +267,16 @@ class OverSmoothing(nn.Module):
         self._hooks.append(last.register_forward_hook(lambda m, args, out: self._keep("last", out)))
         self._kept = {}
 
+    @classmethod
+    def wrap(cls, model, talking_heads=False, **kwargs):
+        """OverSmoothing(model, **kwargs), with talking heads added to every 'mhsa' layer first when asked
+        (the reference model's default; new parameters, so before building the optimizer)."""
+        if talking_heads:
+            for m in model.modules():
+                if isinstance(m, nn.Attention) and m.attn == "mhsa":
+                    m.add_talking_heads()
+        return cls(model, **kwargs)
+
     def _keep(self, key, value):
         self._kept[key] = value[0] if isinstance(value, tuple) else value
 
