@@ -18,18 +18,19 @@ def build_parser():
     description = sys.modules[__package__].__doc__.split("\n\n")[1]
     p = argparse.ArgumentParser(prog="python -m vitc.experiments.over_smoothing", description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--depths", default="4,12", help="comma-separated block counts (the issue's full run: 12,24)")
+    p.add_argument("--depths", default="12,24", help="comma-separated block counts")
     p.add_argument("--drop-paths", default="0.1,0.5", help="comma-separated drop-path rates of the last block")
     p.add_argument("--arms", default="base,cos,cons,mix,all,reattention",
                    help=f"comma-separated subset of {','.join(ARMS)}")
-    p.add_argument("--seeds", default="0,1", help="seeds; base and all run with each, the other arms with the first")
+    p.add_argument("--seeds", default="0,1,2", help="seeds; base and all run with each, the other arms with the first")
     p.add_argument("--dim", type=int, default=32)
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--subset", type=int, default=2000, help="first N training images")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--subset", type=int, default=3000, help="first N training images")
     p.add_argument("--test-subset", type=int, default=1000, help="first N test images")
     p.add_argument("--probe", type=int, default=200, help="test images for the final metrics")
     p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--contrastive-variant", default="paper", choices=["paper", "code"])
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data-root", default=None)

@@ -24,7 +24,7 @@ def run_one(arm, depth, drop_path, seed, args, train_set, test_set, probe, log_e
     attn = "reattention" if arm == "reattention" else "mhsa"
     model = create_model("vit_seed_mnist", depth=depth, dim=args.dim, heads=args.heads, dim_head=args.dim // args.heads,
                          mlp_dim=2 * args.dim, drop_path=drop_path, attn=attn,
-                         over_smoothing=dict(ARMS[arm]))
+                         over_smoothing=dict(ARMS[arm], contrastive_variant=args.contrastive_variant))
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, seed=seed, drop_last=True,
                               to_tensor=vitc.from_numpy)
     test_loader = DataLoader(test_set, batch_size=500, shuffle=False, to_tensor=vitc.from_numpy)
