@@ -40,6 +40,10 @@ def build_parser():
     return p
 
 
+# what a stored run must share with this command to be reused
+_RUN_KEYS = ("dim", "heads", "epochs", "subset", "test_subset", "probe", "batch_size", "lr", "contrastive_variant")
+
+
 def _list(text, name, conv):
     try:
         vals = [conv(v) for v in text.split(",") if v.strip()]
@@ -98,16 +102,20 @@ def main(argv=None):
     for arm, d, dp, s in todo:
         name = run_name(arm, d, dp, s)
         path = os.path.join(run_dir, name + ".json")
-        if os.path.exists(path):  # resumable: a finished run is kept
+        key = {k: getattr(args, k) for k in _RUN_KEYS}
+        if os.path.exists(path):  # resumable: a finished run of the same configuration is kept
             with open(path) as f:
-                runs.append(json.load(f))
-            print(f"{name}: done before, kept", flush=True)
-            continue
+                old = json.load(f)
+            if old.get("config_key") == key:
+                runs.append(old)
+                print(f"{name}: done before, kept", flush=True)
+                continue
+            print(f"{name}: stored run has another configuration, training again", flush=True)
         params = {"arm": arm, "depth": d, "drop_path": dp, "seed": s, "dim": args.dim, "epochs": args.epochs,
                   "subset": args.subset}
         r, run_id = tracker.run(name, params, lambda log: run_one(arm, d, dp, s, args, train_set, test_set, probe,
                                                                   log))
-        r["mlflow_run_id"] = run_id
+        r["mlflow_run_id"], r["config_key"] = run_id, key
         write_text_atomic(path, json.dumps(r, indent=1))
         runs.append(r)
         print(f"{name}: test acc {100 * r['test_accuracy']:.2f}%, last-block token similarity "
