@@ -34,6 +34,9 @@ def test_tiny_run_and_resume(tmp_path):
     again = over_smoothing.main(TINY + ["--out", str(out)])  # resumes: every run is kept, none retrained
     assert {p: os.path.getmtime(out / "runs" / p) for p in names} == mtimes
     assert [r["test_accuracy"] for r in again["runs"]] == [r["test_accuracy"] for r in saved["runs"]]
+    rep = over_smoothing.main(TINY + ["--report-only", "--depths", "9", "--out", str(out)])  # trains nothing
+    assert sorted(r["test_accuracy"] for r in rep["runs"]) == sorted(r["test_accuracy"] for r in saved["runs"])
+    assert rep["depths"] == [1, 2] and {p: os.path.getmtime(out / "runs" / p) for p in names} == mtimes
     over_smoothing.main(TINY[:-1] + ["--lr", "0.01", "--arms", "base", "--depths", "1", "--seeds", "0", "--out", str(out),
                                      "--no-mlflow"])
     assert os.path.getmtime(out / "runs" / "base_d1_dp0.1_s0.json") > mtimes["base_d1_dp0.1_s0.json"]  # retrained

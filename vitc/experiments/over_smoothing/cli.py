@@ -35,6 +35,9 @@ def build_parser():
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: build the table and figures from every stored run of this configuration "
+                        "in --out/runs (e.g. after invocations with different arms per depth)")
     p.add_argument("--no-mlflow", action="store_true", help="do not track the runs in MLflow")
     p.add_argument("--tracking-uri", default=None)
     return p
@@ -68,6 +71,23 @@ def plan(depths, drop_paths, arms, seeds):
     return out
 
 
+def _stored_runs(run_dir, key):
+    """every stored run of configuration `key`, in plan order, and the depths, rates, seeds and arms they cover"""
+    runs = []
+    for name in sorted(os.listdir(run_dir)):
+        if name.endswith(".json"):
+            with open(os.path.join(run_dir, name)) as f:
+                r = json.load(f)
+            if r.get("config_key") == key:
+                runs.append(r)
+    if not runs:
+        raise SystemExit(f"error: --report-only found no stored run of this configuration in {run_dir}")
+    order = list(ARMS)
+    runs.sort(key=lambda r: (r["depth"], r["drop_path"], order.index(r["arm"]), r["seed"]))
+    return (runs, sorted({r["depth"] for r in runs}), sorted({r["drop_path"] for r in runs}),
+            sorted({r["seed"] for r in runs}), [a for a in order if any(r["arm"] == a for r in runs)])
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     depths = _list(args.depths, "--depths", int)
@@ -96,7 +116,9 @@ def main(argv=None):
     probe = vitc.from_numpy(test_set.images[:args.probe])
     t0 = time.perf_counter()
     runs = []
-    todo = plan(depths, drop_paths, arms, seeds)
+    todo = [] if args.report_only else plan(depths, drop_paths, arms, seeds)
+    if args.report_only:
+        runs, depths, drop_paths, seeds, arms = _stored_runs(run_dir, {k: getattr(args, k) for k in _RUN_KEYS})
     print(f"over-smoothing experiment: {len(todo)} runs, {len(train_set)} train / {len(test_set)} test images, "
           f"{args.epochs} epochs, {vitc.get_num_threads()} threads", flush=True)
     for arm, d, dp, s in todo:
