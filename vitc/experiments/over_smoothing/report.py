@@ -4,6 +4,9 @@ import os
 import numpy as np
 
 from ..common import pyplot, save_figure
+from .runs import ARMS
+
+COLORS = dict(zip(ARMS, ("C0", "C1", "C2", "C3", "C4", "C5")))  # one colour per arm in every panel
 
 
 def _groups(runs):
@@ -53,14 +56,17 @@ def plots(res, out):
         for i, d in enumerate(depths):
             for j, dp in enumerate(dps):
                 ax = axes[i][j]
-                for (arm, dd, ddp), rs in groups.items():
-                    if dd == d and ddp == dp:
+                for arm in ARMS:
+                    rs = groups.get((arm, d, dp))
+                    if rs:
                         curve = np.mean([r[key] for r in rs], axis=0)
-                        ax.plot(range(1, len(curve) + 1), curve, marker="o", ms=3, label=f"{arm} (n={len(rs)})")
+                        ax.plot(range(1, len(curve) + 1), curve, marker="o", ms=3, color=COLORS[arm],
+                                label=f"{arm} (n={len(rs)})")
                 ax.set(xlabel="block", ylabel=ylabel, title=f"{d} blocks, drop path {dp:g}")
                 ax.legend(fontsize=6)
         fig.suptitle(f"{res['config']['subset']} images, {res['config']['epochs']} epochs, width "
                      f"{res['config']['dim']}; mean over seeds", fontsize=9)
+        fig.tight_layout()
         save_figure(fig, os.path.join(out, fname), dpi=100)
     fig, ax = plt.subplots(figsize=(7, 3.6))
     labels, means, errs = [], [], []
@@ -78,7 +84,7 @@ def plots(res, out):
     fig, ax = plt.subplots(figsize=(5, 3.8))
     for r in res["runs"]:
         ax.scatter(r["mean_adjacent_softmax_similarity"], r["mean_token_similarity"],
-                   marker="^" if r["arm"] == "reattention" else "o", s=14 + 2 * r["depth"],
+                   marker="^" if r["arm"] == "reattention" else "o", s=14 + 2 * r["depth"], color=COLORS[r["arm"]],
                    label=f"{r['arm']}" if r["seed"] == res["seeds"][0] else None)
     ax.set(xlabel="attention collapse: mean adjacent-block softmax-map similarity (seed 002)",
            ylabel="mean patch-token similarity (seed 000)", title="one phenomenon, two views (size = depth)")
