@@ -12,6 +12,11 @@ On any model built from vitc.nn.Attention / vitc.nn.TransformerBlock (every mode
 During training, without a second forward: ``with AttentionRecorder(model) as rec:`` makes every
 forward keep its maps (detached) and block outputs; ``rec.report()`` summarises the last one.
 
+Over-smoothing (Gong et al., "Vision Transformers with Patch Diversification", arXiv 2104.12753 §3):
+``over_smoothing_report(model, images)`` / ``rec.over_smoothing()`` give, per block, the patch tokens'
+mean pairwise cosine (token_similarity) and how far each patch query's attention row is from uniform
+(attention_spread); ``OverSmoothingLog`` keeps one such record per epoch from the recorder.
+
 Maps are the ones that multiply v: post-softmax (pre-dropout) A for MHSA, Â for re-attention
 (see docs/choices.md, DeepViT). Â is signed and zero-mean per head after re-attention's BatchNorm, so its cosines are
 not on the scale of softmax maps' (which are positive); the report also carries the similarity of
@@ -26,7 +31,9 @@ from vitc import nn
 from vitc._checks import expect_number
 
 __all__ = ["AttentionRecorder", "CollapseReport", "attention_maps", "softmax_maps", "attention_similarity", "similar_blocks",
-           "head_similarity", "feature_similarity", "collapse_report", "plot_report"]
+           "head_similarity", "feature_similarity", "collapse_report", "plot_report", "token_similarity",
+           "attention_spread", "OverSmoothingReport", "over_smoothing_report", "OverSmoothingLog",
+           "plot_over_smoothing", "SPREAD_KEYS"]
 
 
 def _as_maps(maps, who):
@@ -155,6 +162,10 @@ class AttentionRecorder:
     def report(self, threshold=0.9):
         return _report(self.maps(), self.maps("softmax"), self.features(), threshold)
 
+    def over_smoothing(self, keys="all"):
+        """Token similarity and attention spread (Gong et al. 2021) of the most recent forward."""
+        return _over_smoothing(self.model, self.maps("softmax"), self.features(), keys)
+
 
 def attention_maps(model, images, train_mode=False):
     """Per-layer attention maps (list of (B, heads, T, T) NumPy arrays) of one forward of `images`,
@@ -269,3 +280,163 @@ def plot_report(report, out_dir, prefix=""):
     fig.suptitle("head similarity within each block", fontsize=9)
     paths.append(save(fig, "head_similarity.png"))
     return paths
+
+
+# ---- over-smoothing (Gong et al., arXiv 2104.12753 §3; seed 000 §22) ------------------------------
+
+SPREAD_KEYS = ("all", "patches")
+
+
+def _as_array(x):
+    return x.detach().numpy() if isinstance(x, _v.Tensor) else np.asarray(x)
+
+
+def _prefix(num_prefix_tokens, who):
+    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, (int, np.integer)) \
+            or num_prefix_tokens < 0:
+        raise ValueError(f"{who}: num_prefix_tokens must be an int >= 0, got {num_prefix_tokens!r}")
+    return int(num_prefix_tokens)
+
+
+def _patch_count(total, prefix, who):
+    n = total - prefix
+    if n < 2:
+        raise ValueError(f"{who}: {total} tokens with {prefix} prefix token(s) leave {max(n, 0)} patch token(s); "
+                         "over-smoothing metrics compare patch tokens and need at least 2")
+    return n
+
+
+def token_similarity(features, num_prefix_tokens=1):
+    """(L,): per block output (B, T, D), the mean cosine between distinct patch tokens of an image,
+    CosSim(h) = 1/(n(n−1))·Σ_{i≠j} ĥ_iᵀĥ_j (Gong et al. eq. 2; seed eq. 22.1), averaged over images.
+    O(nD) per image: with s = Σ_i ĥ_i, Σ_{i≠j} ĥ_iᵀĥ_j = ‖s‖² − Σ_i ‖ĥ_i‖². Prefix tokens (cls,
+    distillation) are left out; ĥ = h / max(‖h‖, 1e-8) as torch's cosine_similarity."""
+    who = "token_similarity"
+    p = _prefix(num_prefix_tokens, who)
+    if isinstance(features, (_v.Tensor, np.ndarray)):
+        features = [features]
+    if not isinstance(features, (list, tuple)) or not features:
+        raise ValueError(f"{who}: expected a non-empty list of block outputs (B, T, D)")
+    out = []
+    for k, f in enumerate(features):
+        h = _as_array(f).astype(np.float64)
+        if h.ndim != 3:
+            raise ValueError(f"{who}: block output {k} must be (B, T, D), got shape {h.shape}")
+        n = _patch_count(h.shape[1], p, who)
+        h = h[:, p:]
+        u = h / np.maximum(np.linalg.norm(h, axis=2, keepdims=True), 1e-8)
+        s = u.sum(axis=1)
+        pair_sum = np.sum(s * s, axis=1) - np.sum(u * u, axis=(1, 2))
+        out.append(float(np.mean(pair_sum / (n * (n - 1)))))
+    return np.array(out)
+
+
+def attention_spread(maps, num_prefix_tokens=1, keys="all"):
+    """(L,): per attention map (B, heads, T, T), the population standard deviation of each patch
+    query's attention row around its mean (1/T for a softmax row over all T keys), averaged over
+    heads, patch queries and images: small = attention spread evenly (Gong et al. §3, Fig. 1).
+    keys='all' uses every key; 'patches' only the n patch keys, around their own mean (the seed's
+    S(h_i) ∈ Rⁿ). Prefix queries (cls) are excluded either way."""
+    who = "attention_spread"
+    p = _prefix(num_prefix_tokens, who)
+    if keys not in SPREAD_KEYS:
+        raise ValueError(f"{who}: keys must be one of {SPREAD_KEYS}, got {keys!r}")
+    out = []
+    for a in _as_maps(maps, who):
+        _patch_count(a.shape[2], p, who)
+        rows = a[:, :, p:, p:] if keys == "patches" else a[:, :, p:, :]
+        out.append(float(np.mean(np.std(rows, axis=3))))
+    return np.array(out)
+
+
+@dataclass
+class OverSmoothingReport:
+    token_similarity: np.ndarray      # (L,) per block output, before the final norm
+    attention_spread: np.ndarray      # (L,) per block's softmax maps
+    keys: str
+    num_prefix_tokens: int
+    num_patches: int
+
+    def summary(self):
+        return {"token_similarity": self.token_similarity.tolist(), "attention_spread": self.attention_spread.tolist(),
+                "keys": self.keys, "num_prefix_tokens": self.num_prefix_tokens, "num_patches": self.num_patches,
+                "last_token_similarity": float(self.token_similarity[-1]),
+                "mean_token_similarity": float(self.token_similarity.mean())}
+
+
+def _model_prefix(model):
+    p = getattr(model, "num_prefix_tokens", None)
+    if p is None:
+        raise ValueError(f"over-smoothing metrics: {type(model).__name__} has no num_prefix_tokens, so its patch "
+                         "tokens cannot be told from its other tokens")
+    return p
+
+
+def _over_smoothing(model, softmax_maps, feats, keys):
+    p = _model_prefix(model)
+    if not feats:
+        raise RuntimeError(f"over-smoothing metrics: {type(model).__name__} recorded no block outputs "
+                           "(no vitc.nn.TransformerBlock)")
+    sim = token_similarity(feats, p)
+    spread = attention_spread(softmax_maps, p, keys)
+    return OverSmoothingReport(token_similarity=sim, attention_spread=spread, keys=keys, num_prefix_tokens=p,
+                               num_patches=int(_as_array(feats[0]).shape[1]) - p)
+
+
+def over_smoothing_report(model, images, keys="all", train_mode=False):
+    """token_similarity and attention_spread of every block from one forward of `images` without
+    gradients (eval mode unless train_mode). Works on any model built from vitc.nn blocks that
+    says how many prefix tokens it has (num_prefix_tokens)."""
+    if keys not in SPREAD_KEYS:
+        raise ValueError(f"over_smoothing_report: keys must be one of {SPREAD_KEYS}, got {keys!r}")
+    _model_prefix(model)
+    _, softmax, feats = _forward(model, images, train_mode)
+    return _over_smoothing(model, softmax, feats, keys)
+
+
+class OverSmoothingLog:
+    """One over-smoothing record per epoch, read from an AttentionRecorder that is active during
+    training (the metrics of the epoch's last training forward, no second forward):
+
+        log = OverSmoothingLog()
+        with AttentionRecorder(model) as rec:
+            for epoch ...: (train) ; log.record(epoch, rec)
+        log.records -> [{'epoch', 'token_similarity': [...], 'attention_spread': [...]}, ...]
+    """
+
+    def __init__(self, keys="all"):
+        if keys not in SPREAD_KEYS:
+            raise ValueError(f"OverSmoothingLog: keys must be one of {SPREAD_KEYS}, got {keys!r}")
+        self.keys, self.records = keys, []
+
+    def record(self, epoch, recorder):
+        if not isinstance(recorder, AttentionRecorder):
+            raise TypeError(f"OverSmoothingLog.record: recorder must be an AttentionRecorder, got "
+                            f"{type(recorder).__name__}")
+        rep = recorder.over_smoothing(self.keys)
+        rec = {"epoch": int(epoch), "token_similarity": rep.token_similarity.tolist(),
+               "attention_spread": rep.attention_spread.tolist()}
+        self.records.append(rec)
+        return rec
+
+
+def plot_over_smoothing(reports, out_path, title=None):
+    """One PNG (written atomically): token similarity and attention spread against block, one line
+    per entry of `reports` ({label: OverSmoothingReport or its summary dict})."""
+    from vitc.experiments.common import pyplot, save_figure
+    if not isinstance(reports, dict) or not reports:
+        raise ValueError("plot_over_smoothing: reports must be a non-empty {label: report} dict")
+    plt = pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, rep in reports.items():
+        d = rep.summary() if isinstance(rep, OverSmoothingReport) else rep
+        sim, spread = d["token_similarity"], d["attention_spread"]
+        a1.plot(range(1, len(sim) + 1), sim, marker="o", ms=3, label=label)
+        a2.plot(range(1, len(spread) + 1), spread, marker="o", ms=3, label=label)
+    a1.set(xlabel="block", ylabel="patch-token cosine similarity", title="token similarity")
+    a2.set(xlabel="block", ylabel="std of attention row", title="attention spread (low = uniform)")
+    a1.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save_figure(fig, out_path)
+    return out_path

@@ -302,3 +302,9 @@ class TokenLabelingLoss(Module):
 from ._ops.loss import sigmoid_cross_entropy  # noqa: E402
 
 __all__ += ["sigmoid_cross_entropy"]
+
+
+# the losses against over-smoothing (Gong et al. 2021) live in their own module
+from .oversmoothing import cosine_penalty, patch_contrastive_loss, patch_mixing_loss, region_mixing_loss  # noqa: E402,F401
+
+__all__ += ["cosine_penalty", "patch_contrastive_loss", "patch_mixing_loss", "region_mixing_loss"]

@@ -29,9 +29,17 @@ def is_model(name):
 
 
 def create_model(name, **overrides):
-    """Build the registered model ``name``; keyword arguments override its configuration."""
+    """Build the registered model ``name``; keyword arguments override its configuration.
+    over_smoothing=dict(cos=α, cons=α, mix=α, talking_heads=bool, ...) returns it wrapped in
+    vitc.oversmoothing.OverSmoothing (the losses against over-smoothing)."""
     if not isinstance(name, str):
         raise TypeError(f"create_model: model name must be a str, got {type(name).__name__}")
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
-    return _MODELS[name](**overrides)
+    over_smoothing = overrides.pop("over_smoothing", None)
+    model = _MODELS[name](**overrides)
+    if over_smoothing is None or over_smoothing is False:
+        return model
+    # over_smoothing=dict(cos=, cons=, mix=, talking_heads=, ...): the model wrapped by vitc.oversmoothing
+    from vitc.oversmoothing import OverSmoothing
+    return OverSmoothing.wrap(model, **({} if over_smoothing is True else dict(over_smoothing)))

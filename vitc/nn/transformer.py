@@ -67,11 +67,15 @@ class Attention(Module):
     docs/choices.md).
     With record_attention = True every forward keeps its maps (detached) in last_attention, and the
     per-head softmax maps in last_softmax (the same tensor for 'mhsa'; A before the mixing for
-    'reattention').
+    'reattention' and talking heads).
+    talking_heads=True (or add_talking_heads() later): talking-heads attention (Shazeer et al., arXiv
+    2003.02436), the default of the over-smoothing reference model (ChengyueGongR/PatchVisionTransformer
+    deit/models.py, use_talk): bias-free head-mixing maps talk_pre, talk_post (heads, heads), applied
+    to the logits before the softmax and to the maps after it; composed from vitc ops ('mhsa' only).
     """
 
     def __init__(self, dim, heads=8, dim_head=64, dropout=0.0, qkv_bias=False, attn="mhsa", reattn_norm="batch",
-                 reattn_bias=True, reattn_scale=False):
+                 reattn_bias=True, reattn_scale=False, talking_heads=False):
         super().__init__()
         who = "Attention"
         self.dim = expect_int(dim, who, "dim", 1)
@@ -101,6 +105,33 @@ class Attention(Module):
         self.to_out = Sequential(Linear(inner, dim), Dropout(dropout)) if project_out else Identity()
         self.record_attention = False
         self.last_attention = self.last_softmax = None
+        self.talk_pre = self.talk_post = None
+        if talking_heads:
+            self.add_talking_heads()
+
+    def add_talking_heads(self):
+        """Give this 'mhsa' layer talking heads: talk_pre, talk_post ~ U(±1/√heads) (nn.Linear's default)."""
+        if self.attn != "mhsa":
+            raise ValueError(f"Attention: talking heads apply to 'mhsa' attention, not {self.attn!r}")
+        if self.talk_pre is None:
+            bound = self.heads ** -0.5
+            self.talk_pre = Parameter(_v.rand(self.heads, self.heads) * (2 * bound) - bound)
+            self.talk_post = Parameter(_v.rand(self.heads, self.heads) * (2 * bound) - bound)
+        return self
+
+    @staticmethod
+    def _mix_heads(a, weight):
+        """a (B, H, T, T) -> Σ_h weight[g, h]·a[:, h] (a bias-free Linear over the head axis)"""
+        return _v.matmul(a.permute(0, 2, 3, 1), weight.t()).permute(0, 3, 1, 2)
+
+    def _talking_heads(self, qkv):
+        b, t, _ = qkv.shape
+        q, k, v = qkv.reshape(b, t, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4).unbind(0)
+        logits = self._mix_heads(_v.matmul(q, k.transpose(-2, -1)) * self.scale, self.talk_pre)
+        soft = _v.softmax(logits, dim=-1)
+        attn = self._mix_heads(soft, self.talk_post)
+        out = _v.matmul(_v.dropout(attn, self.attn_drop, self.training), v)
+        return out.transpose(1, 2).reshape(b, t, self.heads * self.dim_head), attn, soft
 
     @staticmethod
     def _plain(m, kind=Linear):
@@ -130,7 +161,11 @@ class Attention(Module):
                              f"got {tuple(x.shape)}")
         need = return_attention or self.record_attention
         fused_out = False
-        if reuse_map is None and self.attn == "mhsa" and self._plain(self.to_qkv):
+        if reuse_map is None and self.talk_pre is not None:
+            out, attn, soft = self._talking_heads(self.to_qkv(x))
+            if self.record_attention:
+                self.last_softmax = soft.detach()
+        elif reuse_map is None and self.attn == "mhsa" and self._plain(self.to_qkv):
             # to_out's Linear joins the op too when it is a plain Linear inside a hook-free to_out
             lin = self.to_out[0] if self._plain(self.to_out, Sequential) and len(self.to_out) else None
             fused_out = lin is not None and self._plain(lin)
@@ -154,7 +189,7 @@ class Attention(Module):
                 out, attn = res if need else (res, None)
         if self.record_attention:
             self.last_attention = attn.detach()
-            if self.attn != "reattention" or reuse_map is not None:
+            if (self.attn != "reattention" and self.talk_pre is None) or reuse_map is not None:
                 self.last_softmax = self.last_attention
         if fused_out:  # to_out's Linear ran inside the op; the rest of to_out (its Dropout) runs here
             for m in list(self.to_out._modules.values())[1:]:
@@ -165,6 +200,7 @@ class Attention(Module):
 
     def extra_repr(self):
         extra = f", attn={self.attn!r}, reattn_norm={self.reattn_norm_kind!r}" if self.attn == "reattention" else ""
+        extra += ", talking_heads=True" if self.talk_pre is not None else ""
         return f"heads={self.heads}, dim_head={self.dim_head}, attn_drop={self.attn_drop}{extra}"
 
 
