@@ -202,7 +202,7 @@ def test_attention_block_and_feedforward_vs_torch():
 
     compare(nn.Attention(16, heads=4, dim_head=8), TorchAttention(16, 4, 8), x_(2, 5, 16))
     compare(nn.Attention(16, heads=1, dim_head=16, qkv_bias=True), TorchAttention(16, 1, 16, qkv_bias=True), x_(2, 5, 16))
-    # 8 images: both projections run fused inside qkv_attention (attention.c stages whole images)
+    # 8 images: both projections run fused inside qkv_attention (csrc/ops/attention/ stages whole images)
     compare(nn.Attention(16, heads=4, dim_head=8), TorchAttention(16, 4, 8), x_(8, 5, 16))
     assert isinstance(nn.Attention(16, heads=1, dim_head=16).to_out, nn.Identity)
     compare(nn.FeedForward(16, 32), TorchFeedForward(16, 32), x_(2, 5, 16))
