@@ -9,7 +9,7 @@ import vitc
 from vitc._checks import expect_int
 from vitc.io import atomic_write
 
-__all__ = ["machine_info", "set_threads", "pyplot", "save_figure", "Tracker"]
+__all__ = ["machine_info", "set_threads", "fashion_mnist_splits", "pyplot", "save_figure", "Tracker"]
 
 
 def machine_info(backends=("vitc",)):
@@ -37,6 +37,17 @@ def set_threads(threads, backends=("vitc",)):
     if "torch" in backends:
         import torch
         torch.set_num_threads(threads)
+
+
+def fashion_mnist_splits(data_root, subset, test_subset):
+    """(train, test) Fashion-MNIST datasets for a CLI: data_root None reads Debian's folder; a missing
+    or damaged file ends the command with one error line (SystemExit) instead of a traceback."""
+    from vitc.data import FashionMNIST
+    kw = {"root": data_root} if data_root else {}
+    try:
+        return FashionMNIST(train=True, subset=subset, **kw), FashionMNIST(train=False, subset=test_subset, **kw)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
 
 
 def pyplot():

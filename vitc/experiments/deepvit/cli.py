@@ -7,10 +7,9 @@ import sys
 import time
 
 import vitc
-from vitc.data import FashionMNIST
 from vitc.io import write_text_atomic
 
-from ..common import set_threads
+from ..common import fashion_mnist_splits, set_threads
 from .report import markdown, plots
 from .runs import VARIANTS, run_one
 
@@ -61,12 +60,7 @@ def main(argv=None):
     if not 0.0 <= args.threshold <= 1.0:
         raise SystemExit(f"error: --threshold must be in [0, 1], got {args.threshold}")
     set_threads(args.threads)
-    kw = {"root": args.data_root} if args.data_root else {}
-    try:
-        train_set = FashionMNIST(train=True, subset=args.subset, **kw)
-        test_set = FashionMNIST(train=False, subset=args.test_subset, **kw)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
+    train_set, test_set = fashion_mnist_splits(args.data_root, args.subset, args.test_subset)
     os.makedirs(args.out, exist_ok=True)
     probe = test_set.images[:args.probe]
     t0 = time.perf_counter()

@@ -6,10 +6,9 @@ import sys
 import time
 
 import vitc
-from vitc.data import FashionMNIST
 from vitc.io import write_text_atomic
 
-from ..common import Tracker, machine_info, set_threads
+from ..common import Tracker, fashion_mnist_splits, machine_info, set_threads
 from .report import markdown, plots
 from .runs import ARMS, run_name, run_one
 
@@ -101,12 +100,7 @@ def main(argv=None):
     if args.dim % args.heads:
         raise SystemExit(f"error: --heads {args.heads} must divide --dim {args.dim}")
     set_threads(args.threads)
-    kw = {"root": args.data_root} if args.data_root else {}
-    try:
-        train_set = FashionMNIST(train=True, subset=args.subset, **kw)
-        test_set = FashionMNIST(train=False, subset=args.test_subset, **kw)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
+    train_set, test_set = fashion_mnist_splits(args.data_root, args.subset, args.test_subset)
     run_dir = os.path.join(args.out, "runs")
     os.makedirs(run_dir, exist_ok=True)
     try:
