@@ -31,7 +31,7 @@ import numpy as np
 import vitc as _v
 
 from .. import _C
-from ..io import atomic_write, load_safetensors, save_safetensors
+from ..io import load_safetensors, save_safetensors, write_text_atomic
 
 __all__ = ["fit", "evaluate", "train_one_epoch", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
 
@@ -188,11 +188,6 @@ def _read_state(path):
     return state
 
 
-def _write_text(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def _complete(path):
     return os.path.isfile(os.path.join(path, "state.json")) and os.path.isfile(os.path.join(path, "model.safetensors"))
 
@@ -269,7 +264,7 @@ def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None
         state = _jsonable(state)
         state[_STATE_CRC] = _state_crc(state)
         text = json.dumps(state, indent=1)
-        atomic_write(os.path.join(tmp, "state.json"), lambda p: _write_text(p, text))
+        write_text_atomic(os.path.join(tmp, "state.json"), text)
         if os.path.exists(final):  # a previous run wrote this epoch: move it aside atomically, then replace it
             old = tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=checkpoint_dir)
             os.replace(final, old)
@@ -281,7 +276,7 @@ def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     pointer = json.dumps({"name": name, "epoch": epoch})
-    atomic_write(os.path.join(checkpoint_dir, _LATEST), lambda p: _write_text(p, pointer))
+    write_text_atomic(os.path.join(checkpoint_dir, _LATEST), pointer)
     olds = sorted(d for d in os.listdir(checkpoint_dir) if d.startswith("ckpt-") and d != name)
     for d in olds[:max(0, len(olds) - (keep - 1))]:
         shutil.rmtree(os.path.join(checkpoint_dir, d), ignore_errors=True)
