@@ -28,6 +28,14 @@ def _optuna():
     return optuna
 
 
+_SCHEMA_ATTEMPTS = 5
+
+
+def _schema_race(error):
+    text = str(getattr(error, "orig", None) or error)
+    return "already exists" in text or "duplicate key" in text
+
+
 def open_storage(url=None, heartbeat_interval=10, grace_period=60, max_retry=3, connect_timeout=10):
     """An Optuna storage for ``url``: None -> in-memory (one process); ``sqlite:///path`` or any
     SQLAlchemy database URL (``postgresql://...``) -> RDBStorage with heartbeats and retry of the
@@ -50,11 +58,22 @@ def open_storage(url=None, heartbeat_interval=10, grace_period=60, max_retry=3, 
         engine_kwargs["connect_args"] = {"connect_timeout": int(connect_timeout)}
     try:
         import sqlalchemy.exc
-        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
+        for attempt in range(_SCHEMA_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                            max_retry=max_retry))
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+                # Workers started together on a fresh database all create Optuna's tables; PostgreSQL's
+                # CREATE TABLE is not idempotent under that race ("duplicate key value violates unique
+                # constraint pg_type_typname_nsp_index"). The loser retries and finds the tables made.
+                if attempt + 1 == _SCHEMA_ATTEMPTS or not _schema_race(e):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     except ImportError as e:
         driver = "psycopg[binary]" if url.startswith("postgresql") else "the database driver"
         raise RuntimeError(f"storage {redact(url)}: {e}; install {driver} (pip install 'vitc[distributed]')") from None

@@ -116,3 +116,51 @@ def test_unreachable_database_is_a_clear_error():
     with pytest.raises(ValueError, match="database URL"):
         open_storage("not a url")
     assert redact(url).count("secret") == 0
+
+
+_OPEN_AT_ONCE = """
+import sys, time
+from vitc.search import open_storage
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+open_storage(sys.argv[1])
+print("opened")
+"""
+
+
+def test_workers_opening_a_fresh_database_together_all_succeed(postgres_url):
+    # the first run of every worker against an empty database creates Optuna's tables at the same time
+    import psycopg
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    for round_ in range(3):
+        name = f"fresh{round_}"
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name}")
+            conn.execute(f"CREATE DATABASE {name}")
+        url = postgres_url.rsplit("/", 1)[0] + "/" + name
+        start = time.time() + 3.0  # after every interpreter has imported optuna
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT_ONCE, url, repr(start)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env) for _ in range(4)]
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0 and "opened" in out, err
+
+
+def test_a_schema_creation_race_is_retried(monkeypatch):
+    import sqlalchemy.exc
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.IntegrityError("CREATE TABLE studies", {}, Exception(
+                'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    assert open_storage("sqlite://") is not None and len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(optuna.storages, "RDBStorage", lambda *a, **k: (_ for _ in ()).throw(
+        sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("NOT NULL constraint failed"))))
+    with pytest.raises(RuntimeError, match="NOT NULL constraint failed"):  # other integrity errors are not retried
+        open_storage("sqlite://")
