@@ -118,7 +118,6 @@ def convergence_figure(trials, title):
 
 
 # meta keys two invocations must share for --resume to put their runs in one table
-# meta keys two invocations must share for --resume to put their runs in one table
 _RESUME_KEYS = ("experiment", "dataset", "train_samples", "test_samples", "epochs", "batch_size", "test_batch_size",
                 "seed", "overrides")
 
