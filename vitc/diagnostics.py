@@ -282,7 +282,7 @@ def plot_report(report, out_dir, prefix=""):
     return paths
 
 
-# ---- over-smoothing (Gong et al., arXiv 2104.12753 §3; seed 000 §22) ------------------------------
+# ---- over-smoothing (Gong et al., arXiv 2104.12753 §3) ------------------------------------------------
 
 SPREAD_KEYS = ("all", "patches")
 
@@ -308,7 +308,7 @@ def _patch_count(total, prefix, who):
 
 def token_similarity(features, num_prefix_tokens=1):
     """(L,): per block output (B, T, D), the mean cosine between distinct patch tokens of an image,
-    CosSim(h) = 1/(n(n−1))·Σ_{i≠j} ĥ_iᵀĥ_j (Gong et al. eq. 2; seed eq. 22.1), averaged over images.
+    CosSim(h) = 1/(n(n−1))·Σ_{i≠j} ĥ_iᵀĥ_j (Gong et al. eq. 2), averaged over images.
     O(nD) per image: with s = Σ_i ĥ_i, Σ_{i≠j} ĥ_iᵀĥ_j = ‖s‖² − Σ_i ‖ĥ_i‖². Prefix tokens (cls,
     distillation) are left out; ĥ = h / max(‖h‖, 1e-8) as torch's cosine_similarity."""
     who = "token_similarity"
@@ -335,8 +335,8 @@ def attention_spread(maps, num_prefix_tokens=1, keys="all"):
     """(L,): per attention map (B, heads, T, T), the population standard deviation of each patch
     query's attention row around its mean (1/T for a softmax row over all T keys), averaged over
     heads, patch queries and images: small = attention spread evenly (Gong et al. §3, Fig. 1).
-    keys='all' uses every key; 'patches' only the n patch keys, around their own mean (the seed's
-    S(h_i) ∈ Rⁿ). Prefix queries (cls) are excluded either way."""
+    keys='all' uses every key; 'patches' only the n patch keys, around their own mean (a row
+    over the n patch keys only). Prefix queries (cls) are excluded either way."""
     who = "attention_spread"
     p = _prefix(num_prefix_tokens, who)
     if keys not in SPREAD_KEYS:
@@ -396,7 +396,7 @@ def over_smoothing_report(model, images, keys="all", train_mode=False):
 
 class OverSmoothingLog:
     """One over-smoothing record per epoch, read from an AttentionRecorder that is active during
-    training (the metrics of the epoch's last training forward, no second forward):
+    training (the metrics of the epoch's last training forward, no second forward)::
 
         log = OverSmoothingLog()
         with AttentionRecorder(model) as rec:

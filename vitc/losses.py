@@ -2,6 +2,7 @@
 (arXiv 2012.12877 eqs. 2 and 3; facebookresearch/deit losses.py).
 
 H(z, y) = −Σ_k y_k·log softmax(z)_k, mean over the batch.
+
 - ``LabelSmoothingCrossEntropy(ε)``: int labels, y = (1−ε)·onehot + ε/K on every class (timm, the code
   that ran for DeiT; not the paper's ε/(K−1) on the other classes).
 - ``SoftTargetCrossEntropy()``: float targets (B, K), e.g. Mixup/CutMix's mixed labels.
@@ -9,6 +10,7 @@ H(z, y) = −Σ_k y_k·log softmax(z)_k, mean over the batch.
   B·K ('element_mean', facebookresearch/deit losses.py) or by B ('batchmean', lucidrains/vit-pytorch).
 - ``hard_distillation(z_s, z_t)`` = CE(z_s, argmax z_t), the teacher's label not smoothed.
 - ``DistillationLoss(base, teacher, type, alpha, tau)``: (1−α)·base(z_cls, y) + α·distill(z_dist, z_t).
+
 Everything is composed from the C ops (log_softmax, kl_div, cross_entropy, argmax).
 """
 import contextlib
