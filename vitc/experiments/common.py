@@ -1,5 +1,6 @@
 """What the experiments share: machine information, thread settings, figures written atomically,
 and MLflow tracking (one run per configuration, a no-op when tracking is off)."""
+import argparse
 import io
 import os
 import platform
@@ -9,7 +10,7 @@ import vitc
 from vitc._checks import expect_int
 from vitc.io import atomic_write
 
-__all__ = ["machine_info", "set_threads", "fashion_mnist_splits", "pyplot", "save_figure", "Tracker"]
+__all__ = ["machine_info", "set_threads", "show_defaults", "fashion_mnist_splits", "pyplot", "save_figure", "Tracker"]
 
 
 def machine_info(backends=("vitc",)):
@@ -26,6 +27,25 @@ def machine_info(backends=("vitc",)):
         import torch
         info["torch"], info["torch_threads"] = torch.__version__, torch.get_num_threads()
     return info
+
+
+def show_defaults(parser):
+    """Make ``--help`` of parser (and of its sub-commands) show every option's default: "(default: X)"
+    is appended to each option whose default is not None/False and whose help does not already
+    state one (argparse's ArgumentDefaultsHelpFormatter skips options without a help text). The
+    description keeps its line breaks. Returns parser."""
+    parsers = [parser]
+    for p in parsers:
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+                continue
+            if (not action.option_strings or action.default in (None, False, argparse.SUPPRESS)
+                    or "default" in (action.help or "")):
+                continue
+            action.help = ((action.help + " ") if action.help else "") + "(default: %(default)s)"
+    return parser
 
 
 def set_threads(threads, backends=("vitc",)):

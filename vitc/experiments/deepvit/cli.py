@@ -9,7 +9,7 @@ import time
 import vitc
 from vitc.io import write_text_atomic
 
-from ..common import fashion_mnist_splits, set_threads
+from ..common import fashion_mnist_splits, set_threads, show_defaults
 from .report import markdown, plots
 from .runs import VARIANTS, run_one
 
@@ -36,7 +36,7 @@ def build_parser():
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--progress", action="store_true", help="progress bars")
-    return p
+    return show_defaults(p)
 
 
 def _ints(text, name):
