@@ -10,7 +10,8 @@ import vitc
 from vitc._checks import expect_int
 from vitc.io import atomic_write
 
-__all__ = ["machine_info", "set_threads", "show_defaults", "fashion_mnist_splits", "pyplot", "save_figure", "Tracker"]
+__all__ = ["machine_info", "set_threads", "show_defaults", "fashion_mnist_splits", "pyplot", "save_figure", "integer_ticks",
+           "value_ticks", "legend_beside", "Tracker"]
 
 
 def machine_info(backends=("vitc",)):
@@ -77,6 +78,27 @@ def pyplot():
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def integer_ticks(axis):
+    """Whole-number ticks only on ``axis`` (ax.xaxis / ax.yaxis): epochs, blocks, trials."""
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def value_ticks(axis, values):
+    """Ticks exactly at the measured values, labelled as they are (a log axis would otherwise label
+    powers of ten or two that were never measured)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+    values = sorted(set(values))
+    axis.set_major_locator(FixedLocator(values))
+    axis.set_major_formatter(lambda v, _pos: f"{v:g}")
+    axis.set_minor_locator(NullLocator())
+
+
+def legend_beside(ax, **kw):
+    """The legend to the right of the axes, off the data."""
+    return ax.legend(**dict(dict(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0), **kw))
 
 
 def save_figure(fig, path, dpi=100):

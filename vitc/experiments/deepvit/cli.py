@@ -10,7 +10,7 @@ import vitc
 from vitc.io import write_text_atomic
 
 from ..common import fashion_mnist_splits, set_threads, show_defaults
-from .report import markdown, plots
+from .report import markdown, plots, run_note
 from .runs import VARIANTS, run_one
 
 
@@ -79,6 +79,6 @@ def main(argv=None):
            "threads": vitc.get_num_threads(), "wall_time_s": time.perf_counter() - t0, "runs": runs}
     write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(res, indent=1))
     write_text_atomic(os.path.join(args.out, "results.md"), markdown(res))
-    plots(runs, variants, depths, args.out)
+    plots(runs, variants, depths, args.out, run_note(res["config"], len(train_set), len(test_set)))
     print(f"wrote {args.out}/results.json, results.md and plots ({res['wall_time_s']:.0f} s)")
     return res
