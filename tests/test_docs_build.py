@@ -22,6 +22,7 @@ def test_api_reference_builds_without_warnings(tmp_path):
     html = (tmp_path / "html")
     models = (html / "models.html").read_text(encoding="utf-8")
     assert "create_model" in models and "load_timm_state_dict" in models
+    assert all(name in models for name in ("vit_seed_mnist", "deit_mnist_distilled", "vit_scaling_Ti_16"))
     ops = (html / "ops.html").read_text(encoding="utf-8")
     assert 'id="vitc.scaled_dot_product_attention"' in ops and 'id="vitc.matmul"' in ops
     for page in ("tensor", "nn", "optim", "data", "losses", "train", "diagnostics", "io", "more"):

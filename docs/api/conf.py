@@ -47,9 +47,24 @@ def _op_families():
     return "\n".join(lines)
 
 
+def _registered_models():
+    """One autofunction entry per registered model constructor (appended to models.rst)."""
+    from vitc.models import registry
+    lines = ["", "Registered models", "-----------------", "",
+             "``create_model(name, **overrides)`` calls one of these; keyword arguments override the defaults.", ""]
+    for name in registry.list_models():
+        fn = registry._MODELS[name]
+        lines.append(f".. autofunction:: {fn.__module__}.{fn.__qualname__}" if fn.__name__ == name else
+                     f".. py:function:: vitc.models.{name}(**overrides)\n\n   Registered alias of "
+                     f"``{fn.__module__}.{fn.__qualname__}``.")
+    return "\n".join(lines) + "\n"
+
+
 def _add_op_families(app, docname, source):
     if docname == "ops":
         source[0] += _op_families()
+    elif docname == "models":
+        source[0] += _registered_models()
 
 
 def setup(app):
