@@ -37,7 +37,7 @@ def _texts(fig):
 def _integer_ticks(axis):
     lo, hi = axis.get_view_interval()
     ticks = [t for t in axis.get_ticklocs() if lo - 1e-9 <= t <= hi + 1e-9]
-    return len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+    return len(ticks) >= 1 and all(float(t).is_integer() for t in ticks)
 
 
 def _legend_outside(ax):
@@ -163,3 +163,17 @@ def test_over_smoothing_figures_state_the_run(figures, tmp_path):
         assert "60 training images, 1 epoch(s), width 32, seeds 0, 1" in _texts(fig), path
     layer = dict((p.rsplit("/", 1)[-1], f) for p, f in figures)["similarity_vs_layer.png"]
     assert _integer_ticks(layer.axes[0].xaxis) and _legend_outside(layer.axes[0])
+
+
+def test_a_one_epoch_run_gets_one_whole_epoch_tick(figures, tmp_path):
+    from vitc.experiments.vit_batchnorm.report import four_panel_figure
+    runs = [{"model": "ViT", "epoch": [1], "train_time": [3.0], "test_time": [1.0], "train_loss": [5.0],
+             "test_accuracy": [0.5]}]
+    fig = four_panel_figure(runs, "one epoch")
+    try:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            lo, hi = ax.get_xlim()
+            assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0]
+    finally:
+        common.pyplot().close(fig)

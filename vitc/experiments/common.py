@@ -81,9 +81,10 @@ def pyplot():
 
 
 def integer_ticks(axis):
-    """Whole-number ticks only on ``axis`` (ax.xaxis / ax.yaxis): epochs, blocks, trials."""
+    """Whole-number ticks only on ``axis`` (ax.xaxis / ax.yaxis): epochs, blocks, trials (one tick
+    when only one whole number is in view, as for a one-epoch run)."""
     from matplotlib.ticker import MaxNLocator
-    axis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def value_ticks(axis, values):
