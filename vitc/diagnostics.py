@@ -349,8 +349,7 @@ def attention_spread(maps, num_prefix_tokens=1, keys="all"):
     """(L,): per attention map (B, heads, T, T), the population standard deviation of each patch
     query's attention row around its mean (1/T for a softmax row over all T keys), averaged over
     heads, patch queries and images: small = attention spread evenly (Gong et al. §3, Fig. 1).
-    keys='all' uses every key; 'patches' only the n patch keys, around their own mean (a row
-    over the n patch keys only). Prefix queries (cls) are excluded either way."""
+    keys='all' uses every key; 'patches' only the n patch keys, around their own mean. Prefix queries (cls) are excluded either way."""
     who = "attention_spread"
     p = _prefix(num_prefix_tokens, who)
     if keys not in SPREAD_KEYS:
@@ -441,6 +440,9 @@ def plot_over_smoothing(reports, out_path, title=None, run=None):
     from vitc.experiments.common import integer_ticks, legend_beside, pyplot, save_figure
     if not isinstance(reports, dict) or not reports:
         raise ValueError("plot_over_smoothing: reports must be a non-empty {label: report} dict")
+    if run is not None and not isinstance(run, str):
+        raise TypeError(f"plot_over_smoothing: run must be a str or None, got {type(run).__name__}")
+    run_note = run or "run not stated"
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for label, rep in reports.items():
@@ -453,8 +455,6 @@ def plot_over_smoothing(reports, out_path, title=None, run=None):
     for ax in (a1, a2):
         integer_ticks(ax.xaxis)
     legend_beside(a2)
-    if run is not None and not isinstance(run, str):
-        raise TypeError(f"plot_over_smoothing: run must be a str or None, got {type(run).__name__}")
-    fig.suptitle("\n".join(x for x in (title, run or "run not stated") if x), fontsize=9)
+    fig.suptitle("\n".join(x for x in (title, run_note) if x), fontsize=9)
     save_figure(fig, out_path)
     return out_path
