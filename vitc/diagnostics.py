@@ -61,7 +61,7 @@ def _unit_columns(a):
 def attention_similarity(maps):
     """M̄^{p,q} (L, L): the cosine between column t of layer p's and layer q's map of the same head
     and image (a^p_{h,t} = A^p[b, h, :, t], how much token t feeds every output token), averaged over
-    images, heads and tokens (P-DeepViT eq. 2)."""
+    images, heads and tokens (Zhou et al., arXiv 2103.11886, eq. 2)."""
     u = [_unit_columns(a) for a in _as_maps(maps, "attention_similarity")]
     L = len(u)
     sim = np.empty((L, L))
@@ -83,7 +83,7 @@ def similar_blocks(similarity, threshold=0.9):
 
 def head_similarity(maps):
     """(L, H, H): per block, the cosine between the maps of heads h and g (per token column, mean
-    over images and tokens) — P-DeepViT Fig. 3c: heads of one block differ even when blocks collapse."""
+    over images and tokens) — Zhou et al. (DeepViT) Fig. 3c: heads of one block differ even when blocks collapse."""
     out = []
     for a in _as_maps(maps, "head_similarity"):
         u = _unit_columns(a)                                    # (B, H, T, T)
@@ -93,7 +93,7 @@ def head_similarity(maps):
 
 def feature_similarity(features):
     """(L,): cosine between each block's output tokens and the last block's, mean over tokens and
-    images (P-DeepViT Fig. 4)."""
+    images (Zhou et al., DeepViT, Fig. 4)."""
     if not isinstance(features, (list, tuple)) or not features:
         raise ValueError("feature_similarity: expected a non-empty list of block outputs (B, T, D)")
     fs = [f.detach().numpy() if isinstance(f, _v.Tensor) else np.asarray(f) for f in features]
