@@ -336,9 +336,8 @@ def run_curves(a):
 
 
 def plot_curves(curves, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from vitc.experiments.common import pyplot, value_ticks
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (kind, label) in zip(axes, (("batch", "batch size (depth 6)"), ("depth", "depth (batch 100)"))):
         xs = sorted((k for k in curves[kind]), key=int)
@@ -348,14 +347,17 @@ def plot_curves(curves, path):
             ax.plot([int(x) for x in xs], ys, "o-", label=f)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        value_ticks(ax.xaxis, [int(x) for x in xs])  # the measured sizes (25 ... 800), not powers of two
         ax.set_xlabel(label)
         ax.set_ylabel("train step, ms (median)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"seed ViT train step (Adam), {curves.get('threads', 2)} thread(s)")
+        ax.legend(loc="upper left", framealpha=0.8)
+    fig.suptitle(f"seed ViT train step (Adam), {curves.get('threads', 2)} thread(s); each point the median "
+                 "of 4 steps (2 rounds of 2) per framework, interleaved")
     fig.tight_layout()
     from vitc.io import atomic_write
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
 
 
 def memory(a, models):

@@ -33,7 +33,7 @@ from vitc._checks import expect_number
 __all__ = ["AttentionRecorder", "CollapseReport", "attention_maps", "softmax_maps", "attention_similarity", "similar_blocks",
            "head_similarity", "feature_similarity", "collapse_report", "plot_report", "token_similarity",
            "attention_spread", "OverSmoothingReport", "over_smoothing_report", "OverSmoothingLog",
-           "plot_over_smoothing", "SPREAD_KEYS"]
+           "plot_over_smoothing", "run_caption", "SPREAD_KEYS"]
 
 
 def _as_maps(maps, who):
@@ -61,7 +61,7 @@ def _unit_columns(a):
 def attention_similarity(maps):
     """M̄^{p,q} (L, L): the cosine between column t of layer p's and layer q's map of the same head
     and image (a^p_{h,t} = A^p[b, h, :, t], how much token t feeds every output token), averaged over
-    images, heads and tokens (P-DeepViT eq. 2)."""
+    images, heads and tokens (Zhou et al., arXiv 2103.11886, eq. 2)."""
     u = [_unit_columns(a) for a in _as_maps(maps, "attention_similarity")]
     L = len(u)
     sim = np.empty((L, L))
@@ -83,7 +83,7 @@ def similar_blocks(similarity, threshold=0.9):
 
 def head_similarity(maps):
     """(L, H, H): per block, the cosine between the maps of heads h and g (per token column, mean
-    over images and tokens) — P-DeepViT Fig. 3c: heads of one block differ even when blocks collapse."""
+    over images and tokens) — Zhou et al. (DeepViT) Fig. 3c: heads of one block differ even when blocks collapse."""
     out = []
     for a in _as_maps(maps, "head_similarity"):
         u = _unit_columns(a)                                    # (B, H, T, T)
@@ -93,7 +93,7 @@ def head_similarity(maps):
 
 def feature_similarity(features):
     """(L,): cosine between each block's output tokens and the last block's, mean over tokens and
-    images (P-DeepViT Fig. 4)."""
+    images (Zhou et al., DeepViT, Fig. 4)."""
     if not isinstance(features, (list, tuple)) or not features:
         raise ValueError("feature_similarity: expected a non-empty list of block outputs (B, T, D)")
     fs = [f.detach().numpy() if isinstance(f, _v.Tensor) else np.asarray(f) for f in features]
@@ -234,29 +234,41 @@ def collapse_report(model, images, threshold=0.9, train_mode=False):
     return _report(maps, softmax_maps, feats, threshold)
 
 
-def plot_report(report, out_dir, prefix=""):
+def run_caption(run, probe_images):
+    """The line every diagnostics figure carries: the run it comes from (``run``, e.g. "vit_seed_mnist,
+    5000 images, 2 epochs, seed 0", or "run not stated") and the number of images the maps were
+    measured on, so a reduced run does not pass for a full one."""
+    if run is not None and not isinstance(run, str):
+        raise TypeError(f"run must be a str describing the run (data size, epochs, seeds) or None, got "
+                        f"{type(run).__name__}")
+    return f"{run or 'run not stated'}; maps of {probe_images} image(s)"
+
+
+def plot_report(report, out_dir, prefix="", run=None):
     """PNG files in out_dir (written atomically): the cross-layer similarity heat map, adjacent-block
-    similarity and feature similarity curves, per-block head similarity. Returns their paths."""
+    similarity and feature similarity curves, per-block head similarity (each heat map with its
+    colorbar). run: what the model was trained on (data size, epochs, seed), put in every figure's
+    title with the number of images the maps came from. Returns their paths."""
     import os
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vitc.io import atomic_write
+    from vitc.experiments.common import integer_ticks, legend_beside, pyplot, save_figure
+    plt = pyplot()
 
     def save(fig, name):
         path = os.path.join(out_dir, prefix + name)
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-        plt.close(fig)
+        save_figure(fig, path, dpi=110)
         return path
 
     paths = []
     L = len(report.maps)
+    caption = run_caption(run, report.maps[0].shape[0])
     fig, ax = plt.subplots(figsize=(4.5, 4))
     im = ax.imshow(report.similarity, vmin=0, vmax=1, cmap="viridis", origin="lower")
-    ax.set(xlabel="block q", ylabel="block p", title="attention-map similarity M̄(p,q)")
-    fig.colorbar(im, ax=ax)
+    ax.set(xlabel="block q", ylabel="block p", title=f"attention-map similarity M̄(p,q)\n{caption}")
+    ax.title.set_fontsize(8)
+    integer_ticks(ax.xaxis)
+    integer_ticks(ax.yaxis)
+    fig.colorbar(im, ax=ax, label="cosine similarity")
     paths.append(save(fig, "similarity.png"))
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(range(1, L), np.diagonal(report.similarity, offset=1), marker="o", label="M̄(k−1, k), maps ·v")
@@ -267,22 +279,24 @@ def plot_report(report, out_dir, prefix=""):
         ax.plot(range(len(report.feature_similarity)), report.feature_similarity, marker="s",
                 label="feature cos to last block")
     ax.axhline(report.threshold, color="grey", ls="--", lw=1)
-    ax.set(xlabel="block", ylabel="cosine similarity", ylim=(min(0, ax.get_ylim()[0]), 1.02),
-           title=f"{report.n_similar} similar blocks")
-    ax.legend()
+    ax.set(xlabel="block", ylabel="cosine similarity", ylim=(min(0, ax.get_ylim()[0]), 1.02))
+    ax.set_title(f"{report.n_similar} similar blocks (threshold {report.threshold:g}, dashed)\n{caption}", fontsize=8)
+    integer_ticks(ax.xaxis)
+    legend_beside(ax)
     paths.append(save(fig, "curves.png"))
-    fig, axes = plt.subplots(1, L, figsize=(1.6 * L + 1, 1.9), squeeze=False)
+    fig, axes = plt.subplots(1, L, figsize=(1.6 * L + 1.6, 2.1), squeeze=False)
     for k, ax in enumerate(axes[0]):
-        ax.imshow(report.head_similarity[k], vmin=0, vmax=1, cmap="viridis")
+        im = ax.imshow(report.head_similarity[k], vmin=0, vmax=1, cmap="viridis")
         ax.set_title(f"block {k}", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("head similarity within each block", fontsize=9)
+    fig.colorbar(im, ax=list(axes[0]), label="cosine similarity", fraction=0.05 if L > 2 else 0.1)
+    fig.suptitle(f"head similarity within each block (head × head)\n{caption}", fontsize=8, y=1.12)
     paths.append(save(fig, "head_similarity.png"))
     return paths
 
 
-# ---- over-smoothing (Gong et al., arXiv 2104.12753 §3; seed 000 §22) ------------------------------
+# ---- over-smoothing (Gong et al., arXiv 2104.12753 §3) ------------------------------------------------
 
 SPREAD_KEYS = ("all", "patches")
 
@@ -308,7 +322,7 @@ def _patch_count(total, prefix, who):
 
 def token_similarity(features, num_prefix_tokens=1):
     """(L,): per block output (B, T, D), the mean cosine between distinct patch tokens of an image,
-    CosSim(h) = 1/(n(n−1))·Σ_{i≠j} ĥ_iᵀĥ_j (Gong et al. eq. 2; seed eq. 22.1), averaged over images.
+    CosSim(h) = 1/(n(n−1))·Σ_{i≠j} ĥ_iᵀĥ_j (Gong et al. eq. 2), averaged over images.
     O(nD) per image: with s = Σ_i ĥ_i, Σ_{i≠j} ĥ_iᵀĥ_j = ‖s‖² − Σ_i ‖ĥ_i‖². Prefix tokens (cls,
     distillation) are left out; ĥ = h / max(‖h‖, 1e-8) as torch's cosine_similarity."""
     who = "token_similarity"
@@ -335,8 +349,7 @@ def attention_spread(maps, num_prefix_tokens=1, keys="all"):
     """(L,): per attention map (B, heads, T, T), the population standard deviation of each patch
     query's attention row around its mean (1/T for a softmax row over all T keys), averaged over
     heads, patch queries and images: small = attention spread evenly (Gong et al. §3, Fig. 1).
-    keys='all' uses every key; 'patches' only the n patch keys, around their own mean (the seed's
-    S(h_i) ∈ Rⁿ). Prefix queries (cls) are excluded either way."""
+    keys='all' uses every key; 'patches' only the n patch keys, around their own mean. Prefix queries (cls) are excluded either way."""
     who = "attention_spread"
     p = _prefix(num_prefix_tokens, who)
     if keys not in SPREAD_KEYS:
@@ -396,7 +409,7 @@ def over_smoothing_report(model, images, keys="all", train_mode=False):
 
 class OverSmoothingLog:
     """One over-smoothing record per epoch, read from an AttentionRecorder that is active during
-    training (the metrics of the epoch's last training forward, no second forward):
+    training (the metrics of the epoch's last training forward, no second forward)::
 
         log = OverSmoothingLog()
         with AttentionRecorder(model) as rec:
@@ -420,12 +433,16 @@ class OverSmoothingLog:
         return rec
 
 
-def plot_over_smoothing(reports, out_path, title=None):
+def plot_over_smoothing(reports, out_path, title=None, run=None):
     """One PNG (written atomically): token similarity and attention spread against block, one line
-    per entry of `reports` ({label: OverSmoothingReport or its summary dict})."""
-    from vitc.experiments.common import pyplot, save_figure
+    per entry of `reports` ({label: OverSmoothingReport or its summary dict}). run: what the models
+    were trained on (data size, epochs, seeds), stated in the title (see run_caption)."""
+    from vitc.experiments.common import integer_ticks, legend_beside, pyplot, save_figure
     if not isinstance(reports, dict) or not reports:
         raise ValueError("plot_over_smoothing: reports must be a non-empty {label: report} dict")
+    if run is not None and not isinstance(run, str):
+        raise TypeError(f"plot_over_smoothing: run must be a str or None, got {type(run).__name__}")
+    run_note = run or "run not stated"
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for label, rep in reports.items():
@@ -435,8 +452,9 @@ def plot_over_smoothing(reports, out_path, title=None):
         a2.plot(range(1, len(spread) + 1), spread, marker="o", ms=3, label=label)
     a1.set(xlabel="block", ylabel="patch-token cosine similarity", title="token similarity")
     a2.set(xlabel="block", ylabel="std of attention row", title="attention spread (low = uniform)")
-    a1.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
+    for ax in (a1, a2):
+        integer_ticks(ax.xaxis)
+    legend_beside(a2)
+    fig.suptitle("\n".join(x for x in (title, run_note) if x), fontsize=9)
     save_figure(fig, out_path)
     return out_path

@@ -2,6 +2,7 @@
 (arXiv 2012.12877 eqs. 2 and 3; facebookresearch/deit losses.py).
 
 H(z, y) = −Σ_k y_k·log softmax(z)_k, mean over the batch.
+
 - ``LabelSmoothingCrossEntropy(ε)``: int labels, y = (1−ε)·onehot + ε/K on every class (timm, the code
   that ran for DeiT; not the paper's ε/(K−1) on the other classes).
 - ``SoftTargetCrossEntropy()``: float targets (B, K), e.g. Mixup/CutMix's mixed labels.
@@ -9,6 +10,7 @@ H(z, y) = −Σ_k y_k·log softmax(z)_k, mean over the batch.
   B·K ('element_mean', facebookresearch/deit losses.py) or by B ('batchmean', lucidrains/vit-pytorch).
 - ``hard_distillation(z_s, z_t)`` = CE(z_s, argmax z_t), the teacher's label not smoothed.
 - ``DistillationLoss(base, teacher, type, alpha, tau)``: (1−α)·base(z_cls, y) + α·distill(z_dist, z_t).
+
 Everything is composed from the C ops (log_softmax, kl_div, cross_entropy, argmax).
 """
 import contextlib
@@ -51,7 +53,9 @@ def _tau(tau, who):
 
 
 class LabelSmoothingCrossEntropy(Module):
-    """Cross-entropy against int64 labels (B,) smoothed to (1−ε)·onehot + ε/K (timm's)."""
+    """Cross-entropy against int64 labels (B,) smoothed to (1−ε)·onehot + ε/K (timm's
+    loss/cross_entropy.py LabelSmoothingCrossEntropy): forward(input (B, K) float32 logits, target) ->
+    the mean over the batch, a 0-d Tensor. smoothing ε defaults to 0.1 (DeiT's recipe)."""
 
     def __init__(self, smoothing=0.1):
         super().__init__()
@@ -72,7 +76,8 @@ class LabelSmoothingCrossEntropy(Module):
 
 
 class SoftTargetCrossEntropy(Module):
-    """−Σ_k y_k log softmax(z)_k, mean over the batch, for float32 targets (B, K) (timm's)."""
+    """−Σ_k y_k log softmax(z)_k, mean over the batch, for logits z and float32 targets y, both (B, K)
+    (timm's loss/cross_entropy.py SoftTargetCrossEntropy; e.g. Mixup/CutMix's mixed labels)."""
 
     def forward(self, input, target):
         who = "SoftTargetCrossEntropy"
@@ -86,7 +91,8 @@ class SoftTargetCrossEntropy(Module):
 
 
 def soft_distillation(student_logits, teacher_logits, tau=3.0, reduction="element_mean"):
-    """τ²·KL(p_t ‖ p_s), p = softmax(z/τ): Σ p_t (log p_t − log p_s) over batch and classes, ÷(B·K)
+    """τ²·KL(p_t ‖ p_s), p = softmax(z/τ), student and teacher logits both (B, K); a 0-d Tensor:
+    Σ p_t (log p_t − log p_s) over batch and classes, ÷(B·K)
     ('element_mean', DeiT's code) or ÷B ('batchmean'). Gradient flows to the student only."""
     who = "soft_distillation"
     _logits(student_logits, who, "student_logits")
@@ -105,7 +111,8 @@ def soft_distillation(student_logits, teacher_logits, tau=3.0, reduction="elemen
 
 
 def hard_distillation(student_logits, teacher_logits):
-    """Cross-entropy of the student against the teacher's argmax (first index on ties), no smoothing."""
+    """Cross-entropy of the student's logits (B, K) against the argmax of the teacher's (B, K) (first index
+    on ties), no smoothing (DeiT's hard distillation, arXiv 2012.12877 eq. 3); a 0-d Tensor."""
     who = "hard_distillation"
     _logits(student_logits, who, "student_logits")
     _logits(teacher_logits, who, "teacher_logits")
@@ -119,7 +126,7 @@ def _torch_module(obj):
 
 
 class DistillationLoss(Module):
-    """DeiT's loss (P-DeiT eq. 2, 3; facebookresearch/deit losses.py), called as
+    """DeiT's loss (Touvron et al., arXiv 2012.12877, eqs. 2 and 3; facebookresearch/deit losses.py), called as
     ``loss(inputs, outputs, labels)``:
 
     - outputs: the student's (logits_cls, logits_dist) (a DeiT in training mode), or one logits

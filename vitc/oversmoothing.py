@@ -1,15 +1,15 @@
 """Losses against over-smoothing (Gong et al., "Vision Transformers with Patch Diversification",
-arXiv 2104.12753 §4, eqs. 3–5; seed 000 §22 eqs. 22.2–22.4; reference code
+arXiv 2104.12753 §4, eqs. 3–5; reference code
 ChengyueGongR/PatchVisionTransformer deit/models.py and deit/engine.py, self-declared incomplete).
 
 h_i: last-layer patch tokens after the final norm (prefix tokens left out); e_i: first-layer patch
 representation (the patch embedding's output), detached.
+
 - ``cosine_penalty(h)``: mean pairwise cosine of an image's patch tokens, batch mean (eq. 3). The
   paper does not say whether the final norm comes first; vitc applies it after (the tokens the
   head reads), docs/choices.md.
-- ``patch_contrastive_loss(e, h)``: −(1/n)Σ_i log σ(e_iᵀh_i − e_iᵀh̄), h̄ the mean patch token (eq. 4;
-  the seed prints h_i inside the mean, a typo). variant='code': the reference's three-way softmax
-  with negatives = mean of the other patches and mean of the other patches of a k×k neighbourhood
+- ``patch_contrastive_loss(e, h)``: −(1/n)Σ_i log σ(e_iᵀh_i − e_iᵀh̄), h̄ the mean patch token (eq. 4).
+  variant='code': the reference's three-way softmax with negatives = mean of the other patches and mean of the other patches of a k×k neighbourhood
   (zero padded, so border neighbourhoods shrink toward 0), log(p + 1e-8).
 - ``patch_mix(images, labels, ...)``: CutMix with the box on the patch grid (pixels move patch by
   patch), partner B−1−b; per-patch labels and the image's mixed label.
@@ -134,7 +134,7 @@ def _box(grid, lam, cy, cx):
 
 
 def patch_mix(images, labels, num_classes, patch_size, draws=None):
-    """Patch-aligned CutMix (seed eq. 22.4; the box rule of CutMix on the patch grid, partner B−1−b).
+    """Patch-aligned CutMix for the patch mixing loss (Gong et al. §4, eq. 5; CutMix's box rule on the patch grid, partner B−1−b).
     draws = (λ, cy, cx) injects the random draws (λ ∈ [0, 1], box centre on the grid); by default they
     come from vitc's RNG (λ ~ Beta(1, 1) = U(0, 1)). The box's patches come from the partner."""
     who = "patch_mix"
@@ -269,7 +269,7 @@ class OverSmoothing(nn.Module):
 
     @classmethod
     def wrap(cls, model, talking_heads=False, **kwargs):
-        """OverSmoothing(model, **kwargs), with talking heads added to every 'mhsa' layer first when asked
+        """``OverSmoothing(model, **kwargs)``, with talking heads added to every 'mhsa' layer first when asked
         (the reference model's default; new parameters, so before building the optimizer)."""
         if talking_heads:
             for m in model.modules():

@@ -1,8 +1,9 @@
-"""Where a training step's time goes, op by op, like torch.profiler:
+"""Where a training step's time goes, op by op, like torch.profiler::
 
     with vitc.profiler.profile(record_shapes=True) as prof:
         loss = vitc.cross_entropy(model(x), y); loss.backward(); opt.step()
     print(prof.key_averages(group_by_input_shape=True).table(row_limit=15))
+
 
 The C engine times every op's forward, every backward node and every gradient accumulation
 (wall clock, so a multi-threaded kernel counts once). Only ops run on the thread that entered the

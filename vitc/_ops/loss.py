@@ -46,8 +46,8 @@ def _unbatched(input, target, who):
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction='mean',
                   label_smoothing=0.0):
-    """Cross entropy of logits input (N, K, *) against class indices (N, *) int64 or class
-    probabilities (N, K, *) float32, with optional class weight (K,) and label smoothing
+    """Cross entropy of logits input (N, K, ...) against class indices (N, ...) int64 or class
+    probabilities (N, K, ...) float32, with optional class weight (K,) and label smoothing
     (y ← (1−ε)·y + ε/K on every class, as torch.nn.functional.cross_entropy)."""
     who = "cross_entropy"
     expect_tensor(input, who, "input")
@@ -67,7 +67,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
 
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction='mean'):
-    """Negative log likelihood of log-probabilities input (N, K, *) at class indices target (N, *)."""
+    """Negative log likelihood of log-probabilities input (N, K, ...) at class indices target (N, ...)."""
     who = "nll_loss"
     expect_tensor(input, who, "input")
     expect_tensor(target, who, "target")
@@ -124,8 +124,8 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction='mean'):
 def sigmoid_cross_entropy(input, target):
     """Sigmoid cross-entropy (big_vision utils.sigmoid_xent, used by Scaling ViT, arXiv 2106.04560):
     Σ_k −[y·log σ(z) + (1−y)·log σ(−z)] summed over the classes (and any trailing dims), averaged over
-    the batch dim N. input (N, K, *) logits; target float32 of input's shape (multi-label or soft) or int64
-    class indices (N, *), taken as one-hot. Equals torch's binary_cross_entropy_with_logits(z, y,
+    the batch dim N. input (N, K, ...) logits; target float32 of input's shape (multi-label or soft) or int64
+    class indices (N, ...), taken as one-hot. Equals torch's binary_cross_entropy_with_logits(z, y,
     reduction='sum') / N; an empty batch gives NaN (0/0), as that formula does."""
     who = "sigmoid_cross_entropy"
     expect_tensor(input, who, "input")

@@ -40,7 +40,7 @@ def _bn_call(op, input, running_mean, running_var, weight, bias, training, momen
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
-    """BatchNorm over dim 1 of (N, C, *) (torch.nn.functional.batch_norm).
+    """BatchNorm over dim 1 of (N, C, ...) (torch.nn.functional.batch_norm).
 
     training: batch statistics (biased variance) normalise, and running_mean/running_var (if not None)
     are updated in place: r ← (1−momentum)·r + momentum·stat, with the unbiased variance. Eval: the

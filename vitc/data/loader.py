@@ -26,7 +26,8 @@ class DataLoader:
     Datasets with ``.images``/``.labels`` arrays and no per-item ``transform`` are batched by one
     fancy-indexing gather; any other dataset by stacking ``dataset[i]`` items.
 
-    Arguments:
+    Arguments::
+
         batch_size: samples per batch. drop_last: drop a final short batch.
         shuffle: new random order every epoch. seed: int >= 0; None draws one (kept in ``.seed``),
             from ``generator`` (a numpy.random.Generator) when given.

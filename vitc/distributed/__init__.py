@@ -6,6 +6,7 @@ see vitc/optim/optimizer.py) sums the gradients, which are then scaled by 1/worl
 releases the GIL inside MPI calls, so the watchdog thread below runs while a rank waits.
 
 Consistency rules (what makes N ranks equal one process fed the same global batches):
+
 - start: parameters and buffers are broadcast from rank 0 (``broadcast_state``);
 - data: ``DistributedBatchSampler`` gives rank r the r-th 1/N slice of every global batch of the
   single-process order (same seed, same permutation); the world size must divide the batch size;

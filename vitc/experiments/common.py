@@ -1,5 +1,6 @@
 """What the experiments share: machine information, thread settings, figures written atomically,
 and MLflow tracking (one run per configuration, a no-op when tracking is off)."""
+import argparse
 import io
 import os
 import platform
@@ -9,7 +10,8 @@ import vitc
 from vitc._checks import expect_int
 from vitc.io import atomic_write
 
-__all__ = ["machine_info", "set_threads", "fashion_mnist_splits", "pyplot", "save_figure", "Tracker"]
+__all__ = ["machine_info", "set_threads", "show_defaults", "fashion_mnist_splits", "pyplot", "save_figure", "integer_ticks",
+           "value_ticks", "legend_beside", "Tracker"]
 
 
 def machine_info(backends=("vitc",)):
@@ -26,6 +28,25 @@ def machine_info(backends=("vitc",)):
         import torch
         info["torch"], info["torch_threads"] = torch.__version__, torch.get_num_threads()
     return info
+
+
+def show_defaults(parser):
+    """Make ``--help`` of parser (and of its sub-commands) show every option's default: "(default: X)"
+    is appended to each option whose default is not None/False and whose help does not already
+    state one (argparse's ArgumentDefaultsHelpFormatter skips options without a help text). The
+    description keeps its line breaks. Returns parser."""
+    parsers = [parser]
+    for p in parsers:
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+                continue
+            if (not action.option_strings or action.default in (None, False, argparse.SUPPRESS)
+                    or "default" in (action.help or "")):
+                continue
+            action.help = ((action.help + " ") if action.help else "") + "(default: %(default)s)"
+    return parser
 
 
 def set_threads(threads, backends=("vitc",)):
@@ -57,6 +78,28 @@ def pyplot():
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def integer_ticks(axis):
+    """Whole-number ticks only on ``axis`` (ax.xaxis / ax.yaxis): epochs, blocks, trials (one tick
+    when only one whole number is in view, as for a one-epoch run)."""
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def value_ticks(axis, values):
+    """Ticks exactly at the measured values, labelled as they are (a log axis would otherwise label
+    powers of ten or two that were never measured)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+    values = sorted(set(values))
+    axis.set_major_locator(FixedLocator(values))
+    axis.set_major_formatter(lambda v, _pos: f"{v:g}")
+    axis.set_minor_locator(NullLocator())
+
+
+def legend_beside(ax, **kw):
+    """The legend to the right of the axes, off the data."""
+    return ax.legend(**dict(dict(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0), **kw))
 
 
 def save_figure(fig, path, dpi=100):

@@ -29,7 +29,10 @@ def _check_head(head):
 
 
 class DeiT(ViT):
-    """DeiT(*, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, head='avg', ...)
+    """A ViT with a distillation token and head (see the module docstring): ViT's keyword-only
+    arguments (image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, ...) and head='avg'.
+    forward(img): img (B, channels, H, W) float32; logits (B, num_classes), or the pair
+    (logits_cls, logits_dist), each (B, num_classes), in training mode.
 
     The ViT keyword arguments (pool 'cls', or 'gap'/'map' over the patch tokens, also with
     class_token=False, when the distillation token is the only prefix token; init defaults to 'timm'

@@ -35,8 +35,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet(*, num_classes=10, in_channels=1, stem_channels=16, channels=(32, 64), blocks=(1, 1),
-    strides=(2, 2)): stage i has blocks[i] BasicBlocks of channels[i], the first with strides[i]."""
+    """A small ResNet (the distillation teacher), keyword-only arguments num_classes=10, in_channels=1,
+    stem_channels=16, channels=(32, 64), blocks=(1, 1), strides=(2, 2): stage i has blocks[i] BasicBlocks of channels[i], the first with strides[i]."""
 
     def __init__(self, *, num_classes=10, in_channels=1, stem_channels=16, channels=(32, 64), blocks=(1, 1),
                  strides=(2, 2)):

@@ -50,8 +50,13 @@ def posemb_sincos_1d(n, dim, temperature=10000.0, variant="lucidrains"):
 
 
 class ViT(nn.Module):
-    """ViT(*, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool='cls', channels=3,
-    dim_head=64, dropout=0., emb_dropout=0., pos_emb='learn', ...)
+    """The Vision Transformer (Dosovitskiy et al., arXiv 2010.11929; lucidrains/vit-pytorch vit.py as seed 004's
+    article copied it; timm's models/vision_transformer.py for the timm options). Keyword-only arguments:
+    image_size, patch_size (int or (h, w)), num_classes, dim, depth, heads, mlp_dim, pool='cls', channels=3,
+    dim_head=64, dropout=0., emb_dropout=0., pos_emb='learn', and the options below.
+
+    forward(img): img a vitc.Tensor (B, channels, H, W) float32 with (H, W) = image_size; returns the
+    logits (B, num_classes) (see aux_head and DeiT for the other outputs).
 
     pool: 'cls' (token 0), 'mean' (mean over all N+1 tokens, the article's rule), 'gap' (mean of the N
     patch tokens) or 'map' (multi-head attention pooling over the patch tokens, nn.MAPHead).
@@ -61,7 +66,9 @@ class ViT(nn.Module):
     pos_emb: 'learn' (N(0,1) init), 'pe1d' / 'sincos1d_article' (the article's fixed sin-cos),
     'sincos1d' (lucidrains' fixed sin-cos).
     Extra options: qkv_bias, norm_eps (LayerNorm ε), patch_norm (the LNs around the patch
-    Linear), drop_path (stochastic depth of the last block), gelu ('none' exact | 'tanh'),
+    Linear), drop_path (stochastic-depth rate, default 0: block i of depth L drops its
+    residual branches with probability drop_path·i/(L−1), 0 for the first block up to drop_path for the
+    last, timm's linear drop_path_rate schedule over depth), gelu ('none' exact | 'tanh'),
     init ('torch': PyTorch defaults + N(0,1) cls/pos, as lucidrains and the article;
     'timm': trunc-normal(.02) Linear weights and cls/pos, zero biases, as timm's VisionTransformer),
     norm ('layer' | 'batch': every norm, patch embedding's included, is LayerNorm or token

@@ -22,8 +22,10 @@ __all__ = ["ViTBNFFN", "ViTBN"]
 
 
 class ViTBNFFN(ViT):
-    """ViTBNFFN(*, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool='cls', channels=3,
-    dim_head=64, dropout=0., emb_dropout=0., pos_emb='learn', ..., bn_first_block_only=False)."""
+    """ViT with token BatchNorm in every FFN (the article's ViTBNFFN, anindyahepth/BatchNorm_in_Transformers_CV): ViT's keyword-only
+    arguments (image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool='cls', channels=3,
+    dim_head=64, dropout=0., emb_dropout=0., pos_emb='learn', ...) with qkv_bias=True by default, and
+    bn_first_block_only=False (True: the article's code before 2024-08-27, where only block 0 ran)."""
 
     _norm, _ffn_norm = "layer", "batch"
 

@@ -338,8 +338,10 @@ def rsqrt_factor(step, total_steps, warmup_steps=0, timescale=10_000, cooldown_s
     """The multiplier f(s) of the base lr after ``step`` completed updates (0 for the first update).
 
     Zhai et al., "Scaling Vision Transformers" (arXiv 2106.04560) §3.5, in the form of big_vision's
-    utils.create_learning_rate_schedule(decay_type='rsqrt'):
+    utils.create_learning_rate_schedule(decay_type='rsqrt')::
+
         f(s) = r(s) · min(1, s/w) · min(1, (S − s)/c),   r(s) = 1/√(1 + (s − w)/τ) for s ≥ w, else 1,
+
     w warmup, τ timescale, c cooldown, S total. Past the end (s ≥ S) the cooldown factor would turn
     negative; vitc clamps f to 0 there (our choice: a schedule never reverses the update).
     """

@@ -1,6 +1,6 @@
 """python -m vitc.experiments.deepvit: seed 002's question on Fashion-MNIST — does a plain ViT stop
-gaining from depth as its attention maps collapse, and does re-attention help? (P-DeepViT Fig. 1/3,
-Table 3; Zhou et al., arXiv 2103.11886.)
+gaining from depth as its attention maps collapse, and does re-attention help? (Zhou et al.,
+arXiv 2103.11886, Figs. 1 and 3, Table 3.)
 
 For each depth in --depths and each variant in --variants ('mhsa': plain ViT, 'reattention':
 DeepViT re-attention in every block, BatchNorm over the heads) a ViT of width --dim (patch 7, 4

@@ -9,8 +9,8 @@ import time
 import vitc
 from vitc.io import write_text_atomic
 
-from ..common import fashion_mnist_splits, set_threads
-from .report import markdown, plots
+from ..common import fashion_mnist_splits, set_threads, show_defaults
+from .report import markdown, plots, run_note
 from .runs import VARIANTS, run_one
 
 
@@ -36,7 +36,7 @@ def build_parser():
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--progress", action="store_true", help="progress bars")
-    return p
+    return show_defaults(p)
 
 
 def _ints(text, name):
@@ -79,6 +79,6 @@ def main(argv=None):
            "threads": vitc.get_num_threads(), "wall_time_s": time.perf_counter() - t0, "runs": runs}
     write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(res, indent=1))
     write_text_atomic(os.path.join(args.out, "results.md"), markdown(res))
-    plots(runs, variants, depths, args.out)
+    plots(runs, variants, depths, args.out, run_note(res["config"], len(train_set), len(test_set)))
     print(f"wrote {args.out}/results.json, results.md and plots ({res['wall_time_s']:.0f} s)")
     return res

@@ -1,10 +1,17 @@
 """The DeepViT experiment's figures (accuracy and collapse against depth) and markdown table."""
 import os
 
-from ..common import pyplot, save_figure
+from ..common import legend_beside, pyplot, save_figure, value_ticks
 
 
-def plots(runs, variants, depths, out):
+def run_note(config, train_images, test_images=None):
+    """What a figure says about its run: data size, epochs, seed (a reduced run must not look full)."""
+    note = f"{train_images} training images, {config['epochs']} epoch(s), seed {config['seed']}"
+    return note + (f", accuracy on {test_images} test images" if test_images else "")
+
+
+def plots(runs, variants, depths, out, note):
+    """accuracy_vs_depth.png and collapse_vs_depth.png; note: run_note(...) for the titles."""
     plt = pyplot()
 
     def save(fig, name):
@@ -14,8 +21,10 @@ def plots(runs, variants, depths, out):
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for v in variants:
         ax.plot(depths, [100 * by[v, d]["test_accuracy"] for d in depths], marker="o", label=v)
-    ax.set(xlabel="blocks", ylabel="test accuracy (%)", title="Fashion-MNIST accuracy vs depth")
-    ax.legend()
+    ax.set(xlabel="blocks", ylabel="test accuracy (%)")
+    ax.set_title(f"Fashion-MNIST accuracy vs depth\n{note}", fontsize=8)
+    value_ticks(ax.xaxis, depths)
+    legend_beside(ax)
     save(fig, "accuracy_vs_depth.png")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for v in variants:
@@ -29,7 +38,10 @@ def plots(runs, variants, depths, out):
     axes[0].set(xlabel="blocks", ylabel="mean M̄(k−1,k)", title="adjacent-block map similarity")
     axes[1].set(xlabel="blocks", ylabel="similar blocks / (depth−1)", title="share of collapsed blocks",
                 ylim=(-0.02, 1.02))
-    axes[0].legend(fontsize=7)
+    for ax in axes:
+        value_ticks(ax.xaxis, depths)
+    legend_beside(axes[1])
+    fig.suptitle(note, fontsize=8, y=1.03)
     save(fig, "collapse_vs_depth.png")
 
 

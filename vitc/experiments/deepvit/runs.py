@@ -7,6 +7,8 @@ from vitc.data import DataLoader
 from vitc.models import create_model
 from vitc.train import evaluate, train_one_epoch
 
+from .report import run_note
+
 VARIANTS = ("mhsa", "reattention")
 
 
@@ -32,7 +34,8 @@ def run_one(variant, depth, args, train_set, test_set, probe):
         print(f"  {variant:11s} depth {depth:2d} epoch {epoch + 1}: loss {st['loss_mean']:.4f}, "
               f"test acc {100 * ev['accuracy']:.2f}%, {st['time']:.0f} s", flush=True)
     rep = diagnostics.collapse_report(model, probe, threshold=args.threshold)
-    diagnostics.plot_report(rep, args.out, prefix=f"{variant}_d{depth}_")
+    diagnostics.plot_report(rep, args.out, prefix=f"{variant}_d{depth}_",
+                            run=f"{variant}, {depth} blocks; {run_note(vars(args), len(train_set))}")
     summ = rep.summary()
     return {"variant": variant, "depth": depth, "parameters": model.num_parameters(), "history": hist,
             "test_accuracy": hist["test_accuracy"][-1] if hist["test_accuracy"] else None,

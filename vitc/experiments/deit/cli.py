@@ -12,7 +12,7 @@ from vitc.io import load_safetensors, save_safetensors, write_text_atomic
 from vitc.losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from vitc.models import create_model
 
-from ..common import machine_info, set_threads
+from ..common import machine_info, set_threads, show_defaults
 from .report import table_markdown
 from .runs import _teacher_criterion, evaluate_heads, train_model
 
@@ -58,7 +58,7 @@ def build_parser():
     a("--threads", type=int, default=None)
     a("--seed", type=int, default=0)
     a("--no-progress", action="store_true")
-    return p
+    return show_defaults(p)
 
 
 def _dataset(args, train):

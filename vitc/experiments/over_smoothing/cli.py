@@ -8,7 +8,7 @@ import time
 import vitc
 from vitc.io import write_text_atomic
 
-from ..common import Tracker, fashion_mnist_splits, machine_info, set_threads
+from ..common import Tracker, fashion_mnist_splits, machine_info, set_threads, show_defaults
 from .report import markdown, plots
 from .runs import ARMS, run_name, run_one
 
@@ -39,7 +39,7 @@ def build_parser():
                         "in --out/runs (e.g. after invocations with different arms per depth)")
     p.add_argument("--no-mlflow", action="store_true", help="do not track the runs in MLflow")
     p.add_argument("--tracking-uri", default=None)
-    return p
+    return show_defaults(p)
 
 
 # what a stored run must share with this command to be reused

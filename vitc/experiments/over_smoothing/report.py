@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from ..common import pyplot, save_figure
+from ..common import integer_ticks, legend_beside, pyplot, save_figure
 from .runs import ARMS
 
 COLORS = dict(zip(ARMS, ("C0", "C1", "C2", "C3", "C4", "C5")))  # one colour per arm in every panel
@@ -46,8 +46,18 @@ def markdown(res):
     return "\n".join(lines) + "\n"
 
 
+def run_note(res):
+    """The run every figure states: data size, epochs, width, seeds (a reduced run must not look full)."""
+    a = res["config"]
+    subset = a["subset"] or 60000
+    return (f"{subset} training images, {a['epochs']} epoch(s), width {a['dim']}, seeds "
+            f"{', '.join(str(s) for s in res['seeds'])}; accuracy on {res['test_images']} test images, "
+            f"metrics on {a['probe']}")
+
+
 def plots(res, out):
     plt = pyplot()
+    note = run_note(res)
     groups = _groups(res["runs"])
     depths, dps = res["depths"], res["drop_paths"]
     for key, fname, ylabel in (("token_similarity", "similarity_vs_layer.png", "patch-token cosine similarity"),
@@ -63,9 +73,9 @@ def plots(res, out):
                         ax.plot(range(1, len(curve) + 1), curve, marker="o", ms=3, color=COLORS[arm],
                                 label=f"{arm} (n={len(rs)})")
                 ax.set(xlabel="block", ylabel=ylabel, title=f"{d} blocks, drop path {dp:g}")
-                ax.legend(fontsize=6)
-        fig.suptitle(f"{res['config']['subset']} images, {res['config']['epochs']} epochs, width "
-                     f"{res['config']['dim']}; mean over seeds", fontsize=9)
+                integer_ticks(ax.xaxis)
+            legend_beside(axes[i][-1], fontsize=6)
+        fig.suptitle(f"{note}; mean over seeds", fontsize=9)
         fig.tight_layout()
         save_figure(fig, os.path.join(out, fname), dpi=100)
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -78,17 +88,18 @@ def plots(res, out):
     ax.bar(range(len(labels)), means, yerr=errs, capsize=2)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=5, rotation=90)
-    ax.set(ylabel="test accuracy (%)", title="accuracy per arm (error bar: std over seeds)",
-           ylim=(max(0, min(means) - 10), min(100, max(means) + 5)))
+    ax.set(ylabel="test accuracy (%)", ylim=(max(0, min(means) - 10), min(100, max(means) + 5)))
+    ax.set_title(f"accuracy per arm (error bar: std over seeds)\n{note}", fontsize=8)
     save_figure(fig, os.path.join(out, "accuracy.png"), dpi=100)
     fig, ax = plt.subplots(figsize=(5, 3.8))
     for r in res["runs"]:
         ax.scatter(r["mean_adjacent_softmax_similarity"], r["mean_token_similarity"],
                    marker="^" if r["arm"] == "reattention" else "o", s=14 + 2 * r["depth"], color=COLORS[r["arm"]],
                    label=f"{r['arm']}" if r["seed"] == res["seeds"][0] else None)
-    ax.set(xlabel="attention collapse: mean adjacent-block softmax-map similarity (seed 002)",
-           ylabel="mean patch-token similarity (seed 000)", title="one phenomenon, two views (size = depth)")
+    ax.set(xlabel="attention collapse: mean adjacent-block softmax-map similarity (DeepViT)",
+           ylabel="mean patch-token similarity (Gong et al.)")
+    ax.set_title(f"one phenomenon, two views (marker size = depth)\n{note}", fontsize=7)
     handles, lab = ax.get_legend_handles_labels()
     uniq = dict(zip(lab, handles))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=6)
+    legend_beside(ax, handles=list(uniq.values()), labels=list(uniq.keys()), fontsize=6)
     save_figure(fig, os.path.join(out, "collapse_vs_similarity.png"), dpi=100)

@@ -15,7 +15,7 @@ from vitc.data.relabel import dataset_checksum, generate_label_map, load_label_m
 from vitc.io import load_safetensors, save_safetensors, write_text_atomic
 from vitc.models import create_model
 
-from ..common import Tracker, machine_info, set_threads
+from ..common import Tracker, machine_info, set_threads, show_defaults
 from .report import plot_arms, plot_curves, summarise, table_markdown
 from .runs import ARMS, evaluate, train_arm
 
@@ -59,7 +59,7 @@ def build_parser():
     a("--report-only", action="store_true", help="train nothing: tabulate the finished (arm, seed) runs in --out")
     a("--no-mlflow", action="store_true")
     a("--tracking-uri", default=None)
-    return p
+    return show_defaults(p)
 
 
 def _load(args, train):

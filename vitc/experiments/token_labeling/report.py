@@ -1,7 +1,7 @@
 """The token-labeling experiment's table and figures."""
 import numpy as np
 
-from ..common import pyplot, save_figure
+from ..common import integer_ticks, legend_beside, pyplot, save_figure
 
 __all__ = ["summarise", "table_markdown", "plot_arms", "plot_curves"]
 
@@ -46,7 +46,7 @@ def plot_arms(rows, records, teacher_acc, size_note, path):
     ax.set_ylim(max(0, lo - 3), 100 * max(teacher_acc, max(x["accuracy"] for x in records)) + 1)
     ax.set_ylabel("test accuracy %")
     ax.set_title(f"LV-ViT token labeling on Fashion-MNIST (mean ± std, dots = seeds)\n{size_note}", fontsize=9)
-    ax.legend(fontsize=8)
+    legend_beside(ax, fontsize=8)
     save_figure(fig, path)
 
 
@@ -60,7 +60,8 @@ def plot_curves(records, arms, size_note, path):
         acc = np.mean([[next(iter(a.values())) for a in r["history"]["test_accuracy"]] for r in rs], 0)
         ax.plot(rs[0]["history"]["epoch"], 100 * acc, marker="o", label=arm)
     ax.set_xlabel("epoch")
+    integer_ticks(ax.xaxis)
     ax.set_ylabel("test accuracy % (mean over seeds)")
     ax.set_title(size_note, fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    legend_beside(ax)
     save_figure(fig, path)

@@ -3,6 +3,7 @@ import argparse
 import json
 import sys
 
+from ..common import show_defaults
 from .config import CORRECT_MODELS, DEFAULT_LRS, MODELS, OVERRIDABLE
 from .report import report
 from .runs import run_bayes_search, run_fixed_lr
@@ -56,7 +57,7 @@ def build_parser():
     common(b, "results/vit_batchnorm_bayes")
     r = sub.add_parser("report", help="rebuild experiment 1's figures and table from OUT/results.json")
     r.add_argument("--out", default="results/vit_batchnorm")
-    return p
+    return show_defaults(p)
 
 
 def main(argv=None):

@@ -9,9 +9,9 @@ import numpy as np
 
 from vitc.io import write_text_atomic
 
-from ..common import pyplot, save_figure
+from ..common import integer_ticks, legend_beside, pyplot, save_figure
 
-__all__ = ["ratio_rows", "ratio_table", "four_panel_figure", "train_time_vs_lr_figure", "convergence_figure",
+__all__ = ["run_note", "ratio_rows", "ratio_table", "four_panel_figure", "train_time_vs_lr_figure", "convergence_figure",
            "Results", "write_report", "report"]
 
 
@@ -62,6 +62,13 @@ def ratio_table(runs, title="Speed ratios against ViT"):
                      f"{100 * r['acc']:.2f} % |")
     return "\n".join(lines) + "\n"
 
+def run_note(meta, runs=None, what="epoch(s)"):
+    """The run a figure shows: data set and size, epochs (the longest of ``runs``, else meta's), seed."""
+    epochs = max((len(r["epoch"]) for r in runs), default=meta.get("epochs")) if runs else meta.get("epochs")
+    return (f"{meta.get('dataset', '?')}: {meta.get('train_samples', '?')} train / {meta.get('test_samples', '?')} "
+            f"test images, {epochs} {what}, seed {meta.get('seed', '?')}")
+
+
 _PANELS = (("train_time", "training time per epoch (s)"), ("test_time", "test time per epoch (s, no_grad)"),
            ("train_loss", "training loss (sum of batch means)"), ("test_accuracy", "test accuracy"))
 
@@ -75,9 +82,10 @@ def four_panel_figure(runs, title):
             ax.plot(r["epoch"], r[key], marker="o", ms=3, label=r["model"],
                     ls="--" if r["model"].endswith("-article") else "-")
         ax.set_xlabel("epoch")
+        integer_ticks(ax.xaxis)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    legend_beside(axes[0, 1], fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -92,9 +100,10 @@ def train_time_vs_lr_figure(runs, title):
         for i, r in enumerate(x for x in runs if x["model"] == m):
             ax.plot(r["epoch"], r["train_time"], marker="o", ms=3, label=f"{m}_{i + 1} (lr {r['lr']:g})")
         ax.set_ylabel("train time (s)")
-        ax.legend(fontsize=7)
+        legend_beside(ax)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("epoch")
+    integer_ticks(axes[-1, 0].xaxis)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -109,10 +118,11 @@ def convergence_figure(trials, title):
     ax.plot(n, acc, "o", ms=4, label="trial")
     ax.plot(n, np.maximum.accumulate(acc), "-", label="best so far")
     ax.set_xlabel("trial")
+    integer_ticks(ax.xaxis)
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title)
+    ax.legend(loc="lower right", framealpha=0.8)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -163,8 +173,9 @@ class Results:
         write_text_atomic(self.path, json.dumps(self.doc, indent=1, default=float))
 
 
-def _four_panel_figures(runs, out, backends, labels, title):
-    """fig_<backend>_<label>.png for every backend and configuration label; returns the paths."""
+def _four_panel_figures(runs, out, backends, labels, title, meta):
+    """fig_<backend>_<label>.png for every backend and configuration label, each titled with its run
+    (run_note of meta); returns the paths."""
     files = []
     for backend in backends:
         for label in labels:
@@ -172,7 +183,7 @@ def _four_panel_figures(runs, out, backends, labels, title):
             if not sel:
                 continue
             path = os.path.join(out, f"fig_{backend}_{label}.png")
-            save_figure(four_panel_figure(sel, f"{title} — {backend}, {label}"), path)
+            save_figure(four_panel_figure(sel, f"{title} — {backend}, {label}\n{run_note(meta, sel)}"), path)
             files.append(path)
     return files
 
@@ -182,11 +193,12 @@ def write_report(res, log=print):
     runs, meta, out = res.doc["runs"], res.doc["meta"], os.path.dirname(res.path)
     backends = list(dict.fromkeys(r["backend"] for r in runs))
     labels = list(dict.fromkeys(r["label"] for r in runs))
-    files = _four_panel_figures(runs, out, backends, labels, "ViT vs BatchNorm ViTs")
+    files = _four_panel_figures(runs, out, backends, labels, "ViT vs BatchNorm ViTs", meta)
     for backend_ in backends:
         path = os.path.join(out, f"fig_{backend_}_train_time_vs_lr.png")
-        save_figure(train_time_vs_lr_figure([r for r in runs if r["backend"] == backend_],
-                                          f"train time per epoch vs learning rate — {backend_}"), path)
+        sel = [r for r in runs if r["backend"] == backend_]
+        save_figure(train_time_vs_lr_figure(sel, f"train time per epoch vs learning rate — {backend_}\n"
+                                                 f"{run_note(meta, sel)}"), path)
         files.append(path)
     table = ratio_table(runs, f"Experiment 1 ({meta['dataset']}, {meta['train_samples']} train / "
                               f"{meta['test_samples']} test, {meta['epochs']} epochs)")

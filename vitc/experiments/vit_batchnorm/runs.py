@@ -18,7 +18,7 @@ from vitc.models import create_model
 from ..common import Tracker, machine_info, save_figure, set_threads
 from .config import (BATCH_RANGE, CORRECT_MODELS, DEFAULT_LRS, LR_RANGE, MODELS, SEED_CFG, _backends, _check_batch,
                      _lrs, _model_names, _overrides, load_data)
-from .report import Results, convergence_figure, ratio_table, write_report, _four_panel_figures
+from .report import Results, convergence_figure, ratio_table, run_note, write_report, _four_panel_figures
 
 __all__ = ["train_and_test", "run_fixed_lr", "run_bayes_search"]
 
@@ -277,7 +277,8 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
             res.doc["studies"][f"{backend_}/{m}"] = {"trials": rec, "best": {"value": best.value, "params": best.params}}
             res.save()
             path = os.path.join(out, f"fig_{backend_}_{m}_convergence.png")
-            save_figure(convergence_figure(rec, f"{m} ({backend_}): Bayesian search, {sampler}"), path)
+            save_figure(convergence_figure(rec, f"{m} ({backend_}): Bayesian search, {sampler}\n"
+                                               f"{run_note(res.doc['meta'], what='epoch(s) per trial')}"), path)
             files.append(path)
     lines = ["### Optimised hyper-parameters (the article's table 2)", "",
              "| backend | model | lr | batch size | search accuracy |", "|---|---|---|---|---|"]
@@ -297,7 +298,7 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
                     m, backend_, lr, bs, epochs, tr, te, test_batch_size, seed, overrides, cb, log))
                 res.add(dict(backend=backend_, model=m, lr=lr, label="optimised", batch_size=bs, mlflow_run_id=run_id,
                              **hist))
-        files += _four_panel_figures(res.doc["runs"], out, backends, ["optimised"], "optimised models")
+        files += _four_panel_figures(res.doc["runs"], out, backends, ["optimised"], "optimised models", res.doc["meta"])
         table += ratio_table(res.doc["runs"], f"Optimised models, {epochs} epochs (the article's table 3)")
     write_text_atomic(os.path.join(out, "table.md"), table)
     res.doc["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
