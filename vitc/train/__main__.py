@@ -32,7 +32,7 @@ def build_parser():
       help="keyword arguments for create_model: key=value items (values read as JSON, else text) or one JSON "
            "object; the data set's image size, channels and classes are passed unless given here")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="fashion-mnist", choices=cli_data.DATASETS)
+    g.add_argument("--dataset", default="fashion-mnist", choices=cli_data.DATASETS, help="the data set")
     g.add_argument("--data-root", default=None,
                    help="fashion-mnist/mnist: the IDX folder (default: the data set's own); cifar10/cifar100: the "
                         "folder of the python archive; imagefolder: a folder of class folders, or one with train/ and "
@@ -44,16 +44,17 @@ def build_parser():
     g.add_argument("--subset", type=int, default=None, help="use only the first N training images")
     g.add_argument("--test-subset", type=int, default=None, help="use only the first N test images")
     g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=int, default=5)
-    g.add_argument("--batch-size", type=int, default=100)
-    g.add_argument("--test-batch-size", type=int, default=5000)
+    g.add_argument("--epochs", type=int, default=5, help="epochs to train (in all, when resuming)")
+    g.add_argument("--batch-size", type=int, default=100, help="training batch (shuffled every epoch)")
+    g.add_argument("--test-batch-size", type=int, default=5000, help="test batch")
     g.add_argument("--accum-steps", type=int, default=1,
                    help="batches per optimizer update (each loss divided by their number: the update of a batch "
                         "accum-steps times larger)")
     g.add_argument("--lr", type=float, default=5e-4,
                    help="learning rate; with --resume it must equal the checkpoint's (or be left out), else refused")
-    g.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop", "adafactor"])
-    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop", "adafactor"],
+                   help="the optimizer")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (decoupled in adamw and adafactor)")
     g.add_argument("--momentum", type=float, default=0.9, help="momentum of sgd, rmsprop and adafactor")
     g.add_argument("--clip-grad", type=float, default=None,
                    help="clip the gradients' global L2 norm to this (the optimizer's max_grad_norm)")
@@ -63,13 +64,13 @@ def build_parser():
                         "--warmup-epochs (0: 30%% of the run) and down to --min-lr (0: --warmup-lr/1e4); plateau: "
                         "times --decay-rate when the test loss has not improved for --patience-epochs")
     g.add_argument("--warmup-epochs", type=int, default=0, help="linear warmup from --warmup-lr (not with plateau)")
-    g.add_argument("--warmup-lr", type=float, default=1e-5)
-    g.add_argument("--min-lr", type=float, default=0.0)
+    g.add_argument("--warmup-lr", type=float, default=1e-5, help="the lr warmup starts from")
+    g.add_argument("--min-lr", type=float, default=0.0, help="cosine, onecycle and plateau: the lowest lr")
     g.add_argument("--decay-epochs", type=int, default=30, help="step: epochs between decays")
     g.add_argument("--decay-rate", type=float, default=0.1, help="step and plateau: the lr factor")
     g.add_argument("--patience-epochs", type=int, default=10, help="plateau: epochs without improvement")
     g = p.add_argument_group("regularization")
-    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the training loss")
     g.add_argument("--mixup", type=float, default=0.0, help="Mixup alpha (> 0 enables it; the last short batch is "
                                                              "dropped)")
     g.add_argument("--cutmix", type=float, default=0.0, help="CutMix alpha (> 0 enables it)")
@@ -77,11 +78,11 @@ def build_parser():
     g.add_argument("--mix-switch-prob", type=float, default=0.5, help="probability of CutMix when both are enabled")
     g.add_argument("--ema", action="store_true",
                    help="keep an exponential moving average of the weights (vitc.utils.ModelEma); test it too")
-    g.add_argument("--ema-decay", type=float, default=0.9998)
+    g.add_argument("--ema-decay", type=float, default=0.9998, help="the EMA's decay per update")
     g.add_argument("--ema-warmup", action="store_true", help="timm's EMA decay warmup")
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=int, default=None, help="compute threads (default: all cores)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="seed of the weights, the shuffling and the held-out split")
     g.add_argument("--checkpoint-dir", default=None, help="write a checkpoint after each epoch here")
     g.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in --checkpoint-dir (refused when there is none). "

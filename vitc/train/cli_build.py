@@ -16,8 +16,9 @@ from vitc.models import create_model
 
 from .cli_data import OptionError
 
-# what the data set decides, and the keyword names models take for it, most common first
-_DATA_KEYWORDS = (("image_size", ("image_size", "img_size")), ("channels", ("channels", "in_channels", "in_chans")),
+# what the data set decides, and the keyword names models take for it, tried in this order (ResNet's
+# `channels` is its stage widths: in_channels is tried first)
+_DATA_KEYWORDS = (("image_size", ("image_size", "img_size")), ("channels", ("in_channels", "in_chans", "channels")),
                   ("num_classes", ("num_classes",)))
 _UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
 

@@ -74,8 +74,13 @@ def tracked(args, params, train):
     import importlib.util
     if importlib.util.find_spec("mlflow") is None:
         raise OptionError("--tracking-uri needs MLflow (pip install mlflow)")
+    from mlflow.exceptions import MlflowException
+
     from ..experiments.common import Tracker
-    tracker = Tracker(True, ".", args.tracking_uri, args.experiment_name)
+    try:
+        tracker = Tracker(True, ".", args.tracking_uri, args.experiment_name)
+    except MlflowException as e:
+        raise OptionError(f"--tracking-uri {args.tracking_uri}: {str(e).splitlines()[0]}") from None
 
     def run(log_epoch):
         def on_epoch_end(record):
