@@ -158,7 +158,8 @@ def _run(args, explicit):
         raise OptionError(f"--batch-size {args.batch_size} is not a multiple of the {world} MPI ranks")
     model, model_kwargs = cli_build.build_model(args.model, user_kwargs, info)
     cli_build.check_logits(model, train_set, info["num_classes"], args.model)
-    cli_resume.check(run, path, args, model_kwargs)
+    if args.resume:
+        cli_resume.check(run, path, args, model, model_kwargs)
     mixup = cli_build.build_mixup(args, info["num_classes"])
     if mixup is not None and (args.batch_size // world) % 2:
         raise OptionError(f"--mixup/--cutmix pair the images of a batch: the batch per process "

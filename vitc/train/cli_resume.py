@@ -71,9 +71,15 @@ def adopt(args, explicit, path, state):
     return run
 
 
-def check(run, path, args, model_kwargs):
-    """The model and a length-dependent schedule must be the checkpoint's."""
+def check(run, path, args, model, model_kwargs):
+    """The model (and a length-dependent schedule) must be the checkpoint's. Without a record (fit() wrote
+    it) the checkpoint is loaded into the model to see that it fits (fit loads it again)."""
     if run is None:
+        from . import load_checkpoint
+        try:
+            load_checkpoint(path, model, restore_rng=False)
+        except ValueError as e:
+            raise OptionError("--resume: " + " ".join(str(e).split())) from None
         return
     if run["model"] != args.model or not _same(run["model_kwargs"], model_kwargs):
         raise OptionError(f"--resume: {path} holds a {run['model']} {json.dumps(run['model_kwargs'], sort_keys=True)}"
