@@ -155,9 +155,8 @@ def test_mixup_and_cutmix(tmp_path):
 
 @needs_fmnist
 def test_ema_reported_saved_and_resumed(tmp_path):
-    needs_data_helper()
-    import vitc.utils
-    if not hasattr(vitc.utils, "ModelEma"):
+    utils = pytest.importorskip("vitc.utils", reason="needs vitc.utils.ModelEma (the utilities helper)")
+    if not hasattr(utils, "ModelEma"):
         pytest.skip("needs vitc.utils.ModelEma (the utilities helper)")
     args = [*SMALL, *TINY, "--ema", "--ema-decay", "0.5", "--checkpoint-dir", tmp_path / "ck"]
     code, out, err = run_main(*args, "--save", tmp_path / "w.safetensors", "--metrics", tmp_path / "m.csv")
