@@ -2,8 +2,11 @@
 
 fit() runs the ViT+BatchNorm article's protocol (docs/choices.md): per epoch, the training loop over shuffled batches
 (data loading included in its wall time), then a test pass in eval mode. It records the sum of
-the batch-mean losses (the article's "training loss") and their mean, the test accuracy (argmax),
-and both wall times. Unlike the article's script, the test pass runs under ``vitc.no_grad()``.
+the batch-mean losses (the article's "training loss") and their mean, the test loss and accuracy
+(argmax), and both wall times. Unlike the article's script, the test pass runs under ``vitc.no_grad()``.
+Optionally: gradient accumulation over several batches, a weight average (EMA) updated after every
+update and tested after every epoch, a separate test loss. ``python -m vitc.train`` is its command line
+(__main__.py, with cli_data/cli_build/cli_resume/cli_record).
 
 Checkpoints (``checkpoint_dir``): after each epoch a directory ``ckpt-<epoch>`` with
 ``model.safetensors`` (state_dict), ``optimizer.safetensors`` (per-parameter state tensors) and
