@@ -16,9 +16,10 @@ from vitc.models import create_model
 
 from .cli_data import OptionError
 
-# what the data set decides, and the keyword names models take for it, tried in this order (ResNet's
-# `channels` is its stage widths: in_channels is tried first)
-_DATA_KEYWORDS = (("image_size", ("image_size", "img_size")), ("channels", ("in_channels", "in_chans", "channels")),
+# what the data set decides, and the keyword names models take for it, tried in this order: in_channels
+# first (ResNet's `channels` are its stage widths), then vitc's own names before timm's aliases, so the
+# names stored in a checkpoint stay the same when a model gains an alias
+_DATA_KEYWORDS = (("image_size", ("image_size", "img_size")), ("channels", ("in_channels", "channels", "in_chans")),
                   ("num_classes", ("num_classes",)))
 _UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
 
