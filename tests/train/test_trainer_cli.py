@@ -149,3 +149,11 @@ def test_explicit_options_are_told_apart_from_defaults():
     assert _explicit(["--lr", "5e-4", "--ema"]) == {"lr": 5e-4, "ema": True}
     assert _explicit([]) == {}
     assert isinstance(build_parser().parse_args([]), argparse.Namespace)
+
+
+def test_the_recorder_replaces_epochs_that_run_again(tmp_path):
+    from vitc.train.cli_record import EpochRecorder
+    rec = EpochRecorder(str(tmp_path / "m.jsonl"), None, {}, {"epoch": [1, 2, 3], "test_loss": [0.3, 0.2, 0.1]})
+    rec({"epoch": 3, "test_loss": 0.15})  # resumed from epoch 2's checkpoint (epoch 3's was damaged)
+    assert rec.history == {"epoch": [1, 2, 3], "test_loss": [0.3, 0.2, 0.15]}
+    assert [json.loads(ln)["test_loss"] for ln in (tmp_path / "m.jsonl").read_text().splitlines()] == [0.3, 0.2, 0.15]

@@ -55,6 +55,10 @@ class EpochRecorder:
         self.history = {k: list(v) for k, v in history.items()}
 
     def __call__(self, record):
+        # epochs from this one on are dropped first: fit may resume from an older checkpoint than the
+        # newest (a damaged one is skipped) and run them again
+        keep = [i for i, e in enumerate(self.history.get("epoch", [])) if e < record["epoch"]]
+        self.history = {k: [v[i] for i in keep] for k, v in self.history.items()}
         for k, v in record.items():
             self.history.setdefault(k, []).append(v)
         self.write()
