@@ -49,6 +49,8 @@ def test_fit_learns_and_reports():
     assert h["test_accuracy"][-1] > 0.2 and all(t > 0 for t in h["train_time"] + h["test_time"])
     assert h["lr"][0] == 2e-3 and h["lr"][1] < 2e-3  # the scheduler stepped once per epoch
     assert "test accuracy" in lines[0] and "sum of 6 batch means" in lines[0]
+    assert f"train loss {h['train_loss'][0]:.4f} (mean of 6 batches;" in lines[0]  # the mean leads
+    assert f"test loss {h['test_loss'][0]:.4f}," in lines[0] and 0 < h["test_loss"][0] < 5
     ev = vtrain.evaluate(model, te, nn.CrossEntropyLoss())
     assert ev["samples"] == 200 and ev["accuracy"] == pytest.approx(h["test_accuracy"][-1])
     assert model.training  # evaluate restores the mode

@@ -2,8 +2,11 @@
 
 fit() runs the ViT+BatchNorm article's protocol (docs/choices.md): per epoch, the training loop over shuffled batches
 (data loading included in its wall time), then a test pass in eval mode. It records the sum of
-the batch-mean losses (the article's "training loss") and their mean, the test accuracy (argmax),
-and both wall times. Unlike the article's script, the test pass runs under ``vitc.no_grad()``.
+the batch-mean losses (the article's "training loss") and their mean, the test loss and accuracy
+(argmax), and both wall times. Unlike the article's script, the test pass runs under ``vitc.no_grad()``.
+Optionally: gradient accumulation over several batches, a weight average (EMA) updated after every
+update and tested after every epoch, a separate test loss. ``python -m vitc.train`` is its command line
+(__main__.py, with cli_data/cli_build/cli_resume/cli_record).
 
 Checkpoints (``checkpoint_dir``): after each epoch a directory ``ckpt-<epoch>`` with
 ``model.safetensors`` (state_dict), ``optimizer.safetensors`` (per-parameter state tensors) and
@@ -18,6 +21,7 @@ Damage: every tensor carries a CRC-32 (see vitc.io) and state.json a CRC-32 of i
 default, keeps the previous one for that). Checkpoints written before the checksums load unverified.
 """
 import json
+import inspect
 import math
 import os
 import shutil
@@ -84,24 +88,34 @@ def _scheduler_kind(scheduler):
 
 
 def train_one_epoch(model, loader, optimizer, loss_fn, epoch=0, scheduler=None, num_updates=0, progress=True,
-                    desc=None):
-    """One pass over loader. Returns ({'loss_sum', 'loss_mean', 'batches', 'time', 'nonfinite'}, num_updates)."""
+                    desc=None, accum_steps=1, ema=None):
+    """One pass over loader. Returns ({'loss_sum', 'loss_mean', 'batches', 'time', 'nonfinite'}, num_updates).
+
+    accum_steps=k: one optimizer update per k batches (the last group of the epoch may be shorter); each
+    batch's loss is divided by its group's length before backward, so with equal batch sizes the update
+    equals that of one batch k times as large. The reported losses are the batches' own (unscaled).
+    ema: an object with ``update(model, step=num_updates)`` (vitc.utils.ModelEma), called after every update.
+    """
+    accum_steps = _positive_int(accum_steps, "train_one_epoch", "accum_steps")
     model.train()
     kind = _scheduler_kind(scheduler)
     t0 = time.perf_counter()
-    loss_sum, batches, nonfinite = 0.0, 0, 0
-    bar = _progress(loader, len(loader) if hasattr(loader, "__len__") else None, desc or f"epoch {epoch + 1}",
-                    progress)
-    for x, y in bar:
-        # zeroing in place keeps every .grad a view of the optimizer's flat buffer (one memset);
-        # all parameters of the models trained here receive gradients, so this equals set_to_none
-        optimizer.zero_grad(set_to_none=False)
+    loss_sum, batches, nonfinite, pending = 0.0, 0, 0, False
+    total = len(loader) if hasattr(loader, "__len__") else None
+    bar = _progress(loader, total, desc or f"epoch {epoch + 1}", progress)
+    for i, (x, y) in enumerate(bar):
+        first, group = i % accum_steps == 0, accum_steps
+        if total is not None and i >= total - total % accum_steps:
+            group = total % accum_steps  # the epoch's last, shorter group
+        if first:
+            # zeroing in place keeps every .grad a view of the optimizer's flat buffer (one memset);
+            # all parameters of the models trained here receive gradients, so this equals set_to_none
+            optimizer.zero_grad(set_to_none=False)
         loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        num_updates += 1
-        if kind == "timm":
-            scheduler.step_update(num_updates)
+        (loss if group == 1 else loss * (1.0 / group)).backward()
+        pending = not ((i + 1) % accum_steps == 0 or (total is not None and i + 1 == total))
+        if not pending:
+            num_updates = _update(model, optimizer, scheduler, kind, ema, num_updates)
         value = float(loss.item())
         if not math.isfinite(value):
             nonfinite += 1
@@ -109,15 +123,35 @@ def train_one_epoch(model, loader, optimizer, loss_fn, epoch=0, scheduler=None, 
         batches += 1
         if progress and hasattr(bar, "set_postfix") and batches % 20 == 0:
             bar.set_postfix(loss=f"{loss_sum / batches:.4f}")
+    if batches and pending:  # a loader without len() ended inside a group: its gradients still count
+        num_updates = _update(model, optimizer, scheduler, kind, ema, num_updates)
     if hasattr(bar, "close"):
         bar.close()
     return ({"loss_sum": loss_sum, "loss_mean": loss_sum / batches if batches else float("nan"), "batches": batches,
              "time": time.perf_counter() - t0, "nonfinite": nonfinite}, num_updates)
 
 
+def _update(model, optimizer, scheduler, kind, ema, num_updates):
+    """One optimizer update, then the EMA and a per-update (timm-style) scheduler; returns the update count."""
+    optimizer.step()
+    num_updates += 1
+    if ema is not None:
+        ema.update(model, step=num_updates)
+    if kind == "timm":
+        scheduler.step_update(num_updates)
+    return num_updates
+
+
+def _positive_int(value, who, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{who}: {name} must be an int >= 1, got {value!r}")
+    return value
+
+
 # ---- checkpoints ---------------------------------------------------------------------------------
 
 _LATEST = "latest"
+_EMA_FILE = "ema.safetensors"
 
 
 def _optimizer_payload(optimizer):
@@ -217,13 +251,13 @@ def latest_checkpoint(checkpoint_dir):
     return paths[0] if paths else None
 
 
-def _resume(checkpoint_dir, model, optimizer, scheduler):
+def _resume(checkpoint_dir, model, optimizer, scheduler, ema=None):
     """Load the newest checkpoint that loads cleanly; a damaged one is skipped with a warning.
     Returns (path, state), or (None, None) when there is no checkpoint; ValueError when all are damaged."""
     paths, errors = _checkpoints_newest_first(checkpoint_dir), []
     for path in paths:
         try:
-            return path, load_checkpoint(path, model, optimizer, scheduler)
+            return path, load_checkpoint(path, model, optimizer, scheduler, ema=ema)
         except (ValueError, OSError) as e:
             errors.append(str(e))
             warnings.warn(f"fit(resume=True): skipping checkpoint {path}: {e}", RuntimeWarning, stacklevel=3)
@@ -233,11 +267,12 @@ def _resume(checkpoint_dir, model, optimizer, scheduler):
 
 
 def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None, history=None, extra=None,
-                    keep=2):
+                    keep=2, ema=None):
     """Write checkpoint ``ckpt-<epoch>`` (see the module docstring) and return its path.
 
     keep: how many checkpoints stay (this one included); keep=1 leaves no older one to fall back to
-    when the newest is found damaged on resume."""
+    when the newest is found damaged on resume. ema: a weight average with ``.module``
+    (vitc.utils.ModelEma); its state_dict goes to ``ema.safetensors``."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ValueError(f"save_checkpoint: keep must be an int >= 1, got {keep!r}")
     os.makedirs(checkpoint_dir, exist_ok=True)
@@ -261,6 +296,9 @@ def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None
             state["optimizer"] = meta
         if scheduler is not None:
             state["scheduler"] = scheduler.state_dict()
+        if ema is not None:
+            save_safetensors(ema.module.state_dict(), os.path.join(tmp, _EMA_FILE))
+            state["ema"] = True
         state = _jsonable(state)
         state[_STATE_CRC] = _state_crc(state)
         text = json.dumps(state, indent=1)
@@ -283,8 +321,8 @@ def save_checkpoint(checkpoint_dir, epoch, model, optimizer=None, scheduler=None
     return final
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=True):
-    """Load a checkpoint directory into model/optimizer/scheduler; returns its state.json dict.
+def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=True, ema=None):
+    """Load a checkpoint directory into model/optimizer/scheduler (and ``ema.module``); returns its state.json dict.
 
     A checkpoint written by another model class, or whose tensors do not fit this model, raises
     ValueError naming the checkpoint and the mismatch; a damaged file (checksum mismatch, truncated,
@@ -300,11 +338,17 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=Tru
         raise ValueError(f"load_checkpoint: {path} was written by a {written_by} model, cannot load it into a "
                          f"{type(model).__name__}")
     weights = load_safetensors(os.path.join(path, "model.safetensors"))
-    tensors = None
+    tensors = ema_weights = None
     if optimizer is not None and "optimizer" in state:
         tensors = load_safetensors(os.path.join(path, "optimizer.safetensors"))
+    if ema is not None:
+        if not state.get("ema"):
+            raise ValueError(f"load_checkpoint: {path} holds no EMA weights (it was written without an EMA)")
+        ema_weights = load_safetensors(os.path.join(path, _EMA_FILE))
     try:
         model.load_state_dict(weights)
+        if ema_weights is not None:
+            ema.module.load_state_dict(ema_weights)
     except RuntimeError as e:
         raise ValueError(f"load_checkpoint: {path} does not fit this {type(model).__name__}: {e}") from None
     if tensors is not None:
@@ -320,18 +364,29 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=Tru
 # ---- fit -----------------------------------------------------------------------------------------
 
 _KEYS = ("epoch", "train_loss_sum", "train_loss", "train_time", "test_accuracy", "test_loss", "test_time", "lr")
+_EMA_KEYS = ("ema_test_accuracy", "ema_test_loss")
 
 
 def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=None, callbacks=(),
-        checkpoint_dir=None, resume=False, progress=True, log=print, keep_checkpoints=2, distributed=None):
+        checkpoint_dir=None, resume=False, progress=True, log=print, keep_checkpoints=2, distributed=None, *,
+        accum_steps=1, ema=None, eval_loss_fn=None, checkpoint_extra=None):
     """Train for ``epochs`` epochs, testing after each; returns the history dict of lists:
     epoch, train_loss_sum (the article's per-epoch loss), train_loss (mean of batch losses),
-    train_time, test_accuracy, test_loss, test_time, lr.
+    train_time, test_accuracy, test_loss, test_time, lr (at the epoch's start); with ``ema`` also
+    ema_test_accuracy and ema_test_loss (the averaged weights tested on the same data).
 
-    scheduler: torch-style (``step()`` once per epoch) or timm-style (``step_update(n)`` per batch
-    and ``step(epoch + 1)`` per epoch). callbacks: callables ``cb(record) -> stop?`` run after each
-    epoch with that epoch's record (or objects with ``on_epoch_end(record)``); a true return value
-    stops training. log: function for the per-epoch line (None: silent).
+    scheduler: torch-style (``step()`` once per epoch; one whose ``step`` requires an argument, as
+    ReduceLROnPlateau's ``step(metrics)``, gets the epoch's test loss) or timm-style
+    (``step_update(n)`` per update and ``step(epoch + 1)`` per epoch). callbacks: callables
+    ``cb(record) -> stop?`` run after each epoch with that epoch's record (or objects with
+    ``on_epoch_end(record)``); a true return value stops training. log: function for the per-epoch
+    line (None: silent).
+
+    accum_steps: batches per optimizer update (see train_one_epoch). ema: a weight average with
+    ``update(model, step=n)`` and ``.module`` (vitc.utils.ModelEma), updated after every optimizer
+    update, tested after every epoch and stored in the checkpoints. eval_loss_fn: the test loss
+    (default: loss_fn). checkpoint_extra: a JSON-able dict stored in every checkpoint's state.json
+    under ``extra`` (python -m vitc.train keeps its options there to check a resume).
 
     distributed: None (default) = data-parallel when launched by mpirun with more than one process,
     True = always through MPI, False = never. Then (vitc.distributed) the loaders are sharded, the
@@ -343,6 +398,13 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
         raise ValueError(f"fit: epochs must be an int >= 0, got {epochs!r}")
     if resume and not checkpoint_dir:
         raise ValueError("fit: resume=True needs a checkpoint_dir")
+    _positive_int(accum_steps, "fit", "accum_steps")
+    if ema is not None and not (hasattr(ema, "update") and hasattr(ema, "module")):
+        raise TypeError(f"fit: ema must have update(model, step=) and .module (vitc.utils.ModelEma), "
+                        f"got {type(ema).__name__}")
+    if checkpoint_extra is not None and not isinstance(checkpoint_extra, dict):
+        raise TypeError(f"fit: checkpoint_extra must be a dict or None, got {type(checkpoint_extra).__name__}")
+    eval_loss_fn = loss_fn if eval_loss_fn is None else eval_loss_fn
     dist = _distributed_context(distributed)
     if dist is not None:
         from ..distributed import shard_eval_loader, shard_train_loader
@@ -350,13 +412,14 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
         if dist.rank != 0:
             progress, log = False, None
     writes = checkpoint_dir and (dist is None or dist.rank == 0)
-    history = {k: [] for k in _KEYS}
+    keys = _KEYS + (_EMA_KEYS if ema is not None else ())
+    history = {k: [] for k in keys}
     start, num_updates = 0, 0
     if resume:
-        path, state = _resume(checkpoint_dir, model, optimizer, scheduler)
+        path, state = _resume(checkpoint_dir, model, optimizer, scheduler, ema)
         if path is not None:
             start = int(state["epoch"])
-            history = {k: list(state["history"].get(k, [])) for k in _KEYS}
+            history = {k: list(state["history"].get(k, [])) for k in keys}
             num_updates = int(state["extra"].get("num_updates", 0))
             if log:
                 log(f"resumed from {path} (epoch {start})")
@@ -364,6 +427,8 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
     stepper = optimizer
     if dist is not None:
         dist.broadcast_state(model)  # every rank starts from rank 0's weights
+        if ema is not None:
+            dist.broadcast_state(ema.module)
         stepper = dist.averaging(optimizer)
     for epoch in range(start, epochs):
         for loader in (train_loader, val_loader):
@@ -371,28 +436,31 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
                 loader.set_epoch(epoch)  # shuffling is a function of (seed, epoch): resumable
         lr = optimizer.param_groups[0]["lr"]
         tr, num_updates = train_one_epoch(model, train_loader, stepper, loss_fn, epoch, scheduler, num_updates,
-                                          progress, desc=f"epoch {epoch + 1}/{epochs}")
-        if dist is not None:
-            dist.average_buffers(model)
-        ev = evaluate(model, val_loader, loss_fn)
-        if dist is not None:
-            tr, ev = _combine_over_ranks(dist, tr, ev)
+                                          progress, desc=f"epoch {epoch + 1}/{epochs}", accum_steps=accum_steps,
+                                          ema=ema)
+        ev = _test(model, val_loader, eval_loss_fn, dist)
+        tr, ev = _combine_over_ranks(dist, tr, ev) if dist is not None else (tr, ev)
+        ev_ema = _test(ema.module, val_loader, eval_loss_fn, dist, dist is not None) if ema is not None else None
         if kind == "torch":
-            scheduler.step()
+            if _wants_metric(scheduler):
+                scheduler.step(ev["loss"])
+            else:
+                scheduler.step()
         elif kind == "timm":
             scheduler.step(epoch + 1)
         record = {"epoch": epoch + 1, "train_loss_sum": tr["loss_sum"], "train_loss": tr["loss_mean"],
                   "train_time": tr["time"], "test_accuracy": ev["accuracy"], "test_loss": ev["loss"],
                   "test_time": ev["time"], "lr": lr}
-        for k in _KEYS:
+        if ev_ema is not None:
+            record.update(ema_test_accuracy=ev_ema["accuracy"], ema_test_loss=ev_ema["loss"])
+        for k in keys:
             history[k].append(record[k])
         if log:
-            log(f"epoch {epoch + 1}/{epochs}: train loss {tr['loss_sum']:.4f} (sum of {tr['batches']} batch means; "
-                f"mean {tr['loss_mean']:.4f}), test accuracy {100 * ev['accuracy']:.2f}%, "
-                f"train {tr['time']:.1f} s, test {ev['time']:.1f} s (no_grad), lr {lr:.3g}")
+            log(_epoch_line(epoch, epochs, tr, ev, ev_ema, lr))
         if writes:
-            save_checkpoint(checkpoint_dir, epoch + 1, model, optimizer, scheduler, history,
-                            {"num_updates": num_updates}, keep=keep_checkpoints)
+            extra = dict(checkpoint_extra or {}, num_updates=num_updates)
+            save_checkpoint(checkpoint_dir, epoch + 1, model, optimizer, scheduler, history, extra,
+                            keep=keep_checkpoints, ema=ema)
         if checkpoint_dir and dist is not None:
             dist.barrier("the barrier after rank 0's checkpoint")
         stop = False
@@ -402,6 +470,36 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
         if stop:
             break
     return history
+
+
+def _test(model, loader, loss_fn, dist, combine=False):
+    """evaluate() after averaging the BatchNorm buffers over the ranks (so every rank tests the same model)."""
+    if dist is not None:
+        dist.average_buffers(model)
+    ev = evaluate(model, loader, loss_fn)
+    if combine:
+        _, ev = _combine_over_ranks(dist, None, ev)
+    return ev
+
+
+def _wants_metric(scheduler):
+    """True when ``scheduler.step`` has a required parameter (torch's ReduceLROnPlateau.step(metrics))."""
+    try:
+        params = inspect.signature(scheduler.step).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+def _epoch_line(epoch, epochs, tr, ev, ev_ema, lr):
+    def loss(v):
+        return "n/a" if v is None else f"{v:.4f}"
+    ema = (f", EMA test loss {loss(ev_ema['loss'])}, EMA test accuracy {100 * ev_ema['accuracy']:.2f}%"
+           if ev_ema is not None else "")
+    return (f"epoch {epoch + 1}/{epochs}: train loss {tr['loss_mean']:.4f} (mean of {tr['batches']} batches; "
+            f"sum of {tr['batches']} batch means {tr['loss_sum']:.4f}), test loss {loss(ev['loss'])}, "
+            f"test accuracy {100 * ev['accuracy']:.2f}%{ema}, train {tr['time']:.1f} s, test {ev['time']:.1f} s "
+            f"(no_grad), lr {lr:.3g}")
 
 
 def _distributed_context(distributed):
@@ -418,14 +516,15 @@ def _distributed_context(distributed):
 
 def _combine_over_ranks(dist, tr, ev):
     """The epoch's statistics over all ranks: the batch-mean losses averaged (each rank's batch is an
-    equal share of the global batch), test counts summed; times are rank 0's."""
+    equal share of the global batch), test counts summed; times are rank 0's. tr None: the test's only."""
     n = ev["samples"]
     correct = round(ev["accuracy"] * n) if n else 0
     test_loss = ev["loss"] * n if (n and ev["loss"] is not None) else 0.0
-    loss_sum, nonfinite, correct, test_loss, n = dist.sum_floats(tr["loss_sum"], tr["nonfinite"], correct,
-                                                                  test_loss, n)
-    tr = dict(tr, loss_sum=loss_sum / dist.size, nonfinite=int(nonfinite))
-    tr["loss_mean"] = tr["loss_sum"] / tr["batches"] if tr["batches"] else float("nan")
+    train = (tr["loss_sum"], tr["nonfinite"]) if tr is not None else (0.0, 0)
+    loss_sum, nonfinite, correct, test_loss, n = dist.sum_floats(*train, correct, test_loss, n)
+    if tr is not None:
+        tr = dict(tr, loss_sum=loss_sum / dist.size, nonfinite=int(nonfinite))
+        tr["loss_mean"] = tr["loss_sum"] / tr["batches"] if tr["batches"] else float("nan")
     ev = dict(ev, accuracy=correct / n if n else float("nan"),
               loss=test_loss / n if (n and ev["loss"] is not None) else None, samples=int(n))
     return tr, ev
