@@ -254,7 +254,11 @@ def load_pretrained(model, path, interpolation="bicubic", antialias=True):
     the model's own when the class count differs, the patch kernel adapted to the model's channels.
     Returns a dict saying what was adapted."""
     from .deit import load_timm_state_dict
+    from .vit import ViT
 
+    if not isinstance(model, ViT):
+        raise TypeError(f"load_pretrained: timm ViT checkpoints load into vitc's ViT family, not "
+                        f"{type(model).__name__}")
     sd = read_checkpoint(path)
     if "patch_embed.proj.weight" not in sd:
         own = set(model.state_dict())
@@ -265,6 +269,11 @@ def load_pretrained(model, path, interpolation="bicubic", antialias=True):
                          f"'patch_embed.proj.weight'; first keys: {sorted(sd)[:5]})")
     info = {"layout": "timm", "pos_embed_resampled": None, "head_reinitialised": False, "in_chans_adapted": False}
     pw = sd["patch_embed.proj.weight"]
+    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    width = model.pos_embedding.shape[-1]
+    if (pw.shape[0], depth) != (width, len(model.transformer.layers)):
+        raise ValueError(f"pretrained_file: the checkpoint's width {pw.shape[0]} and depth {depth} differ from the "
+                         f"model's {width} and {len(model.transformer.layers)} (embed_dim= / depth=)")
     if tuple(pw.shape[2:]) != tuple(model.patch_size):
         raise ValueError(f"pretrained_file: the checkpoint's patch size {tuple(pw.shape[2:])} differs from the "
                          f"model's {tuple(model.patch_size)}; vitc does not resample patch kernels")
