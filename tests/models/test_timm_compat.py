@@ -9,6 +9,8 @@ import torch
 import vitc
 from vitc.models import DeiT, ViT, ViTBNFFN, create_model, load_timm_state_dict, to_timm_state_dict
 
+from timm_helpers import assert_same_outputs  # noqa: E402
+
 # timm's name -> whether vitc builds it as a DeiT (distillation token) ; every one must match timm exactly
 ALIASES = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "deit_tiny_patch16_224",
            "deit_small_patch16_224", "deit_base_patch16_224", "deit_tiny_distilled_patch16_224",
@@ -37,15 +39,11 @@ def test_alias_has_timms_parameter_shapes(name):
 @pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224"])
 def test_alias_outputs_match_timm_after_loading_its_state_dict(name):
     torch.manual_seed(0)
-    tm = timm.create_model(name, pretrained=False, **SMALL).eval()
-    vm = create_model(name, **SMALL).eval()
+    tm = timm.create_model(name, pretrained=False, **SMALL)
+    vm = create_model(name, **SMALL)
     load_timm_state_dict(vm, tm.state_dict())
     x = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
-    with torch.no_grad():
-        want = tm(torch.from_numpy(x)).numpy()
-    with vitc.no_grad():
-        got = vm(vitc.from_numpy(x)).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert_same_outputs(tm, vm, x)
 
 
 @pytest.mark.parametrize("pool", ["token", "avg", "map"])
@@ -53,17 +51,13 @@ def test_global_pool_and_timm_kwargs_match_timm(pool):
     kw = dict(img_size=24, patch_size=8, in_chans=2, num_classes=5, embed_dim=48, depth=2, num_heads=3,
               mlp_ratio=2.5, qkv_bias=False, global_pool=pool, class_token=pool != "avg")
     torch.manual_seed(1)
-    tm = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw).eval()
-    vm = ViT(norm_eps=1e-6, patch_norm=False, **kw).eval()
+    tm = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw)
+    vm = ViT(norm_eps=1e-6, patch_norm=False, **kw)
     assert vm.mlp_head.weight.shape == (5, 48) and vm.transformer.layers[0].attn.heads == 3
     assert (vm.fc_norm is not None) == (pool == "avg")  # timm norms after the average
     load_timm_state_dict(vm, tm.state_dict())
     x = np.random.default_rng(1).normal(size=(2, 2, 24, 24)).astype(np.float32)
-    with torch.no_grad():
-        want = tm(torch.from_numpy(x)).numpy()
-    with vitc.no_grad():
-        got = vm(vitc.from_numpy(x)).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert_same_outputs(tm, vm, x)
 
 
 def test_dropout_and_drop_path_names_follow_timms_schedule():

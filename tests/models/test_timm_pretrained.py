@@ -17,6 +17,8 @@ import vitc
 from vitc import nn, optim
 from vitc.models import create_model, resample_abs_pos_embed, to_timm_state_dict
 
+from timm_helpers import assert_same_outputs  # noqa: E402
+
 os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces: timm below only ever reads local files
 
 
@@ -45,14 +47,6 @@ def _timm_from_file(name, path, **kw):
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path), **kw).eval()
 
 
-def _features(tm, vm, x):
-    with torch.no_grad():
-        want = tm.forward_features(torch.from_numpy(x)).numpy()
-    with vitc.no_grad():
-        got = vm.eval().forward_features(vitc.from_numpy(x)).numpy()
-    return got, want
-
-
 def test_224px_checkpoint_into_a_64px_10_class_model_then_fine_tune(tmp_path):
     sd, path = _timm_file(tmp_path, depth=4)  # timm's DeiT-Ti at 224 px, 4 of its 12 blocks (suite time)
     vitc.manual_seed(3)
@@ -72,8 +66,8 @@ def test_224px_checkpoint_into_a_64px_10_class_model_then_fine_tune(tmp_path):
     assert vm.mlp_head.weight.shape == (10, 192)
     # timm loading the same local file into the same 64-px model computes the same features
     x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
-    got_f, want_f = _features(_timm_from_file("deit_tiny_patch16_224", path, img_size=64, num_classes=10, depth=4), vm, x)
-    np.testing.assert_allclose(got_f, want_f, rtol=1e-4, atol=1e-4)
+    tm = _timm_from_file("deit_tiny_patch16_224", path, img_size=64, num_classes=10, depth=4)
+    assert_same_outputs(tm, vm, x, features=True)
     # and it fine-tunes: a few AdamW steps on one batch lower the loss
     rng = np.random.default_rng(1)
     xb = vitc.from_numpy(rng.normal(size=(8, 3, 64, 64)).astype(np.float32))
@@ -96,8 +90,7 @@ def test_in_chans_and_distilled_checkpoint_match_timms_loading(tmp_path):
     tm = _timm_from_file("deit_tiny_distilled_patch16_224", path, **kw)
     np.testing.assert_allclose(vm.pos_embedding.detach().numpy(), tm.pos_embed.detach().numpy(), rtol=1e-5, atol=1e-6)
     x = np.random.default_rng(2).normal(size=(2, 1, 32, 32)).astype(np.float32)
-    got, want = _features(tm, vm, x)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert_same_outputs(tm, vm, x, features=True)
 
 
 def test_pth_checkpoint_loads_like_safetensors(tmp_path):
@@ -126,9 +119,10 @@ def _write_npz(sd, path, layout):
     n = lambda k: sd[k].numpy()  # noqa: E731
     d, heads = n("pos_embed").shape[-1], 3
     p = "params/" if layout == "big_vision" else ""
+    pos_key = "pos_embedding" if layout == "big_vision" else "Transformer/posembed_input/pos_embedding"
     w = {p + "embedding/kernel": n("patch_embed.proj.weight").transpose(2, 3, 1, 0),
          p + "embedding/bias": n("patch_embed.proj.bias"),
-         p + ("pos_embedding" if layout == "big_vision" else "Transformer/posembed_input/pos_embedding"): n("pos_embed"),
+         p + pos_key: n("pos_embed"),
          p + "Transformer/encoder_norm/scale": n("norm.weight"), p + "Transformer/encoder_norm/bias": n("norm.bias"),
          p + "head/kernel": n("head.weight").T, p + "head/bias": n("head.bias")}
     if "cls_token" in sd:
@@ -170,17 +164,12 @@ def test_npz_checkpoint_matches_timms_reader(tmp_path, layout, pool):
     sd, _ = _timm_file(tmp_path, "vit_tiny_patch16_224", **kw)
     path = str(tmp_path / "ckpt.npz")
     _write_npz(sd, path, layout)
-    tm = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw).eval()
+    tm = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw)
     timm_load_npz(tm, path)  # timm's own reader gives back the source weights: the file is a real .npz layout
     for k, v in tm.state_dict().items():
         np.testing.assert_allclose(v.numpy(), sd[k].numpy(), rtol=0, atol=1e-7, err_msg=k)
-    vm = create_model("vit_tiny_patch16_224", pretrained_file=path, **kw).eval()
-    x = np.random.default_rng(3).normal(size=(1, 3, 224, 224)).astype(np.float32)
-    with torch.no_grad():
-        want = tm(torch.from_numpy(x)).numpy()
-    with vitc.no_grad():
-        got = vm(vitc.from_numpy(x)).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    vm = create_model("vit_tiny_patch16_224", pretrained_file=path, **kw)
+    assert_same_outputs(tm, vm, np.random.default_rng(3).normal(size=(1, 3, 224, 224)).astype(np.float32))
 
 
 def test_bad_requests_get_one_clear_error(tmp_path):
@@ -194,6 +183,10 @@ def test_bad_requests_get_one_clear_error(tmp_path):
     odd.write_bytes(b"x")
     with pytest.raises(ValueError, match="unknown checkpoint type '.ckpt'"):
         create_model("vit_tiny_patch16_224", pretrained_file=str(odd), depth=1)
+    broken = tmp_path / "broken.npz"
+    np.savez(broken, **{"embedding/kernel": np.zeros((16, 16, 3, 8), np.float32)})
+    with pytest.raises(ValueError, match="broken.npz lacks the ViT entry embedding/bias"):
+        create_model("vit_tiny_patch16_224", pretrained_file=str(broken), depth=1)
     code = tmp_path / "code.pth"
     code.write_bytes(pickle.dumps({"w": print}, protocol=2))  # weights_only refuses globals: nothing is executed
     with pytest.raises(ValueError, match="code.pth .*weights_only=True"):

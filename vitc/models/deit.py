@@ -153,8 +153,9 @@ _BLOCK = (("norm1", "norm1"), ("attn.to_qkv", "attn.qkv"), ("attn.to_out.0", "at
           ("ff.net.0", "mlp.fc1"), ("ff.net.3", "mlp.fc2"))
 _TOP = (("cls_token", "cls_token"), ("dist_token", "dist_token"), ("pos_embedding", "pos_embed"),
         ("to_patch_embedding.1.bias", "patch_embed.proj.bias"), ("transformer.norm", "norm"), ("mlp_head", "head"),
-        ("dist_head", "head_dist"), ("fc_norm", "fc_norm"), ("attn_pool.probe", "attn_pool.latent"), ("attn_pool.q", "attn_pool.q"),
-        ("attn_pool.kv", "attn_pool.kv"), ("attn_pool.proj", "attn_pool.proj"), ("attn_pool.norm", "attn_pool.norm"),
+        ("dist_head", "head_dist"), ("fc_norm", "fc_norm"), ("attn_pool.probe", "attn_pool.latent"),
+        ("attn_pool.q", "attn_pool.q"), ("attn_pool.kv", "attn_pool.kv"), ("attn_pool.proj", "attn_pool.proj"),
+        ("attn_pool.norm", "attn_pool.norm"),
         ("attn_pool.mlp.net.0", "attn_pool.mlp.fc1"), ("attn_pool.mlp.net.3", "attn_pool.mlp.fc2"))
 _PATCH_W = "to_patch_embedding.1.weight"
 

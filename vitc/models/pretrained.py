@@ -189,7 +189,14 @@ def npz_to_timm_state_dict(arrays, path="<npz>"):
     except ValueError as e:
         raise ValueError(f"read_checkpoint: {path} is not a ViT .npz checkpoint: {e}") from None
     w = {k[len(p):]: np.asarray(v, dtype=np.float32) for k, v in arrays.items() if k.startswith(p)}
-    big_vision = p.startswith("params/") or "pos_embedding" in w or "Transformer/encoderblock/LayerNorm_0/scale" in w
+    try:
+        return _jax_to_timm(w, big_vision=p.startswith("params/") or "pos_embedding" in w or
+                            "Transformer/encoderblock/LayerNorm_0/scale" in w)
+    except KeyError as e:
+        raise ValueError(f"read_checkpoint: {path} lacks the ViT entry {p}{e.args[0]}") from None
+
+
+def _jax_to_timm(w, big_vision):
     flat = lambda a: a.reshape(-1) if a.ndim == 4 and a.shape[:3] == (1, 1, 1) else a  # noqa: E731
     out = {"patch_embed.proj.weight": w["embedding/kernel"].transpose(3, 2, 0, 1),  # HWIO -> OIHW
            "patch_embed.proj.bias": w["embedding/bias"]}
@@ -295,7 +302,8 @@ def load_pretrained(model, path, interpolation="bicubic", antialias=True):
         # the model's own fresh heads stand in for the checkpoint's (timm re-creates the classifier)
         sd["head.weight"], sd["head.bias"] = own["mlp_head.weight"].numpy(), own["mlp_head.bias"].numpy()
         if "head_dist.weight" in sd and "dist_head.weight" in own:
-            sd["head_dist.weight"], sd["head_dist.bias"] = own["dist_head.weight"].numpy(), own["dist_head.bias"].numpy()
+            sd["head_dist.weight"] = own["dist_head.weight"].numpy()
+            sd["head_dist.bias"] = own["dist_head.bias"].numpy()
     try:
         load_timm_state_dict(model, sd)
     except (RuntimeError, ValueError) as e:
