@@ -34,6 +34,15 @@ class dtype:
     def __reduce__(self):
         return (_dtype_by_name, (self.name,))
 
+    def __getattr__(self, attr):
+        # reached only for attributes a vitc dtype lacks: NumPy-only code handed vitc tensors (e.g.
+        # safetensors.numpy.save_file(model.state_dict()) reads .dtype.byteorder) gets told what to do
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise AttributeError(f"{self!r} is a vitc dtype, not a NumPy dtype (no attribute {attr!r}): code that "
+                             "expects NumPy arrays needs them converted first, e.g. vitc.io.to_numpy(state_dict) "
+                             "or t.numpy(); vitc.save(state_dict, path) writes safetensors directly")
+
 
 float32 = dtype("float32", 0, np.float32, True)
 int64 = dtype("int64", 1, np.int64, False)

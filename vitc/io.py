@@ -22,7 +22,7 @@ import numpy as np
 
 from ._tensor import Tensor, bfloat16, bfloat16_bits, bfloat16_from_bits, from_numpy
 
-__all__ = ["save_safetensors", "load_safetensors", "atomic_write", "write_text_atomic"]
+__all__ = ["save", "load", "to_numpy", "save_safetensors", "load_safetensors", "atomic_write", "write_text_atomic"]
 
 
 def _to_array(key, value):
@@ -151,24 +151,29 @@ def load_safetensors(path, as_numpy=False):
     """Read a safetensors file into a dict name -> vitc Tensor (float32/int64/bool/bfloat16; other
     float and int dtypes are converted). as_numpy=True returns the NumPy arrays as stored (a BF16
     tensor as its uint16 bit patterns: NumPy has no bfloat16)."""
+    return _read(path, as_numpy, "load_safetensors")[0]
+
+
+def _read(path, as_numpy, who):
+    """(name -> tensor or array, header metadata) of a safetensors file; errors name ``who`` and the path."""
     import safetensors.numpy
 
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"load_safetensors: no such file: {path}")
+        raise FileNotFoundError(f"{who}: no such file: {path}")
     try:
         with safetensors.safe_open(path, framework="np") as f:
             metadata = f.metadata() or {}
             bf16 = {k for k in f.keys() if f.get_slice(k).get_dtype() == "BF16"}
             arrays = {k: f.get_tensor(k) for k in f.keys() if k not in bf16}
     except safetensors.SafetensorError as e:  # truncated or garbled header, data not covering the tensors
-        raise ValueError(f"load_safetensors: {path} is not a valid safetensors file (damaged or truncated?): "
+        raise ValueError(f"{who}: {path} is not a valid safetensors file (damaged or truncated?): "
                          f"{e}") from None
     if bf16:
         arrays.update(_read_bf16_bits(path, bf16))
     _verify(path, arrays, metadata.get(CHECKSUM_KEY))
     if as_numpy:
-        return arrays
+        return arrays, metadata
     out = {}
     for k, a in arrays.items():
         if k in bf16:
@@ -179,7 +184,7 @@ def load_safetensors(path, as_numpy=False):
         elif a.dtype.kind in "iu" and a.dtype != np.int64:
             a = a.astype(np.int64)
         out[k] = from_numpy(np.require(a, requirements="C"))
-    return out
+    return out, metadata
 
 
 def _read_bf16_bits(path, names):
@@ -220,3 +225,53 @@ def _verify(path, arrays, stored):
         if got != sums[k]:
             raise ValueError(f"load_safetensors: {path}: tensor {k!r} is damaged (CRC-32 {got}, "
                              f"stored {sums[k]})")
+
+
+# ---- vitc.save / vitc.load: torch.save's everyday use (a state dict or one tensor), without pickle ----
+KIND_KEY = "vitc.kind"  # header metadata: 'tensor' (one tensor, stored under _SINGLE) or 'state_dict'
+_SINGLE = "tensor"
+
+
+def save(obj, path):
+    """Save a state dict (a mapping str -> vitc Tensor or NumPy array, e.g. ``model.state_dict()``) or
+    a single tensor to ``path`` as a safetensors file, atomically, with per-tensor CRC-32s (see
+    save_safetensors). Nothing is pickled: other objects (optimizers, modules, lists) raise TypeError.
+    dtypes: float32, int64, bool, bfloat16 round-trip exactly; other NumPy int/float dtypes are stored
+    as they are and come back as int64 / float32."""
+    if isinstance(obj, (Tensor, np.ndarray)):
+        return save_safetensors({_SINGLE: obj}, path, metadata={KIND_KEY: "tensor"})
+    if isinstance(obj, dict) or (hasattr(obj, "items") and hasattr(obj, "keys")):
+        return save_safetensors(obj, path, metadata={KIND_KEY: "state_dict"})
+    raise TypeError(f"vitc.save stores a tensor or a dict of tensors (safetensors, never pickle), got "
+                    f"{type(obj).__name__}; for a module or an optimizer save its .state_dict()")
+
+
+def load(path):
+    """Read what ``save`` wrote: the single tensor, or the dict name -> vitc Tensor. A safetensors
+    file written by another tool loads as a dict. A file that is not safetensors (e.g. a pickled
+    .pth) or is damaged raises ValueError naming the path."""
+    tensors, metadata = _read(path, False, "vitc.load")
+    kind = metadata.get(KIND_KEY, "state_dict")
+    if kind == "tensor":
+        if set(tensors) != {_SINGLE}:
+            raise ValueError(f"vitc.load: {os.fspath(path)}: the header says one tensor but the file holds "
+                             f"{sorted(tensors)[:5]}")
+        return tensors[_SINGLE]
+    if kind != "state_dict":
+        raise ValueError(f"vitc.load: {os.fspath(path)}: unknown {KIND_KEY} {kind!r} in the header")
+    return tensors
+
+
+def to_numpy(state_dict):
+    """A copy of a name -> tensor mapping as name -> NumPy array (for NumPy-only tools such as
+    ``safetensors.numpy.save_file``). bfloat16 tensors raise (NumPy has no bfloat16): convert them
+    with .float(), or use vitc.save, which stores them as BF16."""
+    out = {}
+    for k, v in state_dict.items():
+        if isinstance(v, Tensor):
+            if v.dtype is bfloat16:
+                raise TypeError(f"to_numpy: {k!r} is bfloat16, which NumPy has no dtype for; use .float() "
+                                "or vitc.save (stores BF16)")
+            v = v.detach().numpy()
+        out[k] = np.array(v, order="C", copy=True)
+    return out

@@ -15,7 +15,8 @@ from vitc import nn
 from vitc.nn import init as nn_init
 
 from .registry import register_model
-from .vit import ViT
+from .timm_compat import accepts_timm_names, merge_config
+from .vit import ViT, vit_base_patch16_224, vit_small_patch16_224, vit_tiny_patch16_224
 
 __all__ = ["DeiT", "HEADS", "fuse_heads", "to_timm_state_dict", "load_timm_state_dict"]
 
@@ -45,6 +46,7 @@ class DeiT(ViT):
 
     num_prefix_tokens = 2  # cls, dist
 
+    @accepts_timm_names
     def __init__(self, *, head="avg", init="timm", pool="cls", **kwargs):
         if pool == "mean":
             raise ValueError("DeiT: pool must be 'cls', 'gap' or 'map' (gap/map pool the patch tokens only); "
@@ -97,9 +99,7 @@ def fuse_heads(z_cls, z_dist, head):
 
 
 def _build(defaults, overrides, cls=DeiT):
-    cfg = dict(defaults)
-    cfg.update(overrides)
-    return cls(**cfg)
+    return cls(**merge_config(cls.__name__, defaults, overrides))
 
 
 # timm's DeiT shapes: patch 16 Linear embedding (no patch norms), qkv bias, LN ε 1e-6, MLP 4·dim
@@ -119,6 +119,19 @@ def deit_small_distilled_patch16_224(**overrides):
     return _build(dict(_TIMM, dim=384, depth=12, heads=6, mlp_dim=1536), overrides)
 
 
+@register_model
+def deit_base_distilled_patch16_224(**overrides):
+    """DeiT-B⚗: dim 768, depth 12, 12 heads × 64, MLP 3072."""
+    return _build(dict(_TIMM, dim=768, depth=12, heads=12, mlp_dim=3072), overrides)
+
+
+# timm's deit_{tiny,small,base}_patch16_224 are its plain VisionTransformer with exactly the ViT-Ti/S/B
+# shapes (timm/models/deit.py builds them with _create_deit -> VisionTransformer): the same constructors
+for _vit, _deit in ((vit_tiny_patch16_224, "deit_tiny_patch16_224"), (vit_small_patch16_224, "deit_small_patch16_224"),
+                    (vit_base_patch16_224, "deit_base_patch16_224")):
+    register_model(_vit, name=_deit)
+
+
 # a DeiT-Ti-like model for 28×28 grey images (Fashion-MNIST, MNIST): 16 patches of 7×7
 _MNIST = dict(image_size=28, patch_size=7, num_classes=10, channels=1, dim=96, depth=4, heads=3, dim_head=32,
               mlp_dim=192, qkv_bias=True, norm_eps=1e-6, patch_norm=False)
@@ -133,9 +146,7 @@ def deit_mnist_distilled(**overrides):
 @register_model
 def deit_mnist(**overrides):
     """The same small model without the distillation token (a ViT with DeiT's settings), the baseline."""
-    cfg = dict(_MNIST, init="timm")
-    cfg.update(overrides)
-    return ViT(**cfg)
+    return _build(dict(_MNIST, init="timm"), overrides, cls=ViT)
 
 
 # ---- timm interop --------------------------------------------------------------------------------
@@ -145,8 +156,9 @@ _BLOCK = (("norm1", "norm1"), ("attn.to_qkv", "attn.qkv"), ("attn.to_out.0", "at
           ("ff.net.0", "mlp.fc1"), ("ff.net.3", "mlp.fc2"))
 _TOP = (("cls_token", "cls_token"), ("dist_token", "dist_token"), ("pos_embedding", "pos_embed"),
         ("to_patch_embedding.1.bias", "patch_embed.proj.bias"), ("transformer.norm", "norm"), ("mlp_head", "head"),
-        ("dist_head", "head_dist"), ("attn_pool.probe", "attn_pool.latent"), ("attn_pool.q", "attn_pool.q"),
-        ("attn_pool.kv", "attn_pool.kv"), ("attn_pool.proj", "attn_pool.proj"), ("attn_pool.norm", "attn_pool.norm"),
+        ("dist_head", "head_dist"), ("fc_norm", "fc_norm"), ("attn_pool.probe", "attn_pool.latent"),
+        ("attn_pool.q", "attn_pool.q"), ("attn_pool.kv", "attn_pool.kv"), ("attn_pool.proj", "attn_pool.proj"),
+        ("attn_pool.norm", "attn_pool.norm"),
         ("attn_pool.mlp.net.0", "attn_pool.mlp.fc1"), ("attn_pool.mlp.net.3", "attn_pool.mlp.fc2"))
 _PATCH_W = "to_patch_embedding.1.weight"
 

@@ -12,6 +12,7 @@ import vitc as _v
 
 from .deit import _BLOCK, _expand
 from .registry import register_model
+from .timm_compat import merge_config
 from .vit import ViT
 
 __all__ = ["LVVIT_SHAPES", "lvvit", "official_names", "load_official_state_dict", "to_official_state_dict"]
@@ -29,8 +30,7 @@ def lvvit(size, **overrides):
     cfg = dict(image_size=224, patch_size=16, num_classes=1000, channels=3, dim=dim, depth=depth, heads=heads,
                dim_head=dim // heads, mlp_dim=3 * dim, pool="cls", qkv_bias=False, norm_eps=1e-5, init="timm",
                patch_embed="conv", stem_width=stem, skip_lam=skip_lam, aux_head=True, mix_token=True)
-    cfg.update(overrides)
-    return ViT(**cfg)
+    return ViT(**merge_config("lvvit", cfg, overrides))
 
 
 for _size in LVVIT_SHAPES:
@@ -44,13 +44,15 @@ _MNIST = dict(image_size=28, patch_size=4, num_classes=10, channels=1, pool="cls
 @register_model
 def lvvit_tiny_mnist(**overrides):
     """LV-ViT for 28×28×1: dim 64, depth 4, 4 heads × 16, MLP 192, skip_lam 1."""
-    return ViT(**dict(dict(_MNIST, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=192, skip_lam=1.0), **overrides))
+    return ViT(**merge_config("lvvit", dict(_MNIST, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=192, skip_lam=1.0),
+                              overrides))
 
 
 @register_model
 def lvvit_small_mnist(**overrides):
     """LV-ViT for 28×28×1: dim 96, depth 8 (deeper and narrower), 4 heads × 24, MLP 288, skip_lam 2."""
-    return ViT(**dict(dict(_MNIST, dim=96, depth=8, heads=4, dim_head=24, mlp_dim=288, skip_lam=2.0), **overrides))
+    return ViT(**merge_config("lvvit", dict(_MNIST, dim=96, depth=8, heads=4, dim_head=24, mlp_dim=288, skip_lam=2.0),
+                              overrides))
 
 
 # ---- the official checkpoints' layout ------------------------------------------------------------------

@@ -17,6 +17,7 @@ from vitc.nn.patch_embed import ConvPatchEmbed
 from vitc.nn.transformer import make_norm
 
 from .registry import register_model
+from .timm_compat import accepts_timm_names, merge_config
 
 __all__ = ["ViT", "posemb_sincos_1d", "SCALING_SHAPES", "scaling_vit"]
 
@@ -74,6 +75,10 @@ class ViT(nn.Module):
     norm ('layer' | 'batch': every norm, patch embedding's included, is LayerNorm or token
     BatchNorm, the article's ViTBN), ffn_norm (None | 'batch': the FFN's norm sits after its first Linear,
     the article's ViTBNFFN; see vitc.models.ViTBNFFN / ViTBN).
+    fc_norm=True: the final norm moves after the pooling (timm's fc_norm, its default with global_pool='avg');
+    forward_features then returns the un-normalised tokens.
+    timm's keyword names (img_size, in_chans, embed_dim, num_heads, mlp_ratio, drop_path_rate, global_pool,
+    ...) are accepted too: see vitc.models.timm_compat.
     forward(img, return_attention=True) also returns the per-block attention maps.
     DeepViT (arXiv 2103.11886): attn 'mhsa' | 'reattention' (or one name per block), reattn_norm 'batch' |
     'layer' | 'none', reattn_bias, reattn_scale; attn_reuse_from=r: blocks after r reuse block r's maps.
@@ -87,12 +92,14 @@ class ViT(nn.Module):
 
     num_prefix_tokens = 1  # tokens before the patches: cls (DeiT adds a distillation token, models/deit.py)
 
+    @accepts_timm_names
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool="cls", channels=3,
                  dim_head=64, dropout=0.0, emb_dropout=0.0, pos_emb="learn", qkv_bias=False, norm_eps=1e-5,
                  patch_norm=True, drop_path=0.0, gelu="none", init="torch", norm="layer", ffn_norm=None,
                  attn="mhsa", reattn_norm="batch", reattn_bias=True, reattn_scale=False, attn_reuse_from=None,
                  class_token=True, pre_logits=None, head_zero_init=False, head_bias_init=None,
-                 patch_embed="linear", stem_width=64, skip_lam=1.0, aux_head=False, mix_token=False, infer="aux"):
+                 patch_embed="linear", stem_width=64, skip_lam=1.0, aux_head=False, mix_token=False, infer="aux",
+                 fc_norm=False):
         super().__init__()
         ih, iw = expect_pair(image_size, "ViT", "image_size", minimum=1)
         ph, pw = expect_pair(patch_size, "ViT", "patch_size", minimum=1)
@@ -153,6 +160,12 @@ class ViT(nn.Module):
                                           attn=attn, reattn_norm=reattn_norm, reattn_bias=reattn_bias,
                                           reattn_scale=reattn_scale, attn_reuse_from=attn_reuse_from,
                                           skip_lam=skip_lam)
+        self.fc_norm = None
+        if fc_norm:  # timm's fc_norm: the final norm after pooling, none before (timm vision_transformer.py)
+            if norm != "layer" or pool == "mean":
+                raise ValueError("ViT: fc_norm=True needs norm='layer' and pool 'cls', 'gap' or 'map'")
+            self.transformer.norm = nn.Identity()
+            self.fc_norm = make_norm(norm, dim, norm_eps)
         if pool == "map":
             if dim % heads:
                 raise ValueError(f"ViT: pool='map' runs {heads} heads over width {dim}; heads must divide dim")
@@ -248,6 +261,10 @@ class ViT(nn.Module):
     def pool_tokens(self, x):
         """(B, T, dim) final tokens -> (B, dim): 'cls' token 0, 'mean' all tokens, 'gap' the mean of the
         patch tokens, 'map' attention pooling over the patch tokens."""
+        pooled = self._pool(x)
+        return pooled if self.fc_norm is None else self.fc_norm(pooled)
+
+    def _pool(self, x):
         if self.pool == "cls":
             return x[:, 0]
         if self.pool == "mean":
@@ -257,9 +274,7 @@ class ViT(nn.Module):
 
 
 def _build(defaults, overrides):
-    cfg = dict(defaults)
-    cfg.update(overrides)
-    return ViT(**cfg)
+    return ViT(**merge_config("ViT", defaults, overrides))
 
 
 @register_model
@@ -283,6 +298,14 @@ def vit_small_patch16_224(**overrides):
     """timm's ViT-S/16: dim 384, depth 12, 6 heads × 64, MLP 1536."""
     return _build(dict(image_size=224, patch_size=16, num_classes=1000, channels=3, dim=384, depth=12, heads=6,
                        dim_head=64, mlp_dim=1536, pool="cls", qkv_bias=True, norm_eps=1e-6, patch_norm=False,
+                       init="timm"), overrides)
+
+
+@register_model
+def vit_base_patch16_224(**overrides):
+    """timm's ViT-B/16: dim 768, depth 12, 12 heads × 64, MLP 3072."""
+    return _build(dict(image_size=224, patch_size=16, num_classes=1000, channels=3, dim=768, depth=12, heads=12,
+                       dim_head=64, mlp_dim=3072, pool="cls", qkv_bias=True, norm_eps=1e-6, patch_norm=False,
                        init="timm"), overrides)
 
 

@@ -16,6 +16,7 @@ under `for attn, ff in self.layers:`). The remaining blocks keep their parameter
 state_dict as the correct model) but take no part in the forward pass.
 """
 from .registry import register_model
+from .timm_compat import accepts_timm_names, merge_config
 from .vit import ViT
 
 __all__ = ["ViTBNFFN", "ViTBN"]
@@ -29,6 +30,7 @@ class ViTBNFFN(ViT):
 
     _norm, _ffn_norm = "layer", "batch"
 
+    @accepts_timm_names
     def __init__(self, *, qkv_bias=True, bn_first_block_only=False, **kwargs):
         for k in ("norm", "ffn_norm"):
             if k in kwargs:
@@ -52,9 +54,7 @@ _SEED = dict(image_size=28, patch_size=7, num_classes=10, channels=1, dim=64, de
 
 
 def _build(cls, overrides, **fixed):
-    cfg = dict(_SEED, **fixed)
-    cfg.update(overrides)
-    return cls(**cfg)
+    return cls(**merge_config(cls.__name__, dict(_SEED, **fixed), overrides))
 
 
 @register_model

@@ -68,6 +68,16 @@ def _as_array(value, key):
         raise TypeError(f"state_dict value for {key!r} is a {type(value).__name__}, not a tensor or array") from e
 
 
+def _timm_layout_hint(unexpected):
+    """A pointer to the converter when unexpected keys are timm's ViT names (vitc names its layers
+    after lucidrains' vit-pytorch; vitc/models/deit.py maps the two)."""
+    timm_keys = [k for k in unexpected if k in ("pos_embed", "patch_embed.proj.weight") or k.startswith("blocks.")]
+    if not timm_keys:
+        return ""
+    return (f"These are timm's names (e.g. \"{timm_keys[0]}\"): load a timm state_dict with "
+            "vitc.models.load_timm_state_dict(model, state_dict). ")
+
+
 class Module:
     """Base class for all vitc layers and models (PyTorch semantics).
 
@@ -417,7 +427,8 @@ class Module:
         if strict:
             msgs = []
             if unexpected:
-                msgs.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
+                msgs.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". "
+                            + _timm_layout_hint(unexpected))
             if missing:
                 msgs.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
             errors = msgs + errors
