@@ -75,10 +75,10 @@ def test_trainer_api_and_no_tape():
     ema.update(net, step=5)
     for k, p in ema.module.named_parameters():
         assert p.grad_fn is None and p.is_leaf
-        np.testing.assert_allclose(p.numpy(), before[k] + 0.0002, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p.detach().numpy(), before[k] + 0.0002, rtol=1e-5, atol=1e-6)
     ema.update(net, step=0)  # step <= update_after_step + 1: a copy
     for (k, p), q in zip(ema.module.named_parameters(), net.parameters()):
-        np.testing.assert_array_equal(p.numpy(), q.numpy())
+        np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy())
     out = ema(vitc.randn(2, 4))
     assert out.shape == (2, 3)
     ema.set(net)
