@@ -1,10 +1,12 @@
-"""Containers: Sequential, ModuleList, ModuleDict."""
+"""Containers: Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict."""
 import operator
 from collections import OrderedDict
 
+from .._tensor import Tensor
 from .module import Module, _addindent
+from .parameter import Parameter
 
-__all__ = ["Sequential", "ModuleList", "ModuleDict"]
+__all__ = ["Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"]
 
 
 def _index(idx, n, who):
@@ -189,3 +191,135 @@ class ModuleDict(Module):
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ModuleDict has no forward; index it instead")
+
+
+def _as_parameter(value, who):
+    """A Parameter for value: Parameters as they are, other tensors wrapped (as torch), None kept."""
+    if value is None or isinstance(value, Parameter):
+        return value
+    if isinstance(value, Tensor):
+        return Parameter(value)
+    raise TypeError(f"{who} holds vitc Tensors/Parameters (or None), got {type(value).__name__}")
+
+
+def _parameter_repr(p):
+    if p is None:
+        return "None"
+    return f"Parameter containing: [vitc.{p.dtype.name} of size {'x'.join(map(str, p.shape)) or '()'}]"
+
+
+class ParameterList(Module):
+    """A list of Parameters registered under the names '0', '1', … (torch.nn.ParameterList), so
+    parameters() and state_dict() see them. Plain tensors are wrapped in Parameter."""
+
+    def __init__(self, values=None):
+        super().__init__()
+        if values is not None:
+            self.extend(values)
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters.values())
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return ParameterList(list(self._parameters.values())[idx])
+        return self._parameters[str(_index(idx, len(self), "ParameterList"))]
+
+    def __setitem__(self, idx, param):
+        self.register_parameter(str(_index(idx, len(self), "ParameterList")), _as_parameter(param, "ParameterList"))
+
+    def __iadd__(self, values):
+        return self.extend(values)
+
+    def append(self, value):
+        self.register_parameter(str(len(self)), _as_parameter(value, "ParameterList"))
+        return self
+
+    def extend(self, values):
+        if isinstance(values, Tensor):
+            raise TypeError("ParameterList.extend should be called with an iterable of tensors, got a Tensor")
+        for v in values:
+            self.append(v)
+        return self
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ParameterList has no forward; index it instead")
+
+    def extra_repr(self):
+        return "\n".join(f"({k}): {_parameter_repr(p)}" for k, p in self._parameters.items())
+
+
+class ParameterDict(Module):
+    """An ordered dict of Parameters registered under their keys (torch.nn.ParameterDict), so
+    parameters() and state_dict() see them. Plain tensors are wrapped in Parameter."""
+
+    def __init__(self, parameters=None):
+        super().__init__()
+        if parameters is not None:
+            self.update(parameters)
+
+    def __getitem__(self, key):
+        return self._parameters[key]
+
+    def __setitem__(self, key, value):
+        self.register_parameter(key, _as_parameter(value, "ParameterDict"))
+
+    def __delitem__(self, key):
+        del self._parameters[key]
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters)
+
+    def __contains__(self, key):
+        return key in self._parameters
+
+    def keys(self):
+        return self._parameters.keys()
+
+    def values(self):
+        return self._parameters.values()
+
+    def items(self):
+        return self._parameters.items()
+
+    def get(self, key, default=None):
+        return self._parameters.get(key, default)
+
+    def setdefault(self, key, default=None):
+        if key not in self._parameters:
+            self[key] = default
+        return self._parameters[key]
+
+    def pop(self, key):
+        v = self._parameters[key]
+        del self._parameters[key]
+        return v
+
+    def clear(self):
+        self._parameters.clear()
+
+    def update(self, parameters):
+        """Add the entries of a mapping or of (key, tensor) pairs; a plain dict is added in sorted key
+        order, an OrderedDict / ParameterDict / list in its own order (as torch)."""
+        if isinstance(parameters, (OrderedDict, ParameterDict)):
+            items = parameters.items()
+        elif hasattr(parameters, "items"):
+            items = sorted(parameters.items())
+        else:
+            items = parameters
+        for entry in items:
+            if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+                raise TypeError("ParameterDict.update expects a mapping or an iterable of (key, tensor) pairs")
+            self[entry[0]] = entry[1]
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ParameterDict has no forward; index it instead")
+
+    def extra_repr(self):
+        return "\n".join(f"({k}): {_parameter_repr(p)}" for k, p in self._parameters.items())
