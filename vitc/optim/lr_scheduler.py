@@ -22,7 +22,20 @@ def _check_optimizer(opt):
     return opt
 
 
-class LRScheduler:
+class _SchedulerState:
+    """The last rates and the state_dict of a schedule: every attribute but the optimizer."""
+
+    def get_last_lr(self):
+        return self._last_lr
+
+    def state_dict(self):
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict):
+        self.__dict__.update(state_dict)
+
+
+class LRScheduler(_SchedulerState):
     def __init__(self, optimizer, last_epoch=-1):
         self.optimizer = _check_optimizer(optimizer)
         if last_epoch == -1:
@@ -44,9 +57,6 @@ class LRScheduler:
     def get_lr(self):
         raise NotImplementedError
 
-    def get_last_lr(self):
-        return self._last_lr
-
     def step(self, epoch=None):
         self._step_count += 1
         if epoch is None:
@@ -58,12 +68,6 @@ class LRScheduler:
         for group, lr in zip(self.optimizer.param_groups, values):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
 
 
 class LambdaLR(LRScheduler):
@@ -335,7 +339,7 @@ class OneCycleLR(LRScheduler):
         return lrs
 
 
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(_SchedulerState):
     """Multiply the rate by ``factor`` when a metric stops improving (torch.optim.lr_scheduler.
     ReduceLROnPlateau): ``step(metric)`` once per evaluation.
 
@@ -420,18 +424,12 @@ class ReduceLROnPlateau:
             if old - new > self.eps:
                 group["lr"] = new
 
-    def get_last_lr(self):
-        return self._last_lr
-
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
     def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+        super().load_state_dict(state_dict)
         self._init_is_better(self.mode, self.threshold, self.threshold_mode)
 
 
-class CosineLRScheduler:
+class CosineLRScheduler(_SchedulerState):
     """Linear warmup then cosine decay, timm's ``CosineLRScheduler`` semantics
     (huggingface/pytorch-image-models, timm/scheduler/cosine_lr.py).
 
@@ -500,9 +498,6 @@ class CosineLRScheduler:
         if not self.t_in_epochs:
             self._update(self._get_lr(num_updates))
 
-    def get_last_lr(self):
-        return self._last_lr
-
     def get_cycle_length(self, cycles=0):
         cycles = max(1, cycles or self.cycle_limit)
         if self.cycle_mul == 1.0:
@@ -510,12 +505,6 @@ class CosineLRScheduler:
         else:
             t = int(math.floor(-self.t_initial * (self.cycle_mul ** cycles - 1) / (1 - self.cycle_mul)))
         return t + self.warmup_t if self.warmup_prefix else t
-
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
 
 
 def _steps(value, total, name):
@@ -553,7 +542,7 @@ def rsqrt_factor(step, total_steps, warmup_steps=0, timescale=10_000, cooldown_s
     return f
 
 
-class RsqrtLR:
+class RsqrtLR(_SchedulerState):
     """Linear warmup, reciprocal-square-root decay and a linear cooldown to 0 (``rsqrt_factor``),
     stepped once per optimizer update.
 
@@ -622,12 +611,6 @@ class RsqrtLR:
         self._apply()
         return self
 
-    def get_last_lr(self):
-        return self._last_lr
-
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
     def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+        super().load_state_dict(state_dict)
         self._apply()
