@@ -248,6 +248,10 @@ def test_inference_mode_as_torch():
         a.add_(1.0)
     with pytest.raises(RuntimeError, match="[Ii]nference tensor"):
         ta.add_(1.0)
+    detached, tdetached = a.detach().reshape(3), ta.detach().reshape(3)  # views of inference tensors
+    assert detached.is_inference() and tdetached.is_inference()
+    with pytest.raises(RuntimeError, match="Inference tensors cannot be saved for backward"):
+        detached * w
     c = a.clone()
     assert not c.is_inference()
     (c * w).sum().backward()

@@ -48,7 +48,7 @@ static void meta_of(vt_meta *m, const vt_tensor *t) {
 
 int vt_save(vt_ctx *c, const vt_tensor *t) {
     if (!c->save) return VT_OK;
-    if (t->is_inference)
+    if (t->storage->is_inference)
         return vt_fail(VT_ERUNTIME, "Inference tensors cannot be saved for backward: %s needs a tensor made under "
                        "vitc.inference_mode() to compute gradients; make a normal copy outside inference mode "
                        "(t.clone()) and use that", vt_ops[c->op].name);
@@ -135,12 +135,13 @@ static void release_ctx(vt_ctx *c) {
 }
 
 /* inference mode: outputs with storage of their own are inference tensors; views of an input (and
- * an input handed back) keep their status, as PyTorch's views of normal tensors stay normal */
+ * an input handed back) keep their storage's status, so views of normal tensors stay normal and
+ * views of inference tensors (detach too) are inference tensors, as in PyTorch */
 static void mark_inference(vt_ctx *c) {
     for (int k = 0; k < c->nout; k++) {
         int view = 0;
         for (int i = 0; i < c->nin && !view; i++) view = c->in[i] && c->in[i]->storage == c->out[k]->storage;
-        if (!view) c->out[k]->is_inference = 1;
+        if (!view) c->out[k]->storage->is_inference = 1;
     }
 }
 

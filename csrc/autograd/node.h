@@ -125,9 +125,9 @@ void vt_set_hook_functions(vt_hooks_run_fn run, vt_hooks_release_fn release);
 void **vt_hooks_slot(vt_tensor *t);
 void vt_hooks_drop(void *hooks);
 
-/* inference mode (per thread, like torch.inference_mode): new outputs (not views of an input's
- * storage) are marked is_inference, and vt_save refuses an inference tensor, so using one in a
- * recorded graph fails where the node is made. The caller turns grad mode off as well. */
+/* inference mode (per thread, like torch.inference_mode): the storage of new outputs (not views of
+ * an input's storage) is marked is_inference, and vt_save refuses a tensor on such storage, so using
+ * one in a recorded graph fails where the node is made. The caller turns grad mode off as well. */
 int vt_inference_mode(void);
 void vt_set_inference_mode(int on);
 

@@ -52,6 +52,7 @@ typedef enum { VT_FLOAT32 = 0, VT_INT64 = 1, VT_BOOL = 2, VT_BFLOAT16 = 3, VT_ND
 typedef struct vt_storage {
     int64_t refcount;
     int64_t version;   /* bumped by every in-place op on these bytes; autograd checks it (node.h) */
+    int is_inference;  /* made under inference mode: autograd refuses to save its tensors (node.h) */
     void *data;
     size_t nbytes;
     void (*release)(void *owner); /* NULL: data came from vt_alloc */
@@ -74,7 +75,6 @@ typedef struct vt_tensor {
     struct vt_tensor *grad; /* owned; NULL until a backward reaches it */
     struct vt_node *grad_fn;/* owned; NULL for leaves */
     int output_nr;          /* which output of grad_fn this is */
-    int is_inference;       /* made under inference mode: autograd refuses to save it (node.h) */
     void *hooks;            /* owned by autograd, opaque here: a leaf's gradient hooks (node.h) */
     void *pyobj;            /* weak, see rule 5 */
 } vt_tensor;

@@ -111,6 +111,6 @@ PyObject *vtpy_is_inference_mode(PyObject *m, PyObject *u) { return PyBool_FromL
 
 /* a tensor a factory made now: an inference tensor under inference mode */
 PyObject *vtpy_wrap_new(vt_tensor *t) {
-    if (t && vt_inference_mode()) t->is_inference = 1;
+    if (t && vt_inference_mode()) t->storage->is_inference = 1;
     return vtpy_wrap(t);
 }

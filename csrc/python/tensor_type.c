@@ -97,7 +97,7 @@ static int set_requires_grad(PyObject *self, PyObject *v, void *c) {
         PyErr_SetString(PyExc_RuntimeError, "you can only change requires_grad flags of leaf variables; use detach() for a non-leaf");
         return -1;
     }
-    if (on && t->is_inference && !vt_inference_mode()) {
+    if (on && t->storage->is_inference && !vt_inference_mode()) {
         PyErr_SetString(PyExc_RuntimeError, "Setting requires_grad=True on an inference tensor (made under "
                         "vitc.inference_mode()) outside inference mode is not allowed; use t.clone()");
         return -1;
@@ -201,7 +201,7 @@ static PyObject *t_backward(PyObject *self, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
-static PyObject *get_is_inference(PyObject *self, void *c) { CHECK_INIT(self); return PyBool_FromLong(SELF_T(self)->is_inference); }
+static PyObject *get_is_inference(PyObject *self, void *c) { CHECK_INIT(self); return PyBool_FromLong(SELF_T(self)->storage->is_inference); }
 
 static PyGetSetDef tensor_getset[] = {
     {"shape", get_shape, NULL, "the sizes, a tuple", NULL},
