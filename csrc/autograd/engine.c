@@ -13,8 +13,11 @@
  *  - the allocator's cache: its own mutex (core/alloc.c); the RNG's offset: its own mutex
  *    (core/rng.c), so draws never repeat, but which thread gets which draws follows the order
  *    they ask in; the thread count: process-wide (core/threads.c).
+ *  - gradient hooks run under the GIL, which the binding's hook runner takes (python/hooks.c);
+ *    registering or removing one happens under the GIL too.
  * Not guarded: replacing a tensor's storage (Parameter.data = ...) while another thread runs an
- * op on that tensor. */
+ * op on that tensor; registering the first hook of a tensor while a backward in another thread
+ * passes through it (the hooks may or may not run in that pass). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
