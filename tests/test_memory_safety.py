@@ -169,6 +169,8 @@ IN_PLACE = {
     "adafactor_step": lambda: _call("adafactor_step", (_expanded(4), vitc.ones(4), vitc.zeros(4), vitc.zeros(4),
                                                        vitc.tensor([[0, 4, 0, 1]]), vitc.tensor([[0, 1, 1, 1, 1, 4, 0, 0]])),
                                     None, (0.1, 0.9, 0.8, 0.999, 1e-30, 0.0)),
+    "rmsprop_step": lambda: _call("rmsprop_step", (_expanded(4), vitc.ones(4), vitc.zeros(4), None, None,
+                                                   vitc.tensor([[0, 4, 0, 1]])), (0, 0), (0.1, 0.99, 1e-8, 0.0, 0.0)),
     "batch_norm": lambda: vitc.batch_norm(vitc.randn(8, 3), _expanded(3), vitc.ones(1).expand(3), training=True),
     "reattention": lambda: vitc.reattention_packed(vitc.randn(2, 3, 3 * 2 * 4), 2, vitc.randn(2, 2), norm="batch",
                                                    running_mean=_expanded(2), running_var=vitc.ones(1).expand(2),

@@ -15,7 +15,8 @@ from . import _C  # noqa: E402
 from ._tensor import (Tensor, dtype, float32, int64, bool_ as bool, bfloat16, bfloat16_bits, bfloat16_from_bits,
                       as_dtype, from_numpy, tensor, empty, zeros,
                       ones, full, zeros_like, ones_like, full_like, rand, randn, rand_like, randn_like, arange,
-                      no_grad, enable_grad, set_grad_enabled, is_grad_enabled)
+                      no_grad, enable_grad, set_grad_enabled, is_grad_enabled, inference_mode,
+                      is_inference_mode_enabled)
 # one module per op family (csrc/ops/<family>.c); each exports its PyTorch-named functions
 from ._ops.elementwise import *  # noqa: F401,F403
 from ._ops.reduce import *  # noqa: F401,F403

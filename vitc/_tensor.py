@@ -3,6 +3,7 @@
 The C side owns data, shape, autograd state; this side adds dtype objects, repr, operators and
 the PyTorch-named methods. Op families (vitc/_ops/*.py) attach their methods with `register`.
 """
+import itertools
 import numbers
 import operator
 
@@ -273,13 +274,42 @@ class Tensor(_C._TensorBase):
         self.requires_grad = requires_grad
         return self
 
+    def register_hook(self, hook):
+        """Call hook(grad) with this tensor's gradient during each backward (torch.Tensor.register_hook).
+
+        hook may return None or a replacement gradient (a float32 tensor of the same shape), which
+        flows on instead: into .grad for a leaf (hooks run once per backward, on the summed gradient,
+        before it is added), to the ops that made this tensor otherwise. An exception raised by a hook
+        stops the backward and is raised by backward(). Returns a handle whose remove() unregisters it.
+        """
+        if not callable(hook):
+            raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
+        hooks = _C._grad_hooks(self)
+        if hooks is None:
+            hooks = {}
+            _C._set_grad_hooks(self, hooks)  # RuntimeError when self does not require grad
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def is_inference(self):
+        """Whether this tensor was made under vitc.inference_mode()."""
+        return self._is_inference
+
+    def _refuse_inference_write(self, who):
+        if self._is_inference and not _C._is_inference_mode_enabled():
+            raise RuntimeError(f"{who}: in-place update to an inference tensor (made under vitc.inference_mode()) "
+                               "outside inference mode is not allowed; use t.clone()")
+
     def zero_(self):
         return self.fill_(0.0)
 
     def fill_(self, value):
+        self._refuse_inference_write("fill_")
         return _call("fill_", (self,), value=float(value))
 
     def copy_(self, src):
+        self._refuse_inference_write("copy_")
         return _call("copy_", (self, _as_tensor(src, self.dtype)))
 
     def to(self, dtype_or_device=None, dtype=None, copy=False):
@@ -302,6 +332,26 @@ class Tensor(_C._TensorBase):
 
     def cpu(self):
         return self
+
+
+class RemovableHandle:
+    """What register_hook (tensor or module hooks) returns: remove() unregisters the hook; also a
+    context manager that removes it on exit."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks):
+        self._hooks = hooks
+        self.id = next(self._ids)
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
 
 
 def _float_formatter(arr):
@@ -559,3 +609,39 @@ class set_grad_enabled(_GradMode):
 
 def is_grad_enabled():
     return _C.is_grad_enabled()
+
+
+class inference_mode:
+    """Context manager / decorator (torch.inference_mode): no autograd graph is recorded, and tensors
+    made inside are inference tensors (``t.is_inference()``): outside the block they may not be saved
+    for a backward (an op that needs one to compute gradients raises RuntimeError), be written in
+    place, or be set to require grad; ``t.clone()`` outside gives a normal copy. Views of normal
+    tensors made inside stay normal. ``inference_mode(False)`` does nothing (as torch)."""
+
+    def __init__(self, mode=True):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        if self.mode:
+            self._prev = (_C.set_grad_enabled(False), _C._set_inference_mode(True))
+        return self
+
+    def __exit__(self, *exc):
+        if self.mode:
+            _C._set_inference_mode(self._prev[1])
+            _C.set_grad_enabled(self._prev[0])
+        return False
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            with inference_mode(self.mode):
+                return fn(*a, **k)
+
+        return wrapper
+
+
+def is_inference_mode_enabled():
+    return _C._is_inference_mode_enabled()

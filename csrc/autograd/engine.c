@@ -13,8 +13,11 @@
  *  - the allocator's cache: its own mutex (core/alloc.c); the RNG's offset: its own mutex
  *    (core/rng.c), so draws never repeat, but which thread gets which draws follows the order
  *    they ask in; the thread count: process-wide (core/threads.c).
+ *  - gradient hooks run under the GIL, which the binding's hook runner takes (python/hooks.c);
+ *    registering or removing one happens under the GIL too.
  * Not guarded: replacing a tensor's storage (Parameter.data = ...) while another thread runs an
- * op on that tensor. */
+ * op on that tensor; registering the first hook of a tensor while a backward in another thread
+ * passes through it (the hooks may or may not run in that pass). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +25,23 @@
 #include "profile.h"
 
 static _Thread_local int grad_disabled; /* per thread, like torch.no_grad */
+static _Thread_local int inference_on;  /* per thread, like torch.inference_mode */
 
 int vt_grad_enabled(void) { return !grad_disabled; }
 void vt_set_grad_enabled(int on) { grad_disabled = !on; }
+int vt_inference_mode(void) { return inference_on; }
+void vt_set_inference_mode(int on) { inference_on = on != 0; }
+
+static vt_hooks_run_fn hooks_run;
+static vt_hooks_release_fn hooks_release;
+void vt_set_hook_functions(vt_hooks_run_fn run, vt_hooks_release_fn release) {
+    hooks_run = run;
+    hooks_release = release;
+}
+void **vt_hooks_slot(vt_tensor *t) { return t->grad_fn ? &t->grad_fn->hooks[t->output_nr] : &t->hooks; }
+void vt_hooks_drop(void *hooks) {
+    if (hooks && hooks_release) hooks_release(hooks);
+}
 
 static void meta_of(vt_meta *m, const vt_tensor *t) {
     m->dtype = t->dtype;
@@ -34,6 +51,10 @@ static void meta_of(vt_meta *m, const vt_tensor *t) {
 
 int vt_save(vt_ctx *c, const vt_tensor *t) {
     if (!c->save) return VT_OK;
+    if (t->storage->is_inference)
+        return vt_fail(VT_ERUNTIME, "Inference tensors cannot be saved for backward: %s needs a tensor made under "
+                       "vitc.inference_mode() to compute gradients; make a normal copy outside inference mode "
+                       "(t.clone()) and use that", vt_ops[c->op].name);
     if (c->nsaved >= VT_MAX_SAVED) return vt_fail(VT_ERUNTIME, "internal: too many saved tensors");
     vt_tensor *a = vt_alias(t);
     if (!a) return vt_last_code();
@@ -66,6 +87,7 @@ void vt_node_decref(vt_node *n) {
     }
     for (int i = 0; i < n->nsaved; i++) vt_tensor_decref(n->saved[i]);
     for (int k = 0; k < n->nout; k++) vt_tensor_decref(n->gbuf[k]);
+    for (int k = 0; k < VT_MAX_OUT; k++) vt_hooks_drop(n->hooks[k]);
     free(n);
 }
 
@@ -113,6 +135,17 @@ static void release_ctx(vt_ctx *c) {
     for (int k = 0; k < c->nout; k++) { vt_tensor_decref(c->out[k]); c->out[k] = NULL; }
     for (int k = 0; k < c->nsaved; k++) vt_tensor_decref(c->saved[k]);
     c->nsaved = 0;
+}
+
+/* inference mode: outputs with storage of their own are inference tensors; views of an input (and
+ * an input handed back) keep their storage's status, so views of normal tensors stay normal and
+ * views of inference tensors (detach too) are inference tensors, as in PyTorch */
+static void mark_inference(vt_ctx *c) {
+    for (int k = 0; k < c->nout; k++) {
+        int view = 0;
+        for (int i = 0; i < c->nin && !view; i++) view = c->in[i] && c->in[i]->storage == c->out[k]->storage;
+        if (!view) c->out[k]->storage->is_inference = 1;
+    }
 }
 
 int vt_dispatch(int op, int nin, vt_tensor **in, const vt_args *args, int *nout, vt_tensor **out) {
@@ -177,6 +210,7 @@ int vt_dispatch(int op, int nin, vt_tensor **in, const vt_args *args, int *nout,
     } else {
         for (int k = 0; k < c.nsaved; k++) vt_tensor_decref(c.saved[k]);
     }
+    if (inference_on) mark_inference(&c);
     *nout = c.nout;
     for (int k = 0; k < c.nout; k++) out[k] = c.out[k];
     return VT_OK;
@@ -304,6 +338,46 @@ static int claim_node(vt_node *n, uint64_t stamp) {
 }
 static void release_node(vt_node *n) { __atomic_store_n(&n->visit, 0, __ATOMIC_RELEASE); }
 
+/* Leaves with hooks: their gradients of one pass are summed here and go through the hooks once,
+ * at the end of the pass, before they are added into .grad (PyTorch runs a leaf's hooks once, on the
+ * sum, in AccumulateGrad). */
+typedef struct { vt_tensor *leaf; vt_tensor *g; } hooked_leaf;
+typedef struct { hooked_leaf *v; int64_t n, cap; } hooked_vec;
+
+/* the pass's gradient for leaf += g (stealing g) */
+static int hooked_add(hooked_vec *h, vt_tensor *leaf, vt_tensor *g) {
+    for (int64_t j = 0; j < h->n; j++)
+        if (h->v[j].leaf == leaf) return accumulate_slot(&h->v[j].g, g);
+    if (h->n == h->cap) {
+        int64_t cap = h->cap ? h->cap * 2 : 8;
+        hooked_leaf *v = realloc(h->v, sizeof *v * (size_t)cap);
+        if (!v) { vt_tensor_decref(g); return vt_fail(VT_ENOMEM, "out of memory in backward"); }
+        h->v = v;
+        h->cap = cap;
+    }
+    vt_tensor_incref(leaf);
+    h->v[h->n++] = (hooked_leaf){leaf, g};
+    return VT_OK;
+}
+
+/* run each leaf's hooks on its summed gradient, then add it into .grad; frees the table */
+static int hooked_flush(hooked_vec *h, int st) {
+    for (int64_t j = 0; j < h->n; j++) {
+        vt_tensor *leaf = h->v[j].leaf, *g = h->v[j].g;
+        if (!st && leaf->hooks && hooks_run) st = hooks_run(leaf->hooks, &g);
+        if (!st) st = accumulate_leaf(leaf, g);
+        else vt_tensor_decref(g);
+        vt_tensor_decref(leaf);
+    }
+    free(h->v);
+    return st;
+}
+
+/* leaf.grad += g (stealing g), through the leaf's hooks when it has any */
+static int to_leaf(hooked_vec *h, vt_tensor *leaf, vt_tensor *g) {
+    return leaf->hooks ? hooked_add(h, leaf, g) : accumulate_leaf(leaf, g);
+}
+
 int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
     if (!root->requires_grad)
         return vt_fail(VT_ERUNTIME, "element 0 of tensors does not require grad and does not have a grad_fn");
@@ -325,7 +399,11 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
         g0 = vt_full(VT_FLOAT32, root->ndim, root->shape, 1.0);
         if (!g0) return vt_last_code();
     }
-    if (!root->grad_fn) return accumulate_leaf(root, g0);
+    hooked_vec hooked = {0};
+    if (!root->grad_fn) {
+        int rst = to_leaf(&hooked, root, g0);
+        return hooked_flush(&hooked, rst);
+    }
 
     /* collect the graph: iterative DFS marking each node with this pass's stamp */
     static uint64_t stamp_counter;
@@ -371,6 +449,7 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
         for (int k = 0; k < n->nout; k++) {
             if (!n->gbuf[k]) continue;
             any = 1;
+            if (n->hooks[k] && hooks_run && (st = hooks_run(n->hooks[k], &n->gbuf[k]))) goto done;
             vt_tensor *r = retained_ref(n, k);
             if (r) {
                 vt_tensor *c = vt_clone(n->gbuf[k]);
@@ -402,7 +481,7 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
                 continue;
             }
             /* into the producing node's gradient slot, or into the leaf's .grad; both take g */
-            if (g && (st = e->node ? accumulate_slot(&e->node->gbuf[e->output_nr], g) : accumulate_leaf(e->leaf, g)))
+            if (g && (st = e->node ? accumulate_slot(&e->node->gbuf[e->output_nr], g) : to_leaf(&hooked, e->leaf, g)))
                 break;
             if (t0) vt_prof_record(n->op, VT_PROF_ACCUMULATE, gm.ndim, gm.shape, t0);
             if (e->node && --e->node->deps == 0 && (st = vec_push(&ready, e->node))) break;
@@ -412,6 +491,7 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
         if (!retain_graph) release_saved(n);
     }
 done:
+    st = hooked_flush(&hooked, st);
     vt_tensor_decref(g0);
     for (int64_t j = 0; j < all.n; j++)
         for (int k = 0; k < VT_MAX_OUT; k++) { vt_tensor_decref(all.v[j]->gbuf[k]); all.v[j]->gbuf[k] = NULL; }

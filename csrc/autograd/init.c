@@ -6,10 +6,16 @@
 const vt_op_info *vt_ops;
 int vt_nops;
 
-/* the node that made t loses its output t (weak pointer, core/tensor.h rule 4) and t's reference */
+/* the node that made t loses its output t (weak pointer, core/tensor.h rule 4) and t's reference;
+ * a leaf's hooks go with it */
 static void release_grad_fn(vt_tensor *t) {
-    vt_node_forget_output(t->grad_fn, t);
-    vt_node_decref(t->grad_fn);
+    if (t->grad_fn) {
+        vt_node_forget_output(t->grad_fn, t);
+        vt_node_decref(t->grad_fn);
+    }
+    void *hooks = t->hooks;
+    t->hooks = NULL;
+    vt_hooks_drop(hooks);
 }
 
 void vt_autograd_init(const vt_op_info *ops, int nops) {

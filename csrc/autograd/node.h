@@ -65,6 +65,7 @@ typedef struct vt_node {
     int64_t saved_version[VT_MAX_SAVED];
     int released;                      /* saved tensors freed by a backward */
     vt_tensor *retained[VT_MAX_OUT];   /* weak: outputs that asked for retain_grad() */
+    void *hooks[VT_MAX_OUT];           /* owned: gradient hooks of output k (see vt_hooks_slot) */
     /* engine scratch, valid only during vt_backward */
     int64_t deps;
     uint64_t visit;
@@ -109,5 +110,25 @@ void vt_leaf_grad_unlock(void);
 void vt_set_history(vt_tensor *dst, const vt_tensor *src);
 /* ask for t.grad to be kept after backward (non-leaf); leaves always keep theirs */
 int vt_retain_grad(vt_tensor *t);
+
+/* Gradient hooks (Tensor.register_hook). Autograd keeps them as opaque objects and calls the two
+ * functions the binding installs at start-up: run(hooks, &grad) runs them on a gradient during
+ * backward (it may replace *grad: drops the old reference, stores a new one; a nonzero status stops
+ * the backward), release(hooks) drops them. A non-leaf's hooks live in its grad_fn's slot for its
+ * output, as PyTorch keeps them on the node, so they outlive the tensor object; a leaf's on the
+ * tensor, run once per backward on the leaf's summed gradient before it is added into .grad.
+ * Non-leaf hooks run before a retain_grad() copy is taken (PyTorch's order). */
+typedef int (*vt_hooks_run_fn)(void *hooks, vt_tensor **grad);
+typedef void (*vt_hooks_release_fn)(void *hooks);
+void vt_set_hook_functions(vt_hooks_run_fn run, vt_hooks_release_fn release);
+/* where t's hooks are kept: its grad_fn's slot for it, or t->hooks for a leaf */
+void **vt_hooks_slot(vt_tensor *t);
+void vt_hooks_drop(void *hooks);
+
+/* inference mode (per thread, like torch.inference_mode): the storage of new outputs (not views of
+ * an input's storage) is marked is_inference, and vt_save refuses a tensor on such storage, so using
+ * one in a recorded graph fails where the node is made. The caller turns grad mode off as well. */
+int vt_inference_mode(void);
+void vt_set_inference_mode(int on);
 
 #endif

@@ -254,8 +254,8 @@ void vt_set_grad_fn_release(vt_grad_fn_release_fn fn) { grad_fn_release = fn; }
 
 void vt_tensor_decref(vt_tensor *t) {
     if (!t || __atomic_sub_fetch(&t->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
-    /* only autograd sets grad_fn, and it installs the hook before it records a node */
-    if (t->grad_fn && grad_fn_release) grad_fn_release(t);
+    /* only autograd sets grad_fn and hooks, and it installs the release before either */
+    if ((t->grad_fn || t->hooks) && grad_fn_release) grad_fn_release(t);
     vt_tensor_decref(t->grad);
     vt_storage_decref(t->storage);
     free(t);

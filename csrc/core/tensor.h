@@ -52,6 +52,7 @@ typedef enum { VT_FLOAT32 = 0, VT_INT64 = 1, VT_BOOL = 2, VT_BFLOAT16 = 3, VT_ND
 typedef struct vt_storage {
     int64_t refcount;
     int64_t version;   /* bumped by every in-place op on these bytes; autograd checks it (node.h) */
+    int is_inference;  /* made under inference mode: autograd refuses to save its tensors (node.h) */
     void *data;
     size_t nbytes;
     void (*release)(void *owner); /* NULL: data came from vt_alloc */
@@ -74,6 +75,7 @@ typedef struct vt_tensor {
     struct vt_tensor *grad; /* owned; NULL until a backward reaches it */
     struct vt_node *grad_fn;/* owned; NULL for leaves */
     int output_nr;          /* which output of grad_fn this is */
+    void *hooks;            /* owned by autograd, opaque here: a leaf's gradient hooks (node.h) */
     void *pyobj;            /* weak, see rule 5 */
 } vt_tensor;
 
@@ -118,9 +120,9 @@ int vt_copy_into(vt_tensor *dst, const vt_tensor *src); /* same shape & dtype; a
 
 void vt_tensor_incref(vt_tensor *t);
 void vt_tensor_decref(vt_tensor *t);
-/* Core never looks inside a node: when the last reference to a tensor with a grad_fn goes,
- * vt_tensor_decref calls this hook, which autograd installs at start-up; it drops the tensor's
- * reference to t->grad_fn (and the node's weak pointer to t, rule 4). */
+/* Core never looks inside a node: when the last reference to a tensor with a grad_fn or hooks
+ * goes, vt_tensor_decref calls this hook, which autograd installs at start-up; it drops the
+ * tensor's reference to t->grad_fn (and the node's weak pointer to t, rule 4) and its hooks. */
 typedef void (*vt_grad_fn_release_fn)(vt_tensor *t);
 void vt_set_grad_fn_release(vt_grad_fn_release_fn fn);
 void vt_storage_decref(vt_storage *s);

@@ -318,6 +318,77 @@ int vt_adam_step_forward(vt_ctx *c) {
     return out_alias(c, P);
 }
 
+/* ---- RMSprop (torch.optim.RMSprop, single-tensor path; Hinton's lecture 6e, Graves 2013 eq. 38-40
+ * for the centered form) -------------------------------------------------------------------------
+ * g = ±grad (+ wd·p); v = α·v + (1−α)·g²; centered: ḡ = lerp(ḡ, g, 1−α), d = √(v − ḡ²) + ε, else
+ * d = √v + ε; with momentum μ: b = μ·b + g/d, p = p − lr·b; else p = p − lr·g/d. torch's order of
+ * operations, in float32. */
+typedef struct { float lr, alpha, w, eps, wd, mom; int centered, maximize; } rmsprop_k;
+
+static void rmsprop_row(int64_t lo, int64_t hi, float *p, const float *g, float *v, float *b, float *ga,
+                        const rmsprop_k *k) {
+    for (int64_t i = lo; i < hi; i++) {
+        float gi = k->maximize ? -g[i] : g[i];
+        if (k->wd != 0.f) gi += k->wd * p[i];
+        float vi = v[i] * k->alpha + k->w * gi * gi;
+        v[i] = vi;
+        float d;
+        if (k->centered) {
+            /* torch.lerp's two branches (aten/src/ATen/native/Lerp.h) */
+            float a = k->w < 0.5f ? ga[i] + k->w * (gi - ga[i]) : gi - (gi - ga[i]) * (1.f - k->w);
+            ga[i] = a;
+            d = sqrtf(vi + -1.f * a * a) + k->eps;
+        } else {
+            d = sqrtf(vi) + k->eps;
+        }
+        if (b) {
+            b[i] = b[i] * k->mom + gi / d;
+            p[i] += -k->lr * b[i];
+        } else {
+            p[i] += -k->lr * (gi / d);
+        }
+    }
+}
+
+int vt_rmsprop_step_forward(vt_ctx *c) {
+    const char *who = "rmsprop_step";
+    if (c->nin != 6)
+        return vt_fail(VT_ETYPE, "%s: expected (param, grad, square_avg, momentum_buf|None, grad_avg|None, seg)", who);
+    vt_tensor *P = c->in[0], *G = c->in[1], *V = c->in[2], *B = c->in[3], *GA = c->in[4], *seg = c->in[5];
+    VT_TRY(check_flat(P, -1, who, "param"));
+    int64_t n = P->shape[0];
+    VT_TRY(check_flat(G, n, who, "grad"));
+    VT_TRY(check_flat(V, n, who, "square_avg"));
+    const double lr = c->args->f[FARG(rmsprop_step, lr)], alpha = c->args->f[FARG(rmsprop_step, alpha)],
+                 eps = c->args->f[FARG(rmsprop_step, eps)], wd = c->args->f[FARG(rmsprop_step, weight_decay)],
+                 mom = c->args->f[FARG(rmsprop_step, momentum)];
+    const int centered = c->args->i[IARG(rmsprop_step, centered)] != 0,
+              maximize = c->args->i[IARG(rmsprop_step, maximize)] != 0;
+    VT_TRY(check_hyper(lr, 0, INFINITY, 0, who, "lr"));
+    VT_TRY(check_hyper(alpha, 0, INFINITY, 0, who, "alpha"));
+    VT_TRY(check_hyper(eps, 0, INFINITY, 0, who, "eps"));
+    VT_TRY(check_hyper(wd, 0, INFINITY, 0, who, "weight_decay"));
+    VT_TRY(check_hyper(mom, 0, INFINITY, 0, who, "momentum"));
+    if (mom > 0 && !B) return vt_fail(VT_EVALUE, "%s: momentum %g needs a momentum buffer", who, mom);
+    if (centered && !GA) return vt_fail(VT_EVALUE, "%s: centered needs a grad_avg buffer", who);
+    if (B) VT_TRY(check_flat(B, n, who, "momentum_buf"));
+    if (GA) VT_TRY(check_flat(GA, n, who, "grad_avg"));
+    VT_TRY(check_seg(seg, n, who));
+    int64_t nitems;
+    work_item *w = split_work(seg, &nitems);
+    if (!w) return vt_last_code();
+    float *p = vt_f32(P), *v = vt_f32(V), *b = mom > 0 ? vt_f32(B) : NULL, *ga = centered ? vt_f32(GA) : NULL;
+    const float *g = vt_f32(G);
+    const rmsprop_k k = {(float)lr, (float)alpha, (float)(1.0 - alpha), (float)eps, (float)wd, (float)mom, centered,
+                         maximize};
+    #pragma omp parallel for if (active_elements(seg) > PAR_MIN) schedule(dynamic, 1)
+    for (int64_t j = 0; j < nitems; j++) rmsprop_row(w[j].lo, w[j].hi, p, g, v, b, ga, &k);
+    free(w);
+    int64_t *s = vt_i64(seg);
+    for (int64_t r = 0; r < seg->shape[0]; r++) if (s[4 * r + SEG_ACTIVE]) s[4 * r + SEG_STEP]++;
+    return out_alias(c, P);
+}
+
 /* ---- modified Adafactor (Zhai et al. 2021 §3.4; big_vision scale_by_adafactor = optax
  * scale_by_factored_rms followed by an EMA momentum; decoupled weight decay as big_vision) ------
  * Per parameter, c = its step count (0 on the first step):

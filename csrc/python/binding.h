@@ -29,6 +29,14 @@ PyObject *vtpy_to_numpy(PyObject *self, PyObject *unused);
 PyObject *vtpy_from_numpy(PyObject *module, PyObject *arr);
 PyObject *vtpy_bits_numpy(PyObject *module, PyObject *t);   /* bfloat16 tensor -> zero-copy uint16 view */
 PyObject *vtpy_from_bits(PyObject *module, PyObject *arr);  /* uint16 array -> bfloat16 tensor (from_numpy rules) */
+/* gradient hooks and inference mode (hooks.c) */
+void vtpy_hooks_init(void);
+int vtpy_restore_hook_error(void); /* 1: a hook's exception is set again (Tensor.backward raises it) */
+PyObject *vtpy_grad_hooks(PyObject *m, PyObject *t);
+PyObject *vtpy_set_grad_hooks(PyObject *m, PyObject *args);
+PyObject *vtpy_set_inference_mode(PyObject *m, PyObject *on);
+PyObject *vtpy_is_inference_mode(PyObject *m, PyObject *unused);
+PyObject *vtpy_wrap_new(vt_tensor *t); /* vtpy_wrap for a factory's new tensor (marked under inference mode) */
 /* a shape from a tuple/list of ints; returns ndim or -1 with an exception */
 int vtpy_parse_shape(PyObject *seq, int64_t *shape, const char *who);
 

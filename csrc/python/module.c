@@ -125,7 +125,7 @@ static PyObject *py_full(PyObject *m, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     t = vt_full(dt, nd, shape, v);
     Py_END_ALLOW_THREADS
-    return vtpy_wrap(t);
+    return vtpy_wrap_new(t);
 }
 
 /* _C.empty(shape, dtype_code) */
@@ -136,7 +136,7 @@ static PyObject *py_empty(PyObject *m, PyObject *args) {
     vt_dtype dt;
     int nd = vtpy_parse_shape(shp, shape, "empty");
     if (nd < 0 || parse_dtype(dto, &dt)) return NULL;
-    return vtpy_wrap(vt_empty(dt, nd, shape));
+    return vtpy_wrap_new(vt_empty(dt, nd, shape));
 }
 
 /* _C.random(shape, kind): kind 0 uniform [0,1), 1 standard normal; from the counter RNG */
@@ -153,7 +153,7 @@ static PyObject *py_random(PyObject *m, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     vt_rng_fill(vt_f32(t), vt_numel(t), kind);
     Py_END_ALLOW_THREADS
-    return vtpy_wrap(t);
+    return vtpy_wrap_new(t);
 }
 
 static PyObject *py_manual_seed(PyObject *m, PyObject *arg) {
@@ -373,6 +373,10 @@ static PyMethodDef module_methods[] = {
     {"set_data", py_set_data, METH_VARARGS, "set_data(dst, src)"},
     {"_set_history", py_set_history, METH_VARARGS, "_set_history(dst, src or None): dst takes src's autograd history"},
     {"_shares_memory", py_shares_memory, METH_O, "whether another tensor uses this tensor's storage"},
+    {"_grad_hooks", vtpy_grad_hooks, METH_O, "the tensor's gradient-hook dict or None"},
+    {"_set_grad_hooks", vtpy_set_grad_hooks, METH_VARARGS, "_set_grad_hooks(t, dict): the tensor's gradient hooks"},
+    {"_set_inference_mode", vtpy_set_inference_mode, METH_O, "turn inference mode on/off; returns the previous state"},
+    {"_is_inference_mode_enabled", vtpy_is_inference_mode, METH_NOARGS, "whether inference mode is on"},
     {"_alloc_fail_after", py_alloc_fail_after, METH_O, "fail the n-th next allocation (tests)"},
     {"alloc_stats", py_alloc_stats, METH_NOARGS, "allocator bytes: live, cached, peak"},
     {"_profiler_start", py_profiler_start, METH_NOARGS, "record op times on this thread (vitc.profiler)"},
@@ -391,6 +395,7 @@ static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "vitc._C", "vitc 
 
 PyMODINIT_FUNC PyInit__C(void) {
     vt_autograd_init(vt_op_table, VT_OP_COUNT);
+    vtpy_hooks_init();
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
     if (vtpy_numpy_init() < 0 || vtpy_tensor_type_init(m) < 0) goto fail;

@@ -87,7 +87,7 @@ static PyObject *from_array(PyObject *obj, int bits) {
     }
     vt_tensor *t = vt_wrap_foreign(dt, nd, shape, PyArray_DATA(src), release_array, src);
     if (!t) { Py_DECREF(src); return vtpy_raise(vt_last_code()); }
-    return vtpy_wrap(t); /* the storage now owns the reference to src */
+    return vtpy_wrap_new(t); /* the storage now owns the reference to src */
 }
 
 PyObject *vtpy_from_numpy(PyObject *module, PyObject *obj) { return from_array(obj, 0); }

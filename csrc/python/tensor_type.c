@@ -97,6 +97,11 @@ static int set_requires_grad(PyObject *self, PyObject *v, void *c) {
         PyErr_SetString(PyExc_RuntimeError, "you can only change requires_grad flags of leaf variables; use detach() for a non-leaf");
         return -1;
     }
+    if (on && t->storage->is_inference && !vt_inference_mode()) {
+        PyErr_SetString(PyExc_RuntimeError, "Setting requires_grad=True on an inference tensor (made under "
+                        "vitc.inference_mode()) outside inference mode is not allowed; use t.clone()");
+        return -1;
+    }
     if (on && t->dtype != VT_FLOAT32) {
         PyErr_Format(PyExc_RuntimeError, "only float32 tensors can require gradients (this one is %s)", vt_dtype_name(t->dtype));
         return -1;
@@ -192,9 +197,11 @@ static PyObject *t_backward(PyObject *self, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS
     st = vt_backward(t, gt, retain);
     Py_END_ALLOW_THREADS
-    if (st) return vtpy_raise(st);
+    if (st) return vtpy_restore_hook_error() ? NULL : vtpy_raise(st);
     Py_RETURN_NONE;
 }
+
+static PyObject *get_is_inference(PyObject *self, void *c) { CHECK_INIT(self); return PyBool_FromLong(SELF_T(self)->storage->is_inference); }
 
 static PyGetSetDef tensor_getset[] = {
     {"shape", get_shape, NULL, "the sizes, a tuple", NULL},
@@ -207,6 +214,7 @@ static PyGetSetDef tensor_getset[] = {
     {"retains_grad", get_retains_grad, NULL, "True after retain_grad() on a non-leaf", NULL},
     {"grad", get_grad, set_grad, "accumulated gradient or None", NULL},
     {"_grad_fn_name", get_grad_fn, NULL, "name of the op that made this tensor, or None", NULL},
+    {"_is_inference", get_is_inference, NULL, "made under inference mode", NULL},
     {NULL},
 };
 

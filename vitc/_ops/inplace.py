@@ -71,12 +71,19 @@ def div_(self, other):
 
 
 def lerp_(self, end, weight):
-    """self + weight·(end − self) (torch.lerp; weight a number or a tensor)."""
+    """self + weight·(end − self) (torch.lerp; weight a number or a tensor; a number ≥ 0.5 takes torch's
+    end − (end − self)·(1 − weight))."""
     if not isinstance(end, Tensor):
         raise TypeError(f"lerp_: end must be a vitc.Tensor, got {type(end).__name__}")
     if not isinstance(weight, (Tensor, numbers.Real)) or isinstance(weight, bool):
         raise TypeError(f"lerp_: weight must be a number or a vitc.Tensor, got {type(weight).__name__}")
     grad_operand = end if end.requires_grad or not isinstance(weight, Tensor) else weight
+    if not isinstance(weight, Tensor) and weight >= 0.5:
+        # torch's second branch for large weights, end − (end − self)·(1 − weight): exact at weight 1
+        # (aten/src/ATen/native/Lerp.h, lerp)
+        return _apply(self, "lerp_", lambda x: _ew.sub(_operand(end, self, x),
+                                                       _ew.mul(_ew.sub(_operand(end, self, x), x), 1.0 - weight)),
+                      grad_operand)
     return _apply(self, "lerp_", lambda x: _ew.add(x, _ew.mul(_ew.sub(_operand(end, self, x), x),
                                                               _operand(weight, self, x))), grad_operand)
 

@@ -36,3 +36,10 @@ def adafactor_step(param, grad, exp_avg, exp_avg_sq, seg, fac, lr, momentum, dec
 def flat_zero(flat):
     """Zero a contiguous 1-d float32 or bfloat16 buffer in place (a parallel memset)."""
     return _call("optim_zero", (flat,))
+
+
+def rmsprop_step(param, grad, square_avg, momentum_buf, grad_avg, seg, lr, alpha, eps, weight_decay, momentum,
+                 centered, maximize):
+    return _call("rmsprop_step", (param, grad, square_avg, momentum_buf, grad_avg, seg), centered=int(bool(centered)),
+                 maximize=int(bool(maximize)), lr=float(lr), alpha=float(alpha), eps=float(eps),
+                 weight_decay=float(weight_decay), momentum=float(momentum))

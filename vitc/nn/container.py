@@ -1,10 +1,12 @@
-"""Containers: Sequential, ModuleList, ModuleDict."""
+"""Containers: Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict."""
 import operator
 from collections import OrderedDict
 
+from .._tensor import Tensor
 from .module import Module, _addindent
+from .parameter import Parameter
 
-__all__ = ["Sequential", "ModuleList", "ModuleDict"]
+__all__ = ["Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"]
 
 
 def _index(idx, n, who):
@@ -64,27 +66,62 @@ class Sequential(Module):
         return input
 
 
-class ModuleList(Module):
-    """A list of modules, registered so their parameters are visible."""
+class _RegisteredList(Module):
+    """A list over one of the module's registries (``_store``), entries named '0', '1', …;
+    subclasses register a value (``_register``) and say which single value ``extend`` refuses
+    (``_single_value``)."""
 
-    def __init__(self, modules=None):
+    _store = None
+
+    def __init__(self, values=None):
         super().__init__()
-        if modules is not None:
-            self.extend(modules)
+        if values is not None:
+            self.extend(values)
+
+    def _entries(self):
+        return self.__dict__[self._store]
 
     def __len__(self):
-        return len(self._modules)
+        return len(self._entries())
 
     def __iter__(self):
-        return iter(self._modules.values())
+        return iter(self._entries().values())
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
-            return ModuleList(list(self._modules.values())[idx])
-        return self._modules[str(_index(idx, len(self), "ModuleList"))]
+            return type(self)(list(self._entries().values())[idx])
+        return self._entries()[str(_index(idx, len(self), type(self).__name__))]
 
-    def __setitem__(self, idx, module):
-        self.add_module(str(_index(idx, len(self), "ModuleList")), module)
+    def __setitem__(self, idx, value):
+        self._register(str(_index(idx, len(self), type(self).__name__)), value)
+
+    def __iadd__(self, values):
+        return self.extend(values)
+
+    def append(self, value):
+        self._register(str(len(self)), value)
+        return self
+
+    def extend(self, values):
+        if self._single_value(values):
+            raise TypeError(f"{type(self).__name__}.extend should be called with an iterable, got a "
+                            f"{type(values).__name__}")
+        for v in values:
+            self.append(v)
+        return self
+
+
+class ModuleList(_RegisteredList):
+    """A list of modules, registered so their parameters are visible."""
+
+    _store = "_modules"
+
+    def _register(self, key, module):
+        self.add_module(key, module)
+
+    @staticmethod
+    def _single_value(values):
+        return isinstance(values, Module) and not isinstance(values, (ModuleList, Sequential))
 
     def __delitem__(self, idx):
         items = list(self._modules.values())
@@ -95,20 +132,6 @@ class ModuleList(Module):
         self._modules.clear()
         for i, m in enumerate(items):
             self._modules[str(i)] = m
-
-    def __iadd__(self, modules):
-        return self.extend(modules)
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        if isinstance(modules, Module) and not isinstance(modules, (ModuleList, Sequential)):
-            raise TypeError("ModuleList.extend should be called with an iterable of modules, got a Module")
-        for m in modules:
-            self.append(m)
-        return self
 
     def insert(self, index, module):
         items = list(self._modules.values())
@@ -137,55 +160,133 @@ class ModuleList(Module):
         return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
 
 
-class ModuleDict(Module):
-    """An ordered dict of modules, registered so their parameters are visible."""
+class _RegisteredDict(Module):
+    """An ordered dict over one of the module's registries (``_store``: '_modules' or '_parameters');
+    subclasses say how a value is registered (``__setitem__``) and how ``update`` orders a plain dict."""
 
-    def __init__(self, modules=None):
+    _store = None
+    _sort_plain_dicts = False
+
+    def __init__(self, values=None):
         super().__init__()
-        if modules is not None:
-            self.update(modules)
+        if values is not None:
+            self.update(values)
+
+    def _entries(self):
+        return self.__dict__[self._store]
 
     def __getitem__(self, key):
-        return self._modules[key]
+        return self._entries()[key]
+
+    def __delitem__(self, key):
+        del self._entries()[key]
+
+    def __len__(self):
+        return len(self._entries())
+
+    def __iter__(self):
+        return iter(self._entries())
+
+    def __contains__(self, key):
+        return key in self._entries()
+
+    def keys(self):
+        return self._entries().keys()
+
+    def values(self):
+        return self._entries().values()
+
+    def items(self):
+        return self._entries().items()
+
+    def get(self, key, default=None):
+        return self._entries().get(key, default)
+
+    def pop(self, key):
+        v = self[key]
+        del self[key]
+        return v
+
+    def clear(self):
+        self._entries().clear()
+
+    def update(self, values):
+        """Add the entries of a mapping or of (key, value) pairs (a plain dict in sorted key order
+        where torch sorts it: ParameterDict)."""
+        who = type(self).__name__
+        if hasattr(values, "items"):
+            plain = not isinstance(values, (OrderedDict, _RegisteredDict))
+            items = sorted(values.items()) if plain and self._sort_plain_dicts else values.items()
+        else:
+            items = values
+        for entry in items:
+            if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+                raise TypeError(f"{who}.update expects a mapping or an iterable of (key, value) pairs")
+            self[entry[0]] = entry[1]
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no forward; index it instead")
+
+
+class ModuleDict(_RegisteredDict):
+    """An ordered dict of modules, registered so their parameters are visible."""
+
+    _store = "_modules"
 
     def __setitem__(self, key, module):
         self.add_module(key, module)
 
-    def __delitem__(self, key):
-        del self._modules[key]
 
-    def __len__(self):
-        return len(self._modules)
+def _as_parameter(value, who):
+    """A Parameter for value: Parameters as they are, other tensors wrapped (as torch), None kept."""
+    if value is None or isinstance(value, Parameter):
+        return value
+    if isinstance(value, Tensor):
+        return Parameter(value)
+    raise TypeError(f"{who} holds vitc Tensors/Parameters (or None), got {type(value).__name__}")
 
-    def __iter__(self):
-        return iter(self._modules)
 
-    def __contains__(self, key):
-        return key in self._modules
+def _parameter_repr(p):
+    if p is None:
+        return "None"
+    return f"Parameter containing: [vitc.{p.dtype.name} of size {'x'.join(map(str, p.shape)) or '()'}]"
 
-    def keys(self):
-        return self._modules.keys()
 
-    def values(self):
-        return self._modules.values()
+class ParameterList(_RegisteredList):
+    """A list of Parameters registered under the names '0', '1', … (torch.nn.ParameterList), so
+    parameters() and state_dict() see them. Plain tensors are wrapped in Parameter."""
 
-    def items(self):
-        return self._modules.items()
+    _store = "_parameters"
 
-    def pop(self, key):
-        m = self[key]
-        del self[key]
-        return m
+    def _register(self, key, value):
+        self.register_parameter(key, _as_parameter(value, "ParameterList"))
 
-    def clear(self):
-        self._modules.clear()
-
-    def update(self, modules):
-        items = modules.items() if hasattr(modules, "items") else modules
-        for entry in items:
-            if not isinstance(entry, (tuple, list)) or len(entry) != 2:
-                raise TypeError("ModuleDict.update expects a mapping or an iterable of (key, module) pairs")
-            self[entry[0]] = entry[1]
+    @staticmethod
+    def _single_value(values):
+        return isinstance(values, Tensor)
 
     def forward(self, *args, **kwargs):
-        raise NotImplementedError("ModuleDict has no forward; index it instead")
+        raise NotImplementedError("ParameterList has no forward; index it instead")
+
+    def extra_repr(self):
+        return "\n".join(f"({k}): {_parameter_repr(p)}" for k, p in self._parameters.items())
+
+
+class ParameterDict(_RegisteredDict):
+    """An ordered dict of Parameters registered under their keys (torch.nn.ParameterDict), so
+    parameters() and state_dict() see them. Plain tensors are wrapped in Parameter; a plain dict is
+    added in sorted key order, an OrderedDict / ParameterDict / list in its own order (as torch)."""
+
+    _store = "_parameters"
+    _sort_plain_dicts = True
+
+    def __setitem__(self, key, value):
+        self.register_parameter(key, _as_parameter(value, "ParameterDict"))
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def extra_repr(self):
+        return "\n".join(f"({k}): {_parameter_repr(p)}" for k, p in self._parameters.items())

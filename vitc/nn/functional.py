@@ -23,7 +23,7 @@ _FORWARDED = (
     "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "patchify",
 )
 
-__all__ = list(_FORWARDED) + ["one_hot"]
+__all__ = list(_FORWARDED) + ["one_hot", "embedding"]
 
 
 def __getattr__(name):
@@ -38,6 +38,13 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_FORWARDED))
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False):
+    """torch.nn.functional.embedding: weight[input] (vitc/nn/embedding.py)."""
+    from .embedding import embedding as _embedding
+
+    return _embedding(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse)
 
 
 def one_hot(tensor, num_classes=-1):

@@ -4,13 +4,13 @@ A Module keeps its Parameters, buffers and sub-modules in three ordered dicts fi
 assignment (``self.fc = Linear(...)``), so ``named_parameters()``, ``state_dict()`` and ``repr()``
 walk the same tree in the same order as torch.nn.Module.
 """
-import itertools
 from collections import OrderedDict, namedtuple
 
 import numpy as np
 
 from .. import _tensor
-from .._tensor import Tensor, from_numpy, no_grad
+from .._tensor import RemovableHandle as _RemovableHandle, Tensor, from_numpy, is_grad_enabled, no_grad
+from ._backward_hooks import BackwardHookCall
 from .parameter import Parameter
 
 __all__ = ["Module"]
@@ -23,23 +23,6 @@ class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpec
         return super().__repr__()
 
     __str__ = __repr__
-
-
-class _RemovableHandle:
-    _ids = itertools.count()
-
-    def __init__(self, hooks):
-        self._hooks = hooks
-        self.id = next(self._ids)
-
-    def remove(self):
-        self._hooks.pop(self.id, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
 
 
 def _check_name(module, name, kind):
@@ -97,23 +80,30 @@ class Module:
         d["_modules"] = OrderedDict()
         d["_forward_hooks"] = OrderedDict()
         d["_forward_pre_hooks"] = OrderedDict()
+        d["_backward_hooks"] = OrderedDict()
+        d["_backward_pre_hooks"] = OrderedDict()
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        if not (self._forward_pre_hooks or self._forward_hooks):
+        d = self.__dict__
+        backward_hooks = d.get("_backward_hooks") or d.get("_backward_pre_hooks")
+        if not (self._forward_pre_hooks or self._forward_hooks or backward_hooks):
             return self.forward(*args, **kwargs)
         for hook in list(self._forward_pre_hooks.values()):
             res = hook(self, args)
             if res is not None:
                 args = res if isinstance(res, tuple) else (res,)
+        bw = BackwardHookCall(self) if backward_hooks and is_grad_enabled() else None
+        if bw is not None:
+            args = bw.setup_inputs(args)
         out = self.forward(*args, **kwargs)
         for hook in list(self._forward_hooks.values()):
             res = hook(self, args, out)
             if res is not None:
                 out = res
-        return out
+        return bw.setup_output(out) if bw is not None else out
 
     def register_forward_hook(self, hook):
         """hook(module, args, output) -> None or a replacement output; returns a handle with remove()."""
@@ -125,6 +115,26 @@ class Module:
         """hook(module, args) -> None or replacement args; returns a handle with remove()."""
         h = _RemovableHandle(self._forward_pre_hooks)
         self._forward_pre_hooks[h.id] = hook
+        return h
+
+    def register_full_backward_pre_hook(self, hook):
+        """hook(module, grad_output) -> None or a replacement grad_output tuple, called when the
+        gradient of the module's output is known, before it flows into the module (torch semantics;
+        the module must return one Tensor, see vitc/nn/_backward_hooks.py). Returns a handle."""
+        return self._add_backward_hook("_backward_pre_hooks", hook)
+
+    def register_full_backward_hook(self, hook):
+        """hook(module, grad_input, grad_output) -> None or a replacement grad_input tuple, called
+        once the gradients of the module's tensor inputs are known (None for inputs that need none).
+        Limits against torch: vitc/nn/_backward_hooks.py. Returns a handle with remove()."""
+        return self._add_backward_hook("_backward_hooks", hook)
+
+    def _add_backward_hook(self, attr, hook):
+        if not callable(hook):
+            raise TypeError(f"backward hook must be callable, got {type(hook).__name__}")
+        hooks = self.__dict__.setdefault(attr, OrderedDict())
+        h = _RemovableHandle(hooks)
+        hooks[h.id] = hook
         return h
 
     # ---- registration ---------------------------------------------------------------------

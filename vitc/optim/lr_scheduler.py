@@ -13,7 +13,7 @@ import types
 from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "CosineAnnealingLR", "LinearLR", "SequentialLR",
-           "CosineLRScheduler", "RsqrtLR", "rsqrt_factor"]
+           "OneCycleLR", "ReduceLROnPlateau", "CosineLRScheduler", "RsqrtLR", "rsqrt_factor"]
 
 
 def _check_optimizer(opt):
@@ -22,7 +22,20 @@ def _check_optimizer(opt):
     return opt
 
 
-class LRScheduler:
+class _SchedulerState:
+    """The last rates and the state_dict of a schedule: every attribute but the optimizer."""
+
+    def get_last_lr(self):
+        return self._last_lr
+
+    def state_dict(self):
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict):
+        self.__dict__.update(state_dict)
+
+
+class LRScheduler(_SchedulerState):
     def __init__(self, optimizer, last_epoch=-1):
         self.optimizer = _check_optimizer(optimizer)
         if last_epoch == -1:
@@ -44,9 +57,6 @@ class LRScheduler:
     def get_lr(self):
         raise NotImplementedError
 
-    def get_last_lr(self):
-        return self._last_lr
-
     def step(self, epoch=None):
         self._step_count += 1
         if epoch is None:
@@ -58,12 +68,6 @@ class LRScheduler:
         for group, lr in zip(self.optimizer.param_groups, values):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
 
 
 class LambdaLR(LRScheduler):
@@ -233,7 +237,199 @@ class SequentialLR(LRScheduler):
             s.load_state_dict(st)
 
 
-class CosineLRScheduler:
+def _per_group(name, optimizer, value):
+    """One value per parameter group: a list/tuple of that length, or one value for all."""
+    n = len(optimizer.param_groups)
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"expected {n} values for {name}, got {len(value)}")
+        return list(value)
+    return [value] * n
+
+
+def _positive_int(v, name, who):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+        raise ValueError(f"{who}: expected a positive int {name}, got {v!r}")
+    return int(v)
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy (Smith & Topin 2017, arXiv 1708.07120) with torch.optim.lr_scheduler.OneCycleLR's
+    arguments and phases, stepped once per batch.
+
+    The rate rises from max_lr/div_factor to max_lr over the first pct_start of total_steps (or
+    epochs·steps_per_epoch), then anneals ('cos' or 'linear') to max_lr/div_factor/final_div_factor;
+    three_phase: back down to the initial rate first, then to the minimum. With cycle_momentum the
+    momentum (SGD's ``momentum``, Adam's β1) moves the other way between max_momentum and
+    base_momentum. Stepping past total_steps raises ValueError, as torch.
+    """
+
+    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
+                 anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
+                 final_div_factor=1e4, three_phase=False, last_epoch=-1):
+        who = "OneCycleLR"
+        _check_optimizer(optimizer)
+        if total_steps is not None:
+            self.total_steps = _positive_int(total_steps, "total_steps", who)
+        elif epochs is not None and steps_per_epoch is not None:
+            self.total_steps = (_positive_int(epochs, "epochs", who)
+                                * _positive_int(steps_per_epoch, "steps_per_epoch", who))
+        else:
+            raise ValueError(f"{who}: give either total_steps or both epochs and steps_per_epoch")
+        if isinstance(pct_start, bool) or not isinstance(pct_start, numbers.Real) or not 0 <= pct_start <= 1:
+            raise ValueError(f"{who}: pct_start must be a float in [0, 1], got {pct_start!r}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"{who}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        self.anneal_strategy = anneal_strategy
+        up = float(pct_start * self.total_steps) - 1
+        if three_phase:
+            self._phases = [(up, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                            (float(2 * pct_start * self.total_steps) - 2, "max_lr", "initial_lr", "base_momentum",
+                             "max_momentum"),
+                            (self.total_steps - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum")]
+        else:
+            self._phases = [(up, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                            (self.total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+        max_lrs = _per_group("max_lr", optimizer, max_lr)
+        if last_epoch == -1:
+            for m, group in zip(max_lrs, optimizer.param_groups):
+                group["initial_lr"] = m / div_factor
+                group["max_lr"] = m
+                group["min_lr"] = group["initial_lr"] / final_div_factor
+        self.cycle_momentum = bool(cycle_momentum)
+        if self.cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ValueError(f"{who}: cycle_momentum needs an optimizer with momentum or betas "
+                                 f"({type(optimizer).__name__} has neither); pass cycle_momentum=False")
+            self.use_beta1 = "betas" in optimizer.defaults
+            if last_epoch == -1:
+                for mx, base, group in zip(_per_group("max_momentum", optimizer, max_momentum),
+                                           _per_group("base_momentum", optimizer, base_momentum),
+                                           optimizer.param_groups):
+                    self._set_momentum(group, mx)
+                    group["max_momentum"], group["base_momentum"] = mx, base
+        super().__init__(optimizer, last_epoch)
+
+    def _set_momentum(self, group, value):
+        if self.use_beta1:
+            group["betas"] = (value, *group["betas"][1:])
+        else:
+            group["momentum"] = value
+
+    def _anneal(self, start, end, pct):
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def get_lr(self):
+        t = self.last_epoch
+        if t > self.total_steps:
+            raise ValueError(f"OneCycleLR: tried to step {t} times; the schedule has total_steps={self.total_steps}")
+        lrs = []
+        for group in self.optimizer.param_groups:
+            start = 0.0
+            for i, (end, lr0, lr1, m0, m1) in enumerate(self._phases):
+                if t <= end or i == len(self._phases) - 1:
+                    pct = (t - start) / (end - start)
+                    lrs.append(self._anneal(group[lr0], group[lr1], pct))
+                    if self.cycle_momentum:
+                        self._set_momentum(group, self._anneal(group[m0], group[m1], pct))
+                    break
+                start = end
+        return lrs
+
+
+class ReduceLROnPlateau(_SchedulerState):
+    """Multiply the rate by ``factor`` when a metric stops improving (torch.optim.lr_scheduler.
+    ReduceLROnPlateau): ``step(metric)`` once per evaluation.
+
+    mode 'min'/'max'; an improvement beats the best by ``threshold`` (relative: best·(1 ∓ threshold),
+    or absolute: best ∓ threshold); after more than ``patience`` evaluations without one the rate
+    becomes max(lr·factor, min_lr) (skipped when that changes it by eps or less), followed by
+    ``cooldown`` evaluations in which bad ones are not counted.
+    """
+
+    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
+                 cooldown=0, min_lr=0, eps=1e-8):
+        who = "ReduceLROnPlateau"
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or factor >= 1.0:
+            raise ValueError(f"{who}: factor must be a number < 1.0, got {factor!r}")
+        self.optimizer = _check_optimizer(optimizer)
+        self.factor = factor
+        if isinstance(min_lr, (list, tuple)):
+            self.default_min_lr, self.min_lrs = None, _per_group("min_lr", optimizer, min_lr)
+        else:
+            self.default_min_lr, self.min_lrs = min_lr, [min_lr] * len(optimizer.param_groups)
+        for v, name in ((patience, "patience"), (cooldown, "cooldown")):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise ValueError(f"{who}: {name} must be an int >= 0, got {v!r}")
+        self.patience, self.cooldown, self.eps = int(patience), int(cooldown), eps
+        self.last_epoch = 0
+        self._last_lr = [g["lr"] for g in optimizer.param_groups]
+        self._init_is_better(mode, threshold, threshold_mode)
+        self._reset()
+
+    def _init_is_better(self, mode, threshold, threshold_mode):
+        if mode not in ("min", "max"):
+            raise ValueError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        self.mode, self.threshold, self.threshold_mode = mode, threshold, threshold_mode
+        self.mode_worse = math.inf if mode == "min" else -math.inf
+
+    def _reset(self):
+        self.best = self.mode_worse
+        self.cooldown_counter = 0
+        self.num_bad_epochs = 0
+
+    @property
+    def in_cooldown(self):
+        return self.cooldown_counter > 0
+
+    def is_better(self, a, best):
+        if self.threshold_mode == "rel":
+            return a < best * (1.0 - self.threshold) if self.mode == "min" else a > best * (self.threshold + 1.0)
+        return a < best - self.threshold if self.mode == "min" else a > best + self.threshold
+
+    def step(self, metrics, epoch=None):
+        try:
+            current = float(metrics)
+        except (TypeError, ValueError):
+            raise TypeError(f"ReduceLROnPlateau.step: metrics must be a number, got {type(metrics).__name__}") from None
+        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
+        if self.is_better(current, self.best):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.in_cooldown:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0  # bad evaluations during the cooldown do not count
+        if self.num_bad_epochs > self.patience:
+            self._reduce_lr()
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+    def _reduce_lr(self):
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self.min_lrs):
+            if self.default_min_lr is None:
+                raise RuntimeError(f"ReduceLROnPlateau: the optimizer has {len(groups)} parameter groups, min_lr "
+                                   f"gave {len(self.min_lrs)}; set min_lrs to one value per group")
+            self.min_lrs = [self.default_min_lr] * len(groups)
+        for group, min_lr in zip(groups, self.min_lrs):
+            old = float(group["lr"])
+            new = max(old * self.factor, min_lr)
+            if old - new > self.eps:
+                group["lr"] = new
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._init_is_better(self.mode, self.threshold, self.threshold_mode)
+
+
+class CosineLRScheduler(_SchedulerState):
     """Linear warmup then cosine decay, timm's ``CosineLRScheduler`` semantics
     (huggingface/pytorch-image-models, timm/scheduler/cosine_lr.py).
 
@@ -302,9 +498,6 @@ class CosineLRScheduler:
         if not self.t_in_epochs:
             self._update(self._get_lr(num_updates))
 
-    def get_last_lr(self):
-        return self._last_lr
-
     def get_cycle_length(self, cycles=0):
         cycles = max(1, cycles or self.cycle_limit)
         if self.cycle_mul == 1.0:
@@ -312,12 +505,6 @@ class CosineLRScheduler:
         else:
             t = int(math.floor(-self.t_initial * (self.cycle_mul ** cycles - 1) / (1 - self.cycle_mul)))
         return t + self.warmup_t if self.warmup_prefix else t
-
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
 
 
 def _steps(value, total, name):
@@ -357,7 +544,7 @@ def rsqrt_factor(step, total_steps, warmup_steps=0, timescale=10_000, cooldown_s
     return f
 
 
-class RsqrtLR:
+class RsqrtLR(_SchedulerState):
     """Linear warmup, reciprocal-square-root decay and a linear cooldown to 0 (``rsqrt_factor``),
     stepped once per optimizer update.
 
@@ -426,12 +613,6 @@ class RsqrtLR:
         self._apply()
         return self
 
-    def get_last_lr(self):
-        return self._last_lr
-
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
     def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+        super().load_state_dict(state_dict)
         self._apply()
