@@ -47,6 +47,7 @@ def build_parser():
     p.add_argument("--save", default=None, help="write the final weights to this .safetensors file")
     p.add_argument("--history", default=None, help="write the per-epoch history to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="train even when vitc.plan predicts it will not fit in memory")
     return p
 
 
@@ -77,6 +78,9 @@ def main(argv=None):
     world, lead = launched_world_size(), launched_rank() == 0  # under mpirun: rank 0 alone prints and writes
     if world > 1 and args.batch_size % world:
         raise SystemExit(f"error: --batch-size {args.batch_size} is not a multiple of the {world} MPI ranks")
+    # vitc.plan: refuse (with the planner's numbers) a configuration that will not fit, unless --force
+    from vitc.plan import check_training_fits
+    check_training_fits(args.model, args.batch_size, args.optimizer, force=args.force)
     model = create_model(args.model)
     n_params = model.num_parameters()
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, seed=args.seed,
