@@ -11,12 +11,12 @@ machine, predicted before running it.
 Command line: ``python -m vitc.plan --model NAME --batch N [--optimizer adam] [--threads 2]
 [--memory-cap 8GiB]``. Peak memory is counted from what each op saves for backward (vitc.plan.memory);
 step time from the op-level FLOPs and a per-machine calibration cached under ~/.cache/vitc
-(vitc.plan.calibrate, vitc.plan.timing).
+(vitc.plan.calibration, vitc.plan.timing).
 """
 import sys as _sys
 import types as _types
 
-from .calibrate import cache_path, calibrate, load_calibration, machine_key
+from .calibration import cache_path, calibrate, load_calibration, machine_key
 from .config import ModelConfig, resolve_config
 from .guard import check_training_fits
 from .memory import OPTIMIZERS, block_bytes, memory_breakdown, optimizer_state_bytes

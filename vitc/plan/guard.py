@@ -18,9 +18,10 @@ def check_training_fits(model, batch, optimizer="adam", model_kwargs=None, memor
         log(f"note: memory not checked before training ({e})")
         return None
     cap = available_memory() if memory_cap is None else parse_bytes(memory_cap)
-    if cap is None or p.fits(cap):
+    if cap is None or p.peak_bytes + p.input_bytes <= cap:  # (fits() refuses a cap below the parameters)
         return p
-    msg = (f"{p}\npredicted peak {format_bytes(p.peak_bytes)} does not fit in the {format_bytes(cap)} available")
+    msg = (f"{p}\npredicted peak {format_bytes(p.peak_bytes)} + input batch {format_bytes(p.input_bytes)} does not "
+           f"fit in the {format_bytes(cap)} available")
     if force:
         log(f"warning: {msg}; training anyway (--force)")
         return p

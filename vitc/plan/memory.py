@@ -24,7 +24,8 @@ Backward's largest moment is the last block's FFN: GELU(h) and GELU'(h) computed
 (2 × (R, F)) while the incoming gradient and the residual's gradient (R, D each) are alive, plus the
 second layer's weight gradient (F, D) before it is added into the flat gradient buffer; by then
 the head and the final LayerNorm have freed what they saved. For small bodies the head's backward is
-larger: its weight gradient (classes × width) while every activation is still saved.
+larger: its weight gradient (classes × width) while every activation is still saved, or the patch
+Linear's weight gradient (width × P²C) at the very end, when only the patches are still saved.
 """
 import dataclasses
 
@@ -196,7 +197,13 @@ def memory_breakdown(cfg, batch, optimizer="adam"):
     # is added into the flat buffer, while every activation is still saved (large with 1000 classes)
     head_in = cfg.pre_logits or D
     head_grad = block_bytes(f4 * K * head_in) + block_bytes(f4 * K) + block_bytes(f4 * B * head_in)
-    transient = max(sum(tr.blocks.values()) - freed, head_grad, block_bytes(f4 * R * F) + block_bytes(f4 * R * D))
+    # or the patch Linear's backward, last of all: its weight gradient (D, P²C) and the gradient
+    # reaching it, when of the activations only the patches are still saved (tiny bodies, big patches)
+    patches = block_bytes(f4 * B * N * cfg.patch_dim)
+    patch_grad = (block_bytes(f4 * D * cfg.patch_dim) + block_bytes(f4 * D) + block_bytes(f4 * B * N * D)
+                  - (sum(act.blocks.values()) - patches))
+    transient = max(sum(tr.blocks.values()) - freed, head_grad, patch_grad,
+                    block_bytes(f4 * R * F) + block_bytes(f4 * R * D))
     rounding = (sum(res.blocks.values()) + sum(act.blocks.values()) + transient
                 - res.requested - act.requested - tr.requested)
     return MemoryBreakdown(parameters=params, gradients=grads, optimizer_state=state_exact,

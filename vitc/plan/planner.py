@@ -2,7 +2,7 @@
 running it (vitc.plan.memory, vitc.plan.timing)."""
 import numbers
 
-from .calibrate import load_calibration
+from .calibration import load_calibration
 from .config import resolve_config
 from .memory import OPTIMIZERS, memory_breakdown
 from .timing import time_breakdown

@@ -1,5 +1,5 @@
 """Step time from the op-level work of one training step and this machine's measured rates
-(vitc.plan.calibrate). Per op, forward + backward:
+(vitc.plan.calibration). Per op, forward + backward:
 - a Linear of R rows, k inputs, n outputs: 6·R·k·n FLOPs (forward 2Rkn, backward 4Rkn);
 - qkv_attention (B images, T tokens, H heads of Dh, HD = H·Dh): the projections 6·R·D·3HD +
   6·R·HD·D and the attention itself 12·B·H·T²·Dh (QKᵀ and A·V forward, four products backward);

@@ -7,7 +7,7 @@ import time
 
 import vitc
 from vitc.io import write_text_atomic
-from vitc.plan.calibrate import calibrate
+from vitc.plan.calibration import CALIBRATION_WIDTHS, calibrate
 from vitc.plan.planner import parse_bytes
 
 from ..common import machine_info, set_threads
@@ -30,6 +30,8 @@ def build_parser():
     p.add_argument("--repeats", type=int, default=3, help="timed steps per run after one warm-up (the fastest counts)")
     p.add_argument("--recalibrate-every", type=int, default=8, help="re-measure the planner's rates every N runs")
     p.add_argument("--calibration-repeats", type=int, default=3)
+    p.add_argument("--calibration-widths", default=",".join(map(str, CALIBRATION_WIDTHS)),
+                   help="the widths the planner's rates are measured at")
     p.add_argument("--memory-cap", default="64MiB", help="the cap of the fits map")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -51,6 +53,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     depths, widths = _numbers(args.depths, "--depths"), _numbers(args.widths, "--widths")
     ratios = _numbers(args.mlp_ratios, "--mlp-ratios", float)
+    cal_widths = tuple(_numbers(args.calibration_widths, "--calibration-widths"))
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     if not setups or any(s not in SETUPS for s in setups):
         raise SystemExit(f"error: --setups must be a comma-separated subset of {list(SETUPS)}, got {args.setups!r}")
@@ -81,7 +84,7 @@ def main(argv=None):
                 runs.append(json.load(f))
             continue
         if rates is None or since >= args.recalibrate_every:  # calibration interleaved with the runs
-            cal = calibrate(repeats=args.calibration_repeats, save=False)
+            cal = calibrate(repeats=args.calibration_repeats, save=False, widths=cal_widths)
             rates, since = cal["rates"], 0
             calibrations.append(dict(at_run=len(runs), seconds=cal["seconds"]))
         r = run_one(s, d, w, m, args, rates)

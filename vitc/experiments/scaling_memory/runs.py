@@ -39,7 +39,7 @@ def config_for(setup, depth, width, mlp, image_size, patch, num_classes):
 
 
 def run_one(setup, depth, width, mlp, args, rates):
-    """Predict, then measure; rates = the calibration in force (dict of vitc.plan.calibrate rates)."""
+    """Predict, then measure; rates = the calibration in force (dict of vitc.plan.calibration rates)."""
     opt = SETUPS[setup]["optimizer"]
     cfg = config_for(setup, depth, width, mlp, args.image_size, args.patch, args.num_classes)
     mem = memory_breakdown(cfg, args.batch_size, opt)

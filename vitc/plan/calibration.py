@@ -92,14 +92,14 @@ def _rows(width):
     return max(520, (1 << 20) // width // 65 * 65)
 
 
-def _measure(repeats):
+def _measure(repeats, widths=CALIBRATION_WIDTHS):
     """Seconds per FLOP or per element of vitc's ops on this machine at the current thread count,
     timed on the fused ops a ViT block runs (qkv_attention, linear_gelu_linear) at a grid of widths,
     65 tokens an image."""
     r = {}
     T = 65
     linear, attn, ffn = {}, {}, {}
-    for w in CALIBRATION_WIDTHS:
+    for w in widths:
         R = _rows(w)
         B = R // T
         x, wt = _rand(R, w), _rand(w, w)
@@ -145,8 +145,12 @@ def _read_cache():
         return {"entries": {}}
 
 
-def calibrate(threads=None, repeats=3, save=True):
-    """Measure now (at ``threads``, default the current count) and, with save, store in the cache."""
+def calibrate(threads=None, repeats=3, save=True, widths=CALIBRATION_WIDTHS):
+    """Measure now (at ``threads``, default the current count) and, with save, store in the cache.
+    widths: the grid of the fused ops (fewer widths: a quicker, coarser calibration; only the full
+    grid is cached)."""
+    widths = tuple(widths)
+    save = save and widths == CALIBRATION_WIDTHS
     from vitc.io import write_text_atomic
     key, desc = machine_key(threads)
     old = vitc.get_num_threads()
@@ -155,7 +159,7 @@ def calibrate(threads=None, repeats=3, save=True):
     try:
         t0 = time.perf_counter()
         with vitc.enable_grad():
-            rates = _measure(repeats)
+            rates = _measure(repeats, widths)
         entry = dict(desc, rates=rates, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      seconds=time.perf_counter() - t0)
     finally:
