@@ -20,13 +20,15 @@ def test_tiny_sweep_and_resume(tmp_path):
     for r in runs:
         assert abs(r["memory_error"]) < 0.10
         assert r["predicted_state_bytes"] == r["state_bytes"]
-        assert r["measured_seconds"] > 0 and r["predicted_seconds"] > 0
+        assert r["measured_seconds"] > 0 and r["predicted_seconds"] > 0 and r["load_factor"] > 0
+        assert r["predicted_seconds_load_adjusted"] == pytest.approx(r["predicted_seconds"] * r["load_factor"])
     by = {r["name"]: r for r in runs}
     # the paper's ordering of the setups' state: f32 Adam > bf16-m Adam > Adafactor
     assert by["baseline_d1_w64_m128"]["state_bytes"] > by["gap_bf16m_d1_w64_m128"]["state_bytes"] > \
         by["adafactor_d1_w64_m128"]["state_bytes"]
     saved = json.loads((out / "results.json").read_text())
     assert saved["summary"]["memory"]["n"] == 6 and len(saved["calibrations"]) == 1
+    assert saved["calibrations"][0]["probe_s"] > 0 and saved["summary"]["time_load_adjusted"]["n"] == 6
     md = (out / "results.md").read_text()
     assert "| memory (all) | 6 |" in md and "fits pred/meas" in md
     for name in ("fits_map.png", "predicted_vs_measured.png"):

@@ -20,7 +20,7 @@ import numpy as np
 
 import vitc
 
-__all__ = ["cache_dir", "cache_path", "machine_key", "calibrate", "load_calibration", "CALIBRATION_WIDTHS"]
+__all__ = ["cache_dir", "cache_path", "machine_key", "calibrate", "probe_seconds", "load_calibration", "CALIBRATION_WIDTHS"]
 
 FORMAT = 2
 CALIBRATION_WIDTHS = (32, 64, 128, 256, 512)
@@ -136,6 +136,21 @@ def _measure(repeats, widths=CALIBRATION_WIDTHS):
     return r
 
 
+def probe_seconds(repeats=3):
+    """The fastest forward + backward of a fixed pair of ops (qkv_attention and linear_gelu_linear,
+    width 128, 16 images of 65 tokens): a load gauge. Its ratio between two moments is how much
+    slower the machine runs at the second (other processes sharing the cores)."""
+    B, T, w = 16, 65, 128
+    xs, wq, bq, wo, bo = _rand(B, T, w), _rand(3 * w, w), _rand(3 * w), _rand(w, w), _rand(w)
+    w1, b1, w2, b2 = _rand(4 * w, w), _rand(4 * w), _rand(w, 4 * w), _rand(w)
+
+    def both():
+        vitc.qkv_attention(xs, wq, bq, 2, proj_weight=wo, proj_bias=bo).sum().backward()
+        vitc.linear_gelu_linear(xs, w1, b1, w2, b2).sum().backward()
+    with vitc.enable_grad():
+        return _best(both, repeats)
+
+
 def _read_cache():
     try:
         with open(cache_path()) as f:
@@ -159,8 +174,10 @@ def calibrate(threads=None, repeats=3, save=True, widths=CALIBRATION_WIDTHS):
     try:
         t0 = time.perf_counter()
         with vitc.enable_grad():
+            probe = probe_seconds(repeats)
             rates = _measure(repeats, widths)
-        entry = dict(desc, rates=rates, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            probe = 0.5 * (probe + probe_seconds(repeats))
+        entry = dict(desc, rates=rates, probe_s=probe, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      seconds=time.perf_counter() - t0)
     finally:
         vitc.set_num_threads(old)

@@ -28,8 +28,8 @@ def build_parser():
     p.add_argument("--patch", type=int, default=14)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3, help="timed steps per run after one warm-up (the fastest counts)")
-    p.add_argument("--recalibrate-every", type=int, default=8, help="re-measure the planner's rates every N runs")
-    p.add_argument("--calibration-repeats", type=int, default=3)
+    p.add_argument("--recalibrate-every", type=int, default=6, help="re-measure the planner's rates every N runs")
+    p.add_argument("--calibration-repeats", type=int, default=5, help="repeats of each calibration op and load probe")
     p.add_argument("--calibration-widths", default=",".join(map(str, CALIBRATION_WIDTHS)),
                    help="the widths the planner's rates are measured at")
     p.add_argument("--memory-cap", default="64MiB", help="the cap of the fits map")
@@ -76,23 +76,23 @@ def main(argv=None):
     size = f"{len(depths)} depths × {len(widths)} widths × {len(ratios)} MLP ratios × {len(setups)} setups"
     print(f"memory/speed sweep: {len(todo)} runs ({size}), batch {args.batch_size}, {vitc.get_num_threads()} threads",
           flush=True)
-    runs, rates, since, calibrations = [], None, 0, []
+    runs, cal, since, calibrations = [], None, 0, []
     for s, d, w, m in todo:
         path = os.path.join(run_dir, run_name(s, d, w, m) + ".json")
         if os.path.exists(path):
             with open(path) as f:
                 runs.append(json.load(f))
             continue
-        if rates is None or since >= args.recalibrate_every:  # calibration interleaved with the runs
-            cal = calibrate(repeats=args.calibration_repeats, save=False, widths=cal_widths)
-            rates, since = cal["rates"], 0
-            calibrations.append(dict(at_run=len(runs), seconds=cal["seconds"]))
-        r = run_one(s, d, w, m, args, rates)
+        if cal is None or since >= args.recalibrate_every:  # calibration interleaved with the runs
+            cal, since = calibrate(repeats=args.calibration_repeats, save=False, widths=cal_widths), 0
+            calibrations.append(dict(at_run=len(runs), seconds=cal["seconds"], probe_s=cal["probe_s"]))
+        r = run_one(s, d, w, m, args, cal)
         since += 1
         write_text_atomic(path, json.dumps(r, indent=1))
         runs.append(r)
         print(f"{r['name']:<26} peak {r['measured_peak'] / 2 ** 20:8.1f} MiB (pred {100 * r['memory_error']:+5.1f} %)  "
-              f"step {r['measured_seconds']:.3f} s (pred {100 * r['time_error']:+5.1f} %)", flush=True)
+              f"step {r['measured_seconds']:.3f} s (pred {100 * r['time_error']:+5.1f} %, load-adjusted "
+              f"{100 * r['time_error_load_adjusted']:+5.1f} %)", flush=True)
     res = {"command": "python -m vitc.experiments.scaling_memory " + " ".join(sys.argv[1:] if argv is None else argv),
            "config": vars(args), "size": size, "machine": info, "threads": vitc.get_num_threads(),
            "memory_cap": cap, "calibrations": calibrations, "runs": runs, "summary": summary(runs, cap),
@@ -102,6 +102,7 @@ def main(argv=None):
     plots(res, args.out)
     s = res["summary"]
     print(f"memory error: median {100 * s['memory']['median']:.1f} %, max {100 * s['memory']['max']:.1f} %; "
-          f"time error: median {100 * s['time']['median']:.1f} %, max {100 * s['time']['max']:.1f} %; "
+          f"time error: median {100 * s['time']['median']:.1f} %, max {100 * s['time']['max']:.1f} % "
+          f"(load-adjusted: {100 * s['time_load_adjusted']['median']:.1f} %, {100 * s['time_load_adjusted']['max']:.1f} %); "
           f"wall {res['wall_time_s'] / 60:.1f} min", flush=True)
     return res
