@@ -96,6 +96,8 @@ def build_parser():
     g.add_argument("--tracking-uri", default=None, help="log the run to MLflow at this tracking URI")
     g.add_argument("--experiment-name", default="vitc.train", help="the MLflow experiment")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--force", action="store_true",
+                   help="train even when vitc.plan predicts that the step will not fit in the memory available")
     return p
 
 
@@ -157,6 +159,10 @@ def _run(args, explicit):
     if world > 1 and args.batch_size % world:
         raise OptionError(f"--batch-size {args.batch_size} is not a multiple of the {world} MPI ranks")
     model, model_kwargs = cli_build.build_model(args.model, user_kwargs, info)
+    # vitc.plan: refuse (with the planner's numbers) a configuration whose step will not fit, unless --force
+    from vitc.plan import check_training_fits
+    check_training_fits(args.model, args.batch_size // world, args.optimizer, model_kwargs=model_kwargs,
+                        force=args.force, log=print if lead else (lambda *a, **k: None))
     cli_build.check_logits(model, train_set, info["num_classes"], args.model)
     if args.resume:
         cli_resume.check(run, path, args, model, model_kwargs)
