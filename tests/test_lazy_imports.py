@@ -19,9 +19,9 @@ def test_subpackages_are_reachable_after_import_vitc():
             " vitc.eval.__name__, vitc.search.__name__, vitc.profiler.__name__, vitc.nn.Linear.__name__,"
             " callable(vitc.save), callable(vitc.load), vitc.utils.ModelEma.__name__)\n"
             "from vitc.utils.data import DataLoader\n"  # torch.utils.data's path, renamed
-            "print(DataLoader is vitc.data.DataLoader)\n")
+            "print(DataLoader is vitc.data.DataLoader, callable(vitc.plan))\n")
     assert _run(code).split("\n") == [
-        "True True vitc.diagnostics vitc.eval vitc.search vitc.profiler Linear True True ModelEma", "True"]
+        "True True vitc.diagnostics vitc.eval vitc.search vitc.profiler Linear True True ModelEma", "True True"]
 
 
 def test_lazy_subpackages_load_only_on_use_and_distributed_needs_no_mpi():

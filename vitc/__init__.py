@@ -95,7 +95,7 @@ from . import data, nn, optim, models, losses, profiler  # noqa: E402,F401
 # `vitc.io`, ...; PEP 562 module __getattr__): together they add ~10 % to `import vitc`, and
 # vitc.distributed must not pull in MPI before it is asked for. vitc.save / vitc.load live in vitc.io.
 _LAZY_SUBMODULES = ("io", "train", "diagnostics", "eval", "search", "distributed", "experiments", "oversmoothing",
-                    "utils")
+                    "utils", "plan")
 _FROM_IO = ("save", "load")
 
 
