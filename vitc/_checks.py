@@ -7,7 +7,7 @@ a pair of ints) so callers can write ``x = expect_int(x, who, "x")``.
 """
 import numbers
 
-__all__ = ["type_name", "expect_tensor", "expect_int", "expect_number", "expect_probability", "expect_pair"]
+__all__ = ["is_torch_tensor", "type_name", "expect_tensor", "expect_int", "expect_number", "expect_probability", "expect_pair"]
 
 _Tensor = None
 
@@ -20,9 +20,14 @@ def _tensor_class():
     return _Tensor
 
 
+def is_torch_tensor(x):
+    """True for a torch.Tensor, checked without importing torch."""
+    return any(c.__module__ == "torch" and c.__name__ == "Tensor" for c in type(x).__mro__)
+
+
 def type_name(x):
     """The name of x's type for an error message; a torch tensor says so and how to convert it."""
-    if any(c.__module__ == "torch" and c.__name__ == "Tensor" for c in type(x).__mro__):
+    if is_torch_tensor(x):
         return ("a torch.Tensor (convert it with vitc.from_numpy(t.detach().cpu().numpy()) "
                 "or vitc.tensor(t.tolist()))")
     if type(x).__module__ == "numpy" and type(x).__name__ == "ndarray":

@@ -116,6 +116,9 @@ def test_image_folder_errors(folder, tmp_path_factory):
 
 
 def test_per_image_transform_errors():
+    for bad in (vd.Resize(4), vd.Compose([vd.ToTensor(), vd.Normalize(0.5, 0.5)])):
+        with pytest.raises(TypeError, match="per-image transform, called t\\(img\\); give it to the dataset"):
+            vd.DataLoader(vd.TensorDataset(np.zeros((2, 3))), transform=bad)
     with pytest.raises(ValueError, match="size"):
         vd.Resize(0)
     with pytest.raises(ValueError, match="interpolation"):

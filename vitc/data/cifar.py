@@ -110,7 +110,6 @@ class _CIFAR(Dataset):
         self.data = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3) as torchvision
         self.targets = np.concatenate(targets)
         self._extra = np.concatenate(extra) if extra[0] is not None else None
-        self._images = None
 
     def _read_batch(self, archive, name):
         batch = load_pickle(*archive.read(name))
@@ -127,18 +126,6 @@ class _CIFAR(Dataset):
             raise ValueError(f"{where}: label {labels.max()} out of range 0..{len(self.classes) - 1}")
         extra = np.asarray(batch["coarse_labels"], dtype=np.int64) if "coarse_labels" in batch else None
         return data, labels.astype(np.int64), extra
-
-    @property
-    def images(self):
-        """All images as float32 (N, 3, 32, 32) in [0, 1] (only without a transform: the
-        DataLoader then batches by one gather); computed on first use, then cached."""
-        if self._images is None:
-            self._images = _to_float_chw(self.data)
-        return self._images
-
-    @property
-    def labels(self):
-        return self.targets
 
     def __len__(self):
         return len(self.data)

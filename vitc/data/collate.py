@@ -10,15 +10,10 @@ import numbers
 
 import numpy as np
 
-__all__ = ["default_collate", "to_numpy", "to_vitc", "is_torch_tensor", "TORCH_HINT"]
+from .._checks import is_torch_tensor
+from .image_transforms import is_pil_image
 
-TORCH_HINT = ("convert it with vitc.from_numpy(t.detach().cpu().numpy()) (or vitc.tensor(...)) "
-              "or use a vitc.Tensor")
-
-
-def is_torch_tensor(x):
-    """True for a torch.Tensor, checked without importing torch."""
-    return any(c.__module__ == "torch" and c.__name__ == "Tensor" for c in type(x).__mro__)
+__all__ = ["default_collate", "map_arrays", "to_numpy", "to_vitc"]
 
 
 def _is_vitc_tensor(x):
@@ -59,10 +54,6 @@ def _pure_numbers(x):
     return isinstance(x, list) and all(_pure_numbers(v) for v in x)
 
 
-def _is_pil(x):
-    return any(c.__module__.startswith("PIL.") and c.__name__ == "Image" for c in type(x).__mro__)
-
-
 def default_collate(samples):
     """Batch a list of samples: dicts key by key, tuples field by field, arrays / tensors / numbers
     stacked along a new first axis (float -> float32, integers -> int64, bool kept), strings kept
@@ -89,7 +80,7 @@ def default_collate(samples):
         return type(first)(*fields) if hasattr(first, "_fields") else tuple(fields)  # namedtuple
     if isinstance(first, (str, bytes)):
         return list(samples)
-    if _is_pil(first):
+    if is_pil_image(first):
         raise TypeError("default_collate: samples are PIL images; give the dataset "
                         "transform=vitc.data.ToTensor() (or a Compose ending with it)")
     if first is None:

@@ -71,6 +71,20 @@ class TensorDataset(Dataset):
     def __len__(self):
         return len(self.arrays[0])
 
+    # With exactly two arrays (inputs, targets) the DataLoader batches by one gather of each, which
+    # gives the same arrays as collating the samples one by one.
+    @property
+    def images(self):
+        if len(self.arrays) != 2:
+            raise AttributeError("images: only a TensorDataset of two arrays has it")
+        return self.arrays[0]
+
+    @property
+    def labels(self):
+        if len(self.arrays) != 2:
+            raise AttributeError("labels: only a TensorDataset of two arrays has it")
+        return self.arrays[1]
+
     def __getitem__(self, index):
         index = check_index(index, len(self), "TensorDataset")
         return tuple(a[index] for a in self.arrays)

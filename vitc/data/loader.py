@@ -17,7 +17,8 @@ import numpy as np
 
 from .._checks import expect_int, expect_number
 from .collate import _canonical, default_collate, map_arrays, to_vitc
-from .transforms import Transform
+from .image_transforms import ImageTransform
+from .transforms import Compose, Transform
 from .workers import WorkerPool, worker_seed
 
 __all__ = ["DataLoader"]
@@ -89,6 +90,7 @@ class DataLoader:
                 raise TypeError(f"DataLoader: {name} must be callable or None, got {type(fn).__name__}")
         if to_tensor is not _VITC and to_tensor is not None and not callable(to_tensor):
             raise TypeError(f"DataLoader: to_tensor must be callable or None, got {type(to_tensor).__name__}")
+        _refuse_per_image(transform)
         self.transform = transform
         self.to_tensor = to_vitc if to_tensor is _VITC else to_tensor
         self.collate_fn = default_collate if collate_fn is None else collate_fn
@@ -211,6 +213,16 @@ class DataLoader:
         return (f"DataLoader(samples={len(self.dataset)}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}, "
                 f"prefetch={self.prefetch}, num_workers={self.num_workers})")
+
+
+def _refuse_per_image(transform):
+    """A per-image transform given as the batch transform would be called (x, y, rng): say where it goes."""
+    parts = transform.transforms if isinstance(transform, Compose) else [transform]
+    for t in parts:
+        if isinstance(t, ImageTransform):
+            raise TypeError(f"DataLoader: {type(t).__name__} is a per-image transform, called t(img); give it to "
+                            "the dataset (e.g. ImageFolder(root, transform=...)). DataLoader(transform=) takes "
+                            "batch transforms t(x, rng) or t(x, y, rng)")
 
 
 def _bool(value, name):

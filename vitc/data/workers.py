@@ -12,6 +12,7 @@ import os
 import pickle
 import queue
 import random
+import signal
 import time
 import traceback
 
@@ -60,6 +61,7 @@ class _Failure:
 def _worker_loop(dataset, collate_fn, index_queue, result_queue, worker_id, num_workers, seed, init_fn):
     global _worker_info
     parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
     # Seeded like torch's workers: Python's and NumPy's global generators get the worker's seed.
     random.seed(seed)
     np.random.seed(seed % 2**32)
