@@ -140,3 +140,18 @@ def test_loader_collate_fn_and_dict_samples():
         list(vd.DataLoader(Dicts(), batch_size=2, transform=vd.RandomHorizontalFlip()))
     loader = vd.DataLoader(Dicts(), batch_size=2, pin_memory=True)  # accepted; nothing to pin on a CPU
     assert loader.pin_memory and len(list(loader)) == 3
+
+
+def test_two_array_tensor_dataset_gather_equals_item_by_item():
+    x = np.random.default_rng(0).random((13, 2, 3))  # float64 and int32 become float32 and int64 either way
+    ds = vd.TensorDataset(x, np.arange(13, dtype=np.int32))
+    assert ds.images is ds.arrays[0]
+    with pytest.raises(AttributeError):
+        vd.TensorDataset(x, x, x).images
+    kw = dict(batch_size=4, shuffle=True, seed=7, to_tensor=None)
+    fast = list(vd.DataLoader(ds, **kw))
+    slow = list(vd.DataLoader(vd.Subset(ds, range(13)), **kw))
+    for (a, b), (c, d) in zip(fast, slow, strict=True):
+        assert a.dtype == c.dtype == np.float32 and b.dtype == d.dtype == np.int64
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)

@@ -1,5 +1,5 @@
-"""vitc.train.fit on a plain DataLoader(TensorDataset) with no to_tensor argument: the loader's vitc
-tensors go straight into the model, with and without worker processes."""
+"""vitc.train.fit on a plain DataLoader over a TensorDataset with no to_tensor argument: the loader's
+vitc tensors go straight into the model, with and without worker processes."""
 import numpy as np
 import pytest
 
@@ -22,8 +22,9 @@ def test_fit_learns_from_a_plain_loader(num_workers):
     vitc.manual_seed(0)
     model = vitc.models.ViT(image_size=8, patch_size=4, num_classes=3, dim=16, depth=1, heads=2, mlp_dim=16,
                             channels=1, dim_head=8)
-    train = vd.DataLoader(vd.TensorDataset(*_data(60, 1)), batch_size=10, shuffle=True, seed=0,
-                          num_workers=num_workers)
+    # Subset: sample by sample (a TensorDataset of two arrays alone is gathered in this process).
+    train = vd.DataLoader(vd.Subset(vd.TensorDataset(*_data(60, 1)), range(60)), batch_size=10, shuffle=True,
+                          seed=0, num_workers=num_workers)
     test = vd.DataLoader(vd.TensorDataset(*_data(30, 2)), batch_size=15)
     before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     history = fit(model, train, test, optim.Adam(model.parameters(), lr=3e-3), nn.CrossEntropyLoss(), epochs=3,

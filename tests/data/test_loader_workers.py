@@ -86,7 +86,8 @@ def test_same_batches_as_single_process(persistent):
 
 
 def test_same_batches_with_a_batch_transform_and_tuples():
-    ds = vd.TensorDataset(np.random.default_rng(0).random((21, 1, 5, 5), dtype=np.float32), np.arange(21))
+    arrays = vd.TensorDataset(np.random.default_rng(0).random((21, 1, 5, 5), dtype=np.float32), np.arange(21))
+    ds = vd.Subset(arrays, range(21))  # items one by one (a TensorDataset of two arrays is gathered in the parent)
     crop = vd.Compose([vd.RandomCrop(3, padding=1), vd.RandomHorizontalFlip()])
     run = lambda nw: [(x.copy(), y.copy()) for x, y in vd.DataLoader(  # noqa: E731
         ds, batch_size=4, shuffle=True, seed=3, transform=crop, num_workers=nw, to_tensor=None)]
@@ -99,11 +100,13 @@ def test_same_batches_with_a_batch_transform_and_tuples():
 
 def test_default_yields_vitc_tensors_from_workers():
     import vitc
-    x, y = next(iter(vd.DataLoader(vd.TensorDataset(np.ones((6, 3), np.float64), np.arange(6, dtype=np.int32)),
-                                   batch_size=4, num_workers=2)))
+    ds = vd.TensorDataset(np.ones((6, 3), np.float64), np.arange(6, dtype=np.int32), np.arange(6) % 2 == 0)
+    x, y, even = next(iter(vd.DataLoader(ds, batch_size=4, num_workers=2)))
     assert isinstance(x, vitc.Tensor) and x.dtype is vitc.float32 and tuple(x.shape) == (4, 3)
     assert isinstance(y, vitc.Tensor) and y.dtype is vitc.int64 and y.tolist() == [0, 1, 2, 3]
+    assert even.dtype is vitc.bool and even.tolist() == [True, False, True, False]
     assert _wait_no_workers()
+    assert list(vd.DataLoader(vd.TensorDataset(np.zeros((0, 3)), np.zeros(0), np.zeros(0)), num_workers=2)) == []
 
 
 def test_persistent_workers_survive_epochs_and_an_early_break():
@@ -172,6 +175,14 @@ def test_worker_exception_is_raised_in_order_with_its_origin():
 def test_a_dead_worker_is_reported_not_waited_for():
     with pytest.raises(RuntimeError, match=r"worker 1 \(pid \d+\) exited unexpectedly with exit code 3"):
         list(vd.DataLoader(Items(12, exit_at=3), batch_size=2, num_workers=2))  # batch 1: worker 1
+    assert _wait_no_workers()
+    ds = Items(12, exit_at=3)
+    loader = vd.DataLoader(ds, batch_size=2, num_workers=2, persistent_workers=True, to_tensor=None)
+    with pytest.raises(RuntimeError, match="exited unexpectedly"):
+        list(loader)
+    ds.exit_at = None  # the next epoch gets a new pool (which sees the repaired dataset)
+    assert [b["name"] for b in loader][1] == ["s2", "s3"]
+    loader.close()
     assert _wait_no_workers()
 
 

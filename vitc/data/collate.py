@@ -42,7 +42,7 @@ def _canonical(arr):
     elif kind == "b":
         dtype = np.bool_
     else:
-        raise TypeError(f"default_collate: cannot batch arrays of dtype {arr.dtype} "
+        raise TypeError(f"DataLoader: cannot batch arrays of dtype {arr.dtype} "
                         "(vitc batches are float32, int64 or bool)")
     return np.ascontiguousarray(arr, dtype=dtype)
 

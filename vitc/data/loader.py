@@ -157,7 +157,7 @@ class DataLoader:
             # Touch the arrays here so a lazily built .images is made once, in the caller's thread.
             images, labels = np.asarray(ds.images), np.asarray(ds.labels)
             gather = lambda k, idx: (images[idx], labels[idx])  # fancy indexing copies  # noqa: E731
-        elif self.num_workers:
+        elif self.num_workers and batches:
             pool = self._workers(epoch)
             fetch = pool.epoch([b.tolist() for b in batches])
             gather = lambda k, idx: fetch.get(k)  # noqa: E731
@@ -188,8 +188,9 @@ class DataLoader:
         return _BatchIterator(make_batch, batches, prefetch, self.to_tensor, cleanup)
 
     def _workers(self, epoch):
-        if self._pool is not None:
+        if self._pool is not None and self._pool.alive():
             return self._pool
+        self.close()  # a persistent pool that lost a worker is replaced
         seeds = [worker_seed(self.seed, epoch, w) for w in range(self.num_workers)]
         pool = WorkerPool(self.dataset, self.collate_fn, seeds, self.worker_init_fn,
                           self.prefetch_factor, self.timeout, self.multiprocessing_context)

@@ -121,6 +121,9 @@ class WorkerPool:
                             f"each worker by pickling, which failed ({e}); use picklable objects or "
                             "multiprocessing_context='fork'") from e
 
+    def alive(self):
+        return bool(self._processes) and all(p.is_alive() for p in self._processes)
+
     @property
     def pids(self):
         return [p.pid for p in self._processes]
