@@ -32,7 +32,7 @@ class DataLoader:
     A sample ``ds[i]`` may be a tuple ``(x, y, ...)``, a dict, an array or a number; the batch has
     the same structure with each field stacked (``default_collate``): float fields become float32,
     integer fields int64 (e.g. ``(image, label)`` samples give a float32 (B, C, H, W) tensor and an
-    int64 (B,) tensor), so ``fit(model, DataLoader(ds, batch_size=64))`` works as it is.
+    int64 (B,) tensor) that go straight into a model, a loss or ``vitc.train.fit``.
     Datasets with ``.images``/``.labels`` arrays and no per-item ``transform`` are batched by one
     fancy-indexing gather (in the parent, whatever ``num_workers``); any other dataset by collating
     ``dataset[i]`` items.
