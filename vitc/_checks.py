@@ -7,7 +7,8 @@ a pair of ints) so callers can write ``x = expect_int(x, who, "x")``.
 """
 import numbers
 
-__all__ = ["is_torch_tensor", "type_name", "expect_tensor", "expect_int", "expect_number", "expect_probability", "expect_pair"]
+__all__ = ["is_torch_tensor", "type_name", "expect_tensor", "expect_int", "expect_number", "expect_probability",
+           "expect_pair"]
 
 _Tensor = None
 

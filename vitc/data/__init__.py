@@ -10,7 +10,8 @@ The batch augmentations Mixup/CutMix, RandomErasing and RandAugment run in the C
 from .datasets import MNIST, FashionMNIST
 from .dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
 from .folder import ImageFolder
-from .cifar import CIFAR10, CIFAR100, NpzDataset
+from .cifar import CIFAR10, CIFAR100
+from .npz import NpzDataset
 from .collate import default_collate
 from .workers import get_worker_info
 from .image_transforms import CenterCrop, ImageTransform, Resize, ToTensor
