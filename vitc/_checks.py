@@ -7,7 +7,8 @@ a pair of ints) so callers can write ``x = expect_int(x, who, "x")``.
 """
 import numbers
 
-__all__ = ["expect_tensor", "expect_int", "expect_number", "expect_probability", "expect_pair"]
+__all__ = ["is_torch_tensor", "type_name", "expect_tensor", "expect_int", "expect_number", "expect_probability",
+           "expect_pair"]
 
 _Tensor = None
 
@@ -20,13 +21,28 @@ def _tensor_class():
     return _Tensor
 
 
+def is_torch_tensor(x):
+    """True for a torch.Tensor, checked without importing torch."""
+    return any(c.__module__ == "torch" and c.__name__ == "Tensor" for c in type(x).__mro__)
+
+
+def type_name(x):
+    """The name of x's type for an error message; a torch tensor says so and how to convert it."""
+    if is_torch_tensor(x):
+        return ("a torch.Tensor (convert it with vitc.from_numpy(t.detach().cpu().numpy()) "
+                "or vitc.tensor(t.tolist()))")
+    if type(x).__module__ == "numpy" and type(x).__name__ == "ndarray":
+        return "a numpy.ndarray (wrap it with vitc.from_numpy(a))"
+    return type(x).__name__
+
+
 def expect_tensor(x, who, name="input", optional=False):
     """x if it is a vitc.Tensor (or None when ``optional``)."""
     if optional and x is None:
         return x
     if not isinstance(x, _Tensor or _tensor_class()):
         kind = "a vitc.Tensor or None" if optional else "a vitc.Tensor"
-        raise TypeError(f"{who}: {name} must be {kind}, got {type(x).__name__}")
+        raise TypeError(f"{who}: {name} must be {kind}, got {type_name(x)}")
     return x
 
 

@@ -169,7 +169,7 @@ def test_in_a_dataloader_with_soft_labels():
             return x[i], y[i]
 
     mix = vd.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=K)
-    run = lambda: [(a.copy(), b.copy()) for a, b in vd.DataLoader(DS(), 4, shuffle=True, seed=9, transform=mix)]  # noqa
+    run = lambda: [(a.copy(), b.copy()) for a, b in vd.DataLoader(DS(), 4, shuffle=True, seed=9, transform=mix, to_tensor=None)]  # noqa
     r1, r2 = run(), run()
     for (xa, ya), (xb, yb) in zip(r1, r2):
         assert ya.shape == (4, K) and ya.dtype == np.float32

@@ -53,7 +53,7 @@ def test_dataloader_uses_the_sampler():
             return x[i], i
 
     sampler = vd.RepeatAugSampler(600, seed=1)
-    loader = vd.DataLoader(DS(), batch_size=64, sampler=sampler, prefetch=0)
+    loader = vd.DataLoader(DS(), batch_size=64, sampler=sampler, prefetch=0, to_tensor=None)
     assert len(loader) == -(-512 // 64)
     for epoch in range(2):
         ys = np.concatenate([y for _, y in loader])

@@ -48,7 +48,7 @@ def _epoch_ids(loader):
     (2, 5, False, 1), (2, 5, True, 0), (0, 4, False, 0), (1, 1, False, 1),
 ])
 def test_len_and_batch_sizes(n, bs, drop, expect):
-    loader = vd.DataLoader(ArrayDataset(n), batch_size=bs, drop_last=drop)
+    loader = vd.DataLoader(ArrayDataset(n), batch_size=bs, drop_last=drop, to_tensor=None)
     sizes = [len(y) for _, y in loader]
     assert len(loader) == expect == len(sizes)
     assert all(s == bs for s in sizes[:-1])
@@ -58,7 +58,7 @@ def test_len_and_batch_sizes(n, bs, drop, expect):
 @pytest.mark.parametrize("prefetch", [0, 1, 3])
 @pytest.mark.parametrize("dataset_cls", [ArrayDataset, ItemDataset])
 def test_every_sample_once_per_epoch(dataset_cls, prefetch):
-    loader = vd.DataLoader(dataset_cls(23), batch_size=4, shuffle=True, seed=5, prefetch=prefetch)
+    loader = vd.DataLoader(dataset_cls(23), batch_size=4, shuffle=True, seed=5, prefetch=prefetch, to_tensor=None)
     for _ in range(3):
         seen = []
         for x, y in loader:
@@ -68,17 +68,17 @@ def test_every_sample_once_per_epoch(dataset_cls, prefetch):
 
 
 def test_unshuffled_order():
-    assert _epoch_ids(vd.DataLoader(ArrayDataset(7), batch_size=3)) == list(range(7))
+    assert _epoch_ids(vd.DataLoader(ArrayDataset(7), batch_size=3, to_tensor=None)) == list(range(7))
 
 
 def test_seeded_order_is_a_function_of_seed_and_epoch():
-    a = vd.DataLoader(ArrayDataset(50), batch_size=8, shuffle=True, seed=123)
-    b = vd.DataLoader(ArrayDataset(50), batch_size=8, shuffle=True, seed=123, prefetch=0)
+    a = vd.DataLoader(ArrayDataset(50), batch_size=8, shuffle=True, seed=123, to_tensor=None)
+    b = vd.DataLoader(ArrayDataset(50), batch_size=8, shuffle=True, seed=123, prefetch=0, to_tensor=None)
     ea = [_epoch_ids(a) for _ in range(3)]
     eb = [_epoch_ids(b) for _ in range(3)]
     assert ea == eb
     assert ea[0] != ea[1] != ea[2] and ea[0] != list(range(50))
-    c = vd.DataLoader(ArrayDataset(50), batch_size=8, shuffle=True, seed=124)
+    c = vd.DataLoader(ArrayDataset(50), batch_size=8, shuffle=True, seed=124, to_tensor=None)
     assert _epoch_ids(c) != ea[0]
     b.set_epoch(1)  # resuming at epoch 1 replays it
     assert _epoch_ids(b) == ea[1] and b.epoch == 2
@@ -88,18 +88,18 @@ def test_seeded_order_is_a_function_of_seed_and_epoch():
 
 def test_seed_from_generator_or_fresh():
     g1, g2 = np.random.default_rng(9), np.random.default_rng(9)
-    a = vd.DataLoader(ArrayDataset(30), batch_size=30, shuffle=True, generator=g1)
-    b = vd.DataLoader(ArrayDataset(30), batch_size=30, shuffle=True, generator=g2)
+    a = vd.DataLoader(ArrayDataset(30), batch_size=30, shuffle=True, generator=g1, to_tensor=None)
+    b = vd.DataLoader(ArrayDataset(30), batch_size=30, shuffle=True, generator=g2, to_tensor=None)
     assert a.seed == b.seed and _epoch_ids(a) == _epoch_ids(b)
-    c = vd.DataLoader(ArrayDataset(30), batch_size=30, shuffle=True)
-    d = vd.DataLoader(ArrayDataset(30), batch_size=30, shuffle=True)
+    c = vd.DataLoader(ArrayDataset(30), batch_size=30, shuffle=True, to_tensor=None)
+    d = vd.DataLoader(ArrayDataset(30), batch_size=30, shuffle=True, to_tensor=None)
     assert isinstance(c.seed, int) and c.seed != d.seed
 
 
 @pytest.mark.parametrize("dataset_cls", [ArrayDataset, ItemDataset])
 def test_batch_dtypes_contiguity_and_freshness(dataset_cls):
     ds = dataset_cls(10)
-    batches = list(vd.DataLoader(ds, batch_size=4, prefetch=1))
+    batches = list(vd.DataLoader(ds, batch_size=4, prefetch=1, to_tensor=None))
     for x, y in batches:
         assert x.dtype == np.float32 and y.dtype == np.int64
         assert x.flags.c_contiguous and y.flags.c_contiguous
@@ -117,11 +117,11 @@ def test_batch_dtypes_contiguity_and_freshness(dataset_cls):
 def test_real_dataset_class_is_gathered_in_batches(idx_root):
     ds = vd.FashionMNIST(root=idx_root)
     order = np.random.Generator(np.random.PCG64(0)).permutation(50)
-    x, y = next(iter(vd.DataLoader(ds, batch_size=50, shuffle=True, seed=0)))
+    x, y = next(iter(vd.DataLoader(ds, batch_size=50, shuffle=True, seed=0, to_tensor=None)))
     assert np.array_equal(x, ds.images[order]) and np.array_equal(y, ds.targets[order])
     # A per-item transform switches to stacking ds[i], with the same result here.
     ds.transform = lambda img: img
-    x2, y2 = next(iter(vd.DataLoader(ds, batch_size=50, shuffle=True, seed=0)))
+    x2, y2 = next(iter(vd.DataLoader(ds, batch_size=50, shuffle=True, seed=0, to_tensor=None)))
     assert np.array_equal(x, x2) and np.array_equal(y, y2)
 
 
@@ -141,7 +141,7 @@ def test_to_tensor_and_transforms():
     def mix(x, y, rng):  # a batch-level transform may change the labels (soft labels)
         assert isinstance(rng, np.random.Generator)
         return x[:, :, :, ::-1], np.eye(10)[y] * 0.5
-    x, y = next(iter(vd.DataLoader(ArrayDataset(6), batch_size=3, transform=mix)))
+    x, y = next(iter(vd.DataLoader(ArrayDataset(6), batch_size=3, transform=mix, to_tensor=None)))
     assert y.dtype == np.float32 and y.shape == (3, 10) and y.flags.c_contiguous
     assert x.flags.c_contiguous and x.dtype == np.float32
 
@@ -151,8 +151,8 @@ def test_transform_rng_is_seeded_per_epoch():
     ds = ArrayDataset(16, (1, 3, 3))
     ds.images = np.random.default_rng(0).random((16, 1, 3, 3), dtype=np.float32)
     run = lambda loader: [x for x, _ in loader]  # noqa: E731
-    a = vd.DataLoader(ds, batch_size=4, seed=1, transform=crop)
-    b = vd.DataLoader(ds, batch_size=4, seed=1, transform=crop, prefetch=0)
+    a = vd.DataLoader(ds, batch_size=4, seed=1, transform=crop, to_tensor=None)
+    b = vd.DataLoader(ds, batch_size=4, seed=1, transform=crop, prefetch=0, to_tensor=None)
     a0, a1 = run(a), run(a)
     b0 = run(b)
     assert all(np.array_equal(p, q) for p, q in zip(a0, b0))
@@ -170,7 +170,7 @@ def _wait_gone(threads, timeout=3.0):
 
 
 def test_early_break_stops_prefetch_thread():
-    loader = vd.DataLoader(ArrayDataset(1000), batch_size=2, prefetch=2)
+    loader = vd.DataLoader(ArrayDataset(1000), batch_size=2, prefetch=2, to_tensor=None)
     before = set(_prefetch_threads())
     for i, _ in enumerate(loader):
         if i == 1:
@@ -195,14 +195,14 @@ def test_early_break_stops_prefetch_thread():
 
 
 def test_thread_ends_after_full_epoch():
-    it = iter(vd.DataLoader(ArrayDataset(10), batch_size=3))
+    it = iter(vd.DataLoader(ArrayDataset(10), batch_size=3, to_tensor=None))
     assert len(list(it)) == 4
     assert not it._thread.is_alive()
 
 
 @pytest.mark.parametrize("prefetch", [0, 2])
 def test_worker_exception_propagates(prefetch):
-    loader = vd.DataLoader(ItemDataset(20, fail_at=9), batch_size=4, prefetch=prefetch)
+    loader = vd.DataLoader(ItemDataset(20, fail_at=9), batch_size=4, prefetch=prefetch, to_tensor=None)
     it = iter(loader)
     assert next(it)[1].tolist() == [0, 1, 2, 3]
     assert next(it)[1].tolist() == [4, 5, 6, 7]
@@ -218,11 +218,11 @@ def test_transform_exception_propagates():
     def bad(x, y, rng):
         raise ValueError("augmentation failed")
     with pytest.raises(ValueError, match="augmentation failed"):
-        list(vd.DataLoader(ArrayDataset(4), batch_size=2, transform=bad))
+        list(vd.DataLoader(ArrayDataset(4), batch_size=2, transform=bad, to_tensor=None))
 
 
 def test_prefetch_works_ahead_of_the_consumer():
-    it = iter(vd.DataLoader(ItemDataset(12), batch_size=4, prefetch=2))
+    it = iter(vd.DataLoader(ItemDataset(12), batch_size=4, prefetch=2, to_tensor=None))
     deadline = time.monotonic() + 5
     while it._queue.qsize() < 2 and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -247,7 +247,7 @@ def test_argument_validation(kwargs, exc):
 def test_rejects_non_dataset():
     with pytest.raises(TypeError, match="dataset"):
         vd.DataLoader(42)
-    loader = vd.DataLoader(ArrayDataset(4), batch_size=np.int64(2))
+    loader = vd.DataLoader(ArrayDataset(4), batch_size=np.int64(2), to_tensor=None)
     assert loader.batch_size == 2 and type(loader.batch_size) is int
     with pytest.raises(ValueError):
         loader.set_epoch(-1)

@@ -117,13 +117,13 @@ def test_distributed_sampler_splits_the_single_process_batches():
         def __getitem__(self, i):
             return self.images[i], self.labels[i]
 
-    one = DataLoader(DS(), batch_size=6, shuffle=True, seed=5, prefetch=0)
+    one = DataLoader(DS(), batch_size=6, shuffle=True, seed=5, prefetch=0, to_tensor=None)
     for epoch in (0, 3):
         one.set_epoch(epoch)
         batches = [y for _, y in one]
         shards = []
         for rank in range(3):
-            loader = DataLoader(DS(), batch_size=2, sampler=DistributedBatchSampler(23, 6, 3, rank, seed=5), prefetch=0)
+            loader = DataLoader(DS(), batch_size=2, sampler=DistributedBatchSampler(23, 6, 3, rank, seed=5), prefetch=0, to_tensor=None)
             loader.set_epoch(epoch)  # passed on to the sampler
             shards.append(list(loader))
         assert all(len(s) == 3 for s in shards)  # the short last batch (5 samples) is not divisible by 3

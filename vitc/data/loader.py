@@ -1,49 +1,82 @@
-"""DataLoader: seeded shuffling, batch transforms and background prefetch, in NumPy.
+"""DataLoader: seeded shuffling, collation, worker processes, batch transforms and prefetch.
 
 Determinism: a loader has one integer ``seed``. Epoch ``e`` shuffles with
 ``Generator(PCG64(seed).jumped(2*e))`` and passes ``Generator(PCG64(seed).jumped(2*e + 1))`` to the
 batch transform, so epoch e's order and augmentations are a function of (seed, e) alone: the same on
 every run, different from epoch to epoch, and reproducible after a restart via ``set_epoch``.
+Worker processes only load and collate samples; the batch transform always runs in the parent,
+batch after batch, so ``num_workers`` does not change the batches.
 Each ``iter(loader)`` runs the next epoch.
 """
 
+import multiprocessing
 import queue
 import threading
 
 import numpy as np
 
-from .._checks import expect_int
-from .transforms import Transform
+from .._checks import expect_int, expect_number
+from .collate import _canonical, default_collate, map_arrays, to_vitc
+from .image_transforms import ImageTransform
+from .transforms import Compose, Transform
+from .workers import WorkerPool, worker_seed
 
 __all__ = ["DataLoader"]
 
+_VITC = object()  # to_tensor's default: batches become vitc tensors
+
 
 class DataLoader:
-    """Iterate over ``dataset`` in batches ``(x, y)``.
+    """Iterate over ``dataset`` in batches, as vitc tensors by default.
 
-    x is float32 (B, ...) and y int64 (B,) (float32 if a transform makes soft labels); both are
-    C-contiguous and freshly allocated for each batch, so they may be kept or modified in place.
+    A sample ``ds[i]`` may be a tuple ``(x, y, ...)``, a dict, an array or a number; the batch has
+    the same structure with each field stacked (``default_collate``): float fields become float32,
+    integer fields int64 (e.g. ``(image, label)`` samples give a float32 (B, C, H, W) tensor and an
+    int64 (B,) tensor) that go straight into a model, a loss or ``vitc.train.fit``.
     Datasets with ``.images``/``.labels`` arrays and no per-item ``transform`` are batched by one
-    fancy-indexing gather; any other dataset by stacking ``dataset[i]`` items.
+    fancy-indexing gather (in the parent, whatever ``num_workers``); any other dataset by collating
+    ``dataset[i]`` items.
 
     Arguments::
 
         batch_size: samples per batch. drop_last: drop a final short batch.
         shuffle: new random order every epoch. seed: int >= 0; None draws one (kept in ``.seed``),
             from ``generator`` (a numpy.random.Generator) when given.
-        prefetch: batches prepared ahead by a background thread; 0 builds them in the caller.
+        prefetch: batches prepared ahead by a background thread (num_workers=0 only); 0 builds them
+            in the caller.
+        num_workers: processes that load and collate batches; 0 does it in this process. Worker w
+            of epoch e seeds Python's ``random`` and NumPy's global generator with
+            ``get_worker_info().seed``, a function of (seed, e, w). The batches and their order are
+            those of num_workers=0 when the per-sample code (``dataset[i]``, ``collate_fn``) draws
+            no random numbers; the batch ``transform`` (where vitc's augmentations run) always
+            runs here, from the loader's seeded generator. Workers start with the 'fork' method on
+            Linux (the dataset is not copied), else the platform's default
+            (``multiprocessing_context=`` overrides it; then the dataset must pickle). Per-sample
+            code in workers should stay in NumPy and Pillow.
+        prefetch_factor: batches in flight per worker (default 2).
+        persistent_workers: keep the worker processes from one epoch to the next.
+        worker_init_fn: called as ``fn(worker_id)`` in each worker after seeding.
+        timeout: seconds to wait for a worker's batch before RuntimeError; 0 waits forever (a
+            worker that dies is noticed either way).
+        collate_fn: turns a list of samples into a batch (default ``default_collate``). Its result
+            is used as returned (no dtype conversion) except that ``to_tensor`` converts its arrays.
+        pin_memory: accepted for PyTorch compatibility; vitc runs on the CPU, so it does nothing.
         transform: a ``vitc.data.transforms.Transform`` ``t(x, rng) -> x`` applied to the images,
             or any callable ``t(x, y, rng) -> (x, y)`` applied to the batch (e.g. label mixing).
-            It runs in the prefetch thread.
-        to_tensor: applied to x and y in the caller's thread (e.g. ``vitc.from_numpy``); default
-            returns the NumPy arrays.
+            It needs ``(x, y)`` batches and runs in the prefetch thread (or the caller).
+        to_tensor: applied to every array in a batch, in the caller's thread. The default turns
+            them into vitc tensors (float32, int64 or bool) sharing the batch's memory;
+            ``to_tensor=None`` yields the NumPy arrays.
         sampler: an iterable of dataset indices with ``len()`` (e.g. ``RepeatAugSampler``) that
             gives each epoch's order instead of ``shuffle``; its ``set_epoch(e)``, if any, is
             called before epoch e.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 generator=None, prefetch=2, transform=None, to_tensor=None, sampler=None):
+                 generator=None, prefetch=2, transform=None, to_tensor=_VITC, sampler=None,
+                 num_workers=0, collate_fn=None, pin_memory=False, worker_init_fn=None,
+                 prefetch_factor=None, persistent_workers=False, timeout=0,
+                 multiprocessing_context=None):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"dataset must support len() and indexing, got {type(dataset).__name__}")
         self.dataset = dataset
@@ -51,11 +84,33 @@ class DataLoader:
         self.shuffle = _bool(shuffle, "shuffle")
         self.drop_last = _bool(drop_last, "drop_last")
         self.prefetch = expect_int(prefetch, "DataLoader", "prefetch", minimum=0)
-        for name, fn in (("transform", transform), ("to_tensor", to_tensor)):
+        self.pin_memory = _bool(pin_memory, "pin_memory")  # no-op: there is no device memory to pin
+        for name, fn in (("transform", transform), ("collate_fn", collate_fn),
+                         ("worker_init_fn", worker_init_fn)):
             if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
+                raise TypeError(f"DataLoader: {name} must be callable or None, got {type(fn).__name__}")
+        if to_tensor is not _VITC and to_tensor is not None and not callable(to_tensor):
+            raise TypeError(f"DataLoader: to_tensor must be callable or None, got {type(to_tensor).__name__}")
+        _refuse_per_image(transform)
         self.transform = transform
-        self.to_tensor = to_tensor
+        self.to_tensor = to_vitc if to_tensor is _VITC else to_tensor
+        self.collate_fn = default_collate if collate_fn is None else collate_fn
+        self.num_workers = expect_int(num_workers, "DataLoader", "num_workers", minimum=0)
+        if self.num_workers == 0 and (prefetch_factor is not None or persistent_workers):
+            raise ValueError("DataLoader: prefetch_factor and persistent_workers need num_workers > 0")
+        self.prefetch_factor = expect_int(2 if prefetch_factor is None else prefetch_factor,
+                                          "DataLoader", "prefetch_factor", minimum=1)
+        self.persistent_workers = _bool(persistent_workers, "persistent_workers")
+        self.worker_init_fn = worker_init_fn
+        self.timeout = expect_number(timeout, "DataLoader", "timeout", lo=0.0)
+        methods = multiprocessing.get_all_start_methods()
+        if multiprocessing_context is None:
+            multiprocessing_context = "fork" if "fork" in methods else None
+        elif multiprocessing_context not in methods:
+            raise ValueError(f"DataLoader: multiprocessing_context must be one of {methods}, "
+                             f"got {multiprocessing_context!r}")
+        self.multiprocessing_context = multiprocessing_context
+        self._pool = None
         if sampler is not None:
             if not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
                 raise TypeError(f"sampler must be an iterable with len(), got {type(sampler).__name__}")
@@ -96,36 +151,80 @@ class DataLoader:
         bs = self.batch_size
         batches = [order[i:i + bs] for i in range(0, len(self) * bs, bs)]
         ds = self.dataset
-        if hasattr(ds, "images") and hasattr(ds, "labels") and getattr(ds, "transform", None) is None:
+        cleanup = None
+        prefetch = self.prefetch
+        if (hasattr(ds, "images") and hasattr(ds, "labels") and getattr(ds, "transform", None) is None
+                and self.collate_fn is default_collate):
             # Touch the arrays here so a lazily built .images is made once, in the caller's thread.
             images, labels = np.asarray(ds.images), np.asarray(ds.labels)
-            gather = lambda idx: (images[idx], labels[idx])  # fancy indexing copies  # noqa: E731
+            gather = lambda k, idx: (images[idx], labels[idx])  # fancy indexing copies  # noqa: E731
+        elif self.num_workers and batches:
+            pool = self._workers(epoch)
+            fetch = pool.epoch([b.tolist() for b in batches])
+            gather = lambda k, idx: fetch.get(k)  # noqa: E731
+            prefetch = 0  # the workers are the prefetchers
+            if not self.persistent_workers:
+                cleanup = pool.shutdown
         else:
-            gather = self._stack_items
+            gather = lambda k, idx: self.collate_fn([ds[int(i)] for i in idx])  # noqa: E731
+        finish = self.collate_fn is default_collate
 
-        def make_batch(idx):
-            x, y = gather(idx)
+        def make_batch(k, idx):
+            batch = gather(k, idx)
             if self.transform is not None:
+                if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                    raise TypeError("DataLoader: transform= needs (x, y) batches, got a "
+                                    f"{type(batch).__name__}" + (f" of {len(batch)} fields"
+                                                                 if isinstance(batch, (tuple, list)) else ""))
+                x, y = batch
                 if isinstance(self.transform, Transform):
                     x = self.transform(x, transform_rng)
                 else:
                     x, y = self.transform(x, y, transform_rng)
-            y = np.asarray(y)
-            y_dtype = np.int64 if y.dtype.kind in "iub" else np.float32
-            return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=y_dtype)
+                batch = (np.ascontiguousarray(x, dtype=np.float32), y)
+            if finish or self.transform is not None:
+                batch = map_arrays(batch, _canonical)
+            return batch
 
-        return _BatchIterator(make_batch, batches, self.prefetch, self.to_tensor)
+        return _BatchIterator(make_batch, batches, prefetch, self.to_tensor, cleanup)
 
-    def _stack_items(self, idx):
-        items = [self.dataset[int(i)] for i in idx]
-        x = np.stack([np.asarray(item[0], dtype=np.float32) for item in items])
-        y = np.array([item[1] for item in items])
-        return x, y
+    def _workers(self, epoch):
+        if self._pool is not None and self._pool.alive():
+            return self._pool
+        self.close()  # a persistent pool that lost a worker is replaced
+        seeds = [worker_seed(self.seed, epoch, w) for w in range(self.num_workers)]
+        pool = WorkerPool(self.dataset, self.collate_fn, seeds, self.worker_init_fn,
+                          self.prefetch_factor, self.timeout, self.multiprocessing_context)
+        if self.persistent_workers:
+            self._pool = pool
+        return pool
+
+    def close(self):
+        """Stop persistent workers now (they also stop when the loader is garbage collected)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # e.g. during interpreter shutdown
+            pass
 
     def __repr__(self):
         return (f"DataLoader(samples={len(self.dataset)}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}, "
-                f"prefetch={self.prefetch})")
+                f"prefetch={self.prefetch}, num_workers={self.num_workers})")
+
+
+def _refuse_per_image(transform):
+    """A per-image transform given as the batch transform would be called (x, y, rng): say where it goes."""
+    parts = transform.transforms if isinstance(transform, Compose) else [transform]
+    for t in parts:
+        if isinstance(t, ImageTransform):
+            raise TypeError(f"DataLoader: {type(t).__name__} is a per-image transform, called t(img); give it to "
+                            "the dataset (e.g. ImageFolder(root, transform=...)). DataLoader(transform=) takes "
+                            "batch transforms t(x, rng) or t(x, y, rng)")
 
 
 def _bool(value, name):
@@ -149,14 +248,15 @@ class _BatchIterator:
     a for loop) lets ``__del__`` run, which tells the thread to stop.
     """
 
-    def __init__(self, make_batch, batches, prefetch, to_tensor):
+    def __init__(self, make_batch, batches, prefetch, to_tensor, cleanup=None):
         self._to_tensor = to_tensor
+        self._cleanup = cleanup  # called once when the epoch ends or the iterator closes
         self._remaining = len(batches)
         self._finished = False
         self._thread = None
         if prefetch == 0:
             self._make_batch = make_batch
-            self._pending = iter(batches)
+            self._pending = iter(enumerate(batches))
             return
         self._queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
@@ -175,14 +275,14 @@ class _BatchIterator:
         if self._finished:
             raise StopIteration
         if self._thread is None:
-            idx = next(self._pending, None)
-            if idx is None:
-                self._finished = True
+            task = next(self._pending, None)
+            if task is None:
+                self.close()
                 raise StopIteration
             try:
-                x, y = self._make_batch(idx)
+                batch = self._make_batch(*task)
             except BaseException:
-                self._finished = True  # as with prefetch: an error ends the epoch
+                self.close()  # as with prefetch: an error ends the epoch
                 raise
         else:
             item = self._get()
@@ -191,11 +291,11 @@ class _BatchIterator:
                 if item is _DONE:
                     raise StopIteration
                 raise item.exc
-            x, y = item
+            batch = item
         self._remaining -= 1
         if self._to_tensor is not None:
-            x, y = self._to_tensor(x), self._to_tensor(y)
-        return x, y
+            batch = map_arrays(batch, self._to_tensor)
+        return batch
 
     def _get(self):
         while True:
@@ -211,6 +311,9 @@ class _BatchIterator:
     def close(self):
         """Stop the prefetch thread and drop prepared batches. Safe to call more than once."""
         self._finished = True
+        if self._cleanup is not None:
+            cleanup, self._cleanup = self._cleanup, None
+            cleanup()
         if self._thread is None:
             return
         self._stop.set()
@@ -232,10 +335,10 @@ class _BatchIterator:
 
 def _produce(make_batch, batches, q, stop):
     try:
-        for idx in batches:
+        for k, idx in enumerate(batches):
             if stop.is_set():
                 return
-            if not _put(q, make_batch(idx), stop):
+            if not _put(q, make_batch(k, idx), stop):
                 return
     except BaseException as e:  # re-raised in the consumer's thread
         _put(q, _Failure(e), stop)

@@ -1,9 +1,11 @@
-"""Batch image transforms on NumPy arrays of shape (N, C, H, W).
+"""Batch image transforms on NumPy arrays of shape (N, C, H, W), and Compose.
 
 Each transform is a callable ``t(x, rng) -> x``: it takes a float batch and a
 ``numpy.random.Generator`` and returns a new array (the input is never modified). Randomness
 comes only from ``rng``, so a seeded DataLoader gives the same augmentations on every run.
 ``DataLoader(transform=t)`` recognises ``Transform`` instances and applies them to the images only.
+Per-image transforms (``Resize``, ``CenterCrop``, ``ToTensor``: vitc/data/image_transforms.py) are
+called ``t(img)`` as torchvision's are, and go to a dataset's ``transform=``.
 """
 
 import numbers
@@ -26,6 +28,9 @@ class Transform:
 
 
 def _check_batch(x):
+    if not isinstance(x, np.ndarray) and not hasattr(x, "__array__"):
+        raise TypeError(f"expected a NumPy batch of shape (N, C, H, W), got {type(x).__name__} "
+                        "(put ToTensor() before batch transforms)")
     x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"expected a batch of shape (N, C, H, W), got shape {x.shape}")
@@ -54,18 +59,30 @@ def _int_pair(value, name):
 
 
 class Compose(Transform):
-    """Apply transforms in order, all drawing from the same rng."""
+    """Apply transforms in order.
+
+    A batch ``Transform`` is called ``t(x, rng)`` (all drawing from the same rng); any other callable
+    is a per-image transform, called ``t(img)`` as torchvision calls it. So one Compose serves as a
+    dataset's per-image ``transform=`` (e.g. ``Compose([Resize(72), CenterCrop(64), ToTensor(),
+    Normalize(mean, std)])``) or as a DataLoader batch transform. Inside a Compose, a batch
+    transform given one (C, H, W) image treats it as a batch of one.
+    """
 
     def __init__(self, transforms):
         transforms = list(transforms)
         for t in transforms:
             if not callable(t):
-                raise TypeError(f"Compose expects callables (x, rng) -> x, got {type(t).__name__}")
+                raise TypeError(f"Compose expects callables (a Transform or t(img) -> img), got {type(t).__name__}")
         self.transforms = transforms
 
     def __call__(self, x, rng=None):
         for t in self.transforms:
-            x = t(x, rng)
+            if not isinstance(t, Transform):
+                x = t(x)
+            elif isinstance(x, np.ndarray) and x.ndim == 3:
+                x = t(x[None], rng)[0]
+            else:
+                x = t(x, rng)
         return x
 
 

@@ -17,7 +17,7 @@ def _rank_seed(seed, rank):
 def _copy(loader, batch_size, sampler, seed):
     return DataLoader(loader.dataset, batch_size=batch_size, shuffle=False, drop_last=loader.drop_last, seed=seed,
                       prefetch=loader.prefetch, transform=loader.transform, to_tensor=loader.to_tensor,
-                      sampler=sampler)
+                      sampler=sampler, collate_fn=loader.collate_fn, num_workers=loader.num_workers)
 
 
 def shard_train_loader(loader, context):

@@ -11,7 +11,7 @@ import numpy as np
 import vitc as _v
 from vitc import nn
 from vitc.nn import init
-from vitc._checks import expect_int, expect_number, expect_pair
+from vitc._checks import expect_int, expect_number, expect_pair, type_name as _type_name
 from vitc.nn.mix_token import MixTokenPlan, TokenLabelingOutput, draw_mixtoken
 from vitc.nn.patch_embed import ConvPatchEmbed
 from vitc.nn.transformer import make_norm
@@ -201,7 +201,7 @@ class ViT(nn.Module):
     def _check_input(self, img):
         want = (self.channels,) + self.image_size
         if not isinstance(img, _v.Tensor):
-            raise TypeError(f"ViT expects a vitc.Tensor image batch, got {type(img).__name__}")
+            raise TypeError(f"ViT expects a vitc.Tensor image batch, got {_type_name(img)}")
         if img.ndim != 4 or tuple(img.shape[1:]) != want:
             raise ValueError(f"ViT expects images of shape (B, {want[0]}, {want[1]}, {want[2]}) "
                              f"(image_size={self.image_size}, channels={self.channels}), got {tuple(img.shape)}")
