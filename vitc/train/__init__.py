@@ -367,7 +367,7 @@ _KEYS = ("epoch", "train_loss_sum", "train_loss", "train_time", "test_accuracy",
 _EMA_KEYS = ("ema_test_accuracy", "ema_test_loss")
 
 
-def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=None, callbacks=(),
+def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epochs=1, scheduler=None, callbacks=(),
         checkpoint_dir=None, resume=False, progress=True, log=print, keep_checkpoints=2, distributed=None, *,
         accum_steps=1, ema=None, eval_loss_fn=None, checkpoint_extra=None):
     """Train for ``epochs`` epochs, testing after each; returns the history dict of lists:
@@ -393,7 +393,17 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
     gradients averaged before each step, BatchNorm buffers averaged before each test pass and
     checkpoint, statistics summed over the ranks; rank 0 alone logs, shows progress and writes
     checkpoints, which every rank reads on resume.
+
+    Defaults, so ``fit(model, DataLoader(dataset, batch_size=64))`` trains: no val_loader = no test
+    pass (test_accuracy nan, test_loss None); optimizer = AdamW with torch's defaults (lr 1e-3,
+    weight_decay 0.01); loss_fn = cross-entropy; one epoch.
     """
+    if optimizer is None:
+        from ..optim import AdamW
+        optimizer = AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    if loss_fn is None:
+        from ..nn import CrossEntropyLoss
+        loss_fn = CrossEntropyLoss()
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be an int >= 0, got {epochs!r}")
     if resume and not checkpoint_dir:
@@ -474,6 +484,8 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, scheduler=N
 
 def _test(model, loader, loss_fn, dist, combine=False):
     """evaluate() after averaging the BatchNorm buffers over the ranks (so every rank tests the same model)."""
+    if loader is None:  # fit without a val_loader: nothing to test
+        return {"accuracy": float("nan"), "loss": None, "time": 0.0, "samples": 0}
     if dist is not None:
         dist.average_buffers(model)
     ev = evaluate(model, loader, loss_fn)
@@ -495,11 +507,12 @@ def _epoch_line(epoch, epochs, tr, ev, ev_ema, lr):
     def loss(v):
         return "n/a" if v is None else f"{v:.4f}"
     ema = (f", EMA test loss {loss(ev_ema['loss'])}, EMA test accuracy {100 * ev_ema['accuracy']:.2f}%"
-           if ev_ema is not None else "")
+           if ev_ema is not None and ev_ema["samples"] else "")
+    test = (f", test loss {loss(ev['loss'])}, test accuracy {100 * ev['accuracy']:.2f}%{ema}" if ev["samples"]
+            else ", no test set")
     return (f"epoch {epoch + 1}/{epochs}: train loss {tr['loss_mean']:.4f} (mean of {tr['batches']} batches; "
-            f"sum of {tr['batches']} batch means {tr['loss_sum']:.4f}), test loss {loss(ev['loss'])}, "
-            f"test accuracy {100 * ev['accuracy']:.2f}%{ema}, train {tr['time']:.1f} s, test {ev['time']:.1f} s "
-            f"(no_grad), lr {lr:.3g}")
+            f"sum of {tr['batches']} batch means {tr['loss_sum']:.4f}){test}, train {tr['time']:.1f} s, "
+            f"test {ev['time']:.1f} s (no_grad), lr {lr:.3g}")
 
 
 def _distributed_context(distributed):
