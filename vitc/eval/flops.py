@@ -11,7 +11,9 @@ What is counted: the matrix multiplications only, 2 FLOPs per multiply-add —
 Not counted: LayerNorm, softmax, GELU, residual and bias adds, the position embedding, the
 optimizer update (all linear in the parameter or activation count, a few percent at these sizes).
 Training = 3 × forward: the backward pass multiplies by the two transposed operands of every matmul
-(the usual 2 : 1 ratio; Kaplan et al. 2020 §2.1 use the same factor).
+(the usual 2 : 1 ratio; Kaplan et al. 2020 §2.1 use the same factor). This slightly over-counts: the
+gradient of the image through the patch embedding is never needed (one patch-embedding forward per
+image, under 1 % here); tests/eval/test_flops.py checks both against torch.utils.flop_counter.
 """
 import numbers
 

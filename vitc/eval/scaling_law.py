@@ -119,7 +119,7 @@ def _solve(x, e, fix_d, starts):
         th = np.clip(np.asarray(th, dtype=np.float64), np.array(lo) + 1e-12, np.array(hi) - 1e-12)
         try:
             r = least_squares(_residuals, th, bounds=(lo, hi), args=(x, loge, fix_d), method="trf", jac=_jacobian,
-                              x_scale="jac", max_nfev=2000)
+                              x_scale="jac", max_nfev=300)
         except (ValueError, FloatingPointError):
             continue
         if np.isfinite(r.cost) and (best is None or r.cost < best.cost):

@@ -136,13 +136,13 @@ def _check(args):
                          f"budget ({min(budgets)} epochs of {spe} updates)")
 
 
-def run_experiment(name, args, data, tracker):
+def run_experiment(name, args, data, tracker, command=None):
     """Run one experiment, write OUT/<name>/results.json and its report; returns the results."""
     t0 = time.perf_counter()
     print(f"== {name}", flush=True)
     res = EXPERIMENTS[name](args, data, tracker)
     cfg = {k: v for k, v in vars(args).items() if k not in ("command",)}
-    res.update(experiment=name, config=cfg, machine=dict(machine_info(), threads=vitc.get_num_threads()),
+    res.update(experiment=name, config=cfg, command=command or f"python -m vitc.experiments.scaling {name}", machine=dict(machine_info(), threads=vitc.get_num_threads()),
                wall_time_s=time.perf_counter() - t0, upstream_classes=list(data.upstream),
                heldout_classes=list(data.heldout), train_pool=len(data.train), test_images=len(data.test),
                fewshot_test_images=len(data.few_y))
@@ -175,6 +175,7 @@ def main(argv=None):
             print(f"redrew {os.path.dirname(path)}/")
         return None
     _check(args)
+    command = "python -m vitc.experiments.scaling " + " ".join(sys.argv[1:] if argv is None else argv)
     set_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     data = load_data(args)
@@ -183,12 +184,12 @@ def main(argv=None):
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     if args.command != "all":
-        return run_experiment(args.command, args, data, tracker)
+        return run_experiment(args.command, args, data, tracker, command)
     out, t0 = {}, time.perf_counter()
     for name in EXPERIMENTS:
         a = argparse.Namespace(**vars(args))
         for k, v in _ALL_DEFAULTS.get(name, {}).items():
             setattr(a, k, v)
-        out[name] = run_experiment(name, a, data, tracker)
+        out[name] = run_experiment(name, a, data, tracker, command)
     print(f"all five experiments: {time.perf_counter() - t0:.0f} s", flush=True)
     return out

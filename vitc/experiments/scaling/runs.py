@@ -78,14 +78,18 @@ class Data:
         self.upstream, self.heldout = tuple(upstream), tuple(heldout)
         self.train = ArrayDataset(*pick(train_images, train_labels, upstream))
         # standardise every split with the upstream training pool's pixel mean and std
-        self.mean, self.std = float(self.train.images.mean()), float(self.train.images.std())
+        pool = self.train.images.astype(np.float32) / (255.0 if self.train.images.dtype == np.uint8 else 1.0)
+        self.mean, self.std = float(pool.mean()), float(pool.std())
         self.train.images = self._norm(self.train.images)
-        train_images, test_images = self._norm(train_images), self._norm(test_images)
         self.test = ArrayDataset(*pick(test_images, test_labels, upstream, n=test_subset))
+        self.test.images = self._norm(self.test.images)
         self.shot_x, self.shot_y = pick(train_images, train_labels, heldout, per_class=shot_pool)
         self.few_x, self.few_y = pick(test_images, test_labels, heldout, n=test_subset)
+        self.shot_x, self.few_x = self._norm(self.shot_x), self._norm(self.few_x)
 
     def _norm(self, x):
+        """uint8 or [0, 1] images -> standardised float32 (uint8 is read as value/255)."""
+        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
         return ((x - self.mean) / self.std).astype(np.float32)
 
     @property
@@ -101,13 +105,22 @@ class Data:
         return train, test
 
 
+_LOADED = {}
+
+
 def load_data(args):
-    """Data of the CLI arguments (Fashion-MNIST from --data-root or Debian's folder)."""
+    """Data of the CLI arguments (Fashion-MNIST from --data-root or Debian's folder); the last split is
+    kept, so several commands in one process (tests, a notebook) read the files once."""
     from ..common import fashion_mnist_splits
-    train, test = fashion_mnist_splits(args.data_root, None, None)
-    ups = list(range(args.upstream_classes))
-    held = list(range(args.upstream_classes, 10))
-    return Data(train.images, train.labels, test.images, test.labels, ups, held, args.test_subset, args.shot_pool)
+    key = (args.data_root, args.upstream_classes, args.test_subset, args.shot_pool)
+    if key not in _LOADED:
+        train, test = fashion_mnist_splits(args.data_root, None, None)
+        ups = list(range(args.upstream_classes))
+        held = list(range(args.upstream_classes, 10))
+        _LOADED.clear()
+        _LOADED[key] = Data(train.data[:, None], train.labels, test.data[:, None], test.labels, ups, held,
+                            args.test_subset, args.shot_pool)
+    return _LOADED[key]
 
 
 _SIZE = re.compile(r"^(\d+)x(\d+)x(\d+)x(\d+)$")

@@ -100,7 +100,15 @@ def _cooled_runs(tag, size, branch_epochs, args, data, tracker, pool="map", seed
               f"{args.shots}-shot err {points[-1]['fewshot_error']:.3f}", flush=True)
     if not args.keep_checkpoints:
         shutil.rmtree(base, ignore_errors=True)
+        _remove_if_empty(os.path.dirname(base))
     return points
+
+
+def _remove_if_empty(path):
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass  # not empty (another size's checkpoints) or already gone
 
 
 def power_law(args, data, tracker):
@@ -151,6 +159,7 @@ def optimizers(args, data, tracker):
             peak = vitc.memory_stats()["peak_bytes"]
             point = evaluate_point(model, data, shots=args.shots, seeds=args.fewshot_seeds)
             shutil.rmtree(os.path.join(args.out, "optimizers", "ckpt", name), ignore_errors=True)
+            _remove_if_empty(os.path.join(args.out, "optimizers", "ckpt"))
             return dict(point, optimizer=name, state_bytes=opt.state_bytes(),
                         param_bytes=4 * model.num_parameters(), peak_bytes=peak, live_before=live0,
                         step_time_s=float(np.sum(hist["train_time"]) / (args.epochs * spe)),
@@ -206,6 +215,7 @@ def rsqrt_vs_linear(args, data, tracker):
             hist, _ = tracker.run(f"linear-{args.size}-{e}", {"schedule": "linear", "epochs": e},
                                   lambda log: run_fit(model, opt, _linear(opt, args, e * spe), data, args, e, ck, log))
             shutil.rmtree(ck, ignore_errors=True)
+            _remove_if_empty(os.path.dirname(ck))
             images = e * spe * args.batch_size
             return dict(evaluate_point(model, data, shots=args.shots, seeds=args.fewshot_seeds), images_seen=images,
                         flops=train_flops(model, images), history={"test_accuracy": hist["test_accuracy"],
