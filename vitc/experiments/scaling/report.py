@@ -97,7 +97,11 @@ def _power_law(res, d, bootstrap):
         for k in ("a", "b", "c", "d"):
             lo, hi = iv[k]
             lines.append(f"| {k} | {getattr(f, k):.4g} | [{lo:.4g}, {hi:.4g}] |")
-        if iv["b"][1] >= 19.9 or iv["a"][1] > 1e100:
+        if len(s["frontier"]) <= f.num_params:
+            lines += ["", f"With {len(s['frontier'])} frontier points for {f.num_params} parameters the curve passes "
+                      "through every point: the resamples with enough distinct points are the original set, so the "
+                      "intervals have no width and mean nothing. Use more sizes or budgets."]
+        elif iv["b"][1] >= 19.9 or iv["a"][1] > 1e100:
             lines += ["", "Some resamples run b to the solver's bound (20) and a to huge values: with these few "
                       "frontier points a and b trade off against d, and only c (and the curve between the "
                       "points) is well determined."]
