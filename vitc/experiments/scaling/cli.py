@@ -18,24 +18,23 @@ EXPERIMENTS = {"power-law": sweeps.power_law, "heads": sweeps.heads, "weight-dec
 SIZES = "8x1x16x2,16x1x32x2,24x2x48x2,32x2x64x2,48x3x96x4,64x3x128x4,96x4x192x4"
 
 
-def _floats(text):
+def _numbers(text, kind, minimum):
+    """Comma-separated numbers of type ``kind``, each >= ``minimum`` (an argparse type)."""
     try:
-        vals = [float(v) for v in text.split(",") if v.strip()]
+        vals = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not vals or min(vals) < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+    if not vals or min(vals) < minimum:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s >= {minimum}, got {text!r}")
     return vals
+
+
+def _floats(text):
+    return _numbers(text, float, 0)
 
 
 def _ints(text):
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
-    return vals
+    return _numbers(text, int, 1)
 
 
 def _sizes(text):

@@ -34,6 +34,12 @@ def _header(res, title):
             ""]
 
 
+def _markdown(d, lines):
+    """Write results.md; returns pyplot for the figures that follow."""
+    write_text_atomic(os.path.join(d, "results.md"), "\n".join(lines) + "\n")
+    return pyplot()
+
+
 def _pct(x):
     return f"{100 * x:.1f}"
 
@@ -127,7 +133,7 @@ def _power_law(res, d, bootstrap):
     lines += ["", f"Compute spanned: {lo_c:.3g} to {hi_c:.3g} FLOPs ({math.log10(hi_c / lo_c):.1f} decades). For "
               f"scale, ViT-G/14 seeing 3·10⁹ images (the paper's JFT-3B size, §2) costs {g_flops:.3g} FLOPs by the "
               f"same count, {math.log10(g_flops / hi_c):.1f} decades above this run's largest point."]
-    write_text_atomic(os.path.join(d, "results.md"), "\n".join(lines) + "\n")
+    _markdown(d, lines)
     _power_law_figures(pts, sizes, fits, target, d)
     return fits
 
@@ -193,8 +199,7 @@ def _heads(res, d):
                                                                                       for r in rs])))
     lines += ["", "Means over seeds: " + ", ".join(f"{k} {_pct(u)} % / {_pct(f)} %" for k, (u, f) in means.items())
               + " (upstream / 10-shot)."]
-    write_text_atomic(os.path.join(d, "results.md"), "\n".join(lines) + "\n")
-    plt = pyplot()
+    plt = _markdown(d, lines)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     xs = np.arange(3)
     for j, (lab, i) in enumerate((("upstream", 0), ("10-shot", 1))):
@@ -235,8 +240,7 @@ def _weight_decay(res, d):
               f"{', head decay above body decay' if verdict['fewshot_head_above_body'] else ''}); best upstream cell: "
               f"head {hs[ui[0]]:g}, body {bs[ui[1]]:g}. Mean upstream error at the highest head decay "
               f"{_pct(verdict['upstream_at_highest_head'])} % vs the lowest {_pct(verdict['upstream_at_lowest_head'])} %."]
-    write_text_atomic(os.path.join(d, "results.md"), "\n".join(lines) + "\n")
-    plt = pyplot()
+    plt = _markdown(d, lines)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, m, title in ((axes[0], up, "upstream error"), (axes[1], few, "10-shot error (held-out)")):
         im = ax.imshow(m, cmap="viridis_r", origin="lower")
@@ -275,8 +279,7 @@ def _optimizers(res, d):
               f"the exact EMA (v/v_exact = {f32[end] / ex[end]:.3f} at the end); the bfloat16 v stays stuck at "
               f"{bf[end] / ex[end]:.1f}× the exact value at the end (it cannot decay while g² ≪ v), so Adam's steps "
               f"are about {math.sqrt(bf[end] / ex[end]):.1f}× too small from then on."]
-    write_text_atomic(os.path.join(d, "results.md"), "\n".join(lines) + "\n")
-    plt = pyplot()
+    plt = _markdown(d, lines)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     names = [r["optimizer"] for r in rows]
     axes[0].bar(names, [r["state_bytes"] / r["param_bytes"] for r in rows])
@@ -310,8 +313,7 @@ def _rsqrt_vs_linear(res, d):
               f"FLOPs, separate linear runs {cost['separate_linear_runs']:.3g} FLOPs "
               f"({cost['separate_linear_runs'] / cost['rsqrt_with_branches']:.2f}×). Upstream error rsqrt − linear "
               f"per budget: {', '.join(f'{100 * x:+.1f}' for x in diff)} points (mean {100 * np.mean(diff):+.1f})."]
-    write_text_atomic(os.path.join(d, "results.md"), "\n".join(lines) + "\n")
-    plt = pyplot()
+    plt = _markdown(d, lines)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for rows, lab, m in ((res["rsqrt"], "rsqrt + cooldown branch", "o-"), (res["linear"], "linear decay run", "s--")):
         axes[0].plot([r["images_seen"] for r in rows], [r["upstream_error"] for r in rows], m, label=lab)
