@@ -21,7 +21,8 @@ def test_hand_count_with_class_token():
 
 def test_hand_count_map_head_without_class_token():
     b = vit_flop_breakdown(dict(TINY, pool="map", class_token=False))
-    # T = N = 4; MAP: q of the probe 2·8·8, k and v 2·4·8·16, scores + values 2·2·4·8, projection 2·8·8, MLP 2·2·8·16
+    # T = N = 4; MAP: q of the probe 2·8·8, k and v 2·4·8·16, scores + values 2·2·4·8, projection 2·8·8,
+    # MLP 2·2·8·16
     assert b["qkv"] == 2 * 4 * 8 * 24 and b["attn_scores"] == 2 * 4 * 4 * 8
     assert b["map_head"] == 128 + 1024 + 128 + 128 + 512
 

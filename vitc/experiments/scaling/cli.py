@@ -141,7 +141,8 @@ def run_experiment(name, args, data, tracker, command=None):
     print(f"== {name}", flush=True)
     res = EXPERIMENTS[name](args, data, tracker)
     cfg = {k: v for k, v in vars(args).items() if k not in ("command",)}
-    res.update(experiment=name, config=cfg, command=command or f"python -m vitc.experiments.scaling {name}", machine=dict(machine_info(), threads=vitc.get_num_threads()),
+    res.update(experiment=name, config=cfg, command=command or f"python -m vitc.experiments.scaling {name}",
+               machine=dict(machine_info(), threads=vitc.get_num_threads()),
                wall_time_s=time.perf_counter() - t0, upstream_classes=list(data.upstream),
                heldout_classes=list(data.heldout), train_pool=len(data.train), test_images=len(data.test),
                fewshot_test_images=len(data.few_y))

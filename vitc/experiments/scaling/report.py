@@ -222,7 +222,8 @@ def _weight_decay(res, d):
     for c in res["cells"]:
         i, j = hs.index(c["wd_head"]), bs.index(c["wd_body"])
         up[i, j], few[i, j] = c["upstream_error"], c["fewshot_error"]
-    lines = _header(res, f"Head/body weight decay (Zhai et al. 2022, §3.1), model {res['size']}, {res['epochs']} epochs")
+    lines = _header(res, f"Head/body weight decay (Zhai et al. 2022, §3.1), model {res['size']}, "
+                         f"{res['epochs']} epochs")
     lines += ["Decay per update = lr_t × wd (AdamW, decoupled; kernels only; head = the final Linear).", ""]
     for name, m in (("upstream error %", up), ("10-shot error % (held-out classes)", few)):
         lines += [f"{name}: rows head decay, columns body decay", "",
@@ -234,12 +235,14 @@ def _weight_decay(res, d):
     ui = np.unravel_index(np.nanargmin(up), up.shape)
     verdict = {"best_fewshot": (hs[bi[0]], bs[bi[1]]), "best_upstream": (hs[ui[0]], bs[ui[1]]),
                "fewshot_off_diagonal": hs[bi[0]] != bs[bi[1]], "fewshot_head_above_body": hs[bi[0]] > bs[bi[1]],
-               "upstream_at_highest_head": float(np.nanmean(up[-1])), "upstream_at_lowest_head": float(np.nanmean(up[0]))}
+               "upstream_at_highest_head": float(np.nanmean(up[-1])),
+               "upstream_at_lowest_head": float(np.nanmean(up[0]))}
     lines += [f"Best 10-shot cell: head {hs[bi[0]]:g}, body {bs[bi[1]]:g} "
               f"({'off' if verdict['fewshot_off_diagonal'] else 'on'} the diagonal"
               f"{', head decay above body decay' if verdict['fewshot_head_above_body'] else ''}); best upstream cell: "
               f"head {hs[ui[0]]:g}, body {bs[ui[1]]:g}. Mean upstream error at the highest head decay "
-              f"{_pct(verdict['upstream_at_highest_head'])} % vs the lowest {_pct(verdict['upstream_at_lowest_head'])} %."]
+              f"{_pct(verdict['upstream_at_highest_head'])} % vs the lowest "
+              f"{_pct(verdict['upstream_at_lowest_head'])} %."]
     plt = _markdown(d, lines)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, m, title in ((axes[0], up, "upstream error"), (axes[1], few, "10-shot error (held-out)")):
@@ -275,9 +278,11 @@ def _optimizers(res, d):
               f"{tr['steps_high']} steps, then of scale 1/{tr['drop']:g}. bfloat16 keeps 8 significant bits, so a "
               f"stored value moves only if the update changes it by more than half an ulp, at least 2⁻⁹ ≈ 0.002 "
               f"relative; "
-              f"each step changes v by (1 − β2)(g²/v − 1), at most 0.001 relative when g² ≪ v. The float32 v follows "
+              f"each step changes v by (1 − β2)(g²/v − 1), at most 0.001 relative when g² ≪ v. "
+              f"The float32 v follows "
               f"the exact EMA (v/v_exact = {f32[end] / ex[end]:.3f} at the end); the bfloat16 v stays stuck at "
-              f"{bf[end] / ex[end]:.1f}× the exact value at the end (it cannot decay while g² ≪ v), so Adam's steps "
+              f"{bf[end] / ex[end]:.1f}× the exact value at the end (it cannot decay while g² ≪ v), "
+              f"so Adam's steps "
               f"are about {math.sqrt(bf[end] / ex[end]):.1f}× too small from then on."]
     plt = _markdown(d, lines)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -302,14 +307,16 @@ def _optimizers(res, d):
 def _rsqrt_vs_linear(res, d):
     lines = _header(res, f"One rsqrt run with cooldown branches vs separate linear-decay runs (Zhai et al. 2022, "
                          f"§3.5), model {res['size']}")
-    lines += ["| epochs | images seen | rsqrt + cooldown error % | linear error % | rsqrt 10-shot % | linear 10-shot % |",
+    lines += ["| epochs | images seen | rsqrt + cooldown error % | linear error % | rsqrt 10-shot % | "
+              "linear 10-shot % |",
               "|---|---|---|---|---|---|"]
     for r, lin in zip(res["rsqrt"], res["linear"]):
         lines.append(f"| {r['config']['epochs']} | {r['images_seen']:,} | {_pct(r['upstream_error'])} | "
                      f"{_pct(lin['upstream_error'])} | {_pct(r['fewshot_error'])} | {_pct(lin['fewshot_error'])} |")
     cost = res["cost_flops"]
     diff = [r["upstream_error"] - lin["upstream_error"] for r, lin in zip(res["rsqrt"], res["linear"])]
-    lines += ["", f"Training compute of the protocols: one rsqrt run with its branches {cost['rsqrt_with_branches']:.3g} "
+    lines += ["", f"Training compute of the protocols: one rsqrt run with its branches "
+              f"{cost['rsqrt_with_branches']:.3g} "
               f"FLOPs, separate linear runs {cost['separate_linear_runs']:.3g} FLOPs "
               f"({cost['separate_linear_runs'] / cost['rsqrt_with_branches']:.2f}×). Upstream error rsqrt − linear "
               f"per budget: {', '.join(f'{100 * x:+.1f}' for x in diff)} points (mean {100 * np.mean(diff):+.1f})."]
