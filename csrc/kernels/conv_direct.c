@@ -56,13 +56,19 @@ AI void tile(const int R, const direct_plan *p, const float *restrict xp, const 
     }
 }
 
-/* one image: pad x into xp, every tile into ob (O rows of Lp), then the valid columns (+ bias) to y */
-AI void image(const direct_plan *p, const float *x, const float *w, const float *b, float *xp, float *ob, float *y) {
+/* x (C, H, W) into xp's zero-padded Hp × Wp planes, slack included */
+static void pad_image(const direct_plan *p, const float *x, float *xp) {
     const vt_conv_direct_geom *g = p->g;
     memset(xp, 0, sizeof(float) * (size_t)p->xsz);
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t h = 0; h < g->H; h++)
             memcpy(xp + c * p->Pp + (h + g->pt) * p->Wp + g->pl, x + (c * g->H + h) * g->W, sizeof(float) * (size_t)g->W);
+}
+
+/* one image: pad x into xp, every tile into ob (O rows of Lp), then the valid columns (+ bias) to y */
+AI void image(const direct_plan *p, const float *x, const float *w, const float *b, float *xp, float *ob, float *y) {
+    const vt_conv_direct_geom *g = p->g;
+    pad_image(p, x, xp);
     int64_t ck = g->C * g->kh * g->kw;
     for (int64_t o0 = 0; o0 < g->O; o0 += OB) {
         int64_t R = g->O - o0 < OB ? g->O - o0 : OB;
@@ -118,10 +124,7 @@ AI void wtile(const int R, const int T, const direct_plan *p, const float *restr
 /* one image's share added into dw (O, C, kh, kw): pad x into xp, lay dy out on the padded width in dyp */
 AI void image_wgrad(const direct_plan *p, const float *x, const float *gy, float *xp, float *dyp, float *dw) {
     const vt_conv_direct_geom *g = p->g;
-    memset(xp, 0, sizeof(float) * (size_t)p->xsz);
-    for (int64_t c = 0; c < g->C; c++)
-        for (int64_t h = 0; h < g->H; h++)
-            memcpy(xp + c * p->Pp + (h + g->pt) * p->Wp + g->pl, x + (c * g->H + h) * g->W, sizeof(float) * (size_t)g->W);
+    pad_image(p, x, xp);
     memset(dyp, 0, sizeof(float) * (size_t)(g->O * p->Lp));
     for (int64_t o = 0; o < g->O; o++)
         for (int64_t oh = 0; oh < p->Ho; oh++)
