@@ -43,9 +43,9 @@ class DeiT(ViT):
     class_token=False, when the distillation token is the only prefix token; init defaults to 'timm'
     as DeiT: trunc-normal(.02) Linear weights, cls, dist token and position embedding) plus
     ``head``, the eval-mode inference
-    rule. forward(img, return_attention=False, head=None): head=None gives the tuple
-    (logits_cls, logits_dist) in training mode and ``self.head``'s fusion in eval mode; an explicit
-    head picks that output in either mode.
+    rule. forward(img, return_attention=False, head=None, mix_draw=None): head=None gives the tuple
+    (logits_cls, logits_dist) in training mode (DistilledTokenLabelingOutput with aux_head=True) and
+    ``self.head``'s fusion in eval mode; an explicit head picks that output in either mode.
     """
 
     num_prefix_tokens = 2  # cls, dist
