@@ -4,6 +4,7 @@ weights, batch, dense labels and MixToken draws, in one process, interleaved; me
 
     .venv/bin/python bench/lvvit_step.py --threads 2 --reps 20
     .venv/bin/python bench/lvvit_step.py --check      # one step each, losses compared, no timing
+    .venv/bin/python bench/lvvit_step.py --profile 5  # where each framework's step goes, as fractions
 
 Run by hand, never as a test. Both frameworks share a process, so OMP_WAIT_POLICY=PASSIVE is set before
 either loads (see bench/vit_step.py on the two OpenMP runtimes).
@@ -41,6 +42,23 @@ def build(a):
     return vm, tm
 
 
+def profile(vstep, tstep, steps):
+    """Per-op shares of each framework's step (fractions stay meaningful on a loaded machine; the
+    absolute times do not)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    for _ in range(2):
+        vstep(), tstep()
+    with vitc.profiler.profile() as prof:
+        for _ in range(steps):
+            vstep()
+    print(f"vitc: {steps} steps\n" + prof.key_averages().table(row_limit=25))
+    with torch_profile(activities=[ProfilerActivity.CPU]) as tprof:
+        for _ in range(steps):
+            tstep()
+    print(f"torch: {steps} steps\n" + tprof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -50,6 +68,9 @@ def main():
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--json", default=None)
     ap.add_argument("--check", action="store_true", help="one step each and compare the losses; no timing")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="profile STEPS steps of each (vitc.profiler, torch.profiler) and print each op's share of "
+                         "its own framework's step; no timing")
     a = ap.parse_args()
     vitc.set_num_threads(a.threads)
     torch.set_num_threads(a.threads)
@@ -83,6 +104,9 @@ def main():
     if a.check:
         lv, lt = vstep(), tstep()
         print(f"first-step loss vitc {lv:.6f} torch {lt:.6f}")
+        return
+    if a.profile:
+        profile(vstep, tstep, a.profile)
         return
     times = {"vitc": [], "torch": []}
     for _ in range(3):

@@ -239,6 +239,12 @@ class TokenLabelingLoss(Module):
     then every token takes the un-mixed class label. With MixToken (lam < 1) the class target becomes
     ŷ = λ·y_b + (1−λ)·y_{B−1−b}; the token logits come back already aligned with their own images.
     β (beta) 0.5 is the paper's; the official code and the released checkpoints use 1.0.
+
+    With a distillation token (models.DeiT with aux_head=True) output also carries dist_logits; the
+    class term is then split between the two heads as DeiT's hard distillation splits it (arXiv
+    2012.12877 eq. 3 with weights ½, ½): ½·H(z_cls, ŷ) + ½·H(z_dist, ŷ_dist), ŷ_dist from
+    ``dist_target`` (same forms as target, e.g. the teacher's pooled label when target is the ground
+    truth), else ŷ; MixToken mixes ŷ_dist like ŷ.
     """
 
     def __init__(self, beta=0.5, cls_weight=1.0, smoothing=0.0):
@@ -270,12 +276,15 @@ class TokenLabelingLoss(Module):
                              f"{tuple(target.shape)}")
         return target.detach()
 
-    def forward(self, output, target, token_target=None):
+    def forward(self, output, target, token_target=None, dist_target=None):
         who = "TokenLabelingLoss"
-        if not (isinstance(output, tuple) and len(output) == 3):
-            raise TypeError(f"{who}: output must be the (cls_logits, token_logits, lam) a model with aux_head=True "
-                            f"returns in training, got {type(output).__name__}")
-        z_cls, z_tok, lam = output
+        if not (isinstance(output, tuple) and len(output) in (3, 4)):
+            raise TypeError(f"{who}: output must be the (cls_logits, token_logits, lam[, dist_logits]) a model with "
+                            f"aux_head=True returns in training, got {type(output).__name__}")
+        z_cls, z_tok, lam = output[:3]
+        z_dist = output[3] if len(output) == 4 else None
+        if dist_target is not None and z_dist is None:
+            raise ValueError(f"{who}: dist_target was given but the output has no dist_logits (no distillation token)")
         _logits(z_cls, who, "cls_logits")
         b, k = z_cls.shape
         if not isinstance(z_tok, _v.Tensor) or z_tok.ndim != 3 or z_tok.shape[0] != b or z_tok.shape[2] != k:
@@ -293,9 +302,18 @@ class TokenLabelingLoss(Module):
                                  f"{tuple(getattr(token_target, 'shape', ()))}")
             y_tok = token_target.detach()
         lam = float(lam)
-        if lam < 1.0:  # MixToken's class target (reference: lam·y + (1−lam)·y.flip(0))
-            y_cls = y_cls * lam + _v.flip(y_cls, 0) * (1.0 - lam)
-        loss = _v.cross_entropy(z_cls, y_cls) * self.cls_weight
+
+        def mixed(y):  # MixToken's class target (reference: lam·y + (1−lam)·y.flip(0))
+            return y * lam + _v.flip(y, 0) * (1.0 - lam) if lam < 1.0 else y
+        if z_dist is None:
+            loss = _v.cross_entropy(z_cls, mixed(y_cls)) * self.cls_weight
+        else:
+            _logits(z_dist, who, "dist_logits")
+            if tuple(z_dist.shape) != (b, k):
+                raise ValueError(f"{who}: dist_logits must be ({b}, {k}) like cls_logits, got {tuple(z_dist.shape)}")
+            y_dist = y_cls if dist_target is None else self._class_target(dist_target, b, k)
+            loss = (_v.cross_entropy(z_cls, mixed(y_cls)) + _v.cross_entropy(z_dist, mixed(y_dist))) * \
+                (0.5 * self.cls_weight)
         if self.beta > 0:
             loss = loss + _v.cross_entropy(z_tok.reshape(b * n, k), y_tok.reshape(b * n, k)) * self.beta
         return loss

@@ -5,6 +5,7 @@
 #define VT_KERNELS_H
 #include "activation.h" /* pointwise activations, GELU with its gradient */
 #include "arith.h"      /* broadcasting add, mul, scale */
+#include "conv_direct.h" /* direct stride-1 conv for few output channels */
 #include "cpu.h"        /* whether the AVX2 + FMA kernels may run */
 #include "fastmath.h"   /* vectorizable exp, tanh, sigmoid, normal CDF */
 #include "gemm.h"       /* sgemm: own kernel or OpenBLAS; packed B panels */

@@ -12,6 +12,8 @@
  *   dx, stride 1: the transposed convolution, a forward conv of dY with W flipped and its in/out
  *   channels swapped (one GEMM with a long inner dimension, no scatter);
  *   dx, otherwise: dcol_g = W_gᵀ·dY_g, then col2im adds each col entry back onto its pixel.
+ * Stride-1 single-group convs with few output channels skip col altogether (kernels/conv_direct.c):
+ * their forward, their dx (the transposed conv) when it has few output channels too, and their dW.
  * Threads: see conv_run. Pools are OpenMP loops over H×W planes. */
 #include <cblas.h>
 #include <limits.h>
@@ -19,6 +21,7 @@
 #include <omp.h>
 #include <string.h>
 #include "ops_util.h"
+#include "../kernels/conv_direct.h"
 
 #define BLAS_SINGLE_MNK 262144.0  /* OpenBLAS: SMP_THRESHOLD_MIN · GEMM_MULTITHREAD_THRESHOLD */
 #define CONV_MIN_COLS 2048        /* batch images until a GEMM has this many columns ... */
@@ -341,6 +344,31 @@ static void bias_grad(const float *gy, int64_t N, int64_t O, int64_t P, float *d
     }
 }
 
+/* y = conv(x, w) + b: the direct kernel where it wins (stride 1, one group, few output channels),
+ * else im2col + GEMM */
+static int direct_applies(const conv_geom *g) {
+    return g->sh == 1 && g->sw == 1 && g->G == 1 && vt_k_conv2d_direct_wins(g->O, g->kh, g->kw);
+}
+
+static vt_conv_direct_geom direct_geom(const conv_geom *g) {
+    return (vt_conv_direct_geom){.N = g->N, .C = g->C, .H = g->H, .W = g->W, .O = g->O, .kh = g->kh, .kw = g->kw,
+                                 .pt = g->pt, .pb = g->pb, .pl = g->pl, .pr = g->pr, .dh = g->dh, .dw = g->dw};
+}
+
+static int conv_forward_run(const conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+    if (direct_applies(g)) {
+        vt_conv_direct_geom d = direct_geom(g);
+        return vt_k_conv2d_direct(&d, x, w, b, y);
+    }
+    conv_job j;
+    conv_plan(g, &j);
+    j.x = x;
+    j.w = w;
+    j.b = b;
+    j.y = y;
+    return conv_run(&j, NULL);
+}
+
 int vt_conv2d_forward(vt_ctx *c) {
     vt_tensor *x = c->in[0], *w = c->nin > 1 ? c->in[1] : NULL, *b = c->nin > 2 ? c->in[2] : NULL;
     VT_TRY(vt_require_f32(x, "conv2d", "input"));
@@ -356,13 +384,7 @@ int vt_conv2d_forward(vt_ctx *c) {
     int st = VT_OK;
     if (!xc || !wc || (b && !bc)) goto fail;
     if (!(y = vt_empty(VT_FLOAT32, 4, (int64_t[]){g.N, g.O, g.Ho, g.Wo}))) goto fail;
-    conv_job j;
-    conv_plan(&g, &j);
-    j.x = vt_f32(xc);
-    j.w = vt_f32(wc);
-    j.b = bc ? vt_f32(bc) : NULL;
-    j.y = vt_f32(y);
-    if ((st = conv_run(&j, NULL))) goto fail;
+    if ((st = conv_forward_run(&g, vt_f32(xc), vt_f32(wc), bc ? vt_f32(bc) : NULL, vt_f32(y)))) goto fail;
     c->out[0] = y;
     c->nout = 1;
     /* the contiguous copies, so backward does not copy again */
@@ -398,12 +420,7 @@ static int transposed_dx(const conv_geom *g, const float *gy, const float *w, fl
     conv_geom t = {.N = g->N, .C = g->O, .H = g->Ho, .W = g->Wo, .O = g->C, .kh = g->kh, .kw = g->kw, .Ho = g->H,
                    .Wo = g->W, .sh = 1, .sw = 1, .pt = ekh - g->pt, .pb = ekh - g->pb, .pl = ekw - g->pl,
                    .pr = ekw - g->pr, .dh = g->dh, .dw = g->dw, .G = g->G};
-    conv_job j;
-    conv_plan(&t, &j);
-    j.x = gy;
-    j.w = wt;
-    j.y = dx;
-    int st = conv_run(&j, NULL);
+    int st = conv_forward_run(&t, gy, wt, NULL, dx);
     vt_free(wt, bytes);
     return st;
 }
@@ -423,6 +440,11 @@ int vt_conv2d_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     if (need_w && !(gin[1] = vt_zeros(VT_FLOAT32, 4, w->shape))) goto fail;
     if (need_b && !(gin[2] = vt_empty(VT_FLOAT32, 1, &g.O))) goto fail;
     if (need_x && transposed && (st = transposed_dx(&g, vt_f32(gy), vt_f32(w), vt_f32(gin[0])))) goto fail;
+    if (need_w && direct_applies(&g)) { /* dW from the padded planes, no col (kernels/conv_direct.c) */
+        vt_conv_direct_geom d = direct_geom(&g);
+        if ((st = vt_k_conv2d_direct_wgrad(&d, vt_f32(x), vt_f32(gy), vt_f32(gin[1])))) goto fail;
+        need_w = 0;
+    }
     if (need_w || (need_x && !transposed)) {
         conv_job j;
         conv_plan(&g, &j);

@@ -71,12 +71,17 @@ def rand_bbox(size, lam, cx, cy):
 
 
 class LVViT(nn.Module):
-    def __init__(self, image, patch, in_chans, classes, dim, depth, heads, hidden, skip_lam, width):
+    def __init__(self, image, patch, in_chans, classes, dim, depth, heads, hidden, skip_lam, width, dist=False):
         super().__init__()
         n = (image // patch) ** 2
         self.patch_embed = PatchEmbed4_2(patch, in_chans, dim, width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, dim))
+        # dist=True: DeiT's distillation token after the class token, with its own head (timm's names)
+        self.prefix = 2 if dist else 1
+        if dist:
+            self.dist_token = nn.Parameter(torch.zeros(1, 1, dim))
+            self.head_dist = nn.Linear(dim, classes)
+        self.pos_embed = nn.Parameter(torch.zeros(1, n + self.prefix, dim))
         self.blocks = nn.ModuleList([Block(dim, heads, hidden, skip_lam) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.head, self.aux_head = nn.Linear(dim, classes), nn.Linear(dim, classes)
@@ -93,18 +98,26 @@ class LVViT(nn.Module):
         else:
             bbx1 = bby1 = bbx2 = bby2 = 0
         x = x.flatten(2).transpose(1, 2)
-        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
+        prefix = [self.cls_token.expand(x.shape[0], -1, -1)]
+        if self.prefix == 2:
+            prefix.append(self.dist_token.expand(x.shape[0], -1, -1))
+        x = torch.cat(prefix + [x], dim=1) + self.pos_embed
         for blk in self.blocks:
             x = blk(x)
         x = self.norm(x)
-        x_cls, x_aux = self.head(x[:, 0]), self.aux_head(x[:, 1:])
+        x_cls, x_aux = self.head(x[:, 0]), self.aux_head(x[:, self.prefix:])
+        x_dist = self.head_dist(x[:, 1]) if self.prefix == 2 else None
         if not self.training:
+            if x_dist is not None:  # the DeiT+aux rule: (z_cls + z_dist)/2 + 0.5·max_i z_i
+                return (x_cls + x_dist) / 2 + 0.5 * x_aux.max(1)[0]
             return x_cls + 0.5 * x_aux.max(1)[0]
         if draw is not None:
             x_aux = x_aux.reshape(x_aux.shape[0], ph, pw, x_aux.shape[-1])
             t = x_aux.clone()
             t[:, bbx1:bbx2, bby1:bby2, :] = x_aux.flip(0)[:, bbx1:bbx2, bby1:bby2, :]
             x_aux = t.reshape(x_aux.shape[0], ph * pw, x_aux.shape[-1])
+        if x_dist is not None:
+            return x_cls, x_aux, (bbx1, bby1, bbx2, bby2), x_dist
         return x_cls, x_aux, (bbx1, bby1, bbx2, bby2)
 
 
@@ -115,7 +128,7 @@ def soft_ce(x, target):
 def token_label_ce(out, target, dense_weight=1.0, cls_weight=1.0):
     """TokenLabelCrossEntropy: target (B, K) (every token takes it) or (B, 2+N, K) packed as the
     reference's loader does ([ground truth, cls label, token labels...])."""
-    output, aux, (bbx1, bby1, bbx2, bby2) = out
+    output, aux, (bbx1, bby1, bbx2, bby2) = out[:3]
     b, n, c = aux.shape
     if target.dim() == 2:
         target_cls, target_aux = target, target.repeat(1, n).reshape(b * n, c)
@@ -125,4 +138,8 @@ def token_label_ce(out, target, dense_weight=1.0, cls_weight=1.0):
     lam = 1 - ((bbx2 - bbx1) * (bby2 - bby1) / n)
     if lam < 1:
         target_cls = lam * target_cls + (1 - lam) * target_cls.flip(0)
-    return cls_weight * soft_ce(output, target_cls) + dense_weight * soft_ce(aux.reshape(-1, c), target_aux)
+    if len(out) == 4:  # a distillation head: the class term split ½/½ between the two heads
+        cls_term = 0.5 * (soft_ce(output, target_cls) + soft_ce(out[3], target_cls))
+    else:
+        cls_term = soft_ce(output, target_cls)
+    return cls_weight * cls_term + dense_weight * soft_ce(aux.reshape(-1, c), target_aux)

@@ -215,11 +215,12 @@ class TokenLabelBatches:
 
     def __init__(self, images, labels, label_map, batch_size, grid, *, num_classes, seed=0, flip=0.5,
                  scale=(0.35, 1.0), smoothing=0.1, legacy_box_order=False, drop_last=True, randaug=None,
-                 normalize=None):
+                 normalize=None, legacy_warp=False):
         self.images, self.labels = np.asarray(images, np.float32), np.asarray(labels, np.int64)
         # randaug: a vitc.data.RandAugment run after the flip and before the crop (the reference's order),
-        # on images in [0, 1]; its geometric ops warp the label map too. normalize=(mean, std) afterwards.
-        self.randaug, self.normalize = randaug, normalize
+        # on images in [0, 1]; its geometric ops warp the label map too (legacy_warp: the reference's
+        # half-cell-off index-space warp, relabel_augment). normalize=(mean, std) afterwards.
+        self.randaug, self.normalize, self.legacy_warp = randaug, normalize, bool(legacy_warp)
         if label_map is not None and len(label_map) != len(self.images):
             raise ValueError(f"TokenLabelBatches: label map has {len(label_map)} entries, images {len(self.images)}")
         self.label_map, self.batch_size, self.grid = label_map, int(batch_size), tuple(grid)
@@ -247,7 +248,8 @@ class TokenLabelBatches:
         if self.randaug is not None:
             x = self.randaug(np.ascontiguousarray(x), self.rng)
             if dense is not None:
-                dense = warp_dense_maps(dense, self.randaug.last_plan, (h0, w0), self.randaug.translate_pct)
+                dense = warp_dense_maps(dense, self.randaug.last_plan, (h0, w0), self.randaug.translate_pct,
+                                        legacy_warp=self.legacy_warp)
         if self.scale is not None:
             crops = random_resized_crop_boxes(b, (h0, w0), self.rng, self.scale)
             x = crop_resize(x, crops, (h0, w0))

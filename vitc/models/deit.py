@@ -7,12 +7,20 @@ image -> patches -> [cls, dist, patches] + position embedding (N+2 rows) -> bloc
 Training mode returns (logits_cls, logits_dist); eval mode fuses them (``head``):
 'avg' (= 'avg_logits', the official code and timm: (z_cls + z_dist)/2, the default),
 'sum_softmax' (the paper's §4 late fusion: softmax(z_cls) + softmax(z_dist)), 'cls' or 'dist'.
+
+With LV-ViT's aux head (aux_head=True; Jiang et al., arXiv 2104.10858 §3.3) training returns
+DistilledTokenLabelingOutput(cls_logits, token_logits, lam, dist_logits) for losses.TokenLabelingLoss,
+and the inference rule adds the LV-ViT term a = 0.5·max_i z_i (over the patch tokens) to each head's
+logits before the fusion: 'avg' gives (z_cls + z_dist)/2 + a, 'cls' gives z_cls + a (LV-ViT's rule),
+'sum_softmax' softmax(z_cls + a) + softmax(z_dist + a); infer='cls' leaves the aux term out.
+MixToken (mix_token=True) mixes the patch tokens only; the class and distillation tokens join after it.
 """
 import numpy as np
 
 import vitc as _v
 from vitc import nn
 from vitc.nn import init as nn_init
+from vitc.nn.mix_token import DistilledTokenLabelingOutput
 
 from .registry import register_model
 from .timm_compat import accepts_timm_names, merge_config
@@ -39,9 +47,9 @@ class DeiT(ViT):
     class_token=False, when the distillation token is the only prefix token; init defaults to 'timm'
     as DeiT: trunc-normal(.02) Linear weights, cls, dist token and position embedding) plus
     ``head``, the eval-mode inference
-    rule. forward(img, return_attention=False, head=None): head=None gives the tuple
-    (logits_cls, logits_dist) in training mode and ``self.head``'s fusion in eval mode; an explicit
-    head picks that output in either mode.
+    rule. forward(img, return_attention=False, head=None, mix_draw=None): head=None gives the tuple
+    (logits_cls, logits_dist) in training mode (DistilledTokenLabelingOutput with aux_head=True) and
+    ``self.head``'s fusion in eval mode; an explicit head picks that output in either mode.
     """
 
     num_prefix_tokens = 2  # cls, dist
@@ -51,11 +59,6 @@ class DeiT(ViT):
         if pool == "mean":
             raise ValueError("DeiT: pool must be 'cls', 'gap' or 'map' (gap/map pool the patch tokens only); "
                              "pool='mean' would average the distillation token into the class head's input")
-        if kwargs.get("aux_head") or kwargs.get("mix_token"):
-            # the distillation token has its own head and training output; LV-ViT's aux head and MixToken
-            # would need a third output form, not defined by either paper
-            raise ValueError("DeiT: aux_head / mix_token are not supported with the distillation token; use ViT "
-                             "(the conv stem and skip_lam do work with DeiT)")
         super().__init__(init=init, pool=pool, **kwargs)
         self.head = _check_head(head)
         dim = self.pos_embedding.shape[-1]
@@ -69,16 +72,32 @@ class DeiT(ViT):
     def _prefix_tokens(self, b):
         return super()._prefix_tokens(b) + (self.dist_token.expand(b, -1, -1),)
 
-    def forward(self, img, return_attention=False, head=None):
-        res = self.forward_features(img, return_attention=return_attention)
+    def forward(self, img, return_attention=False, head=None, mix_draw=None):
+        """head=None: the training output in training mode, ``self.head``'s fusion in eval; an explicit
+        head gives that fusion in either mode (then MixToken does not run). mix_draw=(λ, cx, cy)
+        injects MixToken's draws (training, mix_token=True)."""
+        train_out = head is None and self.training
+        if mix_draw is not None and not train_out:
+            raise ValueError("DeiT: mix_draw is used only for the training output (training mode, head=None)")
+        mix = self._mix_plan(img, mix_draw) if train_out else None
+        res = self.forward_features(img, return_attention=return_attention, mix=mix)
         x, maps = res if return_attention else (res, None)
         # the class head reads the pooled tokens (the class token, or GAP/MAP of the patches when
         # class_token=False); the distillation head always reads the distillation token, the last prefix
         z_cls = self.mlp_head(self.to_latent(self.pool_tokens(x)))
         z_dist = self.dist_head(x[:, self.num_prefix_tokens - 1])
-        if head is None and self.training:
-            out = (z_cls, z_dist)
+        want_tok = self.aux_head is not None and (train_out or self.infer == "aux")
+        z_tok = self.aux_head(x[:, self.num_prefix_tokens:]) if want_tok else None
+        if train_out:
+            if z_tok is None:
+                out = (z_cls, z_dist)
+            else:  # the boxed token logits swapped back: token i lines up with its own image's label
+                out = DistilledTokenLabelingOutput(z_cls, mix.apply(z_tok) if mix is not None else z_tok,
+                                                   mix.lam if mix is not None else 1.0, z_dist)
         else:
+            if z_tok is not None:
+                bonus = 0.5 * _v.amax(z_tok, dim=1)
+                z_cls, z_dist = z_cls + bonus, z_dist + bonus
             out = fuse_heads(z_cls, z_dist, self.head if head is None else head)
         return (out, maps) if return_attention else out
 

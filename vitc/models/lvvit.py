@@ -64,7 +64,8 @@ def official_names(model):
     if not hasattr(model.to_patch_embedding, "conv1"):
         raise ValueError("official LV-ViT layout: the model needs patch_embed='conv'")
     pairs = [("cls_token", "cls_token"), ("pos_embedding", "pos_embed"), ("transformer.norm", "norm"),
-             ("mlp_head", "head"), ("aux_head", "aux_head")]
+             ("mlp_head", "head"), ("aux_head", "aux_head"),
+             ("dist_token", "dist_token"), ("dist_head", "head_dist")]  # DeiT's token, named as timm names it
     pairs += [(f"to_patch_embedding.{m}", f"patch_embed.{m}") for m in _STEM]
     for i in range(len(model.transformer.layers)):
         pairs += [(f"transformer.layers.{i}.{v}", f"blocks.{i}.{t}") for v, t in _BLOCK]

@@ -14,11 +14,13 @@ import numpy as np
 
 import vitc as _v
 
-__all__ = ["TokenLabelingOutput", "mixtoken_box", "MixTokenPlan", "draw_mixtoken"]
+__all__ = ["TokenLabelingOutput", "DistilledTokenLabelingOutput", "mixtoken_box", "MixTokenPlan", "draw_mixtoken"]
 
 # What an LV-ViT-style model with an aux head returns in training: class logits (B, K), token logits
 # (B, N, K) aligned with the un-mixed token labels, and λ (1.0 when no tokens were mixed).
 TokenLabelingOutput = namedtuple("TokenLabelingOutput", "cls_logits token_logits lam")
+# The same with a distillation token (models.DeiT with aux_head=True): its head's logits (B, K) as well.
+DistilledTokenLabelingOutput = namedtuple("DistilledTokenLabelingOutput", "cls_logits token_logits lam dist_logits")
 
 
 def mixtoken_box(lam, grid, cx, cy):

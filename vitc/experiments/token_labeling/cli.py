@@ -49,6 +49,8 @@ def build_parser():
     a("--beta", type=float, default=0.5, help="token loss weight β (paper 0.5; official code 1.0)")
     a("--crop-scale", type=float, default=0.35, help="RandomResizedCrop's smallest area fraction")
     a("--legacy-box-order", action="store_true", help="the reference's swapped RoIAlign box order")
+    a("--legacy-warp", action="store_true", help="the reference's half-cell-off label-map warp for --randaug's "
+                                                 "geometric ops (default: the map follows the image exactly)")
     a("--randaug", default="none", help="timm RandAugment config for the students (its geometric ops warp the "
                                         "label map), e.g. rand-m9-mstd0.5-inc1; 'none' = off")
     a("--teacher", default=None, help="load the teacher state dict (safetensors) instead of training it")
@@ -103,7 +105,7 @@ def _train_teacher(args, x, y, x_te, y_te, k, log):
 def _run_config(args, n_train, n_test, checksum):
     """What a saved (arm, seed) result depends on; a rerun reuses it only when all of it is unchanged."""
     keys = ("epochs", "batch_size", "model", "lr", "min_lr", "weight_decay", "drop_path", "smoothing", "beta",
-            "crop_scale", "legacy_box_order", "randaug")
+            "crop_scale", "legacy_box_order", "randaug", "legacy_warp")
     return dict({k: getattr(args, k) for k in keys}, n_train=n_train, n_test=n_test, data=checksum[:16])
 
 

@@ -65,7 +65,8 @@ def train_arm(arm, seed, data, label_map, args, log, log_epoch=None):
     if getattr(args, "randaug", "none") != "none":  # RandAugment works on [0, 1] pixels: undo the normalisation
         mean, std = args.mean_std
         x_tr = np.clip(x_tr * np.float32(std) + np.float32(mean), 0.0, 1.0)
-        aug = dict(randaug=RandAugment(args.randaug, fill=int(round(255 * mean)), seed=seed), normalize=(mean, std))
+        aug = dict(randaug=RandAugment(args.randaug, fill=int(round(255 * mean)), seed=seed), normalize=(mean, std),
+                   legacy_warp=getattr(args, "legacy_warp", False))
     batches = TokenLabelBatches(x_tr, y_tr, label_map if labels != "image" else None, args.batch_size, grid,
                                 num_classes=k, seed=seed, scale=(args.crop_scale, 1.0), smoothing=args.smoothing,
                                 legacy_box_order=args.legacy_box_order, **aug)

@@ -1,0 +1,21 @@
+/* vitc kernels: direct stride-1 convolution for few output channels (conv_direct.c says why). */
+#ifndef VT_KERNELS_CONV_DIRECT_H
+#define VT_KERNELS_CONV_DIRECT_H
+#include <stdint.h>
+
+/* One stride-1, single-group conv2d over NCHW float32: x (N, C, H, W), w (O, C, kh, kw), b (O) or
+ * NULL -> y (N, O, Ho, Wo), Ho = H + pt + pb − dh·(kh−1), Wo likewise. Each output element sums its
+ * taps in (c, ki, kj) order on one thread, so the bits do not depend on the thread count.
+ * 0 or VT_ENOMEM. */
+typedef struct {
+    int64_t N, C, H, W, O, kh, kw, pt, pb, pl, pr, dh, dw;
+} vt_conv_direct_geom;
+int vt_k_conv2d_direct(const vt_conv_direct_geom *g, const float *x, const float *w, const float *b, float *y);
+/* dw (O, C, kh, kw) = the weight gradient of that conv for the output gradient gy (N, O, Ho, Wo),
+ * written over dw; summed in parts fixed by N, so its bits do not depend on the thread count */
+int vt_k_conv2d_direct_wgrad(const vt_conv_direct_geom *g, const float *x, const float *gy, float *dw);
+/* whether vt_k_conv2d_direct is the better path for this stride-1, single-group conv: few output
+ * channels (an im2col GEMM with so few rows spends its time building col), not 1×1 */
+int vt_k_conv2d_direct_wins(int64_t O, int64_t kh, int64_t kw);
+
+#endif
