@@ -1,12 +1,17 @@
 """Every experiment's --help shows the defaults (sub-commands included)."""
 import argparse
 import importlib
+import importlib.util
+import pkgutil
 
 import pytest
 
+import vitc.experiments
 from vitc.experiments.common import show_defaults
 
-EXPERIMENTS = ["deepvit", "deit", "over_smoothing", "token_labeling", "vit_batchnorm"]
+# every experiment package (a folder with a cli.py), so a new one cannot forget its defaults
+EXPERIMENTS = sorted(m.name for m in pkgutil.iter_modules(vitc.experiments.__path__)
+                     if m.ispkg and importlib.util.find_spec(f"vitc.experiments.{m.name}.cli") is not None)
 
 
 def _parsers(parser):

@@ -9,7 +9,7 @@ import time
 import vitc
 from vitc.io import write_text_atomic
 
-from ..common import Tracker, machine_info, set_threads
+from ..common import Tracker, machine_info, set_threads, show_defaults
 from . import sweeps
 from .runs import load_data, parse_size
 
@@ -106,7 +106,7 @@ def build_parser():
     r.add_argument("--bootstrap", type=int, default=1000)
     for s in subs.values():
         s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the power-law fit")
-    return p
+    return show_defaults(p)
 
 
 _ALL_DEFAULTS = {"heads": {"size": "64x3x128x4", "epochs": 8, "seeds": 2},

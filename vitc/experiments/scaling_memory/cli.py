@@ -10,7 +10,7 @@ from vitc.io import write_text_atomic
 from vitc.plan.calibration import CALIBRATION_WIDTHS, calibrate
 from vitc.plan.planner import parse_bytes
 
-from ..common import machine_info, set_threads
+from ..common import machine_info, set_threads, show_defaults
 from .report import markdown, plots, summary
 from .runs import SETUPS, grid, run_name, run_one
 
@@ -36,7 +36,7 @@ def build_parser():
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory")
-    return p
+    return show_defaults(p)
 
 
 def _numbers(text, name, kind=int):
