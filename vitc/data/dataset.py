@@ -167,7 +167,7 @@ def _split_lengths(lengths, n):
 
 
 def random_split(dataset, lengths, generator=None, seed=None):
-    """Split ``dataset`` into non-overlapping ``Subset``s of the given lengths, in a random order.
+    """Split ``dataset`` into non-overlapping ``Subset`` objects of the given lengths, in a random order.
 
     lengths: ints summing to ``len(dataset)``, or fractions summing to 1 (rounded as torch does).
     The order comes from ``seed`` (an int) or ``generator`` (a numpy.random.Generator); the same

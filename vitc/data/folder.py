@@ -32,15 +32,12 @@ def pil_loader(path):
 class ImageFolder(Dataset):
     """Images in ``root/<class>/**/<file>``; sample i is ``(transform(image), target_transform(class))``.
 
-    Arguments:
-        root: the folder holding one sub-folder per class.
-        transform: per-image, ``t(PIL image) -> image`` (e.g. ``Compose([Resize(72), CenterCrop(64),
-            ToTensor()])``). None gives the image as a float32 (3, H, W) array in [0, 1], which
-            batches when all images have one size.
-        target_transform: ``t(class index) -> target``.
-        extensions: file endings (case-insensitive) that count as images.
-        loader: ``loader(path) -> image``; default Pillow, converted to RGB.
-        is_valid_file: ``f(path) -> bool`` used instead of ``extensions``.
+    ``root`` holds one sub-folder per class. ``transform`` is per image, ``t(PIL image) -> image``, e.g.
+    ``Compose([Resize(72), CenterCrop(64), ToTensor()])``; None gives the image as a float32
+    (3, H, W) array in [0, 1], which batches when all images have one size. ``target_transform``:
+    ``t(class index) -> target``. ``extensions``: file endings (case-insensitive) that count as
+    images. ``loader``: ``loader(path) -> image``, default Pillow, converted to RGB.
+    ``is_valid_file``: ``f(path) -> bool``, used instead of ``extensions``.
     """
 
     def __init__(self, root, transform=None, target_transform=None, extensions=IMG_EXTENSIONS,
