@@ -6,6 +6,8 @@
 #ifndef VT_ATTENTION_DRIVERS_H
 #define VT_ATTENTION_DRIVERS_H
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #include <omp.h>
 #include "../ops_util.h"
 #include "attention.h"
@@ -70,6 +72,18 @@ static inline int check_dropout(const char *who, double p) {
     return VT_OK;
 }
 
+/* ---- memory switches ------------------------------------------------------------------------ */
+
+/* VITC_ATTN_RECOMPUTE=1: the packed attention ops (attention, qkv_attention) do not keep the
+ * (B, H, T, T) softmax maps for backward but recompute each head's map there from the saved q and
+ * k with the forward's own kernel (vt_attn_probs), so the gradients are bitwise the same; the cost
+ * is one more q·kᵀ and softmax per head in backward. DeiT-Tiny at batch 32 keeps 12 × 14.9 MB of
+ * maps otherwise. Read at every forward (getenv), so tests and benches can flip it in-process. */
+static inline int attn_recompute_maps(void) {
+    const char *e = getenv("VITC_ATTN_RECOMPUTE");
+    return e && e[0] && strcmp(e, "0") != 0;
+}
+
 /* ---- the packed multi-head attention driver (packed.c) ------------------------------------- */
 
 /* how a forward runs: threads, whether whole images are staged (by_image), scratch per thread */
@@ -91,7 +105,8 @@ typedef struct { vt_gemm_panel wt; const float *bias; int64_t Do; } out_proj;
 typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; } attn_geom;
 
 /* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
- * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws. With pj
+ * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws; with
+ * attn_recompute_maps() and no returned map, A's slot holds qkv again (3-d: the backward recomputes). With pj
  * (staged plans only) qkv is an empty tensor filled here, or NULL when nothing is saved. With po
  * (staged plans only) the output is y and *ao the attention output to save (NULL without save). */
 int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po, const fwd_plan *pl,

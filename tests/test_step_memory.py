@@ -1,0 +1,137 @@
+"""The step-memory switches (issue 26) and the saved-tensor breakdown (vitc.profiler.saved_tensors).
+
+VITC_ATTN_RECOMPUTE=1 makes the packed attention ops recompute the softmax maps in backward instead
+of keeping them: outputs and gradients must be bitwise those of the default, and the tape must hold
+fewer bytes (deterministic allocator counts, no timing)."""
+import os
+
+import numpy as np
+import pytest
+
+import vitc as v
+from vitc import profiler
+
+
+@pytest.fixture
+def env_switch():
+    """set an environment switch for one test, restoring it afterwards"""
+    saved = {}
+
+    def setter(name, value):
+        saved.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+    yield setter
+    for name, old in saved.items():
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _qkv_attention_step(B, T, H, Dh, dropout_p, need_weights=False, proj=True):
+    """forward + backward of one qkv_attention node (through mean of squares); returns numpy arrays of
+    the output, the maps if asked, and every gradient"""
+    rng = np.random.default_rng(3)
+    D = H * Dh
+    mk = lambda *s, k=1.0: v.from_numpy((rng.standard_normal(s) * k).astype(np.float32)).requires_grad_()
+    x, w, b, wo, bo = mk(B, T, D), mk(3 * D, D, k=0.3), mk(3 * D), mk(D, D, k=0.3), mk(D)
+    v.manual_seed(7)
+    res = v.qkv_attention(x, w, b, H, dropout_p=dropout_p, need_weights=need_weights,
+                          proj_weight=wo if proj else None, proj_bias=bo if proj else None)
+    out, maps = res if need_weights else (res, None)
+    loss = (out * out).mean()
+    if maps is not None:
+        loss = loss + (maps * maps).sum()
+    loss.backward()
+    arrays = [out.detach().numpy()] + ([maps.detach().numpy()] if maps is not None else [])
+    return arrays + [t.grad.numpy() for t in ((x, w, b, wo, bo) if proj else (x, w, b))]
+
+
+# staged (B >= 4 x threads, small images) and per-head (B = 1) plans, with and without dropout
+@pytest.mark.parametrize("B,T,H,Dh,p,weights,proj", [(8, 17, 3, 8, 0.0, False, True), (8, 17, 3, 8, 0.25, False, True),
+                                                      (1, 33, 2, 16, 0.0, False, False), (1, 33, 2, 16, 0.3, True, True),
+                                                      (16, 9, 4, 4, 0.0, True, False)])
+def test_attention_recompute_is_bitwise(env_switch, B, T, H, Dh, p, weights, proj):
+    env_switch("VITC_ATTN_RECOMPUTE", "0")
+    ref = _qkv_attention_step(B, T, H, Dh, p, weights, proj)
+    env_switch("VITC_ATTN_RECOMPUTE", "1")
+    got = _qkv_attention_step(B, T, H, Dh, p, weights, proj)
+    assert len(ref) == len(got)
+    for a, b in zip(ref, got):
+        assert np.array_equal(a, b)
+
+
+def test_packed_attention_recompute_is_bitwise(env_switch):
+    rng = np.random.default_rng(5)
+    qkv0 = rng.standard_normal((6, 11, 3 * 2 * 8)).astype(np.float32)
+    grads = []
+    for flag in ("0", "1"):
+        env_switch("VITC_ATTN_RECOMPUTE", flag)
+        qkv = v.from_numpy(qkv0).requires_grad_()
+        v.manual_seed(2)
+        out = v.multi_head_attention_packed(qkv, 2, dropout_p=0.1)
+        (out * out).sum().backward()
+        grads.append((out.detach().numpy(), qkv.grad.numpy()))
+    assert np.array_equal(grads[0][0], grads[1][0]) and np.array_equal(grads[0][1], grads[1][1])
+
+
+def test_saved_tensors_hand_count():
+    """layer_norm then linear on a non-leaf input: counted by hand from the shapes"""
+    M, D, O = 6, 16, 5
+    a = v.randn(M, D).requires_grad_()
+    x = a * 2.0
+    ln_w, ln_b = v.ones(D).requires_grad_(), v.zeros(D).requires_grad_()
+    w = v.randn(O, D).requires_grad_()
+    y = v.layer_norm(x, (D,), ln_w, ln_b)
+    out = v.linear(y, w)
+    rows = {r.op: r for r in profiler.saved_tensors(out.sum())}
+    # layer_norm: its input x (6·16 floats = 384 bytes, a whole 64-byte class), mean and rstd (6
+    # floats = 24 bytes, each in a 64-byte block); its weight is a parameter
+    ln = rows["layer_norm"]
+    assert ln.nodes == 1 and ln.tensors == 4
+    assert ln.bytes == 384 + 64 + 64
+    assert ln.param_bytes == 4 * D
+    # linear: its input y (M·D floats, the layer norm's output) and its weight (a parameter)
+    lin = rows["linear"]
+    assert lin.bytes == 384 and lin.param_bytes == 4 * O * D and lin.shared_bytes == 0
+    assert "layer_norm" in profiler.saved_tensors_table(list(rows.values()))
+
+
+def test_saved_tensors_counts_a_shared_storage_once():
+    a = v.randn(8, 16).requires_grad_()
+    x = a * 2.0
+    w1, w2 = v.randn(4, 16).requires_grad_(), v.randn(3, 16).requires_grad_()
+    out = v.linear(x, w1).sum() + v.linear(x, w2).sum()  # both linears save x
+    rows = {r.op: r for r in profiler.saved_tensors(out)}
+    assert rows["linear"].nodes == 2
+    assert rows["linear"].bytes == 8 * 16 * 4  # 512 bytes: exactly one block
+    assert rows["linear"].param_bytes == 4 * (4 + 3) * 16
+
+
+def test_saved_tensors_rejects_non_tensor():
+    with pytest.raises(TypeError, match="saved_tensors"):
+        profiler.saved_tensors(np.zeros(3))
+
+
+def _attention_peak(B=8, T=33, H=3, Dh=16):
+    """allocator peak (bytes above the start) of a qkv_attention forward + backward"""
+    rng = np.random.default_rng(0)
+    x = v.from_numpy(rng.standard_normal((B, T, H * Dh)).astype(np.float32)).requires_grad_()
+    w = v.from_numpy(rng.standard_normal((3 * H * Dh, H * Dh)).astype(np.float32)).requires_grad_()
+    base = v.memory_stats()["live_bytes"]
+    v.reset_peak_memory_stats()
+    out = v.qkv_attention(x, w, None, H)
+    saved = sum(r.bytes for r in profiler.saved_tensors(out.sum()))
+    out.sum().backward()
+    return v.memory_stats()["peak_bytes"] - base, saved
+
+
+def test_attention_recompute_lowers_saved_and_peak_bytes(env_switch):
+    B, T, H = 8, 33, 3
+    env_switch("VITC_ATTN_RECOMPUTE", "0")
+    peak_off, saved_off = _attention_peak(B, T, H)
+    env_switch("VITC_ATTN_RECOMPUTE", "1")
+    peak_on, saved_on = _attention_peak(B, T, H)
+    maps = B * H * T * T * 4
+    assert saved_off - saved_on >= maps  # the maps' block is no longer on the tape
+    assert peak_on < peak_off
