@@ -51,13 +51,30 @@ def _qkv_attention_step(B, T, H, Dh, dropout_p, need_weights=False, proj=True):
 @pytest.mark.parametrize("B,T,H,Dh,p,weights,proj", [(8, 17, 3, 8, 0.0, False, True), (8, 17, 3, 8, 0.25, False, True),
                                                       (1, 33, 2, 16, 0.0, False, False), (1, 33, 2, 16, 0.3, True, True),
                                                       (16, 9, 4, 4, 0.0, True, False)])
-def test_attention_recompute_is_bitwise(env_switch, B, T, H, Dh, p, weights, proj):
+@pytest.mark.parametrize("maps,qkv", [("1", "0"), ("0", "1"), ("1", "1")])
+def test_attention_recompute_is_bitwise(env_switch, B, T, H, Dh, p, weights, proj, maps, qkv):
     env_switch("VITC_ATTN_RECOMPUTE", "0")
+    env_switch("VITC_QKV_RECOMPUTE", "0")
     ref = _qkv_attention_step(B, T, H, Dh, p, weights, proj)
-    env_switch("VITC_ATTN_RECOMPUTE", "1")
+    env_switch("VITC_ATTN_RECOMPUTE", maps)
+    env_switch("VITC_QKV_RECOMPUTE", qkv)
     got = _qkv_attention_step(B, T, H, Dh, p, weights, proj)
     assert len(ref) == len(got)
     for a, b in zip(ref, got):
+        assert np.array_equal(a, b)
+
+
+def test_qkv_recompute_without_bias_is_bitwise(env_switch):
+    rng = np.random.default_rng(4)
+    x0, w0 = rng.standard_normal((8, 13, 24)).astype(np.float32), rng.standard_normal((72, 24)).astype(np.float32)
+    res = []
+    for flag in ("0", "1"):
+        env_switch("VITC_QKV_RECOMPUTE", flag)
+        x, w = v.from_numpy(x0).requires_grad_(), v.from_numpy(w0).requires_grad_()
+        out = v.qkv_attention(x, w, None, 3)
+        (out * out).sum().backward()
+        res.append([out.detach().numpy(), x.grad.numpy(), w.grad.numpy()])
+    for a, b in zip(*res):
         assert np.array_equal(a, b)
 
 
@@ -113,25 +130,32 @@ def test_saved_tensors_rejects_non_tensor():
         profiler.saved_tensors(np.zeros(3))
 
 
-def _attention_peak(B=8, T=33, H=3, Dh=16):
-    """allocator peak (bytes above the start) of a qkv_attention forward + backward"""
+def _attention_peak(B, T, H, Dh, layers):
+    """allocator peak (bytes above the start) of `layers` chained qkv_attention nodes, forward +
+    backward, and the bytes their tape keeps: one layer recomputes what it dropped at the very
+    moment the peak is reached, a stack of them is what the switches are for"""
     rng = np.random.default_rng(0)
     x = v.from_numpy(rng.standard_normal((B, T, H * Dh)).astype(np.float32)).requires_grad_()
-    w = v.from_numpy(rng.standard_normal((3 * H * Dh, H * Dh)).astype(np.float32)).requires_grad_()
+    w = v.from_numpy(rng.standard_normal((3 * H * Dh, H * Dh)).astype(np.float32) * 0.2).requires_grad_()
     base = v.memory_stats()["live_bytes"]
     v.reset_peak_memory_stats()
-    out = v.qkv_attention(x, w, None, H)
-    saved = sum(r.bytes for r in profiler.saved_tensors(out.sum()))
-    out.sum().backward()
+    out = x
+    for _ in range(layers):
+        out = v.qkv_attention(out, w, None, H)
+    loss = out.sum()
+    saved = sum(r.bytes for r in profiler.saved_tensors(loss))
+    loss.backward()
     return v.memory_stats()["peak_bytes"] - base, saved
 
 
-def test_attention_recompute_lowers_saved_and_peak_bytes(env_switch):
-    B, T, H = 8, 33, 3
+@pytest.mark.parametrize("switch,what", [("VITC_ATTN_RECOMPUTE", "maps"), ("VITC_QKV_RECOMPUTE", "qkv")])
+def test_recompute_lowers_saved_and_peak_bytes(env_switch, switch, what):
+    B, T, H, Dh = 8, 33, 3, 16
     env_switch("VITC_ATTN_RECOMPUTE", "0")
-    peak_off, saved_off = _attention_peak(B, T, H)
-    env_switch("VITC_ATTN_RECOMPUTE", "1")
-    peak_on, saved_on = _attention_peak(B, T, H)
-    maps = B * H * T * T * 4
-    assert saved_off - saved_on >= maps  # the maps' block is no longer on the tape
+    env_switch("VITC_QKV_RECOMPUTE", "0")
+    peak_off, saved_off = _attention_peak(B, T, H, Dh, layers=4)
+    env_switch(switch, "1")
+    peak_on, saved_on = _attention_peak(B, T, H, Dh, layers=4)
+    dropped = B * H * T * T * 4 if what == "maps" else B * T * 3 * H * Dh * 4
+    assert saved_off - saved_on == 4 * v._C._block_size(dropped)  # that tensor's block is no longer on the tape
     assert peak_on < peak_off

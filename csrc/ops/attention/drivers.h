@@ -79,10 +79,16 @@ static inline int check_dropout(const char *who, double p) {
  * k with the forward's own kernel (vt_attn_probs), so the gradients are bitwise the same; the cost
  * is one more q·kᵀ and softmax per head in backward. DeiT-Tiny at batch 32 keeps 12 × 14.9 MB of
  * maps otherwise. Read at every forward (getenv), so tests and benches can flip it in-process. */
-static inline int attn_recompute_maps(void) {
-    const char *e = getenv("VITC_ATTN_RECOMPUTE");
+static inline int env_switch_on(const char *name) {
+    const char *e = getenv(name);
     return e && e[0] && strcmp(e, "0") != 0;
 }
+static inline int attn_recompute_maps(void) { return env_switch_on("VITC_ATTN_RECOMPUTE"); }
+
+/* VITC_QKV_RECOMPUTE=1: qkv_attention does not keep its (B, T, 3·H·Dh) projection for backward but
+ * recomputes it there from the input and weights it keeps anyway, the way its forward computed it
+ * (same plan, same kernel: bitwise the same); the cost is the qkv GEMM once more in backward. */
+static inline int qkv_recompute(void) { return env_switch_on("VITC_QKV_RECOMPUTE"); }
 
 /* ---- the packed multi-head attention driver (packed.c) ------------------------------------- */
 
@@ -102,11 +108,14 @@ typedef struct { const float *x; int64_t sbx, ldx; vt_gemm_panel wt; const float
  * output is streamed to its saved tensor (ao, for W_o's gradient) when a backward needs it. */
 typedef struct { vt_gemm_panel wt; const float *bias; int64_t Do; } out_proj;
 
-typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; } attn_geom;
+/* recompute_from: NULL, or what qkv_attention saves in qkv's slot when it recomputes qkv in
+ * backward (its bias, or its weight without one: 1-d or 2-d, so never mistaken for qkv) */
+typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; vt_tensor *recompute_from; } attn_geom;
 
 /* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
  * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws; with
- * attn_recompute_maps() and no returned map, A's slot holds qkv again (3-d: the backward recomputes). With pj
+ * attn_recompute_maps() and no returned map, A's slot holds qkv's slot again (not 4-d: the backward
+ * recomputes the maps). With pj
  * (staged plans only) qkv is an empty tensor filled here, or NULL when nothing is saved. With po
  * (staged plans only) the output is y and *ao the attention output to save (NULL without save). */
 int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po, const fwd_plan *pl,

@@ -44,11 +44,42 @@ int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     return vt_attn_packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 2 ? n->saved[2] : NULL, gout, NULL, NULL, &gin[0]);
 }
 
+/* whether qkv_attention's forward computes qkv per image into the staging (else vt_k_linear first) */
+static int qkv_fused(const fwd_plan *pl, int64_t D, int proj, int64_t Do) { return pl->staged && D >= 1 && (!proj || Do >= 1); }
+
+/* qkv = x·Wᵀ + b again, for a backward whose forward did not keep it (VITC_QKV_RECOMPUTE), computed
+ * the way that forward did: per image against W packed once (vt_gemm_panel_linear) where it staged,
+ * else vt_k_linear, so the bits are the forward's */
+static vt_tensor *qkv_again(vt_node *n, vt_tensor *x, vt_tensor *w, vt_tensor *b, const vt_tensor *wo) {
+    int64_t B = x->shape[0], T = x->shape[1], D = x->shape[2], C = w->shape[0], H = ATTN_I(&n->args, heads);
+    fwd_plan pl = vt_attn_forward_plan(B, T, H, C / (3 * H), ATTN_F(&n->args, dropout_p));
+    if (!qkv_fused(&pl, D, wo != NULL, wo ? wo->shape[0] : 0)) return vt_k_linear(x, w, b);
+    vt_tensor *xc = vt_contiguous(x), *wc = xc ? vt_contiguous(w) : NULL, *bc = b && wc ? vt_contiguous(b) : NULL;
+    vt_tensor *qkv = wc && (!b || bc) ? vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, C}) : NULL;
+    vt_gemm_panel pw = {0};
+    if (qkv && vt_gemm_panel_init(&pw, 1, D, C, vt_f32(wc), D)) { vt_tensor_decref(qkv); qkv = NULL; }
+    if (qkv) {
+        const float *xp = vt_f32(xc), *bias = bc ? vt_f32(bc) : NULL;
+        float *qp = vt_f32(qkv);
+        #pragma omp parallel num_threads(pl.nt) if (pl.nt > 1)
+        {
+            #pragma omp for schedule(static)
+            for (int64_t s = 0; s < pw.nstrips; s++) vt_gemm_panel_pack(&pw, s);
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t i = 0; i < B; i++) vt_gemm_panel_linear(&pw, T, xp + i * T * D, D, bias, qp + i * T * C);
+        }
+    }
+    vt_gemm_panel_free(&pw);
+    vt_tensor_decref(xc); vt_tensor_decref(wc); vt_tensor_decref(bc);
+    return qkv;
+}
+
 /* qkv_attention: the projection qkv = x·Wᵀ + b and attention in one node, optionally followed by
  * the output projection y = out·W_oᵀ + b_o (apply_projection, inputs 3 and 4). Staged plans (the seed
  * ViT's small images) fuse both projections per image (qkv_proj, out_proj); others run
  * vt_k_linear before and after the same attention. Saves qkv, A, [dropout draws], x, W
- * [, out, W_o]. */
+ * [, out, W_o]; with VITC_QKV_RECOMPUTE its bias (or W) stands in qkv's slot and qkv_again
+ * recomputes qkv in backward. */
 int vt_qkv_attention_forward(vt_ctx *c) {
     VT_TRY(vt_need_inputs(c, 2));
     int proj = c->args->i[IARG(qkv_attention, apply_projection)] != 0;
@@ -68,7 +99,7 @@ int vt_qkv_attention_forward(vt_ctx *c) {
     if (b && (b->ndim != 1 || b->shape[0] != C))
         return vt_fail(VT_ESHAPE, "%s: bias must have shape (%lld,), got %s", who, (long long)C,
                        vt_shape_str(b->ndim, b->shape, b1, sizeof b1));
-    attn_geom ag = {.B = x->shape[0], .T = x->shape[1]};
+    attn_geom ag = {.B = x->shape[0], .T = x->shape[1], .recompute_from = c->save && qkv_recompute() ? (b ? b : w) : NULL};
     VT_TRY(attn_args(c, who, C, w->shape, w->ndim, &ag));
     int64_t HD = ag.H * ag.Dh, Do = proj ? wo->shape[0] : 0;
     if (proj && (wo->ndim != 2 || wo->shape[1] != HD))
@@ -80,7 +111,7 @@ int vt_qkv_attention_forward(vt_ctx *c) {
     fwd_plan pl = vt_attn_forward_plan(ag.B, ag.T, ag.H, ag.Dh, ag.p);
     vt_tensor *ao = NULL;
     int st;
-    if (!pl.staged || D < 1 || (proj && Do < 1)) {
+    if (!qkv_fused(&pl, D, proj, Do)) {
         vt_tensor *qkv = vt_k_linear(x, w, b);
         if (!qkv) return vt_last_code();
         st = vt_attn_packed_forward(c, qkv, NULL, NULL, &pl, &ag, NULL);
@@ -97,7 +128,8 @@ int vt_qkv_attention_forward(vt_ctx *c) {
         qkv_proj pj = {0};
         out_proj po = {0};
         st = !xc || !wc || (b && !bc) || (proj && !woc) || (bo && !boc) ? vt_last_code() : VT_OK;
-        if (!st && c->save && !(qkv = vt_empty(VT_FLOAT32, 3, (int64_t[]){ag.B, ag.T, C}))) st = vt_last_code();
+        if (!st && c->save && !ag.recompute_from && !(qkv = vt_empty(VT_FLOAT32, 3, (int64_t[]){ag.B, ag.T, C})))
+            st = vt_last_code();
         if (!st) st = vt_gemm_panel_init(&pj.wt, 1, D, C, vt_f32(wc), D);
         if (!st && proj) st = vt_gemm_panel_init(&po.wt, 1, HD, Do, vt_f32(woc), HD);
         if (!st) {
@@ -145,7 +177,12 @@ int vt_qkv_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     vt_tensor *wc = need & 1 ? vt_contiguous(w) : NULL;
     if ((need & 1) && !wc) return vt_last_code();
     in_grad ig = {.w = wc ? vt_f32(wc) : NULL, .D = w->shape[1]};
-    int st = vt_attn_packed_backward(n, n->saved[0], n->saved[1], ns > 2 ? n->saved[2] : NULL, gout, wo, wc ? &ig : NULL, &dqkv);
+    vt_tensor *slot0 = n->saved[0], *qkv = slot0; /* a 1-d or 2-d slot 0: qkv was not kept */
+    if (slot0->ndim < 3) qkv = qkv_again(n, x, w, slot0->ndim == 1 ? slot0 : NULL, wo);
+    else vt_tensor_incref(qkv);
+    int st = qkv ? vt_attn_packed_backward(n, qkv, n->saved[1], ns > 2 ? n->saved[2] : NULL, gout, wo, wc ? &ig : NULL, &dqkv)
+                 : vt_last_code();
+    vt_tensor_decref(qkv);
     vt_tensor_decref(wc);
     if (st) return st;
     if (ig.dx) gin[0] = ig.dx; /* computed per image; dqkv still feeds dW and db */

@@ -142,7 +142,8 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
     if (ao) *ao = aot;
     else vt_tensor_decref(aot);
     /* outputs already belong to c: on failure the dispatcher releases them */
-    if (!(st = vt_save(c, qkv)) && !(st = vt_save(c, A ? A : qkv)) && rng) st = vt_save(c, rng);
+    vt_tensor *slot0 = ag->recompute_from ? ag->recompute_from : qkv;
+    if (!(st = vt_save(c, slot0)) && !(st = vt_save(c, A ? A : slot0)) && rng) st = vt_save(c, rng);
     vt_tensor_decref(A);
     vt_tensor_decref(rng);
     return st;
