@@ -1,8 +1,9 @@
 """The step-memory switches (issue 26) and the saved-tensor breakdown (vitc.profiler.saved_tensors).
 
 VITC_ATTN_RECOMPUTE=1 makes the packed attention ops recompute the softmax maps in backward instead
-of keeping them: outputs and gradients must be bitwise those of the default, and the tape must hold
-fewer bytes (deterministic allocator counts, no timing)."""
+of keeping them, VITC_QKV_RECOMPUTE=1 makes qkv_attention recompute its qkv projection and attention
+output: outputs and gradients must be bitwise those of the default, and the tape must hold fewer
+bytes (deterministic allocator counts, no timing)."""
 import os
 
 import numpy as np
@@ -137,11 +138,12 @@ def _attention_peak(B, T, H, Dh, layers):
     rng = np.random.default_rng(0)
     x = v.from_numpy(rng.standard_normal((B, T, H * Dh)).astype(np.float32)).requires_grad_()
     w = v.from_numpy(rng.standard_normal((3 * H * Dh, H * Dh)).astype(np.float32) * 0.2).requires_grad_()
+    wo = v.from_numpy(rng.standard_normal((H * Dh, H * Dh)).astype(np.float32) * 0.2).requires_grad_()
     base = v.memory_stats()["live_bytes"]
     v.reset_peak_memory_stats()
     out = x
     for _ in range(layers):
-        out = v.qkv_attention(out, w, None, H)
+        out = v.qkv_attention(out, w, None, H, proj_weight=wo)
     loss = out.sum()
     saved = sum(r.bytes for r in profiler.saved_tensors(loss))
     loss.backward()
@@ -156,6 +158,27 @@ def test_recompute_lowers_saved_and_peak_bytes(env_switch, switch, what):
     peak_off, saved_off = _attention_peak(B, T, H, Dh, layers=4)
     env_switch(switch, "1")
     peak_on, saved_on = _attention_peak(B, T, H, Dh, layers=4)
-    dropped = B * H * T * T * 4 if what == "maps" else B * T * 3 * H * Dh * 4
-    assert saved_off - saved_on == 4 * v._C._block_size(dropped)  # that tensor's block is no longer on the tape
+    bs = v._C._block_size
+    # those tensors' blocks are no longer on the tape: the maps, or qkv and the attention output
+    dropped = bs(B * H * T * T * 4) if what == "maps" else bs(B * T * 3 * H * Dh * 4) + bs(B * T * H * Dh * 4)
+    assert saved_off - saved_on == 4 * dropped
     assert peak_on < peak_off
+
+
+@pytest.mark.parametrize("B,T", [(8, 17), (1, 33)])  # staged and per-head plans
+def test_qkv_recompute_with_only_the_projection_trained(env_switch, B, T):
+    """x, W and b frozen: the backward still recomputes the attention output for W_o's gradient"""
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((B, T, 24), (72, 24), (72,), (10, 24), (10,))]
+    res = []
+    for flag in ("0", "1"):
+        env_switch("VITC_QKV_RECOMPUTE", flag)
+        env_switch("VITC_ATTN_RECOMPUTE", flag)
+        x, w, b, wo, bo = [v.from_numpy(a) for a in arrays]
+        wo.requires_grad_()
+        bo.requires_grad_()
+        out = v.qkv_attention(x, w, b, 3, proj_weight=wo, proj_bias=bo)
+        (out * out).sum().backward()
+        res.append([out.detach().numpy(), wo.grad.numpy(), bo.grad.numpy()])
+    for a, b in zip(*res):
+        assert np.array_equal(a, b)

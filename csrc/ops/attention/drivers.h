@@ -85,9 +85,10 @@ static inline int env_switch_on(const char *name) {
 }
 static inline int attn_recompute_maps(void) { return env_switch_on("VITC_ATTN_RECOMPUTE"); }
 
-/* VITC_QKV_RECOMPUTE=1: qkv_attention does not keep its (B, T, 3·H·Dh) projection for backward but
- * recomputes it there from the input and weights it keeps anyway, the way its forward computed it
- * (same plan, same kernel: bitwise the same); the cost is the qkv GEMM once more in backward. */
+/* VITC_QKV_RECOMPUTE=1: qkv_attention does not keep its (B, T, 3·H·Dh) projection nor its attention
+ * output (B, T, H·Dh, before the output projection) for backward but recomputes them there from the
+ * input and weights it keeps anyway, the way its forward computed them (same plan, same kernels:
+ * bitwise the same); the cost is the qkv GEMM and each head's map·v once more in backward. */
 static inline int qkv_recompute(void) { return env_switch_on("VITC_QKV_RECOMPUTE"); }
 
 /* ---- the packed multi-head attention driver (packed.c) ------------------------------------- */
@@ -128,9 +129,10 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
 typedef struct { const float *w; int64_t D; vt_tensor *dx; } in_grad;
 
 /* the backward of vt_attn_packed_forward into one packed dqkv (B, T, 3·H·Dh) (*dx_out); with wo,
- * gout[0] is the gradient of qkv_attention's projected output y = out·W_oᵀ + b_o */
+ * gout[0] is the gradient of qkv_attention's projected output y = out·W_oᵀ + b_o; ao, when not
+ * NULL (B, T, H·Dh), receives the forward's attention output again (qkv_attention did not keep it) */
 int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rng, vt_tensor **gout,
-                            const vt_tensor *wo, in_grad *ig, vt_tensor **dx_out);
+                            const vt_tensor *wo, in_grad *ig, vt_tensor *ao, vt_tensor **dx_out);
 
 /* attention and qkv_attention keep their common arguments in the same slots, read through
  * attention's names by the code both share */

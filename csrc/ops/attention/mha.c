@@ -41,7 +41,8 @@ int vt_attention_forward(vt_ctx *c) {
 
 int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     if (!(n->needs_input_grad & 1)) return VT_OK;
-    return vt_attn_packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 2 ? n->saved[2] : NULL, gout, NULL, NULL, &gin[0]);
+    return vt_attn_packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 2 ? n->saved[2] : NULL, gout, NULL, NULL,
+                                   NULL, &gin[0]);
 }
 
 /* whether qkv_attention's forward computes qkv per image into the staging (else vt_k_linear first) */
@@ -121,6 +122,7 @@ int vt_qkv_attention_forward(vt_ctx *c) {
             if (!y) return vt_last_code();
             ao = c->out[0];
             c->out[0] = y;
+            if (ag.recompute_from) { vt_tensor_decref(ao); ao = NULL; } /* recomputed in backward */
         }
     } else {
         vt_tensor *xc = vt_contiguous(x), *wc = xc ? vt_contiguous(w) : NULL, *bc = b && wc ? vt_contiguous(b) : NULL;
@@ -152,7 +154,7 @@ int vt_qkv_attention_forward(vt_ctx *c) {
     }
     if (!st) st = vt_save(c, x);
     if (!st) st = vt_save(c, w);
-    if (!st && proj) st = vt_save(c, ao);
+    if (!st && proj) st = vt_save(c, ao ? ao : ag.recompute_from); /* a stand-in of < 3 dims: recompute */
     if (!st && proj) st = vt_save(c, wo);
     vt_tensor_decref(ao);
     return st;
@@ -165,26 +167,38 @@ int vt_qkv_attention_forward(vt_ctx *c) {
  * at 1 and 2 threads (two live workers alternating, 80 rounds), the seed step 0-7 % (bench/ab.py,
  * both side orders). dW and db still read dqkv from memory (vt_k_linear_grads): a per-image
  * chunked dW_c += dqkv_bᵀ·x_b as well measured no faster at 2 threads and 6 % slower at 1 (its
- * chunk of dW, W's panel and the staging overflow L2). */
+ * chunk of dW, W's panel and the staging overflow L2). Under VITC_QKV_RECOMPUTE qkv is recomputed
+ * first (qkv_again) and the attention output by the attention backward, W_o's gradients after it. */
 int vt_qkv_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     unsigned need = n->needs_input_grad;
     int proj = n->args.i[IARG(qkv_attention, apply_projection)] != 0, ns = n->nsaved - (proj ? 4 : 2);
     vt_tensor *x = n->saved[ns], *w = n->saved[ns + 1], *dqkv = NULL;
     vt_tensor *ao = proj ? n->saved[ns + 2] : NULL, *wo = proj ? n->saved[ns + 3] : NULL;
-    if (proj && (need & 24) && gout[0])
+    /* slots of fewer dims than qkv's and ao's 3 hold stand-ins: VITC_QKV_RECOMPUTE dropped them */
+    vt_tensor *slot0 = n->saved[0], *ao_again = NULL;
+    int want_wo = proj && (need & 24) && gout[0];
+    if (want_wo && ao->ndim < 3 && !(ao_again = vt_empty(VT_FLOAT32, 3, (int64_t[]){x->shape[0], x->shape[1], wo->shape[1]})))
+        return vt_last_code();
+    if (want_wo && !ao_again)
         VT_TRY(vt_k_linear_grads(gout[0], ao, wo, NULL, need & 8 ? &gin[3] : NULL, need & 16 ? &gin[4] : NULL));
-    if (!(need & 7)) return VT_OK;
+    if (!(need & 7) && !ao_again) return VT_OK;
     vt_tensor *wc = need & 1 ? vt_contiguous(w) : NULL;
-    if ((need & 1) && !wc) return vt_last_code();
+    vt_tensor *qkv = slot0->ndim < 3 ? qkv_again(n, x, w, slot0->ndim == 1 ? slot0 : NULL, wo) : slot0;
+    if (qkv == slot0) vt_tensor_incref(qkv);
+    int st = (need & 1) && !wc ? vt_last_code() : !qkv ? vt_last_code() : VT_OK;
     in_grad ig = {.w = wc ? vt_f32(wc) : NULL, .D = w->shape[1]};
-    vt_tensor *slot0 = n->saved[0], *qkv = slot0; /* a 1-d or 2-d slot 0: qkv was not kept */
-    if (slot0->ndim < 3) qkv = qkv_again(n, x, w, slot0->ndim == 1 ? slot0 : NULL, wo);
-    else vt_tensor_incref(qkv);
-    int st = qkv ? vt_attn_packed_backward(n, qkv, n->saved[1], ns > 2 ? n->saved[2] : NULL, gout, wo, wc ? &ig : NULL, &dqkv)
-                 : vt_last_code();
+    if (!st) st = vt_attn_packed_backward(n, qkv, n->saved[1], ns > 2 ? n->saved[2] : NULL, gout, wo, wc ? &ig : NULL,
+                                          ao_again, &dqkv);
     vt_tensor_decref(qkv);
     vt_tensor_decref(wc);
-    if (st) return st;
+    if (!st && ao_again) /* W_o's gradients from the recomputed attention output */
+        st = vt_k_linear_grads(gout[0], ao_again, wo, NULL, need & 8 ? &gin[3] : NULL, need & 16 ? &gin[4] : NULL);
+    vt_tensor_decref(ao_again);
+    if (st || !(need & 7)) {
+        vt_tensor_decref(ig.dx);
+        vt_tensor_decref(dqkv);
+        return st;
+    }
     if (ig.dx) gin[0] = ig.dx; /* computed per image; dqkv still feeds dW and db */
     st = vt_k_linear_grads(dqkv, x, w, (need & 1) && !ig.dx ? &gin[0] : NULL, need & 2 ? &gin[1] : NULL,
                            n->nin > 2 && (need & 4) ? &gin[2] : NULL);

@@ -70,7 +70,7 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
     scratch_set scr = {0};
     int st = VT_OK, nt = pl->nt;
     if (!(out = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, po ? po->Do : HD}))) goto fail;
-    if (po && c->save && !(aot = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
+    if (po && c->save && !ag->recompute_from && !(aot = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
     int keep_maps = ag->need_weights || (c->save && !attn_recompute_maps());
     if (keep_maps && !(A = vt_empty(VT_FLOAT32, 4, (int64_t[]){B, H, T, T}))) goto fail;
     uint64_t seed = 0, base = 0;
@@ -165,7 +165,7 @@ fail:
  * the attention output's gradient is gy·W_o: per image into the staging buffer in staged plans
  * (W_o packed once), else as one product first. */
 int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rng, vt_tensor **gout,
-                            const vt_tensor *wo, in_grad *ig, vt_tensor **dx_out) {
+                            const vt_tensor *wo, in_grad *ig, vt_tensor *ao, vt_tensor **dx_out) {
     int64_t H = ATTN_I(&n->args, heads), B = x->shape[0], T = x->shape[1], C = x->shape[2], Dh = C / (3 * H), HD = H * Dh;
     double scale = ATTN_SCALE(&n->args, Dh), p = ATTN_F(&n->args, dropout_p);
     vt_tensor *gy = wo && gout[0] ? vt_contiguous(gout[0]) : NULL, *woc = gy ? vt_contiguous((vt_tensor *)wo) : NULL;
@@ -204,7 +204,7 @@ int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *r
     uint64_t seed = rng ? (uint64_t)vt_i64(rng)[0] : 0, base = rng ? (uint64_t)vt_i64(rng)[1] : 0;
     const float *xp = vt_f32(x), *gp = g ? vt_f32(g) : NULL, *gap = ga ? vt_f32(ga) : NULL;
     const float *ap = recompute ? NULL : vt_f32(A);
-    float *dp = vt_f32(dx);
+    float *dp = vt_f32(dx), *aop = ao ? vt_f32(ao) : NULL;
     int64_t sb = x->strides[0], ldx = x->strides[1];
     int64_t chunk = chunk_size(pairs, nt);
     packed_geom pg = {T, Dh, HD, H, (float)scale, (float)p, seed, base};
@@ -232,7 +232,7 @@ int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *r
                     if (!ap) vt_attn_probs(&hd, pbuf, tkp, mine); /* mine: packing room, free until the backward */
                     vt_attn_head_backward(&hd, gp || gyp ? gimg + hh * Dh : NULL, HD, pm, ap ? T : tkp,
                                           gap ? gap + bh * T * T : NULL, T, drow0, C, drow0 + HD, C, drow0 + 2 * HD,
-                                          C, NULL, 0, mine);
+                                          C, NULL, 0, aop ? aop + b * T * HD + hh * Dh : NULL, HD, mine);
                 }
                 memcpy(dp + b * T * C, dimg, sizeof(float) * (size_t)(T * C));
                 if (dinp) vt_gemm_panel_rows(&pdx, T, dimg, C, 0.0f, dinp + b * T * ig->D, ig->D);
@@ -259,7 +259,7 @@ int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *r
             if (!ap) vt_attn_probs(&hd, pbuf, tkp, mine);
             vt_attn_head_backward(&hd, gp ? gp + b * T * HD + hh * Dh : NULL, HD, pm, ap ? T : tkp,
                                   gap ? gap + bh * T * T : NULL, T, drow0, C, drow0 + HD, C, drow0 + 2 * HD, C,
-                                  NULL, 0, mine);
+                                  NULL, 0, aop ? aop + b * T * HD + hh * Dh : NULL, HD, mine);
         }
     }
     scratch_free(&scr);

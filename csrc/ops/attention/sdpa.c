@@ -208,7 +208,7 @@ int vt_sdpa_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
             vt_attn_head_backward(&h, gp + bi * g.L * g.Ev, g.Ev, pp + bi * g.L * g.S, g.S, NULL, 0,
                                   fp[0] ? fp[0] + bi * g.L * g.E : NULL, g.E, fp[1] ? fp[1] + bi * g.S * g.E : NULL, g.E,
                                   fp[2] ? fp[2] + bi * g.S * g.Ev : NULL, g.Ev, fp[3] ? fp[3] + bi * g.L * g.S : NULL,
-                                  g.S, mine);
+                                  g.S, NULL, 0, mine);
         }
     }
     for (int t = 0; t < 4; t++) {
