@@ -182,3 +182,27 @@ def test_qkv_recompute_with_only_the_projection_trained(env_switch, B, T):
         res.append([out.detach().numpy(), wo.grad.numpy(), bo.grad.numpy()])
     for a, b in zip(*res):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("mask_kind,causal,p", [(None, False, 0.0), ("bool", False, 0.2), ("float", False, 0.0),
+                                                (None, True, 0.1)])
+def test_sdpa_recompute_is_bitwise(env_switch, mask_kind, causal, p):
+    rng = np.random.default_rng(8)
+    q0, k0, v0 = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 9, 8), (2, 3, 11, 8), (2, 3, 11, 5)))
+    mask0 = None
+    if mask_kind == "bool":
+        mask0 = rng.uniform(size=(9, 11)) < 0.7
+        mask0[:, 0] = True
+    elif mask_kind == "float":
+        mask0 = rng.standard_normal((3, 9, 11)).astype(np.float32)
+    res = []
+    for flag in ("0", "1"):
+        env_switch("VITC_ATTN_RECOMPUTE", flag)
+        q, k, val = (v.from_numpy(a).requires_grad_() for a in (q0, k0, v0))
+        mask = None if mask0 is None else v.from_numpy(mask0)
+        v.manual_seed(3)
+        out = v.scaled_dot_product_attention(q, k, val, attn_mask=mask, dropout_p=p, is_causal=causal)
+        (out * out).sum().backward()
+        res.append([out.detach().numpy(), q.grad.numpy(), k.grad.numpy(), val.grad.numpy()])
+    for a, b in zip(*res):
+        assert np.array_equal(a, b)

@@ -7,6 +7,9 @@
 The C engine times every op's forward, every backward node and every gradient accumulation
 (wall clock, so a multi-threaded kernel counts once). Only ops run on the thread that entered the
 profiler are recorded. The time between ops (Python, the binding) is the rest of `prof.wall_ns`.
+
+Where a step's memory goes: saved_tensors(loss), before loss.backward(), sums the bytes every op's
+autograd node keeps for backward (print with saved_tensors_table; bench/step_memory.py uses it).
 """
 import time
 from collections import namedtuple

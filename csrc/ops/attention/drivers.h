@@ -88,7 +88,8 @@ static inline int attn_recompute_maps(void) { return env_switch_on("VITC_ATTN_RE
 /* VITC_QKV_RECOMPUTE=1: qkv_attention does not keep its (B, T, 3·H·Dh) projection nor its attention
  * output (B, T, H·Dh, before the output projection) for backward but recomputes them there from the
  * input and weights it keeps anyway, the way its forward computed them (same plan, same kernels:
- * bitwise the same); the cost is the qkv GEMM and each head's map·v once more in backward. */
+ * bitwise the same, unless vitc.set_num_threads changed between the two and with it the plan); the
+ * cost is the qkv GEMM and each head's map·v once more in backward. */
 static inline int qkv_recompute(void) { return env_switch_on("VITC_QKV_RECOMPUTE"); }
 
 /* ---- the packed multi-head attention driver (packed.c) ------------------------------------- */
