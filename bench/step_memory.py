@@ -16,7 +16,8 @@ bench/suite.py on a quiet machine, not here.
 
 Settings: vitc's environment switches, read at every forward:
   VITC_ATTN_RECOMPUTE=1  attention recomputes its softmax maps in backward (csrc/ops/attention/drivers.h)
-  VITC_QKV_RECOMPUTE=1   qkv_attention recomputes its qkv projection in backward
+  VITC_QKV_RECOMPUTE=1   qkv_attention recomputes its qkv projection and attention output in backward
+  VITC_FFN_RECOMPUTE=1   linear_gelu_linear recomputes its pre-activation in backward (csrc/ops/ffn.c)
 """
 import argparse
 import json
@@ -28,12 +29,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-SWITCHES = ("VITC_ATTN_RECOMPUTE", "VITC_QKV_RECOMPUTE")
+SWITCHES = ("VITC_ATTN_RECOMPUTE", "VITC_QKV_RECOMPUTE", "VITC_FFN_RECOMPUTE")
 SETTINGS = {  # name -> the switches it turns on
     "default": (),
     "maps": ("VITC_ATTN_RECOMPUTE",),
     "qkv": ("VITC_QKV_RECOMPUTE",),
     "maps+qkv": ("VITC_ATTN_RECOMPUTE", "VITC_QKV_RECOMPUTE"),
+    "ffn": ("VITC_FFN_RECOMPUTE",),
+    "all": SWITCHES,
 }
 MB = 2 ** 20
 

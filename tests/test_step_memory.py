@@ -3,7 +3,8 @@
 VITC_ATTN_RECOMPUTE=1 makes the packed attention ops recompute the softmax maps in backward instead
 of keeping them, VITC_QKV_RECOMPUTE=1 makes qkv_attention recompute its qkv projection and attention
 output: outputs and gradients must be bitwise those of the default, and the tape must hold fewer
-bytes (deterministic allocator counts, no timing)."""
+bytes (deterministic allocator counts, no timing). VITC_FFN_RECOMPUTE=1 likewise for
+linear_gelu_linear's pre-activation."""
 import os
 
 import numpy as np
@@ -206,3 +207,35 @@ def test_sdpa_recompute_is_bitwise(env_switch, mask_kind, causal, p):
         res.append([out.detach().numpy(), q.grad.numpy(), k.grad.numpy(), val.grad.numpy()])
     for a, b in zip(*res):
         assert np.array_equal(a, b)
+
+
+# the fused row-block plan (own-kernel sizes) and the unfused one (a 1-d input), with and without b1
+@pytest.mark.parametrize("shape,bias,approx", [((4, 50, 24), True, "none"), ((3, 7, 24), False, "tanh"),
+                                               ((24,), True, "none"), ((300, 64), True, "tanh")])
+def test_ffn_recompute_is_bitwise(env_switch, shape, bias, approx):
+    rng = np.random.default_rng(9)
+    D, Hd, Do = shape[-1], 96, 20
+    arrays = [rng.standard_normal(s).astype(np.float32) * k for s, k in
+              ((shape, 1.0), ((Hd, D), 0.2), ((Hd,), 1.0), ((Do, Hd), 0.2), ((Do,), 1.0))]
+    res = []
+    for flag in ("0", "1"):
+        env_switch("VITC_FFN_RECOMPUTE", flag)
+        x, w1, b1, w2, b2 = [v.from_numpy(a).requires_grad_() for a in arrays]
+        y = v.linear_gelu_linear(x, w1, b1 if bias else None, w2, b2, approximate=approx)
+        (y * y).sum().backward()
+        res.append([y.detach().numpy()] + [t.grad.numpy() for t in ((x, w1, b1, w2, b2) if bias else (x, w1, w2, b2))])
+    for a, b in zip(*res):
+        assert np.array_equal(a, b)
+
+
+def test_ffn_recompute_lowers_saved_bytes(env_switch):
+    rng = np.random.default_rng(10)
+    M, D, Hd = 200, 32, 128
+    x = v.from_numpy(rng.standard_normal((M, D)).astype(np.float32)).requires_grad_()
+    w1, w2 = v.randn(Hd, D).requires_grad_(), v.randn(D, Hd).requires_grad_()
+    saved = {}
+    for flag in ("0", "1"):
+        env_switch("VITC_FFN_RECOMPUTE", flag)
+        y = v.linear_gelu_linear(x * 1.0, w1, None, w2, None)
+        saved[flag] = {r.op: r.bytes for r in profiler.saved_tensors(y.sum())}["linear_gelu_linear"]
+    assert saved["0"] - saved["1"] == v._C._block_size(4 * M * Hd)  # h is no longer on the tape
