@@ -8,6 +8,9 @@
 The C engine times every op's forward, every backward node and every gradient accumulation
 (wall clock, so a multi-threaded kernel counts once). Only ops run on the thread that entered the
 profiler are recorded. The time between ops (Python, the binding) is the rest of `prof.wall_ns`.
+
+Where a step's memory goes: saved_tensors(loss), before loss.backward(), sums the bytes every op's
+autograd node keeps for backward (print with saved_tensors_table; bench/step_memory.py uses it).
 """
 import time
 from collections import namedtuple
@@ -97,3 +100,54 @@ class profile:
         rows = [Row(k, s, c, ns) for (k, s), (c, ns) in acc.items()]
         rows.sort(key=lambda r: -r.total_ns)
         return EventList(rows, self.wall_ns, group_by_input_shape)
+
+
+SavedRow = namedtuple("SavedRow", "op nodes tensors bytes shared_bytes param_bytes")
+
+
+def saved_tensors(tensor):
+    """What the tape behind `tensor` (a loss before .backward()) keeps saved for backward, per op:
+    a list of SavedRow(op, nodes (that save anything), tensors, bytes, shared_bytes, param_bytes), largest `bytes` first.
+    bytes: allocator blocks of the activations the op saves, each storage counted once in the whole
+    tape (a storage saved by several ops is charged to the first in op-name order and also listed in
+    the others' shared_bytes); param_bytes: saved leaf inputs (weights; their own bytes), which are not the step's
+    memory. Sum of `bytes` = the activations alive between forward and backward because of the tape.
+    A debug aid: it walks the graph once, nothing is recorded while ops run."""
+    from ._tensor import Tensor
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"saved_tensors: expected a vitc Tensor, got {type(tensor).__name__}")
+    rows = _C._saved_tensors(tensor)
+    owners = {}
+    for op, _, sid, _, block, leaf in rows:
+        if not leaf:
+            owners.setdefault(sid, set()).add(op)
+    acc = {}
+    for op, _, sid, own, block, leaf in rows:
+        a = acc.setdefault(op, {"nodes": set(), "tensors": 0, "bytes": 0, "shared": 0, "param": 0, "sids": set()})
+        a["tensors"] += 1
+        if leaf:
+            a["param"] += own  # parameters may be views of one flat buffer
+        elif sid not in a["sids"]:
+            a["sids"].add(sid)
+            if min(owners[sid]) == op:
+                a["bytes"] += block
+            if len(owners[sid]) > 1:
+                a["shared"] += block
+    node_counts = {}
+    for op, slot, *_ in rows:
+        if slot == 0:
+            node_counts[op] = node_counts.get(op, 0) + 1
+    out = [SavedRow(op, node_counts.get(op, 0), a["tensors"], a["bytes"], a["shared"], a["param"])
+           for op, a in acc.items()]
+    out.sort(key=lambda r: (-r.bytes, r.op))
+    return out
+
+
+def saved_tensors_table(rows):
+    """saved_tensors' rows as text, MB = 2**20 bytes"""
+    lines = [f"{'op':<28} {'nodes':>6} {'tensors':>8} {'MB':>9} {'shared MB':>10} {'params MB':>10}"]
+    for r in rows:
+        lines.append(f"{r.op:<28} {r.nodes:>6} {r.tensors:>8} {r.bytes / 2**20:>9.2f} {r.shared_bytes / 2**20:>10.2f} "
+                     f"{r.param_bytes / 2**20:>10.2f}")
+    lines.append(f"{'total':<28} {'':>6} {sum(r.tensors for r in rows):>8} {sum(r.bytes for r in rows) / 2**20:>9.2f}")
+    return "\n".join(lines)

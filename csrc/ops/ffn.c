@@ -9,6 +9,7 @@
  *   backward: a = GELU(h) and d = GELU'(h) in one pass; dw2 = dyᵀ·a, db2 = Σ dy; da = dy·w2;
  *             dh = da ⊙ d (in da); dw1 = dhᵀ·x, db1 = Σ dh, dx = dh·w1 */
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 #include "ops_util.h"
 #include "../core/threads.h"
@@ -80,6 +81,11 @@ fail:
     return st;
 }
 
+/* h = x·w1ᵀ + b1 again, for a backward whose forward did not keep it (VITC_FFN_RECOMPUTE), the way
+ * that forward computed it: in FFN_ROWS row blocks against w1ᵀ packed once where fused_forward ran
+ * (the blocks' products are independent, so their bits are the forward's), else vt_k_linear */
+static vt_tensor *hidden_again(const vt_tensor *x, const vt_tensor *w1, const vt_tensor *b1, const vt_tensor *w2);
+
 /* the fused plan applies: 2-d weights that chain, both products on the own kernel */
 static int fused_applies(const vt_tensor *x, const vt_tensor *w1, const vt_tensor *w2) {
     if (w1->ndim != 2 || w2->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w1->shape[1]) return 0;
@@ -87,6 +93,49 @@ static int fused_applies(const vt_tensor *x, const vt_tensor *w1, const vt_tenso
     if (D < 1 || Hd < 1 || Do < 1 || w2->shape[1] != Hd) return 0;
     int64_t M = vt_numel(x) / D;
     return M >= 1 && vt_gemm_path_now(0, M, Hd, D) == 1 && vt_gemm_path_now(0, M, Do, Hd) == 1;
+}
+
+/* VITC_FFN_RECOMPUTE=1: the pre-activation h (rows × hidden, the largest tensor a ViT block keeps:
+ * 12 × 19 MB in a DeiT-Tiny step at batch 32) is not saved but recomputed in backward from x and w1,
+ * which are saved anyway; bitwise the same. The cost is the first layer's GEMM once more, and the
+ * backward holding h, GELU(h) and GELU'(h) at once (three rows × hidden tensors, one layer at a
+ * time, where the saved h made it two besides h). Read at every forward, so tests can flip it. */
+static int ffn_recompute(void) {
+    const char *e = getenv("VITC_FFN_RECOMPUTE");
+    return e && e[0] && strcmp(e, "0") != 0;
+}
+
+static vt_tensor *hidden_again(const vt_tensor *x, const vt_tensor *w1, const vt_tensor *b1, const vt_tensor *w2) {
+    if (!fused_applies(x, w1, w2) || (b1 && (b1->ndim != 1 || b1->shape[0] != w1->shape[0])))
+        return vt_k_linear(x, w1, b1);
+    int64_t D = w1->shape[1], Hd = w1->shape[0], M = vt_numel(x) / D;
+    int64_t shape[VT_MAX_DIMS], nblk = (M + FFN_ROWS - 1) / FFN_ROWS;
+    memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    shape[x->ndim - 1] = Hd;
+    vt_tensor *xc = vt_contiguous((vt_tensor *)x), *w1c = xc ? vt_contiguous((vt_tensor *)w1) : NULL;
+    vt_tensor *b1c = b1 && w1c ? vt_contiguous((vt_tensor *)b1) : NULL;
+    vt_tensor *h = w1c && (!b1 || b1c) ? vt_empty(VT_FLOAT32, x->ndim, shape) : NULL;
+    vt_gemm_panel p1 = {0};
+    if (h && vt_gemm_panel_init(&p1, 1, D, Hd, vt_f32(w1c), D)) { vt_tensor_decref(h); h = NULL; }
+    if (h) {
+        const float *xp = vt_f32(xc), *bp1 = b1c ? vt_f32(b1c) : NULL;
+        float *hp = vt_f32(h);
+        int nt = vt_get_num_threads();
+        if (nt > nblk) nt = (int)nblk;
+        #pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            #pragma omp for schedule(static)
+            for (int64_t s = 0; s < p1.nstrips; s++) vt_gemm_panel_pack(&p1, s);
+            #pragma omp for schedule(static)
+            for (int64_t blk = 0; blk < nblk; blk++) {
+                int64_t r0 = blk * FFN_ROWS, mb = M - r0 < FFN_ROWS ? M - r0 : FFN_ROWS;
+                vt_gemm_panel_linear(&p1, mb, xp + r0 * D, D, bp1, hp + r0 * Hd);
+            }
+        }
+    }
+    vt_gemm_panel_free(&p1);
+    vt_tensor_decref(xc); vt_tensor_decref(w1c); vt_tensor_decref(b1c);
+    return h;
 }
 
 int vt_linear_gelu_linear_forward(vt_ctx *c) {
@@ -125,7 +174,11 @@ int vt_linear_gelu_linear_forward(vt_ctx *c) {
     int st = vt_save(c, x);
     if (!st) st = vt_save(c, w1);
     if (!st) st = vt_save(c, w2);
-    if (!st) st = vt_save(c, h);
+    if (c->save && ffn_recompute()) { /* w1 again in h's slot marks it, b1 follows */
+        if (!st) st = vt_save(c, w1);
+        if (!st && b1) st = vt_save(c, b1);
+    } else if (!st)
+        st = vt_save(c, h);
     vt_tensor_decref(h);
     return st;
 }
@@ -144,8 +197,12 @@ int vt_linear_gelu_linear_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin
     int approx = (int)n->args.i[IARG(linear_gelu_linear, approximate)];
     int want_lower = (need & 7) != 0; /* x, w1 or b1: the gradient must go through the GELU */
     vt_tensor *a = NULL, *d = NULL, *da = NULL;
+    /* h's slot holding w1's storage: VITC_FFN_RECOMPUTE dropped h, b1 (if any) is the slot after */
+    if (h->storage == w1->storage) h = hidden_again(x, w1, n->nsaved > 4 ? n->saved[4] : NULL, w2);
+    else vt_tensor_incref(h);
+    if (!h) return vt_last_code();
     int st = want_lower ? vt_gelu_with_grad(h, approx, &a, &d) : ((a = vt_k_gelu(h, approx)) ? VT_OK : vt_last_code());
-    if (st) return st;
+    if (st) { vt_tensor_decref(h); return st; }
     st = vt_k_linear_grads(gout[0], a, w2, NULL, need & 8 ? &gin[3] : NULL, need & 16 ? &gin[4] : NULL);
     vt_tensor_decref(a);
     if (!st && want_lower) {
@@ -159,5 +216,6 @@ int vt_linear_gelu_linear_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin
     }
     vt_tensor_decref(d);
     vt_tensor_decref(da);
+    vt_tensor_decref(h);
     return st;
 }

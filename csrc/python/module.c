@@ -6,6 +6,7 @@
 #include "binding.h"
 #include "../autograd/node.h"
 #include "../autograd/profile.h"
+#include "../autograd/saved.h"
 #include "../core/rng.h"
 #include "../core/threads.h"
 #include "../ops/ops.h"
@@ -265,6 +266,31 @@ static PyObject *py_shares_memory(PyObject *m, PyObject *arg) {
     return PyBool_FromLong(__atomic_load_n(&t->storage->refcount, __ATOMIC_RELAXED) > 1);
 }
 
+/* _saved_tensors(t): [(op, slot, storage id, the tensor's own bytes, its storage's
+ * allocator block bytes, is_input_leaf)] for every
+ * tensor the tape behind t keeps for backward (vitc.profiler.saved_tensors sums them) */
+static int saved_row(void *ud, int op, int slot, const vt_tensor *t, int is_leaf) {
+    size_t nb = t->storage->nbytes, own = (size_t)vt_numel(t) * vt_dtype_size(t->dtype);
+    PyObject *row = Py_BuildValue("(siKnni)", vt_ops[op].name, slot, (unsigned long long)(uintptr_t)t->storage,
+                                  (Py_ssize_t)own, (Py_ssize_t)(t->storage->release ? nb : vt_alloc_block_size(nb)), is_leaf);
+    if (!row) return VT_ERUNTIME;
+    int bad = PyList_Append((PyObject *)ud, row);
+    Py_DECREF(row);
+    return bad ? VT_ERUNTIME : VT_OK;
+}
+static PyObject *py_saved_tensors(PyObject *m, PyObject *arg) {
+    vt_tensor *t = vtpy_unwrap(arg, "tensor");
+    if (!t) return NULL;
+    PyObject *rows = PyList_New(0);
+    if (!rows) return NULL;
+    int st = vt_saved_walk(t, saved_row, rows);
+    if (st) {
+        Py_DECREF(rows);
+        return PyErr_Occurred() ? NULL : vtpy_raise(st);
+    }
+    return rows;
+}
+
 static PyObject *py_alloc_fail_after(PyObject *m, PyObject *arg) {
     long long n = PyLong_AsLongLong(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
@@ -382,6 +408,7 @@ static PyMethodDef module_methods[] = {
     {"_profiler_start", py_profiler_start, METH_NOARGS, "record op times on this thread (vitc.profiler)"},
     {"_profiler_stop", py_profiler_stop, METH_NOARGS, "stop recording: [(op, phase, shape, ns)]"},
     {"reset_peak", py_reset_peak, METH_NOARGS, "set the allocator's peak to its live bytes"},
+    {"_saved_tensors", py_saved_tensors, METH_O, "the tape's saved tensors behind t (vitc.profiler.saved_tensors)"},
     {"memory_stats", py_memory_stats, METH_NOARGS, "the allocator's bytes, cache policy and counts (a dict)"},
     {"set_cache_limit", py_set_cache_limit, METH_VARARGS, "set_cache_limit(min_bytes, fraction): cache cap = max(min_bytes, fraction x max live)"},
     {"_block_size", py_block_size, METH_O, "the size class an n-byte request is served from"},

@@ -57,10 +57,11 @@ void vt_attn_dropout_row(const vt_attn_head *h, int64_t i, float *mult);
 /* fused: o = dropout(P)·v, P (pre-dropout) copied to p (tq×tk, ldp) unless p is NULL */
 void vt_attn_head_forward(const vt_attn_head *h, float *o, int64_t ldo, float *p, int64_t ldp, float *scratch);
 /* fused backward from dout (NULL = zeros) and gp (gradient on the returned P, or NULL), with P the
- * saved pre-dropout map; dmask (tq×tk, lddm) receives dS when not NULL; dq/dk/dv may be NULL. */
+ * saved pre-dropout map; dmask (tq×tk, lddm) receives dS when not NULL; dq/dk/dv may be NULL; o
+ * (tq×dv, ldo), when not NULL, receives the forward's output dropout(P)·v again, bitwise. */
 void vt_attn_head_backward(const vt_attn_head *h, const float *dout, int64_t lddo, const float *p, int64_t ldp,
                            const float *gp, int64_t ldgp, float *dq, int64_t lddq, float *dk, int64_t lddk,
-                           float *dv, int64_t lddv, float *dmask, int64_t lddm, float *scratch);
+                           float *dv, int64_t lddv, float *dmask, int64_t lddm, float *o, int64_t ldo, float *scratch);
 
 /* n rounded up to a multiple of 8 (a kernel row's padded width) */
 static inline int64_t pad8(int64_t n) { return (n + 7) & ~(int64_t)7; }

@@ -6,6 +6,8 @@
 #ifndef VT_ATTENTION_DRIVERS_H
 #define VT_ATTENTION_DRIVERS_H
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #include <omp.h>
 #include "../ops_util.h"
 #include "attention.h"
@@ -70,6 +72,26 @@ static inline int check_dropout(const char *who, double p) {
     return VT_OK;
 }
 
+/* ---- memory switches ------------------------------------------------------------------------ */
+
+/* VITC_ATTN_RECOMPUTE=1: the packed attention ops (attention, qkv_attention) do not keep the
+ * (B, H, T, T) softmax maps for backward but recompute each head's map there from the saved q and
+ * k with the forward's own kernel (vt_attn_probs), so the gradients are bitwise the same; the cost
+ * is one more q·kᵀ and softmax per head in backward. DeiT-Tiny at batch 32 keeps 12 × 14.9 MB of
+ * maps otherwise. Read at every forward (getenv), so tests and benches can flip it in-process. */
+static inline int env_switch_on(const char *name) {
+    const char *e = getenv(name);
+    return e && e[0] && strcmp(e, "0") != 0;
+}
+static inline int attn_recompute_maps(void) { return env_switch_on("VITC_ATTN_RECOMPUTE"); }
+
+/* VITC_QKV_RECOMPUTE=1: qkv_attention does not keep its (B, T, 3·H·Dh) projection nor its attention
+ * output (B, T, H·Dh, before the output projection) for backward but recomputes them there from the
+ * input and weights it keeps anyway, the way its forward computed them (same plan, same kernels:
+ * bitwise the same, unless vitc.set_num_threads changed between the two and with it the plan); the
+ * cost is the qkv GEMM and each head's map·v once more in backward. */
+static inline int qkv_recompute(void) { return env_switch_on("VITC_QKV_RECOMPUTE"); }
+
 /* ---- the packed multi-head attention driver (packed.c) ------------------------------------- */
 
 /* how a forward runs: threads, whether whole images are staged (by_image), scratch per thread */
@@ -88,10 +110,14 @@ typedef struct { const float *x; int64_t sbx, ldx; vt_gemm_panel wt; const float
  * output is streamed to its saved tensor (ao, for W_o's gradient) when a backward needs it. */
 typedef struct { vt_gemm_panel wt; const float *bias; int64_t Do; } out_proj;
 
-typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; } attn_geom;
+/* recompute_from: NULL, or what qkv_attention saves in qkv's slot when it recomputes qkv in
+ * backward (its bias, or its weight without one: 1-d or 2-d, so never mistaken for qkv) */
+typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; vt_tensor *recompute_from; } attn_geom;
 
 /* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
- * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws. With pj
+ * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws; with
+ * attn_recompute_maps() and no returned map, A's slot holds qkv's slot again (not 4-d: the backward
+ * recomputes the maps). With pj
  * (staged plans only) qkv is an empty tensor filled here, or NULL when nothing is saved. With po
  * (staged plans only) the output is y and *ao the attention output to save (NULL without save). */
 int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po, const fwd_plan *pl,
@@ -104,9 +130,10 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
 typedef struct { const float *w; int64_t D; vt_tensor *dx; } in_grad;
 
 /* the backward of vt_attn_packed_forward into one packed dqkv (B, T, 3·H·Dh) (*dx_out); with wo,
- * gout[0] is the gradient of qkv_attention's projected output y = out·W_oᵀ + b_o */
+ * gout[0] is the gradient of qkv_attention's projected output y = out·W_oᵀ + b_o; ao, when not
+ * NULL (B, T, H·Dh), receives the forward's attention output again (qkv_attention did not keep it) */
 int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rng, vt_tensor **gout,
-                            const vt_tensor *wo, in_grad *ig, vt_tensor **dx_out);
+                            const vt_tensor *wo, in_grad *ig, vt_tensor *ao, vt_tensor **dx_out);
 
 /* attention and qkv_attention keep their common arguments in the same slots, read through
  * attention's names by the code both share */

@@ -332,7 +332,7 @@ void vt_attn_head_forward(const vt_attn_head *h, float *o, int64_t ldo, float *p
 
 void vt_attn_head_backward(const vt_attn_head *h, const float *dout, int64_t lddo, const float *p, int64_t ldp,
                            const float *gp, int64_t ldgp, float *dq, int64_t lddq, float *dk, int64_t lddk,
-                           float *dv, int64_t lddv, float *dmask, int64_t lddm, float *scratch) {
+                           float *dv, int64_t lddv, float *dmask, int64_t lddm, float *o, int64_t ldo, float *scratch) {
     int64_t tq = h->tq, tk = h->tk, tkp = pad8(tk);
     float *dp = scratch, *aux = dp + tq * tkp, *mult = aux + pack_floats(tq, tk, h->dh, h->dv) + tkp;
     float *m = mult + tq * tkp;
@@ -347,6 +347,7 @@ void vt_attn_head_backward(const vt_attn_head *h, const float *dout, int64_t ldd
         map = m;
         ldmap = tkp;
     }
+    if (o) vt_attn_apply(h, map, ldmap, o, ldo, aux); /* the forward's product, same operands */
     if (dout) {
         vt_attn_apply_backward(h, map, ldmap, dout, lddo, dp, tkp, dv, lddv, aux);
     } else {

@@ -41,14 +41,46 @@ int vt_attention_forward(vt_ctx *c) {
 
 int vt_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     if (!(n->needs_input_grad & 1)) return VT_OK;
-    return vt_attn_packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 2 ? n->saved[2] : NULL, gout, NULL, NULL, &gin[0]);
+    return vt_attn_packed_backward(n, n->saved[0], n->saved[1], n->nsaved > 2 ? n->saved[2] : NULL, gout, NULL, NULL,
+                                   NULL, &gin[0]);
+}
+
+/* whether qkv_attention's forward computes qkv per image into the staging (else vt_k_linear first) */
+static int qkv_fused(const fwd_plan *pl, int64_t D, int proj, int64_t Do) { return pl->staged && D >= 1 && (!proj || Do >= 1); }
+
+/* qkv = x·Wᵀ + b again, for a backward whose forward did not keep it (VITC_QKV_RECOMPUTE), computed
+ * the way that forward did: per image against W packed once (vt_gemm_panel_linear) where it staged,
+ * else vt_k_linear, so the bits are the forward's */
+static vt_tensor *qkv_again(vt_node *n, vt_tensor *x, vt_tensor *w, vt_tensor *b, const vt_tensor *wo) {
+    int64_t B = x->shape[0], T = x->shape[1], D = x->shape[2], C = w->shape[0], H = ATTN_I(&n->args, heads);
+    fwd_plan pl = vt_attn_forward_plan(B, T, H, C / (3 * H), ATTN_F(&n->args, dropout_p));
+    if (!qkv_fused(&pl, D, wo != NULL, wo ? wo->shape[0] : 0)) return vt_k_linear(x, w, b);
+    vt_tensor *xc = vt_contiguous(x), *wc = xc ? vt_contiguous(w) : NULL, *bc = b && wc ? vt_contiguous(b) : NULL;
+    vt_tensor *qkv = wc && (!b || bc) ? vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, C}) : NULL;
+    vt_gemm_panel pw = {0};
+    if (qkv && vt_gemm_panel_init(&pw, 1, D, C, vt_f32(wc), D)) { vt_tensor_decref(qkv); qkv = NULL; }
+    if (qkv) {
+        const float *xp = vt_f32(xc), *bias = bc ? vt_f32(bc) : NULL;
+        float *qp = vt_f32(qkv);
+        #pragma omp parallel num_threads(pl.nt) if (pl.nt > 1)
+        {
+            #pragma omp for schedule(static)
+            for (int64_t s = 0; s < pw.nstrips; s++) vt_gemm_panel_pack(&pw, s);
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t i = 0; i < B; i++) vt_gemm_panel_linear(&pw, T, xp + i * T * D, D, bias, qp + i * T * C);
+        }
+    }
+    vt_gemm_panel_free(&pw);
+    vt_tensor_decref(xc); vt_tensor_decref(wc); vt_tensor_decref(bc);
+    return qkv;
 }
 
 /* qkv_attention: the projection qkv = x·Wᵀ + b and attention in one node, optionally followed by
  * the output projection y = out·W_oᵀ + b_o (apply_projection, inputs 3 and 4). Staged plans (the seed
  * ViT's small images) fuse both projections per image (qkv_proj, out_proj); others run
  * vt_k_linear before and after the same attention. Saves qkv, A, [dropout draws], x, W
- * [, out, W_o]. */
+ * [, out, W_o]; with VITC_QKV_RECOMPUTE its bias (or W) stands in qkv's slot and qkv_again
+ * recomputes qkv in backward. */
 int vt_qkv_attention_forward(vt_ctx *c) {
     VT_TRY(vt_need_inputs(c, 2));
     int proj = c->args->i[IARG(qkv_attention, apply_projection)] != 0;
@@ -68,7 +100,7 @@ int vt_qkv_attention_forward(vt_ctx *c) {
     if (b && (b->ndim != 1 || b->shape[0] != C))
         return vt_fail(VT_ESHAPE, "%s: bias must have shape (%lld,), got %s", who, (long long)C,
                        vt_shape_str(b->ndim, b->shape, b1, sizeof b1));
-    attn_geom ag = {.B = x->shape[0], .T = x->shape[1]};
+    attn_geom ag = {.B = x->shape[0], .T = x->shape[1], .recompute_from = c->save && qkv_recompute() ? (b ? b : w) : NULL};
     VT_TRY(attn_args(c, who, C, w->shape, w->ndim, &ag));
     int64_t HD = ag.H * ag.Dh, Do = proj ? wo->shape[0] : 0;
     if (proj && (wo->ndim != 2 || wo->shape[1] != HD))
@@ -80,7 +112,7 @@ int vt_qkv_attention_forward(vt_ctx *c) {
     fwd_plan pl = vt_attn_forward_plan(ag.B, ag.T, ag.H, ag.Dh, ag.p);
     vt_tensor *ao = NULL;
     int st;
-    if (!pl.staged || D < 1 || (proj && Do < 1)) {
+    if (!qkv_fused(&pl, D, proj, Do)) {
         vt_tensor *qkv = vt_k_linear(x, w, b);
         if (!qkv) return vt_last_code();
         st = vt_attn_packed_forward(c, qkv, NULL, NULL, &pl, &ag, NULL);
@@ -90,6 +122,7 @@ int vt_qkv_attention_forward(vt_ctx *c) {
             if (!y) return vt_last_code();
             ao = c->out[0];
             c->out[0] = y;
+            if (ag.recompute_from) { vt_tensor_decref(ao); ao = NULL; } /* recomputed in backward */
         }
     } else {
         vt_tensor *xc = vt_contiguous(x), *wc = xc ? vt_contiguous(w) : NULL, *bc = b && wc ? vt_contiguous(b) : NULL;
@@ -97,7 +130,8 @@ int vt_qkv_attention_forward(vt_ctx *c) {
         qkv_proj pj = {0};
         out_proj po = {0};
         st = !xc || !wc || (b && !bc) || (proj && !woc) || (bo && !boc) ? vt_last_code() : VT_OK;
-        if (!st && c->save && !(qkv = vt_empty(VT_FLOAT32, 3, (int64_t[]){ag.B, ag.T, C}))) st = vt_last_code();
+        if (!st && c->save && !ag.recompute_from && !(qkv = vt_empty(VT_FLOAT32, 3, (int64_t[]){ag.B, ag.T, C})))
+            st = vt_last_code();
         if (!st) st = vt_gemm_panel_init(&pj.wt, 1, D, C, vt_f32(wc), D);
         if (!st && proj) st = vt_gemm_panel_init(&po.wt, 1, HD, Do, vt_f32(woc), HD);
         if (!st) {
@@ -120,7 +154,7 @@ int vt_qkv_attention_forward(vt_ctx *c) {
     }
     if (!st) st = vt_save(c, x);
     if (!st) st = vt_save(c, w);
-    if (!st && proj) st = vt_save(c, ao);
+    if (!st && proj) st = vt_save(c, ao ? ao : ag.recompute_from); /* a stand-in of < 3 dims: recompute */
     if (!st && proj) st = vt_save(c, wo);
     vt_tensor_decref(ao);
     return st;
@@ -133,21 +167,38 @@ int vt_qkv_attention_forward(vt_ctx *c) {
  * at 1 and 2 threads (two live workers alternating, 80 rounds), the seed step 0-7 % (bench/ab.py,
  * both side orders). dW and db still read dqkv from memory (vt_k_linear_grads): a per-image
  * chunked dW_c += dqkv_bᵀ·x_b as well measured no faster at 2 threads and 6 % slower at 1 (its
- * chunk of dW, W's panel and the staging overflow L2). */
+ * chunk of dW, W's panel and the staging overflow L2). Under VITC_QKV_RECOMPUTE qkv is recomputed
+ * first (qkv_again) and the attention output by the attention backward, W_o's gradients after it. */
 int vt_qkv_attention_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     unsigned need = n->needs_input_grad;
     int proj = n->args.i[IARG(qkv_attention, apply_projection)] != 0, ns = n->nsaved - (proj ? 4 : 2);
     vt_tensor *x = n->saved[ns], *w = n->saved[ns + 1], *dqkv = NULL;
     vt_tensor *ao = proj ? n->saved[ns + 2] : NULL, *wo = proj ? n->saved[ns + 3] : NULL;
-    if (proj && (need & 24) && gout[0])
+    /* slots of fewer dims than qkv's and ao's 3 hold stand-ins: VITC_QKV_RECOMPUTE dropped them */
+    vt_tensor *slot0 = n->saved[0], *ao_again = NULL;
+    int want_wo = proj && (need & 24) && gout[0];
+    if (want_wo && ao->ndim < 3 && !(ao_again = vt_empty(VT_FLOAT32, 3, (int64_t[]){x->shape[0], x->shape[1], wo->shape[1]})))
+        return vt_last_code();
+    if (want_wo && !ao_again)
         VT_TRY(vt_k_linear_grads(gout[0], ao, wo, NULL, need & 8 ? &gin[3] : NULL, need & 16 ? &gin[4] : NULL));
-    if (!(need & 7)) return VT_OK;
+    if (!(need & 7) && !ao_again) return VT_OK;
     vt_tensor *wc = need & 1 ? vt_contiguous(w) : NULL;
-    if ((need & 1) && !wc) return vt_last_code();
+    vt_tensor *qkv = slot0->ndim < 3 ? qkv_again(n, x, w, slot0->ndim == 1 ? slot0 : NULL, wo) : slot0;
+    if (qkv == slot0) vt_tensor_incref(qkv);
+    int st = (need & 1) && !wc ? vt_last_code() : !qkv ? vt_last_code() : VT_OK;
     in_grad ig = {.w = wc ? vt_f32(wc) : NULL, .D = w->shape[1]};
-    int st = vt_attn_packed_backward(n, n->saved[0], n->saved[1], ns > 2 ? n->saved[2] : NULL, gout, wo, wc ? &ig : NULL, &dqkv);
+    if (!st) st = vt_attn_packed_backward(n, qkv, n->saved[1], ns > 2 ? n->saved[2] : NULL, gout, wo, wc ? &ig : NULL,
+                                          ao_again, &dqkv);
+    vt_tensor_decref(qkv);
     vt_tensor_decref(wc);
-    if (st) return st;
+    if (!st && ao_again) /* W_o's gradients from the recomputed attention output */
+        st = vt_k_linear_grads(gout[0], ao_again, wo, NULL, need & 8 ? &gin[3] : NULL, need & 16 ? &gin[4] : NULL);
+    vt_tensor_decref(ao_again);
+    if (st || !(need & 7)) {
+        vt_tensor_decref(ig.dx);
+        vt_tensor_decref(dqkv);
+        return st;
+    }
     if (ig.dx) gin[0] = ig.dx; /* computed per image; dqkv still feeds dW and db */
     st = vt_k_linear_grads(dqkv, x, w, (need & 1) && !ig.dx ? &gin[0] : NULL, need & 2 ? &gin[1] : NULL,
                            n->nin > 2 && (need & 4) ? &gin[2] : NULL);

@@ -70,8 +70,9 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
     scratch_set scr = {0};
     int st = VT_OK, nt = pl->nt;
     if (!(out = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, po ? po->Do : HD}))) goto fail;
-    if (po && c->save && !(aot = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
-    if ((ag->need_weights || c->save) && !(A = vt_empty(VT_FLOAT32, 4, (int64_t[]){B, H, T, T}))) goto fail;
+    if (po && c->save && !ag->recompute_from && !(aot = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
+    int keep_maps = ag->need_weights || (c->save && !attn_recompute_maps());
+    if (keep_maps && !(A = vt_empty(VT_FLOAT32, 4, (int64_t[]){B, H, T, T}))) goto fail;
     uint64_t seed = 0, base = 0;
     if (p > 0.0) {
         seed = vt_rng_get_seed();
@@ -141,7 +142,8 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
     if (ao) *ao = aot;
     else vt_tensor_decref(aot);
     /* outputs already belong to c: on failure the dispatcher releases them */
-    if (!(st = vt_save(c, qkv)) && !(st = vt_save(c, A)) && rng) st = vt_save(c, rng);
+    vt_tensor *slot0 = ag->recompute_from ? ag->recompute_from : qkv;
+    if (!(st = vt_save(c, slot0)) && !(st = vt_save(c, A ? A : slot0)) && rng) st = vt_save(c, rng);
     vt_tensor_decref(A);
     vt_tensor_decref(rng);
     return st;
@@ -163,7 +165,7 @@ fail:
  * the attention output's gradient is gy·W_o: per image into the staging buffer in staged plans
  * (W_o packed once), else as one product first. */
 int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *rng, vt_tensor **gout,
-                            const vt_tensor *wo, in_grad *ig, vt_tensor **dx_out) {
+                            const vt_tensor *wo, in_grad *ig, vt_tensor *ao, vt_tensor **dx_out) {
     int64_t H = ATTN_I(&n->args, heads), B = x->shape[0], T = x->shape[1], C = x->shape[2], Dh = C / (3 * H), HD = H * Dh;
     double scale = ATTN_SCALE(&n->args, Dh), p = ATTN_F(&n->args, dropout_p);
     vt_tensor *gy = wo && gout[0] ? vt_contiguous(gout[0]) : NULL, *woc = gy ? vt_contiguous((vt_tensor *)wo) : NULL;
@@ -193,11 +195,16 @@ int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *r
         if ((st = vt_gemm_panel_init(&pdx, 0, C, ig->D, ig->w, ig->D))) goto fail;
         dinp = vt_f32(ig->dx);
     }
-    int64_t per = vt_attn_scratch_floats(T, T, Dh, Dh, p > 0.0) + (staged ? 2 * sq + sg : 0);
+    /* A 3-d "map" is qkv itself: the maps were not kept (attn_recompute_maps) and each head's is
+     * recomputed into the thread's pbuf (T × pad8(T), after the head scratch) */
+    int recompute = A->ndim != 4;
+    int64_t tkp = pad8(T), head_floats = vt_attn_scratch_floats(T, T, Dh, Dh, p > 0.0);
+    int64_t per = head_floats + (recompute ? T * tkp : 0) + (staged ? 2 * sq + sg : 0);
     if (pairs && T && (st = scratch_alloc(&scr, per, nt))) goto fail;
     uint64_t seed = rng ? (uint64_t)vt_i64(rng)[0] : 0, base = rng ? (uint64_t)vt_i64(rng)[1] : 0;
-    const float *xp = vt_f32(x), *gp = g ? vt_f32(g) : NULL, *gap = ga ? vt_f32(ga) : NULL, *ap = vt_f32(A);
-    float *dp = vt_f32(dx);
+    const float *xp = vt_f32(x), *gp = g ? vt_f32(g) : NULL, *gap = ga ? vt_f32(ga) : NULL;
+    const float *ap = recompute ? NULL : vt_f32(A);
+    float *dp = vt_f32(dx), *aop = ao ? vt_f32(ao) : NULL;
     int64_t sb = x->strides[0], ldx = x->strides[1];
     int64_t chunk = chunk_size(pairs, nt);
     packed_geom pg = {T, Dh, HD, H, (float)scale, (float)p, seed, base};
@@ -205,6 +212,7 @@ int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *r
         #pragma omp parallel num_threads(nt) if (nt > 1)
         {
             float *mine = scratch_mine(&scr), *img = mine + per - 2 * sq - sg, *dimg = img + sq, *gimg = dimg + sq;
+            float *pbuf = mine + head_floats;
             if (gyp || dinp) {
                 int64_t n1 = gyp ? pw.nstrips : 0, n2 = dinp ? pdx.nstrips : 0;
                 #pragma omp for schedule(static)
@@ -220,9 +228,11 @@ int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *r
                     const float *row0 = img + hh * Dh;
                     float *drow0 = dimg + hh * Dh;
                     vt_attn_head hd = packed_head(&pg, row0, C, bh);
-                    vt_attn_head_backward(&hd, gp || gyp ? gimg + hh * Dh : NULL, HD, ap + bh * T * T, T,
+                    const float *pm = ap ? ap + bh * T * T : pbuf;
+                    if (!ap) vt_attn_probs(&hd, pbuf, tkp, mine); /* mine: packing room, free until the backward */
+                    vt_attn_head_backward(&hd, gp || gyp ? gimg + hh * Dh : NULL, HD, pm, ap ? T : tkp,
                                           gap ? gap + bh * T * T : NULL, T, drow0, C, drow0 + HD, C, drow0 + 2 * HD,
-                                          C, NULL, 0, mine);
+                                          C, NULL, 0, aop ? aop + b * T * HD + hh * Dh : NULL, HD, mine);
                 }
                 memcpy(dp + b * T * C, dimg, sizeof(float) * (size_t)(T * C));
                 if (dinp) vt_gemm_panel_rows(&pdx, T, dimg, C, 0.0f, dinp + b * T * ig->D, ig->D);
@@ -231,7 +241,7 @@ int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *r
     } else
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        float *mine = scr.buf ? scratch_mine(&scr) : NULL;
+        float *mine = scr.buf ? scratch_mine(&scr) : NULL, *pbuf = mine ? mine + head_floats : NULL;
         #pragma omp for schedule(dynamic, chunk)
         for (int64_t bh = 0; bh < pairs; bh++) {
             if (!T) continue;
@@ -243,11 +253,13 @@ int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *r
                 int64_t nb = (bh + 1) / H, nh = (bh + 1) % H;
                 for (int part = 0; part < 3; part++) prefetch_rows(xp + nb * sb + nh * Dh + part * HD, T, Dh, ldx);
                 if (gp) prefetch_rows(gp + nb * T * HD + nh * Dh, T, Dh, HD);
-                prefetch_rows(ap + (bh + 1) * T * T, 1, T * T, 0);
+                if (ap) prefetch_rows(ap + (bh + 1) * T * T, 1, T * T, 0);
             }
-            vt_attn_head_backward(&hd, gp ? gp + b * T * HD + hh * Dh : NULL, HD, ap + bh * T * T, T,
+            const float *pm = ap ? ap + bh * T * T : pbuf;
+            if (!ap) vt_attn_probs(&hd, pbuf, tkp, mine);
+            vt_attn_head_backward(&hd, gp ? gp + b * T * HD + hh * Dh : NULL, HD, pm, ap ? T : tkp,
                                   gap ? gap + bh * T * T : NULL, T, drow0, C, drow0 + HD, C, drow0 + 2 * HD, C,
-                                  NULL, 0, mine);
+                                  NULL, 0, aop ? aop + b * T * HD + hh * Dh : NULL, HD, mine);
         }
     }
     scratch_free(&scr);

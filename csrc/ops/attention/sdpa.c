@@ -99,7 +99,9 @@ static double sdpa_scale(const vt_args *a, int64_t E) {
 }
 
 /* inputs q (..., L, E), k (..., S, E), v (..., S, Ev), attn_mask or NULL (bool: True takes part;
- * float: added to the scores), batch dims broadcast. Saves q, k, v, P, the dropout draws, mask. */
+ * float: added to the scores), batch dims broadcast. Saves q, k, v, P, the dropout draws, mask;
+ * under attn_recompute_maps() the draws stand in P's slot too (int64, so never taken for P) and the
+ * backward recomputes each P with the forward's kernel (bitwise the same). */
 int vt_sdpa_forward(vt_ctx *c) {
     const char *who = "scaled_dot_product_attention";
     if (c->nin < 3) return vt_fail(VT_EVALUE, "%s: expected query, key, value (and attn_mask)", who);
@@ -126,7 +128,7 @@ int vt_sdpa_forward(vt_ctx *c) {
     shape[g.nbd + 1] = g.Ev;
     if (!(out = vt_empty(VT_FLOAT32, g.nbd + 2, shape))) goto fail;
     shape[g.nbd + 1] = g.S;
-    if (c->save && !(P = vt_empty(VT_FLOAT32, g.nbd + 2, shape))) goto fail;
+    if (c->save && !attn_recompute_maps() && !(P = vt_empty(VT_FLOAT32, g.nbd + 2, shape))) goto fail;
     uint64_t seed = 0, base = 0;
     if (p > 0.0) {
         seed = vt_rng_get_seed();
@@ -150,7 +152,7 @@ int vt_sdpa_forward(vt_ctx *c) {
     c->out[0] = out;
     c->nout = 1;
     out = NULL;
-    if ((st = vt_save(c, qc)) || (st = vt_save(c, kc)) || (st = vt_save(c, vc)) || (P && (st = vt_save(c, P))) ||
+    if ((st = vt_save(c, qc)) || (st = vt_save(c, kc)) || (st = vt_save(c, vc)) || (rng && (st = vt_save(c, P ? P : rng))) ||
         (rng && (st = vt_save(c, rng))) || (mask && (st = vt_save(c, mask))))
         goto done;
     goto done;
@@ -188,8 +190,10 @@ int vt_sdpa_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     }
     uint64_t seed = (uint64_t)vt_i64(rng)[0], base = (uint64_t)vt_i64(rng)[1];
     int nt = team_size(g.nb, 2 * g.nb * g.L * g.S * (g.E + g.Ev));
-    if (g.nb && g.L && (st = scratch_alloc(&scr, vt_attn_scratch_floats(g.L, g.S, g.E, g.Ev, p > 0.0), nt))) goto done;
-    const float *gp = vt_f32(gc), *pp = vt_f32(P);
+    int recompute = P->dtype != VT_FLOAT32; /* P's slot holds the draws: recompute each map into pbuf */
+    int64_t sp = pad8(g.S), head_floats = vt_attn_scratch_floats(g.L, g.S, g.E, g.Ev, p > 0.0);
+    if (g.nb && g.L && (st = scratch_alloc(&scr, head_floats + (recompute ? g.L * sp : 0), nt))) goto done;
+    const float *gp = vt_f32(gc), *pp = recompute ? NULL : vt_f32(P);
     float *fp[4];
     for (int t = 0; t < 4; t++) fp[t] = full[t] ? vt_f32(full[t]) : NULL;
     int64_t chunk = chunk_size(g.nb, nt);
@@ -205,10 +209,12 @@ int vt_sdpa_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
                                       sizeof(float) * (size_t)(widths[t][0] * widths[t][1]));
                 continue;
             }
-            vt_attn_head_backward(&h, gp + bi * g.L * g.Ev, g.Ev, pp + bi * g.L * g.S, g.S, NULL, 0,
+            float *pbuf = mine + head_floats;
+            if (!pp) vt_attn_probs(&h, pbuf, sp, mine); /* mine: packing room, free until the backward */
+            vt_attn_head_backward(&h, gp + bi * g.L * g.Ev, g.Ev, pp ? pp + bi * g.L * g.S : pbuf, pp ? g.S : sp, NULL, 0,
                                   fp[0] ? fp[0] + bi * g.L * g.E : NULL, g.E, fp[1] ? fp[1] + bi * g.S * g.E : NULL, g.E,
                                   fp[2] ? fp[2] + bi * g.S * g.Ev : NULL, g.Ev, fp[3] ? fp[3] + bi * g.L * g.S : NULL,
-                                  g.S, mine);
+                                  g.S, NULL, 0, mine);
         }
     }
     for (int t = 0; t < 4; t++) {
