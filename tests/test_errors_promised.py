@@ -21,7 +21,9 @@ def _public_functions():
             "as_dtype", "IndexError", "OutOfMemoryError",
             # process-wide allocator policy: set_cache_limit(0, 0) is valid and would turn caching off for every
             # later test (test_tensor's allocator test); tests/test_allocator.py covers their bad input
-            "set_cache_limit", "empty_cache", "reset_peak_memory_stats", "memory_stats"}
+            "set_cache_limit", "empty_cache", "reset_peak_memory_stats", "memory_stats",
+            # process-wide memory switches; tests/test_step_memory.py covers their bad input
+            "set_recompute", "get_recompute", "recompute"}
     return [n for n in sorted(dir(vitc)) if not n.startswith("_") and n not in skip
             and callable(getattr(vitc, n)) and not inspect.isclass(getattr(vitc, n))]
 

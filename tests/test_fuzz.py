@@ -18,6 +18,8 @@ SKIP = {"manual_seed", "set_num_threads", "get_num_threads", "no_grad", "enable_
         "is_grad_enabled", "Tensor", "dtype", "as_dtype",
         # process-wide allocator policy: a valid random call (set_cache_limit(0, 0)) would change every later test
         "set_cache_limit", "empty_cache", "reset_peak_memory_stats", "memory_stats",
+        # process-wide memory switches (set_recompute(True) would hold for every later test; test_step_memory)
+        "set_recompute", "get_recompute", "recompute",
         # writes a file wherever a random string points (tests/test_save_load.py covers its bad inputs)
         "save"}
 # file readers may also say the file is missing or unreadable (FileNotFoundError, IsADirectoryError, ...)

@@ -239,3 +239,20 @@ def test_ffn_recompute_lowers_saved_bytes(env_switch):
         y = v.linear_gelu_linear(x * 1.0, w1, None, w2, None)
         saved[flag] = {r.op: r.bytes for r in profiler.saved_tensors(y.sum())}["linear_gelu_linear"]
     assert saved["0"] - saved["1"] == v._C._block_size(4 * M * Hd)  # h is no longer on the tape
+
+
+def test_python_switches_set_the_environment_and_restore_it(env_switch):
+    for name in ("VITC_ATTN_RECOMPUTE", "VITC_QKV_RECOMPUTE", "VITC_FFN_RECOMPUTE"):
+        env_switch(name, "0")
+    B, T, H, Dh = 8, 33, 3, 16
+    _, saved_off = _attention_peak(B, T, H, Dh, layers=2)
+    with v.recompute(attention_maps=True, qkv=True):
+        assert v.get_recompute() == {"attention_maps": True, "qkv": True, "ffn": False}
+        _, saved_on = _attention_peak(B, T, H, Dh, layers=2)
+    assert v.get_recompute() == {"attention_maps": False, "qkv": False, "ffn": False}
+    bs = v._C._block_size
+    assert saved_off - saved_on == 2 * (bs(B * H * T * T * 4) + bs(B * T * 3 * H * Dh * 4) + bs(B * T * H * Dh * 4))
+    before = v.set_recompute(ffn=True)
+    assert before["ffn"] is False and os.environ["VITC_FFN_RECOMPUTE"] == "1"
+    with pytest.raises(TypeError, match="attention_maps must be True, False or None"):
+        v.set_recompute(attention_maps="yes")

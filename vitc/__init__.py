@@ -31,6 +31,7 @@ from ._ops.attention import *  # noqa: F401,F403
 from ._ops.ffn import *  # noqa: F401,F403
 from ._ops.optim_ops import *  # noqa: F401,F403
 from ._ops.roi_align import *  # noqa: F401,F403
+from ._recompute import get_recompute, recompute, set_recompute  # noqa: E402
 
 float = float32
 long = int64

@@ -1,6 +1,8 @@
 /* vitc ops: small helpers every op family uses, defined once here. */
 #ifndef VT_OPS_UTIL_H
 #define VT_OPS_UTIL_H
+#include <stdlib.h>
+#include <string.h>
 #include "ops.h"
 #include "../core/simd.h"
 #include "../core/iter.h"
@@ -9,6 +11,13 @@
 #define WHO(c) (vt_ops[(c)->op].name)
 
 /* t becomes the op's single output; a NULL t (a failed kernel) returns its error code */
+/* a memory switch (vitc.set_recompute / VITC_*_RECOMPUTE): on when set and not "0"; read at every
+ * forward, so it can be flipped in-process between steps */
+static inline int env_switch_on(const char *name) {
+    const char *e = getenv(name);
+    return e && e[0] && strcmp(e, "0") != 0;
+}
+
 static inline int out1(vt_ctx *c, vt_tensor *t) {
     if (!t) return vt_last_code();
     c->out[0] = t;

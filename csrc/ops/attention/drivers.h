@@ -79,10 +79,6 @@ static inline int check_dropout(const char *who, double p) {
  * k with the forward's own kernel (vt_attn_probs), so the gradients are bitwise the same; the cost
  * is one more q·kᵀ and softmax per head in backward. DeiT-Tiny at batch 32 keeps 12 × 14.9 MB of
  * maps otherwise. Read at every forward (getenv), so tests and benches can flip it in-process. */
-static inline int env_switch_on(const char *name) {
-    const char *e = getenv(name);
-    return e && e[0] && strcmp(e, "0") != 0;
-}
 static inline int attn_recompute_maps(void) { return env_switch_on("VITC_ATTN_RECOMPUTE"); }
 
 /* VITC_QKV_RECOMPUTE=1: qkv_attention does not keep its (B, T, 3·H·Dh) projection nor its attention
