@@ -181,6 +181,14 @@ def test_bayes_search_persists_its_study(tmp_path, data_root):
     for name in ["fig_vitc_ViT_convergence.png", "fig_vitc_ViTBN_convergence.png", "fig_vitc_optimised.png"]:
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
     assert "table 2" in (out / "table.md").read_text()
+    # the retrainings are kept one file each: asking again (the same study, settings) trains nothing
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(exp.runs, "train_and_test", lambda *a, **k: pytest.fail("retrained a finished model"))
+    try:
+        again = exp.run_bayes_search(trials=3, **kw)
+    finally:
+        monkey.undo()
+    assert [r["test_accuracy"] for r in again["runs"]] == [r["test_accuracy"] for r in doc["runs"]]
     # the study lives in the storage: asking for 4 trials runs only one more
     doc = exp.run_bayes_search(trials=4, **dict(kw, epochs=0))
     assert len(doc["studies"]["vitc/ViT"]["trials"]) == 4

@@ -6,6 +6,7 @@ The training loop is its own, not vitc.train's: the same loop drives the vitc an
 backends so both are timed alike, it waits while --pause-file exists before every batch and leaves
 that wait out of the epoch's time, and it times the test pass on its own (the article's four metrics).
 """
+import json
 import os
 import time
 
@@ -208,6 +209,17 @@ def _sampler(kind, seed):
     raise ValueError(f"sampler must be 'tpe' or 'gp', got {kind!r}")
 
 
+def _finished_retraining(path, key):
+    """The record of a retraining stored at path with the same settings, else None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return None
+    same = isinstance(stored, dict) and json.dumps(stored.get("key"), sort_keys=True) == json.dumps(key, sort_keys=True)
+    return stored.get("record") if same else None
+
+
 def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30, sampler="tpe", storage=None,
                      study_prefix="vit_batchnorm", backend="vitc", test_batch_size=5000, subset=None,
                      test_subset=None, dataset="auto", data_root=None, download=True, out="results/vit_batchnorm_bayes",
@@ -294,10 +306,23 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
                 lr, bs = p["lr"], p["batch_size"]
                 params = {"backend": backend_, "model": m, "learning_rate": lr, "batch_size": bs, "epochs": epochs,
                           "dataset": data_name, "optimised": True}
-                hist, run_id = tracker.run(f"optimised-{backend_}-{m}", params, lambda cb: train_and_test(
-                    m, backend_, lr, bs, epochs, tr, te, test_batch_size, seed, overrides, cb, log))
-                res.add(dict(backend=backend_, model=m, lr=lr, label="optimised", batch_size=bs, mlflow_run_id=run_id,
-                             **hist))
+                # each finished retraining is kept in its own file: a later invocation (another session, the
+                # same study) reuses it when the settings match instead of training it again
+                key = dict(params, train_samples=len(tr), test_samples=len(te), seed=seed, overrides=overrides,
+                           test_batch_size=test_batch_size)
+                done_path = os.path.join(out, "optimised", f"{backend_}-{m}.json")
+                record = _finished_retraining(done_path, key)
+                if record is not None:
+                    if log:
+                        log(f"{backend_} {m}: reusing the finished retraining in {done_path}")
+                else:
+                    hist, run_id = tracker.run(f"optimised-{backend_}-{m}", params, lambda cb: train_and_test(
+                        m, backend_, lr, bs, epochs, tr, te, test_batch_size, seed, overrides, cb, log))
+                    record = dict(backend=backend_, model=m, lr=lr, label="optimised", batch_size=bs,
+                                  mlflow_run_id=run_id, **hist)
+                    os.makedirs(os.path.dirname(done_path), exist_ok=True)
+                    write_text_atomic(done_path, json.dumps({"key": key, "record": record}, indent=1))
+                res.add(record)
         files += _four_panel_figures(res.doc["runs"], out, backends, ["optimised"], "optimised models", res.doc["meta"])
         table += ratio_table(res.doc["runs"], f"Optimised models, {epochs} epochs (the article's table 3)")
     write_text_atomic(os.path.join(out, "table.md"), table)
