@@ -36,11 +36,17 @@ __all__ = ["AttentionRecorder", "CollapseReport", "attention_maps", "softmax_map
            "plot_over_smoothing", "run_caption", "SPREAD_KEYS"]
 
 
+def _nonempty_list(items, who, what):
+    """One array or tensor, or a non-empty list/tuple of them, as a list/tuple (else ValueError)."""
+    if isinstance(items, (_v.Tensor, np.ndarray)):
+        items = [items]
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"{who}: expected a non-empty list of {what}")
+    return items
+
+
 def _as_maps(maps, who):
-    if isinstance(maps, (_v.Tensor, np.ndarray)):
-        maps = [maps]
-    if not isinstance(maps, (list, tuple)) or not maps:
-        raise ValueError(f"{who}: expected a non-empty list of attention maps (B, heads, T, T)")
+    maps = _nonempty_list(maps, who, "attention maps (B, heads, T, T)")
     out = []
     for i, m in enumerate(maps):
         a = m.detach().numpy() if isinstance(m, _v.Tensor) else np.asarray(m)
@@ -327,10 +333,7 @@ def token_similarity(features, num_prefix_tokens=1):
     distillation) are left out; ĥ = h / max(‖h‖, 1e-8) as torch's cosine_similarity."""
     who = "token_similarity"
     p = _prefix(num_prefix_tokens, who)
-    if isinstance(features, (_v.Tensor, np.ndarray)):
-        features = [features]
-    if not isinstance(features, (list, tuple)) or not features:
-        raise ValueError(f"{who}: expected a non-empty list of block outputs (B, T, D)")
+    features = _nonempty_list(features, who, "block outputs (B, T, D)")
     out = []
     for k, f in enumerate(features):
         h = _as_array(f).astype(np.float64)
