@@ -7,8 +7,12 @@ a pair of ints) so callers can write ``x = expect_int(x, who, "x")``.
 """
 import numbers
 
+import os
+
 __all__ = ["is_torch_tensor", "type_name", "expect_tensor", "expect_int", "expect_number", "expect_probability",
-           "expect_pair"]
+           "expect_pair", "expect_size", "expect_fits_memory", "MAX_ELEMENTS"]
+
+MAX_ELEMENTS = 1 << 40  # the most elements one tensor may hold (VT_MAX_NUMEL, csrc/core/tensor.c)
 
 _Tensor = None
 
@@ -59,6 +63,32 @@ def expect_int(v, who, name, minimum=None):
     if minimum is not None and v < minimum:
         raise ValueError(f"{who}: {name} must be {_minimum_words(minimum)}, got {v}")
     return v
+
+
+def expect_size(v, who, name, minimum=1):
+    """expect_int for a size (a width, a count of blocks): at least ``minimum`` and at most MAX_ELEMENTS, so an
+    absurd size is refused here, naming the argument, instead of hanging or failing deep inside a tensor."""
+    v = expect_int(v, who, name, minimum)
+    if v > MAX_ELEMENTS:
+        raise ValueError(f"{who}: {name} must be at most 2^40 (the most elements a vitc tensor holds), got {v}")
+    return v
+
+
+def _ram_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf: no limit known
+        return None
+
+
+def expect_fits_memory(count, who, what, itemsize=4):
+    """Refuses, before anything is allocated, a model whose ``count`` values (``itemsize`` bytes each) would
+    not fit in this machine's RAM; ``what`` names the arguments that set the count."""
+    ram = _ram_bytes()
+    if ram is not None and count * itemsize > ram:
+        raise ValueError(f"{who}: {what} need {count:.3g} parameters ({count * itemsize / 2**30:.3g} GiB), more than "
+                         f"this machine's {ram / 2**30:.3g} GiB of RAM")
+    return count
 
 
 def expect_number(v, who, name, lo=None, hi=None):

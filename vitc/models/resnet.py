@@ -6,7 +6,7 @@ with a 1×1 conv + BN shortcut) -> global average pool -> Linear.
 BasicBlock: x -> conv3×3 -> BN -> ReLU -> conv3×3 -> BN, + shortcut(x), ReLU.
 """
 from vitc import nn
-from vitc._checks import expect_int
+from vitc._checks import expect_fits_memory, expect_int, expect_size
 
 from .registry import register_model
 
@@ -43,10 +43,16 @@ class ResNet(nn.Module):
         super().__init__()
         who = "ResNet"
         for name, v in (("num_classes", num_classes), ("in_channels", in_channels), ("stem_channels", stem_channels)):
-            expect_int(v, who, name, 1)
+            expect_size(v, who, name)
         if not (len(channels) == len(blocks) == len(strides)) or not channels:
             raise ValueError(f"{who}: channels, blocks and strides must be non-empty and of equal length, got "
                              f"{channels!r}, {blocks!r}, {strides!r}")
+        channels = [expect_size(c, who, "channels") for c in channels]
+        blocks = [expect_size(n, who, "blocks") for n in blocks]
+        c_ins = [stem_channels] + channels[:-1]
+        # two 3x3 convolutions per block, checked before any stage is built
+        expect_fits_memory(sum(9 * c * (ci + c) + 18 * c * c * (n - 1) for c, ci, n in zip(channels, c_ins, blocks)),
+                           who, f"channels={tuple(channels)}, blocks={tuple(blocks)}")
         self.in_channels = in_channels
         self.conv1 = nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_channels)

@@ -11,7 +11,7 @@ import numpy as np
 import vitc as _v
 from vitc import nn
 from vitc.nn import init
-from vitc._checks import expect_int, expect_number, expect_pair, type_name as _type_name
+from vitc._checks import expect_fits_memory, expect_int, expect_number, expect_pair, expect_size, type_name as _type_name
 from vitc.nn.mix_token import MixTokenPlan, TokenLabelingOutput, draw_mixtoken
 from vitc.nn.patch_embed import ConvPatchEmbed
 from vitc.nn.transformer import make_norm
@@ -103,6 +103,8 @@ class ViT(nn.Module):
         super().__init__()
         ih, iw = expect_pair(image_size, "ViT", "image_size", minimum=1)
         ph, pw = expect_pair(patch_size, "ViT", "patch_size", minimum=1)
+        for name, v in (("image_size", ih), ("image_size", iw), ("patch_size", ph), ("patch_size", pw)):
+            expect_size(v, "ViT", name)
         if ih % ph or iw % pw:
             raise ValueError(f"ViT: image dimensions {ih}x{iw} must be divisible by the patch size {ph}x{pw}")
         if pool not in _POOLS:
@@ -116,7 +118,7 @@ class ViT(nn.Module):
             raise ValueError(f"ViT: init must be 'torch' or 'timm', got {init!r}")
         for name, v in (("num_classes", num_classes), ("dim", dim), ("depth", depth), ("heads", heads),
                         ("mlp_dim", mlp_dim), ("channels", channels), ("dim_head", dim_head)):
-            expect_int(v, "ViT", name, 1)
+            expect_size(v, "ViT", name)
         expect_number(dropout, "ViT", "dropout", 0.0, 1.0)
         expect_number(emb_dropout, "ViT", "emb_dropout", 0.0, 1.0)
         if patch_embed not in _PATCH_EMBEDS:
@@ -126,6 +128,8 @@ class ViT(nn.Module):
         if mix_token and not aux_head:
             raise ValueError("ViT: mix_token=True needs aux_head=True (the token logits are swapped back after "
                              "the mix and trained on the token labels)")
+        expect_fits_memory((ih // ph) * (iw // pw) * dim, "ViT",  # the position embedding, before it is built
+                           f"image_size={(ih, iw)}, patch_size={(ph, pw)}, dim={dim}")
         self.grid_size = (ih // ph, iw // pw)
         self.mix_token, self.infer = bool(mix_token), infer
         self.image_size, self.patch_size, self.channels = (ih, iw), (ph, pw), channels

@@ -6,7 +6,7 @@ of a block stack; ffn_norm='batch' moves the FFN's norm between its first Linear
 (the ViTBNFFN/ViTBN FFN of anindyahepth/BatchNorm_in_Transformers_CV, model/vitbnffn.py)."""
 import vitc as _v
 
-from .._checks import expect_int, expect_number, expect_pair, expect_probability
+from .._checks import expect_fits_memory, expect_int, expect_number, expect_pair, expect_probability, expect_size
 from .activation import GELU
 from .container import ModuleList, Sequential
 from .dropout import Dropout, DropPath
@@ -78,9 +78,10 @@ class Attention(Module):
                  reattn_bias=True, reattn_scale=False, talking_heads=False):
         super().__init__()
         who = "Attention"
-        self.dim = expect_int(dim, who, "dim", 1)
-        self.heads = expect_int(heads, who, "heads", 1)
-        self.dim_head = expect_int(dim_head, who, "dim_head", 1)
+        self.dim = expect_size(dim, who, "dim")
+        self.heads = expect_size(heads, who, "heads")
+        self.dim_head = expect_size(dim_head, who, "dim_head")
+        expect_fits_memory(4 * dim * heads * dim_head, who, f"dim={dim}, heads={heads}, dim_head={dim_head}")
         self.attn_drop = expect_probability(dropout, who, "dropout")
         if attn not in ("mhsa", "reattention"):
             raise ValueError(f"{who}: attn must be 'mhsa' or 'reattention', got {attn!r}")
@@ -217,8 +218,9 @@ class FeedForward(Module):
 
     def __init__(self, dim, hidden_dim, dropout=0.0, approximate="none", mid_norm=None, norm_eps=1e-5):
         super().__init__()
-        expect_int(dim, "FeedForward", "dim", 1)
-        expect_int(hidden_dim, "FeedForward", "hidden_dim", 1)
+        expect_size(dim, "FeedForward", "dim")
+        expect_size(hidden_dim, "FeedForward", "hidden_dim")
+        expect_fits_memory(2 * dim * hidden_dim, "FeedForward", f"dim={dim}, hidden_dim={hidden_dim}")
         self.fusable = mid_norm is None
         if mid_norm is None:
             self.net = Sequential(Linear(dim, hidden_dim), GELU(approximate), Dropout(dropout),
@@ -291,7 +293,15 @@ class Transformer(Module):
                  norm_eps=1e-5, gelu="none", norm="layer", ffn_norm=None, first_block_only=False, attn="mhsa",
                  reattn_norm="batch", reattn_bias=True, reattn_scale=False, attn_reuse_from=None, skip_lam=1.0):
         super().__init__()
-        depth = expect_int(depth, "Transformer", "depth", 1)
+        who = "Transformer"
+        depth = expect_size(depth, who, "depth")
+        for name, v in (("dim", dim), ("heads", heads), ("dim_head", dim_head)):
+            expect_size(v, who, name)
+        mlp = 4 * dim if mlp_dim is None else expect_size(mlp_dim, who, "mlp_dim")
+        # checked before the first block is built: an absurd depth or width is refused, not allocated
+        per_block = 4 * dim * heads * dim_head + 2 * dim * mlp
+        expect_fits_memory(depth * per_block, who, f"depth={depth} blocks of dim={dim}, heads={heads}, "
+                                                   f"dim_head={dim_head}, mlp_dim={mlp}")
         drop_path = expect_number(drop_path, "Transformer", "drop_path", 0.0, 1.0)
         if norm not in _NORMS or ffn_norm not in (None,) + _NORMS:
             raise ValueError(f"Transformer: norm must be one of {_NORMS} and ffn_norm None or one of {_NORMS}, "
