@@ -5,12 +5,12 @@ the argument. A wrong type raises TypeError, a wrong value ValueError, both word
 ``"<who>: <name> must be ..., got ..."``; each check returns the value converted (``int``, ``float``,
 a pair of ints) so callers can write ``x = expect_int(x, who, "x")``.
 """
+import math
 import numbers
-
 import os
 
 __all__ = ["is_torch_tensor", "type_name", "expect_tensor", "expect_int", "expect_number", "expect_probability",
-           "expect_pair", "expect_size", "expect_fits_memory", "MAX_ELEMENTS"]
+           "expect_pair", "expect_finite", "expect_size", "expect_fits_memory", "MAX_ELEMENTS"]
 
 MAX_ELEMENTS = 1 << 40  # the most elements one tensor may hold (VT_MAX_NUMEL, csrc/core/tensor.c)
 
@@ -100,6 +100,13 @@ def expect_number(v, who, name, lo=None, hi=None):
         span = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
         raise ValueError(f"{who}: {name} must be in {span}, got {v}")
     return v
+
+
+def expect_finite(v, who, name, lo=None, hi=None):
+    """expect_number that also refuses inf and NaN (a schedule's factors, rates and step counts)."""
+    if not math.isfinite(expect_number(v, who, name)):
+        raise ValueError(f"{who}: {name} must be a finite number, got {v}")
+    return expect_number(v, who, name, lo, hi)
 
 
 def expect_probability(p, who, name="p"):

@@ -10,6 +10,7 @@ import math
 import numbers
 import types
 
+from .._checks import expect_finite
 from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "CosineAnnealingLR", "LinearLR", "SequentialLR",
@@ -63,6 +64,7 @@ class LRScheduler(_SchedulerState):
             self.last_epoch += 1
             values = self.get_lr()
         else:
+            expect_finite(epoch, type(self).__name__ + ".step", "epoch")
             self.last_epoch = epoch
             values = self._get_closed_form_lr() if hasattr(self, "_get_closed_form_lr") else self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, values):
@@ -111,7 +113,7 @@ class StepLR(LRScheduler):
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
         if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) or step_size < 1:
             raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
-        self.step_size, self.gamma = int(step_size), float(gamma)
+        self.step_size, self.gamma = int(step_size), expect_finite(gamma, "StepLR", "gamma")
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -128,7 +130,7 @@ class MultiStepLR(LRScheduler):
 
     def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
         self.milestones = sorted(int(m) for m in milestones)
-        self.gamma = float(gamma)
+        self.gamma = expect_finite(gamma, "MultiStepLR", "gamma")
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -145,7 +147,7 @@ class CosineAnnealingLR(LRScheduler):
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
         if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max < 1:
             raise ValueError(f"CosineAnnealingLR: T_max must be a positive int, got {T_max!r}")
-        self.T_max, self.eta_min = int(T_max), float(eta_min)
+        self.T_max, self.eta_min = int(T_max), expect_finite(eta_min, "CosineAnnealingLR", "eta_min")
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -169,11 +171,14 @@ class LinearLR(LRScheduler):
     """Factor moving linearly from start_factor to end_factor over total_iters epochs."""
 
     def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5, last_epoch=-1):
+        start_factor = expect_finite(start_factor, "LinearLR", "start_factor")
+        end_factor = expect_finite(end_factor, "LinearLR", "end_factor")
+        total_iters = int(expect_finite(total_iters, "LinearLR", "total_iters", lo=1))
         if not 0 < start_factor <= 1:
             raise ValueError("Starting multiplicative factor expected to be greater than 0 and less or equal to 1.")
         if not 0 <= end_factor <= 1:
             raise ValueError("Ending multiplicative factor expected to be between 0 and 1.")
-        self.start_factor, self.end_factor, self.total_iters = float(start_factor), float(end_factor), int(total_iters)
+        self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -290,7 +295,9 @@ class OneCycleLR(LRScheduler):
         else:
             self._phases = [(up, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
                             (self.total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
-        max_lrs = _per_group("max_lr", optimizer, max_lr)
+        max_lrs = [expect_finite(m, who, "max_lr") for m in _per_group("max_lr", optimizer, max_lr)]
+        div_factor = expect_finite(div_factor, who, "div_factor")
+        final_div_factor = expect_finite(final_div_factor, who, "final_div_factor")
         if last_epoch == -1:
             for m, group in zip(max_lrs, optimizer.param_groups):
                 group["initial_lr"] = m / div_factor
@@ -303,8 +310,10 @@ class OneCycleLR(LRScheduler):
                                  f"({type(optimizer).__name__} has neither); pass cycle_momentum=False")
             self.use_beta1 = "betas" in optimizer.defaults
             if last_epoch == -1:
-                for mx, base, group in zip(_per_group("max_momentum", optimizer, max_momentum),
-                                           _per_group("base_momentum", optimizer, base_momentum),
+                for mx, base, group in zip([expect_finite(m, who, "max_momentum")
+                                            for m in _per_group("max_momentum", optimizer, max_momentum)],
+                                           [expect_finite(b, who, "base_momentum")
+                                            for b in _per_group("base_momentum", optimizer, base_momentum)],
                                            optimizer.param_groups):
                     self._set_momentum(group, mx)
                     group["max_momentum"], group["base_momentum"] = mx, base
@@ -352,10 +361,13 @@ class ReduceLROnPlateau(_SchedulerState):
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
                  cooldown=0, min_lr=0, eps=1e-8):
         who = "ReduceLROnPlateau"
-        if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or factor >= 1.0:
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not factor < 1.0:
             raise ValueError(f"{who}: factor must be a number < 1.0, got {factor!r}")
         self.optimizer = _check_optimizer(optimizer)
-        self.factor = factor
+        self.factor = expect_finite(factor, who, "factor")
+        threshold, eps = expect_finite(threshold, who, "threshold"), expect_finite(eps, who, "eps")
+        for m in (min_lr if isinstance(min_lr, (list, tuple)) else [min_lr]):
+            expect_finite(m, who, "min_lr")
         if isinstance(min_lr, (list, tuple)):
             self.default_min_lr, self.min_lrs = None, _per_group("min_lr", optimizer, min_lr)
         else:
@@ -445,10 +457,11 @@ class CosineLRScheduler(_SchedulerState):
         self.optimizer = _check_optimizer(optimizer)
         if isinstance(t_initial, bool) or not isinstance(t_initial, numbers.Integral) or t_initial <= 0:
             raise ValueError(f"CosineLRScheduler: t_initial must be a positive int, got {t_initial!r}")
-        if lr_min < 0:
-            raise ValueError(f"CosineLRScheduler: lr_min must be >= 0, got {lr_min}")
-        if warmup_t < 0:
-            raise ValueError(f"CosineLRScheduler: warmup_t must be >= 0, got {warmup_t}")
+        who = "CosineLRScheduler"
+        lr_min, warmup_t = expect_finite(lr_min, who, "lr_min", lo=0), expect_finite(warmup_t, who, "warmup_t", lo=0)
+        for name, v in (("cycle_mul", cycle_mul), ("cycle_decay", cycle_decay), ("cycle_limit", cycle_limit),
+                        ("warmup_lr_init", warmup_lr_init), ("k_decay", k_decay)):
+            expect_finite(v, who, name)
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
         self.base_values = [group["initial_lr"] for group in optimizer.param_groups]
@@ -491,10 +504,12 @@ class CosineLRScheduler(_SchedulerState):
         self._last_lr = list(values)
 
     def step(self, epoch, metric=None):
+        expect_finite(epoch, "CosineLRScheduler.step", "epoch")
         if self.t_in_epochs:
             self._update(self._get_lr(epoch))
 
     def step_update(self, num_updates, metric=None):
+        expect_finite(num_updates, "CosineLRScheduler.step_update", "num_updates")
         if not self.t_in_epochs:
             self._update(self._get_lr(num_updates))
 
@@ -560,8 +575,8 @@ class RsqrtLR(_SchedulerState):
 
     def __init__(self, optimizer, total_steps, warmup_steps=0, timescale=10_000, cooldown_steps=0):
         self.optimizer = _check_optimizer(optimizer)
-        if isinstance(timescale, bool) or not isinstance(timescale, numbers.Real) or not timescale > 0:
-            raise ValueError(f"RsqrtLR: timescale must be a number > 0, got {timescale!r}")
+        if isinstance(timescale, bool) or not isinstance(timescale, numbers.Real) or not 0 < timescale < math.inf:
+            raise ValueError(f"RsqrtLR: timescale must be a finite number > 0, got {timescale!r}")
         self.timescale = float(timescale)
         self.warmup_steps, self.cooldown_steps, self.total_steps = 0, 0, 0
         self._set_total(total_steps, warmup_steps, cooldown_steps)
@@ -600,7 +615,7 @@ class RsqrtLR(_SchedulerState):
             self._apply()
 
     def step_update(self, num_updates, metric=None):
-        self.num_updates = int(num_updates)
+        self.num_updates = int(expect_finite(num_updates, "RsqrtLR.step_update", "num_updates"))
         self._apply()
 
     def branch(self, total_steps, cooldown_steps):
