@@ -240,3 +240,28 @@ def test_batch_norm_module_on_an_empty_batch_leaves_running_stats_and_gives_zero
     np.testing.assert_array_equal(bn_v.running_var.numpy(), bn_t.running_var.detach().numpy())
     np.testing.assert_array_equal(bn_v.weight.grad.numpy(), bn_t.weight.grad.numpy())
     np.testing.assert_array_equal(bn_v.bias.grad.numpy(), bn_t.bias.grad.numpy())
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (3, 0), (2, 0, 4), (0, 1, 5)])
+@pytest.mark.parametrize("view", ["base", "t", "permute", "narrow", "expand", "contiguous"])
+def test_zero_size_tensors_are_contiguous_as_in_pytorch(shape, view):
+    """A tensor with no elements is contiguous whatever its strides (torch's rule); before, vitc said
+    False for zeros(3, 0) and any transposed empty view."""
+    def make(x):
+        if view == "t":
+            return x.transpose(0, -1)
+        if view == "permute":
+            return x.permute(*reversed(range(x.ndim)))
+        if view == "narrow":
+            return x.narrow(0, 0, 0)
+        if view == "expand":
+            return x.unsqueeze(0).expand(2, *x.shape)
+        return x.contiguous() if view == "contiguous" else x
+    v, t = make(vitc.zeros(*shape)), make(torch.zeros(*shape))
+    assert tuple(v.shape) == tuple(t.shape)
+    assert v.is_contiguous() == t.is_contiguous() is True
+    # ops that take the contiguous path still give torch's (empty) results
+    assert tuple(v.sum(-1).shape) == tuple(t.sum(-1).shape)
+    assert tuple(v.reshape(-1).shape) == tuple(t.reshape(-1).shape)
+    assert tuple(vitc.matmul(v, vitc.ones(v.shape[-1], 2)).shape) == tuple(torch.matmul(t, torch.ones(t.shape[-1], 2)).shape)
+    assert tuple(v.clone().shape) == tuple(t.clone().shape) and v.clone().is_contiguous()

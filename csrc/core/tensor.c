@@ -75,6 +75,7 @@ void vt_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
 }
 
 int vt_is_contiguous(const vt_tensor *t) {
+    if (vt_numel(t) == 0) return 1; /* no element to misplace: contiguous whatever the strides (as torch) */
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->strides[i] != s) return 0;
