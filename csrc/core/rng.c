@@ -6,21 +6,30 @@ static uint64_t g_seed = 0x5eed, g_offset = 0;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void vt_rng_seed(uint64_t seed) { vt_rng_set_state(seed, 0); }
-uint64_t vt_rng_get_seed(void) { return g_seed; }
-uint64_t vt_rng_get_offset(void) { return g_offset; }
+/* every read and write of (seed, offset) holds g_lock, so a reader never sees half of a set_state */
+void vt_rng_get_state(uint64_t *seed, uint64_t *offset) {
+    pthread_mutex_lock(&g_lock);
+    *seed = g_seed;
+    *offset = g_offset;
+    pthread_mutex_unlock(&g_lock);
+}
+uint64_t vt_rng_get_seed(void) { uint64_t s, o; vt_rng_get_state(&s, &o); return s; }
+uint64_t vt_rng_get_offset(void) { uint64_t s, o; vt_rng_get_state(&s, &o); return o; }
 void vt_rng_set_state(uint64_t seed, uint64_t offset) {
     pthread_mutex_lock(&g_lock);
     g_seed = seed;
     g_offset = offset;
     pthread_mutex_unlock(&g_lock);
 }
-uint64_t vt_rng_reserve(uint64_t n) {
+uint64_t vt_rng_reserve_seeded(uint64_t n, uint64_t *seed) {
     pthread_mutex_lock(&g_lock);
     uint64_t base = g_offset;
+    *seed = g_seed;
     g_offset += n;
     pthread_mutex_unlock(&g_lock);
     return base;
 }
+uint64_t vt_rng_reserve(uint64_t n) { uint64_t seed; return vt_rng_reserve_seeded(n, &seed); }
 
 /* Philox4x32 round constants (Salmon et al. 2011, Table 2 / Random123) */
 #define PHILOX_M0 0xD2511F53u
@@ -57,7 +66,7 @@ float vt_rng_normal(uint64_t seed, uint64_t base, uint64_t i) {
 }
 
 void vt_rng_fill(float *p, int64_t n, int normal) {
-    uint64_t seed = vt_rng_get_seed(), base = vt_rng_reserve((uint64_t)n);
+    uint64_t seed, base = vt_rng_reserve_seeded((uint64_t)n, &seed);
     #pragma omp parallel for if (n > 16384) schedule(static)
     for (int64_t i = 0; i < n; i++)
         p[i] = normal ? vt_rng_normal(seed, base, (uint64_t)i) : vt_rng_uniform(seed, base, (uint64_t)i);

@@ -11,9 +11,13 @@
 void vt_rng_seed(uint64_t seed);
 uint64_t vt_rng_get_seed(void);
 uint64_t vt_rng_get_offset(void);
+void vt_rng_get_state(uint64_t *seed, uint64_t *offset); /* both read under one lock */
 void vt_rng_set_state(uint64_t seed, uint64_t offset);
 /* reserve n counters; returns the first. Thread safe. */
 uint64_t vt_rng_reserve(uint64_t n);
+/* reserve n counters and read the seed they belong to under the same lock: a set_state from
+ * another thread can never pair the old seed with the new offset (use this, not get_seed + reserve) */
+uint64_t vt_rng_reserve_seeded(uint64_t n, uint64_t *seed);
 
 /* four 32-bit words for counter c */
 void vt_philox(uint64_t seed, uint64_t c, uint32_t out[4]);

@@ -322,7 +322,7 @@ int vt_dropout_forward(vt_ctx *c) {
     if (!x) return vt_last_code();
     vt_tensor *y = vt_empty(VT_FLOAT32, x->ndim, x->shape);
     int64_t n = vt_numel(x);
-    uint64_t seed = vt_rng_get_seed(), base = vt_rng_reserve((uint64_t)(n + 3) / 4);
+    uint64_t seed, base = vt_rng_reserve_seeded((uint64_t)(n + 3) / 4, &seed);
     if (y) dropout_apply(vt_f32(x), vt_f32(y), n, seed, base, keep_threshold(p), p < 1.0 ? (float)(1.0 / (1.0 - p)) : 0.0f);
     vt_tensor_decref(x);
     VT_TRY(out1(c, y));
@@ -354,7 +354,7 @@ int vt_drop_path_forward(vt_ctx *c) {
     vt_tensor *x = c->in[0];
     if (x->ndim < 1) return vt_fail(VT_ESHAPE, "drop_path: input must have a batch dim, got a 0-d tensor");
     int64_t B = x->shape[0], fshape[VT_MAX_DIMS];
-    uint64_t seed = vt_rng_get_seed(), base = vt_rng_reserve((uint64_t)(B + 3) / 4);
+    uint64_t seed, base = vt_rng_reserve_seeded((uint64_t)(B + 3) / 4, &seed);
     uint32_t thr = keep_threshold(p);
     float scale = c->args->i[IARG(drop_path, scale_by_keep)] && p < 1.0 ? (float)(1.0 / (1.0 - p)) : 1.0f;
     /* factor shaped (B, 1, ..., 1) so the multiply broadcasts it over each sample */

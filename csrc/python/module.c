@@ -164,7 +164,9 @@ static PyObject *py_manual_seed(PyObject *m, PyObject *arg) {
     Py_RETURN_NONE;
 }
 static PyObject *py_rng_state(PyObject *m, PyObject *u) {
-    return Py_BuildValue("(KK)", (unsigned long long)vt_rng_get_seed(), (unsigned long long)vt_rng_get_offset());
+    uint64_t seed, offset;
+    vt_rng_get_state(&seed, &offset);
+    return Py_BuildValue("(KK)", (unsigned long long)seed, (unsigned long long)offset);
 }
 static PyObject *py_set_rng_state(PyObject *m, PyObject *args) {
     unsigned long long s, o;
@@ -177,7 +179,7 @@ static PyObject *py_rng_reserve(PyObject *m, PyObject *arg) {
     long long n = PyLong_AsLongLong(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
     if (n < 0) return PyErr_Format(PyExc_ValueError, "rng_reserve: n must be >= 0");
-    uint64_t seed = vt_rng_get_seed(), base = vt_rng_reserve((uint64_t)n);
+    uint64_t seed, base = vt_rng_reserve_seeded((uint64_t)n, &seed);
     return Py_BuildValue("(KK)", (unsigned long long)seed, (unsigned long long)base);
 }
 
