@@ -265,7 +265,14 @@ static int accumulate_leaf(vt_tensor *leaf, vt_tensor *g) {
     vt_tensor *s = NULL; /* the contiguous gradient read by the sum (allocated under the lock) */
     int st = VT_OK;
     pthread_mutex_lock(&leaf_lock);
-    if (leaf->grad) {
+    /* the leaf's .data may have been given another shape after the forward (as torch, an error) */
+    const vt_tensor *have = leaf->grad ? leaf->grad : leaf;
+    if (!vt_same_shape(have, g) || !vt_same_shape(leaf, g)) {
+        char a[96], b[96];
+        st = vt_fail(VT_ERUNTIME, "backward: the gradient of shape %s does not match the leaf's %s of shape %s (was "
+                     "its .data replaced by a tensor of another shape?)", vt_shape_str(g->ndim, g->shape, a, sizeof a),
+                     leaf->grad ? ".grad" : "data", vt_shape_str(have->ndim, have->shape, b, sizeof b));
+    } else if (leaf->grad) {
         if (!(s = vt_contiguous(g))) st = vt_last_code();
         float *d = st ? NULL : vt_f32(leaf->grad);
         const float *p = st ? NULL : vt_f32(s);
