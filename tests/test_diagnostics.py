@@ -151,3 +151,21 @@ def test_bad_input():
     m.transformer.layers[0].attn.reattn_weight = nn.Parameter(vitc.zeros(8, 4))
     with pytest.raises(ValueError, match=r"theta must have shape \(8, 8\)"):
         D.collapse_report(m, np.zeros((2, 1, 28, 28), np.float32))
+
+
+def test_every_per_block_diagnostic_accepts_a_single_tensor():
+    """One block's output or map, passed alone (not in a list), is read as a list of one by every
+    diagnostic (feature_similarity used to refuse it while the others accepted it)."""
+    rng = np.random.default_rng(3)
+    f = rng.standard_normal((2, 5, 4)).astype(np.float32)
+    a = rng.random((2, 3, 5, 5)).astype(np.float32)
+    for x in (f, vitc.from_numpy(f)):
+        np.testing.assert_allclose(D.feature_similarity(x), D.feature_similarity([x]))
+        np.testing.assert_allclose(D.feature_similarity(x), [1.0])
+        np.testing.assert_allclose(D.token_similarity(x), D.token_similarity([x]))
+    for m in (a, vitc.from_numpy(a)):
+        np.testing.assert_allclose(D.attention_similarity(m), D.attention_similarity([m]))
+        np.testing.assert_allclose(D.head_similarity(m), D.head_similarity([m]))
+        np.testing.assert_allclose(D.attention_spread(m), D.attention_spread([m]))
+    with pytest.raises(ValueError, match="feature_similarity: expected a non-empty list"):
+        D.feature_similarity([])

@@ -99,10 +99,9 @@ def head_similarity(maps):
 
 def feature_similarity(features):
     """(L,): cosine between each block's output tokens and the last block's, mean over tokens and
-    images (Zhou et al., DeepViT, Fig. 4)."""
-    if not isinstance(features, (list, tuple)) or not features:
-        raise ValueError("feature_similarity: expected a non-empty list of block outputs (B, T, D)")
-    fs = [f.detach().numpy() if isinstance(f, _v.Tensor) else np.asarray(f) for f in features]
+    images (Zhou et al., DeepViT, Fig. 4). One block output alone is a list of one (similarity [1.0])."""
+    features = _nonempty_list(features, "feature_similarity", "block outputs (B, T, D)")
+    fs = [_as_array(f) for f in features]
     fs = [f.astype(np.float64) for f in fs]
     if any(f.ndim != 3 or f.shape != fs[-1].shape for f in fs):
         raise ValueError(f"feature_similarity: block outputs must all be (B, T, D) of one shape, got "
