@@ -157,3 +157,22 @@ def test_the_recorder_replaces_epochs_that_run_again(tmp_path):
     rec({"epoch": 3, "test_loss": 0.15})  # resumed from epoch 2's checkpoint (epoch 3's was damaged)
     assert rec.history == {"epoch": [1, 2, 3], "test_loss": [0.3, 0.2, 0.15]}
     assert [json.loads(ln)["test_loss"] for ln in (tmp_path / "m.jsonl").read_text().splitlines()] == [0.3, 0.2, 0.15]
+
+
+def test_the_mlflow_missing_hint_names_an_option_the_command_has(monkeypatch):
+    """The trainer has no --no-mlflow: without MLflow, --tracking-uri is refused with a hint to drop it; the
+    experiments' Tracker says --no-mlflow only where the command has it (off_hint)."""
+    import sys
+    from vitc.experiments.common import Tracker
+    from vitc.train.__main__ import build_parser
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    monkeypatch.setitem(sys.modules, "mlflow.exceptions", None)
+    code, _, err = run_main("--tracking-uri", "sqlite:///x.db", "--epochs", "0", "--no-progress")
+    assert code == 2 and "--tracking-uri needs MLflow" in err and "drop --tracking-uri" in err, err
+    assert "--no-mlflow" not in err
+    options = {s for a in build_parser()._actions for s in a.option_strings}
+    assert "--tracking-uri" in options and "--no-mlflow" not in options
+    with pytest.raises(ValueError, match="or drop --tracking-uri$"):
+        Tracker(True, ".", None, "x", off_hint="drop --tracking-uri")
+    with pytest.raises(ValueError, match="or pass --no-mlflow$"):
+        Tracker(True, ".", None, "x")

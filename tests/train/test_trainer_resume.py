@@ -86,3 +86,37 @@ def test_a_checkpoint_written_by_fit_is_checked_by_fit(tmp_path):
     assert "has no record of its options, so --lr 0.001 cannot be checked" in err
     err = _refused(*SMALL, *TINY, "--epochs", "2", "--resume", "--checkpoint-dir", tmp_path)
     assert "written by a Sequential model, cannot load it into a ViT" in err
+
+
+def _fit_checkpoint(tmp_path, lr=1e-3, weight_decay=0.0):
+    """A checkpoint written by bare fit() (no record of the command's options) of the TINY model on random images."""
+    import numpy as np
+    import vitc
+    from vitc.models import create_model
+    model = create_model("vit_seed_mnist", depth=1, dim=16, heads=2, dim_head=8, mlp_dim=32)
+    rng = np.random.default_rng(0)
+    batches = [(vitc.from_numpy(rng.random((8, 1, 28, 28), dtype=np.float32)),
+                vitc.from_numpy(rng.integers(0, 10, 8).astype(np.int64))) for _ in range(2)]
+    vtrain.fit(model, batches, None, optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay), epochs=1,
+               checkpoint_dir=str(tmp_path), progress=False, log=None)
+
+
+def test_fit_records_its_options_in_every_checkpoint(tmp_path):
+    _fit_checkpoint(tmp_path, lr=2e-3, weight_decay=0.05)
+    path = vtrain._checkpoints_newest_first(str(tmp_path))[0]
+    assert vtrain._read_state(path)["extra"]["fit_options"] == {"optimizer": "Adam", "lr": 2e-3,
+                                                                "weight_decay": 0.05, "accum_steps": 1}
+
+
+@needs_fmnist
+def test_a_checkpoint_of_fit_compares_an_explicit_lr_with_what_fit_recorded(tmp_path):
+    """Before, any explicit --lr was refused on a checkpoint of fit(); now the value fit() trained with is
+    accepted and another one refused, naming both."""
+    _fit_checkpoint(tmp_path)
+    err = _refused(*SMALL, *TINY, "--lr", "2e-3", "--resume", "--checkpoint-dir", tmp_path)
+    assert "--lr 0.002 differs from the --lr 0.001 fit() trained" in err
+    err = _refused(*SMALL, *TINY, "--weight-decay", "0.1", "--resume", "--checkpoint-dir", tmp_path)
+    assert "--weight-decay 0.1 differs from the --weight-decay 0.0 fit() trained" in err
+    code, out, err = run_main(*SMALL, *TINY, "--epochs", "2", "--lr", "1e-3", "--resume", "--checkpoint-dir", tmp_path)
+    assert code == 0, err
+    assert "resumed from" in out and "lr 0.001" in out

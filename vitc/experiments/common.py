@@ -117,16 +117,17 @@ def save_figure(fig, path, dpi=100):
 
 
 class Tracker:
-    """One MLflow run per configuration; every call is a no-op when ``enabled`` is false."""
+    """One MLflow run per configuration; every call is a no-op when ``enabled`` is false. ``off_hint``: how
+    the calling command runs without MLflow (the experiments' --no-mlflow; the trainer's: no --tracking-uri)."""
 
-    def __init__(self, enabled, out, tracking_uri, experiment):
+    def __init__(self, enabled, out, tracking_uri, experiment, off_hint="pass --no-mlflow"):
         self.mlflow = None
         if not enabled:
             return
         try:
             import mlflow
         except ImportError:
-            raise ValueError("MLflow is not installed (pip install 'vitc[experiments]'); or pass --no-mlflow") from None
+            raise ValueError(f"MLflow is not installed (pip install 'vitc[experiments]'); or {off_hint}") from None
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
             "sqlite:///" + os.path.join(os.path.abspath(out), "mlflow.db")
         mlflow.set_tracking_uri(uri)

@@ -367,6 +367,16 @@ _KEYS = ("epoch", "train_loss_sum", "train_loss", "train_time", "test_accuracy",
 _EMA_KEYS = ("ema_test_accuracy", "ema_test_loss")
 
 
+def _fit_options(optimizer, accum_steps):
+    """What every checkpoint of fit() records of how it trains, so that a resume from the command line can
+    compare its --lr, --weight-decay and --accum-steps (a value shared by all groups; None when they differ)."""
+    def shared(key):
+        values = {g.get("initial_lr", g["lr"]) if key == "lr" else g.get(key) for g in optimizer.param_groups}
+        return values.pop() if len(values) == 1 else None
+    return {"optimizer": type(optimizer).__name__, "lr": shared("lr"), "weight_decay": shared("weight_decay"),
+            "accum_steps": accum_steps}
+
+
 def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epochs=1, scheduler=None, callbacks=(),
         checkpoint_dir=None, resume=False, progress=True, log=print, keep_checkpoints=2, distributed=None, *,
         accum_steps=1, ema=None, eval_loss_fn=None, checkpoint_extra=None):
@@ -386,7 +396,8 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
     ``update(model, step=n)`` and ``.module`` (vitc.utils.ModelEma), updated after every optimizer
     update, tested after every epoch and stored in the checkpoints. eval_loss_fn: the test loss
     (default: loss_fn). checkpoint_extra: a JSON-able dict stored in every checkpoint's state.json
-    under ``extra`` (python -m vitc.train keeps its options there to check a resume).
+    under ``extra`` (python -m vitc.train keeps its options there to check a resume); fit itself adds
+    ``fit_options`` (optimizer class, base lr, weight decay, accum_steps) to every checkpoint.
 
     distributed: None (default) = data-parallel when launched by mpirun with more than one process,
     True = always through MPI, False = never. Then (vitc.distributed) the loaders are sharded, the
@@ -425,6 +436,7 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
     keys = _KEYS + (_EMA_KEYS if ema is not None else ())
     history = {k: [] for k in keys}
     start, num_updates = 0, 0
+    options = _fit_options(optimizer, accum_steps)  # read before a resume loads the checkpoint's optimizer
     if resume:
         path, state = _resume(checkpoint_dir, model, optimizer, scheduler, ema)
         if path is not None:
@@ -468,7 +480,7 @@ def fit(model, train_loader, val_loader=None, optimizer=None, loss_fn=None, epoc
         if log:
             log(_epoch_line(epoch, epochs, tr, ev, ev_ema, lr))
         if writes:
-            extra = dict(checkpoint_extra or {}, num_updates=num_updates)
+            extra = dict(checkpoint_extra or {}, num_updates=num_updates, fit_options=options)
             save_checkpoint(checkpoint_dir, epoch + 1, model, optimizer, scheduler, history, extra,
                             keep=keep_checkpoints, ema=ema)
         if checkpoint_dir and dist is not None:

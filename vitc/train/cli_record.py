@@ -75,14 +75,14 @@ def tracked(args, params, train):
     """``train(callback)`` inside an MLflow run when --tracking-uri is given, else ``train(None)``."""
     if not args.tracking_uri:
         return train(None)
-    import importlib.util
-    if importlib.util.find_spec("mlflow") is None:
-        raise OptionError("--tracking-uri needs MLflow (pip install mlflow)")
-    from mlflow.exceptions import MlflowException
+    try:  # the trainer has no --no-mlflow: it tracks only when --tracking-uri is given
+        from mlflow.exceptions import MlflowException
+    except ImportError:
+        raise OptionError("--tracking-uri needs MLflow (pip install mlflow); or drop --tracking-uri") from None
 
     from ..experiments.common import Tracker
     try:
-        tracker = Tracker(True, ".", args.tracking_uri, args.experiment_name)
+        tracker = Tracker(True, ".", args.tracking_uri, args.experiment_name, off_hint="drop --tracking-uri")
     except MlflowException as e:
         raise OptionError(f"--tracking-uri {args.tracking_uri}: {str(e).splitlines()[0]}") from None
 

@@ -4,8 +4,10 @@ Every checkpoint the command writes keeps its options (``extra.run`` in state.js
 option not given on the command line takes the checkpoint's value (so the header prints what is used); one
 given with another value is refused, as is another model or other model keyword arguments: a resumed run
 continues exactly as it was started. A checkpoint written by fit() directly has no such record; then
-fit's own checks apply (model class and tensor shapes) and an explicit --lr is refused, since it cannot
-be compared.
+fit's own checks apply (model class and tensor shapes), and an explicit --lr, --weight-decay or --accum-steps
+is compared with what fit() recorded of its run (``fit_options``): the same value is accepted, another
+refused. An explicit --lr with no record at all (a checkpoint of save_checkpoint, or of an older fit) is
+refused, since it cannot be compared; the other options fit() cannot know are taken from the command line.
 """
 import json
 import os
@@ -18,7 +20,8 @@ ADOPTED = ("dataset", "subset", "test_subset", "img_size", "val_split", "batch_s
            "weight_decay", "momentum", "clip_grad", "label_smoothing", "mixup", "cutmix", "mix_prob",
            "mix_switch_prob", "scheduler", "warmup_epochs", "warmup_lr", "min_lr", "decay_epochs", "decay_rate",
            "patience_epochs", "ema", "ema_decay", "ema_warmup", "seed")
-_LENGTH_DEPENDENT = ("cosine", "onecycle")  # schedules built for the run's number of epochs
+_LENGTH_DEPENDENT = ("cosine", "onecycle")
+_FIT_RECORDED = ("lr", "weight_decay", "accum_steps")  # the options fit() records of itself (fit_options)  # schedules built for the run's number of epochs
 
 
 def _same(a, b):
@@ -55,7 +58,15 @@ def adopt(args, explicit, path, state):
     """Give args the checkpoint's training options; returns the checkpoint's run record (None: fit() wrote it)."""
     run = (state.get("extra") or {}).get("run")
     if run is None:
-        if "lr" in explicit:
+        recorded = (state.get("extra") or {}).get("fit_options") or {}
+        compared = [k for k in _FIT_RECORDED if k in explicit and recorded.get(k) is not None]
+        conflicts = [k for k in compared if not _same(explicit[k], recorded[k])]
+        if conflicts:
+            given = ", ".join(f"{_flag(k)} {explicit[k]}" for k in conflicts)
+            stored = ", ".join(f"{_flag(k)} {recorded[k]}" for k in conflicts)
+            raise OptionError(f"--resume: {given} differs from the {stored} fit() trained {path} with; drop them "
+                              f"(the checkpoint's optimizer state continues)")
+        if "lr" in explicit and "lr" not in compared:
             raise OptionError(f"--resume: {path} has no record of its options, so --lr {args.lr:g} cannot be "
                               f"checked against it; drop --lr (the checkpoint's optimizer state continues)")
         return None
