@@ -77,3 +77,30 @@ def test_bad_inputs():
         vit_forward_flops(dict(TINY, attn="reattention"))
     with pytest.raises(TypeError, match="ViT"):
         vit_forward_flops(object())
+
+
+def test_one_head_spanning_the_width_has_no_output_projection():
+    """vitc.nn.Attention drops to_out when heads == 1 and dim_head == dim: nothing to count (the count
+    used to add it, while vitc.plan left it out)."""
+    from vitc.models.vit import ViT
+    cfg = dict(TINY, heads=1, dim_head=8, pool="cls")
+    assert vit_flop_breakdown(cfg)["attn_proj"] == 0
+    m = ViT(**cfg)
+    assert not any(type(mod).__name__ == "Linear" and mod.in_features == mod.out_features == 8
+                   for mod in m.transformer.layers[0].attn.modules())
+    assert vit_forward_flops(m) == vit_forward_flops(cfg)
+
+
+@pytest.mark.parametrize("config", [dict(TINY, pool="cls", class_token=True), dict(TINY, pool="map", class_token=False),
+                                    dict(TINY, heads=1, dim_head=8, pool="gap", class_token=False),
+                                    dict(TINY, pool="cls", class_token=True, pre_logits=5)])
+def test_vitc_plan_counts_with_this_counter(config):
+    """vitc.plan's step time takes its FLOPs from vitc.eval.flops: one counter for both."""
+    from vitc.plan.config import resolve_config
+    from vitc.plan.timing import time_breakdown
+    rates = {"linear_s_per_flop": {"8": 1e-10}, "attention_s_per_flop": {"8": 1e-10}, "mlp_s_per_flop": {"8": 1e-10},
+             "add_s_per_element": 1e-9, "layer_norm_s_per_element": 1e-9, "op_overhead_s": 1e-6,
+             "optimizer_s_per_param": {"adam": 1e-9}}
+    cfg = resolve_config(dict(config, qkv_bias=False))
+    assert time_breakdown(cfg, 6, "adam", rates).flops == vit_train_flops(cfg.vit_kwargs(), 6) \
+        == vit_train_flops(config, 6)

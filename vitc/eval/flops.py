@@ -10,6 +10,7 @@ What is counted: the matrix multiplications only, 2 FLOPs per multiply-add —
   head              D·K
 Not counted: LayerNorm, softmax, GELU, residual and bias adds, the position embedding, the
 optimizer update (all linear in the parameter or activation count, a few percent at these sizes).
+vitc.plan's step-time model takes its FLOPs from here (vitc/plan/timing.py): one counter.
 Training = 3 × forward: the backward pass multiplies by the two transposed operands of every matmul
 (the usual 2 : 1 ratio; Kaplan et al. 2020 §2.1 use the same factor). This slightly over-counts: the
 gradient of the image through the patch embedding is never needed (one patch-embedding forward per
@@ -108,7 +109,8 @@ def vit_flop_breakdown(model_or_config):
            "qkv": depth * 2 * t * d * 3 * inner,
            "attn_scores": depth * 2 * t * t * inner,
            "attn_values": depth * 2 * t * t * inner,
-           "attn_proj": depth * 2 * t * inner * d,
+           # no output projection when one head spans the width (vitc.nn.Attention's Identity to_out)
+           "attn_proj": depth * 2 * t * inner * d if (c["heads"], c["dim_head"]) != (1, d) else 0,
            "mlp": depth * 2 * 2 * t * d * f}
     # nn.MAPHead: its heads split the width (dim_head = dim/heads), so its inner width is dim
     out["map_head"] = (2 * d * d + 2 * n * d * 2 * d + 2 * 2 * n * d + 2 * d * d + 2 * 2 * d * f) \
