@@ -211,7 +211,7 @@ def _edit(path, old, new):
 @pytest.mark.parametrize("where, line", [
     ("core/tensor.c", '#include "../autograd/node.h"\n'),   # core reaching up
     ("kernels/view.c", '#include "../ops/ops.h"\n'),          # kernels reaching into ops
-    ("ops/shape.c", '#include "reduce.h"\n'),                # doesn't resolve: not a csrc file
+    ("ops/shape/views.c", '#include "reduce.h"\n'),          # doesn't resolve: not a csrc file
     ("ops/ffn.c", '#include "attention.h"\n'),               # another family's header
 ])
 def test_a_broken_include_is_caught(tmp_path, where, line):
