@@ -1,5 +1,6 @@
 """notebooks/deit_distillation.ipynb executed with nbclient on a 256-image subset, 1 epoch."""
 import os
+import tempfile
 
 import pytest
 
@@ -15,4 +16,6 @@ def test_deit_notebook_executes_on_a_subset():
     for run in ("teacher", "none", "soft", "hard"):
         assert f"final test accuracy {run:>7}" in text
     assert "| hard | deit_mnist_distilled |" in text
+    # the log names the results relative to the run's folder: the same text on every execution
+    assert "written: deit-run/results.md, results.json" in text and tempfile.gettempdir() + "/" not in text
     assert pngs >= 2
