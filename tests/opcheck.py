@@ -28,7 +28,7 @@ def _leaf_pair(arr, noncontig, requires_grad):
         vl.requires_grad = requires_grad
         tl = torch.from_numpy(base.copy()).requires_grad_(requires_grad)
         vi, ti = vl.transpose(-1, -2), tl.transpose(-1, -2)
-        assert not vi.is_contiguous() or 1 in arr.shape[-2:]
+        assert not vi.is_contiguous() or 1 in arr.shape[-2:] or arr.size == 0  # empty: contiguous (as torch)
         return vl, vi, tl, ti
     vl = vitc.from_numpy(arr.copy())
     vl.requires_grad = requires_grad
