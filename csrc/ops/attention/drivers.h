@@ -74,12 +74,22 @@ static inline int check_dropout(const char *who, double p) {
 
 /* ---- memory switches ------------------------------------------------------------------------ */
 
-/* VITC_ATTN_RECOMPUTE=1: the packed attention ops (attention, qkv_attention) do not keep the
- * (B, H, T, T) softmax maps for backward but recompute each head's map there from the saved q and
- * k with the forward's own kernel (vt_attn_probs), so the gradients are bitwise the same; the cost
- * is one more q·kᵀ and softmax per head in backward. DeiT-Tiny at batch 32 keeps 12 × 14.9 MB of
- * maps otherwise. Read at every forward (getenv), so tests and benches can flip it in-process. */
-static inline int attn_recompute_maps(void) { return env_switch_on("VITC_ATTN_RECOMPUTE"); }
+/* VITC_ATTN_RECOMPUTE=1: the attention ops (attention, qkv_attention, scaled_dot_product_attention)
+ * do not keep the (..., L, S) softmax maps for backward but recompute each head's map there from
+ * the saved q and k with the forward's own kernels, so the gradients are bitwise the same. The
+ * packed ops keep each row's max and 1/Σ (2 floats a row) and rebuild P in one exp pass
+ * (vt_attn_probs with stats_in); the cost is one more q·kᵀ and that pass per head in backward.
+ * DeiT-Tiny at batch 32 keeps 12 × 14.9 MB of maps otherwise. VITC_ATTN_RECOMPUTE=0 keeps them.
+ * Unset (or empty), the default: recompute where a head's map (L·S floats) is at least as large as
+ * the q and k rows it is rebuilt from ((L + S)·E floats), i.e. T ≥ 2·Dh for self-attention: DeiT-Tiny
+ * (T 197, Dh 64) and LV-ViT-Tiny-MNIST (T 50, Dh 16) drop their maps, the seed ViT (T 17, Dh 64),
+ * whose maps are small and whose step the recompute would slow by ~5 %, keeps them. Read at every
+ * forward (getenv), so tests and benches can flip it in-process. */
+static inline int attn_recompute_maps(int64_t L, int64_t S, int64_t E) {
+    const char *e = getenv("VITC_ATTN_RECOMPUTE");
+    if (e && e[0]) return strcmp(e, "0") != 0;
+    return L * S > 0 && L * S >= (L + S) * E;
+}
 
 /* VITC_QKV_RECOMPUTE=1: qkv_attention does not keep its (B, T, 3·H·Dh) projection nor its attention
  * output (B, T, H·Dh, before the output projection) for backward but recomputes them there from the
@@ -112,8 +122,8 @@ typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; vt_tens
 
 /* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
  * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws; with
- * attn_recompute_maps() and no returned map, A's slot holds qkv's slot again (not 4-d: the backward
- * recomputes the maps). With pj
+ * attn_recompute_maps() and no returned map, A's slot holds the softmax row statistics (B·H·T, 2)
+ * instead (2-d: the backward recomputes the maps from them). With pj
  * (staged plans only) qkv is an empty tensor filled here, or NULL when nothing is saved. With po
  * (staged plans only) the output is y and *ao the attention output to save (NULL without save). */
 int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po, const fwd_plan *pl,
