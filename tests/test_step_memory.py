@@ -53,7 +53,7 @@ def _qkv_attention_step(B, T, H, Dh, dropout_p, need_weights=False, proj=True):
 @pytest.mark.parametrize("B,T,H,Dh,p,weights,proj", [(8, 17, 3, 8, 0.0, False, True), (8, 17, 3, 8, 0.25, False, True),
                                                       (1, 33, 2, 16, 0.0, False, False), (1, 33, 2, 16, 0.3, True, True),
                                                       (16, 9, 4, 4, 0.0, True, False)])
-@pytest.mark.parametrize("maps,qkv", [("1", "0"), ("0", "1"), ("1", "1")])
+@pytest.mark.parametrize("maps,qkv", [("1", "0"), ("0", "1"), ("1", "1"), ("2", "0")])
 def test_attention_recompute_is_bitwise(env_switch, B, T, H, Dh, p, weights, proj, maps, qkv):
     env_switch("VITC_ATTN_RECOMPUTE", "0")
     env_switch("VITC_QKV_RECOMPUTE", "0")
@@ -287,3 +287,16 @@ def test_attention_maps_auto_in_python(env_switch):
     assert "VITC_ATTN_RECOMPUTE" not in os.environ
     with pytest.raises(TypeError, match="attention_maps must be True, False or None, or 'auto'"):
         v.set_recompute(attention_maps="on")
+
+
+def test_attention_recompute_2_also_drops_the_attention_output(env_switch):
+    """VITC_ATTN_RECOMPUTE=2: qkv_attention keeps neither the maps nor the attention output before
+    its projection (W stands in its slot); the backward rebuilds both"""
+    B, T, H, Dh = 8, 33, 3, 16
+    env_switch("VITC_QKV_RECOMPUTE", "0")
+    env_switch("VITC_ATTN_RECOMPUTE", "1")
+    peak1, saved1 = _attention_peak(B, T, H, Dh, layers=4)
+    env_switch("VITC_ATTN_RECOMPUTE", "2")
+    peak2, saved2 = _attention_peak(B, T, H, Dh, layers=4)
+    assert saved1 - saved2 == 4 * v._C._block_size(B * T * H * Dh * 4)
+    assert peak2 < peak1

@@ -116,9 +116,19 @@ typedef struct { const float *x; int64_t sbx, ldx; vt_gemm_panel wt; const float
  * output is streamed to its saved tensor (ao, for W_o's gradient) when a backward needs it. */
 typedef struct { vt_gemm_panel wt; const float *bias; int64_t Do; } out_proj;
 
-/* recompute_from: NULL, or what qkv_attention saves in qkv's slot when it recomputes qkv in
+/* VITC_ATTN_RECOMPUTE=2: as 1, and qkv_attention with its output projection does not keep the
+ * attention output (B, T, H·Dh) for W_o's gradient either but rebuilds it in backward from the
+ * rebuilt maps and v (map·v once more per head, the forward's kernel: bitwise the same). DeiT-Tiny
+ * at batch 32 keeps 12 × 4.8 MB of attention outputs otherwise. */
+static inline int attn_recompute_out(void) {
+    const char *e = getenv("VITC_ATTN_RECOMPUTE");
+    return e && strcmp(e, "2") == 0;
+}
+
+/* drop_out: qkv_attention keeps no attention output (VITC_QKV_RECOMPUTE or attn_recompute_out())
+ * recompute_from: NULL, or what qkv_attention saves in qkv's slot when it recomputes qkv in
  * backward (its bias, or its weight without one: 1-d or 2-d, so never mistaken for qkv) */
-typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; vt_tensor *recompute_from; } attn_geom;
+typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights, drop_out; vt_tensor *recompute_from; } attn_geom;
 
 /* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
  * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws; with

@@ -70,7 +70,7 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
     scratch_set scr = {0};
     int st = VT_OK, nt = pl->nt;
     if (!(out = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, po ? po->Do : HD}))) goto fail;
-    if (po && c->save && !ag->recompute_from && !(aot = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
+    if (po && c->save && !ag->drop_out && !(aot = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
     int keep_maps = ag->need_weights || (c->save && !attn_recompute_maps(T, T, Dh));
     if (keep_maps && !(A = vt_empty(VT_FLOAT32, 4, (int64_t[]){B, H, T, T}))) goto fail;
     if (!keep_maps && c->save && !(stats = vt_empty(VT_FLOAT32, 2, (int64_t[]){B * H * T, 2}))) goto fail;
