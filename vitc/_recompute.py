@@ -13,10 +13,13 @@ backward recomputes); gradients are bitwise the same either way:
   output projection, and recomputes them from its input and weights;
 - ``ffn`` (off by default): ``linear_gelu_linear`` keeps its input, not the MLP pre-activation, and recomputes it.
 
-DeiT-Tiny, batch 32, 2 threads, Zen 4 (bench/step_memory.py, bench/ab.py): step memory 0.82× PyTorch's
-with none, 0.67× with attention_maps (+2 % step time), 0.49× with attention_maps + qkv (+9 %),
-0.30× with all three (+16 %). The switches are the environment variables VITC_ATTN_RECOMPUTE,
-VITC_QKV_RECOMPUTE and VITC_FFN_RECOMPUTE, so a launcher can also set them.
+DeiT-Tiny, batch 32, 2 threads, Zen 4 (bench/step_memory.py, bench/ab.py): step memory 0.79× PyTorch's
+with the maps kept (attention_maps=False), 0.65× by default (maps dropped; step time 0.996 and 1.009
+of keeping them, two runs), 0.60× with VITC_ATTN_RECOMPUTE=2 (the attention output before the
+projection recomputed too: +4 % on the attention op, step within noise), 0.49× with attention_maps +
+qkv (+9 %), 0.30× with all three (+16 %). The switches are the environment variables
+VITC_ATTN_RECOMPUTE (unset: auto; 0, 1, 2), VITC_QKV_RECOMPUTE and VITC_FFN_RECOMPUTE, so a launcher
+can also set them.
 """
 import contextlib
 import os

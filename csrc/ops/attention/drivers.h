@@ -83,7 +83,9 @@ static inline int check_dropout(const char *who, double p) {
  * Unset (or empty), the default: recompute where a head's map (L·S floats) is at least as large as
  * the q and k rows it is rebuilt from ((L + S)·E floats), i.e. T ≥ 2·Dh for self-attention: DeiT-Tiny
  * (T 197, Dh 64) and LV-ViT-Tiny-MNIST (T 50, Dh 16) drop their maps, the seed ViT (T 17, Dh 64),
- * whose maps are small and whose step the recompute would slow by ~5 %, keeps them. Read at every
+ * whose maps are small (0.9 MB a layer) and whose step the recompute slows by 3 % (bench/ab.py
+ * --model seed, =0 against =1), keeps them; DeiT-Tiny's step: 0.996 and 1.009 against main's
+ * kept maps (two runs, bench/ab.py --model deit, noise ±5 %). Read at every
  * forward (getenv), so tests and benches can flip it in-process. */
 static inline int attn_recompute_maps(int64_t L, int64_t S, int64_t E) {
     const char *e = getenv("VITC_ATTN_RECOMPUTE");
