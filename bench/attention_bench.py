@@ -5,7 +5,8 @@ Wall-clock at --threads threads (vitc.set_num_threads / torch.set_num_threads), 
 of --reps. --cpu adds a second table: one thread each, the calling thread's CPU time
 (time.thread_time), which a busy shared machine disturbs far less than wall-clock.
 
-Shapes: the seed ViT (B=100, T=17, H=8, Dh=64) and DeiT-tiny (B=32, T=197, H=3, Dh=64).
+Shapes: the seed ViT (B=100, T=17, H=8, Dh=64), LV-ViT-Tiny-MNIST (B=128, T=50, H=4, Dh=16) and
+DeiT-tiny (B=32, T=197, H=3, Dh=64).
 PyTorch runs (a) explicit ops: reshape(B,T,3,H,Dh) / q@kᵀ·scale / softmax / @v / transpose-reshape,
 and (b) F.scaled_dot_product_attention on the permuted q, k, v (its flash CPU kernel); both
 start from the same packed qkv and end in (B, T, H·Dh), as the fused op does.
@@ -88,6 +89,9 @@ def run(B, T, H, Dh, reps, clock=time.perf_counter):
         print(f"{name:22s}{fm:8.2f} /{fb_:6.2f}{bm:8.2f} /{bb:6.2f}")
 
 
+SHAPES = ((100, 17, 8, 64), (128, 50, 4, 16), (32, 197, 3, 64))  # (B, T, H, Dh): seed, LV-ViT, DeiT
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -98,14 +102,14 @@ def main():
     torch.set_num_threads(a.threads)
     print(f"== wall-clock, threads: vitc {vitc.get_num_threads()}, torch {torch.get_num_threads()}; "
           f"torch {torch.__version__}")
-    run(100, 17, 8, 64, a.reps)
-    run(32, 197, 3, 64, a.reps)
+    for shape in SHAPES:
+        run(*shape, a.reps)
     if a.cpu:
         vitc.set_num_threads(1)
         torch.set_num_threads(1)
         print("\n== one thread, CPU time of the calling thread")
-        run(100, 17, 8, 64, a.reps, time.thread_time)
-        run(32, 197, 3, 64, a.reps, time.thread_time)
+        for shape in SHAPES:
+            run(*shape, a.reps, time.thread_time)
 
 
 if __name__ == "__main__":

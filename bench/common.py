@@ -60,7 +60,10 @@ def vitc_train_step(model="seed", batch=None):
     return step
 
 
-OPS = ("ffn-seed", "ffn-deit", "attn-seed", "attn-deit")
+OPS = ("ffn-seed", "ffn-deit", "attn-seed", "attn-deit", "attn-lvvit")
+# attention-only op shapes of models without a train step here: LV-ViT-Tiny-MNIST's blocks (batch 128,
+# 7×7 patches + cls = 50 tokens, dim 64, 4 heads of 16; vitc.models.lvvit, bench/lvvit_step.py)
+OP_SHAPES = {"lvvit": dict(batch=128, tokens=50, dim=64, heads=4, dim_head=16)}
 
 
 def vitc_op_step(name):
@@ -73,8 +76,12 @@ def vitc_op_step(name):
     if name not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {name!r}")
     kind, model = name.split("-")
-    cfg = SHAPES[model]
-    b, t = BATCH[model], (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
+    if model in OP_SHAPES:
+        cfg = OP_SHAPES[model]
+        b, t = cfg["batch"], cfg["tokens"]
+    else:
+        cfg = SHAPES[model]
+        b, t = BATCH[model], (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
     d, inner = cfg["dim"], cfg["heads"] * cfg["dim_head"]
     rng = np.random.default_rng(0)
 

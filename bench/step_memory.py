@@ -14,8 +14,10 @@ Memory is not time: the numbers hold on a loaded machine (RSS can vary by a few 
 page handling; the alloc bytes are exact). The switches' time cost is measured with bench/ab.py or
 bench/suite.py on a quiet machine, not here.
 
-Settings: vitc's environment switches, read at every forward:
-  VITC_ATTN_RECOMPUTE=1  attention recomputes its softmax maps in backward (csrc/ops/attention/drivers.h)
+Settings: vitc's environment switches, read at every forward ("default" leaves them all unset):
+  VITC_ATTN_RECOMPUTE=1  attention recomputes its softmax maps in backward (csrc/ops/attention/drivers.h);
+                         unset: where T >= 2·head_dim (DeiT-Tiny yes, the seed ViT no); 0: never;
+                         2: as 1, and qkv_attention also recomputes its attention output
   VITC_QKV_RECOMPUTE=1   qkv_attention recomputes its qkv projection and attention output in backward
   VITC_FFN_RECOMPUTE=1   linear_gelu_linear recomputes its pre-activation in backward (csrc/ops/ffn.c)
 """
@@ -30,9 +32,11 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 SWITCHES = ("VITC_ATTN_RECOMPUTE", "VITC_QKV_RECOMPUTE", "VITC_FFN_RECOMPUTE")
-SETTINGS = {  # name -> the switches it turns on
-    "default": (),
+SETTINGS = {  # name -> the switches it turns on (all unset in "default"; "keep" sets them all to 0)
+    "default": None,
+    "keep": (),
     "maps": ("VITC_ATTN_RECOMPUTE",),
+    "maps+out": ("VITC_ATTN_RECOMPUTE=2",),
     "qkv": ("VITC_QKV_RECOMPUTE",),
     "maps+qkv": ("VITC_ATTN_RECOMPUTE", "VITC_QKV_RECOMPUTE"),
     "ffn": ("VITC_FFN_RECOMPUTE",),
@@ -43,8 +47,12 @@ MB = 2 ** 20
 
 def env_for(setting):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="2")
+    on = dict(kv.partition("=")[::2] for kv in SETTINGS[setting] or ())
     for s in SWITCHES:
-        env[s] = "1" if s in SETTINGS[setting] else "0"
+        if SETTINGS[setting] is None:
+            env.pop(s, None)
+        else:
+            env[s] = (on[s] or "1") if s in on else "0"
     return env
 
 

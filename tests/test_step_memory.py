@@ -53,7 +53,7 @@ def _qkv_attention_step(B, T, H, Dh, dropout_p, need_weights=False, proj=True):
 @pytest.mark.parametrize("B,T,H,Dh,p,weights,proj", [(8, 17, 3, 8, 0.0, False, True), (8, 17, 3, 8, 0.25, False, True),
                                                       (1, 33, 2, 16, 0.0, False, False), (1, 33, 2, 16, 0.3, True, True),
                                                       (16, 9, 4, 4, 0.0, True, False)])
-@pytest.mark.parametrize("maps,qkv", [("1", "0"), ("0", "1"), ("1", "1")])
+@pytest.mark.parametrize("maps,qkv", [("1", "0"), ("0", "1"), ("1", "1"), ("2", "0")])
 def test_attention_recompute_is_bitwise(env_switch, B, T, H, Dh, p, weights, proj, maps, qkv):
     env_switch("VITC_ATTN_RECOMPUTE", "0")
     env_switch("VITC_QKV_RECOMPUTE", "0")
@@ -160,8 +160,10 @@ def test_recompute_lowers_saved_and_peak_bytes(env_switch, switch, what):
     env_switch(switch, "1")
     peak_on, saved_on = _attention_peak(B, T, H, Dh, layers=4)
     bs = v._C._block_size
-    # those tensors' blocks are no longer on the tape: the maps, or qkv and the attention output
-    dropped = bs(B * H * T * T * 4) if what == "maps" else bs(B * T * 3 * H * Dh * 4) + bs(B * T * H * Dh * 4)
+    # those tensors' blocks are no longer on the tape: the maps (each row's softmax max and 1/sum
+    # are kept instead), or qkv and the attention output
+    dropped = (bs(B * H * T * T * 4) - bs(B * H * T * 2 * 4) if what == "maps"
+               else bs(B * T * 3 * H * Dh * 4) + bs(B * T * H * Dh * 4))
     assert saved_off - saved_on == 4 * dropped
     assert peak_on < peak_off
 
@@ -251,8 +253,50 @@ def test_python_switches_set_the_environment_and_restore_it(env_switch):
         _, saved_on = _attention_peak(B, T, H, Dh, layers=2)
     assert v.get_recompute() == {"attention_maps": False, "qkv": False, "ffn": False}
     bs = v._C._block_size
-    assert saved_off - saved_on == 2 * (bs(B * H * T * T * 4) + bs(B * T * 3 * H * Dh * 4) + bs(B * T * H * Dh * 4))
+    maps_for_stats = bs(B * H * T * T * 4) - bs(B * H * T * 2 * 4)  # the softmax row statistics stay
+    assert saved_off - saved_on == 2 * (maps_for_stats + bs(B * T * 3 * H * Dh * 4) + bs(B * T * H * Dh * 4))
     before = v.set_recompute(ffn=True)
     assert before["ffn"] is False and os.environ["VITC_FFN_RECOMPUTE"] == "1"
     with pytest.raises(TypeError, match="attention_maps must be True, False or None"):
         v.set_recompute(attention_maps="yes")
+
+
+@pytest.mark.parametrize("T,Dh,dropped", [(33, 16, True), (31, 16, False), (17, 64, False)])
+def test_attention_maps_auto_drops_maps_at_least_as_large_as_q_and_k(env_switch, T, Dh, dropped):
+    """unset VITC_ATTN_RECOMPUTE: the maps go where T >= 2·Dh (DeiT-Tiny, LV-ViT), stay below it
+    (the seed ViT's 17 tokens of 64); forcing it on or off still wins"""
+    B, H = 4, 2
+    env_switch("VITC_QKV_RECOMPUTE", "0")
+    saved = {}
+    for flag in ("0", "", "1"):
+        env_switch("VITC_ATTN_RECOMPUTE", flag)
+        saved[flag] = _attention_peak(B, T, H, Dh, layers=1)[1]
+    assert saved["0"] > saved["1"]
+    assert saved[""] == (saved["1"] if dropped else saved["0"])
+
+
+def test_attention_maps_auto_in_python(env_switch):
+    env_switch("VITC_ATTN_RECOMPUTE", "")
+    assert v.get_recompute()["attention_maps"] == "auto"
+    with v.recompute(attention_maps=False):
+        assert v.get_recompute()["attention_maps"] is False
+    assert v.get_recompute()["attention_maps"] == "auto" and "VITC_ATTN_RECOMPUTE" not in os.environ
+    before = v.set_recompute(attention_maps=True)
+    assert before["attention_maps"] == "auto" and os.environ["VITC_ATTN_RECOMPUTE"] == "1"
+    v.set_recompute(attention_maps="auto")
+    assert "VITC_ATTN_RECOMPUTE" not in os.environ
+    with pytest.raises(TypeError, match="attention_maps must be True, False or None, or 'auto'"):
+        v.set_recompute(attention_maps="on")
+
+
+def test_attention_recompute_2_also_drops_the_attention_output(env_switch):
+    """VITC_ATTN_RECOMPUTE=2: qkv_attention keeps neither the maps nor the attention output before
+    its projection (W stands in its slot); the backward rebuilds both"""
+    B, T, H, Dh = 8, 33, 3, 16
+    env_switch("VITC_QKV_RECOMPUTE", "0")
+    env_switch("VITC_ATTN_RECOMPUTE", "1")
+    peak1, saved1 = _attention_peak(B, T, H, Dh, layers=4)
+    env_switch("VITC_ATTN_RECOMPUTE", "2")
+    peak2, saved2 = _attention_peak(B, T, H, Dh, layers=4)
+    assert saved1 - saved2 == 4 * v._C._block_size(B * T * H * Dh * 4)
+    assert peak2 < peak1

@@ -1,19 +1,25 @@
 """Memory for time: ops that recompute in backward what they would otherwise keep for it.
 
-Three switches, off by default, process-wide, read by each op at its forward (so a step's forward
-decides what its backward recomputes); gradients are bitwise the same either way:
+Three switches, process-wide, read by each op at its forward (so a step's forward decides what its
+backward recomputes); gradients are bitwise the same either way:
 
-- ``attention_maps``: the fused attention ops keep q and k, not the (B, H, T, T) softmax maps, and
-  rebuild each head's map in backward (maps requested as an output, re-attention and talking heads,
-  which mix maps across heads, still keep them);
-- ``qkv``: ``qkv_attention`` keeps neither its qkv projection nor the attention output before the
+- ``attention_maps``: the fused attention ops keep q and k (and each softmax row's max and 1/sum),
+  not the (B, H, T, T) softmax maps, and rebuild each head's map in backward (maps requested as an
+  output, re-attention and talking heads, which mix maps across heads, still keep them). Default
+  ``"auto"`` (the variable unset): on where a head's map is at least as large as its q and k rows
+  (T >= 2·head_dim: DeiT-Tiny and LV-ViT-Tiny-MNIST drop their maps, the seed ViT with its 17 tokens
+  keeps them); True or False forces it;
+- ``qkv`` (off by default): ``qkv_attention`` keeps neither its qkv projection nor the attention output before the
   output projection, and recomputes them from its input and weights;
-- ``ffn``: ``linear_gelu_linear`` keeps its input, not the MLP pre-activation, and recomputes it.
+- ``ffn`` (off by default): ``linear_gelu_linear`` keeps its input, not the MLP pre-activation, and recomputes it.
 
-DeiT-Tiny, batch 32, 2 threads, Zen 4 (bench/step_memory.py, bench/ab.py): step memory 0.82× PyTorch's
-with none, 0.67× with attention_maps (+2 % step time), 0.49× with attention_maps + qkv (+9 %),
-0.30× with all three (+16 %). The switches are the environment variables VITC_ATTN_RECOMPUTE,
-VITC_QKV_RECOMPUTE and VITC_FFN_RECOMPUTE, so a launcher can also set them.
+DeiT-Tiny, batch 32, 2 threads, Zen 4 (bench/step_memory.py, bench/ab.py): step memory 0.79× PyTorch's
+with the maps kept (attention_maps=False), 0.65× by default (maps dropped; step time 0.996 and 1.009
+of keeping them, two runs), 0.60× with VITC_ATTN_RECOMPUTE=2 (the attention output before the
+projection recomputed too: +4 % on the attention op, step within noise), 0.49× with attention_maps +
+qkv (+9 %), 0.30× with all three (+16 %). The switches are the environment variables
+VITC_ATTN_RECOMPUTE (unset: auto; 0, 1, 2), VITC_QKV_RECOMPUTE and VITC_FFN_RECOMPUTE, so a launcher
+can also set them.
 """
 import contextlib
 import os
@@ -24,18 +30,27 @@ _ENV = {"attention_maps": "VITC_ATTN_RECOMPUTE", "qkv": "VITC_QKV_RECOMPUTE", "f
 
 
 def get_recompute():
-    """{'attention_maps': bool, 'qkv': bool, 'ffn': bool}: which switches are on."""
-    return {k: os.environ.get(v, "") not in ("", "0") for k, v in _ENV.items()}
+    """{'attention_maps': bool or 'auto', 'qkv': bool, 'ffn': bool}: which switches are on
+    ('auto': attention_maps' variable is unset, the ops decide by shape)."""
+    state = {k: os.environ.get(v, "") not in ("", "0") for k, v in _ENV.items()}
+    if os.environ.get(_ENV["attention_maps"], "") == "":
+        state["attention_maps"] = "auto"
+    return state
 
 
 def set_recompute(attention_maps=None, qkv=None, ffn=None):
-    """Turn switches on (True) or off (False); None leaves one as it is. Returns the previous state."""
+    """Turn switches on (True) or off (False); None leaves one as it is; attention_maps also takes
+    'auto' (the default: unset the variable). Returns the previous state."""
     before = get_recompute()
     for name, value in (("attention_maps", attention_maps), ("qkv", qkv), ("ffn", ffn)):
         if value is None:
             continue
+        if name == "attention_maps" and value == "auto":
+            os.environ.pop(_ENV[name], None)
+            continue
         if not isinstance(value, bool):
-            raise TypeError(f"set_recompute: {name} must be True, False or None, got {type(value).__name__}")
+            also = ", or 'auto'" if name == "attention_maps" else ""
+            raise TypeError(f"set_recompute: {name} must be True, False or None{also}, got {type(value).__name__}")
         os.environ[_ENV[name]] = "1" if value else "0"
     return before
 

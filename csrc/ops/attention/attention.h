@@ -33,6 +33,11 @@ typedef struct vt_attn_head {
     /* dropout on P: element (i, j) of this head is counter-RNG element elem0 + i*tk + j */
     float dropout_p;
     uint64_t seed, base, elem0;
+    /* optional softmax row statistics, 2·tq floats (row i's max and 1/Σ at 2i, 2i+1): vt_attn_probs
+     * writes them to stats_out, or, given stats_in from an earlier vt_attn_probs on the same
+     * operands, skips the row reductions and rebuilds the same P bitwise in one pass */
+    float *stats_out;
+    const float *stats_in;
 } vt_attn_head;
 
 /* floats of per-thread scratch the fused head functions need (forward and backward); the phase
@@ -79,7 +84,8 @@ typedef struct {
     void (*gemm)(int64_t m, int64_t n, int64_t kd, float alpha, const float *a, int64_t sar, int64_t sak,
                  const float *b, int64_t ldb, int bpacked, float *pk, float *c, int64_t ldc);
     void (*pack_bt)(int64_t rows, int64_t kd, const float *src, int64_t lds, int64_t np, float *dst);
-    void (*softmax_rows)(float *s, int64_t rows, int64_t n, int64_t ld);
+    void (*softmax_rows)(float *s, int64_t rows, int64_t n, int64_t ld, float *stats);
+    void (*softmax_known_rows)(float *s, int64_t rows, int64_t n, int64_t ld, const float *stats);
     void (*dsoftmax_rows)(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, int64_t n);
 } attn_kernels;
 const attn_kernels *vt_attn_kernels(void);

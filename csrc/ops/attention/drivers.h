@@ -74,12 +74,24 @@ static inline int check_dropout(const char *who, double p) {
 
 /* ---- memory switches ------------------------------------------------------------------------ */
 
-/* VITC_ATTN_RECOMPUTE=1: the packed attention ops (attention, qkv_attention) do not keep the
- * (B, H, T, T) softmax maps for backward but recompute each head's map there from the saved q and
- * k with the forward's own kernel (vt_attn_probs), so the gradients are bitwise the same; the cost
- * is one more q·kᵀ and softmax per head in backward. DeiT-Tiny at batch 32 keeps 12 × 14.9 MB of
- * maps otherwise. Read at every forward (getenv), so tests and benches can flip it in-process. */
-static inline int attn_recompute_maps(void) { return env_switch_on("VITC_ATTN_RECOMPUTE"); }
+/* VITC_ATTN_RECOMPUTE=1: the attention ops (attention, qkv_attention, scaled_dot_product_attention)
+ * do not keep the (..., L, S) softmax maps for backward but recompute each head's map there from
+ * the saved q and k with the forward's own kernels, so the gradients are bitwise the same. The
+ * packed ops keep each row's max and 1/Σ (2 floats a row) and rebuild P in one exp pass
+ * (vt_attn_probs with stats_in); the cost is one more q·kᵀ and that pass per head in backward.
+ * DeiT-Tiny at batch 32 keeps 12 × 14.9 MB of maps otherwise. VITC_ATTN_RECOMPUTE=0 keeps them.
+ * Unset (or empty), the default: recompute where a head's map (L·S floats) is at least as large as
+ * the q and k rows it is rebuilt from ((L + S)·E floats), i.e. T ≥ 2·Dh for self-attention: DeiT-Tiny
+ * (T 197, Dh 64) and LV-ViT-Tiny-MNIST (T 50, Dh 16) drop their maps, the seed ViT (T 17, Dh 64),
+ * whose maps are small (0.9 MB a layer) and whose step the recompute slows by 3 % (bench/ab.py
+ * --model seed, =0 against =1), keeps them; DeiT-Tiny's step: 0.996 and 1.009 against main's
+ * kept maps (two runs, bench/ab.py --model deit, noise ±5 %). Read at every
+ * forward (getenv), so tests and benches can flip it in-process. */
+static inline int attn_recompute_maps(int64_t L, int64_t S, int64_t E) {
+    const char *e = getenv("VITC_ATTN_RECOMPUTE");
+    if (e && e[0]) return strcmp(e, "0") != 0;
+    return L * S > 0 && L * S >= (L + S) * E;
+}
 
 /* VITC_QKV_RECOMPUTE=1: qkv_attention does not keep its (B, T, 3·H·Dh) projection nor its attention
  * output (B, T, H·Dh, before the output projection) for backward but recomputes them there from the
@@ -106,14 +118,24 @@ typedef struct { const float *x; int64_t sbx, ldx; vt_gemm_panel wt; const float
  * output is streamed to its saved tensor (ao, for W_o's gradient) when a backward needs it. */
 typedef struct { vt_gemm_panel wt; const float *bias; int64_t Do; } out_proj;
 
-/* recompute_from: NULL, or what qkv_attention saves in qkv's slot when it recomputes qkv in
+/* VITC_ATTN_RECOMPUTE=2: as 1, and qkv_attention with its output projection does not keep the
+ * attention output (B, T, H·Dh) for W_o's gradient either but rebuilds it in backward from the
+ * rebuilt maps and v (map·v once more per head, the forward's kernel: bitwise the same). DeiT-Tiny
+ * at batch 32 keeps 12 × 4.8 MB of attention outputs otherwise. */
+static inline int attn_recompute_out(void) {
+    const char *e = getenv("VITC_ATTN_RECOMPUTE");
+    return e && strcmp(e, "2") == 0;
+}
+
+/* drop_out: qkv_attention keeps no attention output (VITC_QKV_RECOMPUTE or attn_recompute_out())
+ * recompute_from: NULL, or what qkv_attention saves in qkv's slot when it recomputes qkv in
  * backward (its bias, or its weight without one: 1-d or 2-d, so never mistaken for qkv) */
-typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights; vt_tensor *recompute_from; } attn_geom;
+typedef struct { int64_t B, T, H, Dh; double scale, p; int need_weights, drop_out; vt_tensor *recompute_from; } attn_geom;
 
 /* qkv (B, T, 3·H·Dh): q, k, v are the three consecutive H·Dh chunks of the last dim, head h owns
  * channels [h·Dh, (h+1)·Dh) of each. Saves qkv, A (B, H, T, T) and the dropout draws; with
- * attn_recompute_maps() and no returned map, A's slot holds qkv's slot again (not 4-d: the backward
- * recomputes the maps). With pj
+ * attn_recompute_maps() and no returned map, A's slot holds the softmax row statistics (B·H·T, 2)
+ * instead (2-d: the backward recomputes the maps from them). With pj
  * (staged plans only) qkv is an empty tensor filled here, or NULL when nothing is saved. With po
  * (staged plans only) the output is y and *ao the attention output to save (NULL without save). */
 int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po, const fwd_plan *pl,

@@ -174,8 +174,10 @@ AI void gemm_body(const int RM, int64_t m, int64_t n, int64_t kd, float alpha, c
 
 /* in place softmax of each row of s (rows × n, ld; n a multiple of 8, pad with -inf):
  * exp(s − max)/Σ. A row of -inf gives zeros (PyTorch's sdpa); a NaN makes its row NaN through
- * the sum, or through the scan below when nothing else is finite. */
-AI void softmax_rows_body(float *s, int64_t rows, int64_t n, int64_t ld) {
+ * the sum, or through the scan below when nothing else is finite. With stats, row i's max and
+ * 1/Σ (or, for a row with no finite entry, -inf and the fill value) go to stats[2i], stats[2i+1]:
+ * enough for softmax_known_rows to rebuild the row in one pass, bitwise. */
+AI void softmax_rows_body(float *s, int64_t rows, int64_t n, int64_t ld, float *stats) {
     for (int64_t i = 0; i < rows; i++, s += ld) {
         /* four independent max chains: one chain would wait on each compare+blend */
         v8 m0 = bc8(-INFINITY), m1 = m0, m2 = m0, m3 = m0; /* NaN lanes lose every compare */
@@ -195,6 +197,7 @@ AI void softmax_rows_body(float *s, int64_t rows, int64_t n, int64_t ld) {
             float fill = 0.0f;
             for (j = 0; j < n; j++) fill = s[j] != s[j] ? NAN : fill;
             for (j = 0; j < n; j++) s[j] = fill;
+            if (stats) { stats[2 * i] = -INFINITY; stats[2 * i + 1] = fill; }
             continue;
         }
         v8 vs = bc8(0.0f);
@@ -205,6 +208,26 @@ AI void softmax_rows_body(float *s, int64_t rows, int64_t n, int64_t ld) {
         }
         v8 inv = bc8(1.0f) / allsum8(&vs);
         for (j = 0; j < n; j += 8) st8(s + j, ld8(s + j) * inv);
+        if (stats) { stats[2 * i] = vm[0]; stats[2 * i + 1] = inv[0]; }
+    }
+}
+
+/* the softmax of rows whose max and 1/Σ softmax_rows_body already found (stats as it wrote them):
+ * the same exp8(s − max)·(1/Σ) per element, so the same bits, in one pass instead of three, as
+ * flash attention's backward rebuilds P from saved row statistics (Dao et al. 2022, arXiv
+ * 2205.14135, Alg. 4; they keep the log-sum-exp, here max and 1/Σ are kept to stay bitwise) */
+AI void softmax_known_rows_body(float *s, int64_t rows, int64_t n, int64_t ld, const float *stats) {
+    for (int64_t i = 0; i < rows; i++, s += ld) {
+        float mx = stats[2 * i], inv_s = stats[2 * i + 1];
+        if (mx == -INFINITY) {
+            for (int64_t j = 0; j < n; j++) s[j] = inv_s;
+            continue;
+        }
+        v8 vm = bc8(mx), inv = bc8(inv_s);
+        for (int64_t j = 0; j < n; j += 8) {
+            v8 d = ld8(s + j) - vm, e = exp8(&d);
+            st8(s + j, e * inv);
+        }
     }
 }
 
@@ -232,15 +255,19 @@ AI void dsoftmax_rows_body(const float *p, int64_t ldp, float *dp, int64_t lddp,
                                       float *dst) {                                                           \
         pack_bt_body(rows, kd, src, lds, np, dst);                                                            \
     }                                                                                                         \
-    static attr void softmax_rows_##suffix(float *s, int64_t rows, int64_t n, int64_t ld) {                  \
-        softmax_rows_body(s, rows, n, ld);                                                                    \
+    static attr void softmax_rows_##suffix(float *s, int64_t rows, int64_t n, int64_t ld, float *stats) {    \
+        softmax_rows_body(s, rows, n, ld, stats);                                                             \
+    }                                                                                                         \
+    static attr void softmax_known_rows_##suffix(float *s, int64_t rows, int64_t n, int64_t ld,               \
+                                                 const float *stats) {                                        \
+        softmax_known_rows_body(s, rows, n, ld, stats);                                                       \
     }                                                                                                         \
     static attr void dsoftmax_rows_##suffix(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, \
                                             int64_t n) {                                                      \
         dsoftmax_rows_body(p, ldp, dp, lddp, rows, n);                                                        \
     }                                                                                                         \
     static const attn_kernels kernels_##suffix = {gemm_##suffix, pack_bt_##suffix, softmax_rows_##suffix,       \
-                                                  dsoftmax_rows_##suffix};
+                                                  softmax_known_rows_##suffix, dsoftmax_rows_##suffix};
 
 /* 6×16 tile: 12 ymm accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers; the
  * baseline build splits each vector in two xmm, so it takes 3-row tiles. */
@@ -291,7 +318,8 @@ void vt_attn_probs(const vt_attn_head *h, float *p, int64_t ldp, float *scratch)
         }
         for (int64_t j = tk; j < tkp; j++) row[j] = -INFINITY; /* the pad joins the vector loop as zeros */
     }
-    K->softmax_rows(p, tq, tkp, ldp);
+    if (h->stats_in) K->softmax_known_rows(p, tq, tkp, ldp, h->stats_in);
+    else K->softmax_rows(p, tq, tkp, ldp, h->stats_out);
 }
 
 void vt_attn_apply(const vt_attn_head *h, const float *m, int64_t ldm, float *o, int64_t ldo, float *scratch) {

@@ -79,7 +79,8 @@ static vt_tensor *qkv_again(vt_node *n, vt_tensor *x, vt_tensor *w, vt_tensor *b
  * the output projection y = out·W_oᵀ + b_o (apply_projection, inputs 3 and 4). Staged plans (the seed
  * ViT's small images) fuse both projections per image (qkv_proj, out_proj); others run
  * vt_k_linear before and after the same attention. Saves qkv, A, [dropout draws], x, W
- * [, out, W_o]; with VITC_QKV_RECOMPUTE its bias (or W) stands in qkv's slot and qkv_again
+ * [, out, W_o] (W stands in out's slot under VITC_ATTN_RECOMPUTE=2: the attention backward
+ * rebuilds out); with VITC_QKV_RECOMPUTE its bias (or W) stands in qkv's and out's slots and qkv_again
  * recomputes qkv in backward. */
 int vt_qkv_attention_forward(vt_ctx *c) {
     VT_TRY(vt_need_inputs(c, 2));
@@ -101,6 +102,7 @@ int vt_qkv_attention_forward(vt_ctx *c) {
         return vt_fail(VT_ESHAPE, "%s: bias must have shape (%lld,), got %s", who, (long long)C,
                        vt_shape_str(b->ndim, b->shape, b1, sizeof b1));
     attn_geom ag = {.B = x->shape[0], .T = x->shape[1], .recompute_from = c->save && qkv_recompute() ? (b ? b : w) : NULL};
+    ag.drop_out = proj && c->save && (ag.recompute_from || attn_recompute_out());
     VT_TRY(attn_args(c, who, C, w->shape, w->ndim, &ag));
     int64_t HD = ag.H * ag.Dh, Do = proj ? wo->shape[0] : 0;
     if (proj && (wo->ndim != 2 || wo->shape[1] != HD))
@@ -122,7 +124,7 @@ int vt_qkv_attention_forward(vt_ctx *c) {
             if (!y) return vt_last_code();
             ao = c->out[0];
             c->out[0] = y;
-            if (ag.recompute_from) { vt_tensor_decref(ao); ao = NULL; } /* recomputed in backward */
+            if (ag.drop_out) { vt_tensor_decref(ao); ao = NULL; } /* recomputed in backward */
         }
     } else {
         vt_tensor *xc = vt_contiguous(x), *wc = xc ? vt_contiguous(w) : NULL, *bc = b && wc ? vt_contiguous(b) : NULL;
@@ -154,7 +156,7 @@ int vt_qkv_attention_forward(vt_ctx *c) {
     }
     if (!st) st = vt_save(c, x);
     if (!st) st = vt_save(c, w);
-    if (!st && proj) st = vt_save(c, ao ? ao : ag.recompute_from); /* a stand-in of < 3 dims: recompute */
+    if (!st && proj) st = vt_save(c, ao ? ao : ag.recompute_from ? ag.recompute_from : w); /* < 3 dims: recompute */
     if (!st && proj) st = vt_save(c, wo);
     vt_tensor_decref(ao);
     return st;

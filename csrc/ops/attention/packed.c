@@ -66,13 +66,14 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
                            const attn_geom *ag, vt_tensor **ao) {
     int64_t B = ag->B, T = ag->T, H = ag->H, Dh = ag->Dh, HD = H * Dh, C = 3 * HD;
     double p = ag->p;
-    vt_tensor *out = NULL, *A = NULL, *rng = NULL, *aot = NULL;
+    vt_tensor *out = NULL, *A = NULL, *rng = NULL, *aot = NULL, *stats = NULL;
     scratch_set scr = {0};
     int st = VT_OK, nt = pl->nt;
     if (!(out = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, po ? po->Do : HD}))) goto fail;
-    if (po && c->save && !ag->recompute_from && !(aot = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
-    int keep_maps = ag->need_weights || (c->save && !attn_recompute_maps());
+    if (po && c->save && !ag->drop_out && !(aot = vt_empty(VT_FLOAT32, 3, (int64_t[]){B, T, HD}))) goto fail;
+    int keep_maps = ag->need_weights || (c->save && !attn_recompute_maps(T, T, Dh));
     if (keep_maps && !(A = vt_empty(VT_FLOAT32, 4, (int64_t[]){B, H, T, T}))) goto fail;
+    if (!keep_maps && c->save && !(stats = vt_empty(VT_FLOAT32, 2, (int64_t[]){B * H * T, 2}))) goto fail;
     uint64_t seed = 0, base = 0;
     if (p > 0.0) {
         seed = vt_rng_get_seed();
@@ -82,7 +83,7 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
     int64_t pairs = B * H, so = po ? stage_floats(T, HD) : 0, per = pl->per + so, sq = pl->sq;
     if (pairs && T && (st = scratch_alloc(&scr, per, nt))) goto fail;
     float *xp = qkv ? vt_f32(qkv) : NULL, *op = vt_f32(out), *ap = A ? vt_f32(A) : NULL;
-    float *aop = aot ? vt_f32(aot) : NULL;
+    float *aop = aot ? vt_f32(aot) : NULL, *stp = stats ? vt_f32(stats) : NULL;
     int64_t sb = qkv ? qkv->strides[0] : 0, ldx = qkv ? qkv->strides[1] : 0;
     int64_t chunk = chunk_size(pairs, nt);
     packed_geom pg = {T, Dh, HD, H, (float)ag->scale, (float)p, seed, base};
@@ -107,6 +108,7 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
                     int64_t bh = b * H + hh;
                     const float *row0 = img + hh * Dh;
                     vt_attn_head hd = packed_head(&pg, row0, C, bh);
+                    hd.stats_out = stp ? stp + 2 * bh * T : NULL;
                     vt_attn_head_forward(&hd, ob + hh * Dh, HD, ap ? ap + bh * T * T : NULL, T, mine);
                 }
                 if (po) {
@@ -125,6 +127,7 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
             int64_t b = bh / H, hh = bh % H;
             const float *row0 = xp + b * sb + hh * Dh;
             vt_attn_head hd = packed_head(&pg, row0, ldx, bh);
+            hd.stats_out = stp ? stp + 2 * bh * T : NULL;
             if (bh + 1 < pairs) {
                 const float *nx = xp + (bh + 1) / H * sb + (bh + 1) % H * Dh;
                 for (int part = 0; part < 3; part++) prefetch_rows(nx + part * HD, T, Dh, ldx);
@@ -143,8 +146,9 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
     else vt_tensor_decref(aot);
     /* outputs already belong to c: on failure the dispatcher releases them */
     vt_tensor *slot0 = ag->recompute_from ? ag->recompute_from : qkv;
-    if (!(st = vt_save(c, slot0)) && !(st = vt_save(c, A ? A : slot0)) && rng) st = vt_save(c, rng);
+    if (!(st = vt_save(c, slot0)) && !(st = vt_save(c, A ? A : stats)) && rng) st = vt_save(c, rng);
     vt_tensor_decref(A);
+    vt_tensor_decref(stats);
     vt_tensor_decref(rng);
     return st;
 fail:
@@ -153,6 +157,7 @@ fail:
     vt_tensor_decref(out);
     vt_tensor_decref(aot);
     vt_tensor_decref(A);
+    vt_tensor_decref(stats);
     vt_tensor_decref(rng);
     return st;
 }
@@ -195,9 +200,11 @@ int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *r
         if ((st = vt_gemm_panel_init(&pdx, 0, C, ig->D, ig->w, ig->D))) goto fail;
         dinp = vt_f32(ig->dx);
     }
-    /* A 3-d "map" is qkv itself: the maps were not kept (attn_recompute_maps) and each head's is
-     * recomputed into the thread's pbuf (T × pad8(T), after the head scratch) */
+    /* A 2-d "map" is the softmax row statistics (B·H·T, 2): the maps were not kept
+     * (attn_recompute_maps) and each head's is rebuilt from q, k and its statistics into the
+     * thread's pbuf (T × pad8(T), after the head scratch) */
     int recompute = A->ndim != 4;
+    const float *stats = recompute ? vt_f32(A) : NULL;
     int64_t tkp = pad8(T), head_floats = vt_attn_scratch_floats(T, T, Dh, Dh, p > 0.0);
     int64_t per = head_floats + (recompute ? T * tkp : 0) + (staged ? 2 * sq + sg : 0);
     if (pairs && T && (st = scratch_alloc(&scr, per, nt))) goto fail;
@@ -229,12 +236,13 @@ int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *r
                     float *drow0 = dimg + hh * Dh;
                     vt_attn_head hd = packed_head(&pg, row0, C, bh);
                     const float *pm = ap ? ap + bh * T * T : pbuf;
+                    hd.stats_in = stats ? stats + 2 * bh * T : NULL;
                     if (!ap) vt_attn_probs(&hd, pbuf, tkp, mine); /* mine: packing room, free until the backward */
                     vt_attn_head_backward(&hd, gp || gyp ? gimg + hh * Dh : NULL, HD, pm, ap ? T : tkp,
                                           gap ? gap + bh * T * T : NULL, T, drow0, C, drow0 + HD, C, drow0 + 2 * HD,
                                           C, NULL, 0, aop ? aop + b * T * HD + hh * Dh : NULL, HD, mine);
                 }
-                memcpy(dp + b * T * C, dimg, sizeof(float) * (size_t)(T * C));
+                vt_stream_copy(dp + b * T * C, dimg, T * C); /* read back from memory after the loop anyway */
                 if (dinp) vt_gemm_panel_rows(&pdx, T, dimg, C, 0.0f, dinp + b * T * ig->D, ig->D);
             }
         }
@@ -256,6 +264,7 @@ int vt_attn_packed_backward(vt_node *n, vt_tensor *x, vt_tensor *A, vt_tensor *r
                 if (ap) prefetch_rows(ap + (bh + 1) * T * T, 1, T * T, 0);
             }
             const float *pm = ap ? ap + bh * T * T : pbuf;
+            hd.stats_in = stats ? stats + 2 * bh * T : NULL;
             if (!ap) vt_attn_probs(&hd, pbuf, tkp, mine);
             vt_attn_head_backward(&hd, gp ? gp + b * T * HD + hh * Dh : NULL, HD, pm, ap ? T : tkp,
                                   gap ? gap + bh * T * T : NULL, T, drow0, C, drow0 + HD, C, drow0 + 2 * HD, C,

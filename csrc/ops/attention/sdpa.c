@@ -128,7 +128,7 @@ int vt_sdpa_forward(vt_ctx *c) {
     shape[g.nbd + 1] = g.Ev;
     if (!(out = vt_empty(VT_FLOAT32, g.nbd + 2, shape))) goto fail;
     shape[g.nbd + 1] = g.S;
-    if (c->save && !attn_recompute_maps() && !(P = vt_empty(VT_FLOAT32, g.nbd + 2, shape))) goto fail;
+    if (c->save && !attn_recompute_maps(g.L, g.S, g.E) && !(P = vt_empty(VT_FLOAT32, g.nbd + 2, shape))) goto fail;
     uint64_t seed = 0, base = 0;
     if (p > 0.0) {
         seed = vt_rng_get_seed();
