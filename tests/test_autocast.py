@@ -232,3 +232,22 @@ def test_vit_fallback_equals_avx512bf16_within_rounding(vit_case):
     assert _rel(zf, z) < 1e-5  # measured 1.1e-7 and 9.5e-7: f32 addition order only
     for n in g:
         assert _rel(gf[n], g[n]) < 1e-4, n
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+                    reason="Fashion-MNIST not installed")
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_trainer_amp_option_runs_fit_under_autocast(amp, monkeypatch, capsys):
+    import vitc.train.__main__ as cli
+    seen = []
+    real_fit = cli.fit
+
+    def spy(*a, **k):
+        seen.append(vitc.is_autocast_enabled())
+        return real_fit(*a, **k)
+    monkeypatch.setattr(cli, "fit", spy)
+    rc = cli.main(["--model", "vit_seed_mnist", "--model-kwargs", "depth=1", "dim=32", "heads=2", "dim_head=16",
+                   "mlp_dim=64", "--epochs", "1", "--subset", "200", "--test-subset", "100", "--no-progress",
+                   "--amp", amp])
+    assert rc == 0 and "final test accuracy" in capsys.readouterr().out
+    assert seen == [amp == "bf16"] and not vitc.is_autocast_enabled()
