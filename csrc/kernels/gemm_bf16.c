@@ -145,6 +145,21 @@ AI512 void pack_a_tile(int transa, const float *a, int64_t lda, int64_t k, int64
     *sar = 1, *saq = MR;
 }
 
+/* a transposed A's rows [i, i + R), R <= MC, pairs [kp0, kp0 + kpd), into t[q·MC + r]: each pair of
+ * stored rows is read R floats at a time (a tile's 12 would touch a new cache line per k) */
+AI512 void pack_a_block_t(const float *a, int64_t lda, int64_t k, int64_t i, int64_t R, int64_t kp0, int64_t kpd,
+                          uint32_t *t) {
+    for (int64_t q = 0; q < kpd; q++) {
+        int64_t p = 2 * (kp0 + q);
+        const float *lo = a + p * lda + i, *hi = lo + lda;
+        for (int64_t r = 0; r < R; r += 16) {
+            __mmask16 rm = lanes(R - r);
+            __m512 h = p + 1 < k ? _mm512_maskz_loadu_ps(rm, hi + r) : _mm512_setzero_ps();
+            _mm512_mask_storeu_epi32(t + q * MC + r, rm, pair_words(_mm512_maskz_loadu_ps(rm, lo + r), h));
+        }
+    }
+}
+
 /* ---- the register tile ------------------------------------------------------------------------- */
 
 /* C (R × w, w <= 32) from kpd pairs: mode 0 C = alpha·acc, 1 C += alpha·acc, 2 C = alpha·acc + beta·C */
@@ -190,17 +205,20 @@ typedef struct {
     float alpha, beta; float *c; int64_t ldc;
 } bf16_job;
 
-static T512 void rows_strips(const bf16_job *g, int64_t i0, int64_t i1, int64_t s0, int64_t s1) {
+/* blk (MC·KCP words, a transposed A only; NULL: packed per tile) */
+static T512 void rows_strips(const bf16_job *g, int64_t i0, int64_t i1, int64_t s0, int64_t s1, uint32_t *blk) {
     const packed_b *P = g->B;
     uint32_t at[MR * KCP] __attribute__((aligned(64)));
     for (int64_t kp0 = 0; kp0 < P->k2; kp0 += KCP) {
-        int64_t kpd = P->k2 - kp0 < KCP ? P->k2 - kp0 : KCP, sar, saq;
+        int64_t kpd = P->k2 - kp0 < KCP ? P->k2 - kp0 : KCP, sar = 1, saq = MC;
         int mode = kp0 > 0 ? 1 : g->beta == 0.0f ? 0 : g->beta == 1.0f ? 1 : 2;
+        if (blk) pack_a_block_t(g->a, g->lda, P->k, i0, i1 - i0, kp0, kpd, blk);
         for (int64_t i = i0; i < i1; i += MR) {
             int R = i1 - i < MR ? (int)(i1 - i) : MR;
-            pack_a_tile(g->transa, g->a, g->lda, P->k, i, R, kp0, kpd, at, &sar, &saq);
+            const uint32_t *ap = blk ? blk + (i - i0) : at;
+            if (!blk) pack_a_tile(g->transa, g->a, g->lda, P->k, i, R, kp0, kpd, at, &sar, &saq);
             for (int64_t s = s0; s < s1; s++)
-                tile_rows(R, kpd, at, sar, saq, strip_block(P, kp0, kpd, s), g->c + i * g->ldc + NR * s, g->ldc,
+                tile_rows(R, kpd, ap, sar, saq, strip_block(P, kp0, kpd, s), g->c + i * g->ldc + NR * s, g->ldc,
                           g->alpha, g->beta, mode, P->n - NR * s);
         }
     }
@@ -241,10 +259,10 @@ static int gemm_fallback(int transa, int transb, int64_t m, int64_t n, int64_t k
 
 /* ---- vt_k_gemm in bf16 ------------------------------------------------------------------------- */
 
-static T512 void run_task(const bf16_job *g, int64_t t, int64_t sgroups) {
+static T512 void run_task(const bf16_job *g, int64_t t, int64_t sgroups, uint32_t *blk) {
     int64_t mb = t / sgroups, sgi = t % sgroups, ns = g->B->ns;
     int64_t i0 = mb * MC, i1 = i0 + MC < g->m ? i0 + MC : g->m, s0 = sgi * SG, s1 = s0 + SG < ns ? s0 + SG : ns;
-    rows_strips(g, i0, i1, s0, s1);
+    rows_strips(g, i0, i1, s0, s1, blk);
 }
 
 int vt_k_gemm_bf16(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
@@ -260,14 +278,18 @@ int vt_k_gemm_bf16(int transa, int transb, int64_t m, int64_t n, int64_t k, floa
     double flops = 2.0 * (double)m * (double)n * (double)k;
     int nt = omp_in_parallel() || flops < 2e6 ? 1 : vt_get_num_threads();
     if (nt > tasks) nt = (int)tasks;
+    size_t blk_bytes = transa ? sizeof(uint32_t) * MC * KCP * (size_t)nt : 0; /* one A block per thread */
+    uint32_t *blk = transa ? vt_alloc(blk_bytes) : NULL;
+    if (transa && !blk) { vt_free(P.pb, bytes); return vt_last_code(); }
     /* the OpenMP region stays outside the target-attributed functions (gemm.c says why) */
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         #pragma omp for schedule(static)
         for (int64_t s = 0; s < P.ns; s++) pack_b_strip(&P, s, 0, 2);
         #pragma omp for schedule(static)
-        for (int64_t t = 0; t < tasks; t++) run_task(&g, t, sgroups);
+        for (int64_t t = 0; t < tasks; t++) run_task(&g, t, sgroups, blk ? blk + (size_t)omp_get_thread_num() * MC * KCP : NULL);
     }
+    if (blk) vt_free(blk, blk_bytes);
     vt_free(P.pb, bytes);
     return VT_OK;
 }
@@ -324,7 +346,7 @@ int vt_bf16_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int64
     if (bp->native) {
         bf16_job g = {.transa = 0, .a = a, .lda = lda, .m = m, .B = &bp->B, .alpha = 1.0f, .beta = beta, .c = c,
                       .ldc = ldc};
-        rows_strips(&g, 0, m, 0, bp->B.ns);
+        rows_strips(&g, 0, m, 0, bp->B.ns, NULL);
         return 1;
     }
     /* fallback: A's rows rounded, a block at a time, through the f32 panel (rows has no status to
