@@ -29,17 +29,7 @@ from vitc.models import ViT  # noqa: E402
 from torch_vit import TorchViT, copy_weights  # noqa: E402
 from suite import forward_flops  # noqa: E402
 from common import SHAPES, BATCH  # noqa: E402
-
-
-def timed(fn, n, warmup=1):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+from vit_step import timed  # noqa: E402  (warm-up, then perf_counter per call)
 
 
 def gemm_part(reps):
@@ -62,7 +52,7 @@ def gemm_part(reps):
                         (lambda: torch.matmul(ta_, tb_), False), (lambda: torch.matmul(tah, tbh), False)):
             time.sleep(0.3)
             with vitc.autocast(enabled=amp):
-                res.append(2 * m * n * k / min(timed(fn, reps)) / 1e9)
+                res.append(2 * m * n * k / min(timed(fn, reps, warmup=1)) / 1e9)
         print(f"{m:6d} {n:5d} {k:6d} {ta:2d} | {res[0]:8.0f} {res[1]:10.0f} {res[1] / res[0]:6.2f} | "
               f"{res[2]:9.0f} {res[3]:11.0f}")
 
@@ -104,7 +94,7 @@ def steps_part(model, reps, block):
     for _ in range(max(1, reps // block)):
         for k, fn in cases.items():
             time.sleep(0.5)
-            times[k] += timed(fn, block)
+            times[k] += timed(fn, block, warmup=1)
     fl = 3 * forward_flops(cfg, b)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     print(f"{model} train step, batch {b}, {len(times['vitc f32'])} steps each (median ms, GFLOP/s):")
