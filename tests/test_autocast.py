@@ -68,6 +68,23 @@ def test_linear_with_bias_and_batched_matmul(kernel):
     np.testing.assert_allclose(s, round_bf16(q) @ np.swapaxes(round_bf16(kk), -1, -2), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", KERNELS, indirect=True)
+def test_fused_ffn_packed_panels(kernel):
+    """linear_gelu_linear multiplies through packed panels (gemm.h); widths 48 and 24 leave an odd
+    count of 16-column strips, whose last 32-column bf16 strip is packed from its first half"""
+    rng = np.random.default_rng(4)
+    x, w1, b1, w2, b2 = (rng.standard_normal(s).astype(np.float32) for s in ((2, 37, 40), (48, 40), (48,), (24, 48),
+                                                                             (24,)))
+    with vitc.autocast():
+        y = vitc.linear_gelu_linear(*(vitc.from_numpy(t) for t in (x, w1, b1, w2, b2))).numpy()
+    h = torch.nn.functional.gelu(torch.from_numpy(round_bf16(x) @ round_bf16(w1).T + b1)).numpy()
+    ref = round_bf16(h.astype(np.float32)) @ round_bf16(w2).T + b2
+    # h is rounded to bf16 before the second product, so a last-bit difference in h may move it by
+    # one bf16 step (2^-8 relative) in a few places
+    np.testing.assert_allclose(y, ref, rtol=0, atol=48 * 2.0 ** -8 * np.abs(h).max() * np.abs(w2).max())
+    assert np.abs(y - ref).mean() < 1e-4 * np.abs(ref).mean()
+
+
 def test_result_does_not_depend_on_the_thread_count():
     rng = np.random.default_rng(2)
     a, b = vitc.from_numpy(rng.standard_normal((400, 900)).astype(np.float32)), vitc.from_numpy(

@@ -28,9 +28,7 @@ from ._tensor import bfloat16
 def is_autocast_enabled(device_type="cpu"):
     """Whether GEMMs run in bf16 now (inside an enabled ``vitc.autocast``)."""
     _check_device(device_type)
-    on = _C._autocast_bf16(False)
-    _C._autocast_bf16(on)
-    return bool(on)
+    return _C._autocast_bf16(None)
 
 
 def bf16_kernel():
