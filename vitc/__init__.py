@@ -32,6 +32,7 @@ from ._ops.ffn import *  # noqa: F401,F403
 from ._ops.optim_ops import *  # noqa: F401,F403
 from ._ops.roi_align import *  # noqa: F401,F403
 from ._recompute import get_recompute, recompute, set_recompute  # noqa: E402
+from .amp import autocast, is_autocast_enabled  # noqa: E402
 
 float = float32
 long = int64

@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../core/amp.h"
 #include "node.h"
 #include "profile.h"
 
@@ -180,6 +181,7 @@ int vt_dispatch(int op, int nin, vt_tensor **in, const vt_args *args, int *nout,
         n->nin = nin;
         n->nout = c.nout;
         n->needs_input_grad = needs;
+        n->amp_bf16 = vt_amp_bf16();
         n->args = *c.args;
         for (int i = 0; i < nin; i++) {
             if (!in[i]) continue;
@@ -469,7 +471,9 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
         if (any) {
             st = check_saved_versions(n);
             int64_t t0 = vt_profiling() ? vt_prof_now() : 0;
+            int amp_was = vt_amp_set_bf16(n->amp_bf16); /* the forward's precision (core/amp.h) */
             if (!st) st = vt_ops[n->op].backward(n, n->gbuf, gin);
+            vt_amp_set_bf16(amp_was);
             if (t0) vt_prof_record(n->op, VT_PROF_BACKWARD, n->in_meta[0].ndim, n->in_meta[0].shape, t0);
             for (int k = 0; k < n->nout; k++) { vt_tensor_decref(n->gbuf[k]); n->gbuf[k] = NULL; }
             if (st) { for (int i = 0; i < n->nin; i++) vt_tensor_decref(gin[i]); goto done; }

@@ -64,6 +64,7 @@ typedef struct vt_node {
     vt_tensor *saved[VT_MAX_SAVED];
     int64_t saved_version[VT_MAX_SAVED];
     int released;                      /* saved tensors freed by a backward */
+    int amp_bf16;                      /* vt_amp_bf16() at record time: the backward's GEMM precision */
     vt_tensor *retained[VT_MAX_OUT];   /* weak: outputs that asked for retain_grad() */
     void *hooks[VT_MAX_OUT];           /* owned: gradient hooks of output k (see vt_hooks_slot) */
     /* engine scratch, valid only during vt_backward */

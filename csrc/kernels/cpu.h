@@ -6,4 +6,8 @@
  * "baseline" (which forces the portable kernels, for tests); read once */
 int vt_use_avx2_kernels(void);
 
+/* 1 when the AVX512-BF16 GEMM (gemm_bf16.c) may run: AVX512F, AVX512BW and AVX512-BF16 (VDPBF16PS)
+ * and VITC_ISA is not "baseline"; read once */
+int vt_cpu_has_avx512bf16(void);
+
 #endif

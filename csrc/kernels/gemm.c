@@ -21,6 +21,7 @@
 #include <limits.h>
 #include <cblas.h>
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "cpu.h"
 #include "../core/tensor.h"
 #include "../core/threads.h"
@@ -292,6 +293,7 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return VT_OK;
     }
+    if (vt_bf16_gemm_wanted()) return vt_k_gemm_bf16(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     int path = path_now(transa, transb, m, n, k, beta);
     if (path == PATH_MIRRORED) return blas_gemm_mirrored(m, n, k, alpha, a, lda, b, ldb, c, ldc);
     if (path == PATH_BLAS) return blas_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -322,6 +324,7 @@ int vt_gemm_panel_init(vt_gemm_panel *pn, int transb, int64_t k, int64_t n, cons
     if (k < 1 || n < 1)
         return vt_fail(VT_ESHAPE, "gemm panel: k and n must be positive, got k = %lld, n = %lld", (long long)k,
                        (long long)n);
+    if (vt_bf16_gemm_wanted()) return vt_bf16_panel_init(pn, transb, k, n, b, ldb);
     int64_t nstrips = (n + 15) / 16;
     size_t bytes = sizeof(float) * (size_t)(nstrips * 16 * k);
     float *p = vt_alloc(bytes);
@@ -340,6 +343,7 @@ static gemm_job panel_job(const vt_gemm_panel *pn, int64_t m, const float *a, in
 
 /* strip s of every K block */
 void vt_gemm_panel_pack(const vt_gemm_panel *pn, int64_t s) {
+    if (pn->bf && vt_bf16_panel_pack(pn, s)) return;
     gemm_job g = panel_job(pn, 0, NULL, 0, 0.0f, NULL, 0);
     const gemm_kernels *kn = pick();
     for (int64_t p0 = 0; p0 < pn->k; p0 += KC) {
@@ -350,6 +354,7 @@ void vt_gemm_panel_pack(const vt_gemm_panel *pn, int64_t s) {
 
 void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, float beta, float *c,
                         int64_t ldc) {
+    if (pn->bf && vt_bf16_panel_rows(pn, m, a, lda, beta, c, ldc)) return;
     gemm_job g = panel_job(pn, m, a, lda, beta, c, ldc);
     const gemm_kernels *kn = pick();
     for (int64_t p0 = 0; p0 < pn->k; p0 += KC) {
@@ -365,6 +370,7 @@ void vt_gemm_panel_linear(const vt_gemm_panel *pn, int64_t m, const float *a, in
 }
 
 void vt_gemm_panel_free(vt_gemm_panel *pn) {
+    if (pn->bf) vt_bf16_panel_free(pn);
     if (pn->p) vt_free(pn->p, pn->bytes);
     pn->p = NULL;
 }

@@ -18,7 +18,8 @@ int vt_gemm_path_now(int transa, int64_t m, int64_t n, int64_t k);
  * beta 0 or 1) for many A on the calling thread, bitwise as vt_k_gemm's own kernel computes them.
  * init allocates; pack strip s for every s in [0, nstrips) (any threads) before the first rows
  * call; free releases. B must stay alive meanwhile. */
-typedef struct { float *p; const float *b; int64_t k, n, nstrips, sbk, sbn; size_t bytes; } vt_gemm_panel;
+typedef struct { float *p; const float *b; int64_t k, n, nstrips, sbk, sbn; size_t bytes;
+                 void *bf; /* non-NULL: made under vitc.autocast, gemm_bf16.c's panel */ } vt_gemm_panel;
 int vt_gemm_panel_init(vt_gemm_panel *pn, int transb, int64_t k, int64_t n, const float *b, int64_t ldb);
 void vt_gemm_panel_pack(const vt_gemm_panel *pn, int64_t s);
 void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, float beta, float *c,

@@ -7,7 +7,9 @@
 #include "../autograd/node.h"
 #include "../autograd/profile.h"
 #include "../autograd/saved.h"
+#include "../core/amp.h"
 #include "../core/rng.h"
+#include "../kernels/gemm_bf16.h"
 #include "../core/threads.h"
 #include "../ops/ops.h"
 
@@ -344,6 +346,19 @@ static PyObject *py_gemm_mode(PyObject *m, PyObject *arg) {
     return NULL;
 }
 
+/* vitc.autocast's switch (core/amp.h) and which bf16 kernel runs (kernels/gemm_bf16.h) */
+static PyObject *py_autocast_bf16(PyObject *m, PyObject *arg) {
+    if (arg == Py_None) return PyBool_FromLong(vt_amp_bf16());
+    int on = PyObject_IsTrue(arg);
+    return on < 0 ? NULL : PyBool_FromLong(vt_amp_set_bf16(on));
+}
+static PyObject *py_bf16_gemm_kernel(PyObject *m, PyObject *arg) {
+    const char *s = arg == Py_None ? "" : PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (s && (!strcmp(s, "auto") || !strcmp(s, "fallback"))) vt_bf16_gemm_force_fallback(s[0] == 'f');
+    else if (!s || *s) return PyErr_Format(PyExc_ValueError, "_bf16_gemm_kernel: expected None, 'auto' or 'fallback', got %R", arg);
+    return PyUnicode_FromString(vt_bf16_gemm_native() ? "avx512bf16" : "fallback");
+}
+
 static PyObject *py_gemm_auto_path(PyObject *m, PyObject *args) {
     int transa;
     long long mm, n, k;
@@ -416,6 +431,8 @@ static PyMethodDef module_methods[] = {
     {"_block_size", py_block_size, METH_O, "the size class an n-byte request is served from"},
     {"empty_cache", py_empty_cache, METH_NOARGS, "free the allocator's cached blocks"},
     {"_gemm_auto_path", py_gemm_auto_path, METH_VARARGS, "(transa, m, n, k) -> 'own' | 'blas' | 'blas-mirrored': the default path"},
+    {"_autocast_bf16", py_autocast_bf16, METH_O, "set vitc.autocast's bf16 GEMM flag (None: only read it); returns the previous one"},
+    {"_bf16_gemm_kernel", py_bf16_gemm_kernel, METH_O, "None | 'auto' | 'fallback' -> the bf16 kernel now: 'avx512bf16' | 'fallback'"},
     {"_gemm_mode", py_gemm_mode, METH_O, "'auto' | 'blas' | 'own': which path every GEMM takes (benchmarks, tests)"},
     {NULL},
 };

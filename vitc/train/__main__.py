@@ -82,6 +82,8 @@ def build_parser():
     g.add_argument("--ema-warmup", action="store_true", help="timm's EMA decay warmup")
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=int, default=None, help="compute threads (default: all cores)")
+    g.add_argument("--amp", default="none", choices=["none", "bf16"],
+                   help="bf16: train and evaluate under vitc.autocast (GEMMs in bf16, f32 accumulation and weights)")
     g.add_argument("--seed", type=int, default=0, help="seed of the weights, the shuffling and the held-out split")
     g.add_argument("--checkpoint-dir", default=None, help="write a checkpoint after each epoch here")
     g.add_argument("--resume", action="store_true",
@@ -202,7 +204,9 @@ def _run(args, explicit):
 
     t0 = time.perf_counter()
     try:
-        history = cli_record.tracked(args, dict(vars(args), model_kwargs=model_kwargs), train) if lead else train(None)
+        with vitc.autocast(enabled=args.amp == "bf16"):
+            history = cli_record.tracked(args, dict(vars(args), model_kwargs=model_kwargs), train) if lead \
+                else train(None)
     except ValueError as e:  # a checkpoint that does not load: one line, as the other refusals
         if args.resume and str(e).startswith(("load_checkpoint:", "fit(resume=True)")):
             raise OptionError("--resume: " + " ".join(str(e).split())) from None
