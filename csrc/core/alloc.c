@@ -79,19 +79,22 @@ static int64_t cache_cap_locked(void) {
     return rel > (double)cache_min_bytes ? (int64_t)rel : cache_min_bytes;
 }
 
+/* free cached blocks of class c until at most `keep` bytes stay cached or c has none left */
+static void release_class_locked(int c, int64_t keep) {
+    int64_t size = (int64_t)class_size(c);
+    while (buckets[c].head && cached_bytes > keep) {
+        block *b = buckets[c].head;
+        buckets[c].head = b->next;
+        buckets[c].nblocks--;
+        free(b);
+        cached_bytes -= size;
+        counts.released++;
+    }
+}
+
 /* free cached blocks, largest classes first, until at most `keep` bytes stay cached */
 static void trim_cache_locked(int64_t keep) {
-    for (int c = VT_NCLASSES - 1; c >= 0 && cached_bytes > keep; c--) {
-        int64_t size = (int64_t)class_size(c);
-        while (buckets[c].head && cached_bytes > keep) {
-            block *b = buckets[c].head;
-            buckets[c].head = b->next;
-            buckets[c].nblocks--;
-            free(b);
-            cached_bytes -= size;
-            counts.released++;
-        }
-    }
+    for (int c = VT_NCLASSES - 1; c >= 0 && cached_bytes > keep; c--) release_class_locked(c, keep);
 }
 
 static void clear_cache_locked(void) { trim_cache_locked(0); }
@@ -105,15 +108,7 @@ static void evict_stale_locked(int64_t keep, int keep_class) {
             if (c != keep_class && buckets[c].head && (oldest < 0 || last_request[c] < last_request[oldest]))
                 oldest = c;
         if (oldest < 0) return;
-        int64_t size = (int64_t)class_size(oldest);
-        while (buckets[oldest].head && cached_bytes > keep) {
-            block *b = buckets[oldest].head;
-            buckets[oldest].head = b->next;
-            buckets[oldest].nblocks--;
-            free(b);
-            cached_bytes -= size;
-            counts.released++;
-        }
+        release_class_locked(oldest, keep);
     }
 }
 
