@@ -8,6 +8,7 @@ here; this can.
     PYTHONPATH=. .venv/bin/python bench/ab.py "" "OMP_WAIT_POLICY=ACTIVE" --threads 1 --model deit
     PYTHONPATH=. .venv/bin/python bench/ab.py "" "" --threads 1 --threads-b 2  # thread scaling, interleaved
     PYTHONPATH=. .venv/bin/python bench/ab.py "" "" --root-b DIR --model ffn-deit --block 5  # one op
+    PYTHONPATH=. .venv/bin/python bench/ab.py "" "" --root-b DIR --batch 25          # a small-batch seed step
 
 Each side is "NAME=VALUE NAME=VALUE ..." added to the environment ("" for none). Prints the median
 step time of each side and the median of per-round ratios B/A (> 1: B slower). Run by hand,
@@ -24,13 +25,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import OPS, vitc_op_step, vitc_train_step  # noqa: E402
 
 
-def worker(model, threads, block):
+def worker(model, threads, block, batch=None):
     """read a line, run `block` timed steps, answer their times as one JSON line"""
     import time
 
     import vitc
     vitc.set_num_threads(threads)
-    step = vitc_op_step(model) if model in OPS else vitc_train_step(model)
+    step = vitc_op_step(model) if model in OPS else vitc_train_step(model, batch)
     for _ in range(3):
         step()
     print(json.dumps({"ready": vitc.__file__}), flush=True)
@@ -50,7 +51,8 @@ def spawn(env_spec, root, threads, a):
         k, _, v = kv.partition("=")
         env[k] = v
     p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", root, "--model", a.model,
-                          "--threads", str(threads), "--block", str(a.block), "-", "-"],
+                          "--threads", str(threads), "--block", str(a.block), "-", "-"]
+                         + (["--batch", str(a.batch)] if a.batch else []),
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
     return p, json.loads(p.stdout.readline())["ready"]
 
@@ -63,6 +65,7 @@ def main():
     ap.add_argument("--root-b", default=None, help="checkout for side B (default: --root-a)")
     ap.add_argument("--model", choices=["seed", "deit", *OPS], default="seed",
                     help="a whole train step, or one fused op forward+backward at a step's shape")
+    ap.add_argument("--batch", type=int, default=None, help="train step batch (default: the model's, seed 100)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--threads-b", type=int, default=None, help="side B's thread count (default: --threads)")
     ap.add_argument("--rounds", type=int, default=12)
@@ -73,7 +76,7 @@ def main():
         # the venv's editable install would load /work/main's build whatever the path says: drop it
         sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
         sys.path.insert(0, a.worker)
-        return worker(a.model, a.threads, a.block)
+        return worker(a.model, a.threads, a.block, a.batch)
     sides = {}
     threads_b = a.threads_b or a.threads
     for name, env_spec, root, th in (("A", a.env_a, a.root_a, a.threads), ("B", a.env_b, a.root_b or a.root_a, threads_b)):
@@ -97,7 +100,8 @@ def main():
             p.wait()
     med = {k: 1e3 * statistics.median(v) for k, v in ts.items()}
     th = f"{a.threads} thread(s)" if threads_b == a.threads else f"A {a.threads} / B {threads_b} threads"
-    print(f"{a.model} {'op fwd+bwd' if a.model in OPS else 'step'}, {th}, {a.rounds} rounds of {a.block}: A {med['A']:.1f} ms, "
+    what = "op fwd+bwd" if a.model in OPS else f"step (batch {a.batch})" if a.batch else "step"
+    print(f"{a.model} {what}, {th}, {a.rounds} rounds of {a.block}: A {med['A']:.1f} ms, "
           f"B {med['B']:.1f} ms; B/A per round: median {statistics.median(ratios):.3f} "
           f"(range {min(ratios):.3f}-{max(ratios):.3f})")
 

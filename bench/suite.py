@@ -167,6 +167,8 @@ def worker(framework, threads):
     cache = {}
     out = sys.stdout
     sys.stdout = sys.stderr  # library chatter must not corrupt the protocol
+    out.write(json.dumps({"ready": framework}) + "\n")  # imported: see Worker.wait_ready
+    out.flush()
     for line in sys.stdin:
         cmd = json.loads(line)
         try:
@@ -231,14 +233,30 @@ def model_cfgs():
 
 
 class Worker:
+    """One framework's worker process. Workers start together; wait_ready() returns once the
+    process has imported its framework. Timing before that measures the other worker's import:
+    the batch curve used to start timing at once, and its first point (batch 25) ran while the
+    torch worker was still importing torch on the same 2 cores (vitc's first reps 76 and 120 ms
+    against 23 ms once both were idle; the issue's 67.9 ms at batch 25)."""
+
     def __init__(self, framework, threads):
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         env["OMP_NUM_THREADS"] = str(threads)
         self.framework = framework
         self.p = subprocess.Popen([sys.executable, __file__, "--worker", framework, "--threads", str(threads)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.ready = False
+
+    def wait_ready(self):
+        if not self.ready:
+            line = self.p.stdout.readline()
+            if not line or "ready" not in json.loads(line):
+                raise RuntimeError(f"{self.framework} worker did not start (exit {self.p.poll()}): {line!r}")
+            self.ready = True
+        return self
 
     def run(self, **cmd):
+        self.wait_ready()
         self.p.stdin.write(json.dumps(cmd) + "\n")
         self.p.stdin.flush()
         line = self.p.stdout.readline()
@@ -282,6 +300,8 @@ def run_cases(a, models, res, save):
     for th in a.thread_list:
         workers = [Worker(f, th) for f in a.framework_list]
         try:
+            for w in workers:
+                w.wait_ready()
             print(f"-- {th} thread(s)", flush=True)
             sg = interleaved(workers, a.rounds, 2, case="sgemm", mode="-", batch=2048, cfg=None)
             for f, r in sg.items():
@@ -322,6 +342,8 @@ def run_curves(a):
     workers = [Worker(f, a.curve_threads) for f in ("vitc", "torch")]
     curves = {"batch": {}, "depth": {}, "threads": a.curve_threads}
     try:
+        for w in workers:  # both imported before the first timed step
+            w.wait_ready()
         for b in (25, 50, 100, 200, 400, 800):
             curves["batch"][b] = interleaved(workers, 2, 2, case="seed", mode="train", batch=b, cfg=SEED)
             print("   batch", b, {f: round(x.get("median_ms", 0), 1) for f, x in curves["batch"][b].items()}, flush=True)

@@ -114,6 +114,27 @@ def test_training_sizes_are_served_from_the_cache(default_limit):
     assert s1["cache_hits"] > s0["cache_hits"]
 
 
+def test_stale_sizes_make_room_for_the_current_ones(default_limit):
+    """blocks of a size no longer asked for (an earlier batch size) are released when the cache is
+    full, so the sizes in use now are cached: the repeated step stops going to the system"""
+    vitc.empty_cache()
+    vitc.set_cache_limit(4 * MIB, 0.0)
+    stale = [vitc.empty(1 << 18) for _ in range(4)]  # 4 x 1 MiB: the cache is full once freed
+    del stale
+    assert vitc.memory_stats()["cached_bytes"] == 4 * MIB
+
+    def step():  # 2 x 1.5 MiB, another size class
+        xs = [vitc.empty(3 << 17) for _ in range(2)]
+        del xs
+    step()
+    s0 = vitc.memory_stats()
+    for _ in range(5):
+        step()
+    s1 = vitc.memory_stats()
+    assert s1["system_allocs"] == s0["system_allocs"]
+    assert s1["cached_bytes"] <= s1["cache_limit_bytes"] == 4 * MIB
+
+
 def test_huge_blocks_still_aligned():
     t = vitc.zeros(3 * MIB)  # 12 MiB: a 2 MiB-aligned block (transparent huge pages)
     assert t.data_ptr() % (2 * MIB) == 0 or os.environ.get("VITC_HUGEPAGES") == "0"
