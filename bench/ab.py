@@ -63,7 +63,7 @@ def main():
     ap.add_argument("env_b")
     ap.add_argument("--root-a", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap.add_argument("--root-b", default=None, help="checkout for side B (default: --root-a)")
-    ap.add_argument("--model", choices=["seed", "deit", *OPS], default="seed",
+    ap.add_argument("--model", choices=["seed", "deit", "lvvit", *OPS], default="seed",
                     help="a whole train step, or one fused op forward+backward at a step's shape")
     ap.add_argument("--batch", type=int, default=None, help="train step batch (default: the model's, seed 100)")
     ap.add_argument("--threads", type=int, default=2)

@@ -46,10 +46,36 @@ def vitc_batch(model="seed", batch=None, seed=0):
             vitc.from_numpy(rng.integers(0, cfg["num_classes"], b).astype(np.int64)))
 
 
+def vitc_lvvit_step(batch=128):
+    """bench/lvvit_step.py's vitc step: lvvit_tiny_mnist (conv stem, aux head, MixToken with fixed
+    draws), TokenLabelingLoss with dense labels, AdamW lr 1e-3; random images and Dirichlet labels"""
+    import numpy as np
+
+    import vitc
+    from vitc.losses import TokenLabelingLoss
+    vitc.manual_seed(0)
+    m = vitc.models.create_model("lvvit_tiny_mnist", num_classes=10)
+    m.train()
+    opt, loss_fn = vitc.optim.AdamW(m.parameters(), lr=1e-3), TokenLabelingLoss(beta=0.5)
+    rng = np.random.default_rng(0)
+    x = vitc.tensor(rng.standard_normal((batch, m.channels) + m.image_size).astype(np.float32))
+    y = vitc.tensor(rng.dirichlet(np.ones(10), batch).astype(np.float32))
+    yt = vitc.tensor(rng.dirichlet(np.ones(10), (batch, m.num_patches)).astype(np.float32))
+    draw = (0.6, m.grid_size[0] // 2, m.grid_size[1] // 2)
+
+    def step():
+        opt.zero_grad()
+        loss_fn(m(x, mix_draw=draw), y, yt).backward()
+        opt.step()
+    return step
+
+
 def vitc_train_step(model="seed", batch=None):
     """a function running one train step (zero_grad, forward, cross-entropy, backward, optimizer
-    step) of `model` on one fixed batch"""
+    step) of `model` on one fixed batch; 'lvvit': vitc_lvvit_step"""
     import vitc
+    if model == "lvvit":
+        return vitc_lvvit_step(batch or 128)
     m, opt = vitc_model(model)
     x, y = vitc_batch(model, batch)
 

@@ -9,25 +9,21 @@
  * the same offset for every i, so one tap is a contiguous vector load for 8 positions at once. The
  * Wp − Wo columns past each row's end are computed too and dropped when the rows are copied out.
  * Register tile: 4 output channels × 16 positions (8 ymm accumulators), taps in (c, ki, kj) order.
- * Images run in parallel, one thread each; the sums do not depend on the thread count. */
+ * Images run in parallel, one thread each; the sums do not depend on the thread count.
+ * On AVX-512 machines conv_direct512.c runs instead (a vector over output channels). */
 #include <omp.h>
 #include <string.h>
-#include "conv_direct.h"
+#include "conv_direct_plan.h"
 #include "cpu.h"
 #include "../core/error.h"
 #include "../core/tensor.h"
 
 #include "vec8.h"
 
-#define OB 4  /* output channels per tile */
-#define TW 16 /* flat positions per tile: two vectors of 8 */
+#define OB 4              /* output channels per tile */
+#define TW VT_DIRECT_TW   /* flat positions per tile: two vectors of 8 */
 
-typedef struct {
-    const vt_conv_direct_geom *g;
-    int64_t Ho, Wo, Hp, Wp, Pp; /* output size, padded plane */
-    int64_t L, Lp;              /* flat output positions Ho·Wp, rounded up to TW */
-    int64_t xsz;                /* padded-input floats, with the slack the last tile reads past */
-} direct_plan;
+typedef vt_direct_plan direct_plan;
 
 /* R (<= OB) output channels' positions [i0, i0 + TW) into out (R rows Lp apart) */
 AI void tile(const int R, const direct_plan *p, const float *restrict xp, const float *restrict w, int64_t i0,
@@ -56,8 +52,7 @@ AI void tile(const int R, const direct_plan *p, const float *restrict xp, const 
     }
 }
 
-/* x (C, H, W) into xp's zero-padded Hp × Wp planes, slack included */
-static void pad_image(const direct_plan *p, const float *x, float *xp) {
+void vt_direct_pad_image(const direct_plan *p, const float *x, float *xp) {
     const vt_conv_direct_geom *g = p->g;
     memset(xp, 0, sizeof(float) * (size_t)p->xsz);
     for (int64_t c = 0; c < g->C; c++)
@@ -68,7 +63,7 @@ static void pad_image(const direct_plan *p, const float *x, float *xp) {
 /* one image: pad x into xp, every tile into ob (O rows of Lp), then the valid columns (+ bias) to y */
 AI void image(const direct_plan *p, const float *x, const float *w, const float *b, float *xp, float *ob, float *y) {
     const vt_conv_direct_geom *g = p->g;
-    pad_image(p, x, xp);
+    vt_direct_pad_image(p, x, xp);
     int64_t ck = g->C * g->kh * g->kw;
     for (int64_t o0 = 0; o0 < g->O; o0 += OB) {
         int64_t R = g->O - o0 < OB ? g->O - o0 : OB;
@@ -124,7 +119,7 @@ AI void wtile(const int R, const int T, const direct_plan *p, const float *restr
 /* one image's share added into dw (O, C, kh, kw): pad x into xp, lay dy out on the padded width in dyp */
 AI void image_wgrad(const direct_plan *p, const float *x, const float *gy, float *xp, float *dyp, float *dw) {
     const vt_conv_direct_geom *g = p->g;
-    pad_image(p, x, xp);
+    vt_direct_pad_image(p, x, xp);
     memset(dyp, 0, sizeof(float) * (size_t)(g->O * p->Lp));
     for (int64_t o = 0; o < g->O; o++)
         for (int64_t oh = 0; oh < p->Ho; oh++)
@@ -192,6 +187,7 @@ int vt_k_conv2d_direct_wgrad(const vt_conv_direct_geom *g, const float *x, const
     int64_t dwsz = g->O * g->C * g->kh * g->kw;
     memset(dw, 0, sizeof(float) * (size_t)dwsz);
     if (g->N == 0 || dwsz == 0 || p.Ho <= 0 || p.Wo <= 0) return 0;
+    if (vt_direct_use_avx512()) return vt_direct_wgrad_avx512(&p, x, gy, dw);
     int64_t nparts = g->N < DW_PARTS ? g->N : DW_PARTS;
     int nt = omp_get_max_threads();
     if (nt > nparts) nt = (int)nparts;
@@ -224,6 +220,7 @@ int vt_k_conv2d_direct_wgrad(const vt_conv_direct_geom *g, const float *x, const
 int vt_k_conv2d_direct(const vt_conv_direct_geom *g, const float *x, const float *w, const float *b, float *y) {
     direct_plan p = plan_of(g);
     if (g->N == 0 || g->O == 0 || p.Ho <= 0 || p.Wo <= 0) return 0;
+    if (vt_direct_use_avx512()) return vt_direct_forward_avx512(&p, x, w, b, y);
     int nt = omp_get_max_threads();
     if (nt > g->N) nt = (int)g->N;
     if (nt < 1) nt = 1;

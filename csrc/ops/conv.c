@@ -13,7 +13,8 @@
  *   channels swapped (one GEMM with a long inner dimension, no scatter);
  *   dx, otherwise: dcol_g = W_gᵀ·dY_g, then col2im adds each col entry back onto its pixel.
  * Stride-1 single-group convs with few output channels skip col altogether (kernels/conv_direct.c):
- * their forward, their dx (the transposed conv) when it has few output channels too, and their dW.
+ * their forward, their dx (the transposed conv) when it has few output channels too, and their dW;
+ * strided ones with few output channels run it over phase images (kernels/conv_phase.c), forward and dW.
  * Threads: see conv_run. Pools are OpenMP loops over H×W planes. */
 #include <cblas.h>
 #include <limits.h>
@@ -355,10 +356,20 @@ static vt_conv_direct_geom direct_geom(const conv_geom *g) {
                                  .pt = g->pt, .pb = g->pb, .pl = g->pl, .pr = g->pr, .dh = g->dh, .dw = g->dw};
 }
 
+/* a strided single-group conv with few output channels: the direct kernel over phase images */
+static int phase_applies(const conv_geom *g) {
+    vt_conv_direct_geom d = direct_geom(g);
+    return g->G == 1 && vt_k_conv2d_phase_wins(&d, g->sh, g->sw);
+}
+
 static int conv_forward_run(const conv_geom *g, const float *x, const float *w, const float *b, float *y) {
     if (direct_applies(g)) {
         vt_conv_direct_geom d = direct_geom(g);
         return vt_k_conv2d_direct(&d, x, w, b, y);
+    }
+    if (phase_applies(g)) {
+        vt_conv_direct_geom d = direct_geom(g);
+        return vt_k_conv2d_phase(&d, g->sh, g->sw, x, w, b, y);
     }
     conv_job j;
     conv_plan(g, &j);
@@ -443,6 +454,11 @@ int vt_conv2d_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     if (need_w && direct_applies(&g)) { /* dW from the padded planes, no col (kernels/conv_direct.c) */
         vt_conv_direct_geom d = direct_geom(&g);
         if ((st = vt_k_conv2d_direct_wgrad(&d, vt_f32(x), vt_f32(gy), vt_f32(gin[1])))) goto fail;
+        need_w = 0;
+    }
+    if (need_w && phase_applies(&g)) { /* dW of a strided conv, through phase images (kernels/conv_phase.c) */
+        vt_conv_direct_geom d = direct_geom(&g);
+        if ((st = vt_k_conv2d_phase_wgrad(&d, g.sh, g.sw, vt_f32(x), vt_f32(gy), vt_f32(gin[1])))) goto fail;
         need_w = 0;
     }
     if (need_w || (need_x && !transposed)) {

@@ -1,7 +1,8 @@
 """conv2d's direct path (csrc/kernels/conv_direct.c: stride 1, one group, at most 32 output channels,
 not 1×1) against PyTorch, forward and both gradients, with finite differences; its remainder tiles
 (output channels not a multiple of 4, kernel rows not a multiple of 3); the same bits at any thread
-count; the portable (baseline ISA) build of the kernel."""
+count; the portable (baseline ISA) build of the kernel, and the AVX2 build on a machine that runs the
+AVX-512 one (conv_direct512.c); strided convs through phase images (kernels/conv_phase.c)."""
 import os
 import subprocess
 import sys
@@ -49,7 +50,8 @@ def test_direct_conv_matches_torch(N, C, H, W, O, k, p, d, bias):
 
 
 def test_neighbours_of_the_direct_path_still_match():
-    # 33 output channels, stride 2, groups 2 and 1×1 take im2col + GEMM; results as before
+    # 33 output channels, groups 2 and 1×1 take im2col + GEMM (stride 2 with 8 channels: the phase
+    # path, whose own cases are below); results as before
     for kw, args in ((dict(padding=1), (2, 4, 8, 8, 33, 3, True)), (dict(stride=2, padding=1), (2, 4, 9, 9, 8, 3, True)),
                      (dict(), (2, 4, 6, 6, 8, 1, True))):
         v, t = _fns(**kw)
@@ -96,3 +98,65 @@ def test_baseline_isa_build_of_the_direct_kernel():
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, VITC_ISA="baseline"), capture_output=True,
                          text=True, check=True)
     assert float(out.stdout) < 1e-5
+
+
+# strided convs with few output channels: the direct kernel over phase images (kernels/conv_phase.c)
+# N, C, H, W, O, kernel, stride, padding, bias
+PHASE_CASES = [
+    (2, 1, 28, 28, 16, 7, 2, 3, False),            # LV-ViT-mnist's first stem conv
+    (2, 3, 9, 8, 5, 3, 2, 1, True),                # odd sizes: the last phase rows read past the input
+    (2, 2, 10, 11, 3, (5, 4), (2, 3), (2, 1), True),  # stride and kernel per axis, taps past the kernel
+    (1, 2, 7, 7, 32, 3, 3, 0, True),               # stride 3, the widest direct conv
+]
+
+
+@pytest.mark.parametrize("N,C,H,W,O,k,s,p,bias", PHASE_CASES)
+def test_strided_conv_through_phases_matches_torch(N, C, H, W, O, k, s, p, bias):
+    v, t = _fns(stride=s, padding=p)
+    check_op(v, t, _inputs(N, C, H, W, O, k, bias), fd=N * C * H * W <= 400, **TOL)
+
+
+def test_strided_conv_through_phases_bits_do_not_depend_on_threads():
+    x, w = _inputs(11, 1, 28, 28, 16, 7, False)
+    gy = rand(11, 16, 14, 14, rng=RNG)
+
+    def run():
+        wv = vitc.from_numpy(w.copy())
+        wv.requires_grad = True
+        y = vitc.conv2d(vitc.from_numpy(x), wv, None, stride=2, padding=3)
+        (y * vitc.from_numpy(gy)).sum().backward()
+        return y.detach().numpy(), wv.grad.numpy()
+    first, *rest = at_thread_counts(run, (1, 2, 3))
+    for other in rest:
+        for a, b_ in zip(first, other):
+            np.testing.assert_array_equal(a, b_)
+
+
+def test_avx2_build_of_the_direct_kernel_on_an_avx512_machine():
+    # VITC_ISA=avx2 keeps the AVX2 build where the AVX-512 one would run; its forward sums every output
+    # in the same order with one FMA per tap, so the two builds agree bit for bit there
+    x, w, b = _inputs(3, 16, 14, 14, 16, 3, True)
+    x2, w2 = _inputs(2, 1, 28, 28, 16, 7, False)
+    with vitc.no_grad():
+        here = [vitc.conv2d(vitc.from_numpy(x), vitc.from_numpy(w), vitc.from_numpy(b), padding=1).numpy(),
+                vitc.conv2d(vitc.from_numpy(x2), vitc.from_numpy(w2), None, stride=2, padding=3).numpy()]
+    code = ("import numpy as np, torch, vitc, sys; a = np.load(sys.argv[1]);"
+            "xv, wv, bv = (vitc.from_numpy(a[k]) for k in ('x', 'w', 'b'));"
+            "xv.requires_grad = wv.requires_grad = bv.requires_grad = True;"
+            "y = vitc.conv2d(xv, wv, bv, padding=1); (y * y).sum().backward();"
+            "tx, tw, tb = (torch.tensor(a[k], requires_grad=True) for k in ('x', 'w', 'b'));"
+            "ty = torch.nn.functional.conv2d(tx, tw, tb, padding=1); (ty * ty).sum().backward();"
+            "d = [np.abs(p - q.detach().numpy()).max() / (1 + np.abs(q.detach().numpy()).max()) for p, q in"
+            " ((y.detach().numpy(), ty), (xv.grad.numpy(), tx.grad), (wv.grad.numpy(), tw.grad))];"
+            "y2 = vitc.conv2d(vitc.from_numpy(a['x2']), vitc.from_numpy(a['w2']), None, stride=2, padding=3);"
+            "np.savez(sys.argv[2], y=y.detach().numpy(), y2=y2.detach().numpy()); sys.stdout.write(str(max(d)))")
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        np.savez(src, x=x, w=w, b=b, x2=x2, w2=w2)
+        out = subprocess.run([sys.executable, "-c", code, src, dst], env=dict(os.environ, VITC_ISA="avx2"),
+                             capture_output=True, text=True, check=True)
+        assert float(out.stdout) < 1e-5
+        got = np.load(dst)
+        np.testing.assert_array_equal(got["y"], here[0])
+        np.testing.assert_array_equal(got["y2"], here[1])

@@ -46,7 +46,7 @@ def draw_mixtoken(grid):
 
 
 class MixTokenPlan:
-    """One batch's MixToken: the box, the corrected λ and the own-token mask M (1, N, 1)."""
+    """One batch's MixToken: the box, the corrected λ and the own-token mask (N,)."""
 
     def __init__(self, batch, grid, lam, cx, cy):
         if batch < 2:
@@ -56,17 +56,29 @@ class MixTokenPlan:
         self.box = mixtoken_box(lam, self.grid, cx, cy)
         r0, c0, r1, c1 = self.box
         n = self.grid[0] * self.grid[1]
-        own = np.ones(self.grid, np.float32)
-        own[r0:r1, c0:c1] = 0.0
+        own = np.ones(self.grid, bool)
+        own[r0:r1, c0:c1] = False
         self.lam = 1.0 - (r1 - r0) * (c1 - c0) / n
-        self._own = _v.from_numpy(own.reshape(1, n, 1))
-        self._other = _v.from_numpy((1.0 - own).reshape(1, n, 1))
+        self._own = own.reshape(n)
+        self._rows = {}  # batch size -> the source row of each of the B·N token rows
+
+    def _source_rows(self, b):
+        """Row b·N + i of the output reads row (b if token i is outside the box, else B−1−b)·N + i: one
+        gather of rows (index_select, whose backward scatters the gradient back along the same
+        permutation) instead of two masked products, a flip and a sum."""
+        if b not in self._rows:
+            n, img = self._own.size, np.arange(b)[:, None]
+            src = np.where(self._own[None, :], img, b - 1 - img) * n + np.arange(n)[None, :]
+            self._rows[b] = _v.from_numpy(src.reshape(-1).astype(np.int64))
+        return self._rows[b]
 
     def apply(self, tokens):
         """(B, N, D) -> tokens of B−1−b inside the box, b's own outside. Applying it twice restores the
         batch, which is how the token logits are swapped back."""
         if self.lam == 1.0:
             return tokens
-        if tokens.ndim != 3 or tokens.shape[1] != self._own.shape[1]:
-            raise ValueError(f"MixToken: expected tokens (B, {self._own.shape[1]}, D), got {tuple(tokens.shape)}")
-        return tokens * self._own + _v.flip(tokens, 0) * self._other
+        if tokens.ndim != 3 or tokens.shape[1] != self._own.size:
+            raise ValueError(f"MixToken: expected tokens (B, {self._own.size}, D), got {tuple(tokens.shape)}")
+        b, n, d = tokens.shape
+        rows = _v.index_select(tokens.reshape(b * n, d), 0, self._source_rows(b))
+        return rows.reshape(b, n, d)
