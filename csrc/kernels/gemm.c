@@ -211,14 +211,17 @@ static void blas_call(int transa, int transb, int64_t m, int64_t n, int64_t k, f
  * caller's OpenMP thread count is 1 (an ICV of the calling thread, set around the one-thread path). */
 #define BLAS_CHUNK 128
 
-/* the chunk width for a C side of len: BLAS_CHUNK, but a weight gradient (Aᵀ·B, long K) whose side
- * is 33..128 is cut in two halves (rounded up to 16) so that two threads have two chunks to share:
- * the seed ViT's FFN weight gradients (128×64 and 64×128, K = 1700) ran as one call on one thread
- * (bench/gemm.py "seed fc1 dW": 0.31 -> 0.21 ms at 2 threads). A function of the shape only, so
- * the bits stay thread-independent; other products keep their chunks (and bits). */
+/* the chunk width for a C side of len: BLAS_CHUNK, but a weight gradient (Aᵀ·B with a long K) is
+ * cut into an even number of chunks of equal width (rounded up to 16) so that two threads share
+ * them evenly: the seed ViT's FFN weight gradients (128×64 and 64×128, K = 1700) ran as one call on
+ * one thread (bench/gemm.py "seed fc1 dW": 0.31 -> 0.21 ms at 2 threads), DeiT-Tiny's mirrored qkv
+ * weight gradient (192×576) as 5 chunks, 3 on one thread. A function of the shape only, so the
+ * bits stay thread-independent; other products keep their chunks (and bits). */
 static int64_t blas_chunk(int transa, int transb, int64_t len, int64_t k) {
-    if (!transa || transb || k < 512 || len > BLAS_CHUNK || len <= 32) return BLAS_CHUNK;
-    return ((len + 1) / 2 + 15) / 16 * 16;
+    if (!transa || transb || k < 512 || len <= 32) return BLAS_CHUNK;
+    int64_t pieces = (len + BLAS_CHUNK - 1) / BLAS_CHUNK;
+    pieces += pieces & 1;
+    return ((len + pieces - 1) / pieces + 15) / 16 * 16;
 }
 
 static int blas_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
