@@ -175,16 +175,17 @@ static void gemm_run(const gemm_kernels *kn, const gemm_job *g, int nt) {
 }
 
 /* which GEMMs run here, from measurements (bench/gemm.py per product; whole train steps A/B in
- * one process with vitc._C._gemm_mode, bench/gemm_step.py): a plain A, K <= 1536, and
- * 65536..2e8 multiply-adds. That is every product of the seed ViT's forward and all its input
+ * one process with vitc._C._gemm_mode, bench/gemm_step.py): a plain A, K <= 1536, and at least
+ * 65536 multiply-adds. That is every product of the seed ViT's forward and all its input
  * gradients (the whole train step ~4.5 % faster at 1 and 2 threads with K <= 512; the K = 1536 qkv
  * input gradient then measured 1.21× / 1.11× OpenBLAS at 2 / 1 threads). Transposed A (weight
  * gradients) loses to BLAS's packed panels: a trial packing A into 6-row panels made the seed
  * step ~9 % slower, and one with A's rows as the vector operand, op(B) packed in 6-wide panels per
  * task and Cᵀ tiles stored transposed, ran at 0.4–0.8× OpenBLAS per product; both were dropped.
- * Tiny products lose too. At DeiT-Tiny sizes
- * (m·n·k >= 2.3e8) the products were even one by one and whole steps read 5 % slower in one run,
- * 6 % faster in another (this VM's noise), so they stay on OpenBLAS until measured better. */
+ * Tiny products lose too. DeiT-Tiny's forward and input-gradient products (m·n·k >= 2.3e8) were
+ * kept on OpenBLAS by an upper bound of 2e8 until measured: at 2 threads on a Zen 4 (AVX-512)
+ * they run 185-195 GFLOP/s here against 168-184 in OpenBLAS (bench/gemm.py), and the DeiT-Tiny
+ * step A/B (bench/ab.py --model deit) read 0.925× the time with the bound removed. */
 static int own_gemm_wins(int transa, int64_t m, int64_t n, int64_t k) {
     double mnk = (double)m * (double)n * (double)k;
     return !transa && k <= 1536 && mnk >= 65536.0;
