@@ -176,19 +176,20 @@ static void gemm_run(const gemm_kernels *kn, const gemm_job *g, int nt) {
 }
 
 /* which GEMMs run here, from measurements (bench/gemm.py per product; whole train steps A/B in
- * one process with vitc._C._gemm_mode, bench/gemm_step.py): a plain A, K <= 1536, and
- * 65536..2e8 multiply-adds. That is every product of the seed ViT's forward and all its input
+ * one process with vitc._C._gemm_mode, bench/gemm_step.py): a plain A, K <= 1536, and at least
+ * 65536 multiply-adds. That is every product of the seed ViT's forward and all its input
  * gradients (the whole train step ~4.5 % faster at 1 and 2 threads with K <= 512; the K = 1536 qkv
  * input gradient then measured 1.21× / 1.11× OpenBLAS at 2 / 1 threads). Transposed A (weight
  * gradients) loses to BLAS's packed panels: a trial packing A into 6-row panels made the seed
  * step ~9 % slower, and one with A's rows as the vector operand, op(B) packed in 6-wide panels per
  * task and Cᵀ tiles stored transposed, ran at 0.4–0.8× OpenBLAS per product; both were dropped.
- * Tiny products lose too. At DeiT-Tiny sizes
- * (m·n·k >= 2.3e8) the products were even one by one and whole steps read 5 % slower in one run,
- * 6 % faster in another (this VM's noise), so they stay on OpenBLAS until measured better. */
+ * Tiny products lose too. DeiT-Tiny's forward and input-gradient products (m·n·k >= 2.3e8) were
+ * kept on OpenBLAS by an upper bound of 2e8 until measured: at 2 threads on a Zen 4 (AVX-512)
+ * they run 185-195 GFLOP/s here against 168-184 in OpenBLAS (bench/gemm.py), and the DeiT-Tiny
+ * step A/B (bench/ab.py --model deit) read 0.925× the time with the bound removed. */
 static int own_gemm_wins(int transa, int64_t m, int64_t n, int64_t k) {
     double mnk = (double)m * (double)n * (double)k;
-    return !transa && k <= 1536 && mnk >= 65536.0 && mnk <= 2e8;
+    return !transa && k <= 1536 && mnk >= 65536.0;
 }
 
 static void blas_call(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
@@ -212,19 +213,32 @@ static void blas_call(int transa, int transb, int64_t m, int64_t n, int64_t k, f
  * caller's OpenMP thread count is 1 (an ICV of the calling thread, set around the one-thread path). */
 #define BLAS_CHUNK 128
 
+/* the chunk width for a C side of len: BLAS_CHUNK, but a weight gradient (Aᵀ·B with a long K) is
+ * cut into an even number of chunks of equal width (rounded up to 16) so that two threads share
+ * them evenly: the seed ViT's FFN weight gradients (128×64 and 64×128, K = 1700) ran as one call on
+ * one thread (bench/gemm.py "seed fc1 dW": 0.31 -> 0.21 ms at 2 threads), DeiT-Tiny's mirrored qkv
+ * weight gradient (192×576) as 5 chunks, 3 on one thread. A function of the shape only, so the
+ * bits stay thread-independent; other products keep their chunks (and bits). */
+static int64_t blas_chunk(int transa, int transb, int64_t len, int64_t k) {
+    if (!transa || transb || k < 512 || len <= 32) return BLAS_CHUNK;
+    int64_t pieces = (len + BLAS_CHUNK - 1) / BLAS_CHUNK;
+    pieces += pieces & 1;
+    return ((len + pieces - 1) / pieces + 15) / 16 * 16;
+}
+
 static int blas_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX || ldc > INT_MAX)
         return vt_fail(VT_ESHAPE, "matmul: a dimension exceeds the BLAS integer range");
     int split_m = m >= n;
-    int64_t len = split_m ? m : n, pieces = (len + BLAS_CHUNK - 1) / BLAS_CHUNK;
+    int64_t len = split_m ? m : n, chunk = blas_chunk(transa, transb, len, k), pieces = (len + chunk - 1) / chunk;
     int nt = omp_in_parallel() ? 1 : vt_get_num_threads();
     if (nt > pieces) nt = (int)pieces;
     int outer = omp_get_max_threads();
     if (nt < 2) omp_set_num_threads(1); /* OpenBLAS's OpenMP build follows the caller's thread count */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t p = 0; p < pieces; p++) {
-        int64_t s = p * BLAS_CHUNK, w = len - s < BLAS_CHUNK ? len - s : BLAS_CHUNK;
+        int64_t s = p * chunk, w = len - s < chunk ? len - s : chunk;
         if (split_m) /* rows s.. of op(A) and C */
             blas_call(transa, transb, w, n, k, alpha, transa ? a + s : a + s * lda, lda, b, ldb, beta, c + s * ldc, ldc);
         else /* columns s.. of op(B) and C */

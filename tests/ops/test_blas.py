@@ -108,3 +108,31 @@ def test_widening_weight_gradient_mirrored(k, m, n):
     w.requires_grad = True
     (vitc.linear(x, w) * vitc.from_numpy(a)).sum().backward()  # dW = aᵀ·b
     np.testing.assert_allclose(w.grad.numpy(), a.T.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
+@pytest.mark.parametrize("m,n,k", [(128, 64, 1700), (64, 100, 600), (576, 192, 700), (200, 70, 512)])
+def test_weight_gradient_chunks_are_thread_independent(m, n, k):
+    """Aᵀ·B with a long K goes to OpenBLAS in an even number of equal chunks (gemm.c, blas_chunk):
+    the narrow ones in two halves, the mirrored 576-wide one in 6; right, and the same bits at 1
+    and 2 threads"""
+    r = np.random.default_rng(5)
+    a, b = r.standard_normal((k, m)).astype(np.float32), r.standard_normal((k, n)).astype(np.float32)
+    before = vitc.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2):
+            vitc.set_num_threads(t)
+            outs.append(vitc.matmul(vitc.from_numpy(a).t(), vitc.from_numpy(b)).numpy())
+    finally:
+        vitc.set_num_threads(before)
+    np.testing.assert_allclose(outs[0], a.T.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    assert np.array_equal(outs[0], outs[1])
+
+
+def test_large_plain_products_take_the_own_kernel():
+    """DeiT-Tiny's forward and input-gradient products (m·n·k > 2e8, K <= 1536) run on the own
+    kernel; weight gradients and K > 1536 stay on OpenBLAS"""
+    assert vitc._C._gemm_auto_path(False, 6304, 768, 192) == "own"
+    assert vitc._C._gemm_auto_path(False, 6304, 192, 768) == "own"
+    assert vitc._C._gemm_auto_path(False, 6304, 192, 2048) == "blas"
+    assert vitc._C._gemm_auto_path(True, 192, 768, 6304) == "blas"
