@@ -225,3 +225,14 @@ def test_allocator_stats_and_cache():
     y = vitc.zeros(1024, 1024)
     assert vitc._C.alloc_stats()["cached"] == s2["cached"] - 4 * 1024 * 1024
     del y
+
+
+def test_size_and_stride_of_a_0d_tensor_name_the_missing_dimension_like_torch():
+    t, ref = vitc.tensor(3.0), torch.tensor(3.0)
+    for name in ("size", "stride"):
+        with pytest.raises(IndexError) as theirs:
+            getattr(ref, name)(0)
+        with pytest.raises(vitc.IndexError, match="no dimensions") as ours:
+            getattr(t, name)(0)
+        assert "no dimensions" in str(theirs.value) and str(ours.value) == str(theirs.value)
+    assert t.size() == () and t.stride() == ()

@@ -189,7 +189,7 @@ class Tensor(_C._TensorBase):
     def size(self, dim=None):
         if dim is None:
             return self.shape
-        return self.shape[_wrap_dim(dim, self.ndim)]
+        return self.shape[_shape_dim(dim, self.ndim)]
 
     def dim(self):
         return self.ndim
@@ -197,7 +197,7 @@ class Tensor(_C._TensorBase):
     def stride(self, dim=None):
         if dim is None:
             return self._strides
-        return self._strides[_wrap_dim(dim, self.ndim)]
+        return self._strides[_shape_dim(dim, self.ndim)]
 
     def element_size(self):
         return self.dtype.np.itemsize
@@ -374,6 +374,14 @@ def _rebuild(arr, requires_grad):
     t = from_numpy(arr)
     t.requires_grad = requires_grad
     return t
+
+
+def _shape_dim(dim, ndim):
+    """_wrap_dim for size(dim)/stride(dim): a 0-d tensor has no dimension to index (torch's rule), where
+    reductions accept dim 0 / -1 on it"""
+    if ndim == 0 and isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
+        raise _C.IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
+    return _wrap_dim(dim, ndim)
 
 
 def _wrap_dim(dim, ndim):
