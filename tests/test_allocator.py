@@ -99,17 +99,22 @@ def test_set_cache_limit_rejects_bad_values(bad, default_limit):
         vitc.set_cache_limit("1MB")
 
 
+def _stats_around_repeats(step, repeats=5):
+    """memory_stats() after one warm-up call of step and after `repeats` more"""
+    step()
+    s0 = vitc.memory_stats()
+    for _ in range(repeats):
+        step()
+    return s0, vitc.memory_stats()
+
+
 def test_training_sizes_are_served_from_the_cache(default_limit):
     """the same shapes every step: after the first, no allocation goes to the system"""
     def step():
         a = vitc.randn(64, 128)
         b = vitc.relu(a @ a.T) + 1.0
         return b.sum().item()
-    step()
-    s0 = vitc.memory_stats()
-    for _ in range(5):
-        step()
-    s1 = vitc.memory_stats()
+    s0, s1 = _stats_around_repeats(step)
     assert s1["system_allocs"] == s0["system_allocs"]
     assert s1["cache_hits"] > s0["cache_hits"]
 
@@ -126,11 +131,7 @@ def test_stale_sizes_make_room_for_the_current_ones(default_limit):
     def step():  # 2 x 1.5 MiB, another size class
         xs = [vitc.empty(3 << 17) for _ in range(2)]
         del xs
-    step()
-    s0 = vitc.memory_stats()
-    for _ in range(5):
-        step()
-    s1 = vitc.memory_stats()
+    s0, s1 = _stats_around_repeats(step)
     assert s1["system_allocs"] == s0["system_allocs"]
     assert s1["cached_bytes"] <= s1["cache_limit_bytes"] == 4 * MIB
 
