@@ -20,6 +20,10 @@ Settings: vitc's environment switches, read at every forward ("default" leaves t
                          2: as 1, and qkv_attention also recomputes its attention output
   VITC_QKV_RECOMPUTE=1   qkv_attention recomputes its qkv projection and attention output in backward
   VITC_FFN_RECOMPUTE=1   linear_gelu_linear recomputes its pre-activation in backward (csrc/ops/ffn.c)
+  VITC_LN_RECOMPUTE      unset or 1: an op that saves a LayerNorm's output keeps the LayerNorm's node
+                         instead and the output is rebuilt before its backward (autograd/engine.c); 0: kept
+The named settings turn their switches on and every other switch off, except "default" (all unset)
+and "ln-kept" (all unset but VITC_LN_RECOMPUTE=0: the default before LayerNorm outputs were rebuilt).
 """
 import argparse
 import json
@@ -31,10 +35,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-SWITCHES = ("VITC_ATTN_RECOMPUTE", "VITC_QKV_RECOMPUTE", "VITC_FFN_RECOMPUTE")
+SWITCHES = ("VITC_ATTN_RECOMPUTE", "VITC_QKV_RECOMPUTE", "VITC_FFN_RECOMPUTE", "VITC_LN_RECOMPUTE")
 SETTINGS = {  # name -> the switches it turns on (all unset in "default"; "keep" sets them all to 0)
     "default": None,
+    "ln-kept": None,
     "keep": (),
+    "ln": ("VITC_LN_RECOMPUTE",),
+    "maps+out+ln": ("VITC_ATTN_RECOMPUTE=2", "VITC_LN_RECOMPUTE"),
     "maps": ("VITC_ATTN_RECOMPUTE",),
     "maps+out": ("VITC_ATTN_RECOMPUTE=2",),
     "qkv": ("VITC_QKV_RECOMPUTE",),
@@ -53,6 +60,8 @@ def env_for(setting):
             env.pop(s, None)
         else:
             env[s] = (on[s] or "1") if s in on else "0"
+    if setting == "ln-kept":
+        env["VITC_LN_RECOMPUTE"] = "0"
     return env
 
 

@@ -4,7 +4,8 @@ VITC_ATTN_RECOMPUTE=1 makes the packed attention ops recompute the softmax maps 
 of keeping them, VITC_QKV_RECOMPUTE=1 makes qkv_attention recompute its qkv projection and attention
 output: outputs and gradients must be bitwise those of the default, and the tape must hold fewer
 bytes (deterministic allocator counts, no timing). VITC_FFN_RECOMPUTE=1 likewise for
-linear_gelu_linear's pre-activation."""
+linear_gelu_linear's pre-activation. VITC_LN_RECOMPUTE (on unless 0): an op that saves a LayerNorm's
+output keeps the LayerNorm node instead and the engine rebuilds the output before that op's backward."""
 import os
 
 import numpy as np
@@ -94,8 +95,10 @@ def test_packed_attention_recompute_is_bitwise(env_switch):
     assert np.array_equal(grads[0][0], grads[1][0]) and np.array_equal(grads[0][1], grads[1][1])
 
 
-def test_saved_tensors_hand_count():
+@pytest.mark.parametrize("ln_rebuilt", [False, True])
+def test_saved_tensors_hand_count(env_switch, ln_rebuilt):
     """layer_norm then linear on a non-leaf input: counted by hand from the shapes"""
+    env_switch("VITC_LN_RECOMPUTE", "1" if ln_rebuilt else "0")
     M, D, O = 6, 16, 5
     a = v.randn(M, D).requires_grad_()
     x = a * 2.0
@@ -107,12 +110,16 @@ def test_saved_tensors_hand_count():
     # layer_norm: its input x (6·16 floats = 384 bytes, a whole 64-byte class), mean and rstd (6
     # floats = 24 bytes, each in a 64-byte block); its weight is a parameter
     ln = rows["layer_norm"]
-    assert ln.nodes == 1 and ln.tensors == 4
+    # (and its bias, a parameter too, so the output can be rebuilt)
+    ln = rows["layer_norm"]
+    assert ln.nodes == 1 and ln.tensors == 5 and ln.rebuilt == 0
     assert ln.bytes == 384 + 64 + 64
-    assert ln.param_bytes == 4 * D
-    # linear: its input y (M·D floats, the layer norm's output) and its weight (a parameter)
+    assert ln.param_bytes == 4 * D * 2
+    # linear: its input y (M·D floats, the layer norm's output; with the switch on, not kept but
+    # rebuilt from the layer norm's node) and its weight (a parameter)
     lin = rows["linear"]
-    assert lin.bytes == 384 and lin.param_bytes == 4 * O * D and lin.shared_bytes == 0
+    assert lin.bytes == (0 if ln_rebuilt else 384) and lin.rebuilt == (1 if ln_rebuilt else 0)
+    assert lin.param_bytes == 4 * O * D and lin.shared_bytes == 0
     assert "layer_norm" in profiler.saved_tensors_table(list(rows.values()))
 
 
@@ -244,14 +251,14 @@ def test_ffn_recompute_lowers_saved_bytes(env_switch):
 
 
 def test_python_switches_set_the_environment_and_restore_it(env_switch):
-    for name in ("VITC_ATTN_RECOMPUTE", "VITC_QKV_RECOMPUTE", "VITC_FFN_RECOMPUTE"):
+    for name in ("VITC_ATTN_RECOMPUTE", "VITC_QKV_RECOMPUTE", "VITC_FFN_RECOMPUTE", "VITC_LN_RECOMPUTE"):
         env_switch(name, "0")
     B, T, H, Dh = 8, 33, 3, 16
     _, saved_off = _attention_peak(B, T, H, Dh, layers=2)
     with v.recompute(attention_maps=True, qkv=True):
-        assert v.get_recompute() == {"attention_maps": True, "qkv": True, "ffn": False}
+        assert v.get_recompute() == {"attention_maps": True, "qkv": True, "ffn": False, "layer_norm": False}
         _, saved_on = _attention_peak(B, T, H, Dh, layers=2)
-    assert v.get_recompute() == {"attention_maps": False, "qkv": False, "ffn": False}
+    assert v.get_recompute() == {"attention_maps": False, "qkv": False, "ffn": False, "layer_norm": False}
     bs = v._C._block_size
     maps_for_stats = bs(B * H * T * T * 4) - bs(B * H * T * 2 * 4)  # the softmax row statistics stay
     assert saved_off - saved_on == 2 * (maps_for_stats + bs(B * T * 3 * H * Dh * 4) + bs(B * T * H * Dh * 4))
@@ -300,3 +307,99 @@ def test_attention_recompute_2_also_drops_the_attention_output(env_switch):
     peak2, saved2 = _attention_peak(B, T, H, Dh, layers=4)
     assert saved1 - saved2 == 4 * v._C._block_size(B * T * H * Dh * 4)
     assert peak2 < peak1
+
+
+# ---- LayerNorm outputs rebuilt instead of saved (VITC_LN_RECOMPUTE) --------------------------------
+
+def _block_step(seed=0, B=4, T=9, D=32):
+    """two pre-norm ViT blocks (LayerNorm → attention, LayerNorm → MLP, both save their norm's
+    output): output, input gradient, every parameter gradient, and the tape's saved bytes"""
+    v.manual_seed(seed)
+    net = v.nn.Transformer(D, 2, heads=4, dim_head=8, mlp_dim=48)
+    x = v.from_numpy(np.random.default_rng(seed).standard_normal((B, T, D)).astype(np.float32)).requires_grad_()
+    out = net(x * 1.0)
+    loss = (out * out).sum()
+    saved = sum(r.bytes for r in profiler.saved_tensors(loss))
+    rebuilt = sum(r.rebuilt for r in profiler.saved_tensors(loss))
+    loss.backward()
+    return [out.detach().numpy(), x.grad.numpy()] + [p.grad.numpy() for p in net.parameters()], saved, rebuilt
+
+
+def test_layer_norm_rebuilt_is_bitwise_and_saves_two_activations_per_block(env_switch):
+    B, T, D = 4, 9, 32
+    env_switch("VITC_LN_RECOMPUTE", "0")
+    kept, saved_kept, rebuilt_kept = _block_step(B=B, T=T, D=D)
+    env_switch("VITC_LN_RECOMPUTE", "1")
+    got, saved_rebuilt, rebuilt = _block_step(B=B, T=T, D=D)
+    assert len(kept) == len(got)
+    for a, b in zip(kept, got):
+        assert np.array_equal(a, b)
+    # 2 blocks × (attention input, MLP input), and the final norm's output, which `out * out` saves
+    # twice (one storage)
+    assert rebuilt_kept == 0 and rebuilt == 4 + 2
+    assert saved_kept - saved_rebuilt == 5 * v._C._block_size(B * T * D * 4)
+
+
+def test_layer_norm_rebuilt_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x0, w0, g0, b0 = (rng.standard_normal(s).astype(np.float32) for s in ((5, 7, 12), (6, 12), (12,), (12,)))
+    assert v.get_recompute()["layer_norm"] is True
+    x, w, g, b = (v.from_numpy(a).requires_grad_() for a in (x0, w0, g0, b0))
+    y = v.linear(v.layer_norm(x * 2.0, (12,), g, b), w)
+    (y * y).sum().backward()
+    tx, tw, tg, tb = (torch.from_numpy(a).requires_grad_() for a in (x0, w0, g0, b0))
+    ty = torch.nn.functional.linear(torch.nn.functional.layer_norm(tx * 2.0, (12,), tg, tb), tw)
+    (ty * ty).sum().backward()
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    for a, ta in ((x, tx), (w, tw), (g, tg), (b, tb)):
+        np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_layer_norm_rebuilt_without_affine_and_weight_only():
+    """no weight and bias: rebuilt; a weight without bias: rebuilt; a bias without weight is kept"""
+    rng = np.random.default_rng(4)
+    x0 = rng.standard_normal((3, 8)).astype(np.float32)
+    w = v.from_numpy(rng.standard_normal((4, 8)).astype(np.float32)).requires_grad_()
+    for affine, rebuilt in (((None, None), 1), ((v.ones(8), None), 1), ((None, v.zeros(8)), 0)):
+        x = v.from_numpy(x0).requires_grad_()
+        loss = v.linear(v.layer_norm(x, (8,), *affine), w).sum()
+        assert sum(r.rebuilt for r in profiler.saved_tensors(loss)) == rebuilt
+        loss.backward()
+        ref = v.from_numpy(x0).requires_grad_()
+        with v.recompute(attention_maps=False, layer_norm=False):
+            v.linear(v.layer_norm(ref, (8,), *affine), w).sum().backward()
+        assert np.array_equal(x.grad.numpy(), ref.grad.numpy())
+
+
+def test_layer_norm_rebuilt_after_its_node_was_freed_raises():
+    """two losses share a LayerNorm output; the first backward frees the norm's saved input, so the
+    second cannot rebuild it (PyTorch fails there too, at the norm's node)"""
+    x = v.randn(4, 6).requires_grad_()
+    w1, w2 = v.randn(3, 6).requires_grad_(), v.randn(2, 6).requires_grad_()
+    y = v.layer_norm(x * 1.0, (6,), v.ones(6).requires_grad_(), v.zeros(6))
+    l1, l2 = v.linear(y, w1).sum(), v.linear(y, w2).sum()
+    l1.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        l2.backward()
+
+
+def test_layer_norm_rebuilt_twice_with_retain_graph():
+    x = v.randn(4, 6).requires_grad_()
+    w = v.randn(3, 6).requires_grad_()
+    loss = v.linear(v.layer_norm(x * 1.0, (6,), v.ones(6), v.zeros(6)), w).pow(2).sum()
+    loss.backward(retain_graph=True)
+    first = w.grad.numpy().copy()
+    loss.backward()
+    np.testing.assert_array_equal(w.grad.numpy(), 2 * first)
+
+
+def test_layer_norm_input_changed_in_place_before_a_rebuild_raises():
+    x = v.randn(4, 6).requires_grad_()
+    h = x * 1.0
+    w = v.randn(3, 6).requires_grad_()
+    loss = v.linear(v.layer_norm(h, (6,), v.ones(6).requires_grad_(), v.zeros(6)), w).sum()
+    with v.no_grad():
+        h.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

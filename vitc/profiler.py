@@ -102,12 +102,14 @@ class profile:
         return EventList(rows, self.wall_ns, group_by_input_shape)
 
 
-SavedRow = namedtuple("SavedRow", "op nodes tensors bytes shared_bytes param_bytes")
+SavedRow = namedtuple("SavedRow", "op nodes tensors bytes shared_bytes param_bytes rebuilt", defaults=(0,))
 
 
 def saved_tensors(tensor):
     """What the tape behind `tensor` (a loss before .backward()) keeps saved for backward, per op:
-    a list of SavedRow(op, nodes (that save anything), tensors, bytes, shared_bytes, param_bytes), largest `bytes` first.
+    a list of SavedRow(op, nodes (that save anything), tensors, bytes, shared_bytes, param_bytes, rebuilt), largest
+    `bytes` first. rebuilt: saved inputs not kept but made again right before the op's backward from
+    the op that produced them (a LayerNorm output, see vitc.set_recompute); they hold no bytes.
     bytes: allocator blocks of the activations the op saves, each storage counted once in the whole
     tape (a storage saved by several ops is charged to the first in op-name order and also listed in
     the others' shared_bytes); param_bytes: saved leaf inputs (weights; their own bytes), which are not the step's
@@ -119,11 +121,15 @@ def saved_tensors(tensor):
     rows = _C._saved_tensors(tensor)
     owners = {}
     for op, _, sid, _, block, leaf in rows:
-        if not leaf:
+        if not leaf and sid:
             owners.setdefault(sid, set()).add(op)
     acc = {}
     for op, _, sid, own, block, leaf in rows:
-        a = acc.setdefault(op, {"nodes": set(), "tensors": 0, "bytes": 0, "shared": 0, "param": 0, "sids": set()})
+        a = acc.setdefault(op, {"nodes": set(), "tensors": 0, "bytes": 0, "shared": 0, "param": 0, "sids": set(),
+                                "rebuilt": 0})
+        if not sid:  # storage id 0: rebuilt at backward
+            a["rebuilt"] += 1
+            continue
         a["tensors"] += 1
         if leaf:
             a["param"] += own  # parameters may be views of one flat buffer
@@ -137,7 +143,7 @@ def saved_tensors(tensor):
     for op, slot, *_ in rows:
         if slot == 0:
             node_counts[op] = node_counts.get(op, 0) + 1
-    out = [SavedRow(op, node_counts.get(op, 0), a["tensors"], a["bytes"], a["shared"], a["param"])
+    out = [SavedRow(op, node_counts.get(op, 0), a["tensors"], a["bytes"], a["shared"], a["param"], a["rebuilt"])
            for op, a in acc.items()]
     out.sort(key=lambda r: (-r.bytes, r.op))
     return out
@@ -145,9 +151,9 @@ def saved_tensors(tensor):
 
 def saved_tensors_table(rows):
     """saved_tensors' rows as text, MB = 2**20 bytes"""
-    lines = [f"{'op':<28} {'nodes':>6} {'tensors':>8} {'MB':>9} {'shared MB':>10} {'params MB':>10}"]
+    lines = [f"{'op':<28} {'nodes':>6} {'tensors':>8} {'MB':>9} {'shared MB':>10} {'params MB':>10} {'rebuilt':>8}"]
     for r in rows:
         lines.append(f"{r.op:<28} {r.nodes:>6} {r.tensors:>8} {r.bytes / 2**20:>9.2f} {r.shared_bytes / 2**20:>10.2f} "
-                     f"{r.param_bytes / 2**20:>10.2f}")
+                     f"{r.param_bytes / 2**20:>10.2f} {r.rebuilt:>8}")
     lines.append(f"{'total':<28} {'':>6} {sum(r.tensors for r in rows):>8} {sum(r.bytes for r in rows) / 2**20:>9.2f}")
     return "\n".join(lines)

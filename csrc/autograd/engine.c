@@ -50,6 +50,33 @@ static void meta_of(vt_meta *m, const vt_tensor *t) {
     memcpy(m->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
 }
 
+/* ops that rebuild their output 0 instead of a consumer saving it (vt_set_recompute, node.h) */
+static struct { int op; vt_recompute_fn fn; } recomputes[8];
+static int nrecomputes;
+void vt_set_recompute(int op, vt_recompute_fn fn) {
+    int i = 0; /* start-up only, before any op runs */
+    while (i < nrecomputes && recomputes[i].op != op) i++;
+    if (i == (int)(sizeof recomputes / sizeof recomputes[0])) return;
+    recomputes[i].op = op;
+    recomputes[i].fn = fn;
+    if (i == nrecomputes) nrecomputes++;
+}
+static vt_recompute_fn recompute_fn(int op) {
+    for (int i = 0; i < nrecomputes; i++)
+        if (recomputes[i].op == op) return recomputes[i].fn;
+    return NULL;
+}
+
+/* t is all of output 0 of p, as p made it (not a view of it, not another dtype) */
+static int whole_output(const vt_tensor *t, const vt_node *p) {
+    if (t->output_nr != 0 || t->offset != 0 || t->dtype != p->out_meta[0].dtype || t->ndim != p->out_meta[0].ndim ||
+        !vt_is_contiguous(t))
+        return 0;
+    for (int d = 0; d < t->ndim; d++)
+        if (t->shape[d] != p->out_meta[0].shape[d]) return 0;
+    return 1;
+}
+
 int vt_save(vt_ctx *c, const vt_tensor *t) {
     if (!c->save) return VT_OK;
     if (t->storage->is_inference)
@@ -57,6 +84,15 @@ int vt_save(vt_ctx *c, const vt_tensor *t) {
                        "vitc.inference_mode() to compute gradients; make a normal copy outside inference mode "
                        "(t.clone()) and use that", vt_ops[c->op].name);
     if (c->nsaved >= VT_MAX_SAVED) return vt_fail(VT_ERUNTIME, "internal: too many saved tensors");
+    vt_node *p = t->grad_fn;
+    vt_recompute_fn fn = p && p->op != c->op && !p->released ? recompute_fn(p->op) : NULL;
+    if (fn && whole_output(t, p) && fn(p, NULL)) { /* keep the producer, not t's bytes */
+        __atomic_add_fetch(&p->refcount, 1, __ATOMIC_RELAXED);
+        c->saved_src[c->nsaved] = p;
+        c->saved_version[c->nsaved] = 0;
+        c->saved[c->nsaved++] = NULL;
+        return VT_OK;
+    }
     vt_tensor *a = vt_alias(t);
     if (!a) return vt_last_code();
     c->saved_version[c->nsaved] = __atomic_load_n(&t->storage->version, __ATOMIC_RELAXED);
@@ -67,6 +103,7 @@ int vt_save(vt_ctx *c, const vt_tensor *t) {
 /* a saved tensor whose bytes an in-place op rewrote since the forward cannot be trusted */
 static int check_saved_versions(const vt_node *n) {
     for (int i = 0; i < n->nsaved; i++) {
+        if (!n->saved[i]) continue; /* rebuilt from its producer, whose own saved tensors are checked */
         int64_t now = __atomic_load_n(&n->saved[i]->storage->version, __ATOMIC_RELAXED);
         if (now != n->saved_version[i]) {
             char b[128];
@@ -86,7 +123,10 @@ void vt_node_decref(vt_node *n) {
         vt_node_decref(n->next[i].node);
         vt_tensor_decref(n->next[i].leaf);
     }
-    for (int i = 0; i < n->nsaved; i++) vt_tensor_decref(n->saved[i]);
+    for (int i = 0; i < n->nsaved; i++) {
+        vt_tensor_decref(n->saved[i]);
+        vt_node_decref(n->saved_src[i]);
+    }
     for (int k = 0; k < n->nout; k++) vt_tensor_decref(n->gbuf[k]);
     for (int k = 0; k < VT_MAX_OUT; k++) vt_hooks_drop(n->hooks[k]);
     free(n);
@@ -132,10 +172,17 @@ void vt_set_history(vt_tensor *dst, const vt_tensor *src) {
     vt_node_decref(old);
 }
 
+static void release_ctx_saved(vt_ctx *c) {
+    for (int k = 0; k < c->nsaved; k++) {
+        vt_tensor_decref(c->saved[k]);
+        vt_node_decref(c->saved_src[k]);
+    }
+    c->nsaved = 0;
+}
+
 static void release_ctx(vt_ctx *c) {
     for (int k = 0; k < c->nout; k++) { vt_tensor_decref(c->out[k]); c->out[k] = NULL; }
-    for (int k = 0; k < c->nsaved; k++) vt_tensor_decref(c->saved[k]);
-    c->nsaved = 0;
+    release_ctx_saved(c);
 }
 
 /* inference mode: outputs with storage of their own are inference tensors; views of an input (and
@@ -199,6 +246,7 @@ int vt_dispatch(int op, int nin, vt_tensor **in, const vt_args *args, int *nout,
         n->nsaved = c.nsaved;
         memcpy(n->saved, c.saved, sizeof(vt_tensor *) * (size_t)c.nsaved);
         memcpy(n->saved_version, c.saved_version, sizeof(int64_t) * (size_t)c.nsaved);
+        memcpy(n->saved_src, c.saved_src, sizeof(vt_node *) * (size_t)c.nsaved);
         for (int k = 0; k < c.nout; k++) {
             vt_tensor *o = c.out[k];
             meta_of(&n->out_meta[k], o);
@@ -210,7 +258,7 @@ int vt_dispatch(int op, int nin, vt_tensor **in, const vt_args *args, int *nout,
         }
         vt_node_decref(n);
     } else {
-        for (int k = 0; k < c.nsaved; k++) vt_tensor_decref(c.saved[k]);
+        release_ctx_saved(&c);
     }
     if (inference_on) mark_inference(&c);
     *nout = c.nout;
@@ -316,9 +364,37 @@ static int check_grad_shape(const vt_node *n, int i, const vt_tensor *g) {
 }
 
 static void release_saved(vt_node *n) {
-    for (int i = 0; i < n->nsaved; i++) { vt_tensor_decref(n->saved[i]); n->saved[i] = NULL; }
+    for (int i = 0; i < n->nsaved; i++) {
+        vt_tensor_decref(n->saved[i]);
+        n->saved[i] = NULL;
+        vt_node_decref(n->saved_src[i]);
+        n->saved_src[i] = NULL;
+    }
     n->nsaved = 0;
     n->released = 1;
+}
+
+/* the saved slots n keeps as their producers: rebuild them for n's backward (dropped after it).
+ * The producer's own saved tensors must be as the forward left them, as for any saved tensor. */
+static int rebuild_saved(vt_node *n) {
+    for (int i = 0; i < n->nsaved; i++) {
+        vt_node *p = n->saved_src[i];
+        if (!p || n->saved[i]) continue;
+        if (p->released)
+            return vt_fail(VT_ERUNTIME, "Trying to backward through the graph a second time (or directly access saved "
+                           "tensors after they have already been freed): %s needs the output of %s, whose saved "
+                           "tensors are freed; specify retain_graph=True the first time", vt_ops[n->op].name,
+                           vt_ops[p->op].name);
+        VT_TRY(check_saved_versions(p));
+        int64_t t0 = vt_profiling() ? vt_prof_now() : 0;
+        VT_TRY(recompute_fn(p->op)(p, &n->saved[i]));
+        if (t0) vt_prof_record(p->op, VT_PROF_FORWARD, p->in_meta[0].ndim, p->in_meta[0].shape, t0);
+    }
+    return VT_OK;
+}
+static void drop_rebuilt(vt_node *n) {
+    for (int i = 0; i < n->nsaved; i++)
+        if (n->saved_src[i]) { vt_tensor_decref(n->saved[i]); n->saved[i] = NULL; }
 }
 
 typedef struct { vt_node **v; int64_t n, cap; } node_vec;
@@ -470,11 +546,13 @@ int vt_backward(vt_tensor *root, vt_tensor *grad, int retain_graph) {
         vt_tensor *gin[VT_MAX_IN] = {0};
         if (any) {
             st = check_saved_versions(n);
+            if (!st) st = rebuild_saved(n);
             int64_t t0 = vt_profiling() ? vt_prof_now() : 0;
             int amp_was = vt_amp_set_bf16(n->amp_bf16); /* the forward's precision (core/amp.h) */
             if (!st) st = vt_ops[n->op].backward(n, n->gbuf, gin);
             vt_amp_set_bf16(amp_was);
             if (t0) vt_prof_record(n->op, VT_PROF_BACKWARD, n->in_meta[0].ndim, n->in_meta[0].shape, t0);
+            drop_rebuilt(n);
             for (int k = 0; k < n->nout; k++) { vt_tensor_decref(n->gbuf[k]); n->gbuf[k] = NULL; }
             if (st) { for (int i = 0; i < n->nin; i++) vt_tensor_decref(gin[i]); goto done; }
         }

@@ -50,6 +50,7 @@ typedef struct vt_ctx {
     int nsaved;
     vt_tensor *saved[VT_MAX_SAVED];
     int64_t saved_version[VT_MAX_SAVED]; /* storage versions at save time */
+    struct vt_node *saved_src[VT_MAX_SAVED]; /* owned; see vt_node.saved_src */
 } vt_ctx;
 
 typedef struct vt_node {
@@ -63,6 +64,9 @@ typedef struct vt_node {
     int nsaved;
     vt_tensor *saved[VT_MAX_SAVED];
     int64_t saved_version[VT_MAX_SAVED];
+    /* owned: non-NULL when saved slot i is not kept but rebuilt at backward as output 0 of that node
+     * (vt_set_recompute); saved[i] is then NULL outside this node's backward */
+    struct vt_node *saved_src[VT_MAX_SAVED];
     int released;                      /* saved tensors freed by a backward */
     int amp_bf16;                      /* vt_amp_bf16() at record time: the backward's GEMM precision */
     vt_tensor *retained[VT_MAX_OUT];   /* weak: outputs that asked for retain_grad() */
@@ -91,8 +95,19 @@ extern int vt_nops;
 /* start-up, once, before any op runs: install the op table and core's grad_fn release hook */
 void vt_autograd_init(const vt_op_info *ops, int nops);
 
-/* save a detached alias of t into c (no-op returning VT_OK when c->save is 0) */
+/* save a detached alias of t into c (no-op returning VT_OK when c->save is 0). When t is the whole
+ * output 0 of a node whose op has a recompute function that accepts it, only that node is kept and
+ * the backward rebuilds t (see vt_set_recompute). */
 int vt_save(vt_ctx *c, const vt_tensor *t);
+
+/* Recompute instead of save: an op whose output is cheap to make again from what its own node
+ * saves anyway (LayerNorm: its input and statistics) registers fn; a consumer that saves that
+ * output then keeps a reference to the producing node instead of the output's bytes, and the
+ * engine calls fn(producer, &out) right before the consumer's backward (bitwise the forward's
+ * output: the same kernel on the same inputs) and drops the result after it. fn(producer, NULL)
+ * asks whether it can (and whether the op's memory switch is on): nonzero yes. */
+typedef int (*vt_recompute_fn)(const vt_node *producer, vt_tensor **out);
+void vt_set_recompute(int op, vt_recompute_fn fn);
 
 /* run op `op` on inputs; outputs returned in out[] (new refs), their count in *nout */
 int vt_dispatch(int op, int nin, vt_tensor **in, const vt_args *args, int *nout, vt_tensor **out);

@@ -20,7 +20,7 @@ int vt_saved_walk(const vt_tensor *root, vt_saved_fn fn, void *ud) {
             const vt_tensor *t = n->saved[i];
             int is_input_leaf = 0; /* a parameter or other leaf input of this node: not the step's memory */
             for (int j = 0; j < n->nin; j++)
-                if (n->next[j].leaf && n->next[j].leaf->storage == t->storage) is_input_leaf = 1;
+                if (t && n->next[j].leaf && n->next[j].leaf->storage == t->storage) is_input_leaf = 1;
             st = fn(ud, n->op, i, t, is_input_leaf);
         }
         for (int j = 0; j < n->nin && !st; j++) {

@@ -140,7 +140,8 @@ VT_SIMD_CLONES static void layer_norm_row_backward(const float *x, const float *
     else for (int64_t j = 0; j < D; j++) dx[j] = (g[j] - am - (x[j] - mu) * rs * bm) * rs;
 }
 
-/* Forward. Saves: x (contiguous), mean (M), rstd (M), weight (if given), in that order. */
+/* Forward. Saves: x (contiguous), mean (M), rstd (M), weight (if given), bias (if weight and bias
+ * are given), in that order: with them the node can make its output again (vt_layer_norm_recompute). */
 int vt_layer_norm_forward(vt_ctx *c) {
     const char *who = "layer_norm";
     vt_tensor *x = c->in[0];
@@ -182,7 +183,7 @@ int vt_layer_norm_forward(vt_ctx *c) {
     c->nout = 1;
     if (c->save) {
         if ((st = vt_save(c, t[0])) || (st = vt_save(c, t[3])) || (st = vt_save(c, t[4])) ||
-            (t[1] && (st = vt_save(c, t[1])))) {
+            (t[1] && (st = vt_save(c, t[1]))) || (t[1] && t[2] && (st = vt_save(c, t[2])))) {
             decref_all(t, 5);
             return st; /* the engine releases c->out */
         }
@@ -194,6 +195,34 @@ fail:
     vt_tensor_decref(y);
     decref_all(t, 5);
     return st;
+}
+
+/* VITC_LN_RECOMPUTE (on unless "0"): a LayerNorm output that the next op saves (a ViT block's
+ * attention and MLP inputs, 2 × rows × dim per block: 116 MB of a DeiT-Tiny step at batch 32) is not
+ * kept; the engine rebuilds it from this node's saved input, weight and bias right before that op's
+ * backward, with the forward's kernel, so the bits are the forward's (rows are independent). */
+static int ln_recompute_on(void) {
+    const char *e = getenv("VITC_LN_RECOMPUTE");
+    return !(e && strcmp(e, "0") == 0);
+}
+
+/* vt_recompute_fn of layer_norm: possible when the node saved everything the output depends on
+ * (weight and bias, or neither: an optional input that was given has in_meta ndim >= 1) */
+int vt_layer_norm_recompute(const vt_node *n, vt_tensor **out) {
+    int has_w = n->nin > 1 && n->in_meta[1].ndim > 0, has_b = n->nin > 2 && n->in_meta[2].ndim > 0;
+    int can = n->nsaved == 3 + has_w + has_b && (has_w || !has_b) && n->saved[0];
+    if (!out) return can && ln_recompute_on();
+    if (!can) return vt_fail(VT_ERUNTIME, "internal: layer_norm cannot rebuild its output");
+    const vt_tensor *x = n->saved[0];
+    int64_t k = VT_LIST_LEN(&n->args, layer_norm, normalized_shape);
+    int64_t D = vt_shape_numel((int)k, n->args.i + IARG(layer_norm, normalized_shape)), M = D ? vt_numel(x) / D : 0;
+    vt_tensor *y = vt_empty(VT_FLOAT32, x->ndim, x->shape);
+    if (!y) return vt_last_code();
+    if (D > 0)
+        layer_norm_rows(vt_f32(x), vt_f32(y), has_w ? vt_f32(n->saved[3]) : NULL, has_b ? vt_f32(n->saved[4]) : NULL,
+                        M, D, n->args.f[FARG(layer_norm, eps)], NULL, NULL);
+    *out = y;
+    return VT_OK;
 }
 
 /* Backward: ĝ = g⊙γ; dx = (ĝ − mean(ĝ) − x̂·mean(ĝ⊙x̂))·rstd; dγ = Σ g⊙x̂; dβ = Σ g.
@@ -473,7 +502,7 @@ static int bn_forward(vt_ctx *c, int axis, const char *who) {
     c->nout = 1;
     if (c->save) {
         if ((st = vt_save(c, t[0])) || (st = vt_save(c, t[3])) || (st = vt_save(c, t[4])) ||
-            (t[1] && (st = vt_save(c, t[1])))) {
+            (t[1] && (st = vt_save(c, t[1]))) || (t[1] && t[2] && (st = vt_save(c, t[2])))) {
             decref_all(t, 5);
             return st;
         }

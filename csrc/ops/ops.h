@@ -26,8 +26,16 @@ enum {
 #include "ops.def"
 #undef VT_OP
 
-/* the rows of ops.def as a table (ops_table.c); the binding hands it to vt_autograd_init */
+/* the rows of ops.def as a table (ops_table.c) */
 extern const vt_op_info vt_op_table[];
+/* start-up, once, before any op runs: hands the table to autograd (vt_autograd_init) and registers
+ * the ops whose outputs are rebuilt instead of saved (vt_set_recompute) */
+void vt_ops_install(void);
+#define VT_OP(e, name, fwd, bwd, args)
+#define VT_RECOMPUTE(e, fn) int fn(const vt_node *n, vt_tensor **out);
+#include "ops.def"
+#undef VT_RECOMPUTE
+#undef VT_OP
 
 /* ---- named arguments ----
  * Each row's INT / INT_LIST entries become the members of struct vt_iargs_<name> and its FLOAT

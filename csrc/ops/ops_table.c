@@ -1,5 +1,5 @@
-/* the dispatch table and the argument specs, expanded from ops.def; the Python binding hands the
- * table to vt_autograd_init */
+/* the dispatch table and the argument specs, expanded from ops.def; vt_ops_install hands the table
+ * to autograd at start-up */
 #include "ops.h"
 
 /* every forward is entered through a check that the call carries the row's fixed arguments and
@@ -33,3 +33,12 @@ const char *const vt_op_args[] = {
 #include "ops.def"
 };
 #undef VT_OP
+
+void vt_ops_install(void) {
+    vt_autograd_init(vt_op_table, VT_OP_COUNT);
+#define VT_OP(e, name, fwd, bwd, args)
+#define VT_RECOMPUTE(e, fn) vt_set_recompute(VT_OP_##e, fn);
+#include "ops.def"
+#undef VT_RECOMPUTE
+#undef VT_OP
+}

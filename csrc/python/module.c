@@ -272,11 +272,13 @@ static PyObject *py_shares_memory(PyObject *m, PyObject *arg) {
 
 /* _saved_tensors(t): [(op, slot, storage id, the tensor's own bytes, its storage's
  * allocator block bytes, is_input_leaf)] for every
- * tensor the tape behind t keeps for backward (vitc.profiler.saved_tensors sums them) */
+ * tensor the tape behind t keeps for backward (vitc.profiler.saved_tensors sums them); a slot rebuilt
+ * at backward instead of kept has storage id 0 and no bytes */
 static int saved_row(void *ud, int op, int slot, const vt_tensor *t, int is_leaf) {
-    size_t nb = t->storage->nbytes, own = (size_t)vt_numel(t) * vt_dtype_size(t->dtype);
-    PyObject *row = Py_BuildValue("(siKnni)", vt_ops[op].name, slot, (unsigned long long)(uintptr_t)t->storage,
-                                  (Py_ssize_t)own, (Py_ssize_t)(t->storage->release ? nb : vt_alloc_block_size(nb)), is_leaf);
+    size_t nb = t ? t->storage->nbytes : 0, own = t ? (size_t)vt_numel(t) * vt_dtype_size(t->dtype) : 0;
+    size_t block = !t ? 0 : t->storage->release ? nb : vt_alloc_block_size(nb);
+    PyObject *row = Py_BuildValue("(siKnni)", vt_ops[op].name, slot, (unsigned long long)(uintptr_t)(t ? t->storage : NULL),
+                                  (Py_ssize_t)own, (Py_ssize_t)block, is_leaf);
     if (!row) return VT_ERUNTIME;
     int bad = PyList_Append((PyObject *)ud, row);
     Py_DECREF(row);
@@ -440,7 +442,7 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "vitc._C", "vitc C core", -1, module_methods};
 
 PyMODINIT_FUNC PyInit__C(void) {
-    vt_autograd_init(vt_op_table, VT_OP_COUNT);
+    vt_ops_install();
     vtpy_hooks_init();
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
