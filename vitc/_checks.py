@@ -70,7 +70,7 @@ def expect_size(v, who, name, minimum=1):
     absurd size is refused here, naming the argument, instead of hanging or failing deep inside a tensor."""
     v = expect_int(v, who, name, minimum)
     if v > MAX_ELEMENTS:
-        raise ValueError(f"{who}: {name} must be at most 2^40 (the most elements a vitc tensor holds), got {v}")
+        raise ValueError(f"{who}: {name} must be at most 2^40 (vitc's bound on any size or element count), got {v}")
     return v
 
 

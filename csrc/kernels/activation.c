@@ -112,9 +112,6 @@ VT_SIMD_CLONES static void scale_by_row(int64_t n, char **p, const int64_t *s, v
 }
 
 int vt_gelu_grad_apply(vt_tensor *g, const vt_tensor *d) {
-    /* zero-size (a layer with no rows or no hidden units): nothing to scale, whatever the strides
-     * vt_is_contiguous sees in an empty shape */
-    if (vt_numel(g) == 0 && vt_numel(d) == 0 && g->dtype == VT_FLOAT32 && d->dtype == VT_FLOAT32) return VT_OK;
     if (!vt_is_contiguous(g) || !vt_is_contiguous(d) || g->dtype != VT_FLOAT32 || d->dtype != VT_FLOAT32 ||
         vt_numel(g) != vt_numel(d))
         return vt_fail(VT_ERUNTIME, "gelu: the gradient and GELU'(h) must be contiguous float32 of one size");

@@ -243,7 +243,9 @@ static PyObject *py_set_data(PyObject *m, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO:set_data", &d, &s)) return NULL;
     vt_tensor *dst = vtpy_unwrap(d, "tensor"), *src = vtpy_unwrap(s, "data");
     if (!dst || !src) return NULL;
-    if (dst->dtype != src->dtype) return PyErr_Format(PyExc_TypeError, "set_data: dtype %s != %s", vt_dtype_name(dst->dtype), vt_dtype_name(src->dtype));
+    if (dst->dtype != src->dtype)
+        return PyErr_Format(PyExc_TypeError, "Tensor.data = ...: the new data is %s but the tensor is %s (a vitc tensor "
+                            "keeps its dtype; convert the data first)", vt_dtype_name(src->dtype), vt_dtype_name(dst->dtype));
     __atomic_add_fetch(&src->storage->refcount, 1, __ATOMIC_RELAXED);
     vt_storage_decref(dst->storage);
     dst->storage = src->storage;

@@ -22,6 +22,21 @@ def test_matches_torch(approximate, xshape, hidden, dout):
     check_op(lambda *a: vitc.linear_gelu_linear(*a, approximate=approximate), _torch_ffn(approximate), inputs)
 
 
+@pytest.mark.parametrize("rows,hidden", [(0, 16), (4, 0), (0, 0)])
+def test_zero_size_rows_or_hidden(rows, hidden):
+    """no rows or no hidden units: empty or zero outputs and gradients, as torch's three ops"""
+    x0, w10, b10 = np.ones((rows, 8), np.float32), np.ones((hidden, 8), np.float32), np.ones(hidden, np.float32)
+    w20, b20 = np.ones((3, hidden), np.float32), np.ones(3, np.float32)
+    vs = [vitc.from_numpy(a).requires_grad_() for a in (x0, w10, b10, w20, b20)]
+    ts = [torch.from_numpy(a).requires_grad_() for a in (x0, w10, b10, w20, b20)]
+    y, ty = vitc.linear_gelu_linear(*vs), _torch_ffn("none")(*ts)
+    (y * 2.0).sum().backward()
+    (ty * 2.0).sum().backward()
+    np.testing.assert_array_equal(y.detach().numpy(), ty.detach().numpy())
+    for a, ta in zip(vs, ts):
+        np.testing.assert_array_equal(a.grad.numpy(), ta.grad.numpy())
+
+
 def test_without_biases_and_strided_weights():
     inputs = [rand(4, 6, low=-2, high=2), rand(6, 9), rand(9, 5)]  # weights given transposed below
     check_op(lambda x, w1, w2: vitc.linear_gelu_linear(x, w1.t(), None, w2.t(), None),
