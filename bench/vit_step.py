@@ -7,8 +7,12 @@ PyTorch eager in the same process, interleaved, median and spread over repetitio
 
 In one process the two frameworks bring two OpenMP runtimes; PyTorch's spins while idle and
 starves vitc's (measured 3.5x slower vitc steps), so the shared-process mode sets
-OMP_WAIT_POLICY=PASSIVE for both before either loads, which costs PyTorch ~20 % here. `--only`
-measures each framework alone with its own defaults.
+OMP_WAIT_POLICY=PASSIVE for both before either loads, which costs PyTorch ~20 % here and vitc more
+at small batches: with PASSIVE every parallel region wakes sleeping threads, so vitc's seed step at
+batch 25 took 46.0 ms under PASSIVE, 26.3 under ACTIVE and 24.0–29.3 with the policy unset (vitc's
+default, idle threads spin briefly), batch 100 98.4 / 88.1 / 71.9–74.7 ms (2026-12-07, Zen 4,
+`--only vitc --batch B --eval-batch 100` under each policy). `--only` measures each framework alone with its own
+defaults (the policy left unset); the suite (bench/suite.py, one process per framework) likewise.
 
 Run by hand, never as a test. The PyTorch model is tests/models/torch_vit.py's reference with
 vitc's weights copied in, so both frameworks run the same network on the same batch.
@@ -23,7 +27,7 @@ import time
 
 import numpy as np
 
-if "torch" not in sys.argv:  # vitc's own default; PyTorch alone keeps its own
+if not any(a.startswith("--only") for a in sys.argv):  # both frameworks in one process; alone, each keeps its own default
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "models"))
 
