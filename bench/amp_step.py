@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")  # vitc's default; see bench/vit_step.py
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "models"))
 
 import torch  # noqa: E402

@@ -108,6 +108,7 @@ def main():
     ap.add_argument("--out", default=None, help="write gemm.md and gemm.json into this directory")
     a = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("GOMP_SPINCOUNT", "20000")  # vitc's default; see bench/vit_step.py
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg(),
            "command": "python bench/gemm.py " + " ".join(sys.argv[1:]), "runs": {}}
     md = [f"Command: `{res['command']}` ({res['date']})", ""]

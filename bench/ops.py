@@ -28,6 +28,7 @@ import statistics
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")  # vitc's default; see bench/vit_step.py
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

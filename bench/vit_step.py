@@ -5,14 +5,15 @@ PyTorch eager in the same process, interleaved, median and spread over repetitio
     .venv/bin/python bench/vit_step.py --threads 2 --only torch         # each in its own process,
     .venv/bin/python bench/vit_step.py --threads 2 --only vitc          # at its default settings
 
-In one process the two frameworks bring two OpenMP runtimes; PyTorch's spins while idle and
-starves vitc's (measured 3.5x slower vitc steps), so the shared-process mode sets
-OMP_WAIT_POLICY=PASSIVE for both before either loads, which costs PyTorch ~20 % here and vitc more
-at small batches: with PASSIVE every parallel region wakes sleeping threads, so vitc's seed step at
-batch 25 took 46.0 ms under PASSIVE, 26.3 under ACTIVE and 24.0–29.3 with the policy unset (vitc's
-default, idle threads spin briefly), batch 100 98.4 / 88.1 / 71.9–74.7 ms (2026-12-07, Zen 4,
-`--only vitc --batch B --eval-batch 100` under each policy). `--only` measures each framework alone with its own
-defaults (the policy left unset); the suite (bench/suite.py, one process per framework) likewise.
+In one process the two frameworks share one OpenMP runtime: torch loads its bundled libgomp.so.1
+and vitc's extension, imported after it, binds to that same library, already initialised, so the
+threading settings vitc's import would make (OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=20000:
+vitc/__init__.py) come too late. This script and the other same-process benches therefore set both
+before torch loads, so both frameworks run at vitc's default. Until 2026-12-07 they set PASSIVE
+alone, without the brief spin: every parallel region then woke sleeping threads, which cost the
+small steps most (Zen 4, 2 threads, batch 25, both frameworks in one process: vitc 27.6 ms, torch
+58.8 ms with PASSIVE alone; 25.2 and 37.6 ms with the spin; `--only vitc` 35.0 vs 23.5–25.9 ms).
+`--only vitc` / `--only torch` time one framework alone, each with its own defaults.
 
 Run by hand, never as a test. The PyTorch model is tests/models/torch_vit.py's reference with
 vitc's weights copied in, so both frameworks run the same network on the same batch.
@@ -27,8 +28,10 @@ import time
 
 import numpy as np
 
-if not any(a.startswith("--only") for a in sys.argv):  # both frameworks in one process; alone, each keeps its own default
+_argv = " ".join(sys.argv).replace("--only=", "--only ")
+if "--only torch" not in _argv:  # vitc's settings, before torch loads the runtime; torch alone keeps its own
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("GOMP_SPINCOUNT", "20000")  # vitc's default; see bench/vit_step.py
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "models"))
 
 import torch  # noqa: E402
