@@ -196,6 +196,31 @@ def test_bayes_search_persists_its_study(tmp_path, data_root):
     assert len(st.trials) == 4
 
 
+def test_retraining_resumes_after_the_last_saved_epoch(tmp_path, data_root):
+    """a retraining killed after epoch 1 of 3 continues from its checkpoint: the same history and
+    bit-identical weights as one uninterrupted run"""
+    from vitc.io import load_safetensors
+    from vitc.train import latest_checkpoint
+    tr, te = exp.load_data("fashion-mnist", data_root, None, None, False)[1:3]
+    kw = dict(test_batch_size=20, seed=1, overrides=TINY, log=None, checkpoint_key={"model": "ViTBN", "lr": 1e-3})
+    whole_dir, cut_dir = str(tmp_path / "whole"), str(tmp_path / "cut")
+    whole = exp.train_and_test("ViTBN", "vitc", 1e-3, 8, 3, tr, te, checkpoint_dir=whole_dir, **kw)
+    exp.train_and_test("ViTBN", "vitc", 1e-3, 8, 1, tr, te, checkpoint_dir=cut_dir, **kw)  # "killed" after epoch 1
+    seen = []
+    resumed = exp.train_and_test("ViTBN", "vitc", 1e-3, 8, 3, tr, te, checkpoint_dir=cut_dir, on_epoch=seen.append, **kw)
+    assert [r["epoch"] for r in seen] == [2, 3]  # epoch 1 was not trained again
+    assert resumed["train_loss"] == whole["train_loss"] and resumed["test_accuracy"] == whole["test_accuracy"]
+    a, b = (load_safetensors(os.path.join(latest_checkpoint(d), "model.safetensors")) for d in (whole_dir, cut_dir))
+    assert set(a) == set(b) and len(a) > 0
+    for k in a:
+        assert np.array_equal(np.asarray(a[k]), np.asarray(b[k])), k
+    with pytest.raises(ValueError, match="checkpoint of other settings"):
+        exp.train_and_test("ViTBN", "vitc", 1e-3, 8, 3, tr, te, checkpoint_dir=cut_dir,
+                           **dict(kw, checkpoint_key={"model": "ViTBN", "lr": 2e-3}))
+    with pytest.raises(ValueError, match="vitc backend only"):
+        exp.train_and_test("ViTBN", "torch", 1e-3, 8, 1, tr, te, checkpoint_dir=cut_dir, **kw)
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(models="ViT,ViTXL"), "unknown model 'ViTXL'"),
     (dict(backend="jax"), "unknown backend 'jax'"),

@@ -8,6 +8,7 @@ that wait out of the epoch's time, and it times the test pass on its own (the ar
 """
 import json
 import os
+import shutil
 import time
 
 import vitc
@@ -83,10 +84,34 @@ def _wait_while_paused(pause_file, log):
     return waited
 
 
+def _resume_point(checkpoint_dir, key, model, opt, log):
+    """(history, epochs done) of the newest checkpoint in checkpoint_dir written with these settings
+    (key), loaded into model and opt; (None, 0) when there is none. A checkpoint of other settings
+    is an error: the directory belongs to one retraining."""
+    from vitc.train import latest_checkpoint, load_checkpoint
+    path = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    if path is None:
+        return None, 0
+    state = load_checkpoint(path, model, opt)  # checks the files; on a mismatch below the run stops anyway
+    written = state.get("extra", {}).get("key")
+    if written != json.loads(json.dumps(key)):
+        raise ValueError(f"train_and_test: {checkpoint_dir} holds a checkpoint of other settings ({written}); "
+                         f"expected {key}: remove it or use another output folder")
+    if log:
+        log(f"  resuming from {path} (epoch {state['epoch']} done)")
+    return state["history"], state["epoch"]
+
+
 def train_and_test(name, backend, lr, batch_size, epochs, train_set, test_set, test_batch_size=5000, seed=0,
-                   overrides=None, on_epoch=None, log=print, pause_file=None):
-    """Train ``epochs`` epochs with Adam(lr), testing after each; returns the per-epoch history."""
+                   overrides=None, on_epoch=None, log=print, pause_file=None, checkpoint_dir=None, checkpoint_key=None):
+    """Train ``epochs`` epochs with Adam(lr), testing after each; returns the per-epoch history.
+    checkpoint_dir (vitc backend): the model, Adam's state and the history are saved there after every
+    epoch (vitc.train.save_checkpoint, with checkpoint_key, a JSON-able dict of the settings), and a
+    later call with the same directory and key continues after the last saved epoch, with the same
+    batches (the loader's order is a function of seed and epoch) and bit-identical weights."""
     overrides = _overrides(overrides)
+    if checkpoint_dir is not None and backend != "vitc":
+        raise ValueError(f"train_and_test: per-epoch checkpoints are written for the vitc backend only, got {backend!r}")
     bn = MODELS[name][1]
     model = _build(name, backend, seed, overrides)
     if backend == "torch":
@@ -103,7 +128,11 @@ def train_and_test(name, backend, lr, batch_size, epochs, train_set, test_set, t
                               drop_last=_drop_last(len(train_set), batch_size, bn))
     test_loader = DataLoader(test_set, batch_size=test_batch_size, shuffle=False, to_tensor=to_tensor)
     hist = {"epoch": [], "train_time": [], "test_time": [], "train_loss": [], "test_accuracy": [], "paused": []}
-    for epoch in range(epochs):
+    saved_hist, start = _resume_point(checkpoint_dir, checkpoint_key, model, opt, log)
+    if saved_hist is not None:
+        hist = {k: list(saved_hist[k][:start]) for k in hist}
+        train_loader.set_epoch(start)
+    for epoch in range(start, epochs):
         model.train()
         paused = 0.0
         t0 = time.perf_counter()
@@ -136,6 +165,9 @@ def train_and_test(name, backend, lr, batch_size, epochs, train_set, test_set, t
                 f"test {t_test:.1f} s (no_grad)")
         if on_epoch:
             on_epoch(rec)
+        if checkpoint_dir is not None:
+            from vitc.train import save_checkpoint
+            save_checkpoint(checkpoint_dir, epoch + 1, model, opt, history=hist, extra={"key": checkpoint_key}, keep=1)
     return hist
 
 
@@ -316,12 +348,18 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
                     if log:
                         log(f"{backend_} {m}: reusing the finished retraining in {done_path}")
                 else:
+                    # a retraining is hours long: vitc's keeps a checkpoint per epoch and a killed one
+                    # continues where it stopped (the metrics of its resumed part go to a new MLflow run)
+                    ckpt = os.path.join(out, "optimised", f"{backend_}-{m}.ckpt") if backend_ == "vitc" else None
                     hist, run_id = tracker.run(f"optimised-{backend_}-{m}", params, lambda cb: train_and_test(
-                        m, backend_, lr, bs, epochs, tr, te, test_batch_size, seed, overrides, cb, log))
+                        m, backend_, lr, bs, epochs, tr, te, test_batch_size, seed, overrides, cb, log,
+                        checkpoint_dir=ckpt, checkpoint_key=key))
                     record = dict(backend=backend_, model=m, lr=lr, label="optimised", batch_size=bs,
                                   mlflow_run_id=run_id, **hist)
                     os.makedirs(os.path.dirname(done_path), exist_ok=True)
                     write_text_atomic(done_path, json.dumps({"key": key, "record": record}, indent=1))
+                    if ckpt:
+                        shutil.rmtree(ckpt, ignore_errors=True)  # the finished record replaces it
                 res.add(record)
         files += _four_panel_figures(res.doc["runs"], out, backends, ["optimised"], "optimised models", res.doc["meta"])
         table += ratio_table(res.doc["runs"], f"Optimised models, {epochs} epochs (the article's table 3)")
