@@ -6,9 +6,14 @@
 /* One stride-1, single-group conv2d over NCHW float32: x (N, C, H, W), w (O, C, kh, kw), b (O) or
  * NULL -> y (N, O, Ho, Wo), Ho = H + pt + pb − dh·(kh−1), Wo likewise. Each output element sums its
  * taps in (c, ki, kj) order on one thread, so the bits do not depend on the thread count.
- * 0 or VT_ENOMEM. */
+ * 0 or VT_ENOMEM.
+ * phase_sh > 0 says the conv runs over the phase images of a stride phase_sh × phase_sw conv with a
+ * phase_kh × phase_kw kernel (conv_phase.c): of channel (c, py, px)'s taps (a, b) only those with
+ * a·phase_sh + py < phase_kh and b·phase_sw + px < phase_kw exist, the others' weights are zero and a
+ * kernel may skip them (a zero product leaves every sum as it was). */
 typedef struct {
     int64_t N, C, H, W, O, kh, kw, pt, pb, pl, pr, dh, dw;
+    int64_t phase_sh, phase_sw, phase_kh, phase_kw;
 } vt_conv_direct_geom;
 int vt_k_conv2d_direct(const vt_conv_direct_geom *g, const float *x, const float *w, const float *b, float *y);
 /* dw (O, C, kh, kw) = the weight gradient of that conv for the output gradient gy (N, O, Ho, Wo),

@@ -2,16 +2,19 @@
  * direct kernel, and lays an image out on its padded width).
  *
  * Here a vector holds 16 output channels instead of 8 positions. The weights are transposed once to
- * wT[k][o] (k the tap (c, ki, kj), o padded to a multiple of 16 with zeros) and a tile is 16 flat
- * output positions i0..i0+15 with one zmm accumulator each:
- *     acc[j] += wT[k] · xpad[off_k + i0 + j],   off_k = c·Hp·Wp + ki·dh·Wp + kj·dw,
- * the input value broadcast from memory into the FMA, so a tap costs one vector load and 16 FMAs
- * (the AVX2 build spends 6 loads and broadcasts on 8). Each output element still sums its taps in
- * (c, ki, kj) order with one FMA each from zero, so the forward's bits equal the AVX2 build's.
+ * wT[k][o] (k the tap (c, ki, kj), o padded to a multiple of 16 with zeros) and a tile is up to 16
+ * output positions ow0..ow0+nw−1 of one output row oh, one zmm accumulator each:
+ *     acc[j] += wT[k] · xpad[off_k + oh·Wp + ow0 + j],   off_k = c·Hp·Wp + ki·dh·Wp + kj·dw,
+ * the input value broadcast from memory into the FMA, so a tap costs one vector load and nw FMAs
+ * (the AVX2 build spends 6 loads and broadcasts on 8). Row tiles compute no position past a row's
+ * end (flat tiles over the padded width spent Wp − Wo of every Wp on them: 1/8 on a 14-wide map).
+ * Each output element still sums its taps in (c, ki, kj) order with one FMA each from zero, so the
+ * forward's bits equal the AVX2 build's; the taps a phase conv lacks (conv_direct.h) are skipped,
+ * their zero products changing no sum.
  * The weight gradient is the same product the other way round, a vector per tap:
- *     acc[k] += xpad[off_k + i] · dyT[i],
- * dyT being dy transposed to (position, channel) on the padded width, zero in the dropped columns;
- * each dW element sums its positions in order, images in order, in parts fixed by N. */
+ *     acc[k] += xpad[off_k + oh·Wp + ow] · dyT[oh·Wo + ow],
+ * dyT being dy transposed to (position, channel), over the output positions only; each dW element
+ * sums its positions in order, images in order, in parts fixed by N. */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -21,8 +24,8 @@
 #include "../core/error.h"
 #include "../core/tensor.h"
 
-#define VL 16   /* output channels per vector */
-#define KT 16   /* taps per weight-gradient tile */
+#define VL 16   /* output channels per vector, and positions per forward tile at most */
+#define KT 16   /* taps per weight-gradient tile at most */
 #define DW_PARTS 8 /* as conv_direct.c: dW summed in parts fixed by N */
 #define T512 __attribute__((target("avx512f,fma")))
 #define AI512 static inline __attribute__((always_inline, target("avx512f,fma")))
@@ -38,57 +41,75 @@ int vt_direct_use_avx512(void) {
     return r;
 }
 
-/* what the images share: tap offsets (K rounded up to KT, the extra taps reading offset 0) and the
- * channel blocks of 16 */
+/* what the images share: the taps that exist, in (c, ki, kj) order, as offsets into the padded
+ * image and as indices into a weight row, and the channel blocks of 16 */
 typedef struct {
     const vt_direct_plan *p;
-    int64_t K, Kp, nch; /* taps, taps rounded up to KT, blocks of VL output channels */
-    int64_t *off;       /* Kp */
+    int64_t K, Kw, nch; /* taps kept, taps per weight row (C·kh·kw), blocks of VL output channels */
+    int64_t *off, *tap; /* K each */
 } taps;
+
+/* whether phase channel c's tap (ki, kj) exists (conv_direct.h) */
+static int tap_exists(const vt_conv_direct_geom *g, int64_t c, int64_t ki, int64_t kj) {
+    if (g->phase_sh <= 0) return 1;
+    int64_t py = c / g->phase_sw % g->phase_sh, px = c % g->phase_sw;
+    return ki * g->phase_sh + py < g->phase_kh && kj * g->phase_sw + px < g->phase_kw;
+}
+
+static void taps_free(taps *t) { vt_free(t->off, sizeof(int64_t) * 2 * (size_t)t->Kw); }
 
 static int taps_of(const vt_direct_plan *p, taps *t) {
     const vt_conv_direct_geom *g = p->g;
     int64_t kk = g->kh * g->kw;
-    *t = (taps){.p = p, .K = g->C * kk, .nch = (g->O + VL - 1) / VL};
-    t->Kp = (t->K + KT - 1) / KT * KT;
-    t->off = vt_alloc(sizeof(int64_t) * (size_t)t->Kp);
+    *t = (taps){.p = p, .Kw = g->C * kk, .nch = (g->O + VL - 1) / VL};
+    t->off = vt_alloc(sizeof(int64_t) * 2 * (size_t)t->Kw);
     if (!t->off) return vt_last_code();
-    for (int64_t k = 0; k < t->Kp; k++) {
+    t->tap = t->off + t->Kw;
+    for (int64_t k = 0; k < t->Kw; k++) {
         int64_t c = k / kk, ki = k % kk / g->kw, kj = k % g->kw;
-        t->off[k] = k < t->K ? c * p->Pp + ki * g->dh * p->Wp + kj * g->dw : 0;
+        if (!tap_exists(g, c, ki, kj)) continue;
+        t->off[t->K] = c * p->Pp + ki * g->dh * p->Wp + kj * g->dw;
+        t->tap[t->K++] = k;
     }
     return 0;
 }
 
-/* 16 positions from i0 of one channel block: out[(i0 + j)·VL + o] */
-AI512 void fwd_tile(const taps *t, const float *restrict xp, const float *restrict wT, int64_t i0,
-                    float *restrict out) {
+/* positions ow0..ow0+NW−1 of one output row (xs = xpad + oh·Wp + ow0), one channel block, into
+ * tile[j·VL + o] */
+AI512 void fwd_tile(const int NW, const taps *t, const float *restrict xs, const float *restrict wT,
+                    float *restrict tile) {
     __m512 acc[VL];
-    for (int j = 0; j < VL; j++) acc[j] = _mm512_setzero_ps();
-    const float *xs = xp + i0;
+    for (int j = 0; j < NW; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t k = 0; k < t->K; k++) {
         __m512 wv = _mm512_loadu_ps(wT + k * VL);
         const float *xk = xs + t->off[k];
-        for (int j = 0; j < VL; j++) acc[j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(xk[j]), acc[j]);
+        for (int j = 0; j < NW; j++) acc[j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(xk[j]), acc[j]);
     }
-    for (int j = 0; j < VL; j++) _mm512_storeu_ps(out + (i0 + j) * VL, acc[j]);
+    for (int j = 0; j < NW; j++) _mm512_storeu_ps(tile + j * VL, acc[j]);
 }
 
-static T512 void fwd_image(const taps *t, const float *x, const float *wT, const float *b, float *xp, float *ob,
-                           float *y) {
+static T512 void fwd_image(const taps *t, const float *x, const float *wT, const float *b, float *xp, float *y) {
     const vt_direct_plan *p = t->p;
     const vt_conv_direct_geom *g = p->g;
+    float tile[VL * VL];
     vt_direct_pad_image(p, x, xp);
-    for (int64_t ch = 0; ch < t->nch; ch++)
-        for (int64_t i0 = 0; i0 < p->Lp; i0 += VT_DIRECT_TW)
-            fwd_tile(t, xp, wT + ch * t->K * VL, i0, ob + ch * p->Lp * VL);
-    for (int64_t o = 0; o < g->O; o++) {
-        const float *s = ob + o / VL * p->Lp * VL + o % VL;
-        float bo = b ? b[o] : 0.0f;
-        for (int64_t oh = 0; oh < p->Ho; oh++) {
-            float *d = y + (o * p->Ho + oh) * p->Wo;
-            for (int64_t ow = 0; ow < p->Wo; ow++) d[ow] = s[(oh * p->Wp + ow) * VL] + bo;
-        }
+    for (int64_t ch = 0; ch < t->nch; ch++) {
+        int64_t o0 = ch * VL, no = g->O - o0 < VL ? g->O - o0 : VL;
+        for (int64_t oh = 0; oh < p->Ho; oh++)
+            for (int64_t ow0 = 0; ow0 < p->Wo; ow0 += VL) {
+                int nw = (int)(p->Wo - ow0 < VL ? p->Wo - ow0 : VL);
+                const float *xs = xp + oh * p->Wp + ow0, *wc = wT + ch * t->K * VL;
+                switch (nw) { /* a constant tile width keeps the accumulators in registers */
+#define FT(n) case n: fwd_tile(n, t, xs, wc, tile); break;
+                FT(1) FT(2) FT(3) FT(4) FT(5) FT(6) FT(7) FT(8) FT(9) FT(10) FT(11) FT(12) FT(13) FT(14) FT(15)
+                default: fwd_tile(VL, t, xs, wc, tile);
+#undef FT
+                }
+                for (int64_t o = 0; o < no; o++) {
+                    float *d = y + ((o0 + o) * p->Ho + oh) * p->Wo + ow0, bo = b ? b[o0 + o] : 0.0f;
+                    for (int j = 0; j < nw; j++) d[j] = tile[j * VL + o] + bo;
+                }
+            }
     }
 }
 
@@ -99,59 +120,72 @@ int vt_direct_forward_avx512(const vt_direct_plan *p, const float *x, const floa
     int nt = omp_get_max_threads();
     if (nt > g->N) nt = (int)g->N;
     if (nt < 1) nt = 1;
-    int64_t wsz = t.nch * t.K * VL, per = p->xsz + t.nch * p->Lp * VL;
+    int64_t wsz = t.nch * t.K * VL, per = p->xsz;
     size_t bytes = sizeof(float) * (size_t)(wsz + per * nt);
     float *buf = vt_alloc(bytes);
     if (!buf) {
-        vt_free(t.off, sizeof(int64_t) * (size_t)t.Kp);
+        taps_free(&t);
         return vt_last_code();
     }
     float *wT = buf; /* wT[ch][k][o % VL], zero past O */
     memset(wT, 0, sizeof(float) * (size_t)wsz);
     for (int64_t o = 0; o < g->O; o++)
-        for (int64_t k = 0; k < t.K; k++) wT[(o / VL * t.K + k) * VL + o % VL] = w[o * t.K + k];
+        for (int64_t k = 0; k < t.K; k++) wT[(o / VL * t.K + k) * VL + o % VL] = w[o * t.Kw + t.tap[k]];
     int64_t xstride = g->C * g->H * g->W, ystride = g->O * p->Ho * p->Wo;
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        float *xp = buf + wsz + per * omp_get_thread_num(), *ob = xp + p->xsz;
+        float *xp = buf + wsz + per * omp_get_thread_num();
         #pragma omp for schedule(static)
-        for (int64_t n = 0; n < g->N; n++) fwd_image(&t, x + n * xstride, wT, b, xp, ob, y + n * ystride);
+        for (int64_t n = 0; n < g->N; n++) fwd_image(&t, x + n * xstride, wT, b, xp, y + n * ystride);
     }
     vt_free(buf, bytes);
-    vt_free(t.off, sizeof(int64_t) * (size_t)t.Kp);
+    taps_free(&t);
     return 0;
 }
 
-/* taps [k0, k0 + KT) of one channel block, summed over every position, added into dwT[k][o % VL] */
-AI512 void wgrad_tile(const taps *t, const float *restrict xp, const float *restrict dyT, int64_t k0,
+/* taps [k0, k0 + Q) of one channel block, summed over every output position, added into
+ * dwT[k][o % VL] */
+AI512 void wgrad_tile(const int Q, const taps *t, const float *restrict xp, const float *restrict dyT, int64_t k0,
                       float *restrict dwT) {
+    const vt_direct_plan *p = t->p;
     __m512 acc[KT];
     const float *xs[KT];
-    for (int q = 0; q < KT; q++) acc[q] = _mm512_setzero_ps(), xs[q] = xp + t->off[k0 + q];
-    for (int64_t i = 0; i < t->p->Lp; i++) {
-        __m512 d = _mm512_loadu_ps(dyT + i * VL);
-        for (int q = 0; q < KT; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(xs[q][i]), d, acc[q]);
+    for (int q = 0; q < Q; q++) acc[q] = _mm512_setzero_ps(), xs[q] = xp + t->off[k0 + q];
+    for (int64_t oh = 0; oh < p->Ho; oh++) {
+        const float *d = dyT + oh * p->Wo * VL;
+        int64_t r = oh * p->Wp;
+        for (int64_t ow = 0; ow < p->Wo; ow++) {
+            __m512 dv = _mm512_loadu_ps(d + ow * VL);
+            for (int q = 0; q < Q; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(xs[q][r + ow]), dv, acc[q]);
+        }
     }
-    for (int q = 0; q < KT; q++)
+    for (int q = 0; q < Q; q++)
         _mm512_storeu_ps(dwT + (k0 + q) * VL, _mm512_add_ps(_mm512_loadu_ps(dwT + (k0 + q) * VL), acc[q]));
 }
 
-/* one image's share added into dwT (nch, Kp, VL) */
+/* one image's share added into dwT (nch, K, VL) */
 static T512 void wgrad_image(const taps *t, const float *x, const float *gy, float *xp, float *dyT, float *dwT) {
     const vt_direct_plan *p = t->p;
     const vt_conv_direct_geom *g = p->g;
+    int64_t P = p->Ho * p->Wo;
     vt_direct_pad_image(p, x, xp);
-    memset(dyT, 0, sizeof(float) * (size_t)(t->nch * p->Lp * VL));
+    if (g->O % VL) memset(dyT, 0, sizeof(float) * (size_t)(t->nch * P * VL));
     for (int64_t o = 0; o < g->O; o++) {
-        float *d = dyT + o / VL * p->Lp * VL + o % VL;
-        for (int64_t oh = 0; oh < p->Ho; oh++) {
-            const float *s = gy + (o * p->Ho + oh) * p->Wo;
-            for (int64_t ow = 0; ow < p->Wo; ow++) d[(oh * p->Wp + ow) * VL] = s[ow];
-        }
+        float *d = dyT + o / VL * P * VL + o % VL;
+        const float *s = gy + o * P;
+        for (int64_t i = 0; i < P; i++) d[i * VL] = s[i];
     }
     for (int64_t ch = 0; ch < t->nch; ch++)
-        for (int64_t k0 = 0; k0 < t->Kp; k0 += KT)
-            wgrad_tile(t, xp, dyT + ch * p->Lp * VL, k0, dwT + ch * t->Kp * VL);
+        for (int64_t k0 = 0; k0 < t->K; k0 += KT) {
+            const float *dc = dyT + ch * P * VL;
+            float *dwc = dwT + ch * t->K * VL;
+            switch (t->K - k0 < KT ? (int)(t->K - k0) : KT) { /* a constant tap count, as fwd_tile's width */
+#define WT(n) case n: wgrad_tile(n, t, xp, dc, k0, dwc); break;
+            WT(1) WT(2) WT(3) WT(4) WT(5) WT(6) WT(7) WT(8) WT(9) WT(10) WT(11) WT(12) WT(13) WT(14) WT(15)
+            default: wgrad_tile(KT, t, xp, dc, k0, dwc);
+#undef WT
+            }
+        }
 }
 
 int vt_direct_wgrad_avx512(const vt_direct_plan *p, const float *x, const float *gy, float *dw) {
@@ -162,11 +196,11 @@ int vt_direct_wgrad_avx512(const vt_direct_plan *p, const float *x, const float 
     int nt = omp_get_max_threads();
     if (nt > nparts) nt = (int)nparts;
     if (nt < 1) nt = 1;
-    int64_t partsz = t.nch * t.Kp * VL, per = p->xsz + t.nch * p->Lp * VL;
+    int64_t partsz = t.nch * t.K * VL, per = p->xsz + t.nch * p->Ho * p->Wo * VL;
     size_t bytes = sizeof(float) * (size_t)(per * nt + partsz * nparts);
     float *buf = vt_alloc(bytes);
     if (!buf) {
-        vt_free(t.off, sizeof(int64_t) * (size_t)t.Kp);
+        taps_free(&t);
         return vt_last_code();
     }
     float *parts = buf + per * nt;
@@ -180,15 +214,15 @@ int vt_direct_wgrad_avx512(const vt_direct_plan *p, const float *x, const float 
             for (int64_t n = g->N * q / nparts; n < g->N * (q + 1) / nparts; n++)
                 wgrad_image(&t, x + n * xstride, gy + n * ystride, xp, dyT, parts + partsz * q);
     }
-    /* dw[o][k] = the parts in order */
+    /* dw[o][tap] = the parts in order (dw arrives zeroed: a skipped tap's gradient stays 0) */
     for (int64_t o = 0; o < g->O; o++)
         for (int64_t k = 0; k < t.K; k++) {
-            const float *s = parts + (o / VL * t.Kp + k) * VL + o % VL;
+            const float *s = parts + (o / VL * t.K + k) * VL + o % VL;
             float acc = s[0];
             for (int64_t q = 1; q < nparts; q++) acc += s[partsz * q];
-            dw[o * t.K + k] = acc;
+            dw[o * t.Kw + t.tap[k]] = acc;
         }
     vt_free(buf, bytes);
-    vt_free(t.off, sizeof(int64_t) * (size_t)t.Kp);
+    taps_free(&t);
     return 0;
 }

@@ -34,7 +34,7 @@ static phase_plan plan_of(const vt_conv_direct_geom *g, int64_t sh, int64_t sw) 
     p.Wq = p.Wo + p.kb - 1;
     p.Cq = g->C * sh * sw;
     p.q = (vt_conv_direct_geom){.N = g->N, .C = p.Cq, .H = p.Hq, .W = p.Wq, .O = g->O, .kh = p.ka, .kw = p.kb,
-                                .dh = 1, .dw = 1};
+                                .dh = 1, .dw = 1, .phase_sh = sh, .phase_sw = sw, .phase_kh = g->kh, .phase_kw = g->kw};
     return p;
 }
 
