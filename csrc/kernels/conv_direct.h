@@ -6,14 +6,9 @@
 /* One stride-1, single-group conv2d over NCHW float32: x (N, C, H, W), w (O, C, kh, kw), b (O) or
  * NULL -> y (N, O, Ho, Wo), Ho = H + pt + pb − dh·(kh−1), Wo likewise. Each output element sums its
  * taps in (c, ki, kj) order on one thread, so the bits do not depend on the thread count.
- * 0 or VT_ENOMEM.
- * phase_sh > 0 says the conv runs over the phase images of a stride phase_sh × phase_sw conv with a
- * phase_kh × phase_kw kernel (conv_phase.c): of channel (c, py, px)'s taps (a, b) only those with
- * a·phase_sh + py < phase_kh and b·phase_sw + px < phase_kw exist, the others' weights are zero and a
- * kernel may skip them (a zero product leaves every sum as it was). */
+ * 0 or VT_ENOMEM. */
 typedef struct {
     int64_t N, C, H, W, O, kh, kw, pt, pb, pl, pr, dh, dw;
-    int64_t phase_sh, phase_sw, phase_kh, phase_kw;
 } vt_conv_direct_geom;
 int vt_k_conv2d_direct(const vt_conv_direct_geom *g, const float *x, const float *w, const float *b, float *y);
 /* dw (O, C, kh, kw) = the weight gradient of that conv for the output gradient gy (N, O, Ho, Wo),
@@ -31,5 +26,11 @@ int vt_k_conv2d_phase(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, cons
                       const float *b, float *y);
 int vt_k_conv2d_phase_wgrad(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, const float *x, const float *gy,
                             float *dw);
+/* dx (N, C, H, W) = the input gradient of that strided conv for gy, written over dx, through the
+ * direct kernel once per phase (conv_phase.c); whether it applies and wins (AVX-512 only, up to 64
+ * input channels, where the phase path applies) */
+int vt_k_conv2d_phase_dgrad_wins(const vt_conv_direct_geom *g, int64_t sh, int64_t sw);
+int vt_k_conv2d_phase_dgrad(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, const float *w, const float *gy,
+                            float *dx);
 
 #endif

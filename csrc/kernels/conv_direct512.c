@@ -1,20 +1,22 @@
-/* vitc kernels: the AVX-512 build of the direct stride-1 convolution (conv_direct.c says why a
- * direct kernel, and lays an image out on its padded width).
+/* vitc kernels: the AVX-512 build of the direct convolution (conv_direct.c says why a direct
+ * kernel, and lays an image out on its padded width), and of the strided convs conv_phase.c runs.
  *
  * Here a vector holds 16 output channels instead of 8 positions. The weights are transposed once to
- * wT[k][o] (k the tap (c, ki, kj), o padded to a multiple of 16 with zeros) and a tile is up to 16
- * output positions ow0..ow0+nw−1 of one output row oh, one zmm accumulator each:
- *     acc[j] += wT[k] · xpad[off_k + oh·Wp + ow0 + j],   off_k = c·Hp·Wp + ki·dh·Wp + kj·dw,
+ * wT[k][o] (k a tap, o padded to a multiple of 16 with zeros) and a tile is up to 16 output
+ * positions ow0..ow0+nw−1 of one output row oh, one zmm accumulator each:
+ *     acc[j] += wT[k] · xpad[off_k + oh·sh·Wp + (ow0 + j)·sw],   off_k = c·Hp·Wp + ki·dh·Wp + kj·dw,
  * the input value broadcast from memory into the FMA, so a tap costs one vector load and nw FMAs
- * (the AVX2 build spends 6 loads and broadcasts on 8). Row tiles compute no position past a row's
- * end (flat tiles over the padded width spent Wp − Wo of every Wp on them: 1/8 on a 14-wide map).
- * Each output element still sums its taps in (c, ki, kj) order with one FMA each from zero, so the
- * forward's bits equal the AVX2 build's; the taps a phase conv lacks (conv_direct.h) are skipped,
- * their zero products changing no sum.
+ * (the AVX2 build spends 6 loads and broadcasts on 8), at any stride: a strided conv needs no phase
+ * images here. Row tiles compute no position past a row's end (flat tiles over the padded width
+ * spent Wp − Wo of every Wp on them: 1/8 on a 14-wide map).
+ * Each output element sums its taps with one FMA each from zero, in the order the AVX2 build does:
+ * (c, ki, kj) at stride 1; at stride sh × sw conv_phase.c's order over its phase images, (c, ki mod
+ * sh, kj mod sw, ki div sh, kj div sw), skipping the phase taps past the kernel (their zero
+ * products change no sum). So the forward's bits equal the AVX2 build's.
  * The weight gradient is the same product the other way round, a vector per tap:
- *     acc[k] += xpad[off_k + oh·Wp + ow] · dyT[oh·Wo + ow],
- * dyT being dy transposed to (position, channel), over the output positions only; each dW element
- * sums its positions in order, images in order, in parts fixed by N. */
+ *     acc[k] += xpad[off_k + oh·sh·Wp + ow·sw] · dyT[oh·Wo + ow],
+ * dyT being dy transposed to (position, channel); each dW element sums its positions in order,
+ * images in order, in parts fixed by N. */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -41,72 +43,86 @@ int vt_direct_use_avx512(void) {
     return r;
 }
 
-/* what the images share: the taps that exist, in (c, ki, kj) order, as offsets into the padded
- * image and as indices into a weight row, and the channel blocks of 16 */
+/* what the images share: the taps in summation order (above), as offsets into the padded image
+ * and as indices into a weight row, and the channel blocks of 16 */
 typedef struct {
     const vt_direct_plan *p;
-    int64_t K, Kw, nch; /* taps kept, taps per weight row (C·kh·kw), blocks of VL output channels */
+    int64_t K, nch;     /* taps (C·kh·kw), blocks of VL output channels */
     int64_t *off, *tap; /* K each */
 } taps;
 
-/* whether phase channel c's tap (ki, kj) exists (conv_direct.h) */
-static int tap_exists(const vt_conv_direct_geom *g, int64_t c, int64_t ki, int64_t kj) {
-    if (g->phase_sh <= 0) return 1;
-    int64_t py = c / g->phase_sw % g->phase_sh, px = c % g->phase_sw;
-    return ki * g->phase_sh + py < g->phase_kh && kj * g->phase_sw + px < g->phase_kw;
-}
-
-static void taps_free(taps *t) { vt_free(t->off, sizeof(int64_t) * 2 * (size_t)t->Kw); }
+static void taps_free(taps *t) { vt_free(t->off, sizeof(int64_t) * 2 * (size_t)t->K); }
 
 static int taps_of(const vt_direct_plan *p, taps *t) {
     const vt_conv_direct_geom *g = p->g;
-    int64_t kk = g->kh * g->kw;
-    *t = (taps){.p = p, .Kw = g->C * kk, .nch = (g->O + VL - 1) / VL};
-    t->off = vt_alloc(sizeof(int64_t) * 2 * (size_t)t->Kw);
+    int64_t sh = p->sh, sw = p->sw, K = 0;
+    *t = (taps){.p = p, .K = g->C * g->kh * g->kw, .nch = (g->O + VL - 1) / VL};
+    t->off = vt_alloc(sizeof(int64_t) * 2 * (size_t)t->K);
     if (!t->off) return vt_last_code();
-    t->tap = t->off + t->Kw;
-    for (int64_t k = 0; k < t->Kw; k++) {
-        int64_t c = k / kk, ki = k % kk / g->kw, kj = k % g->kw;
-        if (!tap_exists(g, c, ki, kj)) continue;
-        t->off[t->K] = c * p->Pp + ki * g->dh * p->Wp + kj * g->dw;
-        t->tap[t->K++] = k;
-    }
+    t->tap = t->off + t->K;
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t py = 0; py < sh; py++)
+            for (int64_t px = 0; px < sw; px++)
+                for (int64_t ki = py; ki < g->kh; ki += sh)
+                    for (int64_t kj = px; kj < g->kw; kj += sw) {
+                        t->off[K] = c * p->Pp + ki * g->dh * p->Wp + kj * g->dw;
+                        t->tap[K++] = (c * g->kh + ki) * g->kw + kj;
+                    }
     return 0;
 }
 
-/* positions ow0..ow0+NW−1 of one output row (xs = xpad + oh·Wp + ow0), one channel block, into
- * tile[j·VL + o] */
-AI512 void fwd_tile(const int NW, const taps *t, const float *restrict xs, const float *restrict wT,
-                    float *restrict tile) {
+/* the image the taps read: x itself when the conv has no padding (its planes are then the padded
+ * ones and no tile reads past them), else x padded into xp */
+static const float *padded(const vt_direct_plan *p, const float *x, float *xp) {
+    const vt_conv_direct_geom *g = p->g;
+    if (!(g->pt | g->pb | g->pl | g->pr)) return x;
+    vt_direct_pad_image(p, x, xp);
+    return xp;
+}
+
+/* positions ow0..ow0+NW−1 of one output row (xs = xpad + oh·sh·Wp + ow0·sw), one channel block, into
+ * tile[j·VL + o]; SW the column stride */
+AI512 void fwd_tile(const int NW, const int64_t SW, const taps *t, const float *restrict xs,
+                    const float *restrict wT, float *restrict tile) {
     __m512 acc[VL];
     for (int j = 0; j < NW; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t k = 0; k < t->K; k++) {
         __m512 wv = _mm512_loadu_ps(wT + k * VL);
         const float *xk = xs + t->off[k];
-        for (int j = 0; j < NW; j++) acc[j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(xk[j]), acc[j]);
+        for (int j = 0; j < NW; j++) acc[j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(xk[j * SW]), acc[j]);
     }
     for (int j = 0; j < NW; j++) _mm512_storeu_ps(tile + j * VL, acc[j]);
 }
 
-static T512 void fwd_image(const taps *t, const float *x, const float *wT, const float *b, float *xp, float *y) {
+/* fwd_tile with a constant width (the accumulators stay in registers) and stride 1, 2 or any */
+AI512 void fwd_tile_sw(const int NW, int64_t sw, const taps *t, const float *xs, const float *wT, float *tile) {
+    if (sw == 1) fwd_tile(NW, 1, t, xs, wT, tile);
+    else if (sw == 2) fwd_tile(NW, 2, t, xs, wT, tile);
+    else fwd_tile(NW, sw, t, xs, wT, tile);
+}
+
+static T512 void fwd_image(const taps *t, const float *x, const float *wT, const float *b, float *xbuf, float *y) {
     const vt_direct_plan *p = t->p;
     const vt_conv_direct_geom *g = p->g;
     float tile[VL * VL];
-    vt_direct_pad_image(p, x, xp);
+    const float *xp = padded(p, x, xbuf);
+    /* with no dropped columns (stride 1, Wp = Wo) the rows are one flat row: tiles run across row ends */
+    int flat = p->sh == 1 && p->sw == 1 && p->Wp == p->Wo;
+    int64_t rows = flat ? 1 : p->Ho, rlen = flat ? p->Ho * p->Wo : p->Wo, sw = p->sw;
     for (int64_t ch = 0; ch < t->nch; ch++) {
         int64_t o0 = ch * VL, no = g->O - o0 < VL ? g->O - o0 : VL;
-        for (int64_t oh = 0; oh < p->Ho; oh++)
-            for (int64_t ow0 = 0; ow0 < p->Wo; ow0 += VL) {
-                int nw = (int)(p->Wo - ow0 < VL ? p->Wo - ow0 : VL);
-                const float *xs = xp + oh * p->Wp + ow0, *wc = wT + ch * t->K * VL;
-                switch (nw) { /* a constant tile width keeps the accumulators in registers */
-#define FT(n) case n: fwd_tile(n, t, xs, wc, tile); break;
+        for (int64_t oh = 0; oh < rows; oh++)
+            for (int64_t ow0 = 0; ow0 < rlen; ow0 += VL) {
+                int nw = (int)(rlen - ow0 < VL ? rlen - ow0 : VL);
+                const float *xs = xp + oh * p->sh * p->Wp + ow0 * sw, *wc = wT + ch * t->K * VL;
+                switch (nw) {
+#define FT(n) case n: fwd_tile_sw(n, sw, t, xs, wc, tile); break;
                 FT(1) FT(2) FT(3) FT(4) FT(5) FT(6) FT(7) FT(8) FT(9) FT(10) FT(11) FT(12) FT(13) FT(14) FT(15)
-                default: fwd_tile(VL, t, xs, wc, tile);
+                default: fwd_tile_sw(VL, sw, t, xs, wc, tile);
 #undef FT
                 }
                 for (int64_t o = 0; o < no; o++) {
-                    float *d = y + ((o0 + o) * p->Ho + oh) * p->Wo + ow0, bo = b ? b[o0 + o] : 0.0f;
+                    float *d = y + (o0 + o) * p->Ho * p->Wo + oh * rlen + ow0, bo = b ? b[o0 + o] : 0.0f;
                     for (int j = 0; j < nw; j++) d[j] = tile[j * VL + o] + bo;
                 }
             }
@@ -130,7 +146,7 @@ int vt_direct_forward_avx512(const vt_direct_plan *p, const float *x, const floa
     float *wT = buf; /* wT[ch][k][o % VL], zero past O */
     memset(wT, 0, sizeof(float) * (size_t)wsz);
     for (int64_t o = 0; o < g->O; o++)
-        for (int64_t k = 0; k < t.K; k++) wT[(o / VL * t.K + k) * VL + o % VL] = w[o * t.Kw + t.tap[k]];
+        for (int64_t k = 0; k < t.K; k++) wT[(o / VL * t.K + k) * VL + o % VL] = w[o * t.K + t.tap[k]];
     int64_t xstride = g->C * g->H * g->W, ystride = g->O * p->Ho * p->Wo;
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -151,12 +167,13 @@ AI512 void wgrad_tile(const int Q, const taps *t, const float *restrict xp, cons
     __m512 acc[KT];
     const float *xs[KT];
     for (int q = 0; q < Q; q++) acc[q] = _mm512_setzero_ps(), xs[q] = xp + t->off[k0 + q];
-    for (int64_t oh = 0; oh < p->Ho; oh++) {
-        const float *d = dyT + oh * p->Wo * VL;
-        int64_t r = oh * p->Wp;
-        for (int64_t ow = 0; ow < p->Wo; ow++) {
+    const int64_t Ho = p->Ho, Wo = p->Wo, sw = p->sw, rs = p->sh * p->Wp;
+    for (int64_t oh = 0; oh < Ho; oh++) {
+        const float *d = dyT + oh * Wo * VL;
+        int64_t r = oh * rs;
+        for (int64_t ow = 0; ow < Wo; ow++) {
             __m512 dv = _mm512_loadu_ps(d + ow * VL);
-            for (int q = 0; q < Q; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(xs[q][r + ow]), dv, acc[q]);
+            for (int q = 0; q < Q; q++) acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(xs[q][r + ow * sw]), dv, acc[q]);
         }
     }
     for (int q = 0; q < Q; q++)
@@ -164,11 +181,11 @@ AI512 void wgrad_tile(const int Q, const taps *t, const float *restrict xp, cons
 }
 
 /* one image's share added into dwT (nch, K, VL) */
-static T512 void wgrad_image(const taps *t, const float *x, const float *gy, float *xp, float *dyT, float *dwT) {
+static T512 void wgrad_image(const taps *t, const float *x, const float *gy, float *xbuf, float *dyT, float *dwT) {
     const vt_direct_plan *p = t->p;
     const vt_conv_direct_geom *g = p->g;
     int64_t P = p->Ho * p->Wo;
-    vt_direct_pad_image(p, x, xp);
+    const float *xp = padded(p, x, xbuf);
     if (g->O % VL) memset(dyT, 0, sizeof(float) * (size_t)(t->nch * P * VL));
     for (int64_t o = 0; o < g->O; o++) {
         float *d = dyT + o / VL * P * VL + o % VL;
@@ -214,15 +231,31 @@ int vt_direct_wgrad_avx512(const vt_direct_plan *p, const float *x, const float 
             for (int64_t n = g->N * q / nparts; n < g->N * (q + 1) / nparts; n++)
                 wgrad_image(&t, x + n * xstride, gy + n * ystride, xp, dyT, parts + partsz * q);
     }
-    /* dw[o][tap] = the parts in order (dw arrives zeroed: a skipped tap's gradient stays 0) */
+    /* dw[o][tap] = the parts in order */
     for (int64_t o = 0; o < g->O; o++)
         for (int64_t k = 0; k < t.K; k++) {
             const float *s = parts + (o / VL * t.K + k) * VL + o % VL;
             float acc = s[0];
             for (int64_t q = 1; q < nparts; q++) acc += s[partsz * q];
-            dw[o * t.Kw + t.tap[k]] = acc;
+            dw[o * t.K + t.tap[k]] = acc;
         }
     vt_free(buf, bytes);
     taps_free(&t);
     return 0;
+}
+
+int vt_direct_strided_avx512(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, const float *x, const float *w,
+                             const float *b, float *y) {
+    vt_direct_plan p = vt_direct_plan_of(g, sh, sw);
+    if (g->N == 0 || g->O == 0 || p.Ho <= 0 || p.Wo <= 0) return 0;
+    return vt_direct_forward_avx512(&p, x, w, b, y);
+}
+
+int vt_direct_strided_wgrad_avx512(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, const float *x,
+                                   const float *gy, float *dw) {
+    vt_direct_plan p = vt_direct_plan_of(g, sh, sw);
+    int64_t dwsz = g->O * g->C * g->kh * g->kw;
+    memset(dw, 0, sizeof(float) * (size_t)dwsz);
+    if (g->N == 0 || dwsz == 0 || p.Ho <= 0 || p.Wo <= 0) return 0;
+    return vt_direct_wgrad_avx512(&p, x, gy, dw);
 }

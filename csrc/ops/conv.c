@@ -9,6 +9,8 @@
  * Backward saves only x and w (PyTorch's convolution_backward): db = Σ_{n,h,w} dY;
  *   dx, stride 1: the transposed convolution, a forward conv of dY with W flipped and its in/out
  *   channels swapped (through whichever forward kernel applies to it, no col2im scatter);
+ *   dx of a strided conv the phase path takes, on AVX-512: the transposed conv of each phase
+ *   (kernels/conv_phase.c);
  *   dx, otherwise: col2im of W_gᵀ·dY_g (conv_gemm.c). */
 #include <limits.h>
 #include <omp.h>
@@ -182,6 +184,13 @@ int vt_conv2d_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
         vt_conv_direct_geom d = direct_geom(&g);
         if ((st = vt_k_conv2d_phase_wgrad(&d, g.sh, g.sw, vt_f32(x), vt_f32(gy), vt_f32(gin[1])))) goto fail;
         need_w = 0;
+    }
+    if (need_x && !transposed && g.G == 1) { /* dx of a strided conv, phase by phase (kernels/conv_phase.c) */
+        vt_conv_direct_geom d = direct_geom(&g);
+        if (vt_k_conv2d_phase_dgrad_wins(&d, g.sh, g.sw)) {
+            if ((st = vt_k_conv2d_phase_dgrad(&d, g.sh, g.sw, vt_f32(w), vt_f32(gy), vt_f32(gin[0])))) goto fail;
+            need_x = 0;
+        }
     }
     if (need_w || (need_x && !transposed)) {
         float *dx = need_x && !transposed ? vt_f32(gin[0]) : NULL, *dw = need_w ? vt_f32(gin[1]) : NULL;
