@@ -80,32 +80,65 @@ static const float *padded(const vt_direct_plan *p, const float *x, float *xp) {
     return xp;
 }
 
-/* positions ow0..ow0+NW−1 of one output row (xs = xpad + oh·sh·Wp + ow0·sw), one channel block, into
- * tile[j·VL + o]; SW the column stride */
+/* out[c] = lanes c of r[0..15] (a 16 × 16 transpose in registers: pairs of floats, then of
+ * doubles, then 128-bit lanes twice) */
+AI512 void transpose16(const __m512 *r, __m512 *out) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int g = 0; g < 16; g += 4) { /* u[g + m] lane L: channel 4L + m of rows g..g+3 */
+        __m512d a = _mm512_castps_pd(t[g]), b = _mm512_castps_pd(t[g + 1]);
+        __m512d c = _mm512_castps_pd(t[g + 2]), d = _mm512_castps_pd(t[g + 3]);
+        u[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int m = 0; m < 4; m++) {
+        __m512 wa = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88), wb = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xdd);
+        __m512 wc = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88), wd = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xdd);
+        out[m] = _mm512_shuffle_f32x4(wa, wc, 0x88);
+        out[8 + m] = _mm512_shuffle_f32x4(wa, wc, 0xdd);
+        out[4 + m] = _mm512_shuffle_f32x4(wb, wd, 0x88);
+        out[12 + m] = _mm512_shuffle_f32x4(wb, wd, 0xdd);
+    }
+}
+
+/* positions ow0..ow0+NW−1 of one output row (xs = xpad + oh·sh·Wp + ow0·sw), one channel block of
+ * `no` channels: y[o·ostride + j] = sum + b[o] (y at the block's first channel, row and column,
+ * b NULL: no bias); SW the column stride */
 AI512 void fwd_tile(const int NW, const int64_t SW, const taps *t, const float *restrict xs,
-                    const float *restrict wT, float *restrict tile) {
-    __m512 acc[VL];
-    for (int j = 0; j < NW; j++) acc[j] = _mm512_setzero_ps();
+                    const float *restrict wT, float *restrict y, int64_t ostride, int64_t no, const float *b) {
+    __m512 acc[VL], out[VL];
+    for (int j = 0; j < VL; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t k = 0; k < t->K; k++) {
         __m512 wv = _mm512_loadu_ps(wT + k * VL);
         const float *xk = xs + t->off[k];
         for (int j = 0; j < NW; j++) acc[j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(xk[j * SW]), acc[j]);
     }
-    for (int j = 0; j < NW; j++) _mm512_storeu_ps(tile + j * VL, acc[j]);
+    transpose16(acc, out);
+    __mmask16 m = (__mmask16)((1u << NW) - 1);
+    for (int64_t o = 0; o < no; o++) {
+        __m512 v = b ? _mm512_add_ps(out[o], _mm512_set1_ps(b[o])) : _mm512_add_ps(out[o], _mm512_setzero_ps());
+        _mm512_mask_storeu_ps(y + o * ostride, m, v);
+    }
 }
 
 /* fwd_tile with a constant width (the accumulators stay in registers) and stride 1, 2 or any */
-AI512 void fwd_tile_sw(const int NW, int64_t sw, const taps *t, const float *xs, const float *wT, float *tile) {
-    if (sw == 1) fwd_tile(NW, 1, t, xs, wT, tile);
-    else if (sw == 2) fwd_tile(NW, 2, t, xs, wT, tile);
-    else fwd_tile(NW, sw, t, xs, wT, tile);
+AI512 void fwd_tile_sw(const int NW, int64_t sw, const taps *t, const float *xs, const float *wT, float *y,
+                       int64_t ostride, int64_t no, const float *b) {
+    if (sw == 1) fwd_tile(NW, 1, t, xs, wT, y, ostride, no, b);
+    else if (sw == 2) fwd_tile(NW, 2, t, xs, wT, y, ostride, no, b);
+    else fwd_tile(NW, sw, t, xs, wT, y, ostride, no, b);
 }
 
 static T512 void fwd_image(const taps *t, const float *x, const float *wT, const float *b, float *xbuf, float *y) {
     const vt_direct_plan *p = t->p;
     const vt_conv_direct_geom *g = p->g;
-    float tile[VL * VL];
     const float *xp = padded(p, x, xbuf);
+    int64_t P = p->Ho * p->Wo;
     /* with no dropped columns (stride 1, Wp = Wo) the rows are one flat row: tiles run across row ends */
     int flat = p->sh == 1 && p->sw == 1 && p->Wp == p->Wo;
     int64_t rows = flat ? 1 : p->Ho, rlen = flat ? p->Ho * p->Wo : p->Wo, sw = p->sw;
@@ -115,15 +148,13 @@ static T512 void fwd_image(const taps *t, const float *x, const float *wT, const
             for (int64_t ow0 = 0; ow0 < rlen; ow0 += VL) {
                 int nw = (int)(rlen - ow0 < VL ? rlen - ow0 : VL);
                 const float *xs = xp + oh * p->sh * p->Wp + ow0 * sw, *wc = wT + ch * t->K * VL;
+                float *yt = y + o0 * P + oh * rlen + ow0;
+                const float *bo = b ? b + o0 : NULL;
                 switch (nw) {
-#define FT(n) case n: fwd_tile_sw(n, sw, t, xs, wc, tile); break;
+#define FT(n) case n: fwd_tile_sw(n, sw, t, xs, wc, yt, P, no, bo); break;
                 FT(1) FT(2) FT(3) FT(4) FT(5) FT(6) FT(7) FT(8) FT(9) FT(10) FT(11) FT(12) FT(13) FT(14) FT(15)
-                default: fwd_tile_sw(VL, sw, t, xs, wc, tile);
+                default: fwd_tile_sw(VL, sw, t, xs, wc, yt, P, no, bo);
 #undef FT
-                }
-                for (int64_t o = 0; o < no; o++) {
-                    float *d = y + (o0 + o) * p->Ho * p->Wo + oh * rlen + ow0, bo = b ? b[o0 + o] : 0.0f;
-                    for (int j = 0; j < nw; j++) d[j] = tile[j * VL + o] + bo;
                 }
             }
     }
