@@ -27,8 +27,8 @@ int vt_k_conv2d_phase(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, cons
 int vt_k_conv2d_phase_wgrad(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, const float *x, const float *gy,
                             float *dw);
 /* dx (N, C, H, W) = the input gradient of that strided conv for gy, written over dx, through the
- * direct kernel once per phase (conv_phase.c); whether it applies and wins (AVX-512 only, up to 64
- * input channels, where the phase path applies) */
+ * direct kernel once per phase (conv_phase.c); whether it applies and wins (AVX-512 only, 16, 32, 48
+ * or 64 input channels, where the phase path applies) */
 int vt_k_conv2d_phase_dgrad_wins(const vt_conv_direct_geom *g, int64_t sh, int64_t sw);
 int vt_k_conv2d_phase_dgrad(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, const float *w, const float *gy,
                             float *dx);

@@ -142,7 +142,9 @@ int vt_k_conv2d_phase_wgrad(const vt_conv_direct_geom *g, int64_t sh, int64_t sw
  * flipped and its channels swapped (the transposed conv of each phase), through the direct kernel;
  * each dx pixel is one pixel of one phase, so the phases are copied into dx, not added. */
 int vt_k_conv2d_phase_dgrad_wins(const vt_conv_direct_geom *g, int64_t sh, int64_t sw) {
-    return vt_direct_use_avx512() && g->C <= 64 && vt_k_conv2d_phase_wins(g, sh, sw);
+    /* dx's channels are the direct kernel's outputs, 16 to a vector: fewer than 16 leave lanes
+     * idle (1 channel, the stem's first conv: 4× slower than col2im), so whole vectors only */
+    return vt_direct_use_avx512() && g->C % 16 == 0 && g->C <= 64 && vt_k_conv2d_phase_wins(g, sh, sw);
 }
 
 int vt_k_conv2d_phase_dgrad(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, const float *w, const float *gy,

@@ -110,9 +110,10 @@ PHASE_CASES = [
     (2, 2, 10, 11, 3, (5, 4), (2, 3), (2, 1), True),  # stride and kernel per axis, taps past the kernel
     (1, 2, 7, 7, 32, 3, 3, 0, True),               # stride 3, the widest direct conv
     (2, 2, 9, 40, 17, 5, 2, 2, True),              # output rows of 20 (16 + 4), O = 16 + 1, 5×5 over 2×2 phases
+    # 16 input channels: on AVX-512 their dx runs phase by phase through the direct kernel
     (2, 16, 14, 14, 64, 2, 2, 0, True),            # LV-ViT-mnist's projection (kernel = stride; AVX-512: 64 outputs)
-    (2, 3, 8, 10, 6, 2, 3, (1, 2), True),          # kernel < stride: phases no tap reaches get no gradient
-    (1, 2, 9, 9, 5, 3, 2, 0, True),                # the last row and column no window reaches
+    (2, 16, 8, 10, 6, 2, 3, (1, 2), True),         # kernel < stride: phases no tap reaches get no gradient
+    (1, 32, 9, 9, 5, 3, 2, 0, True),               # the last row and column no window reaches
 ]
 
 
