@@ -179,7 +179,7 @@ direct_plan vt_direct_plan_of(const vt_conv_direct_geom *g, int64_t sh, int64_t 
 
 /* dW is summed in DW_PARTS contiguous runs of images (fewer for a small batch), each run on one
  * thread in image order into its own buffer, then the runs in order: the parts depend on N only,
- * so dW's bits do not depend on the thread count (as ops/conv_gemm.c's conv_run does for the GEMM path) */
+ * so dW's bits do not depend on the thread count (as ops/conv/gemm.c's conv_run does for the GEMM path) */
 #define DW_PARTS 8
 
 int vt_k_conv2d_direct_wgrad(const vt_conv_direct_geom *g, const float *x, const float *gy, float *dw) {

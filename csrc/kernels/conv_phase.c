@@ -10,7 +10,9 @@
  * taps past the original kernel (ki >= kh or kj >= kw). Phase images are Ho + ka − 1 rows by
  * Wo + kb − 1 columns, zero past xpad. The weight gradient is the direct kernel's dW' of that conv,
  * read back at the taps that exist. Bits do not depend on the thread count (the direct kernel's do
- * not). Dilation 1 only. */
+ * not). Dilation 1 only. On AVX-512 machines the forward and dW run in conv_direct512.c instead,
+ * which reads the input at the stride with no phase images (in the same tap order, so the same
+ * forward bits); dx runs phase by phase (below) there. */
 #include <omp.h>
 #include <string.h>
 #include "conv_direct_plan.h"

@@ -1,17 +1,17 @@
 /* vitc ops: 2-d convolution over NCHW float32 tensors (conv2d), forward and backward side by side,
- * with torch.nn.functional semantics; pooling is in pool.c.
+ * with torch.nn.functional semantics; pooling is in conv/pool.c.
  *
  * The kernel for each direction:
  *   stride-1 single-group convs with few output channels: the direct kernel (kernels/conv_direct.c),
  *   forward and dW; strided ones with few output channels: the same over phase images
  *   (kernels/conv_phase.c), forward and dW;
- *   anything else: im2col + GEMM (conv_gemm.c).
+ *   anything else: im2col + GEMM (conv/gemm.c).
  * Backward saves only x and w (PyTorch's convolution_backward): db = Σ_{n,h,w} dY;
  *   dx, stride 1: the transposed convolution, a forward conv of dY with W flipped and its in/out
  *   channels swapped (through whichever forward kernel applies to it, no col2im scatter);
  *   dx of a strided conv the phase path takes, on AVX-512: the transposed conv of each phase
  *   (kernels/conv_phase.c);
- *   dx, otherwise: col2im of W_gᵀ·dY_g (conv_gemm.c). */
+ *   dx, otherwise: col2im of W_gᵀ·dY_g (conv/gemm.c). */
 #include <limits.h>
 #include <omp.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* vitc ops: what the conv2d files share (conv.c: the op, its argument checks and the choice of
- * kernel; conv_gemm.c: the im2col + GEMM path) and the window arithmetic pool.c uses too. */
+ * kernel; conv/gemm.c: the im2col + GEMM path) and the window arithmetic conv/pool.c uses too. */
 #ifndef VT_OPS_CONV_H
 #define VT_OPS_CONV_H
 #include <stdint.h>
@@ -22,9 +22,9 @@ static inline void valid_range(int64_t iw0, int64_t s, int64_t W, int64_t Wo, in
     *hi = h > l ? h : l;
 }
 
-/* conv_gemm.c: y = conv(x, w) + b (b may be NULL) through im2col + GEMM */
+/* conv/gemm.c: y = conv(x, w) + b (b may be NULL) through im2col + GEMM */
 int vt_conv_gemm_forward(const conv_geom *g, const float *x, const float *w, const float *b, float *y);
-/* conv_gemm.c: dx (arrives zeroed; NULL: not wanted) += its share through col2im and dw (arrives
+/* conv/gemm.c: dx (arrives zeroed; NULL: not wanted) += its share through col2im and dw (arrives
  * zeroed; NULL: not wanted) = the weight gradient, for the output gradient gy */
 int vt_conv_gemm_backward(const conv_geom *g, const float *x, const float *w, const float *gy, float *dx, float *dw);
 

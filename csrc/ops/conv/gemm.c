@@ -12,8 +12,8 @@
 #include <limits.h>
 #include <omp.h>
 #include <string.h>
-#include "conv.h"
-#include "ops_util.h"
+#include "../conv.h"
+#include "../ops_util.h"
 
 #define BLAS_SINGLE_MNK 262144.0  /* OpenBLAS: SMP_THRESHOLD_MIN · GEMM_MULTITHREAD_THRESHOLD */
 #define CONV_MIN_COLS 2048        /* batch images until a GEMM has this many columns ... */
@@ -262,22 +262,19 @@ static int conv_run(const conv_job *j, float *dw) {
     return st;
 }
 
-int vt_conv_gemm_forward(const conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+/* the job of one call: backward when gy is given (then y and b are unused) */
+static int run_job(const conv_geom *g, const float *x, const float *w, const float *b, float *y, const float *gy,
+                   float *dx, float *dw) {
     conv_job j;
     conv_plan(g, &j);
-    j.x = x;
-    j.w = w;
-    j.b = b;
-    j.y = y;
-    return conv_run(&j, NULL);
+    j.x = x, j.w = w, j.b = b, j.y = y, j.gy = gy, j.dx = dx;
+    return conv_run(&j, dw);
+}
+
+int vt_conv_gemm_forward(const conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+    return run_job(g, x, w, b, y, NULL, NULL, NULL);
 }
 
 int vt_conv_gemm_backward(const conv_geom *g, const float *x, const float *w, const float *gy, float *dx, float *dw) {
-    conv_job j;
-    conv_plan(g, &j);
-    j.x = x;
-    j.w = w;
-    j.gy = gy;
-    j.dx = dx;
-    return conv_run(&j, dw);
+    return run_job(g, x, w, NULL, NULL, gy, dx, dw);
 }

@@ -5,8 +5,8 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
-#include "conv.h"
-#include "ops_util.h"
+#include "../conv.h"
+#include "../ops_util.h"
 
 /* ---- pooling geometry -------------------------------------------------------------------- */
 
