@@ -7,6 +7,13 @@
 Reports median times of a no-grad forward, and of the forward and the backward of a training step,
 with the weight gradient only (the stem's case: images need no gradient) and with the input
 gradient too. Wall-clock times: on a shared machine run it more than once. Not a test.
+
+    PYTHONPATH=. python bench/conv_bench.py --stem [--batch 128] [--repeat 20]
+
+times instead each conv of lvvit_tiny_mnist's stem (vitc.nn.ConvPatchEmbed on 1×28×28 images, batch 128):
+7×7/2 p3 1→16, 3×3 p1 16→16 (twice in the stem), 2×2/2 16→64 with bias; per conv the no-grad forward,
+the backward with dW only, and the backward with dX too (the stem's first conv needs no dX), in ms and
+GFLOP/s (2·MACs of the direction; dX+dW counts both).
 """
 import argparse
 import time
@@ -44,15 +51,68 @@ def fwd_bwd_ms(fwd, backward, clear, repeat):
     return 1e3 * float(np.median(tf)), 1e3 * float(np.median(tb))
 
 
+# lvvit_tiny_mnist's stem convs: name, (C, H, W) in, (O, k, stride, padding, bias)
+STEM = [("conv1 7x7/2 1->16", (1, 28, 28), (16, 7, 2, 3, False)),
+        ("conv2 3x3 16->16", (16, 14, 14), (16, 3, 1, 1, False)),
+        ("proj 2x2/2 16->64", (16, 14, 14), (64, 2, 2, 0, True))]
+
+
+def stem(args):
+    rng = np.random.default_rng(0)
+    print(f"LV-ViT-mnist stem convs, batch {args.batch}, {args.threads} threads (median of {args.repeat}); "
+          f"ms, GFLOP/s in brackets")
+    print(f"{'conv':20} {'lib':6} {'no-grad fwd':>16} {'bwd dW':>16} {'bwd dX+dW':>16}")
+    for name, (C, H, W), (O, k, s, p, bias) in STEM:
+        x = rng.standard_normal((args.batch, C, H, W)).astype(np.float32)
+        w = (rng.standard_normal((O, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
+        b = rng.standard_normal(O).astype(np.float32) if bias else None
+        Ho = (H + 2 * p - k) // s + 1
+        macs = args.batch * O * Ho * Ho * C * k * k
+        for lib in ("torch", "vitc"):
+            cells = []
+            for mode in ("fwd", "dw", "dxdw"):
+                if lib == "torch":
+                    xi, wi = torch.from_numpy(x.copy()), torch.from_numpy(w.copy())
+                    bi = torch.from_numpy(b.copy()) if bias else None
+                    xi.requires_grad_(mode == "dxdw")
+                    wi.requires_grad_(mode != "fwd")
+                    fwd = lambda: F.conv2d(xi, wi, bi, stride=s, padding=p)
+                    gy = torch.from_numpy(rng.standard_normal((args.batch, O, Ho, Ho)).astype(np.float32))
+                    ng = torch.no_grad
+                else:
+                    xi, wi = vitc.from_numpy(x.copy()), vitc.from_numpy(w.copy())
+                    bi = vitc.from_numpy(b.copy()) if bias else None
+                    xi.requires_grad = mode == "dxdw"
+                    wi.requires_grad = mode != "fwd"
+                    fwd = lambda: vitc.conv2d(xi, wi, bi, stride=s, padding=p)
+                    gy = vitc.from_numpy(rng.standard_normal((args.batch, O, Ho, Ho)).astype(np.float32))
+                    ng = vitc.no_grad
+                if mode == "fwd":
+                    with ng():
+                        t = median_ms(fwd, args.repeat)
+                    flop = 2 * macs
+                else:
+                    def clear():
+                        xi.grad = wi.grad = None
+                    t = fwd_bwd_ms(fwd, lambda y: y.backward(gy), clear, args.repeat)[1]
+                    flop = 2 * macs * (2 if mode == "dxdw" else 1)
+                cells.append(f"{t:7.2f} ({flop / t / 1e6:5.1f})")
+            print(f"{name:20} {lib:6} " + " ".join(f"{c:>16}" for c in cells))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=None, help="default 32, with --stem 128")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--stem", action="store_true", help="time each conv of lvvit_tiny_mnist's stem instead")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     vitc.set_num_threads(args.threads)
+    args.batch = args.batch or (128 if args.stem else 32)
+    if args.stem:
+        return stem(args)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)
     w = (rng.standard_normal((64, 3, 7, 7)) * 0.1).astype(np.float32)

@@ -6,7 +6,7 @@ in different blocks in its threaded and its one-thread driver and picks a small-
 call size (every weight gradient, K = batch·tokens, goes to OpenBLAS), and conv2d summed dW in one
 buffer per thread. Now vt_k_gemm makes the same one-thread OpenBLAS calls on fixed 128-wide chunks
 of C at any thread count (csrc/ops/gemm.c, blas_gemm) and conv2d sums dW in parts fixed by the
-work (csrc/ops/conv.c, conv_run)."""
+work (csrc/ops/conv/gemm.c, conv_run)."""
 import numpy as np
 import pytest
 

@@ -165,10 +165,10 @@ int vt_k_conv2d_direct_wins(int64_t O, int64_t kh, int64_t kw) {
     return O <= 32 && kh * kw > 1;
 }
 
-static direct_plan plan_of(const vt_conv_direct_geom *g) {
-    direct_plan p = {.g = g, .Hp = g->H + g->pt + g->pb, .Wp = g->W + g->pl + g->pr};
-    p.Ho = p.Hp - g->dh * (g->kh - 1);
-    p.Wo = p.Wp - g->dw * (g->kw - 1);
+direct_plan vt_direct_plan_of(const vt_conv_direct_geom *g, int64_t sh, int64_t sw) {
+    direct_plan p = {.g = g, .sh = sh, .sw = sw, .Hp = g->H + g->pt + g->pb, .Wp = g->W + g->pl + g->pr};
+    p.Ho = (p.Hp - g->dh * (g->kh - 1) - 1) / sh + 1;
+    p.Wo = (p.Wp - g->dw * (g->kw - 1) - 1) / sw + 1;
     p.Pp = p.Hp * p.Wp;
     p.L = p.Ho * p.Wp;
     p.Lp = (p.L + TW - 1) / TW * TW;
@@ -179,11 +179,11 @@ static direct_plan plan_of(const vt_conv_direct_geom *g) {
 
 /* dW is summed in DW_PARTS contiguous runs of images (fewer for a small batch), each run on one
  * thread in image order into its own buffer, then the runs in order: the parts depend on N only,
- * so dW's bits do not depend on the thread count (as conv.c's conv_run does for the GEMM path) */
+ * so dW's bits do not depend on the thread count (as ops/conv/gemm.c's conv_run does for the GEMM path) */
 #define DW_PARTS 8
 
 int vt_k_conv2d_direct_wgrad(const vt_conv_direct_geom *g, const float *x, const float *gy, float *dw) {
-    direct_plan p = plan_of(g);
+    direct_plan p = vt_direct_plan_of(g, 1, 1);
     int64_t dwsz = g->O * g->C * g->kh * g->kw;
     memset(dw, 0, sizeof(float) * (size_t)dwsz);
     if (g->N == 0 || dwsz == 0 || p.Ho <= 0 || p.Wo <= 0) return 0;
@@ -218,7 +218,7 @@ int vt_k_conv2d_direct_wgrad(const vt_conv_direct_geom *g, const float *x, const
 }
 
 int vt_k_conv2d_direct(const vt_conv_direct_geom *g, const float *x, const float *w, const float *b, float *y) {
-    direct_plan p = plan_of(g);
+    direct_plan p = vt_direct_plan_of(g, 1, 1);
     if (g->N == 0 || g->O == 0 || p.Ho <= 0 || p.Wo <= 0) return 0;
     if (vt_direct_use_avx512()) return vt_direct_forward_avx512(&p, x, w, b, y);
     int nt = omp_get_max_threads();

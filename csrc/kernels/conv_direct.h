@@ -20,11 +20,18 @@ int vt_k_conv2d_direct_wins(int64_t O, int64_t kh, int64_t kw);
 
 /* The same for a strided conv (stride sh × sw, dilation 1) through phase images (conv_phase.c): its
  * forward and its dW, and whether that path applies and wins (few output channels, a phase kernel
- * larger than 1×1, phase images of the batch under 32 MB). Same contracts as above. */
+ * larger than 1×1 — on AVX-512 up to 64 output channels and any phase kernel —, phase images of
+ * the batch under 32 MB). Same contracts as above. */
 int vt_k_conv2d_phase_wins(const vt_conv_direct_geom *g, int64_t sh, int64_t sw);
 int vt_k_conv2d_phase(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, const float *x, const float *w,
                       const float *b, float *y);
 int vt_k_conv2d_phase_wgrad(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, const float *x, const float *gy,
                             float *dw);
+/* dx (N, C, H, W) = the input gradient of that strided conv for gy, written over dx, through the
+ * direct kernel once per phase (conv_phase.c); whether it applies and wins (AVX-512 only, 16, 32, 48
+ * or 64 input channels, where the phase path applies) */
+int vt_k_conv2d_phase_dgrad_wins(const vt_conv_direct_geom *g, int64_t sh, int64_t sw);
+int vt_k_conv2d_phase_dgrad(const vt_conv_direct_geom *g, int64_t sh, int64_t sw, const float *w, const float *gy,
+                            float *dx);
 
 #endif

@@ -2,7 +2,8 @@
 not 1×1) against PyTorch, forward and both gradients, with finite differences; its remainder tiles
 (output channels not a multiple of 4, kernel rows not a multiple of 3); the same bits at any thread
 count; the portable (baseline ISA) build of the kernel, and the AVX2 build on a machine that runs the
-AVX-512 one (conv_direct512.c); strided convs through phase images (kernels/conv_phase.c)."""
+AVX-512 one (conv_direct512.c); strided convs through phase images (kernels/conv_phase.c), their
+input gradient phase by phase on AVX-512."""
 import os
 import subprocess
 import sys
@@ -40,6 +41,7 @@ DIRECT_CASES = [
     (1, 3, 12, 12, 7, 3, 2, 2, True),           # dilation 2
     (2, 6, 10, 9, 32, 3, (0, 2), (2, 1), True),  # the widest direct conv, padding and dilation per axis
     (1, 2, 3, 3, 6, 5, 2, 1, True),             # kernel larger than the input, padded
+    (2, 3, 5, 37, 20, 3, 1, 1, True),           # rows wider than a 16-position tile (16 + 16 + 5), O = 16 + 4
 ]
 
 
@@ -107,6 +109,11 @@ PHASE_CASES = [
     (2, 3, 9, 8, 5, 3, 2, 1, True),                # odd sizes: the last phase rows read past the input
     (2, 2, 10, 11, 3, (5, 4), (2, 3), (2, 1), True),  # stride and kernel per axis, taps past the kernel
     (1, 2, 7, 7, 32, 3, 3, 0, True),               # stride 3, the widest direct conv
+    (2, 2, 9, 40, 17, 5, 2, 2, True),              # output rows of 20 (16 + 4), O = 16 + 1, 5×5 over 2×2 phases
+    # 16 input channels: on AVX-512 their dx runs phase by phase through the direct kernel
+    (2, 16, 14, 14, 64, 2, 2, 0, True),            # LV-ViT-mnist's projection (kernel = stride; AVX-512: 64 outputs)
+    (2, 16, 8, 10, 6, 2, 3, (1, 2), True),         # kernel < stride: phases no tap reaches get no gradient
+    (1, 32, 9, 9, 5, 3, 2, 0, True),               # the last row and column no window reaches
 ]
 
 
@@ -137,9 +144,11 @@ def test_avx2_build_of_the_direct_kernel_on_an_avx512_machine():
     # in the same order with one FMA per tap, so the two builds agree bit for bit there
     x, w, b = _inputs(3, 16, 14, 14, 16, 3, True)
     x2, w2 = _inputs(2, 1, 28, 28, 16, 7, False)
+    x3, w3, b3 = _inputs(2, 3, 5, 37, 20, 3, True)  # rows of 37: the AVX-512 build's tiles of 16, 16 and 5
     with vitc.no_grad():
         here = [vitc.conv2d(vitc.from_numpy(x), vitc.from_numpy(w), vitc.from_numpy(b), padding=1).numpy(),
-                vitc.conv2d(vitc.from_numpy(x2), vitc.from_numpy(w2), None, stride=2, padding=3).numpy()]
+                vitc.conv2d(vitc.from_numpy(x2), vitc.from_numpy(w2), None, stride=2, padding=3).numpy(),
+                vitc.conv2d(vitc.from_numpy(x3), vitc.from_numpy(w3), vitc.from_numpy(b3), padding=1).numpy()]
     code = ("import numpy as np, torch, vitc, sys; a = np.load(sys.argv[1]);"
             "xv, wv, bv = (vitc.from_numpy(a[k]) for k in ('x', 'w', 'b'));"
             "xv.requires_grad = wv.requires_grad = bv.requires_grad = True;"
@@ -149,14 +158,17 @@ def test_avx2_build_of_the_direct_kernel_on_an_avx512_machine():
             "d = [np.abs(p - q.detach().numpy()).max() / (1 + np.abs(q.detach().numpy()).max()) for p, q in"
             " ((y.detach().numpy(), ty), (xv.grad.numpy(), tx.grad), (wv.grad.numpy(), tw.grad))];"
             "y2 = vitc.conv2d(vitc.from_numpy(a['x2']), vitc.from_numpy(a['w2']), None, stride=2, padding=3);"
-            "np.savez(sys.argv[2], y=y.detach().numpy(), y2=y2.detach().numpy()); sys.stdout.write(str(max(d)))")
+            "y3 = vitc.conv2d(vitc.from_numpy(a['x3']), vitc.from_numpy(a['w3']), vitc.from_numpy(a['b3']), padding=1);"
+            "np.savez(sys.argv[2], y=y.detach().numpy(), y2=y2.detach().numpy(), y3=y3.detach().numpy());"
+            "sys.stdout.write(str(max(d)))")
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-        np.savez(src, x=x, w=w, b=b, x2=x2, w2=w2)
+        np.savez(src, x=x, w=w, b=b, x2=x2, w2=w2, x3=x3, w3=w3, b3=b3)
         out = subprocess.run([sys.executable, "-c", code, src, dst], env=dict(os.environ, VITC_ISA="avx2"),
                              capture_output=True, text=True, check=True)
         assert float(out.stdout) < 1e-5
         got = np.load(dst)
         np.testing.assert_array_equal(got["y"], here[0])
         np.testing.assert_array_equal(got["y2"], here[1])
+        np.testing.assert_array_equal(got["y3"], here[2])

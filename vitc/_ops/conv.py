@@ -1,4 +1,4 @@
-"""Convolution, pooling and patch embedding (csrc/ops/conv.c, csrc/ops/embed.c).
+"""Convolution, pooling and patch embedding (csrc/ops/conv.c, conv/, csrc/ops/embed.c).
 
 Signatures and semantics follow torch.nn.functional: NCHW float32 tensors, int-or-pair size
 arguments, unbatched (C, H, W) inputs accepted. patchify is ViT's patch rearrangement, the einops pattern
