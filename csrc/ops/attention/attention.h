@@ -89,5 +89,9 @@ typedef struct {
     void (*dsoftmax_rows)(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, int64_t n);
 } attn_kernels;
 const attn_kernels *vt_attn_kernels(void);
+/* the AVX-512 row kernels (kernels512.c), entries of the table above on CPUs that have it */
+void vt_attn_softmax_rows_avx512(float *s, int64_t rows, int64_t n, int64_t ld, float *stats);
+void vt_attn_softmax_known_rows_avx512(float *s, int64_t rows, int64_t n, int64_t ld, const float *stats);
+void vt_attn_dsoftmax_rows_avx512(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, int64_t n);
 
 #endif

@@ -237,8 +237,14 @@ AI void dsoftmax_rows_body(const float *p, int64_t ldp, float *dp, int64_t lddp,
         v8 acc = bc8(0.0f);
         int64_t j = 0;
         for (; j + 8 <= n; j += 8) acc += ld8(p + j) * ld8(dp + j);
+        if (j < n) { /* the last few columns zero-padded into the same lanes: a scalar tail would round as
+                      * the compiler chose to vectorise it (GCC 12: some products unfused), which the
+                      * AVX-512 build (kernels512.c) could not follow */
+            v8 pt = bc8(0.0f), dt = bc8(0.0f);
+            for (int64_t t = j; t < n; t++) { pt[t - j] = p[t]; dt[t - j] = dp[t]; }
+            acc += pt * dt;
+        }
         float dot = allsum8(&acc)[0];
-        for (int64_t t = j; t < n; t++) dot += p[t] * dp[t];
         v8 vd = bc8(dot);
         for (j = 0; j + 8 <= n; j += 8) st8(dp + j, ld8(p + j) * (ld8(dp + j) - vd));
         for (; j < n; j++) dp[j] = p[j] * (dp[j] - dot);
@@ -274,7 +280,13 @@ AI void dsoftmax_rows_body(const float *p, int64_t ldp, float *dp, int64_t lddp,
 ISA_VARIANTS(avx2, __attribute__((target("avx2,fma"))), 6)
 ISA_VARIANTS(base, , 3)
 
-const attn_kernels *vt_attn_kernels(void) { return vt_use_avx2_kernels() ? &kernels_avx2 : &kernels_base; }
+/* AVX-512: the row kernels of kernels512.c, same bits as the AVX2 ones; the products stay AVX2 */
+static const attn_kernels kernels_avx512 = {gemm_avx2, pack_bt_avx2, vt_attn_softmax_rows_avx512,
+                                            vt_attn_softmax_known_rows_avx512, vt_attn_dsoftmax_rows_avx512};
+
+const attn_kernels *vt_attn_kernels(void) {
+    return vt_use_avx512_kernels() ? &kernels_avx512 : vt_use_avx2_kernels() ? &kernels_avx2 : &kernels_base;
+}
 static const attn_kernels *kern(void) { return vt_attn_kernels(); }
 
 /* ---- one head ------------------------------------------------------------------------------- */
