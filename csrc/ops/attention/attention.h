@@ -87,11 +87,18 @@ typedef struct {
     void (*softmax_rows)(float *s, int64_t rows, int64_t n, int64_t ld, float *stats);
     void (*softmax_known_rows)(float *s, int64_t rows, int64_t n, int64_t ld, const float *stats);
     void (*dsoftmax_rows)(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, int64_t n);
+    /* optional (NULL): P (tq × pad8(tk)) = softmax(alpha·q·kᵀ), kᵀ packed by pack_bt, no mask, in one
+     * pass with the bits of gemm + softmax_rows (or softmax_known_rows with stats_in); 0 when the
+     * shape does not suit it (nothing done) */
+    int (*probs_fused)(int64_t tq, int64_t tk, int64_t kd, float alpha, const float *q, int64_t ldq, const float *bp,
+                       float *p, int64_t ldp, float *stats_out, const float *stats_in);
 } attn_kernels;
 const attn_kernels *vt_attn_kernels(void);
 /* the AVX-512 row kernels (kernels512.c), entries of the table above on CPUs that have it */
 void vt_attn_softmax_rows_avx512(float *s, int64_t rows, int64_t n, int64_t ld, float *stats);
 void vt_attn_softmax_known_rows_avx512(float *s, int64_t rows, int64_t n, int64_t ld, const float *stats);
 void vt_attn_dsoftmax_rows_avx512(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, int64_t n);
+int vt_attn_probs_fused_avx512(int64_t tq, int64_t tk, int64_t kd, float alpha, const float *q, int64_t ldq,
+                               const float *bp, float *p, int64_t ldp, float *stats_out, const float *stats_in);
 
 #endif

@@ -273,7 +273,7 @@ AI void dsoftmax_rows_body(const float *p, int64_t ldp, float *dp, int64_t lddp,
         dsoftmax_rows_body(p, ldp, dp, lddp, rows, n);                                                        \
     }                                                                                                         \
     static const attn_kernels kernels_##suffix = {gemm_##suffix, pack_bt_##suffix, softmax_rows_##suffix,       \
-                                                  softmax_known_rows_##suffix, dsoftmax_rows_##suffix};
+                                                  softmax_known_rows_##suffix, dsoftmax_rows_##suffix, NULL};
 
 /* 6×16 tile: 12 ymm accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers; the
  * baseline build splits each vector in two xmm, so it takes 3-row tiles. */
@@ -282,7 +282,8 @@ ISA_VARIANTS(base, , 3)
 
 /* AVX-512: the row kernels of kernels512.c, same bits as the AVX2 ones; the products stay AVX2 */
 static const attn_kernels kernels_avx512 = {gemm_avx2, pack_bt_avx2, vt_attn_softmax_rows_avx512,
-                                            vt_attn_softmax_known_rows_avx512, vt_attn_dsoftmax_rows_avx512};
+                                            vt_attn_softmax_known_rows_avx512, vt_attn_dsoftmax_rows_avx512,
+                                            vt_attn_probs_fused_avx512};
 
 const attn_kernels *vt_attn_kernels(void) {
     return vt_use_avx512_kernels() ? &kernels_avx512 : vt_use_avx2_kernels() ? &kernels_avx2 : &kernels_base;
@@ -314,6 +315,9 @@ void vt_attn_probs(const vt_attn_head *h, float *p, int64_t ldp, float *scratch)
     const attn_kernels *K = kern();
     int64_t tq = h->tq, tk = h->tk, tkp = pad8(tk);
     K->pack_bt(tk, h->dh, h->k, h->ldk, tkp, scratch);
+    if (K->probs_fused && !h->causal && !h->mask_keep && !h->mask_add &&
+        K->probs_fused(tq, tk, h->dh, h->scale, h->q, h->ldq, scratch, p, ldp, h->stats_out, h->stats_in))
+        return;
     K->gemm(tq, tkp, h->dh, h->scale, h->q, h->ldq, 1, scratch, 0, 1, NULL, p, ldp);
     for (int64_t i = 0; i < tq; i++) {
         float *row = p + i * ldp;

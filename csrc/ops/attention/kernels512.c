@@ -152,3 +152,103 @@ T512 void vt_attn_dsoftmax_rows_avx512(const float *p, int64_t ldp, float *dp, i
     for (; i + GROUP <= rows; i += GROUP) dsoftmax_group(GROUP, p + i * ldp, ldp, dp + i * lddp, lddp, n);
     for (; i < rows; i++) dsoftmax_group(1, p + i * ldp, ldp, dp + i * lddp, lddp, n);
 }
+
+/* ---- scores and softmax in one pass, for rows that fit in registers ------------------------------ */
+
+/* R rows of P = softmax(alpha·q·kᵀ) over NV·8 columns (tk real, the rest padding), with kᵀ packed
+ * strip-major by pack_bt (strips of 16 columns, the last one 8 when NV is odd). The scores are
+ * accumulated as kernels.c's tile() does (one FMA per k from zero, then ·alpha), the pad set to -inf
+ * as vt_attn_probs does, and the softmax run on the registers with softmax_group's operations; with
+ * stats_in, the one-pass rebuild of softmax_known_rows instead. So P has the two-pass path's bits
+ * without being written as scores and read back three times. A row with no finite score goes
+ * through the row kernel from memory. */
+AI512 void probs_tile(const int R, const int NV, int64_t kd, float alpha, const float *q, int64_t ldq,
+                      const float *bp, int64_t tk, float *p, int64_t ldp, float *stats_out, const float *stats_in) {
+    __m256 acc[8][8];
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NV; u++) acc[r][u] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kd; k++) {
+        __m256 b[8];
+        for (int u = 0; u < NV; u++) {
+            int st = u / 2, w = 2 * st + 2 <= NV ? 16 : 8;
+            b[u] = _mm256_loadu_ps(bp + st * 16 * kd + k * w + (u % 2) * 8);
+        }
+        for (int r = 0; r < R; r++) {
+            __m256 a = _mm256_set1_ps(q[r * ldq + k]);
+            for (int u = 0; u < NV; u++) acc[r][u] = _mm256_fmadd_ps(a, b[u], acc[r][u]);
+        }
+    }
+    const __m256 va = _mm256_set1_ps(alpha), ninf = _mm256_set1_ps(-INFINITY);
+    __mmask8 pad = (__mmask8)~lanes_before(tk, 8 * (NV - 1)); /* only the last vector holds padding */
+    for (int r = 0; r < R; r++) {
+        for (int u = 0; u < NV; u++) acc[r][u] = _mm256_mul_ps(acc[r][u], va);
+        acc[r][NV - 1] = _mm256_mask_mov_ps(acc[r][NV - 1], pad, ninf);
+    }
+    if (stats_in) {
+        for (int r = 0; r < R; r++) {
+            float mx = stats_in[2 * r], inv_s = stats_in[2 * r + 1];
+            __m256 vm = _mm256_set1_ps(mx), inv = _mm256_set1_ps(inv_s);
+            for (int u = 0; u < NV; u++)
+                _mm256_storeu_ps(p + r * ldp + 8 * u, mx == -INFINITY ? inv : _mm256_mul_ps(exp8vl(_mm256_sub_ps(acc[r][u], vm)), inv));
+        }
+        return;
+    }
+    __m256 vm[8];
+    int empty = 0;
+    for (int r = 0; r < R; r++) {
+        __m256 m = ninf;
+        for (int u = 0; u < NV; u++) m = _mm256_max_ps(acc[r][u], m);
+        m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+        m = _mm256_max_ps(m, _mm256_permute_ps(m, 0x4E));
+        vm[r] = _mm256_max_ps(m, _mm256_permute_ps(m, 0xB1));
+        empty |= _mm256_cvtss_f32(vm[r]) == -INFINITY;
+    }
+    if (empty) {
+        for (int r = 0; r < R; r++)
+            for (int u = 0; u < NV; u++) _mm256_storeu_ps(p + r * ldp + 8 * u, acc[r][u]);
+        vt_attn_softmax_rows_avx512(p, R, 8 * NV, ldp, stats_out);
+        return;
+    }
+    for (int r = 0; r < R; r++) {
+        __m256 sum = _mm256_setzero_ps();
+        for (int u = 0; u < NV; u++) {
+            acc[r][u] = exp8vl(_mm256_sub_ps(acc[r][u], vm[r]));
+            sum = _mm256_add_ps(sum, acc[r][u]);
+        }
+        float iv = 1.0f / sum8(sum);
+        __m256 inv = _mm256_set1_ps(iv);
+        for (int u = 0; u < NV; u++) _mm256_storeu_ps(p + r * ldp + 8 * u, _mm256_mul_ps(acc[r][u], inv));
+        if (stats_out) { stats_out[2 * r] = _mm256_cvtss_f32(vm[r]); stats_out[2 * r + 1] = iv; }
+    }
+}
+
+/* all tq rows: R-row tiles, then one tile of the rows left */
+AI512 void probs_rows(const int R, const int NV, int64_t tq, int64_t tk, int64_t kd, float alpha, const float *q,
+                      int64_t ldq, const float *bp, float *p, int64_t ldp, float *stats_out, const float *stats_in) {
+    int64_t i = 0;
+#define TILE(RR) probs_tile(RR, NV, kd, alpha, q + i * ldq, ldq, bp, tk, p + i * ldp, ldp, \
+                            stats_out ? stats_out + 2 * i : NULL, stats_in ? stats_in + 2 * i : NULL)
+    for (; i + R <= tq; i += R) TILE(R);
+    switch (tq - i) {
+#define REM(RR) case RR: if (RR < R) TILE(RR); break;
+        REM(1) REM(2) REM(3) REM(4) REM(5) REM(6) REM(7)
+#undef REM
+        default: break;
+    }
+#undef TILE
+}
+
+/* rows of R·(NV vectors) accumulators: at most 24 of AVX-512's 32 registers, room left for the kᵀ row */
+#define PROBS_ROWS(NV) ((NV) <= 3 ? 8 : (NV) == 4 ? 6 : (NV) <= 6 ? 4 : (NV) == 7 ? 3 : 2)
+
+T512 int vt_attn_probs_fused_avx512(int64_t tq, int64_t tk, int64_t kd, float alpha, const float *q, int64_t ldq,
+                                    const float *bp, float *p, int64_t ldp, float *stats_out, const float *stats_in) {
+    int64_t nv = (tk + 7) / 8;
+    if (nv < 2 || nv > 8) return 0;
+    switch (nv) {
+#define CASE(NV) case NV: probs_rows(PROBS_ROWS(NV), NV, tq, tk, kd, alpha, q, ldq, bp, p, ldp, stats_out, stats_in); break;
+        CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+    }
+    return 1;
+}
