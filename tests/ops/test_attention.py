@@ -687,7 +687,7 @@ for n, (B, T, H, Dh, p, weights) in enumerate([(3, 13, 2, 16, 0.0, True), (2, 17
     o = r[0] if weights else r
     g = rng.uniform(-1, 1, o.shape).astype(np.float32)
     (o * vitc.from_numpy(g)).sum().backward()
-    out[f"x{n}"], out[f"o{n}"], out[f"dx{n}"] = x, o.detach().numpy(), vx.grad.numpy()
+    out[f"x{n}"], out[f"g{n}"], out[f"o{n}"], out[f"dx{n}"] = x, g, o.detach().numpy(), vx.grad.numpy()
 # sdpa with q = 0, so S is the additive mask itself: rows that are fully -inf, and gaps to the row max
 # on both sides of exp's underflow point (-87.3365: smaller gives exactly 0, just above a subnormal)
 L, S, E = 6, 21, 24
@@ -717,7 +717,8 @@ def _has_avx512f():
 @pytest.mark.skipif(not _has_avx512f(), reason="this CPU has no AVX-512F")
 def test_avx512_row_kernels_give_the_avx2_bits(tmp_path):
     """kernels512.c runs the softmax, its rebuild from saved statistics and its backward four rows at a
-    time with AVX-512 instructions, the same operations in the same order per element as the AVX2 build:
+    time with AVX-512 instructions, and for rows of 9 to 64 keys fuses them with the products before
+    them (q·kᵀ, dout·vᵀ) in registers, the same operations in the same order per element as the AVX2 build:
     outputs and gradients must be bitwise those of VITC_ISA=avx2 (odd T, Dh 8/12/16/24/64, dropout,
     masked rows, exp's underflow edge), and within the usual tolerance of PyTorch."""
     res = {}
@@ -733,11 +734,13 @@ def test_avx512_row_kernels_give_the_avx2_bits(tmp_path):
     assert res["auto"].keys() == res["avx2"].keys()
     for name in set(res["auto"]) - {"isa"}:
         np.testing.assert_array_equal(res["auto"][name], res["avx2"][name], err_msg=name)
-    # and the AVX-512 results against PyTorch (no dropout cases)
+    # and the AVX-512 results against PyTorch (the cases without dropout or NaN), forward and backward
     got = res["auto"]
     for n, H in ((0, 2), (1, 3), (2, 2), (4, 1), (5, 2)):
         tx = torch.from_numpy(got[f"x{n}"]).requires_grad_(True)
         o = torch_mha(tx, H)[0]
+        (o * torch.from_numpy(got[f"g{n}"])).sum().backward()
         assert_close(got[f"o{n}"], o.detach().numpy(), RTOL, ATOL, f"output {n}")
+        assert_close(got[f"dx{n}"], tx.grad.numpy(), RTOL, ATOL, f"gradient {n}")
     assert np.all(got["sdpa"][:, 0] == 0)  # the fully masked row: zeros, as PyTorch's sdpa
     assert np.all(np.isfinite(got["dq"])) and np.all(np.isfinite(got["dk"]))

@@ -155,6 +155,25 @@ T512 void vt_attn_dsoftmax_rows_avx512(const float *p, int64_t ldp, float *dp, i
 
 /* ---- scores and softmax in one pass, for rows that fit in registers ------------------------------ */
 
+/* acc (R × NV vectors) = a (R rows at lda) · b (kd × NV·8, packed strip-major by pack_bt: strips of
+ * 16 columns, the last one 8 when NV is odd), one FMA per k from zero as kernels.c's tile() */
+AI512 void product_tile(const int R, const int NV, int64_t kd, const float *a, int64_t lda, const float *bp,
+                        __m256 acc[8][8]) {
+    for (int r = 0; r < R; r++)
+        for (int u = 0; u < NV; u++) acc[r][u] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kd; k++) {
+        __m256 b[8];
+        for (int u = 0; u < NV; u++) {
+            int st = u / 2, w = 2 * st + 2 <= NV ? 16 : 8;
+            b[u] = _mm256_loadu_ps(bp + st * 16 * kd + k * w + (u % 2) * 8);
+        }
+        for (int r = 0; r < R; r++) {
+            __m256 av = _mm256_set1_ps(a[r * lda + k]);
+            for (int u = 0; u < NV; u++) acc[r][u] = _mm256_fmadd_ps(av, b[u], acc[r][u]);
+        }
+    }
+}
+
 /* R rows of P = softmax(alpha·q·kᵀ) over NV·8 columns (tk real, the rest padding), with kᵀ packed
  * strip-major by pack_bt (strips of 16 columns, the last one 8 when NV is odd). The scores are
  * accumulated as kernels.c's tile() does (one FMA per k from zero, then ·alpha), the pad set to -inf
@@ -165,19 +184,7 @@ T512 void vt_attn_dsoftmax_rows_avx512(const float *p, int64_t ldp, float *dp, i
 AI512 void probs_tile(const int R, const int NV, int64_t kd, float alpha, const float *q, int64_t ldq,
                       const float *bp, int64_t tk, float *p, int64_t ldp, float *stats_out, const float *stats_in) {
     __m256 acc[8][8];
-    for (int r = 0; r < R; r++)
-        for (int u = 0; u < NV; u++) acc[r][u] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < kd; k++) {
-        __m256 b[8];
-        for (int u = 0; u < NV; u++) {
-            int st = u / 2, w = 2 * st + 2 <= NV ? 16 : 8;
-            b[u] = _mm256_loadu_ps(bp + st * 16 * kd + k * w + (u % 2) * 8);
-        }
-        for (int r = 0; r < R; r++) {
-            __m256 a = _mm256_set1_ps(q[r * ldq + k]);
-            for (int u = 0; u < NV; u++) acc[r][u] = _mm256_fmadd_ps(a, b[u], acc[r][u]);
-        }
-    }
+    product_tile(R, NV, kd, q, ldq, bp, acc);
     const __m256 va = _mm256_set1_ps(alpha), ninf = _mm256_set1_ps(-INFINITY);
     __mmask8 pad = (__mmask8)~lanes_before(tk, 8 * (NV - 1)); /* only the last vector holds padding */
     for (int r = 0; r < R; r++) {
@@ -222,20 +229,53 @@ AI512 void probs_tile(const int R, const int NV, int64_t kd, float alpha, const 
     }
 }
 
-/* all tq rows: R-row tiles, then one tile of the rows left */
-AI512 void probs_rows(const int R, const int NV, int64_t tq, int64_t tk, int64_t kd, float alpha, const float *q,
-                      int64_t ldq, const float *bp, float *p, int64_t ldp, float *stats_out, const float *stats_in) {
-    int64_t i = 0;
-#define TILE(RR) probs_tile(RR, NV, kd, alpha, q + i * ldq, ldq, bp, tk, p + i * ldp, ldp, \
-                            stats_out ? stats_out + 2 * i : NULL, stats_in ? stats_in + 2 * i : NULL)
-    for (; i + R <= tq; i += R) TILE(R);
-    switch (tq - i) {
-#define REM(RR) case RR: if (RR < R) TILE(RR); break;
-        REM(1) REM(2) REM(3) REM(4) REM(5) REM(6) REM(7)
-#undef REM
-        default: break;
+/* R rows of dS = P⊙(dP − rowsum(dP⊙P)) with dP = dout·vᵀ (vᵀ packed by pack_bt) in registers: the
+ * product as gemm's tile (its ·1 leaves the bits alone), the row dot in 8 lanes vector by vector with
+ * the columns past tk zero in both factors (P loaded masked, dP's there are 0 from the zero-padded
+ * vᵀ), then the same elementwise step: gemm + dsoftmax_rows' bits, dP never stored and reread. */
+AI512 void dscores_tile(const int R, const int NV, int64_t kd, const float *dout, int64_t lddo, const float *bp,
+                        int64_t tk, const float *p, int64_t ldp, float *ds, int64_t ldds) {
+    __m256 acc[8][8];
+    product_tile(R, NV, kd, dout, lddo, bp, acc);
+    __mmask8 last = lanes_before(tk, 8 * (NV - 1));
+    for (int r = 0; r < R; r++) {
+        __m256 pv[8], dot = _mm256_setzero_ps();
+        for (int u = 0; u < NV; u++) {
+            pv[u] = u < NV - 1 ? _mm256_loadu_ps(p + r * ldp + 8 * u) : _mm256_maskz_loadu_ps(last, p + r * ldp + 8 * u);
+            dot = _mm256_fmadd_ps(pv[u], acc[r][u], dot);
+        }
+        __m256 vd = _mm256_set1_ps(sum8(dot));
+        for (int u = 0; u < NV; u++)
+            _mm256_storeu_ps(ds + r * ldds + 8 * u, _mm256_mul_ps(pv[u], _mm256_sub_ps(acc[r][u], vd)));
     }
-#undef TILE
+}
+
+/* all tq rows of a fused kernel: R-row tiles, then one tile of the rows left */
+#define TILE_ROWS(tile, R, tq, ...)                                                          \
+    do {                                                                                      \
+        int64_t i_ = 0;                                                                       \
+        for (; i_ + (R) <= (tq); i_ += (R)) tile((R), i_, __VA_ARGS__);                       \
+        switch ((tq) - i_) {                                                                  \
+            case 1: if (1 < (R)) tile(1, i_, __VA_ARGS__); break;                             \
+            case 2: if (2 < (R)) tile(2, i_, __VA_ARGS__); break;                             \
+            case 3: if (3 < (R)) tile(3, i_, __VA_ARGS__); break;                             \
+            case 4: if (4 < (R)) tile(4, i_, __VA_ARGS__); break;                             \
+            case 5: if (5 < (R)) tile(5, i_, __VA_ARGS__); break;                             \
+            case 6: if (6 < (R)) tile(6, i_, __VA_ARGS__); break;                             \
+            case 7: if (7 < (R)) tile(7, i_, __VA_ARGS__); break;                             \
+            default: break;                                                                   \
+        }                                                                                     \
+    } while (0)
+
+AI512 void probs_at(const int R, int64_t i, const int NV, int64_t tk, int64_t kd, float alpha, const float *q,
+                    int64_t ldq, const float *bp, float *p, int64_t ldp, float *stats_out, const float *stats_in) {
+    probs_tile(R, NV, kd, alpha, q + i * ldq, ldq, bp, tk, p + i * ldp, ldp, stats_out ? stats_out + 2 * i : NULL,
+               stats_in ? stats_in + 2 * i : NULL);
+}
+
+AI512 void dscores_at(const int R, int64_t i, const int NV, int64_t tk, int64_t kd, const float *dout, int64_t lddo,
+                      const float *bp, const float *p, int64_t ldp, float *ds, int64_t ldds) {
+    dscores_tile(R, NV, kd, dout + i * lddo, lddo, bp, tk, p + i * ldp, ldp, ds + i * ldds, ldds);
 }
 
 /* rows of R·(NV vectors) accumulators: at most 24 of AVX-512's 32 registers, room left for the kᵀ row */
@@ -243,10 +283,20 @@ AI512 void probs_rows(const int R, const int NV, int64_t tq, int64_t tk, int64_t
 
 T512 int vt_attn_probs_fused_avx512(int64_t tq, int64_t tk, int64_t kd, float alpha, const float *q, int64_t ldq,
                                     const float *bp, float *p, int64_t ldp, float *stats_out, const float *stats_in) {
-    int64_t nv = (tk + 7) / 8;
-    if (nv < 2 || nv > 8) return 0;
-    switch (nv) {
-#define CASE(NV) case NV: probs_rows(PROBS_ROWS(NV), NV, tq, tk, kd, alpha, q, ldq, bp, p, ldp, stats_out, stats_in); break;
+    if (!vt_attn_fused_keys(tk)) return 0;
+    switch ((tk + 7) / 8) {
+#define CASE(NV) case NV: TILE_ROWS(probs_at, PROBS_ROWS(NV), tq, NV, tk, kd, alpha, q, ldq, bp, p, ldp, stats_out, stats_in); break;
+        CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+    }
+    return 1;
+}
+
+T512 int vt_attn_dscores_fused_avx512(int64_t tq, int64_t tk, int64_t kd, const float *dout, int64_t lddo,
+                                      const float *bp, const float *p, int64_t ldp, float *ds, int64_t ldds) {
+    if (!vt_attn_fused_keys(tk)) return 0;
+    switch ((tk + 7) / 8) {
+#define CASE(NV) case NV: TILE_ROWS(dscores_at, PROBS_ROWS(NV), tq, NV, tk, kd, dout, lddo, bp, p, ldp, ds, ldds); break;
         CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
     }
