@@ -673,13 +673,14 @@ import numpy as np, vitc
 rng = np.random.default_rng(3)
 out = {"isa": np.array(vitc._C._attn_kernel_isa())}
 # packed attention on odd sizes; (50, 16) and (40, 12) rebuild their maps in backward from saved row
-# statistics (T >= 2·Dh), the rest keep them; need_weights keeps them always; the last two hold a NaN
+# statistics (T >= 2·Dh), the rest keep them; need_weights keeps them always; cases 6 and 7 hold a NaN
 for n, (B, T, H, Dh, p, weights) in enumerate([(3, 13, 2, 16, 0.0, True), (2, 17, 3, 24, 0.0, False),
                                                (2, 50, 2, 16, 0.0, False), (1, 33, 2, 64, 0.1, True),
                                                (2, 40, 1, 12, 0.0, False), (4, 23, 2, 8, 0.0, False),
-                                               (2, 17, 1, 16, 0.0, True), (2, 50, 1, 16, 0.0, False)]):
+                                               (2, 17, 1, 16, 0.0, True), (2, 50, 1, 16, 0.0, False),
+                                               (3, 5, 2, 8, 0.0, True), (2, 16, 2, 16, 0.0, False)]):
     x = rng.uniform(-3, 3, (B, T, 3 * H * Dh)).astype(np.float32)
-    if n >= 6:
+    if n in (6, 7):
         x[1, 3, 0] = np.nan  # a query row of NaN scores: the softmax's row with no finite entry
     vx = vitc.from_numpy(x.copy()); vx.requires_grad = True
     vitc.manual_seed(11)
@@ -736,7 +737,7 @@ def test_avx512_row_kernels_give_the_avx2_bits(tmp_path):
         np.testing.assert_array_equal(res["auto"][name], res["avx2"][name], err_msg=name)
     # and the AVX-512 results against PyTorch (the cases without dropout or NaN), forward and backward
     got = res["auto"]
-    for n, H in ((0, 2), (1, 3), (2, 2), (4, 1), (5, 2)):
+    for n, H in ((0, 2), (1, 3), (2, 2), (4, 1), (5, 2), (8, 2), (9, 2)):
         tx = torch.from_numpy(got[f"x{n}"]).requires_grad_(True)
         o = torch_mha(tx, H)[0]
         (o * torch.from_numpy(got[f"g{n}"])).sum().backward()

@@ -237,12 +237,17 @@ AI void dsoftmax_rows_body(const float *p, int64_t ldp, float *dp, int64_t lddp,
         v8 acc = bc8(0.0f);
         int64_t j = 0;
         for (; j + 8 <= n; j += 8) acc += ld8(p + j) * ld8(dp + j);
-        if (j < n) { /* the last few columns zero-padded into the same lanes: a scalar tail would round as
-                      * the compiler chose to vectorise it (GCC 12: some products unfused), which the
-                      * AVX-512 build (kernels512.c) could not follow */
-            v8 pt = bc8(0.0f), dt = bc8(0.0f);
-            for (int64_t t = j; t < n; t++) { pt[t - j] = p[t]; dt[t - j] = dp[t]; }
-            acc += pt * dt;
+        if (j < n) { /* one more chunk, lane l holding column n − 8 + l and zeros below column j: a scalar
+                      * tail would round as the compiler chose to vectorise it (GCC 12: some products
+                      * unfused), which the AVX-512 build (kernels512.c) could not follow */
+            v8 pt = bc8(0.0f), dt = pt;
+            if (n >= 8) {
+                pt = ld8(p + n - 8);
+                dt = ld8(dp + n - 8);
+            } else
+                for (int64_t t = 0; t < n; t++) { pt[8 - n + t] = p[t]; dt[8 - n + t] = dp[t]; }
+            v8i top = (v8i){0, 1, 2, 3, 4, 5, 6, 7} >= (v8i){0} + (int32_t)(8 - (n - j));
+            acc += sel8(top, pt, bc8(0.0f)) * sel8(top, dt, bc8(0.0f));
         }
         float dot = allsum8(&acc)[0];
         v8 vd = bc8(dot);

@@ -121,7 +121,7 @@ T512 void vt_attn_softmax_known_rows_avx512(float *s, int64_t rows, int64_t n, i
 }
 
 /* dp <- p⊙(dp − Σ dp⊙p) for G rows over the first n columns: the dot in 8 lanes chunk by chunk, the
- * last partial chunk zero-padded, as kernels.c's dsoftmax_rows_body */
+ * last partial chunk in the top lanes, as kernels.c's dsoftmax_rows_body */
 AI512 void dsoftmax_group(const int G, const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t n) {
     __m256 acc[GROUP];
     for (int g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
@@ -129,11 +129,11 @@ AI512 void dsoftmax_group(const int G, const float *p, int64_t ldp, float *dp, i
     for (int64_t j = 0; j < n8; j += 8)
         for (int g = 0; g < G; g++)
             acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(p + g * ldp + j), _mm256_loadu_ps(dp + g * lddp + j), acc[g]);
-    __mmask8 k = lanes_before(n, n8);
-    if (k)
+    __mmask8 k = lanes_before(n, n8), top = (__mmask8)(0xFF << (8 - (n - n8)));
+    if (k) /* lane l: column n − 8 + l, zero below column n8 (masked lanes do not fault, n < 8 included) */
         for (int g = 0; g < G; g++)
-            acc[g] = _mm256_fmadd_ps(_mm256_maskz_loadu_ps(k, p + g * ldp + n8), _mm256_maskz_loadu_ps(k, dp + g * lddp + n8),
-                                     acc[g]);
+            acc[g] = _mm256_fmadd_ps(_mm256_maskz_loadu_ps(top, p + g * ldp + n - 8),
+                                     _mm256_maskz_loadu_ps(top, dp + g * lddp + n - 8), acc[g]);
     __m256 vd[GROUP];
     for (int g = 0; g < G; g++) vd[g] = _mm256_set1_ps(sum8(acc[g]));
     for (int64_t j = 0; j < n8; j += 8)
@@ -230,19 +230,24 @@ AI512 void probs_tile(const int R, const int NV, int64_t kd, float alpha, const 
 }
 
 /* R rows of dS = P⊙(dP − rowsum(dP⊙P)) with dP = dout·vᵀ (vᵀ packed by pack_bt) in registers: the
- * product as gemm's tile (its ·1 leaves the bits alone), the row dot in 8 lanes vector by vector with
- * the columns past tk zero in both factors (P loaded masked, dP's there are 0 from the zero-padded
- * vᵀ), then the same elementwise step: gemm + dsoftmax_rows' bits, dP never stored and reread. */
+ * product as gemm's tile (its ·1 leaves the bits alone), the row dot in 8 lanes vector by vector (a
+ * partial last vector rotated to the top lanes, as dsoftmax_rows lays it), then the same elementwise
+ * step: gemm + dsoftmax_rows' bits, dP never stored and reread. */
 AI512 void dscores_tile(const int R, const int NV, int64_t kd, const float *dout, int64_t lddo, const float *bp,
                         int64_t tk, const float *p, int64_t ldp, float *ds, int64_t ldds) {
     __m256 acc[8][8];
     product_tile(R, NV, kd, dout, lddo, bp, acc);
-    __mmask8 last = lanes_before(tk, 8 * (NV - 1));
+    int64_t rest = tk - 8 * (NV - 1); /* columns in the last vector, 1 to 8 */
+    __mmask8 last = lanes_before(tk, 8 * (NV - 1)), top = (__mmask8)(0xFF << (8 - rest));
+    const __m256i rot = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)rest - 8));
     for (int r = 0; r < R; r++) {
         __m256 pv[8], dot = _mm256_setzero_ps();
         for (int u = 0; u < NV; u++) {
             pv[u] = u < NV - 1 ? _mm256_loadu_ps(p + r * ldp + 8 * u) : _mm256_maskz_loadu_ps(last, p + r * ldp + 8 * u);
-            dot = _mm256_fmadd_ps(pv[u], acc[r][u], dot);
+            if (u < NV - 1 || rest == 8) dot = _mm256_fmadd_ps(pv[u], acc[r][u], dot);
+            else /* a partial last chunk as dsoftmax_rows takes it: lane l holds column tk − 8 + l, zero below */
+                dot = _mm256_fmadd_ps(_mm256_maskz_loadu_ps(top, p + r * ldp + tk - 8),
+                                      _mm256_maskz_permutexvar_ps(top, rot, acc[r][u]), dot);
         }
         __m256 vd = _mm256_set1_ps(sum8(dot));
         for (int u = 0; u < NV; u++)
