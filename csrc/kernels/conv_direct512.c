@@ -32,16 +32,7 @@
 #define T512 __attribute__((target("avx512f,fma")))
 #define AI512 static inline __attribute__((always_inline, target("avx512f,fma")))
 
-int vt_direct_use_avx512(void) {
-    static int v = -1;
-    int r = __atomic_load_n(&v, __ATOMIC_RELAXED);
-    if (r < 0) {
-        const char *isa = getenv("VITC_ISA");
-        r = vt_use_avx2_kernels() && __builtin_cpu_supports("avx512f") && !(isa && !strcmp(isa, "avx2"));
-        __atomic_store_n(&v, r, __ATOMIC_RELAXED);
-    }
-    return r;
-}
+int vt_direct_use_avx512(void) { return vt_use_avx512_kernels(); }
 
 /* what the images share: the taps in summation order (above), as offsets into the padded image
  * and as indices into a weight row, and the channel blocks of 16 */

@@ -9,6 +9,7 @@
 #include "../autograd/saved.h"
 #include "../core/amp.h"
 #include "../core/rng.h"
+#include "../kernels/cpu.h"
 #include "../kernels/gemm_bf16.h"
 #include "../core/threads.h"
 #include "../ops/ops.h"
@@ -363,6 +364,11 @@ static PyObject *py_bf16_gemm_kernel(PyObject *m, PyObject *arg) {
     return PyUnicode_FromString(vt_bf16_gemm_native() ? "avx512bf16" : "fallback");
 }
 
+/* which build of the attention kernels runs (kernels/cpu.h), for the tests */
+static PyObject *py_attn_kernel_isa(PyObject *m, PyObject *unused) {
+    return PyUnicode_FromString(vt_use_avx512_kernels() ? "avx512" : vt_use_avx2_kernels() ? "avx2" : "baseline");
+}
+
 static PyObject *py_gemm_auto_path(PyObject *m, PyObject *args) {
     int transa;
     long long mm, n, k;
@@ -436,6 +442,7 @@ static PyMethodDef module_methods[] = {
     {"empty_cache", py_empty_cache, METH_NOARGS, "free the allocator's cached blocks"},
     {"_gemm_auto_path", py_gemm_auto_path, METH_VARARGS, "(transa, m, n, k) -> 'own' | 'blas' | 'blas-mirrored': the default path"},
     {"_autocast_bf16", py_autocast_bf16, METH_O, "set vitc.autocast's bf16 GEMM flag (None: only read it); returns the previous one"},
+    {"_attn_kernel_isa", py_attn_kernel_isa, METH_NOARGS, "() -> the attention kernels' build: 'avx512' | 'avx2' | 'baseline'"},
     {"_bf16_gemm_kernel", py_bf16_gemm_kernel, METH_O, "None | 'auto' | 'fallback' -> the bf16 kernel now: 'avx512bf16' | 'fallback'"},
     {"_gemm_mode", py_gemm_mode, METH_O, "'auto' | 'blas' | 'own': which path every GEMM takes (benchmarks, tests)"},
     {NULL},

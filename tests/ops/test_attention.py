@@ -663,3 +663,85 @@ def test_baseline_kernels_subprocess():
     r = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert float(r.stdout.strip()) <= 1.0  # every element within atol 1e-5 + rtol 1e-4 of float64
+
+
+# ---- the AVX-512 row kernels against the AVX2 ones, in fresh processes ---------------------------
+
+ISA_SCRIPT = r"""
+import sys
+import numpy as np, vitc
+rng = np.random.default_rng(3)
+out = {"isa": np.array(vitc._C._attn_kernel_isa())}
+# packed attention on odd sizes; (50, 16) and (40, 12) rebuild their maps in backward from saved row
+# statistics (T >= 2·Dh), the rest keep them; need_weights keeps them always; cases 6 and 7 hold a NaN
+for n, (B, T, H, Dh, p, weights) in enumerate([(3, 13, 2, 16, 0.0, True), (2, 17, 3, 24, 0.0, False),
+                                               (2, 50, 2, 16, 0.0, False), (1, 33, 2, 64, 0.1, True),
+                                               (2, 40, 1, 12, 0.0, False), (4, 23, 2, 8, 0.0, False),
+                                               (2, 17, 1, 16, 0.0, True), (2, 50, 1, 16, 0.0, False),
+                                               (3, 5, 2, 8, 0.0, True), (2, 16, 2, 16, 0.0, False)]):
+    x = rng.uniform(-3, 3, (B, T, 3 * H * Dh)).astype(np.float32)
+    if n in (6, 7):
+        x[1, 3, 0] = np.nan  # a query row of NaN scores: the softmax's row with no finite entry
+    vx = vitc.from_numpy(x.copy()); vx.requires_grad = True
+    vitc.manual_seed(11)
+    r = vitc.multi_head_attention_packed(vx, H, dropout_p=p, need_weights=weights)
+    o = r[0] if weights else r
+    g = rng.uniform(-1, 1, o.shape).astype(np.float32)
+    (o * vitc.from_numpy(g)).sum().backward()
+    out[f"x{n}"], out[f"g{n}"], out[f"o{n}"], out[f"dx{n}"] = x, g, o.detach().numpy(), vx.grad.numpy()
+# sdpa with q = 0, so S is the additive mask itself: rows that are fully -inf, and gaps to the row max
+# on both sides of exp's underflow point (-87.3365: smaller gives exactly 0, just above a subnormal)
+L, S, E = 6, 21, 24
+m = np.zeros((L, S), np.float32)
+m[0, :] = -np.inf
+m[1, 5:] = [-87.2, -87.33, -87.3364, -87.3366, -87.5, -100.0, -np.inf] * 2 + [-1e30, -3.0]
+m[2, ::2] = -np.inf
+m[3:] = rng.uniform(-90, 0, (3, S)).astype(np.float32)
+q = vitc.from_numpy(np.zeros((2, L, E), np.float32)); q.requires_grad = True
+k = vitc.from_numpy(rng.uniform(-1, 1, (2, S, E)).astype(np.float32)); k.requires_grad = True
+v = vitc.from_numpy(rng.uniform(-1, 1, (2, S, E)).astype(np.float32)); v.requires_grad = True
+y = vitc.scaled_dot_product_attention(q, k, v, attn_mask=vitc.from_numpy(m))
+(y * vitc.from_numpy(rng.uniform(-1, 1, y.shape).astype(np.float32))).sum().backward()
+out["sdpa"], out["dq"], out["dk"], out["dv"] = y.detach().numpy(), q.grad.numpy(), k.grad.numpy(), v.grad.numpy()
+np.savez(sys.argv[1], **out)
+"""
+
+
+def _has_avx512f():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f" in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_avx512f(), reason="this CPU has no AVX-512F")
+def test_avx512_row_kernels_give_the_avx2_bits(tmp_path):
+    """kernels512.c runs the softmax, its rebuild from saved statistics and its backward four rows at a
+    time with AVX-512 instructions, and for rows of 9 to 64 keys fuses them with the products before
+    them (q·kᵀ, dout·vᵀ) in registers, the same operations in the same order per element as the AVX2 build:
+    outputs and gradients must be bitwise those of VITC_ISA=avx2 (odd T, Dh 8/12/16/24/64, dropout,
+    masked rows, exp's underflow edge), and within the usual tolerance of PyTorch."""
+    res = {}
+    for isa in ("auto", "avx2"):
+        env = dict(os.environ, VITC_ISA=isa, OMP_NUM_THREADS="2")
+        env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(vitc.__file__)), env.get("PYTHONPATH", "")])
+        path = tmp_path / f"{isa}.npz"
+        r = subprocess.run([sys.executable, "-c", ISA_SCRIPT, str(path)], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        res[isa] = dict(np.load(path))
+    assert str(res["auto"]["isa"]) == "avx512" and str(res["avx2"]["isa"]) == "avx2"
+    assert res["auto"].keys() == res["avx2"].keys()
+    for name in set(res["auto"]) - {"isa"}:
+        np.testing.assert_array_equal(res["auto"][name], res["avx2"][name], err_msg=name)
+    # and the AVX-512 results against PyTorch (the cases without dropout or NaN), forward and backward
+    got = res["auto"]
+    for n, H in ((0, 2), (1, 3), (2, 2), (4, 1), (5, 2), (8, 2), (9, 2)):
+        tx = torch.from_numpy(got[f"x{n}"]).requires_grad_(True)
+        o = torch_mha(tx, H)[0]
+        (o * torch.from_numpy(got[f"g{n}"])).sum().backward()
+        assert_close(got[f"o{n}"], o.detach().numpy(), RTOL, ATOL, f"output {n}")
+        assert_close(got[f"dx{n}"], tx.grad.numpy(), RTOL, ATOL, f"gradient {n}")
+    assert np.all(got["sdpa"][:, 0] == 0)  # the fully masked row: zeros, as PyTorch's sdpa
+    assert np.all(np.isfinite(got["dq"])) and np.all(np.isfinite(got["dk"]))

@@ -87,7 +87,26 @@ typedef struct {
     void (*softmax_rows)(float *s, int64_t rows, int64_t n, int64_t ld, float *stats);
     void (*softmax_known_rows)(float *s, int64_t rows, int64_t n, int64_t ld, const float *stats);
     void (*dsoftmax_rows)(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, int64_t n);
+    /* optional (NULL): P (tq × pad8(tk)) = softmax(alpha·q·kᵀ), kᵀ packed by pack_bt, no mask, in one
+     * pass with the bits of gemm + softmax_rows (or softmax_known_rows with stats_in); 0 when the
+     * shape does not suit it (nothing done) */
+    int (*probs_fused)(int64_t tq, int64_t tk, int64_t kd, float alpha, const float *q, int64_t ldq, const float *bp,
+                       float *p, int64_t ldp, float *stats_out, const float *stats_in);
+    /* optional (NULL): ds (tq × pad8(tk)) = P⊙(dP − rowsum(dP⊙P)), dP = dout·vᵀ with vᵀ packed by pack_bt,
+     * in one pass with the bits of gemm + dsoftmax_rows; 0 when the shape does not suit it */
+    int (*dscores_fused)(int64_t tq, int64_t tk, int64_t kd, const float *dout, int64_t lddo, const float *bp,
+                         const float *p, int64_t ldp, float *ds, int64_t ldds);
 } attn_kernels;
+/* the key counts the fused kernels take: rows of 2 to 8 vectors, held in registers */
+static inline int vt_attn_fused_keys(int64_t tk) { return tk > 8 && tk <= 64; }
 const attn_kernels *vt_attn_kernels(void);
+/* the AVX-512 row kernels (kernels512.c), entries of the table above on CPUs that have it */
+void vt_attn_softmax_rows_avx512(float *s, int64_t rows, int64_t n, int64_t ld, float *stats);
+void vt_attn_softmax_known_rows_avx512(float *s, int64_t rows, int64_t n, int64_t ld, const float *stats);
+void vt_attn_dsoftmax_rows_avx512(const float *p, int64_t ldp, float *dp, int64_t lddp, int64_t rows, int64_t n);
+int vt_attn_probs_fused_avx512(int64_t tq, int64_t tk, int64_t kd, float alpha, const float *q, int64_t ldq,
+                               const float *bp, float *p, int64_t ldp, float *stats_out, const float *stats_in);
+int vt_attn_dscores_fused_avx512(int64_t tq, int64_t tk, int64_t kd, const float *dout, int64_t lddo, const float *bp,
+                                 const float *p, int64_t ldp, float *ds, int64_t ldds);
 
 #endif

@@ -237,8 +237,19 @@ AI void dsoftmax_rows_body(const float *p, int64_t ldp, float *dp, int64_t lddp,
         v8 acc = bc8(0.0f);
         int64_t j = 0;
         for (; j + 8 <= n; j += 8) acc += ld8(p + j) * ld8(dp + j);
+        if (j < n) { /* one more chunk, lane l holding column n − 8 + l and zeros below column j: a scalar
+                      * tail would round as the compiler chose to vectorise it (GCC 12: some products
+                      * unfused), which the AVX-512 build (kernels512.c) could not follow */
+            v8 pt = bc8(0.0f), dt = pt;
+            if (n >= 8) {
+                pt = ld8(p + n - 8);
+                dt = ld8(dp + n - 8);
+            } else
+                for (int64_t t = 0; t < n; t++) { pt[8 - n + t] = p[t]; dt[8 - n + t] = dp[t]; }
+            v8i top = (v8i){0, 1, 2, 3, 4, 5, 6, 7} >= (v8i){0} + (int32_t)(8 - (n - j));
+            acc += sel8(top, pt, bc8(0.0f)) * sel8(top, dt, bc8(0.0f));
+        }
         float dot = allsum8(&acc)[0];
-        for (int64_t t = j; t < n; t++) dot += p[t] * dp[t];
         v8 vd = bc8(dot);
         for (j = 0; j + 8 <= n; j += 8) st8(dp + j, ld8(p + j) * (ld8(dp + j) - vd));
         for (; j < n; j++) dp[j] = p[j] * (dp[j] - dot);
@@ -267,14 +278,21 @@ AI void dsoftmax_rows_body(const float *p, int64_t ldp, float *dp, int64_t lddp,
         dsoftmax_rows_body(p, ldp, dp, lddp, rows, n);                                                        \
     }                                                                                                         \
     static const attn_kernels kernels_##suffix = {gemm_##suffix, pack_bt_##suffix, softmax_rows_##suffix,       \
-                                                  softmax_known_rows_##suffix, dsoftmax_rows_##suffix};
+                                                  softmax_known_rows_##suffix, dsoftmax_rows_##suffix, NULL, NULL};
 
 /* 6×16 tile: 12 ymm accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers; the
  * baseline build splits each vector in two xmm, so it takes 3-row tiles. */
 ISA_VARIANTS(avx2, __attribute__((target("avx2,fma"))), 6)
 ISA_VARIANTS(base, , 3)
 
-const attn_kernels *vt_attn_kernels(void) { return vt_use_avx2_kernels() ? &kernels_avx2 : &kernels_base; }
+/* AVX-512: the row kernels of kernels512.c, same bits as the AVX2 ones; the products stay AVX2 */
+static const attn_kernels kernels_avx512 = {gemm_avx2, pack_bt_avx2, vt_attn_softmax_rows_avx512,
+                                            vt_attn_softmax_known_rows_avx512, vt_attn_dsoftmax_rows_avx512,
+                                            vt_attn_probs_fused_avx512, vt_attn_dscores_fused_avx512};
+
+const attn_kernels *vt_attn_kernels(void) {
+    return vt_use_avx512_kernels() ? &kernels_avx512 : vt_use_avx2_kernels() ? &kernels_avx2 : &kernels_base;
+}
 static const attn_kernels *kern(void) { return vt_attn_kernels(); }
 
 /* ---- one head ------------------------------------------------------------------------------- */
@@ -302,6 +320,9 @@ void vt_attn_probs(const vt_attn_head *h, float *p, int64_t ldp, float *scratch)
     const attn_kernels *K = kern();
     int64_t tq = h->tq, tk = h->tk, tkp = pad8(tk);
     K->pack_bt(tk, h->dh, h->k, h->ldk, tkp, scratch);
+    if (K->probs_fused && !h->causal && !h->mask_keep && !h->mask_add &&
+        K->probs_fused(tq, tk, h->dh, h->scale, h->q, h->ldq, scratch, p, ldp, h->stats_out, h->stats_in))
+        return;
     K->gemm(tq, tkp, h->dh, h->scale, h->q, h->ldq, 1, scratch, 0, 1, NULL, p, ldp);
     for (int64_t i = 0; i < tq; i++) {
         float *row = p + i * ldp;
@@ -336,12 +357,31 @@ void vt_attn_apply_backward(const vt_attn_head *h, const float *m, int64_t ldm, 
         K->gemm(h->tk, h->dv, h->tq, 1.0f, m, 1, ldm, dout, lddo, 0, scratch, dv, lddv);
 }
 
+/* dq = dS·k·scale, dk = dSᵀ·q·scale (either NULL to skip) */
+static void scores_backward(const attn_kernels *K, const vt_attn_head *h, const float *ds, int64_t ldds, float *dq,
+                            int64_t lddq, float *dk, int64_t lddk, float *scratch) {
+    if (dq) K->gemm(h->tq, h->dh, h->tk, h->scale, ds, ldds, 1, h->k, h->ldk, 0, scratch, dq, lddq);
+    if (dk) K->gemm(h->tk, h->dh, h->tq, h->scale, ds, 1, ldds, h->q, h->ldq, 0, scratch, dk, lddk);
+}
+
 void vt_attn_probs_backward(const vt_attn_head *h, const float *p, int64_t ldp, float *dp, int64_t lddp,
                             float *dq, int64_t lddq, float *dk, int64_t lddk, float *scratch) {
     const attn_kernels *K = kern();
     K->dsoftmax_rows(p, ldp, dp, lddp, h->tq, h->tk);
-    if (dq) K->gemm(h->tq, h->dh, h->tk, h->scale, dp, lddp, 1, h->k, h->ldk, 0, scratch, dq, lddq);
-    if (dk) K->gemm(h->tk, h->dh, h->tq, h->scale, dp, 1, lddp, h->q, h->ldq, 0, scratch, dk, lddk);
+    scores_backward(K, h, dp, lddp, dq, lddq, dk, lddk, scratch);
+}
+
+/* dS straight from dout where nothing stands between dP and the softmax backward (no dropout, no
+ * gradient on the returned map) and the ISA has the fused kernel: ds and dv as apply_backward then
+ * probs_backward's softmax step give them, bitwise. 0 when not taken (nothing written). */
+static int fused_dscores(const vt_attn_head *h, const float *p, int64_t ldp, const float *dout, int64_t lddo,
+                         float *ds, int64_t ldds, float *dv, int64_t lddv, float *scratch) {
+    const attn_kernels *K = kern();
+    if (!K->dscores_fused || !vt_attn_fused_keys(h->tk)) return 0;
+    K->pack_bt(h->tk, h->dv, h->v, h->ldv, pad8(h->tk), scratch);
+    K->dscores_fused(h->tq, h->tk, h->dv, dout, lddo, scratch, p, ldp, ds, ldds);
+    if (dv) K->gemm(h->tk, h->dv, h->tq, 1.0f, p, 1, ldp, dout, lddo, 0, scratch, dv, lddv);
+    return 1;
 }
 
 void vt_attn_head_forward(const vt_attn_head *h, float *o, int64_t ldo, float *p, int64_t ldp, float *scratch) {
@@ -376,21 +416,25 @@ void vt_attn_head_backward(const vt_attn_head *h, const float *dout, int64_t ldd
         ldmap = tkp;
     }
     if (o) vt_attn_apply(h, map, ldmap, o, ldo, aux); /* the forward's product, same operands */
-    if (dout) {
-        vt_attn_apply_backward(h, map, ldmap, dout, lddo, dp, tkp, dv, lddv, aux);
+    if (dout && !drop && !gp && (dq || dk || dmask) && fused_dscores(h, p, ldp, dout, lddo, dp, tkp, dv, lddv, aux)) {
+        scores_backward(kern(), h, dp, tkp, dq, lddq, dk, lddk, aux);
     } else {
-        memset(dp, 0, sizeof(float) * (size_t)(tq * tkp));
-        for (int64_t j = 0; dv && j < tk; j++) memset(dv + j * lddv, 0, sizeof(float) * (size_t)h->dv);
+        if (dout) {
+            vt_attn_apply_backward(h, map, ldmap, dout, lddo, dp, tkp, dv, lddv, aux);
+        } else {
+            memset(dp, 0, sizeof(float) * (size_t)(tq * tkp));
+            for (int64_t j = 0; dv && j < tk; j++) memset(dv + j * lddv, 0, sizeof(float) * (size_t)h->dv);
+        }
+        if (!dq && !dk && !dmask) return;
+        for (int64_t i = 0; i < tq; i++) {
+            float *row = dp + i * tkp;
+            if (drop)
+                for (int64_t j = 0; j < tk; j++) row[j] *= mult[i * tkp + j];
+            if (gp)
+                for (int64_t j = 0; j < tk; j++) row[j] += gp[i * ldgp + j];
+        }
+        vt_attn_probs_backward(h, p, ldp, dp, tkp, dq, lddq, dk, lddk, aux);
     }
-    if (!dq && !dk && !dmask) return;
-    for (int64_t i = 0; i < tq; i++) {
-        float *row = dp + i * tkp;
-        if (drop)
-            for (int64_t j = 0; j < tk; j++) row[j] *= mult[i * tkp + j];
-        if (gp)
-            for (int64_t j = 0; j < tk; j++) row[j] += gp[i * ldgp + j];
-    }
-    vt_attn_probs_backward(h, p, ldp, dp, tkp, dq, lddq, dk, lddk, aux);
     if (dmask)
         for (int64_t i = 0; i < tq; i++) memcpy(dmask + i * lddm, dp + i * tkp, sizeof(float) * (size_t)tk);
 }
