@@ -403,3 +403,26 @@ def test_layer_norm_input_changed_in_place_before_a_rebuild_raises():
         h.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_layer_norm_output_changed_in_place_after_save_still_gives_the_recorded_gradient():
+    """unlike PyTorch (which raises: the saved output was rewritten), the rebuilt output is the one the
+    consumer's forward used, so the gradient is that of the graph as recorded; with the output kept
+    (VITC_LN_RECOMPUTE=0) the version check raises as in PyTorch"""
+    rng = np.random.default_rng(7)
+    x0, w0 = rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal((3, 6)).astype(np.float32)
+
+    def run(change):
+        x, w = v.from_numpy(x0).requires_grad_(), v.from_numpy(w0).requires_grad_()
+        y = v.layer_norm(x * 1.0, (6,), v.ones(6), v.zeros(6))
+        loss = v.linear(y, w).pow(2).sum()
+        if change:
+            with v.no_grad():
+                y.add_(1.0)
+        loss.backward()
+        return w.grad.numpy(), x.grad.numpy()
+    for a, b in zip(run(False), run(True)):
+        assert np.array_equal(a, b)
+    with v.recompute(attention_maps=False, layer_norm=False):
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            run(True)
