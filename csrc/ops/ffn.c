@@ -100,7 +100,7 @@ static int fused_applies(const vt_tensor *x, const vt_tensor *w1, const vt_tenso
  * which are saved anyway; bitwise the same. The cost is the first layer's GEMM once more, and the
  * backward holding h, GELU(h) and GELU'(h) at once (three rows × hidden tensors, one layer at a
  * time, where the saved h made it two besides h). Read at every forward, so tests can flip it. */
-static int ffn_recompute(void) { return env_switch_on("VITC_FFN_RECOMPUTE"); }
+static int ffn_recompute(void) { return env_switch("VITC_FFN_RECOMPUTE", 0); }
 
 static vt_tensor *hidden_again(const vt_tensor *x, const vt_tensor *w1, const vt_tensor *b1, const vt_tensor *w2) {
     if (!fused_applies(x, w1, w2) || (b1 && (b1->ndim != 1 || b1->shape[0] != w1->shape[0])))

@@ -200,18 +200,13 @@ fail:
 /* VITC_LN_RECOMPUTE (on unless "0"): a LayerNorm output that the next op saves (a ViT block's
  * attention and MLP inputs, 2 × rows × dim per block: 116 MB of a DeiT-Tiny step at batch 32) is not
  * kept; the engine rebuilds it from this node's saved input, weight and bias right before that op's
- * backward, with the forward's kernel, so the bits are the forward's (rows are independent). */
-static int ln_recompute_on(void) {
-    const char *e = getenv("VITC_LN_RECOMPUTE");
-    return !(e && strcmp(e, "0") == 0);
-}
-
-/* vt_recompute_fn of layer_norm: possible when the node saved everything the output depends on
+ * backward, with the forward's kernel, so the bits are the forward's (rows are independent).
+ * This is its vt_recompute_fn: possible when the node saved everything the output depends on
  * (weight and bias, or neither: an optional input that was given has in_meta ndim >= 1) */
 int vt_layer_norm_recompute(const vt_node *n, vt_tensor **out) {
     int has_w = n->nin > 1 && n->in_meta[1].ndim > 0, has_b = n->nin > 2 && n->in_meta[2].ndim > 0;
     int can = n->nsaved == 3 + has_w + has_b && (has_w || !has_b) && n->saved[0];
-    if (!out) return can && ln_recompute_on();
+    if (!out) return can && env_switch("VITC_LN_RECOMPUTE", 1);
     if (!can) return vt_fail(VT_ERUNTIME, "internal: layer_norm cannot rebuild its output");
     const vt_tensor *x = n->saved[0];
     int64_t k = VT_LIST_LEN(&n->args, layer_norm, normalized_shape);
@@ -502,7 +497,7 @@ static int bn_forward(vt_ctx *c, int axis, const char *who) {
     c->nout = 1;
     if (c->save) {
         if ((st = vt_save(c, t[0])) || (st = vt_save(c, t[3])) || (st = vt_save(c, t[4])) ||
-            (t[1] && (st = vt_save(c, t[1]))) || (t[1] && t[2] && (st = vt_save(c, t[2])))) {
+            (t[1] && (st = vt_save(c, t[1])))) {
             decref_all(t, 5);
             return st;
         }

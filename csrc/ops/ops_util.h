@@ -10,13 +10,14 @@
 /* the name of the op a forward runs, for error messages */
 #define WHO(c) (vt_ops[(c)->op].name)
 
-/* t becomes the op's single output; a NULL t (a failed kernel) returns its error code */
-/* a memory switch (vitc.set_recompute / VITC_*_RECOMPUTE): on when set and not "0"; read at every
- * forward, so it can be flipped in-process between steps */
-static inline int env_switch_on(const char *name) {
+/* a memory switch (vitc.set_recompute / VITC_*_RECOMPUTE): when set (not empty), on unless "0";
+ * when unset or empty, `unset`. Read at every forward, so it can be flipped in-process between steps */
+static inline int env_switch(const char *name, int unset) {
     const char *e = getenv(name);
-    return e && e[0] && strcmp(e, "0") != 0;
+    return e && e[0] ? strcmp(e, "0") != 0 : unset;
 }
+
+/* t becomes the op's single output; a NULL t (a failed kernel) returns its error code */
 
 static inline int out1(vt_ctx *c, vt_tensor *t) {
     if (!t) return vt_last_code();

@@ -98,7 +98,7 @@ static inline int attn_recompute_maps(int64_t L, int64_t S, int64_t E) {
  * input and weights it keeps anyway, the way its forward computed them (same plan, same kernels:
  * bitwise the same, unless vitc.set_num_threads changed between the two and with it the plan); the
  * cost is the qkv GEMM and each head's map·v once more in backward. */
-static inline int qkv_recompute(void) { return env_switch_on("VITC_QKV_RECOMPUTE"); }
+static inline int qkv_recompute(void) { return env_switch("VITC_QKV_RECOMPUTE", 0); }
 
 /* ---- the packed multi-head attention driver (packed.c) ------------------------------------- */
 

@@ -16,6 +16,7 @@ from vitc._checks import expect_int
 from vitc.data import DataLoader
 from vitc.io import write_text_atomic
 from vitc.models import create_model
+from vitc.train import latest_checkpoint, load_checkpoint, save_checkpoint
 
 from ..common import Tracker, machine_info, save_figure, set_threads
 from .config import (BATCH_RANGE, CORRECT_MODELS, DEFAULT_LRS, LR_RANGE, MODELS, SEED_CFG, _backends, _check_batch,
@@ -88,7 +89,6 @@ def _resume_point(checkpoint_dir, key, model, opt, log):
     """(history, epochs done) of the newest checkpoint in checkpoint_dir written with these settings
     (key), loaded into model and opt; (None, 0) when there is none. A checkpoint of other settings
     is an error: the directory belongs to one retraining."""
-    from vitc.train import latest_checkpoint, load_checkpoint
     path = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
     if path is None:
         return None, 0
@@ -166,7 +166,6 @@ def train_and_test(name, backend, lr, batch_size, epochs, train_set, test_set, t
         if on_epoch:
             on_epoch(rec)
         if checkpoint_dir is not None:
-            from vitc.train import save_checkpoint
             save_checkpoint(checkpoint_dir, epoch + 1, model, opt, history=hist, extra={"key": checkpoint_key}, keep=1)
     return hist
 
