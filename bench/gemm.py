@@ -1,4 +1,4 @@
-"""Every GEMM of the seed ViT and DeiT-Tiny train steps: vitc's own kernels (csrc/kernels/gemm.c)
+"""Every GEMM of the seed ViT, DeiT-Tiny and LV-ViT-Tiny-MNIST train steps: vitc's own kernels (csrc/kernels/gemm.c)
 against OpenBLAS through the same vitc build and against torch.matmul.
 
     PYTHONPATH=. .venv/bin/python bench/gemm.py                 # 1 and 2 threads
@@ -37,6 +37,9 @@ SHAPES = [
     ("deit fc2 fwd", 6304, 192, 768, "xWt"), ("deit fc2 dx", 6304, 768, 192, "gW"),
     ("deit qkv dx", 6304, 192, 576, "gW"), ("deit fc1 dW", 768, 192, 6304, "gtx"),
     ("deit qkv dW", 576, 192, 6304, "gtx"), ("deit fc2 dW", 192, 768, 6304, "gtx"),
+    ("lvvit qkv fwd", 6400, 192, 64, "xWt"), ("lvvit proj fwd", 6400, 64, 64, "xWt"),
+    ("lvvit fc2 fwd", 6400, 64, 192, "xWt"), ("lvvit qkv dx", 6400, 64, 192, "gW"),
+    ("lvvit fc1 dW", 192, 64, 6400, "gtx"), ("lvvit fc2 dW", 64, 192, 6400, "gtx"),
     ("sgemm 2048", 2048, 2048, 2048, "gW"),
 ]
 
