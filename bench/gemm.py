@@ -40,6 +40,9 @@ SHAPES = [
     ("lvvit qkv fwd", 6400, 192, 64, "xWt"), ("lvvit proj fwd", 6400, 64, 64, "xWt"),
     ("lvvit fc2 fwd", 6400, 64, 192, "xWt"), ("lvvit qkv dx", 6400, 64, 192, "gW"),
     ("lvvit fc1 dW", 192, 64, 6400, "gtx"), ("lvvit fc2 dW", 64, 192, 6400, "gtx"),
+    ("lvvit-s fc1 fwd", 6400, 288, 96, "xWt"), ("lvvit-s fc2 fwd", 6400, 96, 288, "xWt"),
+    ("lvvit-s proj fwd", 6400, 96, 96, "xWt"), ("lvvit-s fc1 dW", 288, 96, 6400, "gtx"),
+    ("lvvit-s fc2 dW", 96, 288, 6400, "gtx"),
     ("sgemm 2048", 2048, 2048, 2048, "gW"),
 ]
 
