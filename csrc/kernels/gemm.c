@@ -214,14 +214,22 @@ static void blas_call(int transa, int transb, int64_t m, int64_t n, int64_t k, f
 #define BLAS_CHUNK 128
 
 /* the chunk width for a C side of len: BLAS_CHUNK, but a weight gradient (Aᵀ·B with a long K) is
- * cut into an even number of chunks of equal width (rounded up to 16) so that two threads share
- * them evenly: the seed ViT's FFN weight gradients (128×64 and 64×128, K = 1700) ran as one call on
- * one thread (bench/gemm.py "seed fc1 dW": 0.31 -> 0.21 ms at 2 threads), DeiT-Tiny's mirrored qkv
- * weight gradient (192×576) as 5 chunks, 3 on one thread. A function of the shape only, so the
- * bits stay thread-independent; other products keep their chunks (and bits). */
+ * cut into an even number of chunks of equal width (rounded up to 16), each at most DW_CHUNK wide, so
+ * that two threads share them evenly: the seed ViT's FFN weight gradients (128×64 and 64×128,
+ * K = 1700) ran as one call on one thread (bench/gemm.py "seed fc1 dW": 0.31 -> 0.21 ms at 2
+ * threads), DeiT-Tiny's mirrored qkv weight gradient (192×576) as 5 chunks, 3 on one thread. Why wide
+ * chunks: every chunk is a BLAS call that packs the whole other operand (K × the C side not cut)
+ * again, and with K in the thousands that packing is a real part of a narrow chunk's work. Chunks of
+ * at most 128 columns (the earlier rule) against at most 384, alternated call by call in one process
+ * (2 threads, Zen 4): DeiT-Tiny's fc1 / qkv / fc2 weight gradients (K = 6304) 0.92 / 0.91 / 0.94 of
+ * the time, LV-ViT-small-MNIST's FFN ones (288×96 and 96×288, K = 6400: 4 calls of 80 columns → 2
+ * of 144) 0.91 / 0.90, the seed ViT's qkv 0.97 and its proj (64×512, K = 1700) 1.02; 256 and 768
+ * read within 2 % of 384. A function of the shape only, so the bits stay thread-independent; other
+ * products keep their chunks (and bits). */
+#define DW_CHUNK 384
 static int64_t blas_chunk(int transa, int transb, int64_t len, int64_t k) {
     if (!transa || transb || k < 512 || len <= 32) return BLAS_CHUNK;
-    int64_t pieces = (len + BLAS_CHUNK - 1) / BLAS_CHUNK;
+    int64_t pieces = (len + DW_CHUNK - 1) / DW_CHUNK;
     pieces += pieces & 1;
     return ((len + pieces - 1) / pieces + 15) / 16 * 16;
 }
