@@ -12,7 +12,7 @@ import re
 import time
 import warnings
 
-__all__ = ["open_storage", "optimize_shared", "redact"]
+__all__ = ["open_storage", "optimize_shared", "redact", "study_record"]
 
 
 def redact(url):
@@ -125,3 +125,36 @@ def optimize_shared(study, objective, n_trials, poll=2.0, log=None):
             if log:
                 log(f"waiting for the running trials of other workers ({complete}/{n_trials} complete)")
             time.sleep(poll)
+
+
+def study_record(url, prefix=""):
+    """What the database holds of every study whose name starts with ``prefix``, for the record of a
+    shared search: ``{name: {"counts": {state: n}, "distinct_numbers", "distinct_params", "best",
+    "trials": [...]}}``, trials in number order with state, value, params, user attributes and times.
+    ``distinct_params`` counts the distinct parameter sets among COMPLETE trials (two workers drawing
+    the same point shows up as fewer than COMPLETE). Raises RuntimeError (unreachable database, see
+    open_storage) or ValueError (no study with that prefix)."""
+    optuna = _optuna()
+    storage = open_storage(url)
+    names = sorted(s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)
+                   if s.study_name.startswith(prefix))
+    if not names:
+        raise ValueError(f"no study named {prefix}* in {redact(url)}")
+    out = {}
+    for name in names:
+        trials = sorted(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False),
+                        key=lambda t: t.number)
+        rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
+                 "user_attrs": dict(t.user_attrs),
+                 "start": str(t.datetime_start) if t.datetime_start else None,
+                 "end": str(t.datetime_complete) if t.datetime_complete else None} for t in trials]
+        complete = [r for r in rows if r["state"] == "COMPLETE"]
+        counts = {}
+        for r in rows:
+            counts[r["state"]] = counts.get(r["state"], 0) + 1
+        best = max(complete, key=lambda r: r["value"]) if complete else None
+        out[name] = {"counts": counts, "distinct_numbers": len({r["number"] for r in complete}),
+                     "distinct_params": len({tuple(sorted(r["params"].items())) for r in complete}),
+                     "best": best and {"number": best["number"], "value": best["value"], "params": best["params"]},
+                     "trials": rows}
+    return out

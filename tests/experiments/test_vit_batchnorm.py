@@ -164,7 +164,7 @@ def test_torch_backend_models_match_vitc(tmp_path, data_root):
         assert sum(p.numel() for p in t.parameters()) == v.num_parameters()
 
 
-def test_bayes_search_persists_its_study(tmp_path, data_root):
+def test_bayes_search_persists_its_study(tmp_path, data_root, capsys):
     optuna = pytest.importorskip("optuna")
     storage = "sqlite:///" + str(tmp_path / "study.db")
     kw = _kw(tmp_path, data_root, models="vit,vitbn", trial_epochs=1, epochs=1, storage=storage)
@@ -194,6 +194,22 @@ def test_bayes_search_persists_its_study(tmp_path, data_root):
     assert len(doc["studies"]["vitc/ViT"]["trials"]) == 4
     st = optuna.load_study(study_name="vit_batchnorm-vitc-ViTBN", storage=storage)
     assert len(st.trials) == 4
+    # the restarted worker drew a new point (its sampler's seed moves with the study's trials; with the
+    # first run's seed, TPE's random start-up would give trial 0's parameters again)
+    for name in ("vit_batchnorm-vitc-ViT", "vit_batchnorm-vitc-ViTBN"):
+        params = [tuple(sorted(t.params.items())) for t in optuna.load_study(study_name=name, storage=storage).trials]
+        assert len(set(params)) == 4, name
+    # the record of the studies: a table and every trial in studies.json
+    exp.main(["studies", "--storage", storage, "--study-prefix", "vit_batchnorm", "--out", str(tmp_path / "st")])
+    text = capsys.readouterr().out
+    assert "| vit_batchnorm-vitc-ViT | 4 | 4 | 4 | 0 | 0 | 0 |" in text, text
+    rec = json.loads((tmp_path / "st" / "studies.json").read_text())
+    assert set(rec) == {"vit_batchnorm-vitc-ViT", "vit_batchnorm-vitc-ViTBN"}
+    vit = rec["vit_batchnorm-vitc-ViT"]
+    assert [t["number"] for t in vit["trials"]] == [0, 1, 2, 3] and vit["counts"] == {"COMPLETE": 4}
+    assert vit["best"]["value"] == max(t["value"] for t in vit["trials"])
+    with pytest.raises(SystemExit, match="no study named nothing"):
+        exp.main(["studies", "--storage", storage, "--study-prefix", "nothing"])
 
 
 def test_retraining_resumes_after_the_last_saved_epoch(tmp_path, data_root):

@@ -1,11 +1,11 @@
-"""The command line: python -m vitc.experiments.vit_batchnorm fixed-lr | bayes-search | report."""
+"""The command line: python -m vitc.experiments.vit_batchnorm fixed-lr | bayes-search | studies | report."""
 import argparse
 import json
 import sys
 
 from ..common import show_defaults
 from .config import CORRECT_MODELS, DEFAULT_LRS, MODELS, OVERRIDABLE
-from .report import report
+from .report import report, studies_table
 from .runs import run_bayes_search, run_fixed_lr
 
 _DESCRIPTION = "Seed 004's experiments: ViT vs ViTBNFFN vs ViTBN on MNIST, on vitc and on PyTorch."
@@ -55,6 +55,11 @@ def build_parser():
     b.add_argument("--worker-id", type=int, default=0, help="a distinct number for each worker sharing one "
                    "--storage (offsets the sampler's seed, so workers do not draw the same parameters)")
     common(b, "results/vit_batchnorm_bayes")
+    t = sub.add_parser("studies", help="experiment 2's shared studies as the database holds them: a table, and "
+                       "every trial into OUT/studies.json")
+    t.add_argument("--storage", required=True, help="the Optuna storage URL the workers shared")
+    t.add_argument("--study-prefix", default="vit_batchnorm")
+    t.add_argument("--out", default=None, help="folder for studies.json (default: print the table only)")
     r = sub.add_parser("report", help="rebuild experiment 1's figures and table from OUT/results.json")
     r.add_argument("--out", default="results/vit_batchnorm")
     return show_defaults(p)
@@ -62,6 +67,12 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.cmd == "studies":
+        try:
+            print(studies_table(args.storage, args.study_prefix, args.out))
+        except (ValueError, RuntimeError) as e:
+            raise SystemExit(f"error: {e}")
+        return 0
     if args.cmd == "report":
         try:
             report(args.out)

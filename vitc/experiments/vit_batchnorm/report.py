@@ -226,3 +226,25 @@ def report(out, log=print):
     write_report(res, log)
     return doc
 
+
+
+def studies_table(storage, prefix, out=None):
+    """Experiment 2's shared studies (vitc.search.study_record) as a markdown table; with ``out``, every
+    trial also goes to OUT/studies.json. The table is the check that sharing worked: COMPLETE equals the
+    distinct trial numbers and the distinct parameter pairs, and surplus trials were PRUNED, not run."""
+    from vitc.search import redact, study_record
+    rec = study_record(storage, prefix)
+    lines = [f"Studies {prefix}* in {redact(storage)}", "",
+             "| study | COMPLETE | distinct trial numbers | distinct parameter pairs | PRUNED | FAIL | RUNNING | best "
+             "value | best params |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in rec.items():
+        c, b = s["counts"], s["best"]
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items()) if b else "—"
+        lines.append(f"| {name} | {c.get('COMPLETE', 0)} | {s['distinct_numbers']} | {s['distinct_params']} | "
+                     f"{c.get('PRUNED', 0)} | {c.get('FAIL', 0)} | {c.get('RUNNING', 0)} | "
+                     f"{'—' if not b else format(b['value'], '.4f')} | {params} |")
+    if out:
+        os.makedirs(out, exist_ok=True)
+        write_text_atomic(os.path.join(out, "studies.json"), json.dumps(rec, indent=1) + "\n")
+        lines += ["", f"every trial: {os.path.join(out, 'studies.json')}"]
+    return "\n".join(lines)

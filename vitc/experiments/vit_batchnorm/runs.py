@@ -251,6 +251,14 @@ def _finished_retraining(path, key):
     return stored.get("record") if same else None
 
 
+def _sampler_seed(seed, model, worker_id, trials_so_far):
+    """One sampler seed per model (equal search spaces must not get equal draws), per worker (workers
+    sharing a study) and per start (the trials the study already holds): a worker restarted on a study
+    still in TPE's random start-up trials otherwise draws its first run's points again; the full
+    seed-004 ViT study ran three points twice that way before this."""
+    return seed + list(MODELS).index(model) + 1000 * worker_id + 100_003 * trials_so_far
+
+
 def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30, sampler="tpe", storage=None,
                      study_prefix="vit_batchnorm", backend="vitc", test_batch_size=5000, subset=None,
                      test_subset=None, dataset="auto", data_root=None, download=True, out="results/vit_batchnorm_bayes",
@@ -258,7 +266,8 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
                      overrides=None, log=print, command=None, worker_id=0):
     """Experiment 2: one Optuna study per (backend, model), then the best configurations retrained.
     ``worker_id``: give each worker sharing one ``storage`` its own number; it offsets the sampler's
-    seed, or workers with equal seeds would draw the same parameters (TPE's random start-up trials)."""
+    seed, or workers with equal seeds would draw the same parameters (TPE's random start-up trials);
+    the seed also moves with the trials already in the study, so a restarted worker draws new points."""
     try:
         import optuna
     except ImportError:
@@ -295,9 +304,8 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
         for m in models:
             lo, hi = LR_RANGE[MODELS[m][1]]
             study = optuna.create_study(study_name=f"{study_prefix}-{backend_}-{m}", storage=rdb,
-                                        direction="maximize", load_if_exists=True,
-                                        # one seed per model: equal search spaces must not get equal draws
-                                        sampler=_sampler(sampler, seed + list(MODELS).index(m) + 1000 * worker_id))
+                                        direction="maximize", load_if_exists=True)
+            study.sampler = _sampler(sampler, _sampler_seed(seed, m, worker_id, len(study.trials)))
 
             def objective(trial, m=m, lo=lo, hi=hi, backend_=backend_):
                 lr = trial.suggest_float("lr", lo, hi, log=True)
