@@ -135,6 +135,8 @@ def study_record(url, prefix=""):
     the same point shows up as fewer than COMPLETE). Raises RuntimeError (unreachable database, see
     open_storage) or ValueError (no study with that prefix)."""
     optuna = _optuna()
+    if url is None:
+        raise ValueError("study_record needs the storage URL the workers shared (an in-memory study has no record)")
     storage = open_storage(url)
     names = sorted(s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)
                    if s.study_name.startswith(prefix))

@@ -227,7 +227,6 @@ def report(out, log=print):
     return doc
 
 
-
 def studies_table(storage, prefix, out=None):
     """Experiment 2's shared studies (vitc.search.study_record) as a markdown table; with ``out``, every
     trial also goes to OUT/studies.json. The table is the check that sharing worked: COMPLETE equals the
