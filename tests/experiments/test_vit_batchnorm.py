@@ -178,7 +178,8 @@ def test_bayes_search_persists_its_study(tmp_path, data_root, capsys):
         assert s["best"]["value"] == max(t["value"] for t in s["trials"])
     assert {r["model"] for r in doc["runs"]} == {"ViT", "ViTBN"} and all(r["label"] == "optimised" for r in doc["runs"])
     out = tmp_path / "out"
-    for name in ["fig_vitc_ViT_convergence.png", "fig_vitc_ViTBN_convergence.png", "fig_vitc_optimised.png"]:
+    for name in ["fig_vitc_ViT_convergence.png", "fig_vitc_ViTBN_convergence.png", "fig_vitc_optimised.png",
+                 "fig_vitc_search_lr.png"]:
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
     assert "table 2" in (out / "table.md").read_text()
     # the retrainings are kept one file each: asking again (the same study, settings) trains nothing

@@ -127,6 +127,31 @@ def convergence_figure(trials, title):
     return fig
 
 
+def search_lr_figure(studies, lr_range, title):
+    """Every trial's accuracy against its learning rate, one series per model (``studies``: {model:
+    trials with params lr}); each model's best ringed, dotted lines at the tops of the search ranges: where
+    the claim "BatchNorm tolerates larger learning rates" shows or does not."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (m, trials) in enumerate(studies.items()):
+        lr = np.array([t["params"]["lr"] for t in trials], dtype=float)
+        acc = np.array([t["value"] for t in trials], dtype=float)
+        line, = ax.plot(lr, acc, "osD^v"[i % 5], ms=5, alpha=0.75, label=m)
+        b = int(np.argmax(acc))
+        ax.plot(lr[b], acc[b], "o", ms=12, mfc="none", mec=line.get_color(), mew=1.5)
+    for hi in sorted({r[1] for r in lr_range.values()}):
+        ax.axvline(hi, ls=":", color="0.4", lw=1)
+        ax.text(hi, ax.get_ylim()[0], f" range top {hi:g}", rotation=90, va="bottom", ha="right", fontsize=7, color="0.3")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("test accuracy after the trial")
+    ax.grid(alpha=0.3, which="both")
+    legend_beside(ax)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # meta keys two invocations must share for --resume to put their runs in one table
 _RESUME_KEYS = ("experiment", "dataset", "train_samples", "test_samples", "epochs", "batch_size", "test_batch_size",
                 "seed", "overrides")
