@@ -298,3 +298,12 @@ def test_notebook_executes_small(tmp_path, data_root):
     full = os.path.join(ROOT, "docs", "results", "vit_batchnorm_full")
     shown = [f for f in ("fig_vitc_lr0.01.png", "fig_torch_lr0.01.png") if os.path.exists(os.path.join(full, f))]
     assert f"full run: {len(shown)} figures shown" in text and pngs == 2 + len(shown)
+
+
+def test_search_figures_name_the_trial_epochs_not_the_retraining_epochs():
+    """a search with --trial-epochs 3 and --epochs 30 said '30 epoch(s) per trial' under its figures"""
+    from vitc.experiments.vit_batchnorm.report import run_note
+    meta = {"dataset": "Fashion-MNIST", "train_samples": 60000, "test_samples": 10000, "epochs": 30, "seed": 0}
+    assert run_note(meta, what="epoch(s) per trial", epochs=3) == \
+        "Fashion-MNIST: 60000 train / 10000 test images, 3 epoch(s) per trial, seed 0"
+    assert "30 epoch(s)," in run_note(meta)

@@ -62,9 +62,10 @@ def ratio_table(runs, title="Speed ratios against ViT"):
                      f"{100 * r['acc']:.2f} % |")
     return "\n".join(lines) + "\n"
 
-def run_note(meta, runs=None, what="epoch(s)"):
-    """The run a figure shows: data set and size, epochs (the longest of ``runs``, else meta's), seed."""
-    epochs = max((len(r["epoch"]) for r in runs), default=meta.get("epochs")) if runs else meta.get("epochs")
+def run_note(meta, runs=None, what="epoch(s)", epochs=None):
+    """The run a figure shows: data set and size, epochs (given, else the longest of ``runs``, else meta's), seed."""
+    if epochs is None:
+        epochs = max((len(r["epoch"]) for r in runs), default=meta.get("epochs")) if runs else meta.get("epochs")
     return (f"{meta.get('dataset', '?')}: {meta.get('train_samples', '?')} train / {meta.get('test_samples', '?')} "
             f"test images, {epochs} {what}, seed {meta.get('seed', '?')}")
 

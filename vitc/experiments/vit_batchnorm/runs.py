@@ -329,14 +329,14 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
             res.save()
             path = os.path.join(out, f"fig_{backend_}_{m}_convergence.png")
             save_figure(convergence_figure(rec, f"{m} ({backend_}): Bayesian search, {sampler}\n"
-                                               f"{run_note(res.doc['meta'], what='epoch(s) per trial')}"), path)
+                                               f"{run_note(res.doc['meta'], what='epoch(s) per trial', epochs=trial_epochs)}"), path)
             files.append(path)
     for backend_ in backends:  # every trial's accuracy against its learning rate, the models side by side
         path = os.path.join(out, f"fig_{backend_}_search_lr.png")
         save_figure(search_lr_figure({m: res.doc["studies"][f"{backend_}/{m}"]["trials"] for m in models},
                                      {m: LR_RANGE[MODELS[m][1]] for m in models},
                                      f"Bayesian search ({backend_}, {sampler}): accuracy against learning rate\n"
-                                     f"{run_note(res.doc['meta'], what='epoch(s) per trial')}"), path)
+                                     f"{run_note(res.doc['meta'], what='epoch(s) per trial', epochs=trial_epochs)}"), path)
         files.append(path)
     lines = ["### Optimised hyper-parameters (the article's table 2)", "",
              "| backend | model | lr | batch size | search accuracy |", "|---|---|---|---|---|"]
