@@ -83,6 +83,14 @@ def test_fixed_lr_both_backends(tmp_path, data_root):
                                      np.median(by[("vitc", "ViTBN", 0.0005)]["train_time"]))
     assert r["g_t"] == pytest.approx(1 - 1 / r["r_t"])
     assert "bug_t" in next(x for x in rows if x["model"] == "ViTBN-article")
+    assert r["r_t_min"] == pytest.approx(min(vit["train_time"]) / min(by[("vitc", "ViTBN", 0.0005)]["train_time"]))
+    # a run whose epochs met another load gets a warning with the fastest-epoch ratios; steady runs none
+    steady = [dict(x, train_time=[10.0, 10.5, 11.0]) for x in runs]
+    assert "Load warning" not in exp.ratio_table(steady)
+    loaded = [dict(x, train_time=[10.0, 30.0, 11.0]) if x["model"] == "ViT" else dict(x, train_time=[12.0, 12.5, 13.0])
+              for x in runs]
+    text = exp.ratio_table(loaded)
+    assert "Load warning" in text and "ViT (vitc, lr0.0005) 10–30 s" in text and "ViTBN (vitc, lr0.0005) 0.83" in text
     assert all(r["mlflow_run_id"] is None for r in runs)
 
 

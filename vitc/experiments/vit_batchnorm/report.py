@@ -35,6 +35,8 @@ def ratio_rows(runs):
                "g_v": 1 - 1 / rv, "acc_vit": vit["test_accuracy"][-1], "acc": r["test_accuracy"][-1],
                "t_train": t["train_time"], "t_train_vit": tv["train_time"],
                "t_test": t["test_time"], "t_test_vit": tv["test_time"]}
+        # the fastest epochs: what each model costs when the machine left it alone (see load_note)
+        row["r_t_min"] = float(np.min(vit["train_time"])) / float(np.min(r["train_time"]))
         base = by.get((backend, label, model.replace("-article", ""))) if model.endswith("-article") else None
         if base is not None:
             row["bug_t"] = float(np.median(base["train_time"])) / t["train_time"]
@@ -60,7 +62,29 @@ def ratio_table(runs, title="Speed ratios against ViT"):
                      f"{r['t_test']:.2f} ({r['t_test_vit']:.2f}) | {r['r_t']:.2f} | {r['r_v']:.2f} | "
                      f"{100 * r['g_t']:.0f} % | {100 * r['g_v']:.0f} % | {bug} | {100 * r['acc_vit']:.2f} % | "
                      f"{100 * r['acc']:.2f} % |")
-    return "\n".join(lines) + "\n"
+    note = load_note(runs, rows)
+    return "\n".join(lines + ([""] + note if note else [])) + "\n"
+
+
+# an epoch-time spread beyond this within one run means the machine's load changed during it
+LOAD_SPREAD = 1.5
+
+
+def load_note(runs, rows):
+    """Lines warning that medians compare different loads, when a run's epoch times spread more than
+    LOAD_SPREAD× (max / min): the seed-004 retrainings on a shared machine read ViTBN r_t 2.32 from medians
+    (ViT's run beside other jobs, ViTBN's alone) where an interleaved measurement gave 0.90. Gives the
+    ratios of each run's fastest epoch instead, and the way to settle it."""
+    loaded = [r for r in runs if len(r["train_time"]) > 1 and max(r["train_time"]) > LOAD_SPREAD * min(r["train_time"])]
+    if not loaded:
+        return []
+    spans = ", ".join(f"{r['model']} ({r['backend']}, {r['label']}) {min(r['train_time']):.0f}–{max(r['train_time']):.0f} s"
+                      for r in loaded)
+    mins = ", ".join(f"{r['model']} ({r['backend']}, {r['label']}) {r['r_t_min']:.2f}" for r in rows)
+    return [f"**Load warning**: epoch training times varied more than {LOAD_SPREAD:g}× within a run ({spans}): "
+            "the machine's load changed during the runs, so the medians above may compare different loads. "
+            f"r_t from each run's fastest epoch: {mins}. An interleaved measurement settles it "
+            "(bench/vit_bn_step.py, --batches for tuned batch sizes)."]
 
 def run_note(meta, runs=None, what="epoch(s)", epochs=None):
     """The run a figure shows: data set and size, epochs (given, else the longest of ``runs``, else meta's), seed."""
