@@ -79,8 +79,9 @@ def reset_peak_memory_stats():
 
 def set_cache_limit(min_bytes=None, fraction=None):
     """Bound the allocator's cache: it keeps at most max(min_bytes, fraction * max_live_bytes) bytes
-    of freed blocks (defaults 64 MiB and 1.5: csrc/core/alloc.c says why); blocks past that go back to the system. The cache is
-    trimmed to the new limit at once. None keeps a setting; set_cache_limit(0, 0) turns caching off."""
+    of freed blocks (defaults 64 MiB and 1.5: csrc/core/alloc.c says why); blocks past that go back
+    to the system. The cache is trimmed to the new limit at once. None keeps a setting;
+    set_cache_limit(0, 0) turns caching off."""
     s = _C.memory_stats()
     min_bytes = s["cache_min_bytes"] if min_bytes is None else min_bytes
     fraction = s["cache_fraction"] if fraction is None else fraction

@@ -14,8 +14,8 @@
  * 87 MiB) sent 31 blocks a step to the system, at 1.5 none (step 0.963 of 1.0's time, 10
  * alternated rounds in one process, Zen 4); the seed ViT and DeiT-Tiny made none at 1.0.
  * A block that would pass the cap goes back to the system; lowering the cap
- * (vt_alloc_set_cache_limit) trims the cache at once, largest classes first. Before this cap, 500 tensors of distinct sizes freed at once left 2 GB cached
- * with a live peak of 7.8 MB (issue 19).
+ * (vt_alloc_set_cache_limit) trims the cache at once, largest classes first. Before this cap, 500
+ * tensors of distinct sizes freed at once left 2 GB cached with a live peak of 7.8 MB (issue 19).
  * EVICTION: a freed block that would pass the cap first makes room by releasing the cached blocks
  * of the classes requested longest ago (each class remembers the tick of its last request), and
  * is released itself only when that is not enough. Blocks of a shape no longer used (a batch size

@@ -18,7 +18,6 @@ static inline int env_switch(const char *name, int unset) {
 }
 
 /* t becomes the op's single output; a NULL t (a failed kernel) returns its error code */
-
 static inline int out1(vt_ctx *c, vt_tensor *t) {
     if (!t) return vt_last_code();
     c->out[0] = t;

@@ -78,13 +78,14 @@ def load_note(runs, rows):
     loaded = [r for r in runs if len(r["train_time"]) > 1 and max(r["train_time"]) > LOAD_SPREAD * min(r["train_time"])]
     if not loaded:
         return []
-    spans = ", ".join(f"{r['model']} ({r['backend']}, {r['label']}) {min(r['train_time']):.0f}–{max(r['train_time']):.0f} s"
-                      for r in loaded)
+    spans = ", ".join(f"{r['model']} ({r['backend']}, {r['label']}) "
+                      f"{min(r['train_time']):.0f}–{max(r['train_time']):.0f} s" for r in loaded)
     mins = ", ".join(f"{r['model']} ({r['backend']}, {r['label']}) {r['r_t_min']:.2f}" for r in rows)
     return [f"**Load warning**: epoch training times varied more than {LOAD_SPREAD:g}× within a run ({spans}): "
             "the machine's load changed during the runs, so the medians above may compare different loads. "
             f"r_t from each run's fastest epoch: {mins}. An interleaved measurement settles it "
             "(bench/vit_bn_step.py, --batches for tuned batch sizes)."]
+
 
 def run_note(meta, runs=None, what="epoch(s)", epochs=None):
     """The run a figure shows: data set and size, epochs (given, else the longest of ``runs``, else meta's), seed."""

@@ -21,7 +21,8 @@ from vitc.train import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..common import Tracker, machine_info, save_figure, set_threads
 from .config import (BATCH_RANGE, CORRECT_MODELS, DEFAULT_LRS, LR_RANGE, MODELS, SEED_CFG, _backends, _check_batch,
                      _lrs, _model_names, _overrides, load_data)
-from .report import Results, convergence_figure, ratio_table, run_note, search_lr_figure, write_report, _four_panel_figures
+from .report import (Results, convergence_figure, ratio_table, run_note, search_lr_figure, write_report,
+                     _four_panel_figures)
 
 __all__ = ["train_and_test", "run_fixed_lr", "run_bayes_search"]
 
@@ -299,6 +300,7 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
     res.doc["studies"] = {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     files = []
+    trial_note = run_note(meta, what="epoch(s) per trial", epochs=trial_epochs)  # under every search figure
     for backend_ in backends:
         _warmup(backend_, tr, overrides)
         for m in models:
@@ -328,15 +330,13 @@ def run_bayes_search(models=CORRECT_MODELS, trials=20, trial_epochs=3, epochs=30
             res.doc["studies"][f"{backend_}/{m}"] = {"trials": rec, "best": {"value": best.value, "params": best.params}}
             res.save()
             path = os.path.join(out, f"fig_{backend_}_{m}_convergence.png")
-            save_figure(convergence_figure(rec, f"{m} ({backend_}): Bayesian search, {sampler}\n"
-                                               f"{run_note(res.doc['meta'], what='epoch(s) per trial', epochs=trial_epochs)}"), path)
+            save_figure(convergence_figure(rec, f"{m} ({backend_}): Bayesian search, {sampler}\n{trial_note}"), path)
             files.append(path)
     for backend_ in backends:  # every trial's accuracy against its learning rate, the models side by side
         path = os.path.join(out, f"fig_{backend_}_search_lr.png")
         save_figure(search_lr_figure({m: res.doc["studies"][f"{backend_}/{m}"]["trials"] for m in models},
-                                     {m: LR_RANGE[MODELS[m][1]] for m in models},
-                                     f"Bayesian search ({backend_}, {sampler}): accuracy against learning rate\n"
-                                     f"{run_note(res.doc['meta'], what='epoch(s) per trial', epochs=trial_epochs)}"), path)
+                                     meta["lr_range"], f"Bayesian search ({backend_}, {sampler}): accuracy against "
+                                     f"learning rate\n{trial_note}"), path)
         files.append(path)
     lines = ["### Optimised hyper-parameters (the article's table 2)", "",
              "| backend | model | lr | batch size | search accuracy |", "|---|---|---|---|---|"]
