@@ -4,7 +4,8 @@
     PYTHONPATH=. .venv/bin/python bench/ops.py --threads 2 --reps 50 --json bench/results/ops.json
 
 Shapes: seed 004 ViT (batch 100, 17 tokens, dim 64, 8 heads × 64, MLP 128, 10 classes) and
-DeiT-Tiny (batch 32, 197 tokens, dim 192, 3 heads × 64, MLP 768, 1000 classes). Ops:
+DeiT-Tiny (batch 32, 197 tokens, dim 192, 3 heads × 64, MLP 768, 1000 classes); --shapes lvvit_tiny_mnist
+adds LV-ViT-Tiny-MNIST's blocks (batch 128, 50 tokens, dim 64, 4 heads × 16, MLP 192). Ops:
   matmul      tokens (B·T, D) @ W (D, 3·H·Dh)            (the qkv projection as a plain product)
   linear      (B, T, D) -> (B, T, MLP) with bias
   layer_norm  (B, T, D) over D with weight and bias
@@ -39,6 +40,7 @@ import vitc  # noqa: E402
 SHAPES = {
     "seed": dict(B=100, T=17, D=64, H=8, Dh=64, MLP=128, C=10),
     "deit_tiny": dict(B=32, T=197, D=192, H=3, Dh=64, MLP=768, C=1000),
+    "lvvit_tiny_mnist": dict(B=128, T=50, D=64, H=4, Dh=16, MLP=192, C=10),
 }
 
 
