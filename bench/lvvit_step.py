@@ -5,6 +5,13 @@ weights, batch, dense labels and MixToken draws, in one process, interleaved; me
     .venv/bin/python bench/lvvit_step.py --threads 2 --reps 20
     .venv/bin/python bench/lvvit_step.py --check      # one step each, losses compared, no timing
     .venv/bin/python bench/lvvit_step.py --profile 5  # where each framework's step goes, as fractions
+    .venv/bin/python bench/lvvit_step.py --with-seed --rounds 8   # and the seed ViT step, same protocol
+
+--with-seed answers issue 21's question in one run: the seed ViT train step (bench/vit_step.py's
+model, batch 100, Adam) joins the round robin, every step of the four (vitc and PyTorch, LV-ViT and
+seed) timed in blocks of --block after a pause and one untimed step, so both speed-ups come from
+the same machine state and the same protocol; it prints both and, per round, LV-ViT's speed-up over
+the seed's (>= 1: the LV-ViT step is at least as far ahead of PyTorch as the plain ViT step).
 
 Run by hand, never as a test. Both frameworks share a process, so OMP_WAIT_POLICY=PASSIVE is set before
 either loads (see bench/vit_step.py on the two OpenMP runtimes).
@@ -21,6 +28,7 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "20000")  # vitc's default; see bench/vit_step.py
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "models"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
@@ -60,6 +68,65 @@ def profile(vstep, tstep, steps):
     print(f"torch: {steps} steps\n" + tprof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
+def seed_steps():
+    """the seed ViT train step of bench/vit_step.py (batch 100, Adam), vitc and PyTorch, same weights"""
+    from common import SEED
+    from torch_vit import TorchViT, copy_weights
+    vitc.manual_seed(0)
+    vm = vitc.models.ViT(**SEED)
+    tm = copy_weights(vm, TorchViT(**SEED))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (100, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 100).astype(np.int64)
+    vx, vy, tx, ty = vitc.from_numpy(x), vitc.from_numpy(y), torch.from_numpy(x), torch.from_numpy(y)
+    vo, to = optim.Adam(vm.parameters(), lr=5e-4), torch.optim.Adam(tm.parameters(), lr=5e-4)
+
+    def vstep():
+        vo.zero_grad()
+        vitc.cross_entropy(vm(vx), vy).backward()
+        vo.step()
+
+    def tstep():
+        to.zero_grad()
+        torch.nn.functional.cross_entropy(tm(tx), ty).backward()
+        to.step()
+    return vstep, tstep
+
+
+def with_seed(a, lv_vitc, lv_torch):
+    sv, st = seed_steps()
+    steps = {"lvvit_vitc": lv_vitc, "lvvit_torch": lv_torch, "seed_vitc": sv, "seed_torch": st}
+    rounds = []
+    for _ in range(a.rounds):
+        med = {}
+        for name, fn in steps.items():
+            time.sleep(0.3)  # the other framework's idle threads stop spinning
+            fn()
+            ts = []
+            for _ in range(a.block):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            med[name] = statistics.median(ts)
+        med["lvvit_speedup"] = med["lvvit_torch"] / med["lvvit_vitc"]
+        med["seed_speedup"] = med["seed_torch"] / med["seed_vitc"]
+        med["lvvit_over_seed"] = med["lvvit_speedup"] / med["seed_speedup"]
+        rounds.append(med)
+    res = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    res.update(config=vars(a), rounds=rounds,
+               range_lvvit_over_seed=[min(r["lvvit_over_seed"] for r in rounds), max(r["lvvit_over_seed"] for r in rounds)])
+    print(f"{a.model} (batch {a.batch}) and seed ViT (batch 100), {a.threads} thread(s), {a.rounds} rounds of "
+          f"{a.block}, medians: LV-ViT vitc {res['lvvit_vitc'] * 1e3:.1f} ms, PyTorch {res['lvvit_torch'] * 1e3:.1f} "
+          f"ms ({res['lvvit_speedup']:.2f}x); seed vitc {res['seed_vitc'] * 1e3:.1f} ms, PyTorch "
+          f"{res['seed_torch'] * 1e3:.1f} ms ({res['seed_speedup']:.2f}x); LV-ViT speed-up / seed speed-up per round: "
+          f"median {res['lvvit_over_seed']:.3f} (range {res['range_lvvit_over_seed'][0]:.3f}-"
+          f"{res['range_lvvit_over_seed'][1]:.3f})")
+    if a.json:
+        with open(a.json + ".tmp", "w") as f:
+            json.dump(res, f, indent=1)
+        os.replace(a.json + ".tmp", a.json)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -68,6 +135,10 @@ def main():
     ap.add_argument("--model", default="lvvit_tiny_mnist")
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--with-seed", action="store_true",
+                    help="time the seed ViT step too, round robin with the LV-ViT step (see the top)")
+    ap.add_argument("--rounds", type=int, default=8, help="with --with-seed: rounds of the round robin")
+    ap.add_argument("--block", type=int, default=3, help="with --with-seed: timed steps per block")
     ap.add_argument("--check", action="store_true", help="one step each and compare the losses; no timing")
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
                     help="profile STEPS steps of each (vitc.profiler, torch.profiler) and print each op's share of "
@@ -109,6 +180,8 @@ def main():
     if a.profile:
         profile(vstep, tstep, a.profile)
         return
+    if a.with_seed:
+        return with_seed(a, vstep, tstep)
     times = {"vitc": [], "torch": []}
     for _ in range(3):
         vstep(), tstep()
