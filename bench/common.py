@@ -86,10 +86,10 @@ def vitc_train_step(model="seed", batch=None):
     return step
 
 
-OPS = ("ffn-seed", "ffn-deit", "attn-seed", "attn-deit", "attn-lvvit")
-# attention-only op shapes of models without a train step here: LV-ViT-Tiny-MNIST's blocks (batch 128,
-# 7×7 patches + cls = 50 tokens, dim 64, 4 heads of 16; vitc.models.lvvit, bench/lvvit_step.py)
-OP_SHAPES = {"lvvit": dict(batch=128, tokens=50, dim=64, heads=4, dim_head=16)}
+OPS = ("ffn-seed", "ffn-deit", "ffn-lvvit", "attn-seed", "attn-deit", "attn-lvvit")
+# op shapes of models without a train step here: LV-ViT-Tiny-MNIST's blocks (batch 128, 7×7 patches
+# + cls = 50 tokens, dim 64, 4 heads of 16, MLP 192; vitc.models.lvvit, bench/lvvit_step.py)
+OP_SHAPES = {"lvvit": dict(batch=128, tokens=50, dim=64, heads=4, dim_head=16, mlp_dim=192)}
 
 
 def vitc_op_step(name):
