@@ -86,11 +86,21 @@ def test_composes_with_other_options_and_learns(opts):
             opt.step()
             losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    # BatchNorm running statistics of the trained weights (torch.optim.swa_utils.update_bn's procedure):
+    # after 50 steps the momentum-0.1 averages still carry the early weights' statistics, and eval
+    # accuracy then swung with the last bits of any kernel (seeds 4 and 12 read < 0.3 on one build)
+    bns = [m for m in model.modules() if hasattr(m, "reset_running_stats")]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    with vitc.no_grad():
+        for i in range(0, 1600, 64):
+            model(vitc.from_numpy(ds.images[i:i + 64]))
     model.eval()
     te = vitc.data.FashionMNIST(train=False, subset=500)
     with vitc.no_grad():
         acc = (model(vitc.from_numpy(te.images)).numpy().argmax(1) == te.labels).mean()
-    assert acc > 0.3  # chance is 0.1; re-attention's BatchNorm running statistics are still settling
+    assert acc > 0.45  # chance is 0.1; 0.55-0.67 over seeds 0-13 with the re-attention options
 
 
 @pytest.mark.parametrize("pool", ["gap", "map"])
