@@ -97,7 +97,11 @@ static int phase_applies(const conv_geom *g) {
  * build): DeiT-Tiny's 3 → 192 16×16/16 conv on 224², batch 32, forward 1.43× and forward + backward
  * 1.55× faster than im2col + GEMM; LV-ViT-Tiny-MNIST's 16 → 64 2×2/2 projection ran 2× slower
  * forward and no faster backward here than on AVX-512's strided direct kernel (which reads the
- * input at the stride, ~85 % of the FMA peak forward), so the phase path keeps the shapes it takes. */
+ * input at the stride: 51 MFLOP in ~0.28 ms, ~85 % of two cores' FMA peak), and its dx alone through
+ * the patches (dW and y staying on the direct kernel) made forward + backward 1.07× slower (40
+ * interleaved rounds in one process), so the phase path keeps the shapes it takes. On AVX2-only
+ * machines (VITC_ISA=avx2) that projection comes here and ran level with im2col + GEMM, the seed
+ * ViT's shape as a conv (1 → 64, 7×7/7 on 28², batch 100) forward + backward 1.5-1.8× faster. */
 static int patch_applies(const conv_geom *g) { return vt_conv_patch_applies(g) && !phase_applies(g); }
 
 static int conv_forward_run(const conv_geom *g, const float *x, const float *w, const float *b, float *y) {

@@ -14,15 +14,7 @@ import torch.nn.functional as F
 import vitc
 from opcheck import at_thread_counts, check_op, rand
 
-RNG = np.random.default_rng(23)
-TOL = dict(rtol=1e-4, atol=1e-5, grad_rtol=1e-4, grad_atol=1e-4)
-
-
-def _inputs(N, C, H, W, O, k, bias):
-    kh, kw = (k, k) if isinstance(k, int) else k
-    x = rand(N, C, H, W, rng=RNG)
-    w = rand(O, C, kh, kw, rng=RNG) / np.float32(np.sqrt(C * kh * kw))
-    return [x, w] + ([rand(O, rng=RNG)] if bias else [])
+from test_conv_direct import RNG, TOL, _inputs  # the same (x, w[, b]) draws; its file runs first
 
 
 def _fns(k):
