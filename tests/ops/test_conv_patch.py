@@ -12,7 +12,7 @@ import pytest
 import torch.nn.functional as F
 
 import vitc
-from opcheck import at_thread_counts, check_op, rand
+from opcheck import at_thread_counts, check_allocation_failures, check_op, rand
 
 from test_conv_direct import RNG, TOL, _inputs  # the same (x, w[, b]) draws; its file runs first
 
@@ -53,6 +53,22 @@ def test_patch_conv_pixels_in_no_window_get_zero_gradient():
 def test_patch_conv_one_gradient_alone(grad_inputs):
     v, t = _fns(2)
     check_op(v, t, _inputs(3, 4, 12, 10, 96, 2, True), fd=False, grad_inputs=grad_inputs, **TOL)
+
+
+def test_patch_conv_empty_batch():
+    v, t = _fns(2)
+    check_op(v, t, _inputs(0, 3, 6, 8, 72, 2, True), fd=False, **TOL)
+
+
+@pytest.mark.parametrize("N", [1, 5])  # one image: threaded GEMMs; five: a GEMM per image on each thread
+def test_patch_conv_allocation_failures_and_leaks(N):
+    arrs = _inputs(N, 3, 8, 10, 80, 2, True)
+
+    def run():
+        x, w, b = [vitc.from_numpy(a.copy()) for a in arrs]
+        x.requires_grad = w.requires_grad = b.requires_grad = True
+        vitc.conv2d(x, w, b, stride=2).sum().backward()
+    check_allocation_failures(run, attempts=200, min_failures=4)
 
 
 def test_patch_conv_bits_do_not_depend_on_threads():
