@@ -5,6 +5,8 @@
  *   stride-1 single-group convs with few output channels: the direct kernel (kernels/conv_direct.c),
  *   forward and dW; strided ones with few output channels: the same over phase images
  *   (kernels/conv_phase.c), forward and dW;
+ *   kernel = stride, unpadded, one group, where the phase path does not take it: a GEMM per image
+ *   over its patches (conv/patch.c), forward and both gradients (patch_applies says why);
  *   anything else: im2col + GEMM (conv/gemm.c).
  * Backward saves only x and w (PyTorch's convolution_backward): db = Σ_{n,h,w} dY;
  *   dx, stride 1: the transposed convolution, a forward conv of dY with W flipped and its in/out
