@@ -1,8 +1,8 @@
-"""conv2d with kernel = stride, unpadded, one group (csrc/ops/conv/patch.c: a GEMM over the patches)
-against PyTorch: forward, input, weight and bias gradients, including the trailing rows and columns
-PyTorch's floor leaves out of every window (zero gradient); the same bits at any thread count. On
-AVX-512 the strided direct kernel keeps up to 64 output channels (conv.c), so the in-process cases
-have more; the AVX2 build (VITC_ISA=avx2, in a subprocess) takes LV-ViT's 16 -> 64 projection here."""
+"""conv2d with kernel = stride, unpadded, one group (csrc/ops/conv/patch.c: a GEMM per image over
+its patches) against PyTorch: forward, input, weight and bias gradients, including the trailing rows
+and columns PyTorch's floor leaves out of every window (zero gradient); the same bits at any thread
+count. conv.c sends only some such convs there (large cols, shapes the phase path does not take), so
+these tests force it with VITC_CONV_PATCH=1 (read at each call), but for one case the rule picks."""
 import os
 import subprocess
 import sys
@@ -17,6 +17,11 @@ from opcheck import at_thread_counts, check_allocation_failures, check_op, rand
 from test_conv_direct import RNG, TOL, _inputs  # the same (x, w[, b]) draws; its file runs first
 
 
+@pytest.fixture(autouse=True)
+def _patch_path(monkeypatch):
+    monkeypatch.setenv("VITC_CONV_PATCH", "1")
+
+
 def _fns(k):
     return (lambda x, w, b=None: vitc.conv2d(x, w, b, stride=k)), (lambda x, w, b=None: F.conv2d(x, w, b, stride=k))
 
@@ -24,6 +29,7 @@ def _fns(k):
 # N, C, H, W, O, kernel (= stride), bias
 PATCH_CASES = [
     (1, 3, 8, 8, 72, 2, True),          # batch 1: fewer images than threads, the GEMMs thread themselves
+    (2, 16, 14, 14, 64, 2, True),       # LV-ViT-Tiny-MNIST's projection (the phase path's on AVX-512)
     (2, 16, 15, 13, 70, 2, True),       # non-square, odd sizes: the last row and column are in no window
     (3, 2, 9, 11, 66, 4, True),         # kernel 4, 1 and 3 pixels left over
     (2, 3, 21, 16, 80, 7, False),       # kernel 7, 2 columns left over
@@ -37,6 +43,12 @@ PATCH_CASES = [
 def test_patch_conv_matches_torch(N, C, H, W, O, k, bias):
     v, t = _fns(k)
     check_op(v, t, _inputs(N, C, H, W, O, k, bias), fd=False, **TOL)
+
+
+def test_patch_conv_chosen_by_the_rule(monkeypatch):
+    monkeypatch.delenv("VITC_CONV_PATCH")  # DeiT's 16×16 patches of 3 channels: col 768 × 196
+    v, t = _fns(16)
+    check_op(v, t, _inputs(2, 3, 224, 230, 72, 16, True), fd=False, **TOL)
 
 
 def test_patch_conv_pixels_in_no_window_get_zero_gradient():
@@ -87,8 +99,8 @@ def test_patch_conv_bits_do_not_depend_on_threads():
             np.testing.assert_array_equal(a, b_)
 
 
-def test_avx2_build_takes_lvvit_projection_through_patches():
-    # on an AVX2-only machine (or VITC_ISA=avx2) every patchify conv comes here, 64 outputs and fewer
+def test_avx2_build_of_the_patch_path():
+    # the GEMMs' AVX2 kernels (VITC_ISA=avx2 on an AVX-512 machine), LV-ViT's projection among the shapes
     code = r"""
 import numpy as np, torch, vitc
 rng = np.random.default_rng(5)
@@ -119,6 +131,6 @@ for N, C, H, W, O, k in ((4, 16, 14, 14, 64, 2), (3, 5, 9, 10, 12, 2), (2, 1, 28
         worst = max(worst, float(np.abs(mine - ref).max() / (1 + np.abs(ref).max())))
 print(worst)
 """
-    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, VITC_ISA="avx2"), capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, VITC_ISA="avx2", VITC_CONV_PATCH="1"), capture_output=True,
                          text=True, check=True)
     assert float(out.stdout) < 1e-5
