@@ -5,6 +5,9 @@
  *   stride-1 single-group convs with few output channels: the direct kernel (kernels/conv_direct.c),
  *   forward and dW; strided ones with few output channels: the same over phase images
  *   (kernels/conv_phase.c), forward and dW;
+ *   kernel = stride, unpadded, one group, large images' cols, where the phase path does not take
+ *   it: a GEMM per image over its patches (conv/patch.c), forward and both gradients (patch_applies
+ *   says which and why);
  *   anything else: im2col + GEMM (conv/gemm.c).
  * Backward saves only x and w (PyTorch's convolution_backward): db = Σ_{n,h,w} dY;
  *   dx, stride 1: the transposed convolution, a forward conv of dY with W flipped and its in/out
@@ -14,6 +17,7 @@
  *   dx, otherwise: col2im of W_gᵀ·dY_g (conv/gemm.c). */
 #include <limits.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 #include "conv.h"
 #include "ops_util.h"
@@ -92,7 +96,29 @@ static int phase_applies(const conv_geom *g) {
     return g->G == 1 && vt_k_conv2d_phase_wins(&d, g->sh, g->sw);
 }
 
+/* kernel = stride, unpadded, one group: a GEMM per image over its patches (conv/patch.c), where the
+ * phase path does not take it and an image's col (K × P floats, K = C·kh·kw, P = Ho·Wo) has at
+ * least PATCH_MIN_COL floats. Measured (2 threads, Zen 4, vitc/torch ratios in one process, base
+ * build against this one, alternately): DeiT-Tiny's 3 → 192 16×16/16 conv on 224², batch 32 (col
+ * 768 × 196), forward 1.56× and forward + backward 1.45× faster than im2col + GEMM; LV-ViT-S's
+ * 64 → 384 8×8/8 projection on 112² (batch 8, col 4096 × 196) forward 1.1-1.2×, forward + backward
+ * level. Small cols lose: a 16 → 192 2×2/2 projection on 14² (col 64 × 49; im2col batches ~40 images
+ * into one GEMM) ran its forward 1.2× slower, and on AVX2-only machines (VITC_ISA=avx2) LV-ViT's
+ * 16 → 64 one ran level. On AVX-512 the phase path (up to 64 outputs) stays: its strided direct kernel
+ * runs that projection's 51 MFLOP forward in ~0.28 ms (~185 GFLOP/s, as fast as vitc's GEMMs run
+ * here), and the patch GEMMs ran it 2× slower; its dx alone through the patches made forward + backward 1.07× slower.
+ * VITC_CONV_PATCH=1 sends every such conv here, 0 none (tests, benchmarks; read at each call). */
+#define PATCH_MIN_COL 32768
+
+static int patch_applies(const conv_geom *g) {
+    if (!vt_conv_patch_applies(g)) return 0;
+    const char *e = getenv("VITC_CONV_PATCH");
+    if (e && (!strcmp(e, "0") || !strcmp(e, "1"))) return *e == '1';
+    return !phase_applies(g) && g->C * g->kh * g->kw * g->Ho * g->Wo >= PATCH_MIN_COL;
+}
+
 static int conv_forward_run(const conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+    if (patch_applies(g)) return vt_conv_patch_forward(g, x, w, b, y);
     if (direct_applies(g)) {
         vt_conv_direct_geom d = direct_geom(g);
         return vt_k_conv2d_direct(&d, x, w, b, y);
@@ -170,10 +196,15 @@ int vt_conv2d_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
     int transposed = g.sh == 1 && g.sw == 1 && g.pt <= ekh && g.pb <= ekh && g.pl <= ekw && g.pr <= ekw;
     vt_tensor *gy = gout[0] ? vt_contiguous(gout[0]) : vt_zeros(VT_FLOAT32, 4, (int64_t[]){g.N, g.O, g.Ho, g.Wo});
     if (!gy) return vt_last_code();
-    int st = VT_OK;
-    if (need_x && !(gin[0] = (transposed ? vt_empty : vt_zeros)(VT_FLOAT32, 4, x->shape))) goto fail;
-    if (need_w && !(gin[1] = vt_zeros(VT_FLOAT32, 4, w->shape))) goto fail;
+    int st = VT_OK, patch = patch_applies(&g); /* written over whole: no zeroing */
+    if (need_x && !(gin[0] = (transposed || patch ? vt_empty : vt_zeros)(VT_FLOAT32, 4, x->shape))) goto fail;
+    if (need_w && !(gin[1] = (patch ? vt_empty : vt_zeros)(VT_FLOAT32, 4, w->shape))) goto fail;
     if (need_b && !(gin[2] = vt_empty(VT_FLOAT32, 1, &g.O))) goto fail;
+    if (patch && (need_x || need_w)) { /* conv/patch.c */
+        if ((st = vt_conv_patch_backward(&g, vt_f32(x), vt_f32(w), vt_f32(gy), need_x ? vt_f32(gin[0]) : NULL,
+                                         need_w ? vt_f32(gin[1]) : NULL))) goto fail;
+        need_x = need_w = 0;
+    }
     if (need_x && transposed && (st = transposed_dx(&g, vt_f32(gy), vt_f32(w), vt_f32(gin[0])))) goto fail;
     if (need_w && direct_applies(&g)) { /* dW from the padded planes, no col (kernels/conv_direct.c) */
         vt_conv_direct_geom d = direct_geom(&g);

@@ -27,5 +27,11 @@ int vt_conv_gemm_forward(const conv_geom *g, const float *x, const float *w, con
 /* conv/gemm.c: dx (arrives zeroed; NULL: not wanted) += its share through col2im and dw (arrives
  * zeroed; NULL: not wanted) = the weight gradient, for the output gradient gy */
 int vt_conv_gemm_backward(const conv_geom *g, const float *x, const float *w, const float *gy, float *dx, float *dw);
+/* conv/patch.c: kernel = stride, no padding, dilation 1, one group, as a GEMM over the patches:
+ * whether g is such a conv, y = conv(x, w) + b, and its gradients (dx, dw: NULL when not wanted,
+ * else written over whole) */
+int vt_conv_patch_applies(const conv_geom *g);
+int vt_conv_patch_forward(const conv_geom *g, const float *x, const float *w, const float *b, float *y);
+int vt_conv_patch_backward(const conv_geom *g, const float *x, const float *w, const float *gy, float *dx, float *dw);
 
 #endif
