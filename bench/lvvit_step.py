@@ -9,7 +9,7 @@ weights, batch, dense labels and MixToken draws, in one process, interleaved; me
 
 --with-seed answers issue 21's question in one run: the seed ViT train step (bench/vit_step.py's
 model, batch 100, Adam) joins the round robin, every step of the four (vitc and PyTorch, LV-ViT and
-seed) timed in blocks of --block after a pause and one untimed step, so both speed-ups come from
+seed) timed in blocks of --block after a pause and --warmup untimed steps, so both speed-ups come from
 the same machine state and the same protocol; it prints both and, per round, LV-ViT's speed-up over
 the seed's (>= 1: the LV-ViT step is at least as far ahead of PyTorch as the plain ViT step).
 
@@ -101,7 +101,8 @@ def with_seed(a, lv_vitc, lv_torch):
         med = {}
         for name, fn in steps.items():
             time.sleep(0.3)  # the other framework's idle threads stop spinning
-            fn()
+            for _ in range(a.warmup):  # untimed: caches and the allocator refilled after the other model
+                fn()
             ts = []
             for _ in range(a.block):
                 t0 = time.perf_counter()
@@ -139,6 +140,7 @@ def main():
                     help="time the seed ViT step too, round robin with the LV-ViT step (see the top)")
     ap.add_argument("--rounds", type=int, default=8, help="with --with-seed: rounds of the round robin")
     ap.add_argument("--block", type=int, default=3, help="with --with-seed: timed steps per block")
+    ap.add_argument("--warmup", type=int, default=2, help="with --with-seed: untimed steps before each block")
     ap.add_argument("--check", action="store_true", help="one step each and compare the losses; no timing")
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
                     help="profile STEPS steps of each (vitc.profiler, torch.profiler) and print each op's share of "
