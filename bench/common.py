@@ -86,6 +86,36 @@ def vitc_train_step(model="seed", batch=None):
     return step
 
 
+def seed_train_steps(batch=100, lr=5e-4):
+    """(vitc model, torch model, vitc step, torch step) of seed 004's ViT with the same weights and batch
+    (Adam, cross-entropy): bench/vit_step.py's and bench/lvvit_step.py --with-seed's step. Needs
+    torch and tests/models on sys.path."""
+    import numpy as np
+    import torch
+    from torch_vit import TorchViT, copy_weights
+
+    import vitc
+    vitc.manual_seed(0)
+    vm = vitc.models.ViT(**SEED)
+    tm = copy_weights(vm, TorchViT(**SEED))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (batch, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int64)
+    vx, vy, tx, ty = vitc.from_numpy(x), vitc.from_numpy(y), torch.from_numpy(x), torch.from_numpy(y)
+    vo, to = vitc.optim.Adam(vm.parameters(), lr=lr), torch.optim.Adam(tm.parameters(), lr=lr)
+
+    def vstep():
+        vo.zero_grad()
+        vitc.cross_entropy(vm(vx), vy).backward()
+        vo.step()
+
+    def tstep():
+        to.zero_grad()
+        torch.nn.functional.cross_entropy(tm(tx), ty).backward()
+        to.step()
+    return vm, tm, vstep, tstep
+
+
 OPS = ("ffn-seed", "ffn-deit", "ffn-lvvit", "attn-seed", "attn-deit", "attn-lvvit")
 # op shapes of models without a train step here: LV-ViT-Tiny-MNIST's blocks (batch 128, 7×7 patches
 # + cls = 50 tokens, dim 64, 4 heads of 16, MLP 192; vitc.models.lvvit, bench/lvvit_step.py)

@@ -38,6 +38,7 @@ from vitc.losses import TokenLabelingLoss  # noqa: E402
 from vitc.models import create_model  # noqa: E402
 from vitc.models.lvvit import to_official_state_dict  # noqa: E402
 from torch_lvvit import LVViT, token_label_ce  # noqa: E402
+from common import seed_train_steps  # noqa: E402
 
 
 def build(a):
@@ -68,33 +69,8 @@ def profile(vstep, tstep, steps):
     print(f"torch: {steps} steps\n" + tprof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
-def seed_steps():
-    """the seed ViT train step of bench/vit_step.py (batch 100, Adam), vitc and PyTorch, same weights"""
-    from common import SEED
-    from torch_vit import TorchViT, copy_weights
-    vitc.manual_seed(0)
-    vm = vitc.models.ViT(**SEED)
-    tm = copy_weights(vm, TorchViT(**SEED))
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (100, 1, 28, 28)).astype(np.float32)
-    y = rng.integers(0, 10, 100).astype(np.int64)
-    vx, vy, tx, ty = vitc.from_numpy(x), vitc.from_numpy(y), torch.from_numpy(x), torch.from_numpy(y)
-    vo, to = optim.Adam(vm.parameters(), lr=5e-4), torch.optim.Adam(tm.parameters(), lr=5e-4)
-
-    def vstep():
-        vo.zero_grad()
-        vitc.cross_entropy(vm(vx), vy).backward()
-        vo.step()
-
-    def tstep():
-        to.zero_grad()
-        torch.nn.functional.cross_entropy(tm(tx), ty).backward()
-        to.step()
-    return vstep, tstep
-
-
 def with_seed(a, lv_vitc, lv_torch):
-    sv, st = seed_steps()
+    _, _, sv, st = seed_train_steps()
     steps = {"lvvit_vitc": lv_vitc, "lvvit_torch": lv_torch, "seed_vitc": sv, "seed_torch": st}
     rounds = []
     for _ in range(a.rounds):

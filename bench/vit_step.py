@@ -37,10 +37,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "model
 import torch  # noqa: E402
 
 import vitc  # noqa: E402
-from vitc.models import ViT  # noqa: E402
-from torch_vit import TorchViT, copy_weights  # noqa: E402
 from suite import forward_flops  # noqa: E402  (the one FLOP formula of bench/)
-from common import SEED as CFG  # noqa: E402
+from common import SEED as CFG, seed_train_steps  # noqa: E402
 
 
 
@@ -66,27 +64,10 @@ def main():
     a = ap.parse_args()
     vitc.set_num_threads(a.threads)
     torch.set_num_threads(a.threads)
-    vitc.manual_seed(0)
-    vm = ViT(**CFG)
-    tm = copy_weights(vm, TorchViT(**CFG))
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (a.batch, 1, 28, 28)).astype(np.float32)
-    y = rng.integers(0, 10, a.batch).astype(np.int64)
+    vm, tm, v_step, t_step = seed_train_steps(a.batch)
+    rng = np.random.default_rng(1)
     xe = rng.uniform(0, 1, (a.eval_batch, 1, 28, 28)).astype(np.float32)
-    vx, vy, vxe = vitc.from_numpy(x), vitc.from_numpy(y), vitc.from_numpy(xe)
-    tx, ty, txe = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(xe)
-    vopt = vitc.optim.Adam(vm.parameters(), lr=5e-4)
-    topt = torch.optim.Adam(tm.parameters(), lr=5e-4)
-
-    def v_step():
-        vopt.zero_grad()
-        vitc.cross_entropy(vm(vx), vy).backward()
-        vopt.step()
-
-    def t_step():
-        topt.zero_grad()
-        torch.nn.functional.cross_entropy(tm(tx), ty).backward()
-        topt.step()
+    vxe, txe = vitc.from_numpy(xe), torch.from_numpy(xe)
 
     def v_eval():
         with vitc.no_grad():
