@@ -27,23 +27,23 @@
 /* hot row kernels carry VT_SIMD_CLONES (core/simd.h): one build per ISA, picked at load time */
 #define INLINE static inline __attribute__((always_inline))
 
-/* Sums over contiguous floats: 16 float lanes (the remainder in one more float) over blocks of
+/* Sums over contiguous floats: 8 float lanes (the remainder in one more float) over blocks of
  * BLOCK values, each block's lanes folded pairwise and its total added in double — float speed, the
  * error of a short float sum. The lanes are explicit: GCC 12 folded an `omp simd` reduction's lanes
- * one after another, a chain of 15 dependent adds per sum that made a 64-wide LayerNorm row cost
- * ~200 cycles (perf annotate on an LV-ViT step). */
+ * one after another, a chain of dependent adds per sum that made a 64-wide LayerNorm row cost ~200
+ * cycles (perf annotate on an LV-ViT step). Eight lanes, one AVX2 register: a 16-lane vector type
+ * compiled for AVX2 went through the stack and ran its forward 2x slower than the omp form. */
 #define BLOCK 256
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
-#define LD16(p) (*(const v16u *)(p))
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t v8i __attribute__((vector_size(32)));
+#define LD8(p) (*(const v8u *)(p))
 
-typedef int32_t v16i __attribute__((vector_size(64)));
-INLINE float fold16(v16 v) { /* a tree of depth 4: lane i + lane i+8, then i+4, i+2, i+1 */
-    v += __builtin_shuffle(v, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
-    v += __builtin_shuffle(v, (v16i){4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
-    v += __builtin_shuffle(v, (v16i){2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1});
-    v += __builtin_shuffle(v, (v16i){1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0});
+INLINE float fold8(v8 v) { /* a tree of depth 3: lane i + lane i+4, then i+2, i+1 */
+    v += __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3});
+    v += __builtin_shuffle(v, (v8i){2, 3, 0, 1, 2, 3, 0, 1});
+    v += __builtin_shuffle(v, (v8i){1, 0, 1, 0, 1, 0, 1, 0});
     return v[0];
 }
 
@@ -52,12 +52,12 @@ INLINE void sum1(const float *x, int64_t n, double *s) {
     double S = 0;
     for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
         const int64_t i1 = i0 + BLOCK < n ? i0 + BLOCK : n;
-        v16 a = {0};
+        v8 a = {0};
         float t = 0;
         int64_t i = i0;
-        for (; i + 16 <= i1; i += 16) a += LD16(x + i);
+        for (; i + 8 <= i1; i += 8) a += LD8(x + i);
         for (; i < i1; i++) t += x[i];
-        S += fold16(a) + t;
+        S += fold8(a) + t;
     }
     *s += S;
 }
@@ -67,13 +67,13 @@ INLINE void dev_sums(const float *x, int64_t n, float c, double *s, double *q) {
     double S = 0, Q = 0;
     for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
         const int64_t i1 = i0 + BLOCK < n ? i0 + BLOCK : n;
-        v16 a = {0}, b = {0};
+        v8 a = {0}, b = {0};
         float ta = 0, tb = 0;
         int64_t i = i0;
-        for (; i + 16 <= i1; i += 16) { v16 d = LD16(x + i) - c; a += d; b += d * d; }
+        for (; i + 8 <= i1; i += 8) { v8 d = LD8(x + i) - c; a += d; b += d * d; }
         for (; i < i1; i++) { float d = x[i] - c; ta += d; tb += d * d; }
-        S += fold16(a) + ta;
-        Q += fold16(b) + tb;
+        S += fold8(a) + ta;
+        Q += fold8(b) + tb;
     }
     *s += S;
     *q += Q;
@@ -84,18 +84,18 @@ INLINE void grad_sums(const float *g, const float *w, const float *x, int64_t n,
     double S = 0, Q = 0;
     for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
         const int64_t i1 = i0 + BLOCK < n ? i0 + BLOCK : n;
-        v16 a = {0}, b = {0};
+        v8 a = {0}, b = {0};
         float ta = 0, tb = 0;
         int64_t i = i0;
         if (w) {
-            for (; i + 16 <= i1; i += 16) { v16 h = LD16(g + i) * LD16(w + i); a += h; b += h * (LD16(x + i) - c); }
+            for (; i + 8 <= i1; i += 8) { v8 h = LD8(g + i) * LD8(w + i); a += h; b += h * (LD8(x + i) - c); }
             for (; i < i1; i++) { float h = g[i] * w[i]; ta += h; tb += h * (x[i] - c); }
         } else {
-            for (; i + 16 <= i1; i += 16) { v16 h = LD16(g + i); a += h; b += h * (LD16(x + i) - c); }
+            for (; i + 8 <= i1; i += 8) { v8 h = LD8(g + i); a += h; b += h * (LD8(x + i) - c); }
             for (; i < i1; i++) { ta += g[i]; tb += g[i] * (x[i] - c); }
         }
-        S += fold16(a) + ta;
-        Q += fold16(b) + tb;
+        S += fold8(a) + ta;
+        Q += fold8(b) + tb;
     }
     *s += S;
     *q += Q;

@@ -25,7 +25,7 @@ def _t(a, grad=False):
 
 LN_CASES = [((4, 7), (7,)), ((2, 3, 8), (8,)), ((2, 3, 4, 5), (4, 5)), ((1, 6), (6,)), ((3, 1), (1,)),
             ((5,), (5,)), ((0, 5), (5,)), ((2, 0, 3), (3,)),
-            ((19, 37), (37,))]  # rows in blocks of 8 and a 3-row rest; 16-lane sums and a 5-value rest
+            ((19, 37), (37,))]  # rows in blocks of 8 and a 3-row rest; 8-lane sums and a 5-value rest
 
 
 @pytest.mark.parametrize("shape,ns", LN_CASES)
