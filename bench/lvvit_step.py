@@ -36,6 +36,7 @@ import vitc  # noqa: E402
 from vitc import optim  # noqa: E402
 from vitc.losses import TokenLabelingLoss  # noqa: E402
 from vitc.models import create_model  # noqa: E402
+from vitc.io import write_text_atomic  # noqa: E402
 from vitc.models.lvvit import to_official_state_dict  # noqa: E402
 from torch_lvvit import LVViT, token_label_ce  # noqa: E402
 from common import seed_train_steps  # noqa: E402
@@ -99,9 +100,7 @@ def with_seed(a, lv_vitc, lv_torch):
           f"median {res['lvvit_over_seed']:.3f} (range {res['range_lvvit_over_seed'][0]:.3f}-"
           f"{res['range_lvvit_over_seed'][1]:.3f})")
     if a.json:
-        with open(a.json + ".tmp", "w") as f:
-            json.dump(res, f, indent=1)
-        os.replace(a.json + ".tmp", a.json)
+        write_text_atomic(a.json, json.dumps(res, indent=1))
 
 
 def main():
@@ -173,8 +172,7 @@ def main():
     res["config"] = vars(a)
     print(json.dumps(res, indent=1))
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+        write_text_atomic(a.json, json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

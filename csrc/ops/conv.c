@@ -17,7 +17,6 @@
  *   dx, otherwise: col2im of W_gᵀ·dY_g (conv/gemm.c). */
 #include <limits.h>
 #include <omp.h>
-#include <stdlib.h>
 #include <string.h>
 #include "conv.h"
 #include "ops_util.h"
@@ -107,13 +106,13 @@ static int phase_applies(const conv_geom *g) {
  * 16 → 64 one ran level. On AVX-512 the phase path (up to 64 outputs) stays: its strided direct kernel
  * runs that projection's 51 MFLOP forward in ~0.28 ms (~185 GFLOP/s, as fast as vitc's GEMMs run
  * here), and the patch GEMMs ran it 2× slower; its dx alone through the patches made forward + backward 1.07× slower.
- * VITC_CONV_PATCH=1 sends every such conv here, 0 none (tests, benchmarks; read at each call). */
+ * VITC_CONV_PATCH=1 sends every such conv here, 0 none (env_switch: tests, benchmarks; read at each call). */
 #define PATCH_MIN_COL 32768
 
 static int patch_applies(const conv_geom *g) {
     if (!vt_conv_patch_applies(g)) return 0;
-    const char *e = getenv("VITC_CONV_PATCH");
-    if (e && (!strcmp(e, "0") || !strcmp(e, "1"))) return *e == '1';
+    int forced = env_switch("VITC_CONV_PATCH", -1);
+    if (forced >= 0) return forced;
     return !phase_applies(g) && g->C * g->kh * g->kw * g->Ho * g->Wo >= PATCH_MIN_COL;
 }
 

@@ -1,11 +1,20 @@
 /* vitc ops: what the conv2d files share (conv.c: the op, its argument checks and the choice of
- * kernel; conv/gemm.c: the im2col + GEMM path) and the window arithmetic conv/pool.c uses too. */
+ * kernel; conv/gemm.c: the im2col + GEMM path; conv/patch.c: patchify convs) and the window arithmetic
+ * conv/pool.c uses too. */
 #ifndef VT_OPS_CONV_H
 #define VT_OPS_CONV_H
 #include <stdint.h>
+#include "../core/error.h"
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+/* the status of a GEMM that failed on a worker thread, restated on the calling thread (the message
+ * is in the worker's thread-local buffer); 0 stays 0 */
+static inline int conv_worker_status(int st) {
+    if (!st) return VT_OK;
+    if (st == VT_ENOMEM) return vt_fail(VT_ENOMEM, "conv2d: out of memory in a GEMM");
+    return vt_fail(VT_ESHAPE, "conv2d: a GEMM dimension exceeds the BLAS integer range");
+}
 
 typedef struct {
     int64_t N, C, H, W, O, kh, kw, Ho, Wo;

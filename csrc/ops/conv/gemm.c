@@ -255,9 +255,7 @@ static int conv_run(const conv_job *j, float *dw) {
         for (int64_t e = 0; e < dwsz; e++)
             for (int64_t q = 1; q < nparts; q++) dw[e] += dwp[dwsz * (q - 1) + e];
     }
-    /* a worker thread's message is in its own thread-local buffer: restate it here */
-    if (st == VT_ENOMEM) st = vt_fail(VT_ENOMEM, "conv2d: out of memory in a GEMM");
-    else if (st) st = vt_fail(VT_ESHAPE, "conv2d: a GEMM dimension exceeds the BLAS integer range");
+    st = conv_worker_status(st);
     if (buf) vt_free(buf, bytes);
     return st;
 }

@@ -78,13 +78,6 @@ static int image_threads(int64_t units) {
     return units >= nt ? nt : 1;
 }
 
-/* a worker thread's message is in its own thread-local buffer: restate it on the caller's */
-static int restate(int st) {
-    if (!st) return VT_OK;
-    if (st == VT_ENOMEM) return vt_fail(VT_ENOMEM, "conv2d: out of memory in a patch GEMM");
-    return vt_fail(VT_ESHAPE, "conv2d: a patch GEMM dimension exceeds the BLAS integer range");
-}
-
 int vt_conv_patch_forward(const conv_geom *g, const float *x, const float *w, const float *b, float *y) {
     patch_geom q = patch_geom_of(g);
     if (q.N == 0) return VT_OK;
@@ -106,7 +99,7 @@ int vt_conv_patch_forward(const conv_geom *g, const float *x, const float *w, co
         }
     }
     vt_free(buf, bytes);
-    return restate(st);
+    return conv_worker_status(st);
 }
 
 /* image n's share: dx_n (dx non-NULL) and dw_part += dy_n·col_nᵀ (dw_part non-NULL); col and dcol
@@ -158,5 +151,5 @@ int vt_conv_patch_backward(const conv_geom *g, const float *x, const float *w, c
         for (int64_t u = 1; u < nparts; u++)
             for (int64_t e = 0; e < dwsz; e++) dw[e] += parts[dwsz * (u - 1) + e];
     vt_free(buf, bytes);
-    return restate(st);
+    return conv_worker_status(st);
 }
