@@ -21,6 +21,7 @@
 #include <limits.h>
 #include <cblas.h>
 #include "gemm.h"
+#include "gemm_at512.h"
 #include "gemm_bf16.h"
 #include "cpu.h"
 #include "../core/tensor.h"
@@ -287,23 +288,36 @@ static int blas_gemm_mirrored(int64_t m, int64_t n, int64_t k, float alpha, cons
     return st;
 }
 
-/* the one dispatch rule of VT_GEMM_AUTO, also reported by vt_gemm_auto_path */
-enum { PATH_BLAS, PATH_OWN, PATH_MIRRORED };
+/* the one dispatch rule of VT_GEMM_AUTO, also reported by vt_gemm_auto_path. Weight gradients
+ * (Aᵀ·B, K long) go to gemm_at512.c where the AVX-512 kernels run; elsewhere to OpenBLAS. */
+enum { PATH_BLAS, PATH_OWN, PATH_MIRRORED, PATH_AT512 };
 
-static int auto_path(int transa, int transb, int64_t m, int64_t n, int64_t k, float beta) {
+static int at512_form(int transa, int transb, float alpha, float beta) {
+    return transa && !transb && alpha == 1.0f && beta == 0.0f;
+}
+
+static int own_at512(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
+    return at512_form(transa, transb, alpha, beta) && vt_gemm_at512_wanted(m, n, k);
+}
+
+static int auto_path(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
     if (own_gemm_wins(transa, m, n, k)) return PATH_OWN;
+    if (own_at512(transa, transb, m, n, k, alpha, beta)) return PATH_AT512;
     return mirror_wins(transa, transb, m, n, k, beta) ? PATH_MIRRORED : PATH_BLAS;
 }
 
-/* the path taken now: a forced mode, else AUTO's rule */
-static int path_now(int transa, int transb, int64_t m, int64_t n, int64_t k, float beta) {
+/* the path taken now: a forced mode, else AUTO's rule ("own" sends every Aᵀ·B to gemm_at512.c where
+ * its kernels run, whatever the size) */
+static int path_now(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
     int mode = gemm_mode();
-    return mode == VT_GEMM_BLAS ? PATH_BLAS : mode == VT_GEMM_OWN ? PATH_OWN : auto_path(transa, transb, m, n, k, beta);
+    if (mode == VT_GEMM_OWN)
+        return at512_form(transa, transb, alpha, beta) && vt_use_avx512_kernels() ? PATH_AT512 : PATH_OWN;
+    return mode == VT_GEMM_BLAS ? PATH_BLAS : auto_path(transa, transb, m, n, k, alpha, beta);
 }
 
-int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k) { return auto_path(transa, 0, m, n, k, 0.0f); }
+int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k) { return auto_path(transa, 0, m, n, k, 1.0f, 0.0f); }
 
-int vt_gemm_path_now(int transa, int64_t m, int64_t n, int64_t k) { return path_now(transa, 0, m, n, k, 0.0f); }
+int vt_gemm_path_now(int transa, int64_t m, int64_t n, int64_t k) { return path_now(transa, 0, m, n, k, 1.0f, 0.0f); }
 
 int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
@@ -316,7 +330,8 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
         return VT_OK;
     }
     if (vt_bf16_gemm_wanted()) return vt_k_gemm_bf16(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    int path = path_now(transa, transb, m, n, k, beta);
+    int path = path_now(transa, transb, m, n, k, alpha, beta);
+    if (path == PATH_AT512) return vt_gemm_at512(m, n, k, a, lda, b, ldb, c, ldc);
     if (path == PATH_MIRRORED) return blas_gemm_mirrored(m, n, k, alpha, a, lda, b, ldb, c, ldc);
     if (path == PATH_BLAS) return blas_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = transa ? 1 : lda, .sak = transa ? lda : 1, .b = b,

@@ -10,7 +10,8 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 enum { VT_GEMM_AUTO, VT_GEMM_BLAS, VT_GEMM_OWN };
 void vt_gemm_set_mode(int mode); /* VT_GEMM_*: which path every product takes (benchmarks, tests) */
-/* where AUTO sends C = op(A)·B (beta 0): 0 OpenBLAS, 1 our kernel, 2 OpenBLAS mirrored (Cᵀ = Bᵀ·A) */
+/* where AUTO sends C = op(A)·B (beta 0): 0 OpenBLAS, 1 our kernel, 2 OpenBLAS mirrored (Cᵀ = Bᵀ·A),
+ * 3 the AVX-512 Aᵀ·B kernel (gemm_at512.c) */
 int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k);
 /* the path vt_k_gemm takes for that product now, VITC_GEMM / vt_gemm_set_mode included */
 int vt_gemm_path_now(int transa, int64_t m, int64_t n, int64_t k);

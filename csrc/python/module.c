@@ -373,7 +373,7 @@ static PyObject *py_gemm_auto_path(PyObject *m, PyObject *args) {
     int transa;
     long long mm, n, k;
     if (!PyArg_ParseTuple(args, "pLLL:_gemm_auto_path", &transa, &mm, &n, &k)) return NULL;
-    static const char *names[] = {"blas", "own", "blas-mirrored"};
+    static const char *names[] = {"blas", "own", "blas-mirrored", "own-at512"};
     return PyUnicode_FromString(names[vt_gemm_auto_path(transa, mm, n, k)]);
 }
 

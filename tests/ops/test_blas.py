@@ -87,34 +87,57 @@ def test_forced_paths_agree_with_float64(mode):
         vitc._C._gemm_mode("auto")
 
 
+# weight gradients (Aᵀ·B, K long) run on the AVX-512 kernel (kernels/gemm_at512.c) where it may run
+AT512 = vitc._C._attn_kernel_isa() == "avx512"
+
+
+def _weight_gradient_path(otherwise):
+    return "own-at512" if AT512 else otherwise
+
+
 def test_gemm_mode_rejects_unknown_names():
     with pytest.raises(ValueError, match="'auto', 'blas' or 'own'"):
         vitc._C._gemm_mode("fastest")
     assert vitc._C._gemm_auto_path(False, 1700, 64, 1536) == "own"
-    assert vitc._C._gemm_auto_path(True, 1536, 64, 1700) == "blas-mirrored"
-    assert vitc._C._gemm_auto_path(True, 64, 512, 1700) == "blas"
+    assert vitc._C._gemm_auto_path(True, 1536, 64, 1700) == _weight_gradient_path("blas-mirrored")
+    assert vitc._C._gemm_auto_path(True, 64, 512, 1700) == _weight_gradient_path("blas")
 
 
-@pytest.mark.parametrize("k,m,n", [(1700, 1536, 64), (300, 400, 20), (401, 97, 31)])
+WIDENING = [(1700, 1536, 64), (300, 400, 20), (401, 97, 31)]
+_WIDENING_CODE = """
+import numpy as np, vitc, sys
+k, m, n = {k}, {m}, {n}
+r = np.random.default_rng(3)
+a, b = r.standard_normal((k, m)).astype(np.float32), r.standard_normal((k, n)).astype(np.float32)
+got = vitc.matmul(vitc.from_numpy(a).t(), vitc.from_numpy(b)).numpy()
+np.testing.assert_allclose(got, a.T.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+x, w = vitc.from_numpy(b), vitc.from_numpy(r.standard_normal((m, n)).astype(np.float32))
+w.requires_grad = True
+(vitc.linear(x, w) * vitc.from_numpy(a)).sum().backward()  # dW = aᵀ·b
+np.testing.assert_allclose(w.grad.numpy(), a.T.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+sys.stdout.write(vitc._C._gemm_auto_path(True, m, n, k))
+"""
+
+
+@pytest.mark.parametrize("k,m,n", WIDENING)
 def test_widening_weight_gradient_mirrored(k, m, n):
     """Aᵀ·B with m >= 3n goes to OpenBLAS as its mirror Bᵀ·A, transposed back (gemm.c,
-    mirror_wins): the same product, through matmul and through linear's weight gradient"""
-    r = np.random.default_rng(3)
-    a, b = r.standard_normal((k, m)).astype(np.float32), r.standard_normal((k, n)).astype(np.float32)
-    assert vitc._C._gemm_auto_path(True, m, n, k) == "blas-mirrored"
-    got = vitc.matmul(vitc.from_numpy(a).t(), vitc.from_numpy(b)).numpy()
-    np.testing.assert_allclose(got, a.T.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
-    x, w = vitc.from_numpy(b), vitc.from_numpy(r.standard_normal((m, n)).astype(np.float32))
-    w.requires_grad = True
-    (vitc.linear(x, w) * vitc.from_numpy(a)).sum().backward()  # dW = aᵀ·b
-    np.testing.assert_allclose(w.grad.numpy(), a.T.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    mirror_wins), where the AVX-512 weight-gradient kernel does not run (VITC_ISA=avx2 here): the
+    same product, through matmul and through linear's weight gradient"""
+    assert _run({"VITC_ISA": "avx2"}, _WIDENING_CODE.format(k=k, m=m, n=n)) == "blas-mirrored"
+
+
+@pytest.mark.parametrize("k,m,n", WIDENING)
+def test_widening_weight_gradient_default_path(k, m, n):
+    """the same products on this machine's default path (the AVX-512 kernel where it runs)"""
+    assert _run({}, _WIDENING_CODE.format(k=k, m=m, n=n)) == _weight_gradient_path("blas-mirrored")
 
 
 @pytest.mark.parametrize("m,n,k", [(128, 64, 1700), (64, 100, 600), (576, 192, 700), (200, 70, 512)])
 def test_weight_gradient_chunks_are_thread_independent(m, n, k):
-    """Aᵀ·B with a long K goes to OpenBLAS in an even number of equal chunks (gemm.c, blas_chunk):
-    the narrow ones in two halves, the mirrored 576-wide one in 6; right, and the same bits at 1
-    and 2 threads"""
+    """Aᵀ·B with a long K: on OpenBLAS in an even number of equal chunks (gemm.c, blas_chunk), the
+    narrow ones in two halves, the mirrored 576-wide one in 6; on the AVX-512 kernel in parts of K
+    fixed by K (gemm_at512.c); right, and the same bits at 1 and 2 threads"""
     r = np.random.default_rng(5)
     a, b = r.standard_normal((k, m)).astype(np.float32), r.standard_normal((k, n)).astype(np.float32)
     before = vitc.get_num_threads()
@@ -135,4 +158,47 @@ def test_large_plain_products_take_the_own_kernel():
     assert vitc._C._gemm_auto_path(False, 6304, 768, 192) == "own"
     assert vitc._C._gemm_auto_path(False, 6304, 192, 768) == "own"
     assert vitc._C._gemm_auto_path(False, 6304, 192, 2048) == "blas"
-    assert vitc._C._gemm_auto_path(True, 192, 768, 6304) == "blas"
+    assert vitc._C._gemm_auto_path(True, 192, 768, 6304) == _weight_gradient_path("blas")
+
+
+@pytest.mark.skipif(not AT512, reason="the AVX-512 weight-gradient kernel needs AVX-512")
+@pytest.mark.parametrize("m", [1, 7, 8, 9, 97])
+@pytest.mark.parametrize("n,k", [(1, 1700), (17, 256), (32, 511), (33, 512), (45, 1023), (64, 1024), (70, 40)])
+def test_at512_tails_against_float64(m, n, k):
+    """gemm_at512.c over its remainders: panels of 8 columns of A (m mod 8), strips of 32 of B
+    (n mod 32: masked lanes in both halves), K in 1, 2 or 4 parts and blocks of unequal sizes; every
+    size forced onto it (_gemm_mode('own')); A and B read through row strides wider than m and n;
+    the same bits at 1 and 2 threads"""
+    r = np.random.default_rng(m * 1000 + n)
+    wide_a = r.standard_normal((k, m + 5)).astype(np.float32)
+    wide_b = r.standard_normal((k, n + 3)).astype(np.float32)
+    ref = wide_a[:, :m].T.astype(np.float64) @ wide_b[:, :n]
+    before = vitc.get_num_threads()
+    outs = []
+    try:
+        vitc._C._gemm_mode("own")
+        for t in (1, 2):
+            vitc.set_num_threads(t)
+            a, b = vitc.from_numpy(wide_a)[:, :m], vitc.from_numpy(wide_b)[:, :n]
+            outs.append(vitc.matmul(a.t(), b).numpy())
+    finally:
+        vitc._C._gemm_mode("auto")
+        vitc.set_num_threads(before)
+    np.testing.assert_allclose(outs[0], ref, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    assert np.array_equal(outs[0], outs[1])
+
+
+@pytest.mark.skipif(not AT512, reason="the AVX-512 weight-gradient kernel needs AVX-512")
+def test_at512_linear_weight_gradient_matches_torch():
+    """a linear layer's weight gradient at LV-ViT-Tiny's FFN shapes (K = 6400 rows) on the default
+    path, against torch"""
+    r = np.random.default_rng(11)
+    for din, dout in [(64, 192), (192, 64)]:
+        assert vitc._C._gemm_auto_path(True, dout, din, 6400) == "own-at512"
+        x, w, g = (r.standard_normal(s).astype(np.float32) for s in ((6400, din), (dout, din), (6400, dout)))
+        vx, vw = vitc.from_numpy(x), vitc.from_numpy(w)
+        vw.requires_grad = True
+        (vitc.linear(vx, vw) * vitc.from_numpy(g)).sum().backward()
+        tw = torch.from_numpy(w).requires_grad_()
+        (TF.linear(torch.from_numpy(x), tw) * torch.from_numpy(g)).sum().backward()
+        np.testing.assert_allclose(vw.grad.numpy(), tw.grad.numpy(), rtol=1e-4, atol=2e-3)
