@@ -29,13 +29,8 @@
 
 #define MR 8        /* columns of A per panel: rows of the C tile */
 #define NR 32       /* columns of B per strip: two zmm */
-#define KC 384      /* K block */
-#define A_BLOCK 65536 /* floats of packed A per K block at most (256 KB: L2) */
-/* floats from one packed panel (strip) to the next: KC rows plus one (two) cache lines, so that the
- * panels a row is packed into start in different L1 sets — at KC·MR·4 = 3·4096 bytes apart they all
- * fell into one set, and packing ran at a fraction of its speed */
-#define PA_STRIDE (KC * MR + 16)
-#define PB_STRIDE (KC * NR + 32)
+#define KC 384      /* K block at most */
+#define RESIDENT 65536 /* floats of the resident side's packed K block at most (256 KB: L2) */
 #define T512 __attribute__((target("avx512f,avx512vl,fma")))
 #define AI512 static inline __attribute__((always_inline, target("avx512f,avx512vl,fma")))
 
@@ -43,23 +38,33 @@ typedef struct {
     int64_t m, n, k;
     const float *a; int64_t lda;
     const float *b; int64_t ldb;
-    int64_t npanels, nstrips, kc;   /* panels of MR columns of A, strips of NR of B, K block */
+    int64_t npanels, nstrips;       /* panels of MR columns of A, strips of NR columns of B */
+    int64_t kc, sa, sb;             /* K block; floats from one packed panel (strip) to the next */
+    int a_resident;                 /* the narrower side is packed whole per block, the other a unit at a time */
 } at_job;
 
 AI512 __mmask16 lanes(int64_t w) { return w >= 16 ? (__mmask16)0xFFFF : w <= 0 ? 0 : (__mmask16)((1u << w) - 1); }
 
-/* rows [0, kd) of the K block at p0 (kd <= KC): A's rows into the panels, B's into the strips */
-static T512 void pack_block(const at_job *g, float *pa, float *pb, int64_t p0, int64_t kd) {
+/* rows [p0, p0 + kd) of A's panels [q0, q1) into dst (panel q at (q − q0)·sa), zero-padded; row by
+ * row, so a row is read once for all the panels */
+static T512 void pack_panels(const at_job *g, float *dst, int64_t p0, int64_t kd, int64_t q0, int64_t q1) {
     for (int64_t p = 0; p < kd; p++) {
-        const float *ar = g->a + (p0 + p) * g->lda, *br = g->b + (p0 + p) * g->ldb;
-        for (int64_t q = 0; q < g->npanels; q++) {
+        const float *ar = g->a + (p0 + p) * g->lda;
+        for (int64_t q = q0; q < q1; q++) {
             int64_t w = g->m - q * MR;
             __m256 v = _mm256_maskz_loadu_ps((__mmask8)lanes(w < MR ? w : MR), ar + q * MR);
-            _mm256_store_ps(pa + q * PA_STRIDE + p * MR, v);
+            _mm256_store_ps(dst + (q - q0) * g->sa + p * MR, v);
         }
-        for (int64_t s = 0; s < g->nstrips; s++) {
+    }
+}
+
+/* the same for B's strips [s0, s1) (strip s at (s − s0)·sb) */
+static T512 void pack_strips(const at_job *g, float *dst, int64_t p0, int64_t kd, int64_t s0, int64_t s1) {
+    for (int64_t p = 0; p < kd; p++) {
+        const float *br = g->b + (p0 + p) * g->ldb;
+        for (int64_t s = s0; s < s1; s++) {
             int64_t w = g->n - s * NR;
-            float *d = pb + s * PB_STRIDE + p * NR;
+            float *d = dst + (s - s0) * g->sb + p * NR;
             _mm512_store_ps(d, _mm512_maskz_loadu_ps(lanes(w), br + s * NR));
             _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(lanes(w - 16), br + s * NR + 16));
         }
@@ -90,26 +95,36 @@ AI512 void tile(const int R, int64_t kd, const float *restrict ap, const float *
     }
 }
 
+AI512 void tile_rows(const at_job *g, int64_t q, int64_t s, int64_t kd, const float *ap, const float *bp, float *c,
+                    int64_t ldc, int add) {
+    int64_t w = g->n - s * NR, rows = g->m - q * MR;
+    __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+    float *cq = c + q * MR * ldc + s * NR;
+    if (rows >= MR) tile(MR, kd, ap, bp, cq, ldc, add, m0, m1);
+    else switch (rows) { /* the last panel's valid rows */
+#define REM(R) case R: tile(R, kd, ap, bp, cq, ldc, add, m0, m1); break;
+        REM(1) REM(2) REM(3) REM(4) REM(5) REM(6) REM(7)
+#undef REM
+    }
+}
+
 /* c (m × n, ldc) = A[k0, k1)ᵀ·B[k0, k1) on the calling thread, in K blocks of at most g->kc rows,
- * equal in size; pa and pb hold one packed block */
-static T512 void part_product(const at_job *g, int64_t k0, int64_t k1, float *c, int64_t ldc, float *pa, float *pb) {
+ * equal in size. Per block the narrower side is packed whole (res: L2) and the other one panel or
+ * strip at a time (unit: L1), so each element is packed once and the scratch stays small. */
+static T512 void part_product(const at_job *g, int64_t k0, int64_t k1, float *c, int64_t ldc, float *res,
+                              float *unit) {
     int64_t blocks = (k1 - k0 + g->kc - 1) / g->kc;
+    int64_t nres = g->a_resident ? g->npanels : g->nstrips, nunit = g->a_resident ? g->nstrips : g->npanels;
     for (int64_t bi = 0; bi < blocks; bi++) {
         int64_t p0 = k0 + (k1 - k0) * bi / blocks, kd = k0 + (k1 - k0) * (bi + 1) / blocks - p0;
-        pack_block(g, pa, pb, p0, kd);
-        for (int64_t s = 0; s < g->nstrips; s++) {
-            int64_t w = g->n - s * NR;
-            __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
-            for (int64_t q = 0; q < g->npanels; q++) {
-                const float *ap = pa + q * PA_STRIDE, *bp = pb + s * PB_STRIDE;
-                float *cq = c + q * MR * ldc + s * NR;
-                int64_t rows = g->m - q * MR;
-                if (rows >= MR) tile(MR, kd, ap, bp, cq, ldc, bi > 0, m0, m1);
-                else switch (rows) { /* the last panel's valid rows */
-#define REM(R) case R: tile(R, kd, ap, bp, cq, ldc, bi > 0, m0, m1); break;
-                    REM(1) REM(2) REM(3) REM(4) REM(5) REM(6) REM(7)
-#undef REM
-                }
+        if (g->a_resident) pack_panels(g, res, p0, kd, 0, nres);
+        else pack_strips(g, res, p0, kd, 0, nres);
+        for (int64_t u = 0; u < nunit; u++) {
+            if (g->a_resident) pack_strips(g, unit, p0, kd, u, u + 1);
+            else pack_panels(g, unit, p0, kd, u, u + 1);
+            for (int64_t v = 0; v < nres; v++) {
+                if (g->a_resident) tile_rows(g, v, u, kd, res + v * g->sa, unit, c, ldc, bi > 0);
+                else tile_rows(g, u, v, kd, unit, res + v * g->sb, c, ldc, bi > 0);
             }
         }
     }
@@ -128,12 +143,17 @@ static int64_t parts_of(int64_t k) { return k >= 1024 ? 4 : k >= 512 ? 2 : 1; }
 int vt_gemm_at512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
                   int64_t ldc) {
     at_job g = {.m = m, .n = n, .k = k, .a = a, .lda = lda, .b = b, .ldb = ldb,
-                .npanels = (m + MR - 1) / MR, .nstrips = (n + NR - 1) / NR};
-    /* a K block of A packed is at most A_BLOCK floats (256 KB: L2, while the strips pass) */
-    int64_t kc = A_BLOCK / (g.npanels * MR);
+                .npanels = (m + MR - 1) / MR, .nstrips = (n + NR - 1) / NR, .a_resident = m <= n};
+    int64_t parts = parts_of(k), longest = (k + parts - 1) / parts;
+    int64_t width = g.a_resident ? g.npanels * MR : g.nstrips * NR, kc = RESIDENT / width;
     g.kc = kc > KC ? KC : kc < 64 ? 64 : kc;
-    int64_t parts = parts_of(k);
-    size_t pack = (size_t)(g.npanels * PA_STRIDE + g.nstrips * PB_STRIDE), part_c = (size_t)(m * n);
+    if (g.kc > longest) g.kc = longest;
+    /* a cache line past kc rows: at kc·MR·4 = 3·4096 bytes apart the panels a row is packed into
+     * all began in one L1 set, and packing ran at a fraction of its speed */
+    g.sa = (g.kc * MR + 16 + 15) / 16 * 16; /* and whole zmm, so every buffer stays 64-byte aligned */
+    g.sb = g.kc * NR + 32;
+    size_t res = (size_t)(g.a_resident ? g.npanels * g.sa : g.nstrips * g.sb), unit = (size_t)(g.a_resident ? g.sb : g.sa);
+    size_t pack = res + unit, part_c = (size_t)(m * n);
     size_t bytes = sizeof(float) * ((size_t)parts * pack + (size_t)(parts - 1) * part_c);
     float *scratch = vt_alloc(bytes);
     if (!scratch) return vt_last_code();
@@ -142,10 +162,10 @@ int vt_gemm_at512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, 
     if (nt > parts) nt = (int)parts;
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t i = 0; i < parts; i++) {
-        float *pa = scratch + i * pack, *pb = pa + g.npanels * PA_STRIDE;
+        float *r = scratch + i * pack, *u = r + res;
         int64_t k0 = k * i / parts, k1 = k * (i + 1) / parts;
-        if (i == 0) part_product(&g, k0, k1, c, ldc, pa, pb);
-        else part_product(&g, k0, k1, partial + (i - 1) * part_c, n, pa, pb);
+        if (i == 0) part_product(&g, k0, k1, c, ldc, r, u);
+        else part_product(&g, k0, k1, partial + (i - 1) * part_c, n, r, u);
     }
     for (int64_t i = 1; i < parts; i++) {
         const float *t = partial + (i - 1) * part_c;
