@@ -12,7 +12,8 @@ reported. Both frameworks share the process, so both run with OMP_WAIT_POLICY=PA
 (set before either loads, as bench/ops.py). Shapes are (m, n, k) of
 C = op(A)·op(B): 'x·Wᵀ' a linear forward, 'g·W' an input gradient, 'gᵀ·x' a weight gradient
 (A transposed). 'vitc auto' is the default dispatch (own_gemm_wins and mirror_wins in gemm.c),
-'auto takes' names its path ('blas-mirrored': OpenBLAS on Cᵀ = Bᵀ·A, transposed back).
+'auto takes' names its path ('blas-mirrored': OpenBLAS on Cᵀ = Bᵀ·A, transposed back; 'own-at512': the
+AVX-512 weight-gradient kernel, kernels/gemm_at512.c, which 'vitc own' also takes for every Aᵀ·B on AVX-512).
 GFLOP/s = 2mnk / time.
 Run by hand, never as a test.
 """

@@ -181,7 +181,7 @@ static void gemm_run(const gemm_kernels *kn, const gemm_job *g, int nt) {
  * 65536 multiply-adds. That is every product of the seed ViT's forward and all its input
  * gradients (the whole train step ~4.5 % faster at 1 and 2 threads with K <= 512; the K = 1536 qkv
  * input gradient then measured 1.21× / 1.11× OpenBLAS at 2 / 1 threads). Transposed A (weight
- * gradients) loses to BLAS's packed panels: a trial packing A into 6-row panels made the seed
+ * gradients) loses to BLAS's packed panels on this kernel (with AVX-512 they go to gemm_at512.c): a trial packing A into 6-row panels made the seed
  * step ~9 % slower, and one with A's rows as the vector operand, op(B) packed in 6-wide panels per
  * task and Cᵀ tiles stored transposed, ran at 0.4–0.8× OpenBLAS per product; both were dropped.
  * Tiny products lose too. DeiT-Tiny's forward and input-gradient products (m·n·k >= 2.3e8) were

@@ -440,7 +440,7 @@ static PyMethodDef module_methods[] = {
     {"set_cache_limit", py_set_cache_limit, METH_VARARGS, "set_cache_limit(min_bytes, fraction): cache cap = max(min_bytes, fraction x max live)"},
     {"_block_size", py_block_size, METH_O, "the size class an n-byte request is served from"},
     {"empty_cache", py_empty_cache, METH_NOARGS, "free the allocator's cached blocks"},
-    {"_gemm_auto_path", py_gemm_auto_path, METH_VARARGS, "(transa, m, n, k) -> 'own' | 'blas' | 'blas-mirrored': the default path"},
+    {"_gemm_auto_path", py_gemm_auto_path, METH_VARARGS, "(transa, m, n, k) -> 'own' | 'blas' | 'blas-mirrored' | 'own-at512': the default path"},
     {"_autocast_bf16", py_autocast_bf16, METH_O, "set vitc.autocast's bf16 GEMM flag (None: only read it); returns the previous one"},
     {"_attn_kernel_isa", py_attn_kernel_isa, METH_NOARGS, "() -> the attention kernels' build: 'avx512' | 'avx2' | 'baseline'"},
     {"_bf16_gemm_kernel", py_bf16_gemm_kernel, METH_O, "None | 'auto' | 'fallback' -> the bf16 kernel now: 'avx512bf16' | 'fallback'"},
