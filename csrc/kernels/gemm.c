@@ -34,10 +34,12 @@
 #define SG 8     /* strips (of 16 columns) per task */
 
 /* R×(8·NV) tile of C from A (any strides) and one packed strip (kd rows of 8·NV floats).
- * mode 0: C = alpha·acc; 1: C += alpha·acc; 2: C = alpha·acc + beta·C. w < 8·NV: only the first
+ * mode 0: C = alpha·acc; 1: C += alpha·acc; 2: C = alpha·acc + beta·C; 3: C = bias + alpha·acc (bias
+ * a row of w floats: the bits of mode 1 on a C filled with the bias first). w < 8·NV: only the first
  * w columns are written (the padded last strip). */
 AI void tile(const int R, const int NV, int64_t kd, const float *restrict a, int64_t sar, int64_t sak,
-             const float *restrict bp, float *restrict c, int64_t ldc, float alpha, float beta, int mode, int64_t w) {
+             const float *restrict bp, float *restrict c, int64_t ldc, float alpha, float beta, int mode, int64_t w,
+             const float *restrict bias) {
     v8 acc[6][2];
     for (int r = 0; r < R; r++)
         for (int u = 0; u < NV; u++) acc[r][u] = bc8(0.0f);
@@ -56,7 +58,7 @@ AI void tile(const int R, const int NV, int64_t kd, const float *restrict a, int
             for (int u = 0; u < NV; u++) {
                 float *cp = c + r * ldc + 8 * u;
                 v8 v = acc[r][u] * va;
-                st8(cp, mode == 0 ? v : mode == 1 ? ld8(cp) + v : v + vb * ld8(cp));
+                st8(cp, mode == 0 ? v : mode == 1 ? ld8(cp) + v : mode == 3 ? ld8(bias + 8 * u) + v : v + vb * ld8(cp));
             }
         return;
     }
@@ -64,17 +66,19 @@ AI void tile(const int R, const int NV, int64_t kd, const float *restrict a, int
         float t[16] = {0};
         for (int u = 0; u < NV; u++) st8(t + 8 * u, acc[r][u] * va);
         float *cp = c + r * ldc;
-        for (int64_t j = 0; j < w; j++) cp[j] = mode == 0 ? t[j] : mode == 1 ? cp[j] + t[j] : t[j] + beta * cp[j];
+        for (int64_t j = 0; j < w; j++)
+            cp[j] = mode == 0 ? t[j] : mode == 1 ? cp[j] + t[j] : mode == 3 ? bias[j] + t[j] : t[j] + beta * cp[j];
     }
 }
 
 /* rows [0, m) of A against one strip: 6-row tiles, then the remainder */
 AI void strip_rows(const int RM, const int NV, int64_t m, int64_t kd, const float *a, int64_t sar, int64_t sak,
-                   const float *bp, float *c, int64_t ldc, float alpha, float beta, int mode, int64_t w) {
+                   const float *bp, float *c, int64_t ldc, float alpha, float beta, int mode, int64_t w,
+                   const float *bias) {
     int64_t i = 0;
-    for (; i + RM <= m; i += RM) tile(RM, NV, kd, a + i * sar, sar, sak, bp, c + i * ldc, ldc, alpha, beta, mode, w);
+    for (; i + RM <= m; i += RM) tile(RM, NV, kd, a + i * sar, sar, sak, bp, c + i * ldc, ldc, alpha, beta, mode, w, bias);
     switch (m - i) {
-#define REM(R) case R: if (R < RM) tile(R, NV, kd, a + i * sar, sar, sak, bp, c + i * ldc, ldc, alpha, beta, mode, w); break;
+#define REM(R) case R: if (R < RM) tile(R, NV, kd, a + i * sar, sar, sak, bp, c + i * ldc, ldc, alpha, beta, mode, w, bias); break;
         REM(1) REM(2) REM(3) REM(4) REM(5)
 #undef REM
         default: break;
@@ -105,6 +109,7 @@ typedef struct {
     const float *b; int64_t sbk, sbn;
     float alpha, beta;
     float *c; int64_t ldc;
+    const float *bias;      /* non-NULL: the first K block writes C = bias (per column) + alpha·AB */
     float *pk;              /* packed B block: ceil(n/16)·16 × KC floats */
     int64_t nstrips, mblocks, sgroups;
 } gemm_job;
@@ -113,14 +118,15 @@ AI void job_block(const int RM, const gemm_job *g, int64_t p0, int64_t kd, int64
     int64_t mb = task / g->sgroups, sgi = task % g->sgroups;
     int64_t i0 = mb * MC, mm = g->m - i0 < MC ? g->m - i0 : MC;
     int64_t s0 = sgi * SG, s1 = s0 + SG < g->nstrips ? s0 + SG : g->nstrips;
-    int mode = p0 > 0 ? 1 : g->beta == 0.0f ? 0 : g->beta == 1.0f ? 1 : 2;
+    int mode = p0 > 0 ? 1 : g->bias ? 3 : g->beta == 0.0f ? 0 : g->beta == 1.0f ? 1 : 2;
     const float *a = g->a + i0 * g->sar + p0 * g->sak;
     for (int64_t s = s0; s < s1; s++) {
         int64_t j0 = 16 * s, wd = g->n - j0 > 8 ? 16 : 8, valid = g->n - j0 < wd ? g->n - j0 : wd;
         const float *bp = g->pk + j0 * kd;
         float *c = g->c + i0 * g->ldc + j0;
-        if (wd == 16) strip_rows(RM, 2, mm, kd, a, g->sar, g->sak, bp, c, g->ldc, g->alpha, g->beta, mode, valid);
-        else strip_rows(RM, 1, mm, kd, a, g->sar, g->sak, bp, c, g->ldc, g->alpha, g->beta, mode, valid);
+        const float *bias = g->bias ? g->bias + j0 : NULL;
+        if (wd == 16) strip_rows(RM, 2, mm, kd, a, g->sar, g->sak, bp, c, g->ldc, g->alpha, g->beta, mode, valid, bias);
+        else strip_rows(RM, 1, mm, kd, a, g->sar, g->sak, bp, c, g->ldc, g->alpha, g->beta, mode, valid, bias);
     }
 }
 
@@ -319,6 +325,23 @@ int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k) { return auto
 
 int vt_gemm_path_now(int transa, int64_t m, int64_t n, int64_t k) { return path_now(transa, 0, m, n, k, 1.0f, 0.0f); }
 
+/* our kernel on the product g describes (m, n, k, operands, alpha, beta, c, bias set) */
+static int own_gemm(gemm_job *g) {
+    g->nstrips = (g->n + 15) / 16;
+    g->mblocks = (g->m + MC - 1) / MC;
+    g->sgroups = (g->nstrips + SG - 1) / SG;
+    int64_t kc = g->k < KC ? g->k : KC;
+    size_t pk_bytes = sizeof(float) * (size_t)(g->nstrips * 16) * (size_t)kc;
+    if (!(g->pk = vt_alloc(pk_bytes))) return vt_last_code();
+    double flops = 2.0 * (double)g->m * (double)g->n * (double)g->k;
+    int nt = omp_in_parallel() || flops < 2e6 ? 1 : vt_get_num_threads();
+    int64_t tasks = g->mblocks * g->sgroups;
+    if (nt > tasks) nt = (int)tasks;
+    gemm_run(pick(), g, nt < 1 ? 1 : nt);
+    vt_free(g->pk, pk_bytes);
+    return VT_OK;
+}
+
 int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m < 0 || n < 0 || k < 0) return vt_fail(VT_ESHAPE, "gemm: negative size (%lld, %lld, %lld)", (long long)m,
@@ -336,19 +359,23 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
     if (path == PATH_BLAS) return blas_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = transa ? 1 : lda, .sak = transa ? lda : 1, .b = b,
                   .sbk = transb ? 1 : ldb, .sbn = transb ? ldb : 1, .alpha = alpha, .beta = beta, .c = c, .ldc = ldc};
-    g.nstrips = (n + 15) / 16;
-    g.mblocks = (m + MC - 1) / MC;
-    g.sgroups = (g.nstrips + SG - 1) / SG;
-    int64_t kc = k < KC ? k : KC;
-    size_t pk_bytes = sizeof(float) * (size_t)(g.nstrips * 16) * (size_t)kc;
-    if (!(g.pk = vt_alloc(pk_bytes))) return vt_last_code();
-    double flops = 2.0 * (double)m * (double)n * (double)k;
-    int nt = omp_in_parallel() || flops < 2e6 ? 1 : vt_get_num_threads();
-    int64_t tasks = g.mblocks * g.sgroups;
-    if (nt > tasks) nt = (int)tasks;
-    gemm_run(pick(), &g, nt < 1 ? 1 : nt);
-    vt_free(g.pk, pk_bytes);
-    return VT_OK;
+    return own_gemm(&g);
+}
+
+/* C = A·op(B) + bias (bias: n floats added to every row; A plain, k >= 1), the bits of filling C's
+ * rows with the bias and then vt_k_gemm(beta = 1): our kernel adds the bias in the first K block's
+ * store instead of a pass over C beforehand */
+int vt_k_gemm_bias(int transb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                   int64_t ldb, const float *bias, float *c, int64_t ldc) {
+    if (m > 0 && n > 0 && k > 0 && !vt_bf16_gemm_wanted() && path_now(0, transb, m, n, k, 1.0f, 1.0f) == PATH_OWN) {
+        gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = lda, .sak = 1, .b = b, .sbk = transb ? 1 : ldb,
+                      .sbn = transb ? ldb : 1, .alpha = 1.0f, .beta = 1.0f, .c = c, .ldc = ldc, .bias = bias};
+        return own_gemm(&g);
+    }
+    int nt = omp_in_parallel() ? 1 : vt_get_num_threads();
+    #pragma omp parallel for num_threads(nt) if (nt > 1 && m * n > 65536) schedule(static)
+    for (int64_t r = 0; r < m; r++) memcpy(c + r * ldc, bias, sizeof(float) * (size_t)n);
+    return vt_k_gemm(0, transb, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
 }
 
 /* ---- one packed B for many small products on the calling thread ----------------------------- */
@@ -389,19 +416,29 @@ void vt_gemm_panel_pack(const vt_gemm_panel *pn, int64_t s) {
     }
 }
 
+static void panel_walk(const vt_gemm_panel *pn, gemm_job *g) {
+    const gemm_kernels *kn = pick();
+    for (int64_t p0 = 0; p0 < pn->k; p0 += KC) {
+        g->pk = pn->p + pn->nstrips * 16 * p0;
+        for (int64_t t = 0; t < g->mblocks * g->sgroups; t++) kn->block(g, p0, pn->k - p0 < KC ? pn->k - p0 : KC, t);
+    }
+}
+
 void vt_gemm_panel_rows(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, float beta, float *c,
                         int64_t ldc) {
     if (pn->bf && vt_bf16_panel_rows(pn, m, a, lda, beta, c, ldc)) return;
     gemm_job g = panel_job(pn, m, a, lda, beta, c, ldc);
-    const gemm_kernels *kn = pick();
-    for (int64_t p0 = 0; p0 < pn->k; p0 += KC) {
-        g.pk = pn->p + pn->nstrips * 16 * p0;
-        for (int64_t t = 0; t < g.mblocks * g.sgroups; t++) kn->block(&g, p0, pn->k - p0 < KC ? pn->k - p0 : KC, t);
-    }
+    panel_walk(pn, &g);
 }
 
 void vt_gemm_panel_linear(const vt_gemm_panel *pn, int64_t m, const float *a, int64_t lda, const float *bias,
                           float *y) {
+    if (bias && !pn->bf) { /* the bias added in the first K block's store (tile mode 3) */
+        gemm_job g = panel_job(pn, m, a, lda, 1.0f, y, pn->n);
+        g.bias = bias;
+        panel_walk(pn, &g);
+        return;
+    }
     for (int64_t r = 0; bias && r < m; r++) memcpy(y + r * pn->n, bias, sizeof(float) * (size_t)pn->n);
     vt_gemm_panel_rows(pn, m, a, lda, bias ? 1.0f : 0.0f, y, pn->n);
 }

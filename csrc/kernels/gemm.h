@@ -8,6 +8,10 @@
 /* C (m × n, ldc) = alpha·op(A)·op(B) + beta·C, row-major, BLAS argument order; 0 or VT_E* */
 int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+/* C = A·op(B) + bias (n floats added to every row; A plain): bitwise as filling C's rows with the
+ * bias and then vt_k_gemm with beta = 1, without the pass over C on our kernel's path */
+int vt_k_gemm_bias(int transb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                   int64_t ldb, const float *bias, float *c, int64_t ldc);
 enum { VT_GEMM_AUTO, VT_GEMM_BLAS, VT_GEMM_OWN };
 void vt_gemm_set_mode(int mode); /* VT_GEMM_*: which path every product takes (benchmarks, tests) */
 /* where AUTO sends C = op(A)·B (beta 0): 0 OpenBLAS, 1 our kernel, 2 OpenBLAS mirrored (Cᵀ = Bᵀ·A),

@@ -147,14 +147,10 @@ vt_tensor *vt_k_linear(const vt_tensor *x, const vt_tensor *w, const vt_tensor *
         blas_layout(out, in, wc->strides[0], wc->strides[1], &tw, &ldw);
     }
     float *yp = vt_f32(y);
-    if (b) {
-        if (!(bc = vt_contiguous((vt_tensor *)b))) goto fail;
-        const float *bp = vt_f32(bc);
-        #pragma omp parallel for if (rows * out > 65536) schedule(static)
-        for (int64_t r = 0; r < rows; r++) memcpy(yp + r * out, bp, sizeof(float) * (size_t)out);
-    }
-    /* y (rows,out) = x (rows,in) · Wᵀ: W's layout flag is flipped because we need its transpose */
-    if (vt_k_gemm(0, !tw, rows, out, in, 1.0f, vt_f32(xc), in, vt_f32(wc ? wc : w), ldw, b ? 1.0f : 0.0f, yp, out))
+    if (b && !(bc = vt_contiguous((vt_tensor *)b))) goto fail;
+    /* y (rows,out) = x (rows,in) · Wᵀ (+ b): W's layout flag is flipped because we need its transpose */
+    if (bc ? vt_k_gemm_bias(!tw, rows, out, in, vt_f32(xc), in, vt_f32(wc ? wc : w), ldw, vt_f32(bc), yp, out)
+           : vt_k_gemm(0, !tw, rows, out, in, 1.0f, vt_f32(xc), in, vt_f32(wc ? wc : w), ldw, 0.0f, yp, out))
         goto fail;
     vt_tensor_decref(xc);
     vt_tensor_decref(wc);

@@ -202,3 +202,21 @@ def test_at512_linear_weight_gradient_matches_torch():
         tw = torch.from_numpy(w).requires_grad_()
         (TF.linear(torch.from_numpy(x), tw) * torch.from_numpy(g)).sum().backward()
         np.testing.assert_allclose(vw.grad.numpy(), tw.grad.numpy(), rtol=1e-4, atol=2e-3)
+
+
+@pytest.mark.parametrize("out", [1, 8, 9, 17, 45, 200])
+def test_bias_added_in_the_kernels_store(out):
+    """linear's bias is added by the own kernel as it stores its first K block (gemm.c, tile mode 3)
+    instead of a fill of y beforehand: with one K block (in <= 384) that is bias + x·Wᵀ rounded once,
+    so linear(x, w, b) equals linear(x, w) + b bit for bit, over full and part-valid column strips;
+    beyond one block it still equals the fill-first form (the same as the OpenBLAS path to rounding)"""
+    r = np.random.default_rng(out)
+    x, w, b = r.standard_normal((700, 64)).astype(np.float32), r.standard_normal((out, 64)).astype(np.float32), \
+        r.standard_normal(out).astype(np.float32)
+    vx, vw, vb = vitc.from_numpy(x), vitc.from_numpy(w), vitc.from_numpy(b)
+    if 700 * out * 64 >= 65536:
+        assert vitc._C._gemm_auto_path(False, 700, out, 64) == "own"
+    assert np.array_equal(vitc.linear(vx, vw, vb).numpy(), (vitc.linear(vx, vw) + vb).numpy())
+    xl, wl = r.standard_normal((300, 1000)).astype(np.float32), r.standard_normal((out, 1000)).astype(np.float32)
+    got = vitc.linear(vitc.from_numpy(xl), vitc.from_numpy(wl), vb).numpy()
+    np.testing.assert_allclose(got, xl.astype(np.float64) @ wl.T + b, rtol=1e-4, atol=1e-3)
