@@ -103,7 +103,9 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
                     if (xp) vt_stream_copy(xp + b * T * C, img, T * C);
                 } else
                     stage_rows(img, xp + b * sb, T, C, ldx);
-                float *ob = po ? obuf : op + b * T * HD;
+                /* the heads' output: straight into the saved copy when there is one (the projection
+                 * then reads it from cache), else the scratch */
+                float *ob = po ? (aop ? aop + b * T * HD : obuf) : op + b * T * HD;
                 for (int64_t hh = 0; hh < H; hh++) {
                     int64_t bh = b * H + hh;
                     const float *row0 = img + hh * Dh;
@@ -112,8 +114,7 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
                     vt_attn_head_forward(&hd, ob + hh * Dh, HD, ap ? ap + bh * T * T : NULL, T, mine);
                 }
                 if (po) {
-                    vt_gemm_panel_linear(&po->wt, T, obuf, HD, po->bias, op + b * T * po->Do);
-                    if (aop) vt_stream_copy(aop + b * T * HD, obuf, T * HD);
+                    vt_gemm_panel_linear(&po->wt, T, ob, HD, po->bias, op + b * T * po->Do);
                 }
             }
         }
