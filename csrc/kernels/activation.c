@@ -104,23 +104,6 @@ vt_tensor *vt_k_gelu_backward(const vt_tensor *g, const vt_tensor *x, int approx
     return vt_k_act("gelu", approximate ? A_GELU_TANH_BW : A_GELU_BW, 0, g, x);
 }
 
-VT_SIMD_CLONES static void scale_by_row(int64_t n, char **p, const int64_t *s, void *ctx) {
-    float *G = (float *)p[0];
-    const float *D = (const float *)p[1];
-    (void)s, (void)ctx;
-    for (int64_t i = 0; i < n; i++) G[i] = G[i] * D[i];
-}
-
-int vt_gelu_grad_apply(vt_tensor *g, const vt_tensor *d) {
-    if (!vt_is_contiguous(g) || !vt_is_contiguous(d) || g->dtype != VT_FLOAT32 || d->dtype != VT_FLOAT32 ||
-        vt_numel(g) != vt_numel(d))
-        return vt_fail(VT_ERUNTIME, "gelu: the gradient and GELU'(h) must be contiguous float32 of one size");
-    int64_t n = vt_numel(g), strides[2][VT_MAX_DIMS] = {{4}, {4}};
-    char *base[2] = {(char *)vt_f32(g), (char *)vt_f32(d)};
-    vt_iter(1, &n, 2, base, strides, scale_by_row, NULL);
-    return VT_OK;
-}
-
 int vt_gelu_with_grad(const vt_tensor *h, int approximate, vt_tensor **a_out, vt_tensor **d_out) {
     *a_out = *d_out = NULL;
     if (h->dtype != VT_FLOAT32) return vt_fail(VT_ETYPE, "gelu: expected a float32 tensor, got %s", vt_dtype_name(h->dtype));

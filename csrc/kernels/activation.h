@@ -22,9 +22,6 @@ vt_tensor *vt_k_gelu_backward(const vt_tensor *g, const vt_tensor *x, int approx
 /* *a = GELU(h) and *d = GELU'(h), new contiguous tensors of h's shape, in one pass (the FFN
  * backward needs both): a has vt_k_gelu's bits and g ⊙ d vt_k_gelu_backward(g, h)'s */
 int vt_gelu_with_grad(const vt_tensor *h, int approximate, vt_tensor **a, vt_tensor **d);
-/* g ⊙= d in place (g and d contiguous, one size): with d from vt_gelu_with_grad, the gradient
- * through the GELU with vt_k_gelu_backward's bits, in g's own buffer */
-int vt_gelu_grad_apply(vt_tensor *g, const vt_tensor *d);
 /* out[0:n) = GELU(in[0:n)) on contiguous floats, the same bits as vt_k_gelu */
 void vt_gelu_floats(float *out, const float *in, int64_t n, int approximate);
 

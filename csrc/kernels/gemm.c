@@ -35,11 +35,13 @@
 
 /* R×(8·NV) tile of C from A (any strides) and one packed strip (kd rows of 8·NV floats).
  * mode 0: C = alpha·acc; 1: C += alpha·acc; 2: C = alpha·acc + beta·C; 3: C = bias + alpha·acc (bias
- * a row of w floats: the bits of mode 1 on a C filled with the bias first). w < 8·NV: only the first
+ * a row of w floats: the bits of mode 1 on a C filled with the bias first). mul non-NULL (the last K
+ * block only): the value stored is then multiplied by mul's element (rows ldm apart), the bits of
+ * C ⊙= M after the product. w < 8·NV: only the first
  * w columns are written (the padded last strip). */
 AI void tile(const int R, const int NV, int64_t kd, const float *restrict a, int64_t sar, int64_t sak,
              const float *restrict bp, float *restrict c, int64_t ldc, float alpha, float beta, int mode, int64_t w,
-             const float *restrict bias) {
+             const float *restrict bias, const float *restrict mul, int64_t ldm) {
     v8 acc[6][2];
     for (int r = 0; r < R; r++)
         for (int u = 0; u < NV; u++) acc[r][u] = bc8(0.0f);
@@ -58,7 +60,8 @@ AI void tile(const int R, const int NV, int64_t kd, const float *restrict a, int
             for (int u = 0; u < NV; u++) {
                 float *cp = c + r * ldc + 8 * u;
                 v8 v = acc[r][u] * va;
-                st8(cp, mode == 0 ? v : mode == 1 ? ld8(cp) + v : mode == 3 ? ld8(bias + 8 * u) + v : v + vb * ld8(cp));
+                v8 x = mode == 0 ? v : mode == 1 ? ld8(cp) + v : mode == 3 ? ld8(bias + 8 * u) + v : v + vb * ld8(cp);
+                st8(cp, mul ? x * ld8(mul + r * ldm + 8 * u) : x);
             }
         return;
     }
@@ -66,19 +69,21 @@ AI void tile(const int R, const int NV, int64_t kd, const float *restrict a, int
         float t[16] = {0};
         for (int u = 0; u < NV; u++) st8(t + 8 * u, acc[r][u] * va);
         float *cp = c + r * ldc;
-        for (int64_t j = 0; j < w; j++)
-            cp[j] = mode == 0 ? t[j] : mode == 1 ? cp[j] + t[j] : mode == 3 ? bias[j] + t[j] : t[j] + beta * cp[j];
+        for (int64_t j = 0; j < w; j++) {
+            float x = mode == 0 ? t[j] : mode == 1 ? cp[j] + t[j] : mode == 3 ? bias[j] + t[j] : t[j] + beta * cp[j];
+            cp[j] = mul ? x * mul[r * ldm + j] : x;
+        }
     }
 }
 
 /* rows [0, m) of A against one strip: 6-row tiles, then the remainder */
 AI void strip_rows(const int RM, const int NV, int64_t m, int64_t kd, const float *a, int64_t sar, int64_t sak,
                    const float *bp, float *c, int64_t ldc, float alpha, float beta, int mode, int64_t w,
-                   const float *bias) {
+                   const float *bias, const float *mul, int64_t ldm) {
     int64_t i = 0;
-    for (; i + RM <= m; i += RM) tile(RM, NV, kd, a + i * sar, sar, sak, bp, c + i * ldc, ldc, alpha, beta, mode, w, bias);
+    for (; i + RM <= m; i += RM) tile(RM, NV, kd, a + i * sar, sar, sak, bp, c + i * ldc, ldc, alpha, beta, mode, w, bias, mul ? mul + i * ldm : NULL, ldm);
     switch (m - i) {
-#define REM(R) case R: if (R < RM) tile(R, NV, kd, a + i * sar, sar, sak, bp, c + i * ldc, ldc, alpha, beta, mode, w, bias); break;
+#define REM(R) case R: if (R < RM) tile(R, NV, kd, a + i * sar, sar, sak, bp, c + i * ldc, ldc, alpha, beta, mode, w, bias, mul ? mul + i * ldm : NULL, ldm); break;
         REM(1) REM(2) REM(3) REM(4) REM(5)
 #undef REM
         default: break;
@@ -110,6 +115,7 @@ typedef struct {
     float alpha, beta;
     float *c; int64_t ldc;
     const float *bias;      /* non-NULL: the first K block writes C = bias (per column) + alpha·AB */
+    const float *mul; int64_t ldm; /* non-NULL: the last K block stores C ⊙ M (M m × n, rows ldm apart) */
     float *pk;              /* packed B block: ceil(n/16)·16 × KC floats */
     int64_t nstrips, mblocks, sgroups;
 } gemm_job;
@@ -125,8 +131,10 @@ AI void job_block(const int RM, const gemm_job *g, int64_t p0, int64_t kd, int64
         const float *bp = g->pk + j0 * kd;
         float *c = g->c + i0 * g->ldc + j0;
         const float *bias = g->bias ? g->bias + j0 : NULL;
-        if (wd == 16) strip_rows(RM, 2, mm, kd, a, g->sar, g->sak, bp, c, g->ldc, g->alpha, g->beta, mode, valid, bias);
-        else strip_rows(RM, 1, mm, kd, a, g->sar, g->sak, bp, c, g->ldc, g->alpha, g->beta, mode, valid, bias);
+        const float *mul = g->mul && p0 + kd >= g->k ? g->mul + i0 * g->ldm + j0 : NULL;
+        if (wd == 16)
+            strip_rows(RM, 2, mm, kd, a, g->sar, g->sak, bp, c, g->ldc, g->alpha, g->beta, mode, valid, bias, mul, g->ldm);
+        else strip_rows(RM, 1, mm, kd, a, g->sar, g->sak, bp, c, g->ldc, g->alpha, g->beta, mode, valid, bias, mul, g->ldm);
     }
 }
 
@@ -376,6 +384,24 @@ int vt_k_gemm_bias(int transb, int64_t m, int64_t n, int64_t k, const float *a, 
     #pragma omp parallel for num_threads(nt) if (nt > 1 && m * n > 65536) schedule(static)
     for (int64_t r = 0; r < m; r++) memcpy(c + r * ldc, bias, sizeof(float) * (size_t)n);
     return vt_k_gemm(0, transb, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
+}
+
+/* C = (A·op(B)) ⊙ M (A plain; M m × n, rows ldm apart), bitwise vt_k_gemm then C ⊙= M: our kernel
+ * multiplies as it stores the last K block, instead of a pass over C afterwards */
+int vt_k_gemm_mul(int transb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                  int64_t ldb, const float *mul, int64_t ldm, float *c, int64_t ldc) {
+    if (m > 0 && n > 0 && k > 0 && !vt_bf16_gemm_wanted() && path_now(0, transb, m, n, k, 1.0f, 0.0f) == PATH_OWN) {
+        gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = lda, .sak = 1, .b = b, .sbk = transb ? 1 : ldb,
+                      .sbn = transb ? ldb : 1, .alpha = 1.0f, .beta = 0.0f, .c = c, .ldc = ldc, .mul = mul, .ldm = ldm};
+        return own_gemm(&g);
+    }
+    int st = vt_k_gemm(0, transb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+    if (st) return st;
+    int nt = omp_in_parallel() ? 1 : vt_get_num_threads();
+    #pragma omp parallel for num_threads(nt) if (nt > 1 && m * n > 65536) schedule(static)
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t j = 0; j < n; j++) c[r * ldc + j] *= mul[r * ldm + j];
+    return VT_OK;
 }
 
 /* ---- one packed B for many small products on the calling thread ----------------------------- */

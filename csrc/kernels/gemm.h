@@ -12,6 +12,10 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
  * bias and then vt_k_gemm with beta = 1, without the pass over C on our kernel's path */
 int vt_k_gemm_bias(int transb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
                    int64_t ldb, const float *bias, float *c, int64_t ldc);
+/* C = (A·op(B)) ⊙ M (A plain; M m × n, rows ldm apart): bitwise as vt_k_gemm (beta = 0) and then
+ * C ⊙= M, the multiply done in our kernel's last store where it runs */
+int vt_k_gemm_mul(int transb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                  int64_t ldb, const float *mul, int64_t ldm, float *c, int64_t ldc);
 enum { VT_GEMM_AUTO, VT_GEMM_BLAS, VT_GEMM_OWN };
 void vt_gemm_set_mode(int mode); /* VT_GEMM_*: which path every product takes (benchmarks, tests) */
 /* where AUTO sends C = op(A)·B (beta 0): 0 OpenBLAS, 1 our kernel, 2 OpenBLAS mirrored (Cᵀ = Bᵀ·A),

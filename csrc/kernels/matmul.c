@@ -164,24 +164,49 @@ fail:
     return NULL;
 }
 
+/* dx (x's shape, new) = g·W (g contiguous, rows × out), then ⊙ mul when mul (contiguous, x's size) */
+static int linear_dx(const vt_tensor *g, const vt_tensor *x, const vt_tensor *w, int64_t rows, const vt_tensor *mul,
+                     vt_tensor **dx) {
+    int64_t in = w->shape[1], out = w->shape[0];
+    if (!(*dx = vt_empty(VT_FLOAT32, x->ndim, x->shape))) return vt_last_code();
+    int tw = 0; int64_t ldw = 0;
+    vt_tensor *wc = NULL;
+    if (!blas_layout(out, in, w->strides[0], w->strides[1], &tw, &ldw)) {
+        if (!(wc = vt_clone(w))) return vt_last_code();
+        blas_layout(out, in, wc->strides[0], wc->strides[1], &tw, &ldw);
+    }
+    const float *wp = vt_f32(wc ? wc : w);
+    int st = mul ? vt_k_gemm_mul(tw, rows, in, out, vt_f32(g), out, wp, ldw, vt_f32(mul), in, vt_f32(*dx), in)
+                 : vt_k_gemm(0, tw, rows, in, out, 1.0f, vt_f32(g), out, wp, ldw, 0.0f, vt_f32(*dx), in);
+    vt_tensor_decref(wc);
+    return st;
+}
+
+int vt_k_linear_dx_times(const vt_tensor *gout, const vt_tensor *x, const vt_tensor *w, const vt_tensor *mul,
+                         vt_tensor **dx) {
+    *dx = NULL;
+    int64_t in = w->shape[1];
+    if (!vt_is_contiguous(mul) || mul->dtype != VT_FLOAT32 || vt_numel(mul) != vt_numel(x))
+        return vt_fail(VT_ERUNTIME, "linear: the gradient's factor must be contiguous float32 of the input's size");
+    int64_t rows = in ? vt_numel(x) / in : vt_shape_numel(x->ndim - 1, x->shape);
+    vt_tensor *g = vt_contiguous((vt_tensor *)gout);
+    if (!g) return vt_last_code();
+    int st = linear_dx(g, x, w, rows, mul, dx);
+    vt_tensor_decref(g);
+    if (st) {
+        vt_tensor_decref(*dx);
+        *dx = NULL;
+    }
+    return st;
+}
+
 int vt_k_linear_grads(const vt_tensor *gout, const vt_tensor *x, const vt_tensor *w, vt_tensor **dx,
                       vt_tensor **dw, vt_tensor **db) {
     int64_t in = w->shape[1], out = w->shape[0];
     int64_t rows = in ? vt_numel(x) / in : vt_shape_numel(x->ndim - 1, x->shape);
     vt_tensor *g = vt_contiguous((vt_tensor *)gout), *xc = NULL;
     if (!g) return vt_last_code();
-    if (dx) {
-        if (!(*dx = vt_empty(VT_FLOAT32, x->ndim, x->shape))) goto fail;
-        int tw = 0; int64_t ldw = 0;
-        vt_tensor *wc = NULL;
-        if (!blas_layout(out, in, w->strides[0], w->strides[1], &tw, &ldw)) {
-            if (!(wc = vt_clone(w))) goto fail;
-            blas_layout(out, in, wc->strides[0], wc->strides[1], &tw, &ldw);
-        }
-        int st = vt_k_gemm(0, tw, rows, in, out, 1.0f, vt_f32(g), out, vt_f32(wc ? wc : w), ldw, 0.0f, vt_f32(*dx), in);
-        vt_tensor_decref(wc);
-        if (st) goto fail;
-    }
+    if (dx && linear_dx(g, x, w, rows, NULL, dx)) goto fail;
     if (dw) {
         if (!(xc = vt_contiguous((vt_tensor *)x))) goto fail;
         if (!(*dw = vt_empty(VT_FLOAT32, 2, w->shape))) goto fail;

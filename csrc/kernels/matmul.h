@@ -15,5 +15,9 @@ vt_tensor *vt_k_linear(const vt_tensor *x, const vt_tensor *w, const vt_tensor *
  * and set back to NULL. */
 int vt_k_linear_grads(const vt_tensor *g, const vt_tensor *x, const vt_tensor *w, vt_tensor **dx, vt_tensor **dw,
                       vt_tensor **db);
+/* dx = (g·W) ⊙ m, m contiguous of x's size (a GELU's derivative): bitwise vt_k_linear_grads' dx
+ * followed by dx ⊙= m, the multiply done as the GEMM stores (new ref in *dx, or NULL and the error) */
+int vt_k_linear_dx_times(const vt_tensor *g, const vt_tensor *x, const vt_tensor *w, const vt_tensor *m,
+                         vt_tensor **dx);
 
 #endif

@@ -6,8 +6,8 @@
  * at batch 32 keeps 12 × 19 MB less. Forward and backward do the same GEMMs as the three ops.
  *   forward:  h = x·w1ᵀ + b1, a = GELU(h), y = a·w2ᵀ + b2 (in row blocks where both products run on
  *             vitc's own kernel: fused_forward)
- *   backward: a = GELU(h) and d = GELU'(h) in one pass; dw2 = dyᵀ·a, db2 = Σ dy; da = dy·w2;
- *             dh = da ⊙ d (in da); dw1 = dhᵀ·x, db1 = Σ dh, dx = dh·w1 */
+ *   backward: a = GELU(h) and d = GELU'(h) in one pass; dw2 = dyᵀ·a, db2 = Σ dy;
+ *             dh = (dy·w2) ⊙ d (one GEMM); dw1 = dhᵀ·x, db1 = Σ dh, dx = dh·w1 */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,7 +185,8 @@ int vt_linear_gelu_linear_forward(vt_ctx *c) {
  * 4-6 % slower at 1 (the op's forward+backward, two live workers alternating, 100 rounds, both
  * side orders), so it was dropped. What it does instead: GELU(h) and GELU'(h) in one pass (they
  * share Φ(h) and the Gaussian, the costly part: exact GELU is compute-bound, ~1.3 ns an element
- * on one thread here, against ~0.2 for a relu), then dh = da ⊙ GELU'(h) in da's buffer. The
+ * on one thread here, against ~0.2 for a relu), then dh = (dy·w2) ⊙ GELU'(h), the factor applied as
+ * the GEMM stores (vt_k_linear_dx_times) instead of a pass over da. The
  * second layer's weight gradients are taken before da exists, so a is freed first and at most two
  * (rows × hidden) tensors are alive at once, as with separate ops. */
 int vt_linear_gelu_linear_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin) {
@@ -203,8 +204,7 @@ int vt_linear_gelu_linear_backward(vt_node *n, vt_tensor **gout, vt_tensor **gin
     st = vt_k_linear_grads(gout[0], a, w2, NULL, need & 8 ? &gin[3] : NULL, need & 16 ? &gin[4] : NULL);
     vt_tensor_decref(a);
     if (!st && want_lower) {
-        st = vt_k_linear_grads(gout[0], h, w2, &da, NULL, NULL); /* da = dy·w2 (h: a's shape) */
-        if (!st) st = vt_gelu_grad_apply(da, d);                 /* dh, in da's buffer */
+        st = vt_k_linear_dx_times(gout[0], h, w2, d, &da); /* dh = (dy·w2) ⊙ GELU'(h) (h: a's shape) */
         vt_tensor_decref(d); /* before the first layer's gradients are allocated */
         d = NULL;
         if (!st)

@@ -177,3 +177,24 @@ def test_allocation_failures_row_blocks(grads):
     def run():
         vitc.linear_gelu_linear(*ts).sum().backward()
     check_allocation_failures(run, attempts=80, min_failures=5)
+
+
+@pytest.mark.parametrize("hidden", [45, 200])
+def test_gelu_factor_applied_in_the_gemm_store(hidden):
+    """dh = (dy·w2) ⊙ GELU'(h) is one GEMM that multiplies as it stores (gemm.c, vt_k_gemm_mul):
+    bitwise the separate ops' gradients, over full and part-valid column strips of the own kernel"""
+    r = np.random.default_rng(hidden)
+    x = vitc.from_numpy(r.standard_normal((700, 64)).astype(np.float32)).requires_grad_()
+    w1, b1 = (vitc.from_numpy(r.standard_normal(s).astype(np.float32) * 0.2).requires_grad_() for s in ((hidden, 64), (hidden,)))
+    w2, b2 = (vitc.from_numpy(r.standard_normal(s).astype(np.float32) * 0.2).requires_grad_() for s in ((64, hidden), (64,)))
+    assert vitc._C._gemm_auto_path(False, 700, hidden, 64) == "own"
+    g = vitc.from_numpy(r.standard_normal((700, 64)).astype(np.float32))
+    outs = []
+    for fn in (lambda: vitc.linear_gelu_linear(x, w1, b1, w2, b2),
+               lambda: vitc.linear(vitc.gelu(vitc.linear(x, w1, b1)), w2, b2)):
+        for t in (x, w1, b1, w2, b2):
+            t.grad = None
+        fn().backward(g)
+        outs.append([t.grad.numpy().copy() for t in (x, w1, b1)])
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
