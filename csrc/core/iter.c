@@ -57,6 +57,8 @@ void vt_iter(int nd, const int64_t *shape, int nops, char **base, int64_t stride
         for (int64_t r = 0; r < total; r++) iter_row(r, nchunks, chunk, inner, m, sh, st, nops, base, is, fn, ctx);
         return;
     }
-    #pragma omp parallel for schedule(static)
+    /* dynamic: a thread that wakes late (idle threads sleep after a short spin) leaves its chunks to
+     * the one already running instead of making it wait at the end; rows are independent */
+    #pragma omp parallel for schedule(dynamic, 2)
     for (int64_t r = 0; r < total; r++) iter_row(r, nchunks, chunk, inner, m, sh, st, nops, base, is, fn, ctx);
 }
