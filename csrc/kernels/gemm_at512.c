@@ -123,6 +123,14 @@ static T512 void part_product(const at_job *g, int64_t k0, int64_t k1, float *c,
         for (int64_t u = 0; u < nunit; u++) {
             if (g->a_resident) pack_strips(g, unit, p0, kd, u, u + 1);
             else pack_panels(g, unit, p0, kd, u, u + 1);
+            if (u + 1 < nunit) /* the next unit's rows towards L2 while this one's tiles run: a unit's
+                                * rows are a stride apart, and packing them waited on every load */
+                for (int64_t p = 0; p < kd; p++) {
+                    const float *next = g->a_resident ? g->b + (p0 + p) * g->ldb + (u + 1) * NR
+                                                      : g->a + (p0 + p) * g->lda + (u + 1) * MR;
+                    _mm_prefetch((const char *)next, _MM_HINT_T1);
+                    if (g->a_resident) _mm_prefetch((const char *)(next + 16), _MM_HINT_T1); /* a strip's 2nd line */
+                }
             for (int64_t v = 0; v < nres; v++) {
                 if (g->a_resident) tile_rows(g, v, u, kd, res + v * g->sa, unit, c, ldc, bi > 0);
                 else tile_rows(g, u, v, kd, unit, res + v * g->sb, c, ldc, bi > 0);
