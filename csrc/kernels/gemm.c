@@ -333,6 +333,21 @@ int vt_gemm_auto_path(int transa, int64_t m, int64_t n, int64_t k) { return auto
 
 int vt_gemm_path_now(int transa, int64_t m, int64_t n, int64_t k) { return path_now(transa, 0, m, n, k, 1.0f, 0.0f); }
 
+/* the product C = alpha·op(A)·op(B) + beta·C for our kernel (bias and mul unset) */
+static gemm_job job_of(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                       int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    return (gemm_job){.m = m, .n = n, .k = k, .a = a, .sar = transa ? 1 : lda, .sak = transa ? lda : 1, .b = b,
+                      .sbk = transb ? 1 : ldb, .sbn = transb ? ldb : 1, .alpha = alpha, .beta = beta, .c = c,
+                      .ldc = ldc};
+}
+
+/* rows [0, m) of C (ldc) set to the n floats of bias; threaded unless inside a parallel region */
+static void fill_rows(int64_t m, int64_t n, const float *bias, float *c, int64_t ldc) {
+    int nt = omp_in_parallel() ? 1 : vt_get_num_threads();
+    #pragma omp parallel for num_threads(nt) if (nt > 1 && m * n > 65536) schedule(static)
+    for (int64_t r = 0; r < m; r++) memcpy(c + r * ldc, bias, sizeof(float) * (size_t)n);
+}
+
 /* our kernel on the product g describes (m, n, k, operands, alpha, beta, c, bias set) */
 static int own_gemm(gemm_job *g) {
     g->nstrips = (g->n + 15) / 16;
@@ -365,8 +380,7 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
     if (path == PATH_AT512) return vt_gemm_at512(m, n, k, a, lda, b, ldb, c, ldc);
     if (path == PATH_MIRRORED) return blas_gemm_mirrored(m, n, k, alpha, a, lda, b, ldb, c, ldc);
     if (path == PATH_BLAS) return blas_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = transa ? 1 : lda, .sak = transa ? lda : 1, .b = b,
-                  .sbk = transb ? 1 : ldb, .sbn = transb ? ldb : 1, .alpha = alpha, .beta = beta, .c = c, .ldc = ldc};
+    gemm_job g = job_of(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return own_gemm(&g);
 }
 
@@ -376,13 +390,11 @@ int vt_k_gemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
 int vt_k_gemm_bias(int transb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
                    int64_t ldb, const float *bias, float *c, int64_t ldc) {
     if (m > 0 && n > 0 && k > 0 && !vt_bf16_gemm_wanted() && path_now(0, transb, m, n, k, 1.0f, 1.0f) == PATH_OWN) {
-        gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = lda, .sak = 1, .b = b, .sbk = transb ? 1 : ldb,
-                      .sbn = transb ? ldb : 1, .alpha = 1.0f, .beta = 1.0f, .c = c, .ldc = ldc, .bias = bias};
+        gemm_job g = job_of(0, transb, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
+        g.bias = bias;
         return own_gemm(&g);
     }
-    int nt = omp_in_parallel() ? 1 : vt_get_num_threads();
-    #pragma omp parallel for num_threads(nt) if (nt > 1 && m * n > 65536) schedule(static)
-    for (int64_t r = 0; r < m; r++) memcpy(c + r * ldc, bias, sizeof(float) * (size_t)n);
+    fill_rows(m, n, bias, c, ldc);
     return vt_k_gemm(0, transb, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
 }
 
@@ -391,8 +403,9 @@ int vt_k_gemm_bias(int transb, int64_t m, int64_t n, int64_t k, const float *a, 
 int vt_k_gemm_mul(int transb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
                   int64_t ldb, const float *mul, int64_t ldm, float *c, int64_t ldc) {
     if (m > 0 && n > 0 && k > 0 && !vt_bf16_gemm_wanted() && path_now(0, transb, m, n, k, 1.0f, 0.0f) == PATH_OWN) {
-        gemm_job g = {.m = m, .n = n, .k = k, .a = a, .sar = lda, .sak = 1, .b = b, .sbk = transb ? 1 : ldb,
-                      .sbn = transb ? ldb : 1, .alpha = 1.0f, .beta = 0.0f, .c = c, .ldc = ldc, .mul = mul, .ldm = ldm};
+        gemm_job g = job_of(0, transb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+        g.mul = mul;
+        g.ldm = ldm;
         return own_gemm(&g);
     }
     int st = vt_k_gemm(0, transb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
@@ -465,7 +478,7 @@ void vt_gemm_panel_linear(const vt_gemm_panel *pn, int64_t m, const float *a, in
         panel_walk(pn, &g);
         return;
     }
-    for (int64_t r = 0; bias && r < m; r++) memcpy(y + r * pn->n, bias, sizeof(float) * (size_t)pn->n);
+    if (bias) fill_rows(m, pn->n, bias, y, pn->n);
     vt_gemm_panel_rows(pn, m, a, lda, bias ? 1.0f : 0.0f, y, pn->n);
 }
 

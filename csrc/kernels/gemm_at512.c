@@ -36,7 +36,7 @@
 #define AI512 static inline __attribute__((always_inline, target("avx512f,avx512vl,fma")))
 
 typedef struct {
-    int64_t m, n, k;
+    int64_t m, n;
     const float *a; int64_t lda;
     const float *b; int64_t ldb;
     int64_t npanels, nstrips;       /* panels of MR columns of A, strips of NR columns of B */
@@ -151,7 +151,7 @@ static int64_t parts_of(int64_t k) { return k >= 1024 ? 4 : k >= 512 ? 2 : 1; }
 
 int vt_gemm_at512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
                   int64_t ldc) {
-    at_job g = {.m = m, .n = n, .k = k, .a = a, .lda = lda, .b = b, .ldb = ldb,
+    at_job g = {.m = m, .n = n, .a = a, .lda = lda, .b = b, .ldb = ldb,
                 .npanels = (m + MR - 1) / MR, .nstrips = (n + NR - 1) / NR, .a_resident = m <= n};
     int64_t parts = parts_of(k), longest = (k + parts - 1) / parts;
     int64_t width = g.a_resident ? g.npanels * MR : g.nstrips * NR, kc = RESIDENT / width;

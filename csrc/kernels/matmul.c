@@ -119,6 +119,11 @@ vt_tensor *vt_k_matmul(const vt_tensor *a, const vt_tensor *b) {
 
 /* ---- linear: y = x·Wᵀ + b (PyTorch layout, W (out, in)) ------------------------------------- */
 
+/* rows of x (..., in) as a linear layer's input: its leading dims' size (also when in = 0) */
+static int64_t linear_rows(const vt_tensor *x, int64_t in) {
+    return in ? vt_numel(x) / in : vt_shape_numel(x->ndim - 1, x->shape);
+}
+
 vt_tensor *vt_k_linear(const vt_tensor *x, const vt_tensor *w, const vt_tensor *b) {
     if (vt_require_f32(x, "linear", "input") || vt_require_f32(w, "linear", "weight") ||
         (b && vt_require_f32(b, "linear", "bias")))
@@ -132,8 +137,7 @@ vt_tensor *vt_k_linear(const vt_tensor *x, const vt_tensor *w, const vt_tensor *
                             (long long)x->shape[x->ndim - 1], (long long)in, (long long)out, (long long)in);
     if (b && (b->ndim != 1 || b->shape[0] != out))
         return vt_fail_null(VT_ESHAPE, "linear: bias must have shape (%lld,)", (long long)out);
-    int64_t rows = vt_numel(x) / (in ? in : 1);
-    if (in == 0) rows = vt_numel(x) == 0 ? vt_shape_numel(x->ndim - 1, x->shape) : 0;
+    int64_t rows = linear_rows(x, in);
     vt_tensor *xc = vt_contiguous((vt_tensor *)x), *wc = NULL, *bc = NULL, *y = NULL;
     if (!xc) return NULL;
     int64_t yshape[VT_MAX_DIMS];
@@ -188,7 +192,7 @@ int vt_k_linear_dx_times(const vt_tensor *gout, const vt_tensor *x, const vt_ten
     int64_t in = w->shape[1];
     if (!vt_is_contiguous(mul) || mul->dtype != VT_FLOAT32 || vt_numel(mul) != vt_numel(x))
         return vt_fail(VT_ERUNTIME, "linear: the gradient's factor must be contiguous float32 of the input's size");
-    int64_t rows = in ? vt_numel(x) / in : vt_shape_numel(x->ndim - 1, x->shape);
+    int64_t rows = linear_rows(x, in);
     vt_tensor *g = vt_contiguous((vt_tensor *)gout);
     if (!g) return vt_last_code();
     int st = linear_dx(g, x, w, rows, mul, dx);
@@ -203,7 +207,7 @@ int vt_k_linear_dx_times(const vt_tensor *gout, const vt_tensor *x, const vt_ten
 int vt_k_linear_grads(const vt_tensor *gout, const vt_tensor *x, const vt_tensor *w, vt_tensor **dx,
                       vt_tensor **dw, vt_tensor **db) {
     int64_t in = w->shape[1], out = w->shape[0];
-    int64_t rows = in ? vt_numel(x) / in : vt_shape_numel(x->ndim - 1, x->shape);
+    int64_t rows = linear_rows(x, in);
     vt_tensor *g = vt_contiguous((vt_tensor *)gout), *xc = NULL;
     if (!g) return vt_last_code();
     if (dx && linear_dx(g, x, w, rows, NULL, dx)) goto fail;

@@ -80,7 +80,8 @@ int vt_attn_packed_forward(vt_ctx *c, vt_tensor *qkv, qkv_proj *pj, out_proj *po
         base = vt_rng_reserve(((uint64_t)(B * H * T * T) + 3) / 4);
         if (c->save && !(rng = rng_state(seed, base))) goto fail;
     }
-    int64_t pairs = B * H, so = po ? stage_floats(T, HD) : 0, per = pl->per + so, sq = pl->sq;
+    /* so: the heads' output staged per image, unless they write it straight into the kept copy */
+    int64_t pairs = B * H, so = po && !aot ? stage_floats(T, HD) : 0, per = pl->per + so, sq = pl->sq;
     if (pairs && T && (st = scratch_alloc(&scr, per, nt))) goto fail;
     float *xp = qkv ? vt_f32(qkv) : NULL, *op = vt_f32(out), *ap = A ? vt_f32(A) : NULL;
     float *aop = aot ? vt_f32(aot) : NULL, *stp = stats ? vt_f32(stats) : NULL;
