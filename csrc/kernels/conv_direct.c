@@ -18,7 +18,7 @@
 #include "../core/error.h"
 #include "../core/tensor.h"
 
-#include "vec8.h"
+#include "../core/vec8.h"
 
 #define OB 4              /* output channels per tile */
 #define TW VT_DIRECT_TW   /* flat positions per tile: two vectors of 8 */

@@ -27,7 +27,7 @@
 #include "../core/tensor.h"
 #include "../core/threads.h"
 
-#include "vec8.h"
+#include "../core/vec8.h"
 
 #define KC 384   /* K block: a 16-column strip of B is KC·64 bytes */
 #define MC 96    /* rows of A per task: MC·KC·4 bytes of A stay in L2 across the strips */

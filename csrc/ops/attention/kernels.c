@@ -12,7 +12,7 @@
 #include <string.h>
 #include "../../core/rng.h"
 #include "../ops_util.h"
-#include "../../kernels/vec8.h"
+#include "../../core/vec8.h"
 #include "attention.h"
 
 /* ---- ISA-generic small kernels (vec8.h), compiled for AVX2+FMA and for the baseline ---------- */
@@ -108,25 +108,6 @@ AI void pack_b_body(int64_t kd, int64_t n8, const float *b, int64_t ldb, float *
             }
         else
             for (int64_t k = 0; k < kd; k++) st8(d + 8 * k, ld8(b + k * ldb + j));
-    }
-}
-
-/* r[c] <- column c of the 8×8 block r (unpack, 2×2-block shuffle, 128-bit halves) */
-AI void transpose8(v8 *r) {
-    v8 t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shuffle(r[i], r[i + 1], (v8i){0, 8, 1, 9, 4, 12, 5, 13});
-        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (v8i){2, 10, 3, 11, 6, 14, 7, 15});
-    }
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = __builtin_shuffle(t[i], t[i + 2], (v8i){0, 1, 8, 9, 4, 5, 12, 13});
-        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], (v8i){2, 3, 10, 11, 6, 7, 14, 15});
-        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], (v8i){0, 1, 8, 9, 4, 5, 12, 13});
-        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], (v8i){2, 3, 10, 11, 6, 7, 14, 15});
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = __builtin_shuffle(u[i], u[i + 4], (v8i){0, 1, 2, 3, 8, 9, 10, 11});
-        r[i + 4] = __builtin_shuffle(u[i], u[i + 4], (v8i){4, 5, 6, 7, 12, 13, 14, 15});
     }
 }
 

@@ -1,4 +1,5 @@
-/* vitc kernels: GCC vector types of 8 floats for the hand-written kernels (gemm.c, attention).
+/* vitc core: GCC vector types of 8 floats for the hand-written kernels (kernels/gemm.c, the attention
+ * kernels, core/tensor.c's transposing copy).
  * A kernel body is written once on these types and compiled twice: with AVX2+FMA (one ymm per
  * vector, a*b+c contracted to FMA) and for the baseline x86-64 (two xmm per vector); bodies are
  * always_inline (AI) so each ISA wrapper gets its own instruction selection, and
@@ -21,5 +22,24 @@ AI v8 ld8(const float *p) { return *(const v8u *)p; }
 AI v8 bc8(float x) { return __builtin_shuffle((v8){x}, (v8i){0}); }
 #define sel8(m, a, b) ((v8)(((v8i)(a) & (m)) | ((v8i)(b) & ~(m)))) /* m ? a : b */
 #define max8(a, b) sel8((b) > (a), (b), (a))
+
+/* r[c] <- column c of the 8×8 block r (unpack, 2×2-block shuffle, 128-bit halves) */
+AI void transpose8(v8 *r) {
+    v8 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], (v8i){0, 8, 1, 9, 4, 12, 5, 13});
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (v8i){2, 10, 3, 11, 6, 14, 7, 15});
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shuffle(t[i], t[i + 2], (v8i){0, 1, 8, 9, 4, 5, 12, 13});
+        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], (v8i){2, 3, 10, 11, 6, 7, 14, 15});
+        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], (v8i){0, 1, 8, 9, 4, 5, 12, 13});
+        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], (v8i){2, 3, 10, 11, 6, 7, 14, 15});
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = __builtin_shuffle(u[i], u[i + 4], (v8i){0, 1, 2, 3, 8, 9, 10, 11});
+        r[i + 4] = __builtin_shuffle(u[i], u[i + 4], (v8i){4, 5, 6, 7, 12, 13, 14, 15});
+    }
+}
 
 #endif
