@@ -116,7 +116,7 @@ def seed_train_steps(batch=100, lr=5e-4):
     return vm, tm, vstep, tstep
 
 
-OPS = ("ffn-seed", "ffn-deit", "ffn-lvvit", "attn-seed", "attn-deit", "attn-lvvit")
+OPS = ("ffn-seed", "ffn-deit", "ffn-lvvit", "attn-seed", "attn-deit", "attn-lvvit", "ln-seed", "ln-deit", "ln-lvvit")
 # op shapes of models without a train step here: LV-ViT-Tiny-MNIST's blocks (batch 128, 7×7 patches
 # + cls = 50 tokens, dim 64, 4 heads of 16, MLP 192; vitc.models.lvvit, bench/lvvit_step.py)
 OP_SHAPES = {"lvvit": dict(batch=128, tokens=50, dim=64, heads=4, dim_head=16, mlp_dim=192)}
@@ -125,7 +125,7 @@ OP_SHAPES = {"lvvit": dict(batch=128, tokens=50, dim=64, heads=4, dim_head=16, m
 def vitc_op_step(name):
     """a function running one forward + backward of one block's fused op at a model's step shape:
     'ffn-*' linear_gelu_linear (what nn.FeedForward runs), 'attn-*' qkv_attention with the output
-    projection (what nn.Attention runs); every input requires grad"""
+    projection (what nn.Attention runs), 'ln-*' layer_norm with weight and bias; every input requires grad"""
     import numpy as np
 
     import vitc
@@ -150,6 +150,11 @@ def vitc_op_step(name):
 
         def fwd():
             return vitc.linear_gelu_linear(*ins)
+    elif kind == "ln":
+        ins = [x, leaf(d), leaf(d)]
+
+        def fwd():
+            return vitc.layer_norm(ins[0], (d,), ins[1], ins[2])
     else:
         ins = [x, leaf(3 * inner, d, scale=d ** -0.5), leaf(d, inner, scale=inner ** -0.5), leaf(d)]
 

@@ -25,7 +25,8 @@ def _t(a, grad=False):
 
 LN_CASES = [((4, 7), (7,)), ((2, 3, 8), (8,)), ((2, 3, 4, 5), (4, 5)), ((1, 6), (6,)), ((3, 1), (1,)),
             ((5,), (5,)), ((0, 5), (5,)), ((2, 0, 3), (3,)),
-            ((19, 37), (37,))]  # rows in blocks of 8 and a 3-row rest; 8-lane sums and a 5-value rest
+            ((19, 37), (37,)),  # rows in blocks of 8 and a 3-row rest; 8-lane sums and a 5-value rest
+            ((13, 64), (64,)), ((3, 5, 96), (96,))]  # short rows eight at a time (lane sums), a 5-row and 7-row rest
 
 
 @pytest.mark.parametrize("shape,ns", LN_CASES)
@@ -74,6 +75,18 @@ def test_layer_norm_large_offset_is_stable():
     x = (1e4 + RNG.standard_normal((8, 64))).astype(np.float32)
     ref = F.layer_norm(torch.from_numpy(x).double(), (64,)).numpy()
     assert_close(vitc.layer_norm(_v(x), (64,)).numpy(), ref, 1e-3, 1e-3, "layer_norm at mean 1e4")
+
+
+@pytest.mark.parametrize("d", [64, 37])
+def test_layer_norm_nan_stays_in_its_row(d):
+    # the short-row path (d = 64) computes eight rows' statistics in one vector: a NaN must not leak
+    x = rand(11, d)
+    x[3, 5] = np.nan
+    x[9, 0] = np.inf
+    y = vitc.layer_norm(_v(x), (d,)).numpy()
+    bad = ~np.isfinite(y).all(axis=1)
+    assert bad.tolist() == [r in (3, 9) for r in range(11)]
+    assert np.isnan(y[3]).all()
 
 
 def test_layer_norm_errors():
