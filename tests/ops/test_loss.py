@@ -39,7 +39,7 @@ def _t(a):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("ls", [0.0, 0.1, 0.5])
-@pytest.mark.parametrize("N,K", [(6, 5), (1, 3), (9, 1), (4, 10)])
+@pytest.mark.parametrize("N,K", [(6, 5), (1, 3), (9, 1), (4, 10), (3, 16), (3, 17)])  # rows of <= 16 classes padded to 16 lanes
 def test_cross_entropy_class_indices(reduction, ls, N, K):
     x, t = rand(N, K, low=-3, high=3), labels((N,), K)
     check_op(lambda x, t: vitc.cross_entropy(x, t, reduction=reduction, label_smoothing=ls),
@@ -159,6 +159,14 @@ def test_cross_entropy_extreme_logits(ls):
             r.sum().backward()
             assert np.all(np.isfinite(vx.grad.numpy()))
             assert_close(vx.grad.numpy(), tx.grad.numpy(), 1e-4, 1e-6, "extreme logits grad")
+
+
+@pytest.mark.parametrize("K", [10, 40])
+def test_cross_entropy_nan_logit_gives_nan_row(K):
+    x, y = rand(4, K), probs(4, K)
+    x[2, 3] = np.nan
+    v = vitc.cross_entropy(_v(x), _v(y), reduction="none").numpy()
+    assert np.isnan(v[2]) and np.isfinite(np.delete(v, 2)).all()
 
 
 def test_cross_entropy_finite_differences_hard_smoothing():
