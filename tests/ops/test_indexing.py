@@ -311,7 +311,8 @@ def test_gather_errors():
 
 
 @pytest.mark.parametrize("shape,dim,n", [((5, 4), 0, 8), ((5, 4), 1, 3), ((3, 4, 5), 1, 6), ((3, 4, 5), -1, 0),
-                                         ((7,), 0, 7), ((2, 3000), 0, 5), ((3000, 3), 0, 5000)])
+                                         ((7,), 0, 7), ((2, 3000), 0, 5), ((3000, 3), 0, 5000),
+                                         ((700, 64), 0, 1500), ((300, 100), 0, 900)])  # backward split by columns
 def test_index_select(shape, dim, n):
     idx = RNG.integers(0, shape[dim], size=n).astype(np.int64)
     fd = np.prod(shape) < 5000
@@ -325,6 +326,27 @@ def test_index_select_repeated_accumulates():
     x = vitc.zeros(3, 2, requires_grad=True)
     vitc.index_select(x, 0, vitc.tensor([2, 2, 0, 2])).sum().backward()
     assert x.grad.tolist() == [[1, 1], [0, 0], [3, 3]]
+
+
+@pytest.mark.parametrize("cols", [64, 100])
+def test_index_select_backward_split_by_columns_is_exact(cols):
+    """Over dim 0 with one outer row, the backward's scatter-add splits the columns among the threads
+    and adds every column's repeated rows in index order: the bits of a serial np.add.at, at 1 and 2
+    threads."""
+    x = rand(600, cols)
+    idx = RNG.integers(0, 600, size=2000).astype(np.int64)  # repeats
+    g = rand(2000, cols)
+    want = np.zeros_like(x)
+    np.add.at(want, idx, g)
+    before = vitc.get_num_threads()
+    try:
+        for threads in (1, 2):
+            vitc.set_num_threads(threads)
+            t = vitc.tensor(x, requires_grad=True)
+            vitc.index_select(t, 0, vitc.tensor(idx)).backward(vitc.tensor(g))
+            assert np.array_equal(t.grad.numpy(), want)
+    finally:
+        vitc.set_num_threads(before)
 
 
 def test_index_select_0d_and_errors():

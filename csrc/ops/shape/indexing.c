@@ -154,8 +154,14 @@ static void xgeom_run(const xgeom *g, int mode) {
         }
         return;
     }
+    /* few outer rows: the inner run is split too, so the threads share even a single outer row
+     * (index_select's backward over dim 0 has O = 1: MixToken's (6272, 64) scatter ran on one
+     * thread); chunks of whole 64-byte lines of floats where the run is short */
     int64_t chunk = I, nchunks = 1;
-    if (g->ni <= 1 && O < 64 && I >= 2048) { chunk = 512; nchunks = (I + chunk - 1) / chunk; }
+    if (g->ni <= 1 && O < 64 && work > 32768 && I >= 32) {
+        chunk = I >= 2048 ? 512 : ((I + 3) / 4 + 15) & ~(int64_t)15;
+        nchunks = (I + chunk - 1) / chunk;
+    }
     #pragma omp parallel for if (work > 32768) schedule(static)
     for (int64_t t = 0; t < O * nchunks; t++) {
         int64_t o = t / nchunks, c = t % nchunks, bo, so;
