@@ -11,6 +11,10 @@ What it measures (each at 1 and 2 threads unless noted):
   seed_eval    the same model's forward at batch 5000 under no_grad / eval mode
   deit_train   a DeiT-Tiny-shaped step (224×224, patch 16, dim 192, depth 12, 3 heads, MLP 768,
                1000 classes), batch 32, AdamW; vitc's vit_tiny_patch16_224 vs timm's deit_tiny_patch16_224
+  lvvit_train  issue 21's LV-ViT-Tiny-MNIST step (conv stem, aux head, MixToken with fixed draws, token
+               labeling loss with dense labels, AdamW), batch 128: bench/common.py's vitc step against the
+               PyTorch reimplementation of the TokenLabeling definitions (tests/models/torch_lvvit.py), 2
+               threads only; the markdown adds its speed-up over the seed step's (issue 21's ratio)
   seed_bn_*    seed 004's ViTBN and ViTBNFFN (issue 5; same sizes), train and eval likewise: vitc's
                vit_bn_seed_mnist / vit_bnffn_seed_mnist against the experiment's PyTorch twins
                (vitc/experiments/_torch_vit_bn.py, loaded by path so the torch worker never loads vitc)
@@ -42,6 +46,10 @@ RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, HERE)
 from common import DEIT, SEED  # noqa: E402  (bench/'s one copy of the two model shapes)
 
+# lvvit_tiny_mnist's shape (vitc/models/lvvit.py), for the torch twin and the FLOP count
+LVVIT = dict(image_size=28, patch_size=4, channels=1, num_classes=10, dim=64, depth=4, heads=4, mlp_dim=192,
+             skip_lam=1.0, stem_width=16)
+
 
 def forward_flops(cfg, b):
     """2·(multiply-adds) of every GEMM and attention product in one forward pass at batch b."""
@@ -50,6 +58,18 @@ def forward_flops(cfg, b):
     pd = cfg["channels"] * cfg["patch_size"] ** 2
     per_block = 2 * b * t * (d * 3 * inner + inner * d + 2 * d * f) + 2 * 2 * b * cfg["heads"] * t * t * cfg["dim_head"]
     return 2 * b * n * pd * d + cfg["depth"] * per_block + 2 * b * d * cfg["num_classes"]
+
+
+def lvvit_forward_flops(cfg, b):
+    """forward_flops for LV-ViT: the 4-conv stem (7×7/2, two 3×3, the P/2 projection) instead of the
+    linear patch embedding, and the aux head over every patch token besides the class head"""
+    h, w, c, d, k = cfg["image_size"] // 2, cfg["stem_width"], cfg["channels"], cfg["dim"], cfg["num_classes"]
+    n = (cfg["image_size"] // cfg["patch_size"]) ** 2
+    half = cfg["patch_size"] // 2
+    stem = 2 * b * h * h * w * (c * 49 + 2 * w * 9) + 2 * b * n * d * w * half * half
+    blocks = forward_flops(dict(cfg, dim_head=d // cfg["heads"], patch_size=cfg["patch_size"]), b)
+    blocks -= 2 * b * n * cfg["channels"] * cfg["patch_size"] ** 2 * d  # forward_flops' linear embedding
+    return stem + blocks + 2 * b * n * d * k
 
 
 # ---- worker side: builds models in one framework, runs steps on command ------------------------
@@ -87,6 +107,17 @@ class VitcRunner:
         v = self.v
         v.manual_seed(0)
         rng = np.random.default_rng(0)
+        if model == "lvvit":
+            from common import vitc_lvvit_step
+            m = v.models.create_model("lvvit_tiny_mnist", num_classes=cfg["num_classes"])
+            blk = m.transformer.layers[0]
+            got = dict(image_size=m.image_size[0], patch_size=m.patch_size[0], channels=m.channels,
+                       dim=m.pos_embedding.shape[-1], depth=len(m.transformer.layers), heads=blk.attn.heads,
+                       mlp_dim=blk.ff.net[0].weight.shape[0], skip_lam=blk.skip_lam,
+                       stem_width=m.to_patch_embedding.conv1.out_channels)
+            if any(got[k] != cfg[k] for k in got):  # the torch twin is built from cfg
+                raise ValueError(f"lvvit_tiny_mnist is {got}, the suite's LVVIT {cfg}")
+            return vitc_lvvit_step(batch)
         if model == "deit":
             m = v.models.create_model("vit_tiny_patch16_224")
             opt_cls = v.optim.AdamW
@@ -121,6 +152,28 @@ class TorchRunner:
         self.torch, self.compiled = torch, compiled
         torch.set_num_threads(threads)
 
+    def lvvit_step(self, batch, cfg):
+        """bench/lvvit_step.py's PyTorch step (random weights: the time does not depend on them)"""
+        torch = self.torch
+        tl = load_by_path(os.path.join(ROOT, "tests", "models", "torch_lvvit.py"))
+        m = tl.LVViT(cfg["image_size"], cfg["patch_size"], cfg["channels"], cfg["num_classes"], cfg["dim"],
+                     cfg["depth"], cfg["heads"], cfg["mlp_dim"], cfg["skip_lam"], cfg["stem_width"])
+        m.train()
+        fwd = torch.compile(m) if self.compiled else m
+        grid = cfg["image_size"] // cfg["patch_size"]
+        x = torch.randn(batch, cfg["channels"], cfg["image_size"], cfg["image_size"])
+        y = torch.distributions.Dirichlet(torch.ones(cfg["num_classes"])).sample((batch,))
+        yt = torch.distributions.Dirichlet(torch.ones(cfg["num_classes"])).sample((batch, grid * grid))
+        target = torch.cat([y[:, None], y[:, None], yt], 1)
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+        draw = (0.6, grid // 2, grid // 2)
+
+        def step():
+            opt.zero_grad()
+            tl.token_label_ce(fwd(x, draw=draw), target, dense_weight=0.5).backward()
+            opt.step()
+        return step
+
     def sgemm(self, n):
         a, b = self.torch.randn(n, n), self.torch.randn(n, n)
         return lambda: a @ b
@@ -128,6 +181,8 @@ class TorchRunner:
     def build(self, model, mode, batch, cfg):
         torch = self.torch
         torch.manual_seed(0)
+        if model == "lvvit":
+            return self.lvvit_step(batch, cfg)
         if model == "deit":
             import timm
             m = timm.create_model("deit_tiny_patch16_224", pretrained=False)
@@ -314,13 +369,15 @@ def run_cases(a, models, res, save):
                 cases += [(m, "train", 100, cfg), (m, "eval", 5000, cfg)]
             if th == 2 or not a.quick:
                 cases.append(("deit", "train", 32, DEIT))
+            if th == 2:
+                cases.append(("lvvit", "train", 128, LVVIT))
             for case, mode, batch, cfg in cases:
                 if a.only and f"{case}_{mode}" not in a.only.split(","):
                     continue
                 eval_like = mode == "eval" or case == "deit"
                 rounds, block = (max(2, a.rounds // 2), 1) if eval_like else (a.rounds, a.block)
                 r = interleaved(workers, rounds, block, case=case, mode=mode, batch=batch, cfg=cfg)
-                flops = forward_flops(cfg, batch) * (3 if mode == "train" else 1)
+                flops = (lvvit_forward_flops if case == "lvvit" else forward_flops)(cfg, batch) * (3 if mode == "train" else 1)
                 peak = max((x.get("gflops", 0) for x in sg.values()), default=0)
                 for f, x in r.items():
                     if "median_ms" in x:
@@ -440,6 +497,15 @@ def markdown(res, cmdline):
             th[row["threads"]] = row["results"]["vitc"]["median_ms"]
     if 1 in th and 2 in th:
         lines.append(f"- vitc seed step 1 → 2 threads: {th[1] / th[2]:.2f}×")
+    speedup = {}
+    for row in res["cases"]:
+        r = row["results"]
+        if row["threads"] == 2 and "median_ms" in r.get("vitc", {}) and "median_ms" in r.get("torch", {}):
+            speedup[row["case"]] = r["torch"]["median_ms"] / r["vitc"]["median_ms"]
+    if "lvvit_train" in speedup and "seed_train" in speedup:
+        lines.append(f"- issue 21: LV-ViT's speed-up over PyTorch eager / the seed step's, 2 threads: "
+                     f"{speedup['lvvit_train'] / speedup['seed_train']:.3f} (the two cases ran minutes apart; "
+                     "bench/lvvit_step.py --with-seed interleaves all four steps)")
     if res.get("memory"):
         lines += ["", "| peak memory (VmHWM, 3 train steps, own process, 2 threads) | MB | MB above RSS after import+build |",
                   "|---|---|---|"]
