@@ -25,25 +25,18 @@
     T s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;                                \
     sink += s[0]
 
-__attribute__((target("avx2,fma"))) static double run256(int threads) {
-    float sink = 0.0f;
-    double t0 = omp_get_wtime();
-    #pragma omp parallel num_threads(threads) reduction(+ : sink)
-    { CHAINS(__m256, _mm256_set1_ps, _mm256_fmadd_ps); }
-    double t = omp_get_wtime() - t0;
-    if (sink == 12345.0f) puts(""); /* keeps the chains live */
-    return 2.0 * 8 * 12 * (double)ITERS * threads / t / 1e9;
-}
-
-__attribute__((target("avx512f"))) static double run512(int threads) {
-    float sink = 0.0f;
-    double t0 = omp_get_wtime();
-    #pragma omp parallel num_threads(threads) reduction(+ : sink)
-    { CHAINS(__m512, _mm512_set1_ps, _mm512_fmadd_ps); }
-    double t = omp_get_wtime() - t0;
-    if (sink == 12345.0f) puts("");
-    return 2.0 * 16 * 12 * (double)ITERS * threads / t / 1e9;
-}
+/* run<bits>(threads): the chains on T vectors of `lanes` floats, compiled for `isa`; GFLOP/s */
+#define RUNNER(name, isa, T, SET, FMA, lanes)                                                         \
+    __attribute__((target(isa))) static double name(int threads) {                                   \
+        float sink = 0.0f;                                                                            \
+        double t0 = omp_get_wtime();                                                                  \
+        _Pragma("omp parallel num_threads(threads) reduction(+ : sink)") { CHAINS(T, SET, FMA); }    \
+        double t = omp_get_wtime() - t0;                                                              \
+        if (sink == 12345.0f) puts(""); /* keeps the chains live */                                   \
+        return 2.0 * (lanes) * 12 * (double)ITERS * threads / t / 1e9;                                \
+    }
+RUNNER(run256, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, 8)
+RUNNER(run512, "avx512f", __m512, _mm512_set1_ps, _mm512_fmadd_ps, 16)
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
