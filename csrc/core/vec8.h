@@ -23,6 +23,15 @@ AI v8 bc8(float x) { return __builtin_shuffle((v8){x}, (v8i){0}); }
 #define sel8(m, a, b) ((v8)(((v8i)(a) & (m)) | ((v8i)(b) & ~(m)))) /* m ? a : b */
 #define max8(a, b) sel8((b) > (a), (b), (a))
 
+/* all lanes <- the sum of the 8 lanes by halving shuffles, lane 0 = ((v0+v4) + (v2+v6)) + ((v1+v5) +
+ * (v3+v7)): one fixed order (deterministic) for every kernel that folds 8 lanes */
+AI v8 allsum8(const v8 *vp) {
+    v8 v = *vp;
+    v = v + __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3});
+    v = v + __builtin_shuffle(v, (v8i){2, 3, 0, 1, 6, 7, 4, 5});
+    return v + __builtin_shuffle(v, (v8i){1, 0, 3, 2, 5, 4, 7, 6});
+}
+
 /* r[c] <- column c of the 8×8 block r (unpack, 2×2-block shuffle, 128-bit halves) */
 AI void transpose8(v8 *r) {
     v8 t[8], u[8];

@@ -263,14 +263,11 @@ static inline __attribute__((always_inline)) void short_row(const float *x, int6
     }
 }
 
-/* Σ of the SHORT_K (16) lanes: two vectors added, then a fixed halving tree in registers (a running
- * sum must go lane by lane) */
+/* Σ of the SHORT_K (16) lanes: two vectors added, then vec8.h's fixed halving tree in registers (a
+ * running sum must go lane by lane) */
 static inline __attribute__((always_inline)) float sum_short(const float *a) {
     v8 v = ld8(a) + ld8(a + 8);
-    v += __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3});
-    v += __builtin_shuffle(v, (v8i){2, 3, 0, 1, 6, 7, 4, 5});
-    v += __builtin_shuffle(v, (v8i){1, 0, 3, 2, 5, 4, 7, 6});
-    return v[0];
+    return allsum8(&v)[0];
 }
 
 VT_SIMD_CLONES static double ce_row_short(const float *x, int64_t K, const float *w, int64_t tgt, const float *y,
@@ -292,10 +289,9 @@ VT_SIMD_CLONES static double ce_row_short(const float *x, int64_t K, const float
 /* dx_k = s·(p_k·Σc − c_k) */
 VT_SIMD_CLONES static void ce_grad_row_short(const float *x, int64_t K, const float *w, int64_t tgt, const float *y,
                                              double eps, const float *ml, double s, float *dx) {
-    float xv[SHORT_K], cv[SHORT_K], d[SHORT_K], c2[SHORT_K];
+    float xv[SHORT_K], cv[SHORT_K], d[SHORT_K];
     short_row(x, K, w, tgt, y, eps, xv, cv);
-    for (int k = 0; k < SHORT_K; k++) c2[k] = cv[k];
-    const float m = ml[0], ls = ml[1], st = (float)(s * (double)sum_short(c2)), sf = (float)s;
+    const float m = ml[0], ls = ml[1], st = (float)(s * (double)sum_short(cv)), sf = (float)s;
     for (int k = 0; k < SHORT_K; k++) d[k] = st * vt_expf((xv[k] - m) - ls) - sf * cv[k];
     for (int64_t k = 0; k < K; k++) dx[k] = d[k];
 }

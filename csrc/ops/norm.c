@@ -36,14 +36,7 @@
  * compiled for AVX2 went through the stack and ran its forward 2x slower than the omp form. */
 #define BLOCK 256
 
-#define LD8(p) ld8(p)
-
-INLINE float fold8(v8 v) { /* a tree of depth 3: lane i + lane i+4, then i+2, i+1 */
-    v += __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3});
-    v += __builtin_shuffle(v, (v8i){2, 3, 0, 1, 2, 3, 0, 1});
-    v += __builtin_shuffle(v, (v8i){1, 0, 1, 0, 1, 0, 1, 0});
-    return v[0];
-}
+INLINE float fold8(v8 v) { return allsum8(&v)[0]; } /* vec8.h's tree: lane i + lane i+4, then i+2, i+1 */
 
 /* *s += Σ x */
 INLINE void sum1(const float *x, int64_t n, double *s) {
@@ -53,7 +46,7 @@ INLINE void sum1(const float *x, int64_t n, double *s) {
         v8 a = {0};
         float t = 0;
         int64_t i = i0;
-        for (; i + 8 <= i1; i += 8) a += LD8(x + i);
+        for (; i + 8 <= i1; i += 8) a += ld8(x + i);
         for (; i < i1; i++) t += x[i];
         S += fold8(a) + t;
     }
@@ -68,7 +61,7 @@ INLINE void dev_sums(const float *x, int64_t n, float c, double *s, double *q) {
         v8 a = {0}, b = {0};
         float ta = 0, tb = 0;
         int64_t i = i0;
-        for (; i + 8 <= i1; i += 8) { v8 d = LD8(x + i) - c; a += d; b += d * d; }
+        for (; i + 8 <= i1; i += 8) { v8 d = ld8(x + i) - c; a += d; b += d * d; }
         for (; i < i1; i++) { float d = x[i] - c; ta += d; tb += d * d; }
         S += fold8(a) + ta;
         Q += fold8(b) + tb;
@@ -86,10 +79,10 @@ INLINE void grad_sums(const float *g, const float *w, const float *x, int64_t n,
         float ta = 0, tb = 0;
         int64_t i = i0;
         if (w) {
-            for (; i + 8 <= i1; i += 8) { v8 h = LD8(g + i) * LD8(w + i); a += h; b += h * (LD8(x + i) - c); }
+            for (; i + 8 <= i1; i += 8) { v8 h = ld8(g + i) * ld8(w + i); a += h; b += h * (ld8(x + i) - c); }
             for (; i < i1; i++) { float h = g[i] * w[i]; ta += h; tb += h * (x[i] - c); }
         } else {
-            for (; i + 8 <= i1; i += 8) { v8 h = LD8(g + i); a += h; b += h * (LD8(x + i) - c); }
+            for (; i + 8 <= i1; i += 8) { v8 h = ld8(g + i); a += h; b += h * (ld8(x + i) - c); }
             for (; i < i1; i++) { ta += g[i]; tb += g[i] * (x[i] - c); }
         }
         S += fold8(a) + ta;

@@ -40,18 +40,13 @@ AI v8 exp8(const v8 *xp) {
     return (v8)((v8i)y & ~under);
 }
 
-/* all lanes <- max / sum of the 8 lanes, by halving shuffles (a fixed order: deterministic) */
+/* all lanes <- max of the 8 lanes, by halving shuffles (a fixed order: deterministic; the sum's
+ * twin, allsum8, is in vec8.h) */
 AI v8 allmax8(const v8 *vp) {
     v8 v = *vp;
     v = max8(v, __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3}));
     v = max8(v, __builtin_shuffle(v, (v8i){2, 3, 0, 1, 6, 7, 4, 5}));
     return max8(v, __builtin_shuffle(v, (v8i){1, 0, 3, 2, 5, 4, 7, 6}));
-}
-AI v8 allsum8(const v8 *vp) {
-    v8 v = *vp;
-    v = v + __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3});
-    v = v + __builtin_shuffle(v, (v8i){2, 3, 0, 1, 6, 7, 4, 5});
-    return v + __builtin_shuffle(v, (v8i){1, 0, 3, 2, 5, 4, 7, 6});
 }
 
 /* C[R×8NV] = alpha · Σ_k A(r,k)·B[k, 0:8NV], A(r,k) = a[r·sar + k·sak] (any strides: A is only
